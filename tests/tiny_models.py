@@ -1,0 +1,84 @@
+"""Tiny random checkpoints of every supported family, for fidelity tests.
+
+Every parameter is random, norm weights and biases included, so a growth rule that
+only works for the default initialisation (ones, zeros) cannot pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 97
+
+# Per family: config overrides that make a tiny model with GQA where the family has it,
+# biases where the family allows them, and the family's special features switched on.
+TINY_CONFIGS: dict[str, dict] = {
+    "llama": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  head_dim=8, num_hidden_layers=2, attention_bias=True, mlp_bias=True),
+    "mistral": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=3,
+                    head_dim=8, num_hidden_layers=2, sliding_window=None),
+    "qwen2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=2),
+    "qwen3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  head_dim=8, num_hidden_layers=2),
+    "gemma": dict(hidden_size=48, intermediate_size=80, num_attention_heads=4, num_key_value_heads=1,
+                  head_dim=12, num_hidden_layers=2),
+    "gemma2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=4, num_key_value_heads=2,
+                   head_dim=12, query_pre_attn_scalar=12, num_hidden_layers=2, sliding_window=8),
+    "gemma3_text": dict(hidden_size=48, intermediate_size=80, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=12, query_pre_attn_scalar=12, num_hidden_layers=2, sliding_window=8),
+    "phi3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                 num_hidden_layers=2, pad_token_id=0, partial_rotary_factor=0.5),
+    "olmo": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                 num_hidden_layers=2, pad_token_id=0, clip_qkv=3.0),
+    "olmo2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=2, pad_token_id=0),
+    "gpt_neox": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_hidden_layers=2,
+                     rotary_pct=0.5),
+    "opt": dict(hidden_size=48, ffn_dim=80, num_attention_heads=6, num_hidden_layers=2,
+                word_embed_proj_dim=48, max_position_embeddings=64, pad_token_id=1),
+    "gpt2": dict(n_embd=48, n_inner=80, n_head=6, n_layer=2, n_positions=64),
+    "granite": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                    num_hidden_layers=2, embedding_multiplier=3.0, residual_multiplier=0.5,
+                    attention_multiplier=0.2, logits_scaling=2.0, attention_bias=True),
+    "smollm3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                    num_hidden_layers=4, no_rope_layer_interval=2),
+}
+
+FAMILIES = sorted(TINY_CONFIGS)
+
+
+def tiny_config(family: str, tied: bool | None = None, **overrides):
+    kwargs = dict(vocab_size=VOCAB, max_position_embeddings=64)
+    kwargs.update(TINY_CONFIGS[family])
+    kwargs.update(overrides)
+    if tied is not None:
+        kwargs["tie_word_embeddings"] = tied
+    return AutoConfig.for_model(family, **kwargs)
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """Give every parameter random values, norms and biases included."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1:  # norm weights and biases: keep norms near 1, biases small
+                base = 1.0 if "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
+                param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(0.2 * torch.randn(param.shape, generator=gen))
+
+
+def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.float32, seed: int = 0,
+              **overrides) -> Path:
+    """Write a tiny random checkpoint of `family` to `folder` and return the folder."""
+    torch.manual_seed(seed)
+    config = tiny_config(family, tied=tied, **overrides)
+    model = AutoModelForCausalLM.from_config(config)
+    randomize_(model, seed)
+    model.to(dtype)
+    model.save_pretrained(folder)
+    return Path(folder)
