@@ -52,7 +52,7 @@ FAMILIES = sorted(TINY_CONFIGS)
 
 
 def tiny_config(family: str, tied: bool | None = None, **overrides):
-    kwargs = dict(vocab_size=VOCAB, max_position_embeddings=64)
+    kwargs = dict(vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     kwargs.update(TINY_CONFIGS[family])
     kwargs.update(overrides)
     if tied is not None:
