@@ -1,0 +1,120 @@
+"""`hyperclone grow`: stream a source checkpoint into a wider one that computes the same function.
+
+Plan first (hyperclone.plan), then execute: read one source tensor, write its grown form into the
+output shard at its planned offset, forget it. The destination model is never instantiated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from hyperclone import __version__
+from hyperclone.checkpoint_io import ShardedWriter
+from hyperclone.errors import HyperCloneError
+from hyperclone.ops import grow_emitted_matrix, grow_linear, repeat_sections, scale_norm_weight
+from hyperclone.outputs import atomic_folder, check_output
+from hyperclone.plan import GrowthSpec, Plan, Recipe, make_plan
+from hyperclone.source import is_weight_file, open_source, resolve_gguf, source_folder
+
+DEFAULT_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
+PROVENANCE_FILE = "hyperclone.json"
+
+
+def parse_size(text: str | int) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count -> bytes."""
+    if isinstance(text, int):
+        return text
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    value = text.strip().upper()
+    number = value.rstrip("KMGTIB")
+    unit = value[len(number):]
+    try:
+        size = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise HyperCloneError(f"--shard-size must look like 5GB or 500MB, got {text!r}") from None
+    if size < 1:
+        raise HyperCloneError(f"--shard-size must be positive, got {text!r}")
+    return int(size)
+
+
+def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec) -> torch.Tensor:
+    """Apply one recipe to its source tensor (pure: the result depends only on its arguments)."""
+    if tensor.ndim == 1:
+        grown = repeat_sections(tensor, recipe.sections[0])
+        return scale_norm_weight(grown, recipe.scale, recipe.norm_offset)
+    if tensor.ndim != 2:
+        raise HyperCloneError(f"{recipe.src_name}: cannot grow a tensor of {tensor.ndim} dimensions")
+    if recipe.contract is None:
+        (col_section,) = recipe.sections[1]
+        return grow_emitted_matrix(tensor, recipe.sections[0], col_section[1], recipe.scale)
+    out_axis = 1 - recipe.contract
+    (in_section,) = recipe.sections[recipe.contract]
+    generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
+    matrix = tensor if recipe.contract == 1 else tensor.t()
+    grown = grow_linear(matrix, recipe.sections[out_axis], in_section[1], spec.mode, spec.snr_db, generator)
+    if recipe.scale != 1.0:
+        grown = (grown.float() * recipe.scale).to(tensor.dtype)
+    return grown if recipe.contract == 1 else grown.t().contiguous()
+
+
+def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    config = dict(raw_config)
+    config.update(plan.config_updates)
+    config.pop("quantization_config", None)
+    return config
+
+
+def provenance(src: str | Path, plan: Plan) -> dict[str, Any]:
+    return {"hyperclone_version": __version__, "source": str(src), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **plan.summary()}
+
+
+def copy_side_files(src: Path, dst: Path) -> None:
+    """Tokenizer, generation config, chat template and other small files; not weights or config.json."""
+    for path in sorted(src.iterdir()):
+        if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE):
+            shutil.copy2(path, dst / path.name)
+
+
+def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False) -> tuple[Plan, Any]:
+    source = open_source(src, allow_pickle=allow_pickle)
+    return make_plan(source.family, source.config, source.weights.infos, spec), source
+
+
+def grow(src: str | Path, out: str | Path, *, width: int = 2, ffn: int | None = None, mode: str = "symmetric",
+         noise_db: float | None = None, tie: str = "keep", seed: int = 0, overwrite: bool = False,
+         allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE, progress: bool = False) -> Path:
+    """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`."""
+    spec = GrowthSpec(width=width, ffn=ffn, mode=mode, noise_db=noise_db, tie=tie, seed=seed)
+    spec.validate()
+    max_shard = parse_size(shard_size)
+    out = Path(out)
+    check_output(out, overwrite)
+    if resolve_gguf(src) is None and not Path(src).exists():
+        raise HyperCloneError(f"source not found: {src}")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with source_folder(src, workdir=out.absolute().parent) as folder:
+        plan, source = plan_growth(folder, spec, allow_pickle)
+        with atomic_folder(out, overwrite) as tmp:
+            writer = ShardedWriter(tmp, plan.outputs, max_shard, metadata={"hyperclone": __version__})
+            total = sum(t.nbytes for t in plan.outputs)
+            with tqdm(total=total, unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
+                for recipe in plan.recipes:
+                    grown = grow_tensor(recipe, source.weights.read(recipe.src_name), spec)
+                    writer.write(recipe.out_name, grown)
+                    bar.update(grown.numel() * grown.element_size())
+                    del grown
+            writer.close()
+            copy_side_files(folder, tmp)
+            (tmp / "config.json").write_text(json.dumps(grown_config(source.raw_config, plan), indent=2) + "\n")
+            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance(src, plan), indent=2) + "\n")
+    return out
