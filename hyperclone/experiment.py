@@ -58,7 +58,8 @@ def build_corpus(dest: Path, data: list[Path] | None, max_bytes: int) -> dict[st
         files = stdlib_files()
         random.Random(0).shuffle(files)
         docs = (p.read_text(encoding="utf-8", errors="replace") for p in files)
-        description = f"the Python {platform.python_version()} standard library sources ({sysconfig.get_paths()['stdlib']})"
+        stdlib = sysconfig.get_paths()["stdlib"]
+        description = f"the Python {platform.python_version()} standard library sources ({stdlib})"
     dest.parent.mkdir(parents=True, exist_ok=True)
     n_docs = n_bytes = 0
     tmp = dest.with_suffix(".tmp")
@@ -214,8 +215,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = None, progress: bool = True,
                    command: str | None = None) -> dict[str, Any]:
     """Run (or finish) the whole experiment in `out`; returns the results written to out/results.json."""
-    from hyperclone.grow import grow
     from transformers import AutoConfig, AutoTokenizer
+
+    from hyperclone.grow import grow
 
     out = Path(out)
     t0 = time.perf_counter()

@@ -491,7 +491,10 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
         summary = {"steps": step, "tokens": tokens, "final_val_loss": val_loss, "elapsed_s": round(elapsed(), 3),
                    "world_size": procs.world, "param_digests": digests, "ranks_in_sync": len(set(digests)) == 1,
                    "accumulation_steps": accum, "micro_batch": micro, "device": str(procs.device),
-                   "autocast_bf16": autocast is not contextlib.nullcontext, "extra": cfg.extra}
+                   "autocast_bf16": autocast is not contextlib.nullcontext, "extra": cfg.extra,
+                   "data": {"cache": str(data.folder), "documents": data.n_docs, "tokens": data.n_tokens,
+                            "train_tokens": data.val_start, "val_tokens": data.n_tokens - data.val_start,
+                            "eval_tokens": n_val * seq}}
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     if len(set(digests)) != 1:
         raise HyperCloneError("processes ended with different weights (DDP ranks out of sync)")
