@@ -34,6 +34,7 @@ from hyperclone.data import iter_documents, list_sources
 from hyperclone.errors import HyperCloneError
 from hyperclone.presets import Preset
 from hyperclone.train import SUMMARY_FILE, TrainConfig, read_metrics, train
+from hyperclone.train_state import hf_quiet
 
 EOT = "<|endoftext|>"
 SETTINGS_FILE = "experiment.json"
@@ -122,7 +123,8 @@ def init_model(config, seed: int, tokenizer, folder: Path) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
+    with hf_quiet():
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(folder)
     return folder

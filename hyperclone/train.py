@@ -160,7 +160,8 @@ def load_model(path: Path, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with ts.hf_quiet():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (ValueError, OSError, KeyError, RuntimeError) as err:
         raise HyperCloneError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
     model.config.use_cache = False

@@ -17,11 +17,13 @@ interrupted save are ignored and removed by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,20 @@ OPTIMIZER_FILE = "optimizer.pt"
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@contextlib.contextmanager
+def hf_quiet() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") meanwhile."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,15 +125,8 @@ def save_rank_rng(tmp: Path, rank: int) -> None:
 
 def finish_save(tmp: Path, dest: Path, model, tokenizer, optimizer, state: dict[str, Any]) -> None:
     """Write weights, tokenizer, optimizer (unless None) and state into tmp, then swap it into dest (rank 0 only)."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would break our progress bar
-    try:
+    with hf_quiet():
         model.save_pretrained(tmp)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
