@@ -47,7 +47,7 @@ def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32):
 def checkpoint_dtype(folder: Path) -> torch.dtype:
     from hyperclone.checkpoint_io import SourceWeights
 
-    infos = SourceWeights(Path(folder)).infos.values()
+    infos = SourceWeights(Path(folder), allow_pickle=True).infos.values()  # transformers reads it weights_only
     floats = [i.dtype for i in infos if i.dtype.is_floating_point]
     return floats[0] if floats else torch.float32
 

@@ -1,0 +1,194 @@
+"""The command line: bad input gives one line on stderr, exit status 2, no traceback, nothing at OUT."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import make_tiny
+
+from hyperclone.cli import main
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return make_tiny("llama", tmp_path / "src")
+
+
+def assert_clean_error(code, err, out_path: Path, fragment: str):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hyperclone: error:"), err
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not out_path.exists()
+    assert not list(out_path.parent.glob(f".{out_path.name}*")), "temporary folder left behind"
+
+
+def test_grow_then_verify_cli(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run(["grow", str(tiny), str(out), "--width", "3", "--ffn", "2", "--quiet"], capsys)
+    assert code == 0 and out.is_dir()
+    code, stdout, _ = run(["verify", str(tiny), str(out)], capsys)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and result["ok"] and result["rel_err"] <= 1e-4
+    assert set(result) >= {"max_abs_diff", "rel_err", "argmax_agreement", "kl"}
+
+
+def test_verify_exits_1_when_function_differs(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    run(["grow", str(tiny), str(out), "--quiet"], capsys)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(out / "model.safetensors")
+    state["model.layers.0.mlp.down_proj.weight"] += 0.5
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    code, stdout, _ = run(["verify", str(tiny), str(out)], capsys)
+    assert code == 1
+    assert json.loads(stdout.strip())["ok"] is False
+
+
+def test_inspect_lists_growths(tiny, capsys):
+    code, stdout, _ = run(["inspect", str(tiny), "--json"], capsys)
+    info = json.loads(stdout)
+    assert code == 0 and info["family"] == "llama" and info["dims"]["hidden"] == 48
+    assert [g["hidden"] for g in info["growths"]] == [96, 144, 192]
+    assert info["parameters"] == sum(p.numel() for p in torch.nn.Module.parameters(_load(tiny)))
+
+
+def _load(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--width", "0"], "--width must be a positive integer"),
+    (["--width", "-2"], "--width must be a positive integer"),
+    (["--width", "1.5"], "--width"),
+    (["--ffn", "0"], "--ffn must be a positive integer"),
+    (["--mode", "wild"], "--mode must be one of"),
+    (["--tie", "maybe"], "--tie must be one of"),
+    (["--noise-db", "3"], "--noise-db only applies to --mode noisy"),
+    (["--shard-size", "lots"], "--shard-size"),
+])
+def test_bad_factors_and_options(tiny, tmp_path, capsys, args, fragment):
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out), *args], capsys)
+    assert_clean_error(code, err, out, fragment)
+
+
+def test_missing_source(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tmp_path / "nope"), str(out)], capsys)
+    assert_clean_error(code, err, out, "source not found")
+
+
+def test_missing_config(tiny, tmp_path, capsys):
+    (tiny / "config.json").unlink()
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "no config.json")
+
+
+def test_unknown_family_lists_supported(tiny, tmp_path, capsys):
+    config = json.loads((tiny / "config.json").read_text())
+    config["model_type"] = "bert"
+    (tiny / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "unsupported model family 'bert'; supported: gemma, gemma2")
+
+
+def test_existing_output_untouched(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    code, _, _ = run(["grow", str(tiny), str(out), "--overwrite", "--quiet"], capsys)
+    assert code == 0 and (out / "model.safetensors").exists() and not (out / "keep.txt").exists()
+
+
+def test_truncated_safetensors(tiny, tmp_path, capsys):
+    weights = tiny / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 100])
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "truncated")
+
+
+def test_corrupt_safetensors_header(tiny, tmp_path, capsys):
+    weights = tiny / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:20] = b"garbage!!!!!"
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "corrupt")
+
+
+def test_not_safetensors_at_all(tiny, tmp_path, capsys):
+    (tiny / "model.safetensors").write_bytes(struct.pack("<Q", 10**12) + b"xx")
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "corrupt or truncated")
+
+
+def test_config_and_weights_disagree(tiny, tmp_path, capsys):
+    config = json.loads((tiny / "config.json").read_text())
+    config["intermediate_size"] = 64
+    (tiny / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "config and weights disagree")
+
+
+def test_layer_count_disagrees(tiny, tmp_path, capsys):
+    config = json.loads((tiny / "config.json").read_text())
+    config["num_hidden_layers"] = 1
+    (tiny / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "unexpected tensor")
+
+
+def test_pickle_refused_unless_allowed(tiny, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    state = load_file(tiny / "model.safetensors")
+    (tiny / "model.safetensors").unlink()
+    torch.save(state, tiny / "pytorch_model.bin")
+    out = tmp_path / "out"
+    code, _, err = run(["grow", str(tiny), str(out)], capsys)
+    assert_clean_error(code, err, out, "--allow-pickle")
+    code, _, _ = run(["grow", str(tiny), str(out), "--allow-pickle", "--quiet"], capsys)
+    assert code == 0 and (out / "model.safetensors").exists()
+    code, stdout, _ = run(["verify", str(tiny), str(out)], capsys)
+    assert code == 0
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    """Through the real entry point, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-m", "hyperclone.cli", "grow", str(tmp_path / "nope"), str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"hyperclone: error: source not found: {tmp_path / 'nope'}"]
+
+
+@pytest.mark.parametrize("verb", ["grow", "verify", "inspect", "convert", "train", "experiment"])
+def test_every_verb_has_help(verb, capsys):
+    code, stdout, _ = run([verb, "--help"], capsys)
+    assert code == 0 and "Usage" in stdout
