@@ -204,6 +204,7 @@ def machine() -> str:
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if path.exists():
         old = json.loads(path.read_text())
         if old != settings:

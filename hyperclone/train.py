@@ -350,6 +350,10 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
         if changed:
             desc = ", ".join(f"{k} was {a}, now {b}" for k, (a, b) in changed.items())
             raise HyperCloneError(f"cannot resume {out} with a different recipe: {desc}")
+        if state["step"] >= total:  # the run had finished: nothing to do
+            vals = [m["val_loss"] for m in read_metrics(out) if m.get("val_loss") is not None]
+            return TrainResult(out, start_ckpt, int(state["step"]), int(state["tokens"]),
+                               vals[-1] if vals else float("nan"), float(state["elapsed_s"]))
         if procs.main:
             print(f"resuming from {start_ckpt} (step {state['step']} of {total})", file=sys.stderr)
     model = load_model(start_ckpt or model_dir, procs.device)
@@ -405,11 +409,6 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
 
     def elapsed() -> float:
         return elapsed0 + time.perf_counter() - session_start
-
-    if step >= total:  # nothing left (the run had finished)
-        final = start_ckpt if start_ckpt is not None else out / ts.FINAL
-        vals = [m["val_loss"] for m in read_metrics(out) if m.get("val_loss") is not None]
-        return TrainResult(out, final, step, tokens, vals[-1] if vals else float("nan"), elapsed0)
 
     val_loss = None
     if step == 0:

@@ -1,0 +1,95 @@
+"""End-to-end `experiment` on a micro preset (seconds), plus preset sanity."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from train_helpers import make_corpus
+
+from hyperclone import report
+from hyperclone.errors import HyperCloneError
+from hyperclone.experiment import plan_arms, run_experiment
+from hyperclone.presets import PRESETS, Preset, get_preset
+from hyperclone.train import read_metrics
+
+MICRO = Preset(name="micro", description="test only", corpus_bytes=200_000, vocab_size=300,
+               hidden=32, layers=2, heads=2, kv_heads=2, ffn=64, width=2,
+               seq_len=32, batch_tokens=8 * 32, small_tokens=256 * 40, tokens=256 * 32,
+               small_lr=3e-3, lr=2e-3, warmup=0.1, schedule="cosine",
+               evals_per_run=4, eval_tokens=512, seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    corpus = make_corpus(root / "corpus")
+    out = root / "out"
+    return out, corpus, run_experiment(MICRO, out, data=[corpus], progress=False)
+
+
+def test_report_files_and_keys(experiment):
+    out, _, results = experiment
+    assert (out / "report.md").read_text().startswith("# HyperCloning experiment")
+    for name in ("val_loss_vs_tokens.png", "val_loss_vs_flops.png", "val_loss_vs_time.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((out / "results.json").read_text())
+    for key in ("speedup_tokens", "speedup_flops", "speedup_tokens_incl_small", "seed_spread", "per_seed", "arms",
+                "models", "definitions"):
+        assert key in on_disk
+    assert set(on_disk["arms"]) == {"small", "grown", "random", "grown-half", "grown-quarter"}
+    assert set(on_disk["arms"]["grown"]["seeds"]) == set(on_disk["arms"]["random"]["seeds"]) == {"0", "1"}
+    for arm in on_disk["arms"].values():
+        for run in arm["seeds"].values():
+            assert run["curve"] and run["final_val_loss"] == run["curve"][-1]["val_loss"]
+    report_md = (out / "report.md").read_text()
+    assert "6·N" in report_md and "randomly initialised model of the identical configuration" in report_md
+
+
+def test_results_are_consistent(experiment):
+    out, _, results = experiment
+    arms = results["arms"]
+    small_final = arms["small"]["seeds"]["0"]["final_val_loss"]
+    for name in ("grown", "grown-half", "grown-quarter"):
+        for run in arms[name]["seeds"].values():
+            # the grown model starts exactly where the small one ended: growth preserved the function
+            assert run["curve"][0]["val_loss"] == pytest.approx(small_final, abs=1e-4)
+    assert results["models"]["grown"]["hidden"] == 2 * MICRO.hidden
+    assert results["models"]["grown"]["flops_per_token"] > 2 * results["models"]["small"]["flops_per_token"]
+    # grown and random of one seed: same budget, same steps; shorter arms have their own full schedule
+    for seed in ("0", "1"):
+        g, r = arms["grown"]["seeds"][seed]["curve"], arms["random"]["seeds"][seed]["curve"]
+        assert [p["tokens"] for p in g] == [p["tokens"] for p in r]
+    half = read_metrics(out / "runs" / "grown-half-s0")
+    assert half[-1]["tokens"] == MICRO.tokens // 2 and half[-1]["lr"] == pytest.approx(MICRO.lr * 0.1)
+    # the headline numbers are what report.summarize computes from the stored curves
+    curves = {name: {int(s): run["curve"] for s, run in arm["seeds"].items()}
+              for name, arm in arms.items() if name != "small"}
+    again = report.summarize(curves, arms["small"]["seeds"]["0"]["curve"],
+                             small_elapsed=results["small_cost"]["elapsed_s"])
+    for key in ("speedup_tokens", "speedup_flops", "speedup_tokens_incl_small", "target_val_loss"):
+        assert again[key] == results[key]
+    random_final = sum(r["final_val_loss"] for r in arms["random"]["seeds"].values()) / 2
+    assert results["target_val_loss"] == pytest.approx(random_final)
+
+
+def test_rerun_resumes_instead_of_retraining(experiment):
+    out, corpus, results = experiment
+    before = (out / "runs" / "grown-s0" / "metrics.jsonl").read_text()
+    again = run_experiment(MICRO, out, data=[corpus], progress=False)
+    assert (out / "runs" / "grown-s0" / "metrics.jsonl").read_text() == before
+    assert again["speedup_tokens"] == results["speedup_tokens"]
+    with pytest.raises(HyperCloneError, match="other settings"):
+        run_experiment(replace(MICRO, lr=1e-3), out, data=[corpus], progress=False)
+
+
+def test_presets_are_a_table():
+    assert set(PRESETS) >= {"cpu-tiny", "gpu-small"}
+    for p in PRESETS.values():
+        assert p.hidden % p.heads == 0 and p.heads % p.kv_heads == 0 and p.batch_tokens % p.seq_len == 0
+        assert len(p.seeds) >= 2 and p.tokens >= p.batch_tokens * 8
+    names = [a.run_name for a in plan_arms(get_preset("cpu-tiny"))]
+    assert names == ["small", "grown-s0", "random-s0", "grown-s1", "random-s1", "grown-half-s0", "grown-quarter-s0"]
+    with pytest.raises(HyperCloneError, match="unknown preset"):
+        get_preset("huge")
