@@ -52,11 +52,15 @@ def noise_std(weight: torch.Tensor, in_copies: int, snr_db: float) -> float:
 
 
 def zero_sum_noise(rows: int, cols: int, in_copies: int, std: float, generator: torch.Generator) -> torch.Tensor:
-    """Noise [in_copies, rows, cols] that sums to exactly zero over the copies (in float32 arithmetic
-    up to rounding), scaled so each copy's entries have standard deviation `std`."""
+    """Noise [in_copies, rows, cols] that sums to zero over the copies, each copy's entries with standard
+    deviation `std`. Two copies get +eta and -eta (exactly zero-sum, one draw); more copies get draws
+    minus their mean, rescaled."""
+    if in_copies == 2:
+        eta = torch.randn(rows, cols, generator=generator, dtype=torch.float32).mul_(std)
+        return torch.stack([eta, -eta])
     noise = torch.randn(in_copies, rows, cols, generator=generator, dtype=torch.float32)
     noise -= noise.mean(dim=0, keepdim=True)
-    return noise * (std * math.sqrt(in_copies / (in_copies - 1)))
+    return noise.mul_(std * math.sqrt(in_copies / (in_copies - 1)))
 
 
 def repeat_sections(vector: torch.Tensor, sections: Sequence[Section], scale: float = 1.0) -> torch.Tensor:
