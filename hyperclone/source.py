@@ -69,7 +69,8 @@ def load_config(folder: Path, raw: dict[str, Any]) -> Any:
     try:
         return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # transformers raises ValueError/KeyError/OSError for bad configs
-        raise HyperCloneError(f"{folder / 'config.json'}: transformers cannot read it ({exc})".splitlines()[0]) from None
+        message = f"{folder / 'config.json'}: transformers cannot read it ({exc})"
+        raise HyperCloneError(message.splitlines()[0]) from None
 
 
 def open_source(folder: Path, allow_pickle: bool = False) -> Source:

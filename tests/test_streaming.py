@@ -17,9 +17,8 @@ from hyperclone.verify import compare_models, load_causal_lm
 
 
 def test_sharded_source_and_output(tmp_path):
-    from transformers import AutoModelForCausalLM
-
     from tiny_models import randomize_
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(tiny_config("qwen3", hidden_size=96, intermediate_size=160,
                                                          num_hidden_layers=3))

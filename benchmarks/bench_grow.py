@@ -1,0 +1,193 @@
+"""Benchmark: out-of-core growth against the disk's write speed and against the in-memory approach.
+
+1. Writes a synthetic bf16 checkpoint (default shaped like a 1.1B Llama: hidden 2048, FFN 5632,
+   22 layers, 32 heads, 4 KV heads, vocabulary 32000; random weights), streaming, shard by shard.
+2. Measures this disk's write speed for the grown size with dd (conv=fdatasync) in the same run.
+3. Runs `hyperclone grow --width 2` in a child process (symmetric, then noisy) and reports wall
+   time and the peak RSS the operating system reports for it (getrusage ru_maxrss).
+4. On a shape that fits in memory (--small-*), compares with the in-memory approach of the reference
+   code: load the source with transformers, build the destination with from_config, copy the grown
+   weights in, save_pretrained.
+
+Usage: python benchmarks/bench_grow.py --workdir /tmp/bench [--json results/bench_grow.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hyperclone.checkpoint_io import OutputTensor, ShardedWriter
+from hyperclone.plan import GrowthSpec, make_plan
+from hyperclone.source import open_source
+
+GIB = 2**30
+
+
+def llama_config(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+            "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads, "head_dim": hidden // heads, "vocab_size": vocab,
+            "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+            "hidden_act": "silu", "dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+
+
+def write_synthetic(folder: Path, config: dict, shard_size: int = 2 * 10**9) -> int:
+    """Random bf16 checkpoint with the tensor names transformers expects, written tensor by tensor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    h, f, v, hd = config["hidden_size"], config["intermediate_size"], config["vocab_size"], config["head_dim"]
+    q, kv = config["num_attention_heads"] * hd, config["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (v, h)}
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                       p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                       p + "mlp.down_proj.weight": (h, f), p + "input_layernorm.weight": (h,),
+                       p + "post_attention_layernorm.weight": (h,)})
+    shapes.update({"model.norm.weight": (h,), "lm_head.weight": (v, h)})
+    tensors = [OutputTensor(name, shape, torch.bfloat16) for name, shape in shapes.items()]
+    writer = ShardedWriter(folder, tensors, shard_size)
+    gen = torch.Generator().manual_seed(0)
+    for t in tensors:
+        value = torch.randn(t.shape, generator=gen).mul_(0.02) if len(t.shape) == 2 else 1 + 0.1 * torch.randn(t.shape)
+        writer.write(t.name, value.to(torch.bfloat16))
+    writer.close()
+    return sum(t.nbytes for t in tensors)
+
+
+def dd_write_seconds(path: Path, nbytes: int) -> float:
+    block = 16 * 2**20
+    start = time.perf_counter()
+    subprocess.run(["dd", "if=/dev/zero", f"of={path}", f"bs={block}", f"count={max(1, nbytes // block)}",
+                    "conv=fdatasync"], check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
+def run_child(code: str) -> tuple[float, float]:
+    """Run python code in a child process; return (wall seconds, that child's peak RSS in GiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    _, status, usage = os.wait4(proc.pid, 0)  # per-child rusage: ru_maxrss in KiB on Linux
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed with status {proc.returncode}")
+    return seconds, usage.ru_maxrss * 1024 / GIB
+
+
+def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    extra = ", noise_db=10.0" if mode == "noisy" else ""
+    code = f"from hyperclone.grow import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r}{extra})"
+    result = run_child(code)
+    shutil.rmtree(out)
+    return result
+
+
+IN_MEMORY = """
+import torch
+from transformers import AutoModelForCausalLM
+from hyperclone.grow import grow_tensor
+from hyperclone.plan import GrowthSpec, make_plan
+from hyperclone.source import open_source
+src, out = {src!r}, {out!r}
+source = open_source(__import__('pathlib').Path(src))
+spec = GrowthSpec(width=2)
+plan = make_plan(source.family, source.config, source.weights.infos, spec)
+small = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+config = small.config.__class__.from_dict({{**small.config.to_dict(), **plan.config_updates}})
+big = AutoModelForCausalLM.from_config(config)  # random init in float32, as the reference code does
+state = small.state_dict()
+with torch.no_grad():
+    params = dict(big.named_parameters())
+    for recipe in plan.recipes:
+        params[recipe.out_name].copy_(grow_tensor(recipe, state[recipe.src_name], spec))
+big.to(torch.bfloat16).save_pretrained(out)
+"""
+
+
+def in_memory_grow(src: Path, out: Path) -> tuple[float, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    result = run_child(IN_MEMORY.format(src=str(src), out=str(out)))
+    shutil.rmtree(out)
+    return result
+
+
+def plan_sizes(src: Path) -> tuple[int, int]:
+    source = open_source(src)
+    plan = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=2))
+    sizes = [t.nbytes for t in plan.outputs]
+    return sum(sizes), max(sizes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hyperclone-bench"))
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--ffn", type=int, default=5632)
+    parser.add_argument("--layers", type=int, default=22)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--small-layers", type=int, default=4, help="layers of the in-memory comparison shape")
+    parser.add_argument("--skip-noisy", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    shapes = [("large", args.layers, False), ("small", args.small_layers, True)]
+    for label, layers, compare_in_memory in shapes:
+        src = work / f"src-{label}"
+        config = llama_config(args.hidden, args.ffn, layers, args.heads, args.kv_heads, args.vocab)
+        src_bytes = write_synthetic(src, config)
+        out_bytes, largest = plan_sizes(src)
+        dd_seconds = dd_write_seconds(work / "dd.bin", out_bytes)
+        bound_gib = 1.5 + 2 * largest / GIB
+        modes = ["symmetric"] + ([] if args.skip_noisy else ["noisy"])
+        for mode in modes:
+            seconds, rss = streaming_grow(src, work / "out", mode)
+            rows.append(dict(shape=label, layers=layers, method=f"hyperclone grow ({mode})",
+                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds, dd_seconds=dd_seconds,
+                             time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss, rss_bound_gib=bound_gib))
+            print(rows[-1], flush=True)
+        if compare_in_memory:
+            seconds, rss = in_memory_grow(src, work / "out")
+            rows.append(dict(shape=label, layers=layers, method="in-memory (from_pretrained + from_config)",
+                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds,
+                             dd_seconds=dd_seconds, time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss,
+                             rss_bound_gib=bound_gib))
+            print(rows[-1], flush=True)
+        shutil.rmtree(src)
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    machine = f"{platform.machine()} {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM"
+    print(f"\nmachine: {machine}; date: {time.strftime('%Y-%m-%d')}; torch {torch.__version__}\n")
+    print("| shape | method | source GB | output GB | wall s | dd s | wall / dd | peak RSS GiB | RSS bound GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['layers']} layers | {r['method']} | {r['source_gb']:.2f} | {r['output_gb']:.2f} | "
+              f"{r['seconds']:.1f} | {r['dd_seconds']:.1f} | {r['time_vs_dd']:.2f} | {r['peak_rss_gib']:.2f} | "
+              f"{r['rss_bound_gib']:.2f} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
