@@ -162,8 +162,9 @@ def main() -> None:
         for mode in modes:
             seconds, rss = streaming_grow(src, work / "out", mode)
             rows.append(dict(shape=label, layers=layers, method=f"hyperclone grow ({mode})",
-                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds, dd_seconds=dd_seconds,
-                             time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss, rss_bound_gib=bound_gib))
+                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds,
+                             dd_seconds=dd_seconds, time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss,
+                             rss_bound_gib=bound_gib))
             print(rows[-1], flush=True)
         if compare_in_memory:
             seconds, rss = in_memory_grow(src, work / "out")
