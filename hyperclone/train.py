@@ -350,6 +350,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
         if changed:
             desc = ", ".join(f"{k} was {a}, now {b}" for k, (a, b) in changed.items())
             raise HyperCloneError(f"cannot resume {out} with a different recipe: {desc}")
+        if Path(state["data_cache"]).name != data.folder.name:
+            raise HyperCloneError(f"cannot resume {out}: the data (or the tokenizer) changed since the checkpoint")
         if state["step"] >= total:  # the run had finished: nothing to do
             vals = [m["val_loss"] for m in read_metrics(out) if m.get("val_loss") is not None]
             return TrainResult(out, start_ckpt, int(state["step"]), int(state["tokens"]),
@@ -413,7 +415,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     val_loss = None
     if step == 0:
         val_loss = evaluate()
-        metrics.write({"step": 0, "tokens": 0, "train_loss": None, "val_loss": val_loss, "lr": 0.0,
+        metrics.write({"step": 0, "tokens": 0, "train_loss": None, "val_loss": round(val_loss, 6), "lr": 0.0,
                        "tokens_per_s": None, "elapsed_s": round(elapsed(), 3)})
 
     loss_acc = torch.zeros(3, dtype=torch.float64, device=procs.device)  # sum of losses, steps, non-finite count

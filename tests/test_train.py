@@ -205,6 +205,8 @@ def _not_causal(folder: Path) -> Path:
     ("binary_corpus", "binary file"),
     ("existing_run", "already holds a training run"),
     ("bad_schedule", "--schedule must be one of"),
+    ("resume_other_recipe", "different recipe: lr was 0.003, now 0.001"),
+    ("resume_other_data", "data .* changed"),
 ])
 def test_bad_input_is_one_clear_error(setup, reference, tmp_path, case, message):
     root, corpus, model = setup
@@ -234,6 +236,11 @@ def test_bad_input_is_one_clear_error(setup, reference, tmp_path, case, message)
         cfg = replace(cfg, data=[tmp_path / "x.bin"])
     elif case == "existing_run":
         cfg = replace(reference[0])
+    elif case == "resume_other_recipe":
+        cfg = replace(reference[0], resume=True, lr=1e-3)
+    elif case == "resume_other_data":
+        other = make_corpus(tmp_path / "other", n_files=2, seed=1)
+        cfg = replace(reference[0], resume=True, data=[other])
     else:
         cfg = replace(cfg, schedule="linear")
     with pytest.raises(HyperCloneError, match=message):
