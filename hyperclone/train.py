@@ -200,6 +200,8 @@ class Processes:
         if torch.cuda.is_available():
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is plenty
+            torch.backends.cudnn.allow_tf32 = True
         else:
             self.device = torch.device("cpu")
         if self.world > 1 and not dist.is_initialized():

@@ -138,12 +138,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(setup, reference, tmp_pa
     assert len({m["step"] for m in ours}) == len(ours)  # no step logged twice
 
 
-def test_two_processes_with_torchrun_gloo(setup, reference, tmp_path):
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+    # --multi_gpu selects accelerate's torchrun-based launcher; with no GPU the processes use gloo on the CPU
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_on_gloo(setup, reference, tmp_path, launcher):
     ref_cfg, ref = reference
     cfg = base_config(setup, tmp_path / "ddp")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "hyperclone.cli", *cli_args(cfg)], env=env(threads=1), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([*LAUNCHERS[launcher], "-m", "hyperclone.cli", *cli_args(cfg)], env=env(threads=1),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((cfg.out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"]
