@@ -26,12 +26,47 @@ app = typer.Typer(
 )
 
 
+HiddenSize = Annotated[int | None, typer.Option(help="Target hidden size (any width >= the source's).")]
+FfnSize = Annotated[int | None, typer.Option(help="Target MLP width (--ffn is the factor).")]
+Heads = Annotated[int | None, typer.Option(help="Target number of attention heads.")]
+KvHeads = Annotated[int | None, typer.Option(help="Target number of KV heads.")]
+HeadDim = Annotated[int | None, typer.Option(help="Target head_dim (only for families without RoPE: gpt2, opt).")]
+Layers = Annotated[int | None, typer.Option(help="Target number of layers.")]
+DepthMode = Annotated[str, typer.Option(
+    help="New layers: identity (exact: residual-branch outputs zeroed) | stack (G_stack copies, not exact).")]
+InsertAfter = Annotated[str | None, typer.Option(
+    help="Comma-separated source layers after which identity layers go (-1: before the first); default: even.")]
+To = Annotated[Path | None, typer.Option(help="Target config.json (or a folder with one): grow to its shape.")]
+
+
+def _targets(hidden_size: int | None, ffn_size: int | None, heads: int | None, kv_heads: int | None,
+             head_dim: int | None, layers: int | None, depth_mode: str, insert_after: str | None) -> dict:
+    after = None
+    if insert_after is not None:
+        try:
+            after = tuple(int(part) for part in insert_after.split(",") if part.strip())
+        except ValueError:
+            raise HyperCloneError(f"--insert-after takes comma-separated layer numbers, got {insert_after!r}") from None
+    return dict(hidden_size=hidden_size, ffn_size=ffn_size, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                layers=layers, depth_mode=depth_mode, insert_after=after)
+
+
 @app.command("grow")
 def grow_command(
     src: Annotated[str, typer.Argument(help="Source: a Hugging Face checkpoint folder, a .gguf file, or 'smollm2'.")],
     out: Annotated[Path, typer.Argument(help="Output folder (must not exist unless --overwrite).")],
-    width: Annotated[int, typer.Option(help="Multiply hidden size, attention heads and KV heads by N.")] = 2,
+    width: Annotated[int | None, typer.Option(
+        help="Multiply hidden size, attention heads and KV heads by N (default 2; 1 with a target size).")] = None,
     ffn: Annotated[int | None, typer.Option(help="Multiply the MLP width by M (default: same as --width).")] = None,
+    hidden_size: HiddenSize = None,
+    ffn_size: FfnSize = None,
+    heads: Heads = None,
+    kv_heads: KvHeads = None,
+    head_dim: HeadDim = None,
+    layers: Layers = None,
+    depth_mode: DepthMode = "identity",
+    insert_after: InsertAfter = None,
+    to: To = None,
     mode: Annotated[str, typer.Option(help="Weights: symmetric | noisy (zero-sum noise) | diagonal.")] = "symmetric",
     noise_db: Annotated[float | None, typer.Option(help="Signal-to-noise ratio of --mode noisy, in dB.")] = None,
     tie: Annotated[str, typer.Option(help="Tied embeddings: keep (exact, still tied) | untie.")] = "keep",
@@ -41,11 +76,13 @@ def grow_command(
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "50GB",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Grow SRC into a wider model at OUT that computes the same function."""
+    """Grow SRC into a larger model at OUT that computes the same function."""
     from hyperclone.grow import grow
 
+    targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
     result = grow(src, out, width=width, ffn=ffn, mode=mode, noise_db=noise_db, tie=tie, seed=seed,
-                  overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, progress=not quiet)
+                  overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, progress=not quiet,
+                  to=to, **targets)
     typer.echo(f"wrote {result}")
 
 
@@ -72,11 +109,29 @@ def inspect_command(
     src: Annotated[str, typer.Argument(help="Checkpoint folder, .gguf file or 'smollm2'.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     max_width: Annotated[int, typer.Option(help="List growths up to this width factor.")] = 4,
+    to: To = None,
+    width: Annotated[int | None, typer.Option(help="Explain the plan for this width factor.")] = None,
+    ffn: Annotated[int | None, typer.Option(help="Explain the plan for this MLP factor.")] = None,
+    hidden_size: HiddenSize = None,
+    ffn_size: FfnSize = None,
+    heads: Heads = None,
+    kv_heads: KvHeads = None,
+    head_dim: HeadDim = None,
+    layers: Layers = None,
+    depth_mode: DepthMode = "identity",
+    insert_after: InsertAfter = None,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
 ) -> None:
-    """Print family, dimensions, parameter count and the sizes the legal growths give."""
-    from hyperclone.inspect_cmd import format_inspection, inspect_checkpoint
+    """Print family, dimensions and parameter count; with a target (--to, --width, --hidden-size, ...),
+    explain the growth plan without writing anything."""
+    from hyperclone.inspect_cmd import explain_plan, format_inspection, format_plan, inspect_checkpoint
 
+    targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
+    if to is not None or width is not None or ffn is not None or any(
+            v is not None for k, v in targets.items() if k != "depth_mode"):
+        info = explain_plan(src, width=width, ffn=ffn, to=to, allow_pickle=allow_pickle, **targets)
+        typer.echo(json.dumps(info) if as_json else format_plan(info))
+        return
     info = inspect_checkpoint(src, max_width=max_width, allow_pickle=allow_pickle)
     typer.echo(json.dumps(info) if as_json else format_inspection(info))
 

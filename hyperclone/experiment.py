@@ -215,6 +215,15 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         path.write_text(json.dumps(settings, indent=1))
 
 
+def _add_wall_clock(out: Path, seconds: float) -> float:
+    """Total wall time over every invocation that worked on this experiment folder (reruns resume)."""
+    path = out / "wall_clock.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs.append(round(seconds, 2))
+    path.write_text(json.dumps(runs))
+    return float(sum(runs))
+
+
 def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = None, progress: bool = True,
                    command: str | None = None) -> dict[str, Any]:
     """Run (or finish) the whole experiment in `out`; returns the results written to out/results.json."""
@@ -300,7 +309,8 @@ def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = No
             "speedup_wall_clock_incl_small": "as speedup_flops, in wall-clock seconds (grow time included)",
             "flops": report.FLOPS_FORMULA,
         },
-        "small_tokens": preset.small_tokens,
+        "small_tokens": small_cost["tokens"],
+        "random_tokens": curves["random"][preset.seeds[0]][-1]["tokens"],
         "small_cost": small_cost,
         "grow_s": grow_s,
         "models": {"small": small_stats, "grown": big_stats},
@@ -309,7 +319,7 @@ def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = No
         "arms": results_arms,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
-        "wall_clock_s": time.perf_counter() - t0,
+        "wall_clock_s": _add_wall_clock(out, time.perf_counter() - t0),
         "command": command or f"hyperclone experiment --preset {preset.name} --out {out}",
     }
     report.write_report(results, out)

@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from hyperclone import __version__
+from hyperclone.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
 from hyperclone.checkpoint_io import ShardedWriter
 from hyperclone.errors import HyperCloneError
-from hyperclone.ops import grow_emitted_matrix, grow_linear, repeat_sections, scale_norm_weight
 from hyperclone.outputs import atomic_folder, check_output
-from hyperclone.plan import GrowthSpec, Plan, Recipe, make_plan
+from hyperclone.plan import GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.source import is_weight_file, open_source, resolve_gguf, source_folder
 
 DEFAULT_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
@@ -46,23 +46,31 @@ def parse_size(text: str | int) -> int:
     return int(size)
 
 
-def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec) -> torch.Tensor:
+def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None
+                ) -> torch.Tensor:
     """Apply one recipe to its source tensor (pure: the result depends only on its arguments)."""
-    if tensor.ndim == 1:
-        grown = repeat_sections(tensor, recipe.sections[0])
+    if recipe.kind == "zero":
+        return torch.zeros(recipe.out_shape, dtype=tensor.dtype)
+    if recipe.kind == "norm":
+        (amap,) = recipe.maps
+        grown = gather(tensor, 0, amap, apply_scale=False)  # norm weights are gathered, never scaled by s_k
+        if recipe.zero_mean_positions and bool((amap.index < 0).any()):
+            grown = grown.clone()
+            grown[amap.index < 0] = 0
+        if recipe.divide_by_map_scale:
+            grown = (grown.float() / amap.scale.float()).to(tensor.dtype)
         return scale_norm_weight(grown, recipe.scale, recipe.norm_offset)
-    if tensor.ndim != 2:
-        raise HyperCloneError(f"{recipe.src_name}: cannot grow a tensor of {tensor.ndim} dimensions")
-    if recipe.contract is None:
-        (col_section,) = recipe.sections[1]
-        return grow_emitted_matrix(tensor, recipe.sections[0], col_section[1], recipe.scale)
-    out_axis = 1 - recipe.contract
-    (in_section,) = recipe.sections[recipe.contract]
+    if recipe.kind == "emit":
+        grown = tensor
+        for dim, amap in enumerate(recipe.maps):
+            grown = gather(grown, dim, amap)
+        return grown if recipe.scale == 1.0 else (grown.float() * recipe.scale).to(tensor.dtype)
+    if tensor.ndim != 2 or recipe.contract is None:
+        raise HyperCloneError(f"{recipe.src_name}: a linear recipe needs a matrix")
+    out_map, in_map = recipe.maps[1 - recipe.contract], recipe.maps[recipe.contract]
     generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
     matrix = tensor if recipe.contract == 1 else tensor.t()
-    grown = grow_linear(matrix, recipe.sections[out_axis], in_section[1], spec.mode, spec.snr_db, generator)
-    if recipe.scale != 1.0:
-        grown = (grown.float() * recipe.scale).to(tensor.dtype)
+    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool)
     return grown if recipe.contract == 1 else grown.t().contiguous()
 
 
@@ -85,16 +93,53 @@ def copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(path, dst / path.name)
 
 
-def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False) -> tuple[Plan, Any]:
+def read_target_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        target = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HyperCloneError(f"--to: no such file: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HyperCloneError(f"--to: {path} is not valid JSON ({exc})") from None
+    if not isinstance(target, dict):
+        raise HyperCloneError(f"--to: {path} is not a config object")
+    return target
+
+
+def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
+                to: str | Path | None = None) -> tuple[Plan, Any]:
     source = open_source(src, allow_pickle=allow_pickle)
+    if to is not None:
+        spec = spec_with_target_config(spec, source.family, read_target_config(to))
     return make_plan(source.family, source.config, source.weights.infos, spec), source
 
 
-def grow(src: str | Path, out: str | Path, *, width: int = 2, ffn: int | None = None, mode: str = "symmetric",
+def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:
+    """--width defaults to 2, or to 1 when a target size or config is given (so --layers 32 only deepens)."""
+    if width is not None:
+        return width
+    sizes = ("hidden_size", "ffn_size", "heads", "kv_heads", "head_dim", "layers")
+    return 1 if to is not None or any(targets.get(k) is not None for k in sizes) else 2
+
+
+def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None, mode: str = "symmetric",
          noise_db: float | None = None, tie: str = "keep", seed: int = 0, overwrite: bool = False,
-         allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE, progress: bool = False) -> Path:
-    """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`."""
-    spec = GrowthSpec(width=width, ffn=ffn, mode=mode, noise_db=noise_db, tie=tie, seed=seed)
+         allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE, progress: bool = False,
+         to: str | Path | None = None, **targets: Any) -> Path:
+    """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`.
+
+    `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
+    `targets` are absolute sizes or depth options of GrowthSpec: hidden_size, ffn_size, heads, kv_heads,
+    head_dim, layers, depth_mode, insert_after.
+    """
+    unknown = set(targets) - {"hidden_size", "ffn_size", "heads", "kv_heads", "head_dim", "layers", "depth_mode",
+                              "insert_after"}
+    if unknown:
+        raise TypeError(f"grow() got unexpected arguments {sorted(unknown)}")
+    spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, mode=mode, noise_db=noise_db, tie=tie,
+                      seed=seed, **targets)
     spec.validate()
     max_shard = parse_size(shard_size)
     out = Path(out)
@@ -103,16 +148,20 @@ def grow(src: str | Path, out: str | Path, *, width: int = 2, ffn: int | None = 
         raise HyperCloneError(f"source not found: {src}")
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with source_folder(src, workdir=out.absolute().parent) as folder:
-        plan, source = plan_growth(folder, spec, allow_pickle)
+        plan, source = plan_growth(folder, spec, allow_pickle, to)
+        noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         with atomic_folder(out, overwrite) as tmp:
             writer = ShardedWriter(tmp, plan.outputs, max_shard, metadata={"hyperclone": __version__})
             total = sum(t.nbytes for t in plan.outputs)
             with tqdm(total=total, unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
                 for recipe in plan.recipes:
-                    grown = grow_tensor(recipe, source.weights.read(recipe.src_name), spec)
+                    source_tensor = None if recipe.kind == "zero" else source.weights.read(recipe.src_name)
+                    if source_tensor is None:
+                        source_tensor = torch.empty(0, dtype=recipe.dtype)
+                    grown = grow_tensor(recipe, source_tensor, spec, noise_pool)
                     writer.write(recipe.out_name, grown)
                     bar.update(grown.numel() * grown.element_size())
-                    del grown
+                    del grown, source_tensor
             writer.close()
             copy_side_files(folder, tmp)
             (tmp / "config.json").write_text(json.dumps(grown_config(source.raw_config, plan), indent=2) + "\n")

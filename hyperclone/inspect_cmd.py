@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from hyperclone.grow import default_width, plan_growth
 from hyperclone.plan import GrowthSpec, make_plan
 from hyperclone.source import open_source, source_folder
 
@@ -43,4 +45,43 @@ def format_inspection(info: dict[str, Any]) -> str:
     for g in info["growths"]:
         lines.append(f"  {g['width']:>5} {g['hidden']:>7} {g['ffn_size']:>7} {g['heads']:>5} {g['kv_heads']:>4} "
                      f"{g['parameters']:>15,} {g['output_bytes'] / 1e9:>8.2f}GB")
+    return "\n".join(lines)
+
+
+def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
+                 allow_pickle: bool = False, **targets: Any) -> dict[str, Any]:
+    """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable."""
+    spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, **targets)
+    spec.validate()
+    with source_folder(src) as folder:
+        plan, _ = plan_growth(folder, spec, allow_pickle, to)
+    summary = plan.summary()
+    maps_note = []
+    if plan.grown.hidden % plan.source.hidden:
+        maps_note.append("hidden size is not a multiple: " + (
+            "copies scaled so each norm sees the same mean square (RMSNorm)" if plan.family.norm == "rmsnorm"
+            else "whole copies plus positions holding the mean, LayerNorm eps and weights rescaled"))
+    if plan.grown.heads % plan.source.heads:
+        maps_note.append("heads are copied unevenly; the output projection divides by each head's copy count")
+    if plan.grown.head_dim != plan.source.head_dim:
+        maps_note.append("head_dim grows: q and k scaled so q.k absorbs the change of 1/sqrt(head_dim)")
+    summary["constructions"] = maps_note
+    summary["config_updates"] = plan.config_updates
+    return summary
+
+
+def format_plan(info: dict[str, Any]) -> str:
+    src, new = info["source"], info["grown"]
+    lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers"):
+        lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
+    lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "
+                 f"({info['output_bytes'] / 1e9:.2f} GB written)")
+    lines.append(f"exact       {'yes' if info['function_preserving'] else 'no (stacked layers)'}")
+    if info["grown"]["layers"] != info["source"]["layers"]:
+        layer_text = ", ".join(f"{src_layer}{'*' if identity else ''}" for src_layer, identity in info["layers"])
+        lines.append(f"layers      source of each new layer (* identity block): {layer_text}")
+    for note in info["constructions"] + info["notes"]:
+        lines.append(f"note        {note}")
+    lines.append(f"config      {json.dumps(info['config_updates'])}")
     return "\n".join(lines)

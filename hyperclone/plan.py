@@ -1,38 +1,55 @@
-"""Plan a growth: from the source config and the requested factors, the grown config and one recipe
-per output tensor. Nothing here reads tensor data; every shape is checked before any is written.
+"""Plan a growth: from the source config and the requested target, the grown config and one recipe
+per output tensor. Nothing here reads tensor data; every shape is checked before any is written, and
+every target that cannot be reached exactly is refused here with a one-line reason.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
+from hyperclone.axis_map import (
+    AxisMap,
+    block_map,
+    concat_maps,
+    gqa_head_maps,
+    layernorm_hidden_map,
+    quarter_power_gamma,
+    tile_map,
+    weighted_map,
+)
 from hyperclone.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.errors import HyperCloneError
 from hyperclone.families import Family, TensorRule
-from hyperclone.ops import MODES, Section
 
+MODES = ("symmetric", "noisy", "diagonal")
 TIE_CHOICES = ("keep", "untie")
+DEPTH_MODES = ("identity", "stack")
 DEFAULT_NOISE_DB = 10.0
 
 
 @dataclass(frozen=True)
 class GrowthSpec:
-    """What the user asked for."""
+    """What the user asked for: factors (--width, --ffn) and/or absolute target sizes."""
 
     width: int = 2  # hidden size, attention heads and KV heads are multiplied by this
-    ffn: int | None = None  # MLP width multiplier; None means the same as width
+    ffn: int | None = None  # MLP width multiplier; None: same as width, or as hidden when hidden_size is given
+    hidden_size: int | None = None  # absolute targets; each overrides the factors for its dimension
+    ffn_size: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    layers: int | None = None
+    depth_mode: str = "identity"  # identity: new blocks start as the identity; stack: copies of blocks (G_stack)
+    insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
+    target_vocab: int | None = None  # from --to: must equal the source's vocabulary
     mode: str = "symmetric"  # symmetric | noisy | diagonal
     noise_db: float | None = None  # signal-to-noise ratio of noisy mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
     seed: int = 0
-
-    @property
-    def ffn_factor(self) -> int:
-        return self.width if self.ffn is None else self.ffn
 
     @property
     def snr_db(self) -> float | None:
@@ -41,17 +58,23 @@ class GrowthSpec:
         return DEFAULT_NOISE_DB if self.noise_db is None else self.noise_db
 
     def validate(self) -> None:
-        for label, value in (("--width", self.width), ("--ffn", self.ffn_factor)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        for label, value in (("--width", self.width), ("--ffn", self.ffn), ("--hidden-size", self.hidden_size),
+                             ("--ffn-size", self.ffn_size), ("--heads", self.heads), ("--kv-heads", self.kv_heads),
+                             ("--head-dim", self.head_dim), ("--layers", self.layers)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise HyperCloneError(f"{label} must be a positive integer, got {value!r}")
         if self.mode not in MODES:
             raise HyperCloneError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.tie not in TIE_CHOICES:
             raise HyperCloneError(f"--tie must be one of {', '.join(TIE_CHOICES)}, got {self.tie!r}")
+        if self.depth_mode not in DEPTH_MODES:
+            raise HyperCloneError(f"--depth-mode must be one of {', '.join(DEPTH_MODES)}, got {self.depth_mode!r}")
         if self.noise_db is not None and self.mode != "noisy":
             raise HyperCloneError("--noise-db only applies to --mode noisy")
         if self.snr_db is not None and not math.isfinite(self.snr_db):
             raise HyperCloneError("--noise-db must be a finite number")
+        if self.insert_after is not None and self.depth_mode != "identity":
+            raise HyperCloneError("--insert-after only applies to --depth-mode identity")
 
 
 @dataclass(frozen=True)
@@ -92,58 +115,125 @@ def source_dims(family: Family, config: Any) -> Dims:
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden)
 
 
-def grown_dims(dims: Dims, spec: GrowthSpec) -> Dims:
-    n, m = spec.width, spec.ffn_factor
-    return Dims(hidden=dims.hidden * n, ffn=dims.ffn * m, heads=dims.heads * n, kv_heads=dims.kv_heads * n,
-                head_dim=dims.head_dim, layers=dims.layers, vocab=dims.vocab, positions=dims.positions,
-                embed=dims.embed * n if dims.embed == dims.hidden else dims.embed)
+def _ratio(numerator: int, denominator: int, what: str, give: str) -> int:
+    if numerator % denominator:
+        raise HyperCloneError(f"{what} would be {numerator}/{denominator}, not a whole number; give {give}")
+    return numerator // denominator
 
 
-def axis_section(kind: str, dims: Dims, spec: GrowthSpec, family: Family) -> Section:
-    """(source size, copies) of one axis section of kind `kind`."""
-    n, m = spec.width, spec.ffn_factor
-    table: dict[str, Section] = {
-        "hidden": (dims.hidden, n),
-        "q": (dims.heads * dims.head_dim, n),
-        "kv": (dims.kv_heads * dims.head_dim, n),
-        "qkv_interleaved": (3 * dims.heads * dims.head_dim, n),
-        "ffn": (dims.ffn, m),
-        "embed": (dims.embed, n if dims.embed == dims.hidden else 1),
-        "vocab": (dims.vocab, 1),
-        "positions": ((dims.positions or 0) + family.position_offset, 1),
-        "head_dim": (dims.head_dim, 1),
-    }
-    return table[kind]
+def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
+    """Resolve factors and absolute sizes into the grown dimensions, refusing what cannot be reached."""
+    n = spec.width
+    hidden = spec.hidden_size or dims.hidden * n
+    if spec.heads is not None:
+        heads = spec.heads
+    elif spec.hidden_size is None:
+        heads = dims.heads * n
+    else:
+        heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
+    if spec.kv_heads is not None:
+        kv_heads = spec.kv_heads
+    elif "kv_heads" not in family.config_keys:
+        kv_heads = heads
+    else:
+        kv_heads = _ratio(heads * dims.kv_heads, dims.heads, "KV heads for the new head count", "--kv-heads")
+    if spec.ffn_size is not None:
+        ffn = spec.ffn_size
+    elif spec.ffn is not None:
+        ffn = dims.ffn * spec.ffn
+    elif spec.hidden_size is None:
+        ffn = dims.ffn * n
+    else:
+        ffn = _ratio(hidden * dims.ffn, dims.hidden, "MLP width for the new hidden size", "--ffn-size")
+    if spec.head_dim is not None:
+        head_dim = spec.head_dim
+    elif "head_dim" in family.config_keys:
+        head_dim = dims.head_dim
+    else:
+        head_dim = _ratio(hidden, heads, f"head_dim (hidden size / heads) of {family.model_type}", "--heads")
+    layers = spec.layers or dims.layers
+    if spec.target_vocab is not None and spec.target_vocab != dims.vocab:
+        raise HyperCloneError(f"the target vocabulary ({spec.target_vocab}) differs from the source's ({dims.vocab}); "
+                              "growth keeps the tokenizer")
+    grown = Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers,
+                 vocab=dims.vocab, positions=dims.positions,
+                 embed=hidden if dims.embed == dims.hidden else dims.embed)
+    _check_reachable(family, dims, grown)
+    return grown
 
 
-def rule_sections(rule: TensorRule, dims: Dims, spec: GrowthSpec, family: Family) -> tuple[tuple[Section, ...], ...]:
-    return tuple(tuple(axis_section(kind, dims, spec, family) for kind in axis) for axis in rule.axes)
+def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
+    for label, old, new in (("hidden size", dims.hidden, grown.hidden), ("MLP width", dims.ffn, grown.ffn),
+                            ("attention heads", dims.heads, grown.heads), ("KV heads", dims.kv_heads, grown.kv_heads),
+                            ("head_dim", dims.head_dim, grown.head_dim), ("layers", dims.layers, grown.layers)):
+        if new < old:
+            raise HyperCloneError(f"cannot shrink the {label} from {old} to {new}: growth only adds")
+    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads:
+        raise HyperCloneError(f"{family.model_type} has no separate KV heads: --kv-heads must equal --heads")
+    if grown.heads % grown.kv_heads:
+        raise HyperCloneError(f"{grown.heads} attention heads do not divide into {grown.kv_heads} KV heads")
+    if "head_dim" not in family.config_keys and grown.heads * grown.head_dim != grown.hidden:
+        raise HyperCloneError(f"{family.model_type} needs hidden size = heads x head_dim "
+                              f"({grown.hidden} != {grown.heads} x {grown.head_dim})")
+    if grown.head_dim != dims.head_dim and family.rope:
+        raise HyperCloneError(f"head_dim cannot grow exactly with rotary embeddings ({family.model_type}); "
+                              "grow the number of heads instead")
+    if grown.hidden % dims.hidden and family.norm == "layernorm" and family.norm_eps_key is None:
+        raise HyperCloneError(f"{family.model_type}'s LayerNorm epsilon is fixed, so a hidden size that is not a "
+                              f"multiple of {dims.hidden} cannot be exact")
+    try:
+        gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+    except ValueError as exc:
+        raise HyperCloneError(str(exc)) from None
 
 
-def expand_names(family: Family, layers: int) -> list[tuple[str, TensorRule]]:
-    """Every concrete tensor name the family table describes, in checkpoint order."""
-    names = []
-    globals_first = [r for r in family.tensors if not r.per_layer and r.role == "embedding"]
-    rest_globals = [r for r in family.tensors if not r.per_layer and r.role != "embedding"]
-    for rule in globals_first:
-        names.append((rule.name, rule))
-    for layer in range(layers):
-        for rule in family.tensors:
-            if rule.per_layer:
-                names.append((rule.name.replace("{layer}", str(layer)), rule))
-    for rule in rest_globals:
-        names.append((rule.name, rule))
-    return names
+def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, Any]) -> GrowthSpec:
+    """Fill the absolute sizes of `spec` from a target config.json (e.g. the config of the next model size
+    of the same family). Only the growable dimensions are read; the vocabulary must match."""
+    if target.get("model_type") not in (None, family.model_type):
+        raise HyperCloneError(f"--to: target is a {target.get('model_type')} config, the source is "
+                              f"{family.model_type}")
+    keys = family.config_keys
+
+    def read(slot: str) -> int | None:
+        value = target.get(keys[slot]) if slot in keys else None
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise HyperCloneError(f"--to: {keys[slot]} must be a positive integer, got {value!r}")
+        return value
+
+    values = dict(hidden_size=read("hidden"), ffn_size=read("ffn"), heads=read("heads"),
+                  kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"))
+    if values["hidden_size"] is None:
+        raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
+    vocab = read("vocab")
+    updates = {k: v for k, v in values.items() if v is not None}
+    clash = [k for k in updates if getattr(spec, k) is not None]
+    if clash:
+        raise HyperCloneError(f"--to and --{clash[0].replace('_', '-')} both give the {clash[0].replace('_', ' ')}")
+    return replace(spec, target_vocab=vocab, **updates)
 
 
-def expected_shapes(family: Family, dims: Dims, tied: bool) -> dict[str, tuple[int, ...]]:
-    one = GrowthSpec(width=1, ffn=1)
-    shapes = {}
-    for name, rule in expand_names(family, dims.layers):
-        if rule.role == "lm_head" and tied:
-            continue
-        shapes[name] = tuple(sum(size for size, _ in axis) for axis in rule_sections(rule, dims, one, family))
-    return shapes
+def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, bool]]:
+    """For every new layer: (source layer, identity?). identity blocks copy their source's weights but
+    have their residual-branch outputs zeroed, so they compute the identity; stacked copies do not."""
+    old, new = dims.layers, grown.layers
+    extra = new - old
+    if extra == 0:
+        return [(i, False) for i in range(old)]
+    if spec.depth_mode == "stack":  # G_stack: the whole stack again, as far as it fits
+        return [(i % old, False) for i in range(new)]
+    after = spec.insert_after
+    if after is None:
+        after = tuple(round((t + 1) * old / (extra + 1)) - 1 for t in range(extra))
+    if len(after) != extra:
+        raise HyperCloneError(f"--insert-after names {len(after)} positions for {extra} new layers")
+    if any(not -1 <= a < old for a in after):
+        raise HyperCloneError(f"--insert-after positions must be source layers from -1 to {old - 1}")
+    layers: list[tuple[int, bool]] = [(max(a, 0), True) for a in sorted(after) if a == -1]
+    for i in range(old):
+        layers.append((i, False))
+        layers.extend((i, True) for a in sorted(after) if a == i)
+    return layers
 
 
 @dataclass(frozen=True)
@@ -152,15 +242,18 @@ class Recipe:
 
     out_name: str
     src_name: str
-    sections: tuple[tuple[Section, ...], ...]  # per axis of the source tensor
-    contract: int | None  # axis that reads copies of its input (None: every axis is emitted)
-    scale: float = 1.0  # multiplies the grown tensor (embedding multiplier, tied-output rescale)
-    norm_offset: float = 0.0  # applied around `scale` for norm weights stored as (weight - offset)
+    maps: tuple[AxisMap, ...]  # per axis of the source tensor
+    contract: int | None  # the axis a linear layer reads (None: every axis is emitted)
+    kind: str  # "linear" | "emit" | "norm" | "zero"
+    scale: float = 1.0  # multiplies the grown tensor (embedding multiplier, norm rescale)
+    norm_offset: float = 0.0  # the norm applies (offset + stored weight)
+    zero_mean_positions: bool = False  # a norm bias: positions holding the mean get 0
+    divide_by_map_scale: bool = False  # q/k norms over all heads (OLMo2): undo the scale of the q/k rows
     dtype: torch.dtype = torch.float32
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        return tuple(sum(size * copies for size, copies in axis) for axis in self.sections)
+        return tuple(m.size for m in self.maps)
 
 
 @dataclass
@@ -174,6 +267,7 @@ class Plan:
     recipes: list[Recipe]
     config_updates: dict[str, Any]
     source_parameters: int
+    layers: list[tuple[int, bool]]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -184,102 +278,210 @@ class Plan:
     def grown_parameters(self) -> int:
         return sum(math.prod(r.out_shape) for r in self.recipes)
 
+    @property
+    def function_preserving(self) -> bool:
+        return not (self.spec.depth_mode == "stack" and self.grown.layers > self.source.layers)
+
     def summary(self) -> dict[str, Any]:
         return {"family": self.family.model_type, "spec": asdict(self.spec),
                 "source": asdict(self.source), "grown": asdict(self.grown),
                 "tied_source": self.tied_source, "tied_output": self.tied_output,
-                "source_parameters": self.source_parameters,
-                "grown_parameters": self.grown_parameters,
-                "output_bytes": sum(t.nbytes for t in self.outputs), "notes": self.notes}
+                "function_preserving": self.function_preserving,
+                "source_parameters": self.source_parameters, "grown_parameters": self.grown_parameters,
+                "output_bytes": sum(t.nbytes for t in self.outputs), "layers": self.layers, "notes": self.notes}
 
 
-def embedding_multiplier_ratio(family: Family, spec: GrowthSpec) -> float:
+def expand_names(family: Family, layers: list[tuple[int, bool]] | int) -> list[tuple[str, str, TensorRule, bool]]:
+    """(output name, source name, rule, identity layer?) for every tensor the family table describes."""
+    if isinstance(layers, int):
+        layers = [(i, False) for i in range(layers)]
+    names = []
+    for rule in family.tensors:
+        if not rule.per_layer and rule.role == "embedding":
+            names.append((rule.name, rule.name, rule, False))
+    for new_index, (src_index, identity) in enumerate(layers):
+        for rule in family.tensors:
+            if rule.per_layer:
+                names.append((rule.name.replace("{layer}", str(new_index)),
+                              rule.name.replace("{layer}", str(src_index)), rule, identity))
+    for rule in family.tensors:
+        if not rule.per_layer and rule.role != "embedding":
+            names.append((rule.name, rule.name, rule, False))
+    return names
+
+
+class AxisMaps:
+    """The map of every axis kind for one growth (computed once, shared by all tensors)."""
+
+    def __init__(self, family: Family, dims: Dims, grown: Dims):
+        self.family = family
+        if family.norm == "rmsnorm":
+            self.hidden = weighted_map(dims.hidden, grown.hidden)
+            self.residual_gamma = grown.hidden / dims.hidden
+            self.layernorm_scale = 1.0
+        else:
+            self.hidden = layernorm_hidden_map(dims.hidden, grown.hidden)
+            copies = grown.hidden // dims.hidden
+            self.residual_gamma = float(copies)
+            self.layernorm_scale = math.sqrt(copies * dims.hidden / grown.hidden)
+        q_heads, kv_heads = gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+        # q/k norms over the whole projection (OLMo2) see every head: with uneven head copies, the q and k
+        # rows of each copy are scaled so that the mean square over all heads is unchanged, and the norm
+        # weight of that copy is divided by the same scale, so the normalised q and k are exact.
+        self.full_qk_norm = any(r.role == "norm" and r.axes[0][0] in ("q", "k") for r in family.tensors)
+        qk_heads, qk_kv_heads = q_heads, kv_heads
+        if self.full_qk_norm:
+            qk_heads = weighted_map_like(q_heads, grown.heads / dims.heads)
+            qk_kv_heads = weighted_map_like(kv_heads, grown.kv_heads / dims.kv_heads)
+        if grown.head_dim == dims.head_dim:
+            qk_dim = v_dim = tile_map(dims.head_dim, dims.head_dim)
+        else:  # no RoPE (checked): q.k must grow by sqrt(new/old) to cancel the 1/sqrt(head_dim) scale
+            qk_dim = weighted_map(dims.head_dim, grown.head_dim,
+                                  quarter_power_gamma(dims.head_dim, grown.head_dim))
+            v_dim = tile_map(dims.head_dim, grown.head_dim)
+        positions = (dims.positions or 0) + family.position_offset
+        self.by_kind: dict[str, AxisMap] = {
+            "hidden": self.hidden,
+            "q": block_map(qk_heads, qk_dim),
+            "k": block_map(qk_kv_heads, qk_dim),
+            "v": block_map(kv_heads, v_dim),
+            "attn": block_map(q_heads, v_dim),
+            "qkv_interleaved": block_map(q_heads, tile_map(3 * dims.head_dim, 3 * dims.head_dim)),
+            "ffn": tile_map(dims.ffn, grown.ffn),
+            "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
+            "vocab": tile_map(dims.vocab, dims.vocab),
+            "positions": tile_map(positions, positions),
+            "head_dim": tile_map(dims.head_dim, dims.head_dim),
+        }
+
+    def for_rule(self, rule: TensorRule) -> tuple[AxisMap, ...]:
+        return tuple(concat_maps([self.by_kind[kind] for kind in axis]) if len(axis) > 1 else self.by_kind[axis[0]]
+                     for axis in rule.axes)
+
+    def source_shape(self, rule: TensorRule) -> tuple[int, ...]:
+        return tuple(m.src_size for m in self.for_rule(rule))
+
+
+def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:
     """Ratio old/new of a multiplier the model applies to its embeddings (Gemma: sqrt(hidden_size))."""
     if family.embedding_scale == "sqrt_hidden":
-        return 1.0 / math.sqrt(spec.width)
+        return math.sqrt(dims.hidden / grown.hidden)
     return 1.0
+
+
+def residual_writers(family: Family) -> set[str]:
+    """Per-layer tensors that write a block's output into the residual stream (zeroed in identity blocks):
+    matrices whose emitted axis is the hidden size, and their biases."""
+    writers = set()
+    for rule in family.tensors:
+        if rule.per_layer and rule.contract is not None and rule.axes[1 - rule.contract] == ("hidden",):
+            writers.add(rule.name)
+            writers.add(rule.name.removesuffix(".weight") + ".bias")
+    return writers
 
 
 def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec) -> Plan:
     """Check the source tensors against the family table and plan every output tensor.
 
-    Tied embeddings, kept tied: the embedding must be one matrix E' serving as input and output.
-    The input side needs E' = repeat(E) * a (a undoes any hidden-size-dependent embedding multiplier),
-    so the output side sees n copies of E * a and would produce n * a times the logits. The final
-    norm sits right before the output projection and nothing else reads it, so its effective weight
-    (and bias) is multiplied by t = 1 / (n * a): the logits are exact and the residual stream,
-    every other norm and every eps are untouched.
+    Tied embeddings, kept tied: one matrix E' serves as input and output. The input side needs
+    E'[:, k] = a * s_k * E[:, i] (s_k: the residual map's scale, a: undoes a hidden-size-dependent
+    embedding multiplier); as the output projection it is then a * gamma times what the grown output
+    should read (gamma: the sum of squared scales over the copies of a source dimension). The final norm
+    sits right before the output projection and nothing else reads it, so its effective weight (and bias)
+    is multiplied by t = 1 / (a * gamma): the logits are exact and no other tensor or epsilon changes.
     """
     spec.validate()
     dims = source_dims(family, config)
-    grown = grown_dims(dims, spec)
+    grown = target_dims(family, dims, spec)
+    layers = layer_plan(dims, grown, spec)
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
-    shapes = expected_shapes(family, dims, tied)
-    rules = dict(expand_names(family, dims.layers))
+    maps = AxisMaps(family, dims, grown)
+    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers)}
 
-    # Strict check: every source tensor is known and has the shape the config implies.
-    present = {}
+    present: dict[str, TensorInfo] = {}
     for name, info in tensors.items():
         if family.is_ignored(name):
             continue
-        rule = rules.get(name)
+        rule = source_rules.get(name)
         if rule is None:
             raise HyperCloneError(f"config and weights disagree: unexpected tensor {name!r} for a "
                                   f"{family.model_type} model with {dims.layers} layers")
         if rule.role == "lm_head" and tied:
             continue  # a tied checkpoint may store the output matrix again; it is the embedding
-        if tuple(info.shape) != shapes[name]:
+        expected = maps.source_shape(rule)
+        if tuple(info.shape) != expected:
             raise HyperCloneError(f"config and weights disagree: {name} has shape {tuple(info.shape)}, "
-                                  f"config implies {shapes[name]}")
+                                  f"config implies {expected}")
         present[name] = info
-    missing = [name for name in shapes if name not in present and not rules[name].optional]
+    missing = [name for name, rule in source_rules.items()
+               if name not in present and not rule.optional and not (rule.role == "lm_head" and tied)]
     if missing:
         raise HyperCloneError(f"config and weights disagree: missing tensor {missing[0]!r}"
                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    if not tied and not any(rules[name].role == "lm_head" for name in present):
+    if not tied and not any(source_rules[name].role == "lm_head" for name in present):
         raise HyperCloneError("config and weights disagree: tie_word_embeddings is false but there is no "
                               "output projection in the weights")
 
-    a = embedding_multiplier_ratio(family, spec)
-    embedding_name = next(name for name, rule in rules.items() if rule.role == "embedding")
-    embed_copies = rule_sections(rules[embedding_name], dims, spec, family)[1][0][1]
+    a = embedding_multiplier_ratio(family, dims, grown)
+    embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
+    embeds_residual = embedding_rule.axes[1] == ("hidden",) or dims.embed == dims.hidden
     tied_output = tied and spec.tie == "keep"
-    final_norm_scale = 1.0 / (embed_copies * a) if tied_output else 1.0
-    notes = []
-    if tied_output and abs(final_norm_scale - 1.0) > 0 and not (
-            family.final_norm_parametric and any(rules[n].role == "final_norm" for n in present)):
+    final_scale = 1.0 / (a * maps.residual_gamma) if tied_output and embeds_residual else 1.0
+    if tied_output and not math.isclose(final_scale, 1.0) and not (
+            family.final_norm_parametric and any(source_rules[n].role == "final_norm" for n in present)):
         raise HyperCloneError(f"{family.model_type}: tied embeddings cannot be kept exactly here (the final norm "
                               "has no weight to absorb the rescale); use --tie untie")
+    notes = []
     if tied and spec.tie == "untie":
         notes.append("output projection untied from the embedding")
+    if not all(identity is False for _, identity in layers) or grown.layers > dims.layers:
+        kinds = "identity blocks" if spec.depth_mode == "identity" else "stacked copies (not function-preserving)"
+        notes.append(f"{grown.layers - dims.layers} new layers as {kinds}")
 
+    writers = residual_writers(family)
     recipes = []
-    for name, rule in rules.items():
-        if name not in present:
+    for out_name, src_name, rule, identity in expand_names(family, layers):
+        if src_name not in present:
             continue
-        info = present[name]
-        sections = rule_sections(rule, dims, spec, family)
-        scale, offset = 1.0, 0.0
-        if rule.role == "embedding":
-            scale = a
-        elif rule.role == "final_norm":
-            scale = final_norm_scale
-            offset = family.norm_offset if name.endswith(".weight") else 0.0
-        recipes.append(Recipe(name, name, sections, rule.contract, scale, offset, info.dtype))
+        info = present[src_name]
+        axis_maps = maps.for_rule(rule)
+        if identity and rule.name in writers:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
+            continue
+        if rule.role in ("norm", "final_norm"):
+            is_bias = out_name.endswith(".bias")
+            scale = 1.0 if is_bias else (maps.layernorm_scale if rule.axes[0] == ("hidden",) else 1.0)
+            if rule.role == "final_norm":
+                scale *= final_scale
+            divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
+                                  0.0 if is_bias else family.norm_offset, is_bias, divide, info.dtype))
+        elif rule.contract is None:
+            scale = a if rule.role == "embedding" else 1.0
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
+        else:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
         if rule.role == "embedding" and tied and spec.tie == "untie":
             lm_rule = next(r for r in family.tensors if r.role == "lm_head")
-            recipes.append(Recipe(lm_rule.name, name, rule_sections(lm_rule, dims, spec, family), lm_rule.contract,
-                                  1.0, 0.0, info.dtype))
+            recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
+                                  dtype=info.dtype))
 
-    config_updates = _config_updates(family, config, dims, grown, tied, spec)
+    config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
     source_parameters = sum(math.prod(info.shape) for info in present.values())
-    return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, notes)
+    return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
+                notes)
 
 
-def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: bool,
-                    spec: GrowthSpec) -> dict[str, Any]:
+def weighted_map_like(amap: AxisMap, gamma: float) -> AxisMap:
+    """The same positions, scaled so the squared scales of every source's copies sum to gamma."""
+    return AxisMap(amap.index, torch.sqrt(gamma / amap.copies().double()), amap.src_size)
+
+
+def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: bool, spec: GrowthSpec,
+                    maps: AxisMaps, layers: list[tuple[int, bool]]) -> dict[str, Any]:
     keys = family.config_keys
-    updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["ffn"]: grown.ffn, keys["heads"]: grown.heads}
+    updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["ffn"]: grown.ffn, keys["heads"]: grown.heads,
+                               keys["layers"]: grown.layers}
     if "kv_heads" in keys:
         updates[keys["kv_heads"]] = grown.kv_heads
     if "head_dim" in keys:
@@ -288,4 +490,10 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         updates[keys["embed"]] = grown.embed
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
+    if maps.layernorm_scale != 1.0:
+        updates[family.norm_eps_key] = getattr(config, family.norm_eps_key) * maps.layernorm_scale**2
+    if grown.layers != dims.layers:
+        for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
+            if isinstance(value, list) and len(value) == dims.layers and key != "architectures":
+                updates[key] = [value[src] for src, _ in layers]
     return updates

@@ -211,7 +211,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "## Headline",
         "",
         f"- Target: the random model's final validation loss, **{results['target_val_loss']:.4f}** (mean over seeds).",
-        f"- **speedup_tokens = {_fmt(results['speedup_tokens'])}**: random's {p['tokens']:,} tokens divided by the "
+        f"- **speedup_tokens = {_fmt(results['speedup_tokens'])}**: random's {results['random_tokens']:,} tokens "
+        "divided by the "
         f"tokens the grown model needed to reach the target ({_fmt(results['grown_tokens_to_target'], 0)}), "
         "read off the seed-mean curves with linear interpolation.",
         f"- speedup_tokens_incl_small = {_fmt(results['speedup_tokens_incl_small'])}: the same, charging the grown "
@@ -229,14 +230,16 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         "## Final validation loss per arm",
         "",
-        "| arm | model | tokens | seeds | final val loss (mean ± std) |",
-        "|---|---|---:|---:|---:|",
+        "| arm | starts from | token budget | seeds | final val loss (mean ± std) | wall s per run |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for arm, info in results["arms"].items():
         s = results["seed_spread"]["final_val_loss"].get(arm) or spread(
             [r["final_val_loss"] for r in info["seeds"].values()])
-        lines.append(f"| {arm} | {info['model']} | {info['budget_tokens']:,} | {len(info['seeds'])} | "
-                     f"{s['mean']:.4f} ± {s['std']:.4f} |")
+        wall = statistics.fmean(r["wall_s"] for r in info["seeds"].values())
+        start = {"small": "random init (small)", "grown": "grown small model", "random": "random init"}
+        lines.append(f"| {arm} | {start.get(info['model'], info['model'])} | {info['budget_tokens']:,} | "
+                     f"{len(info['seeds'])} | {s['mean']:.4f} ± {s['std']:.4f} | {wall:.0f} |")
     lines += [
         "",
         "## Plots",
@@ -253,7 +256,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "- speedup values are null when the grown model never reaches the target within its budget.",
         f"- Corpus: {results['corpus']['description']}; {results['corpus']['tokens']:,} tokens "
         f"({results['corpus']['documents']:,} documents).",
-        f"- Machine: {results['machine']}; experiment wall time {results['wall_clock_s']:.0f} s; "
+        f"- Machine: {results['machine']}; experiment wall time {results['wall_clock_s']:.0f} s "
+        "(whole experiment: corpus, tokenizer, every run, evaluations, report); "
         f"date {results['date']}.",
         "- Reproduce: `" + results["command"] + "`.",
         "",

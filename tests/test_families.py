@@ -50,8 +50,10 @@ def test_growth_preserves_function(tmp_path, family, mode, width, ffn, tied, tie
     assert tied_now == (tied and tie == "keep")
     assert config.get("tie_word_embeddings", tied) == (tied and tie == "keep") or not tied
     provenance = json.loads((out / "hyperclone.json").read_text())
-    assert provenance["spec"] == {"width": width, "ffn": ffn, "mode": mode,
-                                  "noise_db": 0.0 if mode == "noisy" else None, "tie": tie, "seed": 3}
+    expected_spec = {"width": width, "ffn": ffn, "mode": mode, "noise_db": 0.0 if mode == "noisy" else None,
+                     "tie": tie, "seed": 3}
+    assert {k: provenance["spec"][k] for k in expected_spec} == expected_spec
+    assert provenance["function_preserving"] is True
 
 
 def test_olmo_tied_keep_is_refused(tmp_path):
@@ -99,3 +101,123 @@ def test_noise_is_seeded(tmp_path):
     read = lambda p: (p / "model.safetensors").read_bytes()  # noqa: E731
     assert read(a) == read(b)
     assert read(a) != read(c)
+
+
+# ---- any target shape: widths that are not multiples, depth, and both at once -------------------------
+
+def reachable_target(family: str) -> dict:
+    """A target 1.5x wider with uneven head copies, for every family that allows it.
+
+    OPT and OLMo hard-code their LayerNorm epsilon, so their hidden size can only grow by whole multiples
+    (see test_fixed_eps_layernorm_refuses_uneven_hidden); their uneven growth is in heads (OPT, whose
+    head_dim may grow without RoPE) and MLP width.
+    """
+    if family == "opt":
+        return dict(hidden_size=96, heads=8, ffn_size=100)  # head_dim 8 -> 12, heads 6 -> 8
+    if family == "olmo":
+        return dict(hidden_size=96, heads=12, ffn_size=100)
+    if family.startswith("gemma"):
+        return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
+    if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
+        return dict(hidden_size=72, heads=9, ffn_size=100)
+    return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)
+
+
+TARGET_CASES = {
+    "uneven-width": lambda f, layers: dict(reachable_target(f)),
+    "depth-spread": lambda f, layers: dict(layers=layers + 2),
+    "depth-at": lambda f, layers: dict(layers=layers + 2, insert_after=(-1, layers - 1)),
+    "combined-noisy": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="noisy", noise_db=0.0),
+    "combined-diagonal": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="diagonal"),
+}
+TARGET_MATRIX = [(family, case, tied) for family in FAMILIES for case in TARGET_CASES for tied in (False, True)
+                 if not (family == "olmo" and tied and not case.startswith("depth"))]
+
+
+@pytest.mark.parametrize("family,case,tied", TARGET_MATRIX)
+def test_target_shape_preserves_function(tmp_path, family, case, tied):
+    src = make_tiny(family, tmp_path / "src", tied=tied)
+    source = load_causal_lm(src)
+    layers = source.config.num_hidden_layers
+    options = TARGET_CASES[case](family, layers)
+    out = grow(src, tmp_path / "out", seed=5, **options)
+    grown = load_causal_lm(out)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL, result
+    assert result.generate_match and result.argmax_agreement == 1.0, result
+    assert grown.config.num_hidden_layers == options.get("layers", layers)
+    if "hidden_size" in options:
+        assert grown.config.hidden_size == options["hidden_size"]
+        assert grown.config.num_attention_heads == options["heads"]
+
+
+@pytest.mark.parametrize("family", ["opt", "olmo"])
+def test_fixed_eps_layernorm_refuses_uneven_hidden(tmp_path, family):
+    src = make_tiny(family, tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="epsilon is fixed"):
+        grow(src, tmp_path / "out", hidden_size=72, heads=9)
+    assert not (tmp_path / "out").exists()
+
+
+def test_stacked_layers_are_flagged_not_exact(tmp_path):
+    src = make_tiny("llama", tmp_path / "src")
+    out = grow(src, tmp_path / "out", layers=4, depth_mode="stack")
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["function_preserving"] is False
+    assert [layer for layer, _ in provenance["layers"]] == [0, 1, 0, 1]
+    from safetensors.torch import load_file
+
+    grown, source = load_file(out / "model.safetensors"), load_file(src / "model.safetensors")
+    assert torch.equal(grown["model.layers.2.mlp.down_proj.weight"], source["model.layers.0.mlp.down_proj.weight"])
+
+
+def test_per_layer_config_lists_follow_their_layers(tmp_path):
+    src = make_tiny("smollm3", tmp_path / "src")
+    before = json.loads((src / "config.json").read_text())
+    out = grow(src, tmp_path / "out", layers=6, insert_after=(0, 3))
+    after = json.loads((out / "config.json").read_text())
+    sources = [0, 0, 1, 2, 3, 3]
+    assert after["no_rope_layers"] == [before["no_rope_layers"][i] for i in sources]
+    assert after["layer_types"] == [before["layer_types"][i] for i in sources]
+
+
+@pytest.mark.parametrize("family,options,message", [
+    ("llama", dict(hidden_size=40, heads=6, kv_heads=2, ffn_size=80), "cannot shrink the hidden size"),
+    ("qwen2", dict(hidden_size=60), "not a whole number; give --heads"),
+    ("qwen2", dict(hidden_size=96, heads=12, kv_heads=5), "do not divide"),
+    ("qwen2", dict(hidden_size=72, heads=9, kv_heads=3, head_dim=12), "needs hidden size = heads x head_dim"),
+    ("llama", dict(hidden_size=96, heads=6, kv_heads=2, head_dim=16), "rotary"),
+    ("qwen2", dict(layers=1), "cannot shrink the layers"),
+    ("qwen2", dict(layers=4, insert_after=(0,)), "names 1 positions for 2 new layers"),
+    ("qwen2", dict(hidden_size=96, heads=12, kv_heads=4, ffn_size=60), "cannot shrink the MLP width"),
+    ("gpt2", dict(hidden_size=96, heads=12, kv_heads=6), "no separate KV heads"),
+])
+def test_unreachable_targets_are_refused(tmp_path, family, options, message):
+    src = make_tiny(family, tmp_path / "src")
+    with pytest.raises(HyperCloneError, match=message):
+        grow(src, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_gqa_groups_that_cannot_hold_every_head_are_refused(tmp_path):
+    src = make_tiny("llama", tmp_path / "src")  # 6 heads in 2 groups of 3
+    with pytest.raises(HyperCloneError, match="cannot hold a copy"):
+        # 3 KV groups of 2: source group 1 gets one KV copy with 2 slots for its 3 heads
+        grow(src, tmp_path / "out", heads=6, kv_heads=3)
+
+
+def test_to_target_config(tmp_path):
+    src = make_tiny("qwen3", tmp_path / "src")
+    target = json.loads((src / "config.json").read_text())
+    target.update(hidden_size=72, num_attention_heads=9, num_key_value_heads=3, intermediate_size=120,
+                  num_hidden_layers=3)
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    out = grow(src, tmp_path / "out", to=tmp_path / "target.json")
+    config = json.loads((out / "config.json").read_text())
+    assert [config[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+                                "num_hidden_layers")] == [72, 9, 3, 120, 3]
+    assert compare_models(load_causal_lm(src), load_causal_lm(out)).ok
+    target["vocab_size"] = 1000
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    with pytest.raises(HyperCloneError, match="vocabulary"):
+        grow(src, tmp_path / "out2", to=tmp_path / "target.json")

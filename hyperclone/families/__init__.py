@@ -5,12 +5,13 @@ checkpoint as a name template (``{layer}`` stands for the block index) with the 
 each axis. The loader is strict: an unknown key, axis kind or role is an error, so a typo in a
 table fails loudly instead of being ignored.
 
-Axis kinds (how many copies growth makes of each):
-  hidden           residual width                          x width
-  q / kv           query heads x head_dim / KV heads x head_dim  x width (heads grow, head_dim kept)
-  qkv_interleaved  GPT-NeoX fused [heads, 3, head_dim]     x width (heads are outermost)
-  ffn              MLP hidden width                        x ffn
-  embed            OPT word_embed_proj_dim: x width when it equals hidden, else kept
+Axis kinds (each grows through its own map, see hyperclone.axis_map and hyperclone.plan):
+  hidden           residual width
+  q, k, v          query heads x head_dim, KV heads x head_dim (q/k carry the head_dim scaling), KV heads x head_dim
+  attn             the attention output read by the output projection: query heads x v's head_dim
+  qkv_interleaved  GPT-NeoX fused [heads, 3, head_dim] (heads outermost)
+  ffn              MLP width
+  embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   vocab, positions, head_dim                               kept
 A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_proj); each section
 is grown on its own and the results are concatenated in the same order.
@@ -19,7 +20,12 @@ is grown on its own and the results are concatenated in the same order.
 [in, out]); it is divided among its copies so that n copies of an input sum back to one.
 Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
 ``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
-place where tied embeddings are rescaled), ``weight`` (everything else).
+place where tied embeddings are rescaled), ``norm`` (any other norm weight or bias), ``weight``
+(linear weights and biases, learned position embeddings).
+
+Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must preserve),
+``norm_eps_key`` (the config key of the norms' epsilon, null when the model hard-codes it),
+``rope`` (rotary embeddings: head_dim may only grow without them).
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ from importlib import resources
 
 from hyperclone.errors import HyperCloneError
 
-AXIS_KINDS = ("hidden", "q", "kv", "qkv_interleaved", "ffn", "embed", "vocab", "positions", "head_dim")
-ROLES = ("weight", "embedding", "lm_head", "final_norm")
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "ffn", "embed", "vocab", "positions", "head_dim")
+ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm")
+NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed")
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
-               "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset"}
+               "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
+               "norm_eps_key", "rope"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ class Family:
     model_type: str
     config_keys: dict[str, str]  # slot -> key in config.json
     tensors: tuple[TensorRule, ...]
+    norm: str  # "rmsnorm" or "layernorm"
+    norm_eps_key: str | None  # config key of the norms' eps; None when hard-coded
+    rope: bool
     ignore: tuple[str, ...] = ()
     embedding_scale: str = "none"  # "none" or "sqrt_hidden" (Gemma multiplies embeddings by sqrt(hidden_size))
     norm_offset: float = 0.0  # Gemma's RMSNorm applies (offset + weight)
@@ -98,12 +109,17 @@ def _parse_family(raw: dict) -> Family:
     missing = [slot for slot in REQUIRED_CONFIG_SLOTS if slot not in config_keys]
     if bad_slots or missing:
         raise ValueError(f"family {name}: config slots unknown {sorted(bad_slots)} / missing {missing}")
+    if raw.get("norm") not in NORM_KINDS or not isinstance(raw.get("rope"), bool) or "norm_eps_key" not in raw:
+        raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
     if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
         raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
     return Family(
         model_type=raw["model_type"],
         config_keys=config_keys,
         tensors=tuple(_parse_rule(name, t) for t in raw["tensors"]),
+        norm=raw["norm"],
+        norm_eps_key=raw["norm_eps_key"],
+        rope=raw["rope"],
         ignore=tuple(raw.get("ignore", ())),
         embedding_scale=raw.get("embedding_scale", "none"),
         norm_offset=float(raw.get("norm_offset", 0.0)),

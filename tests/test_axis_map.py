@@ -1,0 +1,124 @@
+"""The growth operators on their own: every construction preserves W @ x on grown inputs, and the
+norm-statistics arguments in hyperclone/axis_map.py hold numerically."""
+
+import pytest
+import torch
+
+from hyperclone.axis_map import (
+    AxisMap,
+    NoisePool,
+    block_map,
+    concat_maps,
+    gather,
+    gqa_head_maps,
+    grow_matrix,
+    layernorm_hidden_map,
+    scale_norm_weight,
+    tile_map,
+    weighted_map,
+)
+
+MAPS = {
+    "tile x2": lambda d: tile_map(d, 2 * d),
+    "tile x3": lambda d: tile_map(d, 3 * d),
+    "uneven copies": lambda d: tile_map(d, d + d // 2),
+    "weighted 1.5x": lambda d: weighted_map(d, d + d // 2),
+    "layernorm mean": lambda d: layernorm_hidden_map(d, d + d // 2),
+    "identity": lambda d: tile_map(d, d),
+}
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "noisy", "diagonal"])
+@pytest.mark.parametrize("in_kind", list(MAPS))
+@pytest.mark.parametrize("out_kind", ["tile x2", "uneven copies", "weighted 1.5x", "layernorm mean", "identity"])
+def test_grow_matrix_preserves_function(mode, in_kind, out_kind):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 8, generator=gen, dtype=torch.float64).float()
+    x = torch.randn(8, generator=gen, dtype=torch.float64).float()
+    in_map, out_map = MAPS[in_kind](8), MAPS[out_kind](6)
+    grown = grow_matrix(w, out_map, in_map, mode, snr_db=0.0, generator=gen, noise_pool=NoisePool(1, 2**12))
+    y = grown @ gather(x, 0, in_map)
+    assert torch.allclose(y, gather(w @ x, 0, out_map), atol=1e-4, rtol=1e-4)
+
+
+def test_symmetric_tile_is_hypercloning_rule():
+    w = torch.randn(5, 4)
+    assert torch.allclose(grow_matrix(w, tile_map(5, 10), tile_map(4, 8)), torch.tile(w, (2, 2)) / 2)
+
+
+@pytest.mark.parametrize("mode", ["noisy", "diagonal"])
+def test_symmetry_breaking_modes_differ_from_symmetric(mode):
+    w = torch.randn(6, 8)
+    args = (tile_map(6, 12), tile_map(8, 16))
+    symmetric = grow_matrix(w, *args)
+    broken = grow_matrix(w, *args, mode=mode, snr_db=0.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(symmetric, broken)
+    assert not torch.allclose(broken[:6], broken[6:]), "output copies must differ"
+
+
+def test_noise_level_follows_snr():
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(300, 200, generator=gen)
+    for snr_db in (0.0, 10.0):
+        grown = grow_matrix(w, tile_map(300, 300), tile_map(200, 400), "noisy", snr_db=snr_db, generator=gen)
+        noise = grown[:, :200] - w / 2
+        ratio = noise.pow(2).mean().sqrt() / (w / 2).pow(2).mean().sqrt()
+        assert abs(ratio.item() - 10 ** (-snr_db / 20)) < 0.05 * 10 ** (-snr_db / 20)
+
+
+def test_weighted_map_keeps_mean_square():
+    h = torch.randn(576, dtype=torch.float64)
+    grown = gather(h, 0, weighted_map(576, 960))
+    assert torch.allclose(grown.pow(2).mean(), h.pow(2).mean())
+
+
+def test_layernorm_map_keeps_layernorm_output_with_rescaled_eps_and_weight():
+    d, new, eps = 8, 12, 1e-5
+    h = torch.randn(d, dtype=torch.float64)
+    w, b = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    amap = layernorm_hidden_map(d, new)
+    lam2 = (new // d) * d / new
+    out = torch.nn.functional.layer_norm(gather(h, 0, amap), (new,), gather(w, 0, amap) * lam2**0.5,
+                                         gather(b, 0, amap), eps * lam2)
+    expected = torch.nn.functional.layer_norm(h, (d,), w, b, eps)
+    assert torch.allclose(out[:d], expected)
+
+
+def test_gqa_maps_keep_groups():
+    q, kv = gqa_head_maps(9, 3, 15, 5)  # SmolLM2-135M -> 360M heads
+    group, new_group = 3, 3
+    for new_head, src_head in enumerate(q.index.tolist()):
+        assert kv.index[new_head // new_group] == src_head // group
+    assert set(q.index.tolist()) == set(range(9))
+
+
+def test_gqa_maps_refuse_groups_too_small():
+    with pytest.raises(ValueError, match="cannot hold"):
+        gqa_head_maps(6, 2, 6, 3)
+
+
+def test_block_and_concat_maps():
+    heads = AxisMap(torch.tensor([0, 1, 0]), torch.ones(3, dtype=torch.float64), 2)
+    m = block_map(heads, tile_map(2, 2))
+    assert m.index.tolist() == [0, 1, 2, 3, 0, 1]
+    c = concat_maps([tile_map(2, 4), tile_map(3, 3)])
+    assert c.index.tolist() == [0, 1, 0, 1, 2, 3, 4] and c.src_size == 5
+
+
+def test_reader_weights_sum_to_one_over_copies():
+    for amap in (tile_map(5, 13), weighted_map(5, 13), layernorm_hidden_map(5, 13)):
+        total = torch.zeros(5, dtype=torch.float64)
+        valid = amap.index >= 0
+        total.index_add_(0, amap.index[valid], (amap.scale * amap.reader())[valid])
+        assert torch.allclose(total, torch.ones(5, dtype=torch.float64))
+
+
+def test_scale_norm_weight_with_offset():
+    w = torch.tensor([0.1, -0.2])
+    assert torch.allclose(scale_norm_weight(w, 0.5, offset=1.0) + 1.0, (w + 1.0) * 0.5)
+
+
+def test_dtype_kept():
+    w = torch.randn(4, 4).to(torch.bfloat16)
+    assert grow_matrix(w, tile_map(4, 8), tile_map(4, 8)).dtype == torch.bfloat16
+    assert grow_matrix(w, weighted_map(4, 6), weighted_map(4, 6)).dtype == torch.bfloat16
