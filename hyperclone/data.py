@@ -180,8 +180,7 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
             def flush() -> None:
                 nonlocal n_tokens
                 ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
-                flat = np.fromiter((t for seq in ids for t in (*seq, eos)), dtype=dtype,
-                                   count=sum(len(seq) + 1 for seq in ids))
+                flat = np.concatenate([np.asarray([*seq, eos], dtype=dtype) for seq in ids])
                 out.write(flat.tobytes())
                 n_tokens += flat.shape[0]
                 batch.clear()
