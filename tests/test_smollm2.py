@@ -40,3 +40,21 @@ def test_smollm2_grows_2x_exactly(smollm2_folder, source_model, tmp_path, mode, 
     with torch.no_grad():
         a, b = source_model.generate(**prompt, **args), grown.generate(**prompt, **args)
     assert torch.equal(a, b), (tokenizer.decode(a[0]), tokenizer.decode(b[0]))
+
+
+def test_smollm2_grows_exactly_to_the_360m_shape(smollm2_folder, source_model, tmp_path):
+    """SmolLM2-135M -> the shape of SmolLM2-360M: hidden 576 -> 960 (x5/3), heads 9 -> 15, KV heads 3 -> 5,
+    FFN 1536 -> 2560, 30 -> 32 layers (two identity blocks), tied embeddings kept."""
+    target = json.loads((smollm2_folder / "config.json").read_text())
+    target.update(hidden_size=960, intermediate_size=2560, num_attention_heads=15, num_key_value_heads=5,
+                  num_hidden_layers=32)
+    (tmp_path / "smollm2-360m-config.json").write_text(json.dumps(target))
+    out = grow(smollm2_folder, tmp_path / "smollm2-360m-shape", to=tmp_path / "smollm2-360m-config.json")
+    grown = load_causal_lm(out)
+    config = grown.config
+    assert (config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads,
+            config.num_hidden_layers) == (960, 2560, 15, 5, 32)
+    assert 361_000_000 < sum(p.numel() for p in grown.parameters()) < 363_000_000
+    result = compare_models(source_model, grown, tolerance=1e-4, new_tokens=32)
+    assert result.rel_err <= 1e-4, result
+    assert result.generate_match and result.argmax_agreement == 1.0, result
