@@ -198,7 +198,8 @@ def machine() -> str:
     if torch.cuda.is_available():
         dev = f"{torch.cuda.get_device_name(0)} GPU"
     else:
-        dev = f"CPU only, {torch.get_num_threads()} threads"
+        n = torch.get_num_threads()
+        dev = f"CPU only, {n} torch thread{'s' if n != 1 else ''}"
     return f"{platform.processor() or platform.machine()}, {dev}, torch {torch.__version__}"
 
 

@@ -57,9 +57,9 @@ PRESETS: dict[str, Preset] = {
             description="a 64-wide 4-layer llama grown to 128 wide; minutes on a laptop CPU",
             corpus_bytes=6_000_000, vocab_size=2048,
             hidden=64, layers=4, heads=2, kv_heads=2, ffn=256, width=2,
-            seq_len=128, batch_tokens=16 * 128, small_tokens=1_300_000, tokens=1_300_000,
+            seq_len=128, batch_tokens=16 * 128, small_tokens=800_000, tokens=800_000,
             small_lr=3e-3, lr=2e-3, warmup=0.05, schedule="cosine",
-            evals_per_run=20, eval_tokens=16 * 1024, seeds=(0, 1),
+            evals_per_run=16, eval_tokens=8 * 1024, seeds=(0, 1),
         ),
         Preset(
             name="gpu-small",

@@ -131,12 +131,12 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     small = results["arms"]["small"]["seeds"]
     offsets = results["small_cost"]
     files = []
-    axes = [("tokens", "tokens seen by this model", "val_loss_vs_tokens.png", False),
-            ("flops", "training FLOPs (grown arms include the small model's pretraining)", "val_loss_vs_flops.png",
-             True),
-            ("elapsed_s", "wall-clock seconds (grown arms include the small model's pretraining)",
+    axes = [("tokens", "tokens", "tokens seen by this model", "val_loss_vs_tokens.png", False),
+            ("flops", "training FLOPs", "training FLOPs (grown arms include the small model's pretraining)",
+             "val_loss_vs_flops.png", True),
+            ("elapsed_s", "wall-clock time", "wall-clock seconds (grown arms include the small model's pretraining)",
              "val_loss_vs_time.png", True)]
-    for key, label, name, offset in axes:
+    for key, title, label, name, offset in axes:
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
         for arm, info in results["arms"].items():
             color, legend = _style(arm)
@@ -152,7 +152,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
             ax.axhline(results["target_val_loss"], color="tab:red", lw=0.8, ls=":", label="random's final val loss")
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title(f"{results['preset']['name']}: validation loss vs {key.replace('_s', '').replace('_', ' ')}")
+        ax.set_title(f"{results['preset']['name']}: validation loss vs {title}")
         finals = [p["val_loss"] for info in results["arms"].values() for r in info["seeds"].values()
                   for p in r["curve"][-1:]]
         lo = min(finals)

@@ -94,8 +94,11 @@ def experiment_command(
     from hyperclone.experiment import run_experiment
     from hyperclone.presets import get_preset
 
-    command = "hyperclone " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["experiment"] \
-        else None
+    command = None
+    if sys.argv[1:2] == ["experiment"]:
+        threads = os.environ.get("OMP_NUM_THREADS")
+        command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "hyperclone " + " ".join(
+            shlex.quote(a) for a in sys.argv[1:])
     results = run_experiment(get_preset(preset), out, data=list(data) if data else None, progress=progress,
                              command=command)
     st = results["speedup_tokens"]
