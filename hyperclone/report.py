@@ -179,6 +179,27 @@ def _fmt_spread(s: dict[str, Any], digits: int = 2) -> str:
            f"{s['reached']}/{s['n']} seeds reached)"
 
 
+def warmup_bump_lines(results: dict[str, Any]) -> list[str]:
+    """Say so when the grown model's validation loss first rises (the learning rate warms up past what it tolerates)."""
+    out = []
+    for arm, info in results["arms"].items():
+        if not info.get("from_small"):
+            continue
+        for seed, run in sorted(info["seeds"].items()):
+            c = run["curve"]
+            early = [p["val_loss"] for p in c[1 : max(2, len(c) // 3 + 1)]]
+            if early and max(early) > c[0]["val_loss"] + 0.01:
+                end = c[-1]["val_loss"]
+                after = "falling below the start again" if end < c[0]["val_loss"] else "never getting back below it"
+                out.append(f"- {arm} (seed {seed}): validation loss rose from {c[0]['val_loss']:.3f} (the small "
+                           f"model's) to {max(early):.3f} early in training, as the learning rate warmed up to its "
+                           f"peak, before {after} (final {end:.3f}).")
+    if out:
+        out = ["Observation: a grown model starts at the small model's loss, but the first steps at a high learning "
+               "rate cost some of it:", "", *out, ""]
+    return out
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write results.json, the PNG plots and report.md into out."""
     out.mkdir(parents=True, exist_ok=True)
@@ -228,6 +249,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f"- speedup_tokens: {_fmt_spread(results['seed_spread']['speedup_tokens'])}",
         f"- speedup_flops: {_fmt_spread(results['seed_spread']['speedup_flops'])}",
         "",
+        *warmup_bump_lines(results),
         "## Final validation loss per arm",
         "",
         "| arm | starts from | token budget | seeds | final val loss (mean ± std) | wall s per run |",
