@@ -36,6 +36,7 @@ from tqdm import tqdm
 from hyperclone import train_state as ts
 from hyperclone.data import TokenData, WindowSampler, load_corpus, val_windows
 from hyperclone.errors import HyperCloneError
+from hyperclone.moments import MOMENTS_FILE, RESETS, apply_moments, moments_for, optimizer_moments
 
 SCHEDULES = ("cosine", "wsd")
 DTYPES = ("auto", "fp32", "bf16")
@@ -44,7 +45,8 @@ SUMMARY_FILE = "train_summary.json"
 
 # Recipe fields that must not change when a run is resumed (they change the result).
 _RECIPE_KEYS = ("tokens", "lr", "min_lr_ratio", "warmup", "schedule", "decay_frac", "batch_tokens", "seq_len",
-                "seed", "weight_decay", "grad_clip", "beta1", "beta2", "val_fraction", "eval_tokens", "text_field")
+                "seed", "weight_decay", "grad_clip", "beta1", "beta2", "val_fraction", "eval_tokens", "text_field",
+                "moments_from", "moments_reset")
 
 
 @dataclass
@@ -80,11 +82,14 @@ class TrainConfig:
     cache_dir: Path | None = None
     progress: bool = True
     stop_after: int | None = None  # stop, as a kill would (no final save), after this many steps of this session
+    save_moments: bool = False  # also write final/moments.pt (AdamW moments by parameter name) for a grown run
+    moments_from: Path | None = None  # a run's final folder with moments.pt: start AdamW from them (grown if needed)
+    moments_reset: str = "none"  # none | first: zero the carried first moment (asymmetric reset)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form tags copied into the summary
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: d[k] for k in _RECIPE_KEYS}
+        return {k: str(d[k]) if isinstance(d[k], Path) else d[k] for k in _RECIPE_KEYS}
 
 
 @dataclass
@@ -184,6 +189,10 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"token budget {cfg.tokens} is smaller than one batch ({cfg.batch_tokens} tokens)")
     if not 0 < cfg.val_fraction < 1:
         raise HyperCloneError(f"--val-fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if cfg.moments_reset not in RESETS:
+        raise HyperCloneError(f"--moments-reset must be one of {', '.join(RESETS)}, not {cfg.moments_reset!r}")
+    if cfg.moments_reset != "none" and cfg.moments_from is None:
+        raise HyperCloneError("--moments-reset needs --moments-from")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -367,6 +376,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     if start_ckpt is not None:
         ts.load_optimizer(start_ckpt, optimizer, procs.device)
         ts.load_rank_rng(start_ckpt, procs.rank)
+    elif cfg.moments_from is not None:
+        apply_moments(model, optimizer, moments_for(model_dir, Path(cfg.moments_from)), cfg.moments_reset)
     step, tokens, elapsed0 = int(state["step"]), int(state["tokens"]), float(state["elapsed_s"])
     fwd = model
     if procs.world > 1:
@@ -405,6 +416,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             st = {"step": step, "tokens": tokens, "elapsed_s": elapsed(), "total_steps": total,
                   "world_size": procs.world, "data_cache": str(data.folder), "base_model": str(model_dir),
                   "recipe": cfg.recipe()}
+            if not resumable and cfg.save_moments:  # before the state file, which marks the folder complete
+                torch.save(optimizer_moments(model, optimizer), tmp / MOMENTS_FILE)
             ts.finish_save(tmp, dest, model, tokenizer, optimizer if resumable else None, st)
             ts.prune(out, cfg.keep_checkpoints)
         procs.barrier()

@@ -66,6 +66,14 @@ def train_command(
     stop_after: Annotated[int | None, typer.Option(
         "--stop-after",
         help="Stop after N steps of this session without a final save, as a kill would (to test --resume).")] = None,
+    save_moments: Annotated[bool, typer.Option(
+        "--save-moments", help="Also write final/moments.pt (AdamW moments), for --moments-from of a grown run.")
+    ] = False,
+    moments_from: Annotated[Path | None, typer.Option(
+        "--moments-from", help="Start AdamW from the moments in this run's final/ folder; grown with the same "
+                               "rules as the weights when MODEL_DIR was grown from it.")] = None,
+    moments_reset: Annotated[str, typer.Option(
+        "--moments-reset", help="none, or first: zero the carried first moment, keep the second.")] = "none",
 ) -> None:
     """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch)."""
     from hyperclone.train import TrainConfig, train
@@ -76,7 +84,8 @@ def train_command(
         micro_batch=micro_batch, eval_every=eval_every, eval_tokens=eval_tokens, save_every=save_every,
         keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed, dtype=dtype, resume=resume,
         weight_decay=weight_decay, grad_clip=grad_clip, val_fraction=val_fraction, text_field=text_field,
-        cache_dir=cache_dir, progress=progress, stop_after=stop_after))
+        cache_dir=cache_dir, progress=progress, stop_after=stop_after, save_moments=save_moments,
+        moments_from=moments_from, moments_reset=moments_reset))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

@@ -1,0 +1,96 @@
+"""Carried-over AdamW moments: the growth rule matches autograd, and grown runs resume exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_helpers import make_corpus, make_model
+
+from hyperclone.errors import HyperCloneError
+from hyperclone.grow import grow
+from hyperclone.moments import MOMENTS_FILE, grow_moments, grown_spec, load_moments
+from hyperclone.train import TrainConfig, train
+
+STEPS = 16
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moments")
+    corpus = make_corpus(root / "corpus", n_files=3, lines=200)
+    model = make_model(root / "model", corpus)
+    return root, corpus, model
+
+
+def config(setup, model: Path, out: Path, **kw) -> TrainConfig:
+    root, corpus, _ = setup
+    cfg = TrainConfig(model=model, data=[corpus], out=out, tokens=256 * STEPS, batch_tokens=256, seq_len=32,
+                      eval_every=8, eval_tokens=256, save_every=4, log_every=4, lr=3e-3, warmup=2,
+                      cache_dir=root / "cache", progress=False, seed=0)
+    return replace(cfg, **kw)
+
+
+def grads(folder: Path, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64)
+    logits = model(input_ids=batch[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+    loss.backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_grown_moments_equal_the_grown_models_gradients(setup, tmp_path, width):
+    """With m = G and v = G², the grown moments must be exactly the grown model's gradient and its square."""
+    _, _, small = setup
+    grown = grow(small, tmp_path / "grown", width=width)
+    batch = torch.randint(0, 320, (3, 17), generator=torch.Generator().manual_seed(0))
+    g_small, g_big = grads(small, batch), grads(grown, batch)
+    moments = {n: {"step": 5.0, "exp_avg": g.float(), "exp_avg_sq": g.float() ** 2} for n, g in g_small.items()}
+    carried = grow_moments(small, grown_spec(grown), moments)
+    assert carried.keys() == g_big.keys()
+    for name, g in g_big.items():
+        assert carried[name]["exp_avg"].shape == g.shape
+        assert torch.allclose(carried[name]["exp_avg"].double(), g, atol=1e-7, rtol=1e-4), name
+        assert torch.allclose(carried[name]["exp_avg_sq"].double(), g**2, atol=1e-10, rtol=1e-3), name
+        assert carried[name]["step"] == 5.0
+
+
+def test_carried_moments_have_grown_shapes_and_resume_exactly(setup, tmp_path):
+    _, _, small = setup
+    first = train(config(setup, small, tmp_path / "small", save_moments=True))
+    saved = load_moments(first.final)
+    assert (first.final / MOMENTS_FILE).is_file() and saved["model.embed_tokens.weight"]["step"] == STEPS
+    grown = grow(first.final, tmp_path / "grown", width=2)
+    cfg = config(setup, grown, tmp_path / "ref", moments_from=first.final, moments_reset="none")
+    ref = train(cfg)
+    weights = load_file(grown / "model.safetensors")
+    run = replace(cfg, out=tmp_path / "run")
+    train(replace(run, stop_after=6))
+    ckpt = tmp_path / "run" / "checkpoints" / "step-0000004"
+    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    shapes = sorted(tuple(s["exp_avg"].shape) for s in opt["state"].values())
+    assert shapes == sorted(tuple(w.shape) for w in weights.values())
+    assert all(float(s["step"]) == STEPS + 4 for s in opt["state"].values())
+    resumed = train(replace(run, resume=True))
+    a, b = load_file(ref.final / "model.safetensors"), load_file(resumed.final / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # carried moments change the run; a fresh optimizer gives other weights
+    fresh = train(config(setup, grown, tmp_path / "fresh"))
+    c = load_file(fresh.final / "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_moments_errors(setup, tmp_path):
+    _, _, small = setup
+    with pytest.raises(HyperCloneError, match="no moments.pt"):
+        train(config(setup, small, tmp_path / "a", moments_from=small))
+    with pytest.raises(HyperCloneError, match="--moments-reset must be one of"):
+        train(config(setup, small, tmp_path / "b", moments_from=small, moments_reset="all"))
+    with pytest.raises(HyperCloneError, match="needs --moments-from"):
+        train(config(setup, small, tmp_path / "c", moments_reset="first"))
