@@ -214,8 +214,8 @@ class NoisePool:
     def rows(self, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
         if length > self.size:
             return torch.randn(count, length, generator=generator)
-        offsets = torch.randint(0, self.size, (count,), generator=generator).tolist()
-        return torch.stack([self.values[o:o + length] for o in offsets])
+        offsets = torch.randint(0, self.size, (count,), generator=generator)
+        return self.values.unfold(0, length, 1).index_select(0, offsets)  # one gather of `count` windows
 
 
 def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str = "symmetric",
@@ -277,12 +277,12 @@ def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, 
             part = block if copies == 1 else (block.float() * (1.0 / copies)).to(out.dtype)
             target.copy_(part.repeat(1, copies))
             continue
-        base = block.float() * (1.0 / copies)
+        base = block.float() * (1.0 / copies)  # a new tensor: block may be the caller's weight
         count = block.shape[0]
         if copies == 2:
-            eta = _draw(count, width, generator, noise_pool).mul_(std)
-            target[:, :width] = base + eta
-            target[:, width:] = base - eta
+            eta = _draw(count, width, generator, noise_pool)
+            target[:, :width] = torch.add(base, eta, alpha=std)
+            target[:, width:] = torch.sub(base, eta, alpha=std)
             continue
         noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
         noise -= noise.mean(0, keepdim=True)
