@@ -92,9 +92,13 @@ def train_command(
 
 
 def experiment_command(
-    preset: Annotated[str, typer.Option(
-        "--preset", help="cpu-tiny (15 min on 2 CPU cores) or gpu-small (5 min, H100).")],
     out: Annotated[Path, typer.Option("--out", help="Experiment folder; rerunning resumes unfinished runs.")],
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="cpu-tiny (15 min on 2 CPU cores) or gpu-small (5 min, H100).")] = None,
+    sweep: Annotated[Path | None, typer.Option(
+        "--sweep", help="YAML/JSON file of arms (recipes) to compare with random init; writes sweep.md/.json.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="--sweep: runs trained at the same time.")] = 1,
     data: Annotated[list[Path] | None, typer.Option(
         "--data", help="Corpus (files, folders, .jsonl); default: Python's stdlib.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
@@ -108,6 +112,22 @@ def experiment_command(
         threads = os.environ.get("OMP_NUM_THREADS")
         command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "hyperclone " + " ".join(
             shlex.quote(a) for a in sys.argv[1:])
+    if sweep is not None:
+        from hyperclone.sweep import run_sweep
+        from hyperclone.sweep_spec import load_sweep
+
+        spec = load_sweep(sweep)
+        if preset is not None and preset != spec.preset:
+            raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
+        if jobs < 1:
+            raise HyperCloneError(f"--jobs must be positive, got {jobs}")
+        res = run_sweep(get_preset(spec.preset), spec, out, data=list(data) if data else None, jobs=jobs,
+                        command=command)
+        win = res["winner"]
+        typer.echo(f"winners: {win}; report: {Path(out) / 'sweep.md'}")
+        return
+    if preset is None:
+        raise HyperCloneError("experiment needs --preset or --sweep")
     results = run_experiment(get_preset(preset), out, data=list(data) if data else None, progress=progress,
                              command=command)
     st = results["speedup_tokens"]

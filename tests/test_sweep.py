@@ -1,0 +1,103 @@
+"""`hyperclone experiment --sweep`: the sweep file (one-line errors), a micro sweep end to end, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_experiment import MICRO
+from train_helpers import make_corpus
+
+from hyperclone.errors import HyperCloneError
+from hyperclone.sweep import run_sweep
+from hyperclone.sweep_spec import load_sweep, parse_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+SWEEP = {"preset": "micro", "seeds": [0], "arms": [
+    {"name": "random", "init": "random", "lr": [1e-3, 4e-3]},
+    {"name": "grown", "init": "grown", "lr": 2e-3, "seeds": [0, 1]},
+    {"name": "noisy", "init": "grown", "grow": {"mode": "noisy", "noise_db": -5}, "lr": 2e-3},
+    {"name": "carry", "init": "grown", "moments": "carry", "moments_reset": "first", "lr": 2e-3, "warmup": 0.0,
+     "schedule": "wsd"},
+]}
+
+
+def test_parse_expands_learning_rates_and_fills_defaults():
+    sweep = parse_sweep(SWEEP)
+    names = [a.name for a in sweep.arms]
+    assert names == ["random-lr0.001", "random-lr0.004", "grown", "noisy", "carry"]
+    assert sweep.arms[0].seeds == (0,) and sweep.arms[2].seeds == (0, 1)
+    assert sweep.arms[4].moments_reset == "first" and sweep.arms[4].warmup == 0.0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "lrr": 2}]}, "arm 'a': unknown key 'lrr'"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"noise": 0}}]}, "grow: unknown key 'noise'"),
+    ({"arms": [{"name": "a", "init": "scratch", "lr": 1e-3}]}, "init must be one of grown, random"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": -1}]}, "lr must be a positive number"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "moments_reset": "first"}]}, "needs moments: carry"),
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "grow": {"mode": "noisy"}}]}, "only apply to init"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3}, {"name": "a", "init": "random", "lr": 1e-3}]},
+     "two arms are named 'a'"),
+    ({"sedes": [0]}, "unknown key 'sedes'"),
+])
+def test_bad_sweep_files_give_one_line(change, message):
+    with pytest.raises(HyperCloneError, match=message) as err:
+        parse_sweep({**SWEEP, **change}, "s.yaml")
+    assert "\n" not in str(err.value) and str(err.value).startswith("s.yaml")
+
+
+def test_cli_reports_a_bad_key_in_one_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("preset: cpu-tiny\narms:\n  - {name: r, init: random, lr: 1.0e-3, sedes: [0]}\n")
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", "experiment", "--sweep", str(path), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, tokens, "
+        "warmup, schedule, decay_frac, min_lr_ratio, grow, moments, moments_reset)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_and_yaml_files_load(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps(SWEEP))
+    (tmp_path / "s.yaml").write_text("preset: micro\narms:\n  - {name: r, init: random, lr: [1.0e-3]}\n")
+    assert len(load_sweep(tmp_path / "s.json").arms) == 5
+    assert load_sweep(tmp_path / "s.yaml").arms[0].name == "r-lr0.001"
+    (tmp_path / "bad.yaml").write_text("preset: [")
+    with pytest.raises(HyperCloneError, match="not valid YAML"):
+        load_sweep(tmp_path / "bad.yaml")
+
+
+def test_micro_sweep_end_to_end_and_resume(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    res = run_sweep(MICRO, parse_sweep(SWEEP), out, data=[corpus])
+    assert {"sweep.md", "sweep.json", "sweep_val_loss_w2.png"} <= {p.name for p in out.iterdir()}
+    arms = res["arms"]
+    best = res["best_random"]["2"]
+    assert best in ("random-lr0.001", "random-lr0.004")
+    assert best == min(("random-lr0.001", "random-lr0.004"), key=lambda n: arms[n]["final_val_loss"]["mean"])
+    for name in ("grown", "noisy", "carry"):
+        v = arms[name]["vs_best_random"]
+        assert v["random_arm"] == best and v["seeds"] == [0]  # the random arms only ran seed 0
+    assert arms["grown"]["final_val_loss"]["per_seed"].__len__() == 2
+    assert res["winner"]["2"] in ("grown", "noisy", "carry")
+    # the grown arms start at the small model's loss (function preserved), random ones far above
+    assert abs(arms["grown"]["start_val_loss"] - res["small_curve"][-1]["val_loss"]) < 1e-3
+    assert arms["noisy"]["start_val_loss"] == pytest.approx(arms["grown"]["start_val_loss"], abs=1e-3)
+    md = (out / "sweep.md").read_text()
+    assert "| carry |" in md and "(best random)" in md
+    # rerun: nothing retrained; a changed arm under the same name is refused
+    before = (out / "runs" / "carry-s0" / "metrics.jsonl").read_text()
+    run_sweep(MICRO, parse_sweep(SWEEP), out, data=[corpus])
+    assert (out / "runs" / "carry-s0" / "metrics.jsonl").read_text() == before
+    changed = {**SWEEP, "arms": [{**SWEEP["arms"][3], "warmup": 0.2}]}
+    with pytest.raises(HyperCloneError, match="arm 'carry' changed"):
+        run_sweep(MICRO, parse_sweep(changed), out, data=[corpus])
