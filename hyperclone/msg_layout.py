@@ -204,7 +204,11 @@ def target_config(small_config: Any, layout: Layout) -> Any:
                 d[key] = [value[t] for t in layout.type_layer]
     for key in ("_name_or_path", "transformers_version", CONFIG_KEY):
         d.pop(key, None)
-    return type(small_config).from_dict(d)
+    try:
+        return type(small_config).from_dict(d)
+    except (ValueError, TypeError) as exc:  # transformers' own shape validation
+        reason = str(exc).splitlines()[-1].strip()
+        raise HyperCloneError(f"MSG target shape refused by transformers: {reason}") from None
 
 
 def tensor_rules(family: Family) -> list[tuple[re.Pattern[str], TensorRule]]:
