@@ -85,6 +85,9 @@ class TrainConfig:
     save_moments: bool = False  # also write final/moments.pt (AdamW moments by parameter name) for a grown run
     moments_from: Path | None = None  # a run's final folder with moments.pt: start AdamW from them (grown if needed)
     moments_reset: str = "none"  # none | first: zero the carried first moment (asymmetric reset)
+    # "module:function" called as fn(model, step, total_steps) after loading, before every optimizer step and
+    # before every save (e.g. "hyperclone.msg:train_hook", which ramps MSG masks and folds them when done)
+    step_hook: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form tags copied into the summary
 
     def recipe(self) -> dict[str, Any]:
@@ -193,6 +196,20 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"--moments-reset must be one of {', '.join(RESETS)}, not {cfg.moments_reset!r}")
     if cfg.moments_reset != "none" and cfg.moments_from is None:
         raise HyperCloneError("--moments-reset needs --moments-from")
+    load_step_hook(cfg.step_hook)
+
+
+def load_step_hook(spec: str | None):
+    """The callable a "module:function" string names, or None."""
+    if spec is None:
+        return None
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise HyperCloneError(f"step hook {spec!r}: no such module:function") from None
 
 
 # ----------------------------------------------------------------------------- processes
@@ -379,6 +396,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     elif cfg.moments_from is not None:
         apply_moments(model, optimizer, moments_for(model_dir, Path(cfg.moments_from)), cfg.moments_reset)
     step, tokens, elapsed0 = int(state["step"]), int(state["tokens"]), float(state["elapsed_s"])
+    step_hook = load_step_hook(cfg.step_hook) or (lambda *_: None)
+    step_hook(model, step, total)
     fwd = model
     if procs.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -405,6 +424,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
         return float(acc[0] / acc[1])
 
     def save(dest: Path, resumable: bool = True) -> None:
+        step_hook(model, step, total)
         tmp = ts.tmp_dir(dest)
         if procs.main:
             ts.begin_save(dest)
@@ -445,6 +465,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             if cfg.stop_after is not None and session_steps >= cfg.stop_after:
                 return TrainResult(out, last_good or out, step, tokens, float("nan"), elapsed())
             lr = lr_at(step, total, cfg)
+            step_hook(model, step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             wins = sampler.windows(step * global_seqs + procs.rank * per_rank, per_rank)
