@@ -189,3 +189,52 @@ def test_refusals(tmp_path, family, spec, message):
     src = make_tiny(family, tmp_path / "src")
     with pytest.raises(HyperCloneError, match=message):
         build_masked(src, spec)
+
+
+@pytest.fixture(scope="module")
+def msg_runs(tmp_path_factory):
+    """A tiny llama (with tokenizer) grown by MSG to width 2 (ramp over steps 0..5), trained for 10 steps
+    uninterrupted, and again stopped after 3 steps (last checkpoint at step 2, mid-ramp) and resumed."""
+    from dataclasses import replace
+
+    from train_helpers import make_corpus, make_model
+
+    from hyperclone.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("msgtrain")
+    corpus = make_corpus(root / "corpus", n_files=3, lines=150)
+    small = make_model(root / "small", corpus)
+    start = prepare_msg(small, root / "msg", [Stage(GrowthSpec(width=2), start=0, ramp=5)], seed=1)
+    cfg = TrainConfig(model=start, data=[corpus], out=root / "full", tokens=256 * 10, batch_tokens=256, seq_len=32,
+                      eval_every=5, eval_tokens=512, save_every=2, keep_checkpoints=10, log_every=5, lr=3e-3,
+                      warmup=2, cache_dir=root / "cache", progress=False, seed=0,
+                      step_hook="hyperclone.msg:train_hook")
+    full = train(cfg)
+    train(replace(cfg, out=root / "split", stop_after=3))
+    split = train(replace(cfg, out=root / "split", resume=True))
+    plain = train(replace(cfg, model=small, out=root / "small-run", tokens=256, step_hook=None))
+    return root, full, split, plain
+
+
+def test_training_ramps_the_masks_and_saves_plain_checkpoints_after_the_ramp(msg_runs):
+    from hyperclone.train import read_metrics
+
+    root, full, _, plain = msg_runs
+    # the masks are on before the first evaluation: the grown model starts at the small model's loss
+    assert read_metrics(full.out)[0]["val_loss"] == pytest.approx(read_metrics(plain.out)[0]["val_loss"], rel=1e-5)
+    has_layout = {int(p.name.split("-")[1]): CONFIG_KEY in json.loads((p / "config.json").read_text())
+                  for p in sorted((full.out / "checkpoints").iterdir())}
+    assert has_layout == {2: True, 4: True, 6: False, 8: False}  # the ramp ends at step 5
+    assert CONFIG_KEY not in json.loads((full.final / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(full.final, dtype=torch.float32)
+    assert model.config.hidden_size == 64
+    assert torch.isfinite(logits(model)).all()
+
+
+def test_resuming_mid_ramp_matches_the_uninterrupted_run(msg_runs):
+    from safetensors.torch import load_file
+
+    _, full, split, _ = msg_runs
+    a, b = load_file(full.final / "model.safetensors"), load_file(split.final / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
