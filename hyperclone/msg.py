@@ -31,6 +31,7 @@ checkpoint saved after the ramp is plain.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import weakref
 from collections.abc import Callable
@@ -254,13 +255,16 @@ def prepare_msg(small_dir: str | Path, out: str | Path, stages: list[Stage] | Gr
     from hyperclone.grow import copy_side_files
 
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise HyperCloneError(f"{out} exists; pass overwrite=True")
-        shutil.rmtree(out)
+    if out.exists() and not overwrite:
+        raise HyperCloneError(f"{out} exists; pass overwrite=True")
     masked = build_masked(small_dir, stages, seed)
-    masked.model.save_pretrained(out)
-    copy_side_files(Path(small_dir), out)
+    tmp = out.parent / f".{out.name}.msg-tmp"  # written aside and renamed: a killed run leaves nothing at out
+    shutil.rmtree(tmp, ignore_errors=True)
+    masked.model.save_pretrained(tmp)
+    copy_side_files(Path(small_dir), tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
     return out
 
 

@@ -238,3 +238,28 @@ def test_resuming_mid_ramp_matches_the_uninterrupted_run(msg_runs):
     a, b = load_file(full.final / "model.safetensors"), load_file(split.final / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_msg_arm_trains_with_the_recipe_and_resumes(msg_runs, tmp_path):
+    from dataclasses import replace
+
+    from hyperclone.msg_arm import msg_stages, run_msg_arm
+    from hyperclone.train import TrainConfig
+
+    root = msg_runs[0]
+    small = root / "small"
+    cfg = TrainConfig(model=small, data=[root / "corpus"], out=tmp_path / "arm", tokens=256 * 6, batch_tokens=256,
+                      seq_len=32, eval_every=3, eval_tokens=512, save_every=3, keep_checkpoints=1, lr=3e-3, warmup=1,
+                      cache_dir=root / "cache", progress=False, seed=4, resume=True, extra={"arm": "msg"})
+    result = run_msg_arm(cfg, small, tmp_path / "msg-start", width=2, ramp_frac=0.5)
+    assert result.steps == 6
+    assert CONFIG_KEY not in json.loads((result.final / "config.json").read_text())
+    assert AutoModelForCausalLM.from_pretrained(result.final).config.hidden_size == 64
+    summary = json.loads((result.out / "train_summary.json").read_text())
+    assert summary["extra"]["arm"] == "msg" and summary["extra"]["msg"]["stages"] == [{"start": 0, "ramp": 3}]
+    again = run_msg_arm(cfg, small, tmp_path / "msg-start", width=2, ramp_frac=0.5)  # finished: returns at once
+    assert again.final == result.final and again.steps == 6
+    with pytest.raises(HyperCloneError, match="another growth schedule"):
+        run_msg_arm(replace(cfg, out=tmp_path / "arm2"), small, tmp_path / "msg-start", width=2, ramp_frac=1.0)
+    two = msg_stages(100, width=2, layers=4, depth_start_frac=0.5)
+    assert [(s.start, s.ramp, s.spec.layers) for s in two] == [(0, 10, None), (50, 10, 4)]
