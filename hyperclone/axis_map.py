@@ -49,12 +49,12 @@ class AxisMap:
         return torch.where(self.index >= 0, counts[self.index.clamp(min=0)], torch.zeros_like(self.index))
 
     def rank(self) -> torch.Tensor:
-        """[new]: which copy of its source position each new position is (0, 1, ...)."""
-        rank = torch.zeros_like(self.index)
-        seen: dict[int, int] = {}
-        for k, i in enumerate(self.index.tolist()):
-            rank[k] = seen.get(i, 0)
-            seen[i] = rank[k].item() + 1
+        """[new]: which copy of its source position each new position is (0, 1, ... in order of position)."""
+        order = torch.argsort(self.index, stable=True)
+        _, counts = torch.unique_consecutive(self.index[order], return_counts=True)
+        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        rank = torch.empty_like(self.index)
+        rank[order] = torch.arange(self.size) - starts
         return rank
 
     def reader(self) -> torch.Tensor:

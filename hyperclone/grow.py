@@ -155,9 +155,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             total = sum(t.nbytes for t in plan.outputs)
             with tqdm(total=total, unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
                 for recipe in plan.recipes:
-                    source_tensor = None if recipe.kind == "zero" else source.weights.read(recipe.src_name)
-                    if source_tensor is None:
-                        source_tensor = torch.empty(0, dtype=recipe.dtype)
+                    zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
+                    source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
                     grown = grow_tensor(recipe, source_tensor, spec, noise_pool)
                     writer.write(recipe.out_name, grown)
                     bar.update(grown.numel() * grown.element_size())
