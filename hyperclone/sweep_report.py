@@ -91,9 +91,9 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path, model_fo
     for width in sorted(stats):
         cands = [n for n, a in arms.items() if a["width"] == width and "vs_best_random" in a]
         if cands:
-            winners[width] = max(cands, key=lambda n: (len(arms[n]["seeds"]),
-                                                       arms[n]["vs_best_random"]["speedup_tokens"] or 0.0,
-                                                       -arms[n]["final_val_loss"]["mean"]))
+            winners[width] = max(cands, key=lambda n: (
+                len(arms[n]["seeds"]), (arms[n]["vs_best_random"]["speedup_tokens"] or 0.0) >= GOAL["speedup_tokens"],
+                -arms[n]["final_val_loss"]["mean"]))
     goal = None
     if GOAL["width"] in winners:
         w = arms[winners[GOAL["width"]]]
@@ -193,9 +193,10 @@ def write(results: dict[str, Any], out: Path) -> Path:
         lines += [f"**Goal** (width ×{g['width']}: speedup_tokens ≥ {g['speedup_tokens']}, final loss ≥ "
                   f"{100 * g['loss_gap']:.0f}% below random, ≥ {g['seeds']} seeds): **{met}**"
                   f" by `{g['arm']}` (speedup_tokens {_f(g['measured_speedup_tokens'])}, loss gap "
-                  f"{100 * g['measured_loss_gap']:.1f}%, {g['measured_seeds']} seeds).", ""]
+                  f"{100 * g['measured_loss_gap']:.1f}%, seeds: {g['measured_seeds']}).", ""]
     lines += [f"Best random arm per width: {', '.join(f'×{k}: `{v}`' for k, v in results['best_random'].items())}. "
-              f"Winner per width (most seeds, then speedup_tokens): "
+              f"Winner per width (most seeds, then speedup_tokens ≥ {GOAL['speedup_tokens']:g}, then the lowest final "
+              "loss: the head start that lasts): "
               f"{', '.join(f'×{k}: `{v}`' for k, v in results['winner'].items())}.", "", *table(results), ""]
     lines += [f"![{pl.stem}]({pl.name})" for pl in plots]
     lines += ["", f"Machine: {results['machine']}; sweep wall time {results['wall_clock_s']:.0f} s over every "
