@@ -67,8 +67,11 @@ def grow_command(
     depth_mode: DepthMode = "identity",
     insert_after: InsertAfter = None,
     to: To = None,
-    mode: Annotated[str, typer.Option(help="Weights: symmetric | noisy (zero-sum noise) | diagonal.")] = "symmetric",
-    noise_db: Annotated[float | None, typer.Option(help="Signal-to-noise ratio of --mode noisy, in dB.")] = None,
+    mode: Annotated[str, typer.Option(
+        help="Weights: noisy (exact zero-sum noise; the measured best) | symmetric (HyperCloning's identical "
+        "copies) | diagonal.")] = "noisy",
+    noise_db: Annotated[float | None, typer.Option(help="Signal-to-noise ratio of --mode noisy, in dB (default 0).")
+                        ] = None,
     tie: Annotated[str, typer.Option(help="Tied embeddings: keep (exact, still tied) | untie.")] = "keep",
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,

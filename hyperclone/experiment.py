@@ -265,7 +265,8 @@ def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = No
         if arm.model == "grown" and not (models / "grown" / "config.json").exists():
             say(f"growing the small model {preset.width}x")
             g0 = time.perf_counter()
-            grow(runs["small"].final, models / "grown", width=preset.width)
+            # the preset experiment measures HyperCloning as published (identical copies); recipes: --sweep
+            grow(runs["small"].final, models / "grown", width=preset.width, mode="symmetric")
             grow_s = time.perf_counter() - g0
         if arm.model == "random":
             config = AutoConfig.from_pretrained(models / "grown")

@@ -21,7 +21,7 @@ from hyperclone.axis_map import NoisePool, gather, grow_matrix, scale_norm_weigh
 from hyperclone.checkpoint_io import ShardedWriter
 from hyperclone.errors import HyperCloneError
 from hyperclone.outputs import atomic_folder, check_output
-from hyperclone.plan import GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
+from hyperclone.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.source import is_weight_file, open_source, resolve_gguf, source_folder
 
 DEFAULT_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
@@ -124,9 +124,10 @@ def default_width(width: int | None, to: str | Path | None, targets: dict[str, A
     return 1 if to is not None or any(targets.get(k) is not None for k in sizes) else 2
 
 
-def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None, mode: str = "symmetric",
-         noise_db: float | None = None, tie: str = "keep", seed: int = 0, overwrite: bool = False,
-         allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE, progress: bool = False,
+def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None,
+         mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
+         overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
+         progress: bool = False,
          to: str | Path | None = None, **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`.
 

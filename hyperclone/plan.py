@@ -28,7 +28,10 @@ from hyperclone.families import Family, TensorRule
 MODES = ("symmetric", "noisy", "diagonal")
 TIE_CHOICES = ("keep", "untie")
 DEPTH_MODES = ("identity", "stack")
-DEFAULT_NOISE_DB = 10.0
+# The default recipe is the winner of the post-growth recipe search (results/sweep-cpu-tiny): exact zero-sum
+# noise at 0 dB breaks the symmetry of the copies, which plain HyperCloning (--mode symmetric) leaves intact.
+DEFAULT_MODE = "noisy"
+DEFAULT_NOISE_DB = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class GrowthSpec:
     depth_mode: str = "identity"  # identity: new blocks start as the identity; stack: copies of blocks (G_stack)
     insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
     target_vocab: int | None = None  # from --to: must equal the source's vocabulary
-    mode: str = "symmetric"  # symmetric | noisy | diagonal
+    mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal
     noise_db: float | None = None  # signal-to-noise ratio of noisy mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
     seed: int = 0

@@ -215,7 +215,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f"A small llama-style model ({m['small']['hidden']} wide, {m['small']['layers']} layers, "
         f"{m['small']['params']:,} parameters) was pretrained from scratch for {results['small_tokens']:,} tokens on "
         f"{results['corpus']['description']}, with a byte-level BPE tokenizer of {p['vocab_size']} tokens trained on "
-        f"the same corpus. It was then grown {p['width']}× in width with `hyperclone.grow` (hidden size, attention "
+        f"the same corpus. It was then grown {p['width']}× in width with `hyperclone.grow --mode symmetric` "
+        f"(HyperCloning's identical copies; hidden size, attention "
         f"heads, key/value heads and FFN width all ×{p['width']}) into a {m['grown']['hidden']}-wide model with "
         f"{m['grown']['params']:,} parameters that computes the same function as the small one.",
         "",

@@ -121,7 +121,7 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say)
         folder = models / grown_name(width, opts)
         if not (folder / "config.json").exists():
             say(f"growing {folder.name}")
-            grow(small_final, folder, width=width, **opts)
+            grow(small_final, folder, width=width, **{"mode": "symmetric", **opts})  # no mode given: HyperCloning
     for arm in sweep.arms:
         if arm.init == "random":
             w = arm_width(arm, preset)

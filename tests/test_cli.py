@@ -79,7 +79,7 @@ def _load(folder):
     (["--ffn", "0"], "--ffn must be a positive integer"),
     (["--mode", "wild"], "--mode must be one of"),
     (["--tie", "maybe"], "--tie must be one of"),
-    (["--noise-db", "3"], "--noise-db only applies to --mode noisy"),
+    (["--mode", "symmetric", "--noise-db", "3"], "--noise-db only applies to --mode noisy"),
     (["--shard-size", "lots"], "--shard-size"),
 ])
 def test_bad_factors_and_options(tiny, tmp_path, capsys, args, fragment):

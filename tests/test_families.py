@@ -80,7 +80,7 @@ def test_grown_dimensions_in_config(tmp_path, family):
 
 def test_bfloat16_source_gives_bfloat16_output(tmp_path):
     src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16)
-    out = grow(src, tmp_path / "out", width=2)
+    out = grow(src, tmp_path / "out", width=2, mode="symmetric")
     with safe_open(out / "model.safetensors", "pt") as handle:
         dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     assert dtypes == {"BF16"}
@@ -161,7 +161,7 @@ def test_fixed_eps_layernorm_refuses_uneven_hidden(tmp_path, family):
 
 def test_stacked_layers_are_flagged_not_exact(tmp_path):
     src = make_tiny("llama", tmp_path / "src")
-    out = grow(src, tmp_path / "out", layers=4, depth_mode="stack")
+    out = grow(src, tmp_path / "out", layers=4, depth_mode="stack", mode="symmetric")
     provenance = json.loads((out / "hyperclone.json").read_text())
     assert provenance["function_preserving"] is False
     assert [layer for layer, _ in provenance["layers"]] == [0, 1, 0, 1]
