@@ -82,8 +82,8 @@ def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
 
 
 def provenance(src: str | Path, plan: Plan) -> dict[str, Any]:
-    return {"hyperclone_version": __version__, "source": str(src), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **plan.summary()}
+    return {"hyperclone_version": __version__, "source_path": str(src),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **plan.summary()}
 
 
 def copy_side_files(src: Path, dst: Path) -> None:

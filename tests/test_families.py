@@ -54,6 +54,7 @@ def test_growth_preserves_function(tmp_path, family, mode, width, ffn, tied, tie
                      "tie": tie, "seed": 3}
     assert {k: provenance["spec"][k] for k in expected_spec} == expected_spec
     assert provenance["function_preserving"] is True
+    assert provenance["source_path"] == str(tmp_path / "src") and provenance["source"]["hidden"] == 48
 
 
 def test_olmo_tied_keep_is_refused(tmp_path):
