@@ -31,6 +31,7 @@ from typing import Any
 
 from hyperclone.errors import HyperCloneError
 from hyperclone.moments import RESETS
+from hyperclone.plan import MODES
 from hyperclone.train import SCHEDULES
 
 TOP_KEYS = ("preset", "seeds", "arms")
@@ -38,7 +39,6 @@ ARM_KEYS = ("name", "init", "lr", "seeds", "width", "tokens", "warmup", "schedul
             "grow", "moments", "moments_reset")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn")
 INITS = ("grown", "random")
-MODES = ("symmetric", "noisy", "diagonal")
 
 
 @dataclass(frozen=True)
