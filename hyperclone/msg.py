@@ -44,6 +44,7 @@ from torch import nn
 from hyperclone.errors import HyperCloneError
 from hyperclone.msg_layout import CONFIG_KEY, Layout, Stage, copy_small_weights, make_layout, target_config
 from hyperclone.plan import GrowthSpec
+from hyperclone.train_state import hf_quiet
 
 __all__ = ["MaskedModel", "Stage", "build_masked", "prepare_msg", "train_hook", "GrowthSpec"]
 
@@ -257,10 +258,12 @@ def prepare_msg(small_dir: str | Path, out: str | Path, stages: list[Stage] | Gr
     out = Path(out)
     if out.exists() and not overwrite:
         raise HyperCloneError(f"{out} exists; pass overwrite=True")
-    masked = build_masked(small_dir, stages, seed)
+    with hf_quiet():
+        masked = build_masked(small_dir, stages, seed)
     tmp = out.parent / f".{out.name}.msg-tmp"  # written aside and renamed: a killed run leaves nothing at out
     shutil.rmtree(tmp, ignore_errors=True)
-    masked.model.save_pretrained(tmp)
+    with hf_quiet():
+        masked.model.save_pretrained(tmp)
     copy_side_files(Path(small_dir), tmp)
     if out.exists():
         shutil.rmtree(out)

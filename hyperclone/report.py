@@ -79,6 +79,8 @@ def speedups(grown: Curve, random: Curve, small_tokens: float, small_flops: floa
     return {
         "target_val_loss": target,
         "grown_tokens_to_target": need_tokens,
+        "grown_flops_to_target": need_flops,
+        "grown_elapsed_s_to_target": need_time,
         "reached_at_start": need_tokens == 0.0,
         "speedup_tokens": ratio(random[-1]["tokens"], need_tokens),
         "speedup_tokens_incl_small": ratio(random[-1]["tokens"], None if need_tokens is None

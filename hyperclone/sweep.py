@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
@@ -23,34 +24,25 @@ from hyperclone import experiment as ex
 from hyperclone import sweep_report
 from hyperclone.errors import HyperCloneError
 from hyperclone.presets import Preset
+from hyperclone.sweep_models import arm_layers, arm_width, grown_name, model_for, reference_model
 from hyperclone.sweep_spec import Sweep, SweepArm
 from hyperclone.train import TrainConfig, train
 
 ARM_FILE = "sweep_arm.json"
 
 
-def grown_name(width: int, opts: dict[str, Any]) -> str:
-    mode = opts.get("mode", "symmetric")
-    name = f"grown-w{width}-{mode}"
-    if mode == "noisy":
-        name += f"-{opts.get('noise_db', 'default')}db"
-    for key in ("seed", "tie", "ffn"):
-        if opts.get(key) is not None:
-            name += f"-{key}{opts[key]}"
-    return name
-
-
 def run_name(arm: SweepArm, seed: int) -> str:
     return f"{arm.name}-s{seed}"
 
 
-def arm_width(arm: SweepArm, preset: Preset) -> int:
-    return arm.width or preset.width
+def msg_job(arm: SweepArm, cfg: TrainConfig, small_final: Path, preset: Preset) -> dict[str, Any]:
+    """What run_msg_arm needs besides the recipe: the small model, the start folder and the stages."""
+    from hyperclone.msg_arm import msg_stages
 
-
-def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
-    w = arm_width(arm, preset)
-    return grown_name(w, arm.grow) if arm.init == "grown" else f"random-w{w}-s{seed}"
+    total = max(1, cfg.tokens // cfg.batch_tokens)
+    stages = msg_stages(total, arm_width(arm, preset), arm_layers(arm, preset),
+                        ramp_frac=arm.msg.get("ramp_frac", 0.1), depth_start_frac=arm.msg.get("depth_start_frac", 0.0))
+    return {"small": small_final, "start_dir": cfg.model, "stages": stages}
 
 
 def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_final: Path) -> TrainConfig:
@@ -68,7 +60,7 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
 def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
-        old = json.loads(path.read_text())
+        old = {"layers": None, "msg": {}, **json.loads(path.read_text())}  # keys added after the first sweeps
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
                                   "that folder")
@@ -77,8 +69,14 @@ def _check_arm(run_dir: Path, arm: SweepArm) -> None:
         path.write_text(json.dumps(arm.as_dict(), indent=1))
 
 
-def _run(cfg: TrainConfig) -> str:
-    train(cfg)
+def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:
+    cfg, msg = job
+    if msg is None:
+        train(cfg)
+    else:
+        from hyperclone.msg_arm import run_msg_arm
+
+        run_msg_arm(cfg, **msg)
     return cfg.out.name
 
 
@@ -113,26 +111,31 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say)
 
     models = out / "models"
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
-    widths = {arm_width(a, preset) for a in sweep.arms}
-    needed = {(arm_width(a, preset), json.dumps(a.grow, sort_keys=True)) for a in sweep.arms if a.init == "grown"}
-    needed |= {(w, "{}") for w in widths}  # the symmetric model gives each width's config for random init
-    for width, opts_json in sorted(needed):
+
+    def key(arm: SweepArm, opts: dict[str, Any]) -> tuple[int, int, str]:
+        return arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True)
+
+    needed = {key(a, a.grow) for a in sweep.arms if a.init == "grown"}
+    needed |= {key(a, {}) for a in sweep.arms}  # the symmetric model gives each shape's config for random init
+    for width, layers, opts_json in sorted(needed):
         opts = json.loads(opts_json)
-        folder = models / grown_name(width, opts)
+        folder = models / grown_name(width, opts, layers or None)
         if not (folder / "config.json").exists():
             say(f"growing {folder.name}")
-            grow(small_final, folder, width=width, **{"mode": "symmetric", **opts})  # no mode given: HyperCloning
+            depth = {"layers": layers} if layers else {}
+            grow(small_final, folder, width=width, **depth, **{"mode": "symmetric", **opts})  # default: HyperCloning
     for arm in sweep.arms:
         if arm.init == "random":
-            w = arm_width(arm, preset)
-            config = AutoConfig.from_pretrained(models / grown_name(w, {}))
+            config = AutoConfig.from_pretrained(models / reference_model(arm, preset))
             for seed in arm.seeds:
-                ex.init_model(config, 1000 + seed, tokenizer, models / f"random-w{w}-s{seed}")
+                ex.init_model(config, 1000 + seed, tokenizer, models / model_for(arm, seed, preset))
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
-              command: str | None = None) -> dict[str, Any]:
-    """Run every arm x seed of the sweep in `out` (resuming), then write sweep.md, sweep.json and plots."""
+              command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write
+              ) -> dict[str, Any]:
+    """Run every arm x seed of the sweep in `out` (resuming), then write the report with `writer`
+    (default: sweep.md, sweep.json and plots) and return the results it was given."""
     out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None
@@ -143,26 +146,26 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
 
     small_final = prepare(preset, out, data, say)
     make_models(preset, sweep, out, small_final, say)
-    configs = []
+    jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
     for arm in sweep.arms:
         for seed in arm.seeds:
             cfg = train_config(preset, arm, seed, out, small_final)
             _check_arm(cfg.out, arm)
-            configs.append(cfg)
-    todo = [c for c in configs if not (c.out / "final" / "trainer_state.json").exists()]
+            jobs_list.append((cfg, msg_job(arm, cfg, small_final, preset) if arm.init == "msg" else None))
+    configs = [cfg for cfg, _ in jobs_list]
+    todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
     say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             for i, name in enumerate(pool.map(_run, todo), 1):
                 say(f"[{i}/{len(todo)}] finished {name}")
     else:
-        for i, cfg in enumerate(todo, 1):
-            say(f"[{i}/{len(todo)}] training {cfg.out.name}")
-            _run(cfg)
-    results = sweep_report.collect(preset, sweep, out, small_final, model_for)
+        for i, job in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] training {job[0].out.name}")
+            _run(job)
+    results = sweep_report.collect(preset, sweep, out, small_final)
     results.update({"machine": ex.machine(), "date": time.strftime("%Y-%m-%d"),
                     "wall_clock_s": ex._add_wall_clock(out, time.perf_counter() - t0),
                     "command": command or f"hyperclone experiment --sweep FILE --out {out}"})
-    sweep_report.write(results, out)
-    say(f"done: {out / 'sweep.md'}")
+    say(f"done: {writer(results, out)}")
     return results

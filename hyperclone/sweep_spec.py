@@ -17,6 +17,14 @@ arms:
     moments: carry        # fresh (default) | carry: the small model's AdamW moments, grown
     moments_reset: first  # none | first (zero the carried first moment)
     warmup: 0.0           # also: schedule (cosine|wsd), decay_frac, min_lr_ratio, tokens, width
+  - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
+    init: grown
+    layers: 8
+    grow: {mode: noisy, noise_db: 0, depth_mode: stack}
+  - name: msg             # Masked Structural Growth to the same shape (hyperclone.msg), masks ramped over the
+    init: msg             # first ramp_frac of the run; depth_start_frac > 0 grows depth as a later second stage
+    layers: 8
+    msg: {ramp_frac: 0.1, depth_start_frac: 0}
 ```
 
 Every error is one line naming the file and the arm.
@@ -35,25 +43,29 @@ from hyperclone.plan import MODES
 from hyperclone.train import SCHEDULES
 
 TOP_KEYS = ("preset", "seeds", "arms")
-ARM_KEYS = ("name", "init", "lr", "seeds", "width", "tokens", "warmup", "schedule", "decay_frac", "min_lr_ratio",
-            "grow", "moments", "moments_reset")
-GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn")
-INITS = ("grown", "random")
+ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
+            "min_lr_ratio", "grow", "msg", "moments", "moments_reset")
+GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode")
+MSG_KEYS = ("ramp_frac", "depth_start_frac")
+INITS = ("grown", "random", "msg")
+DEPTH_MODES = ("identity", "stack")
 
 
 @dataclass(frozen=True)
 class SweepArm:
     name: str
-    init: str  # grown | random
+    init: str  # grown | random | msg
     lr: float
     seeds: tuple[int, ...]
     width: int | None = None  # None: the preset's
+    layers: int | None = None  # final number of layers; None: the small model's
     tokens: int | None = None  # None: the preset's
     warmup: float | None = None  # None: the preset's
     schedule: str | None = None
     decay_frac: float = 0.2
     min_lr_ratio: float = 0.1
     grow: dict[str, Any] = field(default_factory=dict)
+    msg: dict[str, Any] = field(default_factory=dict)  # init msg: ramp_frac, depth_start_frac
     moments: str = "fresh"
     moments_reset: str = "none"
 
@@ -141,8 +153,21 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
         if not isinstance(grow_opts, dict):
             _fail(here, "grow must be a mapping of grow options")
         _unknown(f"{here}: grow", grow_opts, GROW_KEYS)
-        if a["init"] == "random" and (grow_opts or a.get("moments", "fresh") != "fresh"):
+        if a["init"] != "grown" and (grow_opts or a.get("moments", "fresh") != "fresh"):
             _fail(here, "grow and moments only apply to init: grown")
+        msg_opts = a.get("msg", {}) or {}
+        if not isinstance(msg_opts, dict):
+            _fail(here, "msg must be a mapping of MSG options")
+        _unknown(f"{here}: msg", msg_opts, MSG_KEYS)
+        if msg_opts and a["init"] != "msg":
+            _fail(here, "msg options only apply to init: msg")
+        if "ramp_frac" in msg_opts and not 0 < _number(here, "msg.ramp_frac", msg_opts["ramp_frac"]) <= 1:
+            _fail(here, f"msg.ramp_frac must be in (0, 1], got {msg_opts['ramp_frac']!r}")
+        if "depth_start_frac" in msg_opts and not 0 <= _number(
+                here, "msg.depth_start_frac", msg_opts["depth_start_frac"], positive=False) < 1:
+            _fail(here, f"msg.depth_start_frac must be in [0, 1), got {msg_opts['depth_start_frac']!r}")
+        if grow_opts.get("depth_mode", "identity") not in DEPTH_MODES:
+            _fail(here, f"grow.depth_mode must be one of {', '.join(DEPTH_MODES)}, got {grow_opts['depth_mode']!r}")
         if grow_opts.get("mode", "symmetric") not in MODES:
             _fail(here, f"grow.mode must be one of {', '.join(MODES)}, got {grow_opts.get('mode')!r}")
         if "noise_db" in grow_opts:
@@ -158,6 +183,11 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
         width = a.get("width")
         if width is not None and (not isinstance(width, int) or isinstance(width, bool) or width < 1):
             _fail(here, f"width must be a positive integer, got {width!r}")
+        layers = a.get("layers")
+        if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 1):
+            _fail(here, f"layers must be a positive integer, got {layers!r}")
+        if grow_opts.get("depth_mode") == "stack" and layers is None:
+            _fail(here, "grow.depth_mode: stack needs layers (the final number of layers)")
         tokens = a.get("tokens")
         if tokens is not None:
             tokens = int(_number(here, "tokens", tokens))
@@ -166,10 +196,11 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
             arms.append(SweepArm(
                 name=arm_name, init=a["init"], lr=lr, seeds=_seeds(here, a["seeds"]) if "seeds" in a else seeds,
-                width=width, tokens=tokens, warmup=warmup, schedule=a.get("schedule"),
+                width=width, layers=layers, tokens=tokens, warmup=warmup, schedule=a.get("schedule"),
                 decay_frac=_number(here, "decay_frac", a.get("decay_frac", 0.2)),
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
-                grow=dict(grow_opts), moments=a.get("moments", "fresh"), moments_reset=a.get("moments_reset", "none")))
+                grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
+                moments_reset=a.get("moments_reset", "none")))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:

@@ -98,12 +98,20 @@ def experiment_command(
     sweep: Annotated[Path | None, typer.Option(
         "--sweep", help="YAML/JSON file of arms (recipes) to compare with random init; writes sweep.md/.json.")
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", help="--sweep: runs trained at the same time.")] = 1,
+    arms: Annotated[str | None, typer.Option(
+        "--arms", help="Growth methods head to head at one final shape, e.g. random,hyperclone,msg,stack "
+                       "(also: symmetric); writes report.md/results.json.")] = None,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", help="--arms: layers of the final shape (default: twice the small model's).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="--sweep/--arms: runs trained at the same time.")] = 1,
     data: Annotated[list[Path] | None, typer.Option(
         "--data", help="Corpus (files, folders, .jsonl); default: Python's stdlib.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
-    """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots."""
+    """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots.
+
+    --sweep compares post-growth recipes; --arms compares growth methods (random, hyperclone, symmetric,
+    msg, stack) at one final shape."""
     from hyperclone.experiment import run_experiment
     from hyperclone.presets import get_preset
 
@@ -112,6 +120,27 @@ def experiment_command(
         threads = os.environ.get("OMP_NUM_THREADS")
         command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "hyperclone " + " ".join(
             shlex.quote(a) for a in sys.argv[1:])
+    if jobs < 1:
+        raise HyperCloneError(f"--jobs must be positive, got {jobs}")
+    if sweep is not None and arms is not None:
+        raise HyperCloneError("give --sweep or --arms, not both")
+    if layers is not None and arms is None:
+        raise HyperCloneError("--layers only applies with --arms")
+    if arms is not None:
+        from hyperclone import headtohead
+        from hyperclone.sweep import run_sweep
+
+        if preset is None:
+            raise HyperCloneError("--arms needs --preset")
+        chosen = get_preset(preset)
+        spec = headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers)
+        res = run_sweep(chosen, spec, out, data=list(data) if data else None, jobs=jobs, command=command,
+                        writer=headtohead.write)
+        rows = headtohead.summarize(res)["arms"]
+        typer.echo("; ".join(f"{n}: final {r['final_val_loss']['mean']:.4f}, speedup_tokens "
+                             f"{'—' if r['speedup_tokens'] is None else round(r['speedup_tokens'], 2)}"
+                             for n, r in rows.items()) + f"; report: {Path(out) / 'report.md'}")
+        return
     if sweep is not None:
         from hyperclone.sweep import run_sweep
         from hyperclone.sweep_spec import load_sweep
@@ -119,8 +148,6 @@ def experiment_command(
         spec = load_sweep(sweep)
         if preset is not None and preset != spec.preset:
             raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
-        if jobs < 1:
-            raise HyperCloneError(f"--jobs must be positive, got {jobs}")
         res = run_sweep(get_preset(spec.preset), spec, out, data=list(data) if data else None, jobs=jobs,
                         command=command)
         win = res["winner"]

@@ -38,13 +38,20 @@ def test_parse_expands_learning_rates_and_fills_defaults():
 @pytest.mark.parametrize(("change", "message"), [
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "lrr": 2}]}, "arm 'a': unknown key 'lrr'"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"noise": 0}}]}, "grow: unknown key 'noise'"),
-    ({"arms": [{"name": "a", "init": "scratch", "lr": 1e-3}]}, "init must be one of grown, random"),
+    ({"arms": [{"name": "a", "init": "scratch", "lr": 1e-3}]}, "init must be one of grown, random, msg"),
     ({"arms": [{"name": "a", "init": "grown", "lr": -1}]}, "lr must be a positive number"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "moments_reset": "first"}]}, "needs moments: carry"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "grow": {"mode": "noisy"}}]}, "only apply to init"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3}, {"name": "a", "init": "random", "lr": 1e-3}]},
      "two arms are named 'a'"),
     ({"sedes": [0]}, "unknown key 'sedes'"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "msg": {"ramp_frac": 0.1}}]}, "only apply to init: msg"),
+    ({"arms": [{"name": "a", "init": "msg", "lr": 1e-3, "msg": {"ramp_frac": 1.5}}]}, "ramp_frac must be in"),
+    ({"arms": [{"name": "a", "init": "msg", "lr": 1e-3, "msg": {"ramp": 0.1}}]}, "msg: unknown key 'ramp'"),
+    ({"arms": [{"name": "a", "init": "msg", "lr": 1e-3, "grow": {"mode": "noisy"}}]}, "only apply to init: grown"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"depth_mode": "stack"}}]}, "needs layers"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"depth_mode": "x"}}]}, "depth_mode must be"),
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "layers": 0}]}, "layers must be a positive integer"),
 ])
 def test_bad_sweep_files_give_one_line(change, message):
     with pytest.raises(HyperCloneError, match=message) as err:
@@ -60,8 +67,8 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, tokens, "
-        "warmup, schedule, decay_frac, min_lr_ratio, grow, moments, moments_reset)"]
+        f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
+        "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset)"]
     assert not (tmp_path / "out").exists()
 
 
