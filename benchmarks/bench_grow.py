@@ -2,8 +2,10 @@
 
 1. Writes a synthetic bf16 checkpoint (default shaped like a 1.1B Llama: hidden 2048, FFN 5632,
    22 layers, 32 heads, 4 KV heads, vocabulary 32000; random weights), streaming, shard by shard.
-2. Measures this disk's write speed for the grown size with dd (conv=fdatasync) in the same run.
-3. Runs `hyperclone grow --width 2` in a child process (symmetric, then noisy) and reports wall
+2. Measures this disk's write speed for the grown size with dd (conv=fdatasync) in the same run,
+   before and after the grows; the faster of the two is the baseline.
+3. Runs `hyperclone grow --width 2` in a child process (symmetric, then noisy at its default 0 dB; the
+   noise level does not change the work) and reports wall
    time and the peak RSS the operating system reports for it (getrusage ru_maxrss).
 4. On a shape that fits in memory (--small-*), compares with the in-memory approach of the reference
    code: load the source with transformers, build the destination with from_config, copy the grown
@@ -90,8 +92,7 @@ def run_child(code: str) -> tuple[float, float]:
 
 def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
-    extra = ", noise_db=10.0" if mode == "noisy" else ""
-    code = f"from hyperclone.grow import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r}{extra})"
+    code = f"from hyperclone.grow import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r})"
     result = run_child(code)
     shutil.rmtree(out)
     return result
@@ -156,21 +157,20 @@ def main() -> None:
         config = llama_config(args.hidden, args.ffn, layers, args.heads, args.kv_heads, args.vocab)
         src_bytes = write_synthetic(src, config)
         out_bytes, largest = plan_sizes(src)
-        dd_seconds = dd_write_seconds(work / "dd.bin", out_bytes)
+        dd_before = dd_write_seconds(work / "dd.bin", out_bytes)
         bound_gib = 1.5 + 2 * largest / GIB
-        modes = ["symmetric"] + ([] if args.skip_noisy else ["noisy"])
-        for mode in modes:
-            seconds, rss = streaming_grow(src, work / "out", mode)
-            rows.append(dict(shape=label, layers=layers, method=f"hyperclone grow ({mode})",
-                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds,
-                             dd_seconds=dd_seconds, time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss,
-                             rss_bound_gib=bound_gib))
-            print(rows[-1], flush=True)
+        modes = ["symmetric"] + ([] if args.skip_noisy else ["noisy"])  # noisy: the default 0 dB
+        measured = [(f"hyperclone grow ({mode})", *streaming_grow(src, work / "out", mode)) for mode in modes]
         if compare_in_memory:
-            seconds, rss = in_memory_grow(src, work / "out")
-            rows.append(dict(shape=label, layers=layers, method="in-memory (from_pretrained + from_config)",
-                             source_gb=src_bytes / 1e9, output_gb=out_bytes / 1e9, seconds=seconds,
-                             dd_seconds=dd_seconds, time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss,
+            measured.append(("in-memory (from_pretrained + from_config)", *in_memory_grow(src, work / "out")))
+        # the disk's speed drifts (page cache, other tenants): dd again after the grows, and the faster of the
+        # two is the baseline (the stricter comparison)
+        dd_after = dd_write_seconds(work / "dd.bin", out_bytes)
+        dd_seconds = min(dd_before, dd_after)
+        for method, seconds, rss in measured:
+            rows.append(dict(shape=label, layers=layers, method=method, source_gb=src_bytes / 1e9,
+                             output_gb=out_bytes / 1e9, seconds=seconds, dd_seconds=dd_seconds,
+                             dd_runs=[dd_before, dd_after], time_vs_dd=seconds / dd_seconds, peak_rss_gib=rss,
                              rss_bound_gib=bound_gib))
             print(rows[-1], flush=True)
         shutil.rmtree(src)

@@ -220,26 +220,42 @@ class NoisePool:
 
 def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str = "symmetric",
                 snr_db: float | None = None, generator: torch.Generator | None = None,
-                noise_pool: NoisePool | None = None, chunk_rows: int = 4096) -> torch.Tensor:
+                noise_pool: NoisePool | None = None, chunk_rows: int = 4096,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     """Grow a linear weight [out, in]: rows emitted through out_map, columns read through in_map.
 
     symmetric: column k gets reader[k] (the HyperCloning W/n for n plain copies).
     diagonal: output copy p reads only the matching input copies (see diagonal_weights).
     noisy: symmetric plus noise that cancels on the copies, with standard deviation 10^(-snr_db/20)
-    times the RMS of one symmetric block. Arithmetic in float32, in chunks of rows, so temporaries
-    stay a few chunk-sized buffers; the result keeps weight's dtype.
+    times the RMS of one symmetric block. Arithmetic in float32 (torch's bfloat16/float16 kernels
+    compute in float32 too, so the fast path's in-place products round identically), in chunks of
+    rows, so temporaries stay a few chunk-sized buffers; the result keeps weight's dtype. `out`, if
+    given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
     """
     if mode == "noisy" and snr_db is None:
         raise ValueError("noisy mode needs snr_db")
-    rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
-    out = torch.empty(out_map.size, in_map.size, dtype=weight.dtype)
+    shape = (out_map.size, in_map.size)
+    if out is None:
+        out = torch.empty(shape, dtype=weight.dtype)
+    elif tuple(out.shape) != shape or out.dtype != weight.dtype:
+        raise ValueError(f"out is {tuple(out.shape)} {out.dtype}, expected {shape} {weight.dtype}")
     std = 0.0
     if mode == "noisy":
         mean_reader = float(in_map.src_size) / in_map.size
-        std = weight.float().pow(2).mean().sqrt().item() * mean_reader * 10.0 ** (-snr_db / 20.0)
+        rms = torch.linalg.vector_norm(weight, dtype=torch.float32).item() / math.sqrt(max(1, weight.numel()))
+        std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
     if in_map.is_tile() and (mode != "diagonal" or in_map.tiles == 1):
-        _grow_tiled(rows, out, in_map.tiles, std, generator, noise_pool, chunk_rows)
+        if out_map.is_tile():  # whole copies of the rows: grow one row tile, then copy it (or redraw noise)
+            tiles = out.view(out_map.tiles, weight.shape[0], in_map.size)
+            for t in range(out_map.tiles):
+                if std == 0.0 and t > 0:
+                    tiles[t].copy_(tiles[0])
+                else:
+                    _grow_tiled(weight, tiles[t], in_map.tiles, std, generator, noise_pool, chunk_rows)
+        else:
+            _grow_tiled(gather(weight, 0, out_map), out, in_map.tiles, std, generator, noise_pool, chunk_rows)
         return out
+    rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
     reader = in_map.reader().float()
     idx = in_map.index.clamp(min=0)
     row_copies, row_rank = out_map.copies(), out_map.rank()
@@ -268,27 +284,32 @@ def _draw(count: int, width: int, generator: torch.Generator | None, pool: Noise
 
 def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
                 noise_pool: NoisePool | None, chunk_rows: int) -> None:
-    """Fast path for n plain input copies: blocks W/n (+ zero-sum noise over the n blocks)."""
+    """Fast path for n plain input copies: blocks W/n (+ zero-sum noise over the n blocks), written
+    straight into the column blocks of `out` (no temporaries in the symmetric case)."""
     width = rows.shape[1]
     for start in range(0, rows.shape[0], chunk_rows):
         block = rows[start:start + chunk_rows]
         target = out[start:start + chunk_rows]
         if std == 0.0 or copies == 1:
-            part = block if copies == 1 else (block.float() * (1.0 / copies)).to(out.dtype)
-            target.copy_(part.repeat(1, copies))
+            if copies == 1:
+                target.copy_(block)
+                continue
+            torch.mul(block, 1.0 / copies, out=target[:, :width])
+            for j in range(1, copies):
+                target[:, j * width:(j + 1) * width].copy_(target[:, :width])
             continue
-        base = block.float() * (1.0 / copies)  # a new tensor: block may be the caller's weight
+        base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
         count = block.shape[0]
         if copies == 2:
             eta = _draw(count, width, generator, noise_pool)
-            target[:, :width] = torch.add(base, eta, alpha=std)
-            target[:, width:] = torch.sub(base, eta, alpha=std)
+            torch.add(base, eta, alpha=std, out=target[:, :width])
+            torch.sub(base, eta, alpha=std, out=target[:, width:])
             continue
         noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
         noise -= noise.mean(0, keepdim=True)
         noise *= std * math.sqrt(copies / (copies - 1))
         for j in range(copies):
-            target[:, j * width:(j + 1) * width] = base + noise[j]
+            torch.add(base, noise[j], out=target[:, j * width:(j + 1) * width])
 
 
 def scale_norm_weight(weight: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:

@@ -222,9 +222,16 @@ class ShardedWriter:
         self._handle = None
         self._remaining_in_shard = 0
 
-    def _open_next_shard(self) -> None:
+    def _finish_shard(self) -> None:
+        """Flush and fsync the open shard: the folder is renamed into place only once every byte is on disk."""
         if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
             self._handle.close()
+            self._handle = None
+
+    def _open_next_shard(self) -> None:
+        self._finish_shard()
         self._shard += 1
         entries: dict[str, object] = {"__metadata__": self.metadata}
         offset = 0
@@ -253,12 +260,45 @@ class ShardedWriter:
     def close(self) -> None:
         if self._position != len(self._order):
             raise RuntimeError(f"writer closed after {self._position} of {len(self._order)} tensors")
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+        self._finish_shard()
         if len(self.shards) > 1:
             weight_map = {t.name: self.names[i] for i, shard in enumerate(self.shards) for t in shard}
             index = {"metadata": {"total_size": sum(t.nbytes for t in self._order)}, "weight_map": weight_map}
             (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+class BackgroundWriter:
+    """Run a ShardedWriter's writes on one background thread, at most one write pending, so the next
+    tensor is computed while the previous one goes to disk (file writes and torch kernels release the
+    GIL). The tensor handed to write() must stay untouched until the following write() returns.
+    Leaving the block waits for the last write and closes the writer; an error in a write is raised
+    by the next write() or on leaving."""
+
+    def __init__(self, writer: ShardedWriter):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer = writer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperclone-writer")
+        self._pending = None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.writer.write, name, tensor)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+                self.writer.close()
+            elif self._pending is not None:
+                self._pending.exception()  # let the write in flight end before the folder is removed
+        finally:
+            self._pool.shutdown(wait=True)

@@ -7,6 +7,7 @@ output shard at its planned offset, forget it. The destination model is never in
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 import zlib
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from hyperclone import __version__
 from hyperclone.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
-from hyperclone.checkpoint_io import ShardedWriter
+from hyperclone.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.errors import HyperCloneError
 from hyperclone.outputs import atomic_folder, check_output
 from hyperclone.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
@@ -46,11 +47,14 @@ def parse_size(text: str | int) -> int:
     return int(size)
 
 
-def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None
-                ) -> torch.Tensor:
-    """Apply one recipe to its source tensor (pure: the result depends only on its arguments)."""
+def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply one recipe to its source tensor (pure: the result depends only on its arguments).
+
+    `out`: a preallocated tensor of the output's shape and dtype that linear and zero recipes write
+    into (and return); other kinds return a new tensor."""
     if recipe.kind == "zero":
-        return torch.zeros(recipe.out_shape, dtype=tensor.dtype)
+        return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
     if recipe.kind == "norm":
         (amap,) = recipe.maps
         grown = gather(tensor, 0, amap, apply_scale=False)  # norm weights are gathered, never scaled by s_k
@@ -70,8 +74,34 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
     out_map, in_map = recipe.maps[1 - recipe.contract], recipe.maps[recipe.contract]
     generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
     matrix = tensor if recipe.contract == 1 else tensor.t()
-    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool)
-    return grown if recipe.contract == 1 else grown.t().contiguous()
+    if recipe.contract == 1:
+        return grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool, out=out)
+    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool).t()
+    return grown.contiguous() if out is None else out.copy_(grown)
+
+
+class OutputBuffers:
+    """Two reusable output buffers handed out in turn: a tensor is computed into one while the previous
+    one is still being written from the other (BackgroundWriter keeps at most one write pending).
+    Reusing them also spares the page faults of a fresh allocation per tensor."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._turn = 0
+
+    def next(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        if self._buffers[self._turn] is None:
+            self._buffers[self._turn] = torch.empty(self.nbytes, dtype=torch.uint8)
+        size = math.prod(shape) * dtype.itemsize
+        view = self._buffers[self._turn][:size].view(dtype).view(shape)
+        self._turn ^= 1
+        return view
+
+
+def buffered(recipe: Recipe) -> bool:
+    """Recipes whose output goes to an OutputBuffers buffer (the large ones: matrices)."""
+    return recipe.kind in ("linear", "zero")
 
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -151,18 +181,20 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     with source_folder(src, workdir=out.absolute().parent) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
+        sizes = {t.name: t.nbytes for t in plan.outputs}
+        buffers = OutputBuffers(max((sizes[r.out_name] for r in plan.recipes if buffered(r)), default=0))
         with atomic_folder(out, overwrite) as tmp:
             writer = ShardedWriter(tmp, plan.outputs, max_shard, metadata={"hyperclone": __version__})
-            total = sum(t.nbytes for t in plan.outputs)
-            with tqdm(total=total, unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
+            with BackgroundWriter(writer) as background, tqdm(
+                    total=sum(sizes.values()), unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
                 for recipe in plan.recipes:
                     zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
                     source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
-                    grown = grow_tensor(recipe, source_tensor, spec, noise_pool)
-                    writer.write(recipe.out_name, grown)
-                    bar.update(grown.numel() * grown.element_size())
+                    target = buffers.next(recipe.out_shape, recipe.dtype) if buffered(recipe) else None
+                    grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
+                    background.write(recipe.out_name, grown)  # returns once the previous tensor is written
+                    bar.update(sizes[recipe.out_name])
                     del grown, source_tensor
-            writer.close()
             copy_side_files(folder, tmp)
             (tmp / "config.json").write_text(json.dumps(grown_config(source.raw_config, plan), indent=2) + "\n")
             (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance(src, plan), indent=2) + "\n")
