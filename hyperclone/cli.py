@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:  # the machine refused: disk full, permission denied, ... (outputs are already removed)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hyperclone: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        code = 1
     except Exception as exc:
         # Usage errors of the CLI library (typer vendors its own click, so match by interface).
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

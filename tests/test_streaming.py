@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors import safe_open
 from tiny_models import make_tiny, tiny_config
@@ -78,3 +79,67 @@ def test_reader_does_not_map_whole_files(tmp_path):
     tensor = weights.read("model.layers.0.mlp.down_proj.weight")
     with safe_open(src / "model.safetensors", "pt") as handle:
         assert torch.equal(tensor, handle.get_tensor("model.layers.0.mlp.down_proj.weight"))
+
+
+def _reference_tensors(src, spec):
+    """Every output tensor computed on its own, with no shared buffers and no background writes."""
+    from hyperclone.axis_map import NoisePool
+    from hyperclone.grow import grow_tensor, plan_growth
+
+    plan, source = plan_growth(src, spec)
+    pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
+    out = {}
+    for recipe in plan.recipes:
+        tensor = torch.empty(0, dtype=recipe.dtype) if recipe.kind == "zero" else source.weights.read(recipe.src_name)
+        out[recipe.out_name] = grow_tensor(recipe, tensor, spec, pool).clone()
+    return out
+
+
+def test_double_buffered_writes_equal_tensor_by_tensor_growth(tmp_path):
+    """The streamed checkpoint (two reused buffers, writes on a background thread) holds exactly the tensors
+    grow_tensor gives one at a time: no buffer is overwritten before its write ends."""
+    from hyperclone.plan import GrowthSpec
+
+    src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16, num_hidden_layers=3)
+    for mode in ("symmetric", "noisy"):
+        spec = GrowthSpec(width=2, mode=mode, layers=5)
+        out = tmp_path / f"out-{mode}"
+        grow(src, out, width=2, mode=mode, layers=5, shard_size="40KB")
+        expected = _reference_tensors(src, spec)
+        seen = set()
+        for shard in out.glob("*.safetensors"):
+            with safe_open(shard, "pt") as f:
+                for name in f.keys():
+                    assert torch.equal(f.get_tensor(name), expected[name]), (mode, name)
+                    seen.add(name)
+        assert seen == set(expected)
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """An error in the background writer surfaces as the grow's error; no output or temp folder remains."""
+    from hyperclone.checkpoint_io import ShardedWriter
+
+    src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16)
+    original = ShardedWriter.write
+    calls = []
+
+    def failing(self, name, tensor):
+        calls.append(name)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return original(self, name, tensor)
+
+    monkeypatch.setattr(ShardedWriter, "write", failing)
+    with pytest.raises(OSError, match="No space left"):
+        grow(src, tmp_path / "out", width=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    # the command line says it in one line, exit status 1
+    from hyperclone.cli import main
+
+    calls.clear()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grow", str(src), str(tmp_path / "out"), "--width", "2", "--quiet"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["hyperclone: error: No space left on device"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
