@@ -196,31 +196,35 @@ def projected_noise(rows: int, in_map: AxisMap, std: float, generator: torch.Gen
 
 
 class NoisePool:
-    """Seeded Gaussian values that noisy growth reads in windows at random offsets.
+    """Seeded Gaussian values that noisy growth reads in blocks at random offsets.
 
     Drawing an independent Gaussian for every grown weight costs more than writing the checkpoint
-    (about 70 M values/s on a 2-core machine against 8 G values for a 1.1B model grown 2x), so each
-    row of noise is a contiguous window of a 2^24-value pool at a random offset (drawn per row from a
-    generator seeded by the tensor's name). Rows of one matrix and copies of one row get different
-    windows; the zero-sum constraint is exact whatever the values are.
+    (about 70 M values/s on a 2-core machine against 8 G values for a 1.1B model grown 2x), so a
+    [count, length] block of noise is a contiguous stretch of a 2^24-value pool at a random offset
+    (drawn from a generator seeded by the tensor's name): a view, no copy. Rows of one block are
+    disjoint stretches; blocks of other chunks, copies and tensors start at other offsets. The
+    zero-sum constraint is exact whatever the values are.
     """
 
     def __init__(self, seed: int, size: int = 2**24):
         generator = torch.Generator().manual_seed(seed)
         pool = torch.randn(size, generator=generator, dtype=torch.float32)
         self.size = size
-        self.values = torch.cat([pool, pool])  # windows may wrap around
+        self.values = {torch.float32: torch.cat([pool, pool])}  # per dtype; blocks may wrap around
 
-    def rows(self, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
-        if length > self.size:
-            return torch.randn(count, length, generator=generator)
-        offsets = torch.randint(0, self.size, (count,), generator=generator)
-        return self.values.unfold(0, length, 1).index_select(0, offsets)  # one gather of `count` windows
+    def block(self, count: int, length: int, generator: torch.Generator | None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if count * length > self.size:
+            return torch.randn(count, length, generator=generator).to(dtype)
+        if dtype not in self.values:
+            self.values[dtype] = self.values[torch.float32].to(dtype)
+        offset = int(torch.randint(0, self.size, (1,), generator=generator))
+        return self.values[dtype][offset:offset + count * length].view(count, length)
 
 
 def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str = "symmetric",
                 snr_db: float | None = None, generator: torch.Generator | None = None,
-                noise_pool: NoisePool | None = None, chunk_rows: int = 4096,
+                noise_pool: NoisePool | None = None, chunk_elements: int = 2**19,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Grow a linear weight [out, in]: rows emitted through out_map, columns read through in_map.
 
@@ -229,7 +233,8 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     noisy: symmetric plus noise that cancels on the copies, with standard deviation 10^(-snr_db/20)
     times the RMS of one symmetric block. Arithmetic in float32 (torch's bfloat16/float16 kernels
     compute in float32 too, so the fast path's in-place products round identically), in chunks of
-    rows, so temporaries stay a few chunk-sized buffers; the result keeps weight's dtype. `out`, if
+    about `chunk_elements` source values (2 MiB of float32: small enough to stay in cache and for the
+    allocator to reuse, so no chunk pays page faults); the result keeps weight's dtype. `out`, if
     given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
     """
     if mode == "noisy" and snr_db is None:
@@ -242,8 +247,10 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     std = 0.0
     if mode == "noisy":
         mean_reader = float(in_map.src_size) / in_map.size
-        rms = torch.linalg.vector_norm(weight, dtype=torch.float32).item() / math.sqrt(max(1, weight.numel()))
+        # in the weight's dtype (float32 accumulation inside; an upcast copy first would cost 10x)
+        rms = float(torch.linalg.vector_norm(weight)) / math.sqrt(max(1, weight.numel()))
         std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
+    chunk_rows = max(1, chunk_elements // max(1, weight.shape[1]))
     if in_map.is_tile() and (mode != "diagonal" or in_map.tiles == 1):
         if out_map.is_tile():  # whole copies of the rows: grow one row tile, then copy it (or redraw noise)
             tiles = out.view(out_map.tiles, weight.shape[0], in_map.size)
@@ -278,8 +285,11 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     return out
 
 
-def _draw(count: int, width: int, generator: torch.Generator | None, pool: NoisePool | None) -> torch.Tensor:
-    return pool.rows(count, width, generator) if pool is not None else torch.randn(count, width, generator=generator)
+def _draw(count: int, width: int, generator: torch.Generator | None, pool: NoisePool | None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    if pool is not None:
+        return pool.block(count, width, generator, dtype)
+    return torch.randn(count, width, generator=generator).to(dtype)
 
 
 def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
@@ -298,18 +308,21 @@ def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, 
             for j in range(1, copies):
                 target[:, j * width:(j + 1) * width].copy_(target[:, :width])
             continue
-        base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
         count = block.shape[0]
         if copies == 2:
-            eta = _draw(count, width, generator, noise_pool)
+            # all in the weight's dtype (W/2 is exact in it; the noise is drawn in it, so both copies add
+            # the very same values with opposite signs): mixed-dtype ops are several times slower
+            base = block * 0.5
+            eta = _draw(count, width, generator, noise_pool, block.dtype)
             torch.add(base, eta, alpha=std, out=target[:, :width])
             torch.sub(base, eta, alpha=std, out=target[:, width:])
             continue
+        base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
         noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
         noise -= noise.mean(0, keepdim=True)
         noise *= std * math.sqrt(copies / (copies - 1))
         for j in range(copies):
-            torch.add(base, noise[j], out=target[:, j * width:(j + 1) * width])
+            target[:, j * width:(j + 1) * width].copy_(base + noise[j])
 
 
 def scale_norm_weight(weight: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:

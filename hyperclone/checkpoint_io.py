@@ -12,7 +12,6 @@ the output is read back by the safetensors library and transformers in the tests
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from hyperclone.errors import HyperCloneError
+from hyperclone.stream_file import StreamFile
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -223,10 +223,8 @@ class ShardedWriter:
         self._remaining_in_shard = 0
 
     def _finish_shard(self) -> None:
-        """Flush and fsync the open shard: the folder is renamed into place only once every byte is on disk."""
+        """fsync the open shard: the folder is renamed into place only once every byte is on disk."""
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
             self._handle.close()
             self._handle = None
 
@@ -241,9 +239,8 @@ class ShardedWriter:
             offset += tensor.nbytes
         header = json.dumps(entries, separators=(",", ":")).encode()
         header += b" " * (-len(header) % 8)
-        self._handle = open(self.folder / self.names[self._shard], "wb")
-        self._handle.write(struct.pack("<Q", len(header)))
-        self._handle.write(header)
+        self._handle = StreamFile(self.folder / self.names[self._shard])
+        self._handle.write(struct.pack("<Q", len(header)) + header)
         self._remaining_in_shard = len(self.shards[self._shard])
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -256,6 +253,12 @@ class ShardedWriter:
         self._handle.write(memoryview(data))
         self._remaining_in_shard -= 1
         self._position += 1
+
+    def abort(self) -> None:
+        """Close the open shard without syncing it (the output folder is about to be removed)."""
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
 
     def close(self) -> None:
         if self._position != len(self._order):
@@ -298,7 +301,9 @@ class BackgroundWriter:
             if exc_type is None:
                 self.wait()
                 self.writer.close()
-            elif self._pending is not None:
-                self._pending.exception()  # let the write in flight end before the folder is removed
+            else:
+                if self._pending is not None:
+                    self._pending.exception()  # let the write in flight end before the folder is removed
+                self.writer.abort()
         finally:
             self._pool.shutdown(wait=True)
