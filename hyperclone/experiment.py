@@ -216,9 +216,10 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         path.write_text(json.dumps(settings, indent=1))
 
 
-def _add_wall_clock(out: Path, seconds: float) -> float:
-    """Total wall time over every invocation that worked on this experiment folder (reruns resume)."""
-    path = out / "wall_clock.json"
+def _add_wall_clock(out: Path, seconds: float, kind: str = "") -> float:
+    """Total wall time over every invocation of one kind (preset experiment, sweep, head to head) that
+    worked on this experiment folder (reruns resume; kinds can share a folder and count separately)."""
+    path = out / f"wall_clock{'_' + kind if kind else ''}.json"
     runs = json.loads(path.read_text()) if path.exists() else []
     runs.append(round(seconds, 2))
     path.write_text(json.dumps(runs))

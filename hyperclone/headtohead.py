@@ -91,6 +91,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     small = results["small_cost"]
     random_mean = report.mean_curve(list(curves["random"].values()))
     target = random_mean[-1]["val_loss"]
+    growth = [n for n, a in arms.items() if a["init"] != "random"]
+    # growth methods against each other: the highest final loss among them, which every growth arm reaches
+    growth_target = max((arms[n]["final_val_loss"]["mean"] for n in growth), default=None)
+    reference = "msg" if "msg" in growth else None
     rows: dict[str, Any] = {}
     for name, a in arms.items():
         mean = report.mean_curve(list(curves[name].values()))
@@ -101,6 +105,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         flops = report.x_to_reach([p["flops"] for p in mean], [p["val_loss"] for p in mean], target)
         wall = report.x_to_reach([p["elapsed_s"] for p in mean], [p["val_loss"] for p in mean], target)
         per_seed_tokens = _per_seed_to_target(curves[name], target, "tokens")
+        to_growth_target = None if growth_target is None else report.x_to_reach(
+            [p["tokens"] for p in mean], [p["val_loss"] for p in mean], growth_target)
         rows[name] = {
             "recipe": a["recipe"],
             "seeds": a["seeds"],
@@ -120,31 +126,45 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "wall_s_to_target_incl_small": None if wall is None else wall + extra_s,
             "speedup_wall_clock_incl_small": report.ratio(random_mean[-1]["elapsed_s"],
                                                           None if wall is None else wall + extra_s),
+            "reached_at_start": tokens == 0.0,
+            "tokens_to_growth_target": to_growth_target,
             "loss_gap_vs_random": (target - a["final_val_loss"]["mean"]) / target,
         }
-    return {"target_val_loss": target, "random_tokens": random_mean[-1]["tokens"],
-            "random_flops": random_mean[-1]["flops"], "arms": rows}
+    if reference is not None and rows[reference]["tokens_to_growth_target"]:
+        for row in rows.values():
+            row["speedup_tokens_vs_msg"] = report.ratio(rows[reference]["tokens_to_growth_target"],
+                                                        row["tokens_to_growth_target"])
+    return {"target_val_loss": target, "growth_target_val_loss": growth_target, "random_tokens":
+            random_mean[-1]["tokens"], "random_flops": random_mean[-1]["flops"], "arms": rows}
 
 
 def _f(v: float | None, fmt: str = ".2f") -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _speedup(r: dict[str, Any], key: str) -> str:
+    return "∞ (at start)" if r["reached_at_start"] else _f(r[key])
+
+
 def table(h2h: dict[str, Any]) -> list[str]:
+    with_msg = any("speedup_tokens_vs_msg" in r for r in h2h["arms"].values())
     lines = ["| arm | start | final val loss (mean ± std) | tokens to random's final loss | speedup_tokens "
              "(seed-mean) | per seed (mean ± std, reached) | FLOPs to target incl. small | speedup_flops incl. "
-             "small | wall s per run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "small | tokens to the growth target | " + ("speedup vs MSG | " if with_msg else "") + "wall s per run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_msg else "") + "---:|"]
     for name, r in sorted(h2h["arms"].items(), key=lambda kv: kv[1]["final_val_loss"]["mean"]):
         fl = r["final_val_loss"]
         ps = r["speedup_tokens_per_seed"]
         per_seed = "—" if ps["mean"] is None else f"{ps['mean']:.2f} ± {ps['std']:.2f} ({ps['reached']}/{ps['n']})"
         if name == "random":
             per_seed = "baseline"
+        elif r["reached_at_start"]:
+            per_seed = f"at start ({sum(t == 0.0 for t in r['tokens_to_target_per_seed'])}/{ps['n']})"
+        vs_msg = f"{_f(r.get('speedup_tokens_vs_msg'))} | " if with_msg else ""
         lines.append(f"| {name} | {r['start_val_loss']:.3f} | {fl['mean']:.4f} ± {fl['std']:.4f} | "
-                     f"{_f(r['tokens_to_target'], ',.0f')} | {_f(r['speedup_tokens'])} | {per_seed} | "
+                     f"{_f(r['tokens_to_target'], ',.0f')} | {_speedup(r, 'speedup_tokens')} | {per_seed} | "
                      f"{_f(r['flops_to_target_incl_small'], '.3g')} | {_f(r['speedup_flops_incl_small'])} | "
-                     f"{r['wall_s_per_run']:.0f} |")
+                     f"{_f(r['tokens_to_growth_target'], ',.0f')} | {vs_msg}{r['wall_s_per_run']:.0f} |")
     return lines
 
 
@@ -206,7 +226,11 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "never reached). Every arm trains the final shape from its first step, so FLOPs per token are the same "
         f"for all ({big['flops_per_token']:,.0f}; MSG's masked compute counts in full); every growth arm is also "
         f"charged the small model's pretraining ({results['small_cost']['tokens']:,} tokens, "
-        f"{results['small_cost']['flops']:.3g} FLOPs). start = validation loss before the first step.", "",
+        f"{results['small_cost']['flops']:.3g} FLOPs). start = validation loss before the first step. A growth "
+        "arm that starts below random's final loss reaches it at step 0: its speedup is unbounded (∞), so the "
+        "growth methods are also compared with each other: the growth target is the highest final loss among the "
+        f"growth arms (**{_f(h2h['growth_target_val_loss'], '.4f')}**), which every one of them reaches, and "
+        "speedup vs MSG is MSG's tokens to it over the arm's.", "",
         *table(h2h), "",
         f"![head to head]({png.name})", "",
         f"Machine: {results['machine']}; mean wall time per run {walls:.0f} s; whole experiment "

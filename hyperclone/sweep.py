@@ -132,10 +132,11 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say)
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
-              command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write
-              ) -> dict[str, Any]:
+              command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write,
+              kind: str = "sweep") -> dict[str, Any]:
     """Run every arm x seed of the sweep in `out` (resuming), then write the report with `writer`
-    (default: sweep.md, sweep.json and plots) and return the results it was given."""
+    (default: sweep.md, sweep.json and plots) and return the results it was given. `kind` names the
+    wall-clock tally (wall_clock_<kind>.json) this invocation adds to."""
     out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None
@@ -165,7 +166,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
             _run(job)
     results = sweep_report.collect(preset, sweep, out, small_final)
     results.update({"machine": ex.machine(), "date": time.strftime("%Y-%m-%d"),
-                    "wall_clock_s": ex._add_wall_clock(out, time.perf_counter() - t0),
+                    "wall_clock_s": ex._add_wall_clock(out, time.perf_counter() - t0, kind),
                     "command": command or f"hyperclone experiment --sweep FILE --out {out}"})
     say(f"done: {writer(results, out)}")
     return results

@@ -135,10 +135,14 @@ def experiment_command(
         chosen = get_preset(preset)
         spec = headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers)
         res = run_sweep(chosen, spec, out, data=list(data) if data else None, jobs=jobs, command=command,
-                        writer=headtohead.write)
+                        writer=headtohead.write, kind="arms")
         rows = headtohead.summarize(res)["arms"]
-        typer.echo("; ".join(f"{n}: final {r['final_val_loss']['mean']:.4f}, speedup_tokens "
-                             f"{'—' if r['speedup_tokens'] is None else round(r['speedup_tokens'], 2)}"
+        def speedup(r: dict) -> str:
+            if r["reached_at_start"]:
+                return "inf (at start)"
+            return "never" if r["speedup_tokens"] is None else f"{r['speedup_tokens']:.2f}"
+
+        typer.echo("; ".join(f"{n}: final {r['final_val_loss']['mean']:.4f}, speedup_tokens {speedup(r)}"
                              for n, r in rows.items()) + f"; report: {Path(out) / 'report.md'}")
         return
     if sweep is not None:

@@ -72,6 +72,15 @@ def test_head_to_head_report_and_numbers(h2h):
         if row["tokens_to_target"] is not None:
             assert row["speedup_tokens"] == pytest.approx(rows["random"]["tokens_to_target"] / row["tokens_to_target"],
                                                           rel=0.01)
+    # growth methods against each other: every growth arm reaches the highest growth final loss; MSG is the unit
+    growth = [n for n in rows if n != "random"]
+    target = on_disk["headtohead"]["growth_target_val_loss"]
+    assert target == pytest.approx(max(rows[n]["final_val_loss"]["mean"] for n in growth))
+    assert all(rows[n]["tokens_to_growth_target"] is not None for n in growth)
+    assert rows["msg"]["speedup_tokens_vs_msg"] == pytest.approx(1.0)
+    for name in growth:
+        at_start = rows[name]["tokens_to_target"] == 0.0
+        assert rows[name]["reached_at_start"] == at_start and (rows[name]["speedup_tokens"] is None) == at_start
     md = (out / "report.md").read_text()
     assert all(f"| {name} |" in md for name in rows)
 
