@@ -136,30 +136,36 @@ def gqa_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int) 
             AxisMap(kv_index, ones(new_kv_heads, dtype=torch.float64), kv_heads))
 
 
-def gather(tensor: torch.Tensor, dim: int, amap: AxisMap, apply_scale: bool = True) -> torch.Tensor:
-    """Emit along `dim`: position k = scale[k] * tensor[index[k]] (MEAN: the mean along dim)."""
+def gather(tensor: torch.Tensor, dim: int, amap: AxisMap, apply_scale: bool = True,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Emit along `dim`: position k = scale[k] * tensor[index[k]] (MEAN: the mean along dim).
+    `out`, if given, is a contiguous tensor of the result's shape and dtype to write into (and return)."""
     if tensor.shape[dim] != amap.src_size:
         raise ValueError(f"axis {dim} has {tensor.shape[dim]} positions, map expects {amap.src_size}")
     if amap.is_identity():
-        return tensor
+        return tensor if out is None else out.copy_(tensor)
     if amap.is_tile():
-        reps = [1] * tensor.ndim
-        reps[dim] = amap.tiles
-        return tensor.repeat(*reps)
-    has_mean = bool((amap.index < 0).any())
-    out = tensor.index_select(dim, amap.index.clamp(min=0))
-    if not has_mean and not (apply_scale and bool((amap.scale != 1.0).any())):
+        if out is None:
+            reps = [1] * tensor.ndim
+            reps[dim] = amap.tiles
+            return tensor.repeat(*reps)
+        split = [*tensor.shape[:dim], amap.tiles, *tensor.shape[dim:]]
+        out.view(split).copy_(tensor.unsqueeze(dim))  # broadcast over the copies: no temporary
         return out
-    out = out.float()
+    has_mean = bool((amap.index < 0).any())
+    index = amap.index.clamp(min=0)
+    if not has_mean and not (apply_scale and bool((amap.scale != 1.0).any())):
+        return tensor.index_select(dim, index) if out is None else torch.index_select(tensor, dim, index, out=out)
+    result = tensor.index_select(dim, index).float()
     if has_mean:
         mean = tensor.float().mean(dim, keepdim=True)
         positions = torch.nonzero(amap.index < 0).flatten()
-        out.index_copy_(dim, positions, mean.expand_as(out.index_select(dim, positions)).contiguous())
+        result.index_copy_(dim, positions, mean.expand_as(result.index_select(dim, positions)).contiguous())
     if apply_scale:
         shape = [1] * tensor.ndim
         shape[dim] = -1
-        out = out * amap.scale.float().reshape(shape)
-    return out.to(tensor.dtype)
+        result = result * amap.scale.float().reshape(shape)
+    return result.to(tensor.dtype) if out is None else out.copy_(result)
 
 
 def diagonal_weights(row_rank: int, row_copies: int, in_map: AxisMap) -> torch.Tensor:

@@ -51,8 +51,8 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Apply one recipe to its source tensor (pure: the result depends only on its arguments).
 
-    `out`: a preallocated tensor of the output's shape and dtype that linear and zero recipes write
-    into (and return); other kinds return a new tensor."""
+    `out`: a preallocated contiguous tensor of the output's shape and dtype that linear, zero and emit
+    recipes write into (and return); norms return a new tensor."""
     if recipe.kind == "zero":
         return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
     if recipe.kind == "norm":
@@ -65,10 +65,18 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
             grown = (grown.float() / amap.scale.float()).to(tensor.dtype)
         return scale_norm_weight(grown, recipe.scale, recipe.norm_offset)
     if recipe.kind == "emit":
-        grown = tensor
-        for dim, amap in enumerate(recipe.maps):
-            grown = gather(grown, dim, amap)
-        return grown if recipe.scale == 1.0 else (grown.float() * recipe.scale).to(tensor.dtype)
+        moved = [dim for dim, amap in enumerate(recipe.maps) if not amap.is_identity()]
+        if out is not None and len(moved) == 1:  # embeddings: one grown axis, written straight into out
+            grown = gather(tensor, moved[0], recipe.maps[moved[0]], out=out)
+        else:
+            grown = tensor
+            for dim, amap in enumerate(recipe.maps):
+                grown = gather(grown, dim, amap)
+            grown = grown if out is None else out.copy_(grown)
+        if recipe.scale == 1.0:
+            return grown
+        # in place in the weight's dtype rounds as the float32 product does (torch computes it in float32)
+        return grown.mul_(recipe.scale) if grown is out else (grown.float() * recipe.scale).to(tensor.dtype)
     if tensor.ndim != 2 or recipe.contract is None:
         raise HyperCloneError(f"{recipe.src_name}: a linear recipe needs a matrix")
     out_map, in_map = recipe.maps[1 - recipe.contract], recipe.maps[recipe.contract]
@@ -81,27 +89,51 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
 
 
 class OutputBuffers:
-    """Two reusable output buffers handed out in turn: a tensor is computed into one while the previous
-    one is still being written from the other (BackgroundWriter keeps at most one write pending).
-    Reusing them also spares the page faults of a fresh allocation per tensor."""
+    """Two reusable output buffers, so a tensor is computed into one while the tensor before it is still
+    being written from the other (BackgroundWriter keeps at most one write pending), and no tensor pays
+    the page faults of a fresh allocation.
 
-    def __init__(self, nbytes: int):
-        self.nbytes = nbytes
+    Memory: the first buffer holds the largest output L; the second only outputs up to
+    L - (largest source tensor) + 0.5 GiB, so the two buffers and the source tensor being read stay
+    within 2 L + 0.5 GiB (the bound is 1.5 GiB + 2 L). With a large vocabulary that means the vocabulary
+    matrices (L) take turns with nothing: computing one waits for the write before it.
+    """
+
+    HEADROOM = 2**29
+
+    def __init__(self, output_sizes: list[int], largest_source: int):
+        largest = max(output_sizes, default=0)
+        limit = largest - largest_source + self.HEADROOM
+        self.capacity = [largest, max((s for s in output_sizes if s <= limit), default=0)]
         self._buffers: list[torch.Tensor | None] = [None, None]
-        self._turn = 0
+        self._busy: int | None = None  # the buffer whose tensor may still be being written
 
-    def next(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        if self._buffers[self._turn] is None:
-            self._buffers[self._turn] = torch.empty(self.nbytes, dtype=torch.uint8)
+    def next(self, shape: tuple[int, ...], dtype: torch.dtype, wait_for_write) -> torch.Tensor:
+        """A contiguous [shape] tensor of dtype in a buffer no pending write reads; `wait_for_write()`
+        is called first if the only buffer big enough is the busy one."""
         size = math.prod(shape) * dtype.itemsize
-        view = self._buffers[self._turn][:size].view(dtype).view(shape)
-        self._turn ^= 1
-        return view
+        free = [i for i in (1, 0) if i != self._busy and self.capacity[i] >= size]  # smaller one first
+        if not free:
+            wait_for_write()
+            self._busy = None
+            free = [i for i in (1, 0) if self.capacity[i] >= size]
+        i = free[0]
+        if self._buffers[i] is None:
+            self._buffers[i] = torch.empty(self.capacity[i], dtype=torch.uint8)
+        self._busy = i
+        return self._buffers[i][:size].view(dtype).view(shape)
+
+    def release(self) -> None:
+        """The pending write is no longer from a buffer (a small tensor was written after it)."""
+        self._busy = None
 
 
-def buffered(recipe: Recipe) -> bool:
-    """Recipes whose output goes to an OutputBuffers buffer (the large ones: matrices)."""
-    return recipe.kind in ("linear", "zero")
+BUFFER_MIN_BYTES = 2**20
+
+
+def buffered(recipe: Recipe, nbytes: int) -> bool:
+    """Outputs that go through OutputBuffers: every large one (norm weights and small tensors are new)."""
+    return recipe.kind != "norm" and nbytes >= BUFFER_MIN_BYTES
 
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -182,7 +214,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
         plan, source = plan_growth(folder, spec, allow_pickle, to)
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         sizes = {t.name: t.nbytes for t in plan.outputs}
-        buffers = OutputBuffers(max((sizes[r.out_name] for r in plan.recipes if buffered(r)), default=0))
+        big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
+        buffers = OutputBuffers([sizes[r.out_name] for r in big],
+                                max((source.weights.infos[r.src_name].nbytes for r in big if r.kind != "zero"),
+                                    default=0))
         with atomic_folder(out, overwrite) as tmp:
             writer = ShardedWriter(tmp, plan.outputs, max_shard, metadata={"hyperclone": __version__})
             with BackgroundWriter(writer) as background, tqdm(
@@ -190,9 +225,12 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                 for recipe in plan.recipes:
                     zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
                     source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
-                    target = buffers.next(recipe.out_shape, recipe.dtype) if buffered(recipe) else None
+                    target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
+                              if buffered(recipe, sizes[recipe.out_name]) else None)
                     grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
                     background.write(recipe.out_name, grown)  # returns once the previous tensor is written
+                    if target is None:
+                        buffers.release()
                     bar.update(sizes[recipe.out_name])
                     del grown, source_tensor
             copy_side_files(folder, tmp)

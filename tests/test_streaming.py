@@ -95,12 +95,18 @@ def _reference_tensors(src, spec):
     return out
 
 
-def test_double_buffered_writes_equal_tensor_by_tensor_growth(tmp_path):
+@pytest.mark.parametrize(("family", "headroom"), [("llama", 2**29), ("llama", 0), ("gemma", 0), ("gpt2", 0)])
+def test_double_buffered_writes_equal_tensor_by_tensor_growth(tmp_path, monkeypatch, family, headroom):
     """The streamed checkpoint (two reused buffers, writes on a background thread) holds exactly the tensors
-    grow_tensor gives one at a time: no buffer is overwritten before its write ends."""
+    grow_tensor gives one at a time: no buffer is overwritten before its write ends. Every tensor goes
+    through the buffers here (the size floor is lifted); headroom 0 makes the second buffer small, so the
+    large tensors wait for the write before them."""
+    from hyperclone import grow as grow_module
     from hyperclone.plan import GrowthSpec
 
-    src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16, num_hidden_layers=3)
+    monkeypatch.setattr(grow_module, "BUFFER_MIN_BYTES", 0)
+    monkeypatch.setattr(grow_module.OutputBuffers, "HEADROOM", headroom)
+    src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16, num_hidden_layers=3)
     for mode in ("symmetric", "noisy"):
         spec = GrowthSpec(width=2, mode=mode, layers=5)
         out = tmp_path / f"out-{mode}"
@@ -143,3 +149,26 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == ["hyperclone: error: No space left on device"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_output_buffers_never_hand_out_the_buffer_being_written():
+    from hyperclone.grow import OutputBuffers
+
+    class Buffers(OutputBuffers):
+        HEADROOM = 0
+
+    waits = []
+    buffers = Buffers([400, 160, 160, 400], largest_source=240)  # second buffer: up to 400 - 240 = 160 bytes
+    assert buffers.capacity == [400, 160]
+
+    def region(t):
+        return t.untyped_storage().data_ptr()
+
+    a = buffers.next((40,), torch.float32, lambda: waits.append(1))  # 160 bytes: the small buffer
+    b = buffers.next((40,), torch.float32, lambda: waits.append(2))  # the small one is busy: the large one
+    assert region(a) != region(b) and not waits
+    c = buffers.next((100,), torch.float32, lambda: waits.append(3))  # only the large one fits, and it is busy
+    assert waits == [3] and region(c) == region(b)
+    buffers.release()  # a small tensor was written after c: nothing pending in a buffer
+    d = buffers.next((100,), torch.float32, lambda: waits.append(4))
+    assert waits == [3] and region(d) == region(c)
