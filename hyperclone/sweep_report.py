@@ -150,7 +150,8 @@ def table(results: dict[str, Any]) -> list[str]:
                                                              f"{ps['n']})"
         lines.append(f"| {name}{mark} | {shape_text(a['shape'])} | {a['recipe']} | {a['lr']:g} | "
                      f"{','.join(map(str, a['seeds']))} | {fl['mean']:.4f} ± {fl['std']:.4f} | "
-                     f"{_f(100 * v['loss_gap'], 1) + ' %' if v else '—'} | {_f(v.get('speedup_tokens'))} | "
+                     f"{_f(100 * v['loss_gap'], 1) + ' %' if v else '—'} | "
+                     f"{'∞ (at start)' if v.get('reached_at_start') else _f(v.get('speedup_tokens'))} | "
                      f"{per_seed} | {_f(v.get('speedup_tokens_incl_small'))} | {_f(v.get('speedup_flops'))} | "
                      f"{a['wall_s']:.0f} |")
     return lines
