@@ -215,6 +215,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         sizes = {t.name: t.nbytes for t in plan.outputs}
         big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
+        in_buffers = {r.out_name for r in big}
         buffers = OutputBuffers([sizes[r.out_name] for r in big],
                                 max((source.weights.infos[r.src_name].nbytes for r in big if r.kind != "zero"),
                                     default=0))
@@ -226,7 +227,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                     zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
                     source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
                     target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
-                              if buffered(recipe, sizes[recipe.out_name]) else None)
+                              if recipe.out_name in in_buffers else None)
                     grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
                     background.write(recipe.out_name, grown)  # returns once the previous tensor is written
                     if target is None:

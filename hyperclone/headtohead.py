@@ -77,15 +77,13 @@ def build_sweep(preset: Preset, names: list[str], layers: int | None = None) -> 
     return Sweep(preset=preset.name, arms=tuple(arms))
 
 
-def _per_seed_to_target(curves: dict[str, report.Curve], target: float, key: str) -> list[float | None]:
-    out = []
-    for c in curves.values():
-        out.append(report.x_to_reach([p[key] for p in c], [p["val_loss"] for p in c], target))
-    return out
+def _tokens_to(curve: report.Curve, target: float) -> float | None:
+    return report.x_to_reach([p["tokens"] for p in curve], [p["val_loss"] for p in curve], target)
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """The head-to-head numbers from the sweep's collected results (pure bookkeeping)."""
+    """The head-to-head numbers from the sweep's collected results (pure bookkeeping): every arm against
+    random with hyperclone.report.speedups, growth arms charged the small model's pretraining."""
     arms = results["arms"]
     curves = results["curves"]
     small = results["small_cost"]
@@ -98,36 +96,28 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, a in arms.items():
         mean = report.mean_curve(list(curves[name].values()))
-        grown = a["init"] != "random"
-        extra_tokens, extra_flops, extra_s = (small["tokens"], small["flops"], small["elapsed_s"]) if grown else (
-            0, 0.0, 0.0)
-        tokens = report.x_to_reach([p["tokens"] for p in mean], [p["val_loss"] for p in mean], target)
-        flops = report.x_to_reach([p["flops"] for p in mean], [p["val_loss"] for p in mean], target)
-        wall = report.x_to_reach([p["elapsed_s"] for p in mean], [p["val_loss"] for p in mean], target)
-        per_seed_tokens = _per_seed_to_target(curves[name], target, "tokens")
-        to_growth_target = None if growth_target is None else report.x_to_reach(
-            [p["tokens"] for p in mean], [p["val_loss"] for p in mean], growth_target)
+        cost = (small["tokens"], small["flops"], small["elapsed_s"]) if name in growth else (0, 0.0, 0.0)
+        s = report.speedups(mean, random_mean, *cost)
+        flops, wall = s["grown_flops_to_target"], s["grown_elapsed_s_to_target"]
+        per_seed_tokens = [_tokens_to(c, target) for c in curves[name].values()]
         rows[name] = {
             "recipe": a["recipe"],
             "seeds": a["seeds"],
             "start_val_loss": a["start_val_loss"],
             "final_val_loss": a["final_val_loss"],
-            "tokens_to_target": tokens,
+            "tokens_to_target": s["grown_tokens_to_target"],
             "tokens_to_target_per_seed": per_seed_tokens,
-            "speedup_tokens": report.ratio(random_mean[-1]["tokens"], tokens),
+            "speedup_tokens": s["speedup_tokens"],
             "speedup_tokens_per_seed": report.spread([report.ratio(random_mean[-1]["tokens"], t)
                                                       for t in per_seed_tokens]),
-            "flops_to_target_incl_small": None if flops is None else flops + extra_flops,
-            "speedup_flops_incl_small": report.ratio(random_mean[-1]["flops"],
-                                                     None if flops is None else flops + extra_flops),
-            "speedup_tokens_incl_small": report.ratio(random_mean[-1]["tokens"],
-                                                      None if tokens is None else tokens + extra_tokens),
+            "flops_to_target_incl_small": None if flops is None else flops + cost[1],
+            "speedup_flops_incl_small": s["speedup_flops"],
+            "speedup_tokens_incl_small": s["speedup_tokens_incl_small"],
             "wall_s_per_run": a["wall_s"],
-            "wall_s_to_target_incl_small": None if wall is None else wall + extra_s,
-            "speedup_wall_clock_incl_small": report.ratio(random_mean[-1]["elapsed_s"],
-                                                          None if wall is None else wall + extra_s),
-            "reached_at_start": tokens == 0.0,
-            "tokens_to_growth_target": to_growth_target,
+            "wall_s_to_target_incl_small": None if wall is None else wall + cost[2],
+            "speedup_wall_clock_incl_small": s["speedup_wall_clock_incl_small"],
+            "reached_at_start": s["reached_at_start"],
+            "tokens_to_growth_target": None if growth_target is None else _tokens_to(mean, growth_target),
             "loss_gap_vs_random": (target - a["final_val_loss"]["mean"]) / target,
         }
     if reference is not None and rows[reference]["tokens_to_growth_target"]:
