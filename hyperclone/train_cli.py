@@ -152,8 +152,9 @@ def experiment_command(
         spec = load_sweep(sweep)
         if preset is not None and preset != spec.preset:
             raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
+        # one wall-clock tally per sweep file: several sweeps may share a folder (and its finished runs)
         res = run_sweep(get_preset(spec.preset), spec, out, data=list(data) if data else None, jobs=jobs,
-                        command=command)
+                        command=command, kind=f"sweep_{Path(sweep).stem}")
         win = res["winner"]
         typer.echo(f"winners: {win}; report: {Path(out) / 'sweep.md'}")
         return
