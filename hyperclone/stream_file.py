@@ -1,9 +1,9 @@
 """Write one large file at the disk's speed: start the kernel's writeback as the bytes arrive.
 
 With plain buffered writes, gigabytes of dirty pages pile up in the page cache until the kernel
-throttles the writer (balance_dirty_pages), and the writer then crawls: on the development VM, 8.4 GB
-took 21-30 s through plain writes but 6-7 s written this way (measured with the same bytes in the
-same session). So, on Linux, every `SLICE` bytes written get `sync_file_range(SYNC_FILE_RANGE_WRITE)`
+throttles the writer (balance_dirty_pages), and the writer then crawls: on the development VM, 8.3 GB
+took 24-29 s through plain writes but 5 s written this way (`python benchmarks/bench_write.py`,
+results/bench_write.json). So, on Linux, every `SLICE` bytes written get `sync_file_range(SYNC_FILE_RANGE_WRITE)`
 (start writeback now, do not wait), and the slice written two slices earlier is waited for and
 dropped from the page cache (`posix_fadvise(DONTNEED)`): at most a few slices are ever dirty, and a
 checkpoint larger than RAM does not evict everything else. Elsewhere (no sync_file_range) the writes
