@@ -30,7 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from hyperclone.exact_split import needs_exact_split, split_columns, split_tiles
+
 MEAN = -1
+# exact copies in 16-bit dtypes may move this many noise standard deviations from W/n before clipping
+NOISE_SPREAD = 4.0
 
 
 @dataclass(frozen=True)
@@ -271,22 +275,33 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
     reader = in_map.reader().float()
     idx = in_map.index.clamp(min=0)
+    valid = in_map.index >= 0
+    # exact copies in a 16-bit dtype need the copies to sum to W unscaled (scale 1 on every copy)
+    exact = needs_exact_split(weight.dtype) and bool((in_map.scale[valid] == 1.0).all())
     row_copies, row_rank = out_map.copies(), out_map.rank()
     diagonal_cache: dict[tuple[int, int], torch.Tensor] = {}
     for start in range(0, rows.shape[0], chunk_rows):
-        block = rows[start:start + chunk_rows].float().index_select(1, idx)
+        source_rows = rows[start:start + chunk_rows].float()
+        block = source_rows.index_select(1, idx)
         if mode == "diagonal":
             end = start + block.shape[0]
             keys = torch.stack([row_rank[start:end], row_copies[start:end].clamp(min=1)], 1)
             for key in torch.unique(keys, dim=0).tolist():
                 if tuple(key) not in diagonal_cache:
                     diagonal_cache[tuple(key)] = diagonal_weights(key[0], key[1], in_map).float()
+                weights = diagonal_cache[tuple(key)]
                 mask = (keys == torch.tensor(key)).all(1)
-                block[mask] *= diagonal_cache[tuple(key)]
+                block[mask] *= weights
+                if exact:
+                    block[mask] = split_columns(source_rows[mask], block[mask], in_map.index, weights > 0,
+                                                weight.dtype)
         else:
             block *= reader
             if mode == "noisy":
                 block += projected_noise(block.shape[0], in_map, std, generator)
+            if exact:
+                block = split_columns(source_rows, block, in_map.index, reader > 0, weight.dtype,
+                                      NOISE_SPREAD * std)
         out[start:start + chunk_rows] = block.to(weight.dtype)
     return out
 
@@ -301,34 +316,64 @@ def _draw(count: int, width: int, generator: torch.Generator | None, pool: Noise
 def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
                 noise_pool: NoisePool | None, chunk_rows: int) -> None:
     """Fast path for n plain input copies: blocks W/n (+ zero-sum noise over the n blocks), written
-    straight into the column blocks of `out` (no temporaries in the symmetric case)."""
+    straight into the column blocks of `out` (no temporaries in the symmetric case). In bfloat16 and
+    float16 the blocks are split exactly (hyperclone.exact_split), so they sum to W with no rounding."""
     width = rows.shape[1]
+    exact = needs_exact_split(rows.dtype) and copies > 1
     for start in range(0, rows.shape[0], chunk_rows):
         block = rows[start:start + chunk_rows]
         target = out[start:start + chunk_rows]
-        if std == 0.0 or copies == 1:
-            if copies == 1:
-                target.copy_(block)
-                continue
-            torch.mul(block, 1.0 / copies, out=target[:, :width])
+        blocks = [target[:, j * width:(j + 1) * width] for j in range(copies)]
+        if copies == 1:
+            blocks[0].copy_(block)
+            continue
+        if std == 0.0 and not (exact and not _division_is_exact(block, copies)):
+            torch.mul(block, 1.0 / copies, out=blocks[0])  # W/n: exact for n a power of two (checked)
             for j in range(1, copies):
-                target[:, j * width:(j + 1) * width].copy_(target[:, :width])
+                blocks[j].copy_(blocks[0])
             continue
         count = block.shape[0]
+        if exact:
+            weight = block.float()
+            share = weight * (1.0 / copies)
+            targets = [share] * copies if std == 0.0 else list(share + _zero_sum_noise(
+                count, width, copies, std, generator, noise_pool))
+            for j, copy in enumerate(split_tiles(weight, targets, rows.dtype, NOISE_SPREAD * std)):
+                blocks[j].copy_(copy)
+            continue
         if copies == 2:
-            # all in the weight's dtype (W/2 is exact in it; the noise is drawn in it, so both copies add
-            # the very same values with opposite signs): mixed-dtype ops are several times slower
+            # float32: all in the weight's dtype (W/2 is exact in it; the noise is drawn in it, so both copies
+            # add the very same values with opposite signs): mixed-dtype ops are several times slower
             base = block * 0.5
             eta = _draw(count, width, generator, noise_pool, block.dtype)
-            torch.add(base, eta, alpha=std, out=target[:, :width])
-            torch.sub(base, eta, alpha=std, out=target[:, width:])
+            torch.add(base, eta, alpha=std, out=blocks[0])
+            torch.sub(base, eta, alpha=std, out=blocks[1])
             continue
         base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
-        noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
-        noise -= noise.mean(0, keepdim=True)
-        noise *= std * math.sqrt(copies / (copies - 1))
+        noise = _zero_sum_noise(count, width, copies, std, generator, noise_pool)
         for j in range(copies):
-            target[:, j * width:(j + 1) * width].copy_(base + noise[j])
+            blocks[j].copy_(base + noise[j])
+
+
+def _zero_sum_noise(count: int, width: int, copies: int, std: float, generator: torch.Generator | None,
+                    noise_pool: NoisePool | None) -> torch.Tensor:
+    """float32 [copies, count, width]: noise of standard deviation `std` per copy that sums to zero over
+    the copies (for two copies: +eta and -eta)."""
+    if copies == 2:
+        eta = _draw(count, width, generator, noise_pool) * std
+        return torch.stack([eta, -eta])
+    noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
+    noise -= noise.mean(0, keepdim=True)
+    return noise.mul_(std * math.sqrt(copies / (copies - 1)))
+
+
+def _division_is_exact(block: torch.Tensor, copies: int) -> bool:
+    """W / copies loses no bits: copies a power of two and no W so small that W / copies underflows
+    into the subnormals (or below) of the dtype."""
+    if copies & (copies - 1):
+        return False
+    smallest_normal = torch.finfo(block.dtype).tiny
+    return not bool(((block.abs() < copies * smallest_normal) & (block != 0)).any())
 
 
 def scale_norm_weight(weight: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:

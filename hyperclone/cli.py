@@ -77,6 +77,9 @@ def grow_command(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "50GB",
+    dtype: Annotated[str, typer.Option(
+        help="Output dtype: auto (the source's where it holds the growth exactly, else float32) | source (always "
+        "the source's; an inexact output is recorded as such in hyperclone.json) | float32.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
@@ -85,7 +88,11 @@ def grow_command(
     targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
     result = grow(src, out, width=width, ffn=ffn, mode=mode, noise_db=noise_db, tie=tie, seed=seed,
                   overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, progress=not quiet,
-                  to=to, **targets)
+                  dtype=dtype, to=to, **targets)
+    provenance = json.loads((result / "hyperclone.json").read_text())
+    for note in provenance["notes"]:
+        if "float32" in note or "NOT exact" in note:
+            typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {result}")
 
 
@@ -93,15 +100,20 @@ def grow_command(
 def verify_command(
     src: Annotated[str, typer.Argument(help="Source checkpoint folder, .gguf file or 'smollm2'.")],
     grown: Annotated[Path, typer.Argument(help="Grown checkpoint folder.")],
-    tolerance: Annotated[float | None, typer.Option(
-        help="Largest allowed max|dlogit| / max|logit| (default 1e-4 for float32, looser for 16-bit).")] = None,
+    tolerance: Annotated[float, typer.Option(
+        help="Largest allowed max|dlogit| / max|logit|; both models run in float32 whatever their storage "
+        "dtype, so one tolerance serves every dtype.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of the random test tokens.")] = 0,
     new_tokens: Annotated[int, typer.Option(help="Greedy tokens to generate with the KV cache.")] = 32,
+    length: Annotated[int | None, typer.Option(
+        help="Tokens per test sequence (default: 64, or past the sliding window / original RoPE context).")] = None,
+    device: Annotated[str, typer.Option(help="torch device to run both models on, e.g. cpu, cuda, cuda:1.")] = "cpu",
 ) -> None:
-    """Run both models on the same tokens; print one JSON line; exit 1 if the function differs."""
+    """Run both models in float32 on the same tokens; print one JSON line; exit 1 if the function differs
+    (relative logit error above --tolerance, a decisive argmax that differs, or different greedy tokens)."""
     from hyperclone.verify import verify
 
-    result = verify(src, grown, tolerance=tolerance, seed=seed, new_tokens=new_tokens)
+    result = verify(src, grown, tolerance=tolerance, seed=seed, new_tokens=new_tokens, length=length, device=device)
     typer.echo(json.dumps(result.as_dict()))
     if not result.ok:
         raise typer.Exit(1)
@@ -123,6 +135,9 @@ def inspect_command(
     layers: Layers = None,
     depth_mode: DepthMode = "identity",
     insert_after: InsertAfter = None,
+    tie: Annotated[str, typer.Option(help="Explain the plan with tied embeddings: keep | untie.")] = "keep",
+    dtype: Annotated[str, typer.Option(help="Explain the plan for this output dtype: auto | source | float32.")
+                     ] = "auto",
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
 ) -> None:
     """Print family, dimensions and parameter count; with a target (--to, --width, --hidden-size, ...),
@@ -132,7 +147,8 @@ def inspect_command(
     targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
     if to is not None or width is not None or ffn is not None or any(
             v is not None for k, v in targets.items() if k != "depth_mode"):
-        info = explain_plan(src, width=width, ffn=ffn, to=to, allow_pickle=allow_pickle, **targets)
+        info = explain_plan(src, width=width, ffn=ffn, to=to, allow_pickle=allow_pickle, tie=tie, dtype=dtype,
+                            **targets)
         typer.echo(json.dumps(info) if as_json else format_plan(info))
         return
     info = inspect_checkpoint(src, max_width=max_width, allow_pickle=allow_pickle)

@@ -52,7 +52,10 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
     """Apply one recipe to its source tensor (pure: the result depends only on its arguments).
 
     `out`: a preallocated contiguous tensor of the output's shape and dtype that linear, zero and emit
-    recipes write into (and return); norms return a new tensor."""
+    recipes write into (and return); norms return a new tensor. The result has the recipe's dtype (the
+    source's, or float32 under --dtype float32 and where 16 bits cannot hold the growth exactly)."""
+    if tensor.dtype != recipe.dtype:
+        tensor = tensor.to(recipe.dtype)
     if recipe.kind == "zero":
         return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
     if recipe.kind == "norm":
@@ -189,10 +192,11 @@ def default_width(width: int | None, to: str | Path | None, targets: dict[str, A
 def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None,
          mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
-         progress: bool = False,
+         progress: bool = False, dtype: str = "auto",
          to: str | Path | None = None, **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`.
 
+    `dtype`: auto | source | float32 (see hyperclone.plan.DTYPE_CHOICES).
     `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
     `targets` are absolute sizes or depth options of GrowthSpec: hidden_size, ffn_size, heads, kv_heads,
     head_dim, layers, depth_mode, insert_after.
@@ -202,7 +206,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     if unknown:
         raise TypeError(f"grow() got unexpected arguments {sorted(unknown)}")
     spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, mode=mode, noise_db=noise_db, tie=tie,
-                      seed=seed, **targets)
+                      seed=seed, dtype=dtype, **targets)
     spec.validate()
     max_shard = parse_size(shard_size)
     out = Path(out)

@@ -66,7 +66,7 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
     """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc)."""
     from hyperclone.grow import grow_tensor, plan_growth
 
-    sym = dataclasses.replace(spec, mode="symmetric", noise_db=None)
+    sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
     plan, _ = plan_growth(Path(src_folder), sym)
     out: dict[str, dict[str, Any]] = {}
     for recipe in plan.recipes:

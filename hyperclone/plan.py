@@ -23,11 +23,15 @@ from hyperclone.axis_map import (
 )
 from hyperclone.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.errors import HyperCloneError
+from hyperclone.exact_split import needs_exact_split
 from hyperclone.families import Family, TensorRule
 
 MODES = ("symmetric", "noisy", "diagonal")
 TIE_CHOICES = ("keep", "untie")
 DEPTH_MODES = ("identity", "stack")
+# Output dtype: auto keeps the source's dtype where it can hold the growth exactly and writes float32 where it
+# cannot (see storage_inexact_reasons); source always keeps it (an inexact output is recorded as such).
+DTYPE_CHOICES = ("auto", "source", "float32")
 # The default recipe is the winner of the post-growth recipe search (results/sweep-cpu-tiny): exact zero-sum
 # noise at 0 dB breaks the symmetry of the copies, which plain HyperCloning (--mode symmetric) leaves intact.
 DEFAULT_MODE = "noisy"
@@ -53,6 +57,7 @@ class GrowthSpec:
     noise_db: float | None = None  # signal-to-noise ratio of noisy mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
     seed: int = 0
+    dtype: str = "auto"  # auto | source | float32: the dtype the grown tensors are written in
 
     @property
     def snr_db(self) -> float | None:
@@ -70,6 +75,8 @@ class GrowthSpec:
             raise HyperCloneError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.tie not in TIE_CHOICES:
             raise HyperCloneError(f"--tie must be one of {', '.join(TIE_CHOICES)}, got {self.tie!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise HyperCloneError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.depth_mode not in DEPTH_MODES:
             raise HyperCloneError(f"--depth-mode must be one of {', '.join(DEPTH_MODES)}, got {self.depth_mode!r}")
         if self.noise_db is not None and self.mode != "noisy":
@@ -272,6 +279,7 @@ class Plan:
     source_parameters: int
     layers: list[tuple[int, bool]]
     notes: list[str] = field(default_factory=list)
+    storage_inexact: list[str] = field(default_factory=list)  # why the written dtype cannot hold it exactly
 
     @property
     def outputs(self) -> list[OutputTensor]:
@@ -282,14 +290,24 @@ class Plan:
         return sum(math.prod(r.out_shape) for r in self.recipes)
 
     @property
+    def stacked(self) -> bool:
+        return self.spec.depth_mode == "stack" and self.grown.layers > self.source.layers
+
+    @property
     def function_preserving(self) -> bool:
-        return not (self.spec.depth_mode == "stack" and self.grown.layers > self.source.layers)
+        """The grown checkpoint, evaluated in float32, computes the source's function (to accumulation error)."""
+        return not self.stacked and not self.storage_inexact
+
+    @property
+    def output_dtypes(self) -> list[str]:
+        return sorted({str(r.dtype).removeprefix("torch.") for r in self.recipes})
 
     def summary(self) -> dict[str, Any]:
         return {"family": self.family.model_type, "spec": asdict(self.spec),
                 "source": asdict(self.source), "grown": asdict(self.grown),
                 "tied_source": self.tied_source, "tied_output": self.tied_output,
-                "function_preserving": self.function_preserving,
+                "function_preserving": self.function_preserving, "output_dtypes": self.output_dtypes,
+                "exact_in_storage_dtype": not self.storage_inexact, "inexact_reasons": self.storage_inexact,
                 "source_parameters": self.source_parameters, "grown_parameters": self.grown_parameters,
                 "output_bytes": sum(t.nbytes for t in self.outputs), "layers": self.layers, "notes": self.notes}
 
@@ -469,10 +487,71 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
             recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
                                   dtype=info.dtype))
 
+    recipes, storage_inexact = _choose_dtype(recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
+    if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):
+        config_updates["dtype"] = "float32"
     source_parameters = sum(math.prod(info.shape) for info in present.values())
     return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
-                notes)
+                notes, storage_inexact)
+
+
+def _is_power_of_two(values: torch.Tensor | float) -> bool:
+    values = torch.as_tensor(values, dtype=torch.float64).abs()
+    return bool((torch.exp2(torch.round(torch.log2(values))) == values).all())
+
+
+def storage_inexact_reason(recipe: Recipe) -> str | None:
+    """Why a 16-bit dtype cannot hold this tensor's growth exactly, or None when it can.
+
+    Exact: copies, zeros, products with powers of two, and splits of W among unscaled copies
+    (hyperclone.exact_split). Not exact: any other factor (the sqrt scales of uneven RMSNorm widths and of
+    head_dim growth, Gemma's embedding multiplier ratio sqrt(old/new), a tied final norm's 1/n for odd n)
+    and positions holding a mean (LayerNorm widths that are not multiples)."""
+    if recipe.kind == "zero":
+        return None
+    maps = recipe.maps
+    if recipe.kind == "linear":
+        out_map, in_map = maps[1 - recipe.contract], maps[recipe.contract]
+        if bool((out_map.index < 0).any()):
+            return "output rows holding a mean (LayerNorm hidden size not a multiple)"
+        if not _is_power_of_two(out_map.scale):
+            return "output rows scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
+        if not bool((in_map.scale[in_map.index >= 0] == 1.0).all()):
+            return "input copies scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
+        return None
+    if recipe.kind == "emit":
+        if any(bool((m.index < 0).any()) for m in maps):
+            return "embedding columns holding a mean (LayerNorm hidden size not a multiple)"
+        if not all(_is_power_of_two(m.scale) for m in maps):
+            return "embedding columns scaled by square roots (RMSNorm hidden size not a multiple)"
+        if not _is_power_of_two(recipe.scale):
+            return f"embeddings multiplied by {recipe.scale:.6g} (the model's embedding multiplier grows)"
+        return None
+    if not _is_power_of_two(recipe.scale):
+        return f"norm weights multiplied by {recipe.scale:.6g} (tied embeddings or LayerNorm rescaling)"
+    if recipe.scale != 1.0 and recipe.norm_offset:
+        return "norm weights stored as an offset from 1 and rescaled"
+    if recipe.divide_by_map_scale and not _is_power_of_two(recipe.maps[0].scale[recipe.maps[0].index >= 0]):
+        return "q/k norm weights divided by square roots (uneven head copies under a whole-projection norm)"
+    return None
+
+
+def _choose_dtype(recipes: list[Recipe], spec: GrowthSpec, notes: list[str]) -> tuple[list[Recipe], list[str]]:
+    """Apply --dtype: returns the recipes with their output dtype, and the reasons the output is not exact."""
+    reasons: list[str] = []
+    for recipe in recipes:
+        if needs_exact_split(recipe.dtype) and (reason := storage_inexact_reason(recipe)):
+            text = f"{str(recipe.dtype).removeprefix('torch.')} cannot hold {reason}, e.g. {recipe.out_name}"
+            if not any(r.startswith(text.split(", e.g.")[0]) for r in reasons):
+                reasons.append(text)
+    if spec.dtype == "float32" or (spec.dtype == "auto" and reasons):
+        if reasons:
+            notes.append("written in float32, where the growth is exact: " + "; ".join(reasons))
+        return [replace(r, dtype=torch.float32) for r in recipes], []
+    if reasons:
+        notes.append("NOT exact in the storage dtype (--dtype source): " + "; ".join(reasons))
+    return recipes, reasons
 
 
 def weighted_map_like(amap: AxisMap, gamma: float) -> AxisMap:
