@@ -336,8 +336,12 @@ def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, 
         if exact:
             weight = block.float()
             share = weight * (1.0 / copies)
-            targets = [share] * copies if std == 0.0 else list(share + _zero_sum_noise(
-                count, width, copies, std, generator, noise_pool))
+            if std == 0.0:
+                targets: list[torch.Tensor | None] = [share] * copies
+            elif copies == 2:  # W/2 + eta; the other copy is the exact remainder W - first
+                targets = [share.add_(_draw(count, width, generator, noise_pool), alpha=std), None]
+            else:
+                targets = list(share + _zero_sum_noise(count, width, copies, std, generator, noise_pool))
             for j, copy in enumerate(split_tiles(weight, targets, rows.dtype, NOISE_SPREAD * std)):
                 blocks[j].copy_(copy)
             continue

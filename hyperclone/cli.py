@@ -108,9 +108,22 @@ def verify_command(
     length: Annotated[int | None, typer.Option(
         help="Tokens per test sequence (default: 64, or past the sliding window / original RoPE context).")] = None,
     device: Annotated[str, typer.Option(help="torch device to run both models on, e.g. cpu, cuda, cuda:1.")] = "cpu",
+    out_of_core: Annotated[bool, typer.Option(
+        help="For models larger than RAM: one decoder block in memory at a time; every block's output is checked "
+        "against the plan's image of the source's, then the final logits (needs GROWN/hyperclone.json).")] = False,
 ) -> None:
     """Run both models in float32 on the same tokens; print one JSON line; exit 1 if the function differs
     (relative logit error above --tolerance, a decisive argmax that differs, or different greedy tokens)."""
+    if out_of_core:
+        from hyperclone.verify_blocks import verify_out_of_core
+
+        if device != "cpu":
+            raise HyperCloneError("--out-of-core runs on the CPU (--device is for the in-memory check)")
+        blocks = verify_out_of_core(src, grown, tolerance=tolerance, seed=seed, length=length)
+        typer.echo(json.dumps(blocks.as_dict()))
+        if not blocks.ok:
+            raise typer.Exit(1)
+        return
     from hyperclone.verify import verify
 
     result = verify(src, grown, tolerance=tolerance, seed=seed, new_tokens=new_tokens, length=length, device=device)

@@ -1,8 +1,9 @@
 """Experiment presets: one row of data per preset, no code branches.
 
 Sizes and budgets were chosen so that `cpu-tiny` (whole experiment, all arms, 2 seeds) finishes
-within 15 minutes on a 2-core CPU, and `gpu-small` within about 5 minutes on one H100 (estimated
-from model size and typical eager-mode throughput; it has not been timed on a GPU).
+within 15 minutes on a 2-core CPU. `gpu-small` is sized for one H100; it has not been run on a GPU, so
+no run time is claimed for it. `cpu-ladder` is the cpu-tiny pair with a corpus large enough that its
+largest budget (16M tokens, about 10 tokens per parameter of the grown model) stays within one epoch.
 """
 
 from __future__ import annotations
@@ -62,8 +63,17 @@ PRESETS: dict[str, Preset] = {
             evals_per_run=16, eval_tokens=8 * 1024, seeds=(0, 1),
         ),
         Preset(
+            name="cpu-ladder",
+            description="the cpu-tiny pair (64 -> 128 wide, 4 layers) on a 100 MB corpus, for token budgets up to 16M",
+            corpus_bytes=100_000_000, vocab_size=2048,
+            hidden=64, layers=4, heads=2, kv_heads=2, ffn=256, width=2,
+            seq_len=128, batch_tokens=16 * 128, small_tokens=800_000, tokens=16_000_000,
+            small_lr=3e-3, lr=2e-3, warmup=0.05, schedule="wsd",
+            evals_per_run=16, eval_tokens=8 * 1024, seeds=(0, 1),
+        ),
+        Preset(
             name="gpu-small",
-            description="a 256-wide 8-layer llama grown to 512 wide; about 5 minutes on one H100",
+            description="a 256-wide 8-layer llama grown to 512 wide, sized for one H100 (not yet run on a GPU)",
             corpus_bytes=40_000_000, vocab_size=8192,
             hidden=256, layers=8, heads=4, kv_heads=4, ffn=1024, width=2,
             seq_len=512, batch_tokens=64 * 512, small_tokens=10_000_000, tokens=10_000_000,

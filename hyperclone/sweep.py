@@ -148,11 +148,15 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     small_final = prepare(preset, out, data, say)
     make_models(preset, sweep, out, small_final, say)
     jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
-    for arm in sweep.arms:
-        for seed in arm.seeds:
-            cfg = train_config(preset, arm, seed, out, small_final)
-            _check_arm(cfg.out, arm)
-            jobs_list.append((cfg, msg_job(arm, cfg, small_final, preset) if arm.init == "msg" else None))
+    # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
+    # compared every arm once instead of some twice and others not at all
+    order = sorted(((rank, a, seed) for a, arm in enumerate(sweep.arms) for rank, seed in enumerate(arm.seeds)),
+                   key=lambda job: job[:2])
+    for _, a, seed in order:
+        arm = sweep.arms[a]
+        cfg = train_config(preset, arm, seed, out, small_final)
+        _check_arm(cfg.out, arm)
+        jobs_list.append((cfg, msg_job(arm, cfg, small_final, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
     say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")

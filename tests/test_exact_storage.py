@@ -288,3 +288,44 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["inspect", str(llama), "--width", "3", "--dtype", "source"])
     assert "exact       no (bfloat16 cannot hold norm weights multiplied by 0.333333" in capsys.readouterr().out
+
+
+# ---- out-of-core verify ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family,options", [
+    ("llama", dict(width=2, layers=4)),
+    ("gemma2", dict(width=3)),
+    ("gpt2", dict(width=2, layers=3, insert_after=(-1,))),
+    ("gpt_neox", dict(width=2)),
+    ("qwen3", dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)),
+    ("opt", dict(width=2, layers=3)),
+])
+def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
+    src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
+    out = grow(src, tmp_path / "out", **options)
+    from hyperclone.verify_blocks import verify_out_of_core
+
+    result = verify_out_of_core(src, out)
+    assert result.ok, result
+    assert len(result.block_rel_err) == json.loads((out / "config.json").read_text()).get(
+        "num_hidden_layers", json.loads((out / "config.json").read_text()).get("n_layer"))
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+
+
+def test_out_of_core_verify_points_at_the_inexact_block(tmp_path, capsys):
+    """One copy of layer 1's down projection one bf16 ulp off: the block check fails at block 1, exit 1."""
+    src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16, num_hidden_layers=3)
+    out = grow(src, tmp_path / "out", width=2)
+    tensors = load_file(out / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    weight = tensors[name]
+    half = weight.shape[1] // 2
+    weight[:, half:] = torch.nextafter(weight[:, half:], torch.full_like(weight[:, half:], float("inf")))
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(src), str(out), "--out-of-core"])
+    assert exit_info.value.code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["worst_block"] == 1
+    assert report["block_rel_err"][1] > REL_TOL and report["block_rel_err"][0] <= REL_TOL
