@@ -58,13 +58,14 @@ def _find_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn
     raise HyperCloneError(f"{type(model).__name__}: no decoder layer list found for out-of-core verify")
 
 
-def _one_layer_config(config: Any, layers_key: str) -> Any:
+def _config_with_layers(config: Any, layers_key: str, count: int) -> Any:
+    """A copy of config with `count` layers (per-layer lists cut to match)."""
     small = copy.deepcopy(config)
-    count = getattr(config, layers_key)
-    setattr(small, layers_key, 1)
+    full = getattr(config, layers_key)
+    setattr(small, layers_key, count)
     for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
-        if isinstance(value, list) and len(value) == count and key != "architectures":
-            setattr(small, key, value[:1])
+        if isinstance(value, list) and len(value) == full and key != "architectures":
+            setattr(small, key, value[:count])
     return small
 
 
@@ -80,11 +81,20 @@ class LazyModel:
         self.config = AutoConfig.from_pretrained(folder)
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
         self.count = getattr(self.config, layers_key)
-        small = _one_layer_config(self.config, layers_key)
-        self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
-        parent, attr, layers = _find_layers(self.model)
-        self.layer_class = type(layers[0])
-        prefix = next(name for name, module in self.model.named_modules() if module is layers)
+        one = _config_with_layers(self.config, layers_key, 1)
+        with torch.device("meta"):  # only to learn the decoder layer class and where the layers live
+            probe = AutoModelForCausalLM.from_config(one)
+        _, _, probe_layers = _find_layers(probe)
+        self.layer_class = type(probe_layers[0])
+        prefix = next(name for name, module in probe.named_modules() if module is probe_layers)
+        del probe
+        try:  # the model without decoder layers: embeddings, rotary tables, final norm, head
+            small = _config_with_layers(self.config, layers_key, 0)
+            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+        except (ValueError, IndexError, TypeError):  # a family that needs at least one layer
+            small = one
+            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+        parent, attr, _ = _find_layers(self.model)
         self.prefix = prefix
         # outside the decoder stack: load every tensor the 1-layer model has, from the checkpoint
         self._load_outside(folder, prefix)
@@ -115,7 +125,7 @@ class LazyModel:
         tied = getattr(self.config, "tie_word_embeddings", False)
         if any(not (tied and ("lm_head" in n or "embed_out" in n)) for n in missing):
             raise HyperCloneError(f"{folder}: tensors missing for out-of-core verify: {missing[:3]}")
-        self.model.load_state_dict(state, strict=False)
+        self.model.load_state_dict(state, strict=False, assign=True)  # assign: no second copy of the embeddings
 
     def build(self, index: int) -> torch.nn.Module:
         with torch.device("meta"):
