@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from hyperclone.checkpoint_io import OutputTensor, ShardedWriter
-from hyperclone.plan import GrowthSpec, make_plan
-from hyperclone.source import open_source
+from hyperclone.grow.checkpoint_io import OutputTensor, ShardedWriter
+from hyperclone.grow.plan import GrowthSpec, make_plan
+from hyperclone.grow.source import open_source
 
 GIB = 2**30
 
@@ -96,7 +96,7 @@ def run_child(code: str) -> tuple[float, float]:
 
 def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
-    code = f"from hyperclone.grow import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r})"
+    code = f"from hyperclone.grow.engine import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r})"
     result = run_child(code)
     shutil.rmtree(out)
     return result
@@ -105,9 +105,9 @@ def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
 IN_MEMORY = """
 import torch
 from transformers import AutoModelForCausalLM
-from hyperclone.grow import grow_tensor
-from hyperclone.plan import GrowthSpec, make_plan
-from hyperclone.source import open_source
+from hyperclone.grow.engine import grow_tensor
+from hyperclone.grow.plan import GrowthSpec, make_plan
+from hyperclone.grow.source import open_source
 src, out = {src!r}, {out!r}
 source = open_source(__import__('pathlib').Path(src))
 spec = GrowthSpec(width=2)

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyperclone.data import WindowSampler, load_corpus  # noqa: E402
-from hyperclone.experiment import stdlib_files, train_tokenizer  # noqa: E402
-from hyperclone.train import TrainConfig, causal_lm_loss, param_groups, train  # noqa: E402
+from hyperclone.experiments.runner import stdlib_files, train_tokenizer  # noqa: E402
+from hyperclone.train.data import WindowSampler, load_corpus  # noqa: E402
+from hyperclone.train.loop import TrainConfig, causal_lm_loss, param_groups, train  # noqa: E402
 
 
 def build(root: Path, args) -> tuple[Path, Path]:

@@ -1,4 +1,4 @@
-"""Benchmark: writing a large file through plain buffered writes vs hyperclone.stream_file.StreamFile.
+"""Benchmark: writing a large file through plain buffered writes vs hyperclone.grow.stream_file.StreamFile.
 
 Writes the same bytes (a random 256 MiB buffer, repeated) both ways, fsyncs, deletes, in alternating
 rounds, and prints the seconds of each. This is the measurement behind StreamFile: with plain writes
@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from hyperclone.stream_file import StreamFile
+from hyperclone.grow.stream_file import StreamFile
 
 CHUNK = 256 * 2**20
 

@@ -4,7 +4,7 @@ norm-statistics arguments in hyperclone/axis_map.py hold numerically."""
 import pytest
 import torch
 
-from hyperclone.axis_map import (
+from hyperclone.grow.axis_map import (
     AxisMap,
     NoisePool,
     block_map,

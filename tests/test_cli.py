@@ -77,8 +77,8 @@ def _load(folder):
     (["--width", "-2"], "--width must be a positive integer"),
     (["--width", "1.5"], "--width"),
     (["--ffn", "0"], "--ffn must be a positive integer"),
-    (["--mode", "wild"], "--mode must be one of"),
-    (["--tie", "maybe"], "--tie must be one of"),
+    (["--mode", "wild"], "'wild' is not one of 'symmetric', 'noisy', 'diagonal'"),  # typed choices: the parser
+    (["--tie", "maybe"], "'maybe' is not one of 'keep', 'untie'"),
     (["--mode", "symmetric", "--noise-db", "3"], "--noise-db only applies to --mode noisy"),
     (["--shard-size", "lots"], "--shard-size"),
 ])

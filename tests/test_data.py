@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from train_helpers import make_corpus, make_tokenizer
 
-from hyperclone import data
-from hyperclone.errors import HyperCloneError
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.train import data
 
 
 @pytest.fixture(scope="module")

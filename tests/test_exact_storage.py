@@ -1,6 +1,6 @@
 """Exact growth in the storage dtype (bf16, fp16) and a verify that measures it.
 
-Source and grown model are both evaluated in float32 (hyperclone.verify.load_causal_lm), with one tolerance
+Source and grown model are both evaluated in float32 (hyperclone.grow.verify.load_causal_lm), with one tolerance
 for every dtype: relative logit error <= 1e-4, every decisive argmax equal, identical greedy tokens. Before
 the exact split, a random bf16 Llama grown 2x in the default mode was off by 8.7e-3 and flipped 0.8% of the
 argmaxes, and verify called it exact with a 3e-2 tolerance for bf16.
@@ -15,9 +15,9 @@ from safetensors.torch import load_file, save_file
 from tiny_models import FAMILIES, make_tiny
 
 from hyperclone.cli import main
-from hyperclone.exact_split import kept_noise_power, split_columns, split_tiles
-from hyperclone.grow import grow
-from hyperclone.verify import compare_models, load_causal_lm, verify, verify_length
+from hyperclone.grow.engine import grow
+from hyperclone.grow.exact_split import kept_noise_power, split_columns, split_tiles
+from hyperclone.grow.verify import compare_models, load_causal_lm, verify, verify_length
 
 REL_TOL = 1e-4
 MODES = ("symmetric", "noisy", "diagonal")
@@ -303,7 +303,7 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
 def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", **options)
-    from hyperclone.verify_blocks import verify_out_of_core
+    from hyperclone.grow.verify_blocks import verify_out_of_core
 
     result = verify_out_of_core(src, out)
     assert result.ok, result

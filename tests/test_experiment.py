@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 from train_helpers import make_corpus
 
-from hyperclone import report
-from hyperclone.errors import HyperCloneError
-from hyperclone.experiment import plan_arms, run_experiment
-from hyperclone.presets import PRESETS, Preset, get_preset
-from hyperclone.train import read_metrics
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.experiments import report
+from hyperclone.experiments.presets import PRESETS, Preset, get_preset
+from hyperclone.experiments.runner import plan_arms, run_experiment
+from hyperclone.train.loop import read_metrics
 
 MICRO = Preset(name="micro", description="test only", corpus_bytes=200_000, vocab_size=300,
                hidden=32, layers=2, heads=2, kv_heads=2, ffn=64, width=2,

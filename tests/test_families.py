@@ -9,9 +9,9 @@ import torch
 from safetensors import safe_open
 from tiny_models import FAMILIES, make_tiny
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.grow import grow
-from hyperclone.verify import compare_models, load_causal_lm
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4
 CASES = [

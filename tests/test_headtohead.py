@@ -13,11 +13,11 @@ import pytest
 from test_experiment import MICRO
 from train_helpers import make_corpus
 
-from hyperclone import headtohead
-from hyperclone.errors import HyperCloneError
-from hyperclone.experiment import model_stats
-from hyperclone.msg_layout import CONFIG_KEY
-from hyperclone.sweep import run_sweep
+from hyperclone.baselines.msg.layout import CONFIG_KEY
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.experiments import headtohead
+from hyperclone.experiments.setup import model_stats
+from hyperclone.experiments.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_SEED = replace(MICRO, seeds=(0,))

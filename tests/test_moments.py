@@ -10,10 +10,12 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import make_corpus, make_model
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.grow import grow
-from hyperclone.moments import MOMENTS_FILE, grow_moments, grown_spec, load_moments
-from hyperclone.train import TrainConfig, train
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.files import MOMENTS_FILE
+from hyperclone.grow.engine import grow
+from hyperclone.grow.moments import grow_moments, grown_spec
+from hyperclone.train.loop import TrainConfig, train
+from hyperclone.train.moments import load_moments
 
 STEPS = 16
 
@@ -68,8 +70,10 @@ def test_carried_moments_have_grown_shapes_and_resume_exactly(setup, tmp_path):
     first = train(config(setup, small, tmp_path / "small", save_moments=True))
     saved = load_moments(first.final)
     assert (first.final / MOMENTS_FILE).is_file() and saved["model.embed_tokens.weight"]["step"] == STEPS
-    grown = grow(first.final, tmp_path / "grown", width=2)
-    cfg = config(setup, grown, tmp_path / "ref", moments_from=first.final, moments_reset="none")
+    grown = grow(first.final, tmp_path / "grown", width=2, moments_from=first.final)  # writes grown/moments.pt
+    with pytest.raises(HyperCloneError, match="must be grown with it"):  # small moments, grown model: refused
+        train(config(setup, grown, tmp_path / "unshaped", moments_from=first.final))
+    cfg = config(setup, grown, tmp_path / "ref", moments_from=grown, moments_reset="none")
     ref = train(cfg)
     weights = load_file(grown / "model.safetensors")
     run = replace(cfg, out=tmp_path / "run")

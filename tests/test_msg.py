@@ -12,11 +12,11 @@ import torch
 from tiny_models import make_tiny
 from transformers import AutoModelForCausalLM
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.families import get_family
-from hyperclone.msg import MaskedModel, build_masked, prepare_msg, train_hook
-from hyperclone.msg_layout import CONFIG_KEY, SUPPORTED, Stage, tensor_rules
-from hyperclone.plan import GrowthSpec
+from hyperclone.baselines.msg.layout import CONFIG_KEY, SUPPORTED, Stage, tensor_rules
+from hyperclone.baselines.msg.masked import MaskedModel, build_masked, prepare_msg, train_hook
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.families import get_family
+from hyperclone.grow.plan import GrowthSpec
 
 REL_TOL = 1e-4
 WIDTH = GrowthSpec(width=2, ffn=3)  # hidden, heads, KV heads x2, MLP x3
@@ -199,7 +199,7 @@ def msg_runs(tmp_path_factory):
 
     from train_helpers import make_corpus, make_model
 
-    from hyperclone.train import TrainConfig, train
+    from hyperclone.train.loop import TrainConfig, train
 
     root = tmp_path_factory.mktemp("msgtrain")
     corpus = make_corpus(root / "corpus", n_files=3, lines=150)
@@ -208,7 +208,7 @@ def msg_runs(tmp_path_factory):
     cfg = TrainConfig(model=start, data=[corpus], out=root / "full", tokens=256 * 10, batch_tokens=256, seq_len=32,
                       eval_every=5, eval_tokens=512, save_every=2, keep_checkpoints=10, log_every=5, lr=3e-3,
                       warmup=2, cache_dir=root / "cache", progress=False, seed=0,
-                      step_hook="hyperclone.msg:train_hook")
+                      step_hook="hyperclone.baselines.msg.masked:train_hook")
     full = train(cfg)
     train(replace(cfg, out=root / "split", stop_after=3))
     split = train(replace(cfg, out=root / "split", resume=True))
@@ -217,7 +217,7 @@ def msg_runs(tmp_path_factory):
 
 
 def test_training_ramps_the_masks_and_saves_plain_checkpoints_after_the_ramp(msg_runs):
-    from hyperclone.train import read_metrics
+    from hyperclone.train.loop import read_metrics
 
     root, full, _, plain = msg_runs
     # the masks are on before the first evaluation: the grown model starts at the small model's loss
@@ -243,8 +243,8 @@ def test_resuming_mid_ramp_matches_the_uninterrupted_run(msg_runs):
 def test_msg_arm_trains_with_the_recipe_and_resumes(msg_runs, tmp_path):
     from dataclasses import replace
 
-    from hyperclone.msg_arm import msg_stages, run_msg_arm
-    from hyperclone.train import TrainConfig
+    from hyperclone.baselines.msg.run import msg_stages, run_msg_arm
+    from hyperclone.train.loop import TrainConfig
 
     root = msg_runs[0]
     small = root / "small"
@@ -263,3 +263,36 @@ def test_msg_arm_trains_with_the_recipe_and_resumes(msg_runs, tmp_path):
         run_msg_arm(replace(cfg, out=tmp_path / "arm2"), small, tmp_path / "msg-start", width=2, ramp_frac=1.0)
     two = msg_stages(100, width=2, layers=4, depth_start_frac=0.5)
     assert [(s.start, s.ramp, s.spec.layers) for s in two] == [(0, 10, None), (50, 10, 4)]
+
+
+def test_msg_from_the_command_line(tmp_path, capsys):
+    """grow --method msg writes the masked start (same logits as the small model); train refuses it without
+    --msg, and with --msg ramps and folds the masks: the final checkpoint is a plain model without the key."""
+    from train_helpers import make_corpus, make_model
+
+    from hyperclone.cli import main
+
+    corpus = make_corpus(tmp_path / "corpus", n_files=3, lines=150)
+    small = make_model(tmp_path / "small", corpus)
+    start = tmp_path / "msg"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grow", str(small), str(start), "--method", "msg", "--width", "2", "--ramp-steps", "3", "--quiet"])
+    assert exit_info.value.code == 0
+    assert CONFIG_KEY in json.loads((start / "config.json").read_text())
+    assert rel_err(logits(AutoModelForCausalLM.from_pretrained(start)), small_logits(small)) > 0  # masks not live
+    masked = MaskedModel.attach(AutoModelForCausalLM.from_pretrained(start))
+    masked.set_step(0)
+    assert rel_err(logits(masked.model), small_logits(small)) < 1e-5
+    args = ["train", str(start), "--data", str(corpus), "--out", str(tmp_path / "run"), "--tokens", "2560",
+            "--batch-tokens", "256", "--seq-len", "32", "--eval-every", "5", "--eval-tokens", "512", "--no-progress",
+            "--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "--msg" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--msg"])
+    assert exit_info.value.code == 0
+    final = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert CONFIG_KEY not in final and final["hidden_size"] == 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hyperclone import report
+from hyperclone.experiments import report
 
 
 def curve(losses, tokens_per_point=100, flops_per_token=10.0, seconds_per_token=0.01):

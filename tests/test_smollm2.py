@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from hyperclone.grow import grow
-from hyperclone.verify import compare_models, load_causal_lm
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""hyperclone.stream_file: bytes land exactly as written, with or without the early-writeback path."""
+"""hyperclone.grow.stream_file: bytes land exactly as written, with or without the early-writeback path."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from hyperclone import stream_file
-from hyperclone.stream_file import StreamFile
+from hyperclone.grow import stream_file
+from hyperclone.grow.stream_file import StreamFile
 
 
 @pytest.mark.parametrize("use_writeback", [True, False])

@@ -13,8 +13,8 @@ import torch
 from safetensors import safe_open
 from tiny_models import make_tiny, tiny_config
 
-from hyperclone.grow import grow
-from hyperclone.verify import compare_models, load_causal_lm
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
 
 
 def test_sharded_source_and_output(tmp_path):
@@ -72,7 +72,7 @@ def test_kill_then_rerun(tmp_path):
 
 def test_reader_does_not_map_whole_files(tmp_path):
     """Tensors are read with positioned reads into private buffers, one at a time."""
-    from hyperclone.checkpoint_io import SourceWeights
+    from hyperclone.grow.checkpoint_io import SourceWeights
 
     src = make_tiny("llama", tmp_path / "src")
     weights = SourceWeights(src)
@@ -83,8 +83,8 @@ def test_reader_does_not_map_whole_files(tmp_path):
 
 def _reference_tensors(src, spec):
     """Every output tensor computed on its own, with no shared buffers and no background writes."""
-    from hyperclone.axis_map import NoisePool
-    from hyperclone.grow import grow_tensor, plan_growth
+    from hyperclone.grow.axis_map import NoisePool
+    from hyperclone.grow.engine import grow_tensor, plan_growth
 
     plan, source = plan_growth(src, spec)
     pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
@@ -101,8 +101,8 @@ def test_double_buffered_writes_equal_tensor_by_tensor_growth(tmp_path, monkeypa
     grow_tensor gives one at a time: no buffer is overwritten before its write ends. Every tensor goes
     through the buffers here (the size floor is lifted); headroom 0 makes the second buffer small, so the
     large tensors wait for the write before them."""
-    from hyperclone import grow as grow_module
-    from hyperclone.plan import GrowthSpec
+    from hyperclone.grow import engine as grow_module
+    from hyperclone.grow.plan import GrowthSpec
 
     monkeypatch.setattr(grow_module, "BUFFER_MIN_BYTES", 0)
     monkeypatch.setattr(grow_module.OutputBuffers, "HEADROOM", headroom)
@@ -123,7 +123,7 @@ def test_double_buffered_writes_equal_tensor_by_tensor_growth(tmp_path, monkeypa
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     """An error in the background writer surfaces as the grow's error; no output or temp folder remains."""
-    from hyperclone.checkpoint_io import ShardedWriter
+    from hyperclone.grow.checkpoint_io import ShardedWriter
 
     src = make_tiny("llama", tmp_path / "src", dtype=torch.bfloat16)
     original = ShardedWriter.write
@@ -152,7 +152,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
 
 
 def test_output_buffers_never_hand_out_the_buffer_being_written():
-    from hyperclone.grow import OutputBuffers
+    from hyperclone.grow.engine import OutputBuffers
 
     class Buffers(OutputBuffers):
         HEADROOM = 0

@@ -12,9 +12,9 @@ import pytest
 from test_experiment import MICRO
 from train_helpers import make_corpus
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.sweep import run_sweep
-from hyperclone.sweep_spec import load_sweep, parse_sweep
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.experiments.sweep import run_sweep
+from hyperclone.experiments.sweep_spec import load_sweep, parse_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

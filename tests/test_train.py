@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import make_corpus, make_model, make_tokenizer
 
-import hyperclone.train as train_mod
-from hyperclone.errors import HyperCloneError
-from hyperclone.train import TrainConfig, lr_at, read_metrics, train
+import hyperclone.train.loop as train_mod
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.train.loop import TrainConfig, lr_at, read_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 60

@@ -1,0 +1,241 @@
+"""Write the README's measured tables from the committed results files, so every figure is reproduced.
+
+Each block of README.md between `<!-- table: NAME -->` and `<!-- /table -->` is the output of the function
+NAME below, fed only by files under results/. Run after a benchmark or experiment rewrites its results:
+
+    python benchmarks/readme_tables.py           # rewrite the blocks in README.md
+    python benchmarks/readme_tables.py --check   # exit 1 if a block differs (tests/test_layout.py runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+
+def load(path: str) -> dict:
+    return json.loads((RESULTS / path).read_text())
+
+
+def pm(stats: dict, digits: int = 3) -> str:
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def fidelity() -> str:
+    data = load("fidelity_smollm2.json")
+    lines = ["| source | growth | dtype written | max\\|Δlogit\\| | max\\|logit\\| | relative | argmax agreement "
+             "| 32 greedy tokens | verify |", "|---|---|---|---:|---:|---:|---:|---|---|"]
+    for row in data["rows"]:
+        lines.append(f"| SmolLM2-135M {row['source_dtype']} | {row['label']} | {', '.join(row['output_dtypes'])} | "
+                     f"{row['max_abs_diff']:.2e} | {row['max_abs_logit']:.1f} | {row['rel_err']:.1e} | "
+                     f"{row['argmax_agreement']:.1%} | {'identical' if row['generate_match'] else 'differ'} | "
+                     f"{'ok' if row['ok'] else 'FAILS (exit 1)'} |")
+    lines.append("")
+    lines.append(f"Measured {data['date']} on the development VM ({data['machine']}, torch {data['torch']}, "
+                 f"transformers {data['transformers']}), both models evaluated in float32 on "
+                 f"{data['rows'][0]['length']}-token inputs: `{data['command']}` (`results/fidelity_smollm2.json`).")
+    return "\n".join(lines)
+
+
+def bench_verify() -> str:
+    data = load("bench_verify.json")
+    shape = data["shape"]
+    return "\n".join([
+        "| checkpoint | grown size | blocks | verify wall s | verify peak RSS GiB | worst block rel. error | "
+        "logits rel. error | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| 1.1B-shaped bf16 Llama (hidden {shape['hidden_size']}, {shape['num_hidden_layers']} layers) grown 2× | "
+        f"{data['grown_gb']:.2f} GB | {data['blocks']} | {data['verify_s']:.1f} | {data['verify_peak_rss_gib']:.2f} | "
+        f"{data['worst_block_rel_err']:.1e} | {data['logits_rel_err']:.1e} | {'ok' if data['ok'] else 'FAILS'} |",
+        "",
+        f"Measured {data['date']} on {data['machine']} (torch {data['torch']}): `{data['command']}`. The in-memory "
+        f"verify would hold both models in float32 (about {4 * data['source_gb'] / 2:.1f} + "
+        f"{4 * data['grown_gb'] / 2:.1f} GB).",
+    ])
+
+
+def bench_grow() -> str:
+    data = load("bench_grow.json")
+    lines = ["| shape | method | source GB | output GB | wall s (rounds) | dd buffered s | dd direct s | "
+             "fastest wall / fastest dd | peak RSS GiB | bound GiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        def joined(values: list[float]) -> str:
+            return " / ".join(f"{x:.1f}" for x in values)
+
+        lines.append(f"| {r['layers']} layers | {r['method']} | {r['source_gb']:.2f} | {r['output_gb']:.2f} | "
+                     f"{joined(r['seconds_runs'])} | {joined(r['dd_runs']['buffered'])} | "
+                     f"{joined(r['dd_runs']['direct'])} | {r['time_vs_dd']:.2f} | {r['peak_rss_gib']:.2f} | "
+                     f"{r['rss_bound_gib']:.2f} |")
+    lines += ["", f"Measured {data['date']} on {data['machine']}: `python benchmarks/bench_grow.py --json "
+              "results/bench_grow.json` (`results/bench_grow.json`)."]
+    return "\n".join(lines)
+
+
+def bench_write() -> str:
+    data = load("bench_write.json")
+    plain, stream = data["seconds"]["plain"], data["seconds"]["stream_file"]
+    return (f"`python benchmarks/bench_write.py --json results/bench_write.json`: {data['bytes'] / 1e9:.1f} GB in "
+            f"{' / '.join(f'{s:.1f}' for s in plain)} s written plainly, "
+            f"{' / '.join(f'{s:.1f}' for s in stream)} s through StreamFile ({data['machine']}, {data['date']}).")
+
+
+def cpu_tiny() -> str:
+    data = load("cpu-tiny/results.json")
+    arms, spread = data["arms"], data["seed_spread"]["final_val_loss"]
+    names = {"random": "random init", "grown": f"grown ({data.get('grow_mode', 'symmetric')} HyperCloning)",
+             "grown-half": "grown, ½ budget", "grown-quarter": "grown, ¼ budget", "small": "small model (pretraining)"}
+    lines = ["| arm | token budget | seeds | final val loss |", "|---|---:|---:|---:|"]
+    for name in ("random", "grown", "grown-half", "grown-quarter", "small"):
+        arm = arms[name]
+        seeds = len(arm["seeds"])
+        loss = (pm(spread[name]) if name in spread and seeds > 1 else
+                f"{next(iter(arm['seeds'].values()))['final_val_loss']:.3f}")
+        lines.append(f"| {names[name]} | {arm['budget_tokens']:,} | {seeds} | {loss} |")
+    per_seed = ", ".join(f"{s['speedup_tokens']:.2f}" for s in data["per_seed"])
+    gap = 1 - spread["grown"]["mean"] / spread["random"]["mean"]
+    grow_text = (f"growth took {data['grow_s']:.1f} s and is included" if data["grow_s"] > 0 else
+                 "growth time was not recorded by this run (it is now: `grow_s` in every grown model's "
+                 "hyperclone.json), so it is not included")
+    lines += ["",
+              f"- `speedup_tokens` = **{data['speedup_tokens']:.2f}** (per seed against the same random seed: "
+              f"{per_seed}); the grown model ends {gap:.1%} below random.",
+              f"- Counting the small model's pretraining: `speedup_flops` = {data['speedup_flops']:.2f}, "
+              f"`speedup_tokens_incl_small` = {data['speedup_tokens_incl_small']:.2f}, wall-clock "
+              f"{data['speedup_wall_clock_incl_small']:.2f} ({grow_text}).",
+              f"- Whole experiment {duration(data['wall_clock_s'])} ({data['machine']}, {data['date']}): "
+              f"`{data['command']}`."]
+    return "\n".join(lines)
+
+
+SWEEP_ROWS = [
+    ("random-lr0.002", "random init, cosine (LR search: 1e-3 / 2e-3 / 4e-3)"),
+    ("random-wsd-lr0.002", "**random init, WSD (best random)**"),
+    ("grown-lr0.002", "grown symmetric (HyperCloning as is), cosine"),
+    ("noisy0db-lr2e-3", "**grown, 0 dB zero-sum noise, cosine (winner)**"),
+    ("noisy0db-wsd-lr2e-3", "grown, 0 dB noise, WSD"),
+]
+
+
+def sweep_cpu_tiny() -> str:
+    data = load("sweep-cpu-tiny/sweep.json")
+    lines = ["| recipe (×2 width) | peak lr | seeds | final val loss | speedup_tokens vs best random "
+             "(seed-mean curves; per seed) |", "|---|---:|---|---:|---:|"]
+    for name, label in SWEEP_ROWS:
+        arm = data["arms"][name]
+        vs = arm.get("vs_best_random") or {}
+        speed = "—"
+        if vs.get("speedup_tokens") is not None:
+            per = vs["speedup_tokens_per_seed"]
+            speed = f"{vs['speedup_tokens']:.2f} ({per['mean']:.2f} ± {per['std']:.2f})"
+        lines.append(f"| {label} | {arm['lr']:g} | {','.join(map(str, arm['seeds']))} | "
+                     f"{pm(arm['final_val_loss'])} | {speed} |")
+    w4r, w4 = data["arms"][data["best_random"]["4"]], data["arms"][data["winner"]["4"]]
+    lines += ["", f"At 4× width (seed 0): best random ({w4r['lr']:g}) {w4r['final_val_loss']['mean']:.3f}, grown with "
+              f"0 dB noise {w4['final_val_loss']['mean']:.3f}, speedup_tokens "
+              f"{w4['vs_best_random']['speedup_tokens']:.2f}, speedup_flops (small model charged) "
+              f"{w4['vs_best_random']['speedup_flops']:.2f}.",
+              f"Sweep wall time {duration(data['wall_clock_s'])} over every invocation ({data['machine']}, "
+              f"{data['date']}): `{data['command']}`."]
+    return "\n".join(lines)
+
+
+OTHERS = [("noisy0db", "0 dB noise"), ("noisy-5db", "−5 dB noise"), ("wsd", "WSD"), ("carry", "carried AdamW moments"),
+          ("carry-reset1", "carried moments, first moment reset"), ("nowarm", "no re-warmup"),
+          ("diagonal", "diagonal blocks"), ("grown-lr0.0005", "symmetric at 5e-4"),
+          ("grown-lr0.004", "symmetric at 4e-3")]
+
+
+def sweep_others() -> str:
+    data = load("sweep-cpu-tiny/sweep.json")
+    base = data["arms"]["grown-lr0.001"]["final_val_loss"]["mean"]
+    parts = [f"{label} {data['arms'][name]['final_val_loss']['per_seed'][0]:.3f}" for name, label in OTHERS]
+    return (f"What else was tried (seed 0, peak lr 1e-3 unless said; symmetric grown at 1e-3 ends at {base:.3f}): "
+            + ", ".join(parts) + ".")
+
+
+def headtohead() -> str:
+    data = load("headtohead-cpu-tiny/results.json")
+    h2h = data["headtohead"]
+    lines = [f"| arm | val loss at step 0 | final val loss | tokens to random's final loss "
+             f"({h2h['target_val_loss']:.3f}) | speedup_tokens | speedup_flops incl. small | tokens to "
+             f"{h2h['growth_target_val_loss']:.3f} (MSG's final) | vs MSG |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(h2h["arms"], key=lambda a: h2h["arms"][a]["final_val_loss"]["mean"])
+    for name in order:
+        arm = h2h["arms"][name]
+        to_target = ("0 (at start)" if arm["reached_at_start"] else
+                     "never" if arm["tokens_to_target"] is None else f"{arm['tokens_to_target']:,.0f}")
+        speed = "∞" if arm["reached_at_start"] else ("—" if arm["speedup_tokens"] is None
+                                                     else f"{arm['speedup_tokens']:.2f}")
+        growth = "never" if arm["tokens_to_growth_target"] is None else f"{arm['tokens_to_growth_target']:,.0f}"
+        vs_msg = "—" if arm["speedup_tokens_vs_msg"] is None else f"{arm['speedup_tokens_vs_msg']:.2f}"
+        lines.append(f"| {name} | {arm['start_val_loss']:.3f} | {pm(arm['final_val_loss'])} | {to_target} | "
+                     f"{speed} | {arm['speedup_flops_incl_small']:.2f} | {growth} | {vs_msg} |")
+    staged = load("headtohead-cpu-tiny/msg_staged.json")
+    staged_arm = staged["arms"]["msg-staged"]
+    check = load("headtohead-cpu-tiny/random_lr_check.json")
+    lrs = ", ".join(f"{arm['lr']:g}: {arm['final_val_loss']['mean']:.3f}" for arm in check["arms"].values())
+    random_seed0 = h2h["arms"]["random"]["final_val_loss"]["per_seed"][0]
+    lines += ["",
+              f"Whole head-to-head {duration(data['wall_clock_s'])} ({data['machine']}, {data['date']}): "
+              f"`{data['command']}`. Staged MSG (width from step 0, layers from 25% of the run): "
+              f"{pm(staged_arm['final_val_loss'])} (`results/headtohead-cpu-tiny/msg_staged.md`, "
+              f"{duration(staged['wall_clock_s'])} of training). Random init's learning rate, seed 0: {lrs}, "
+              f"against {random_seed0:.3f} at 0.002 (`results/headtohead-cpu-tiny/random_lr_check.md`)."]
+    return "\n".join(lines)
+
+
+def test_suite() -> str:
+    data = load("test_suite.json")
+    return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
+            f"{duration(data['ci_wall_s'])}, of which pytest {duration(data['pytest_s'])} ({data['pytest_summary']}), "
+            f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
+
+
+BLOCKS = {f.__name__: f for f in (test_suite, fidelity, bench_verify, bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny,
+                                  sweep_others, headtohead)}
+PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+
+def render(text: str) -> str:
+    def block(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"README.md: unknown table {name!r}")
+        return match.group(1) + BLOCKS[name]() + "\n" + match.group(4)
+
+    return PATTERN.sub(block, text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs instead of rewriting it")
+    args = parser.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = render(text)
+    found = {m.group(2) for m in PATTERN.finditer(text)}
+    if args.check:
+        missing = sorted(set(BLOCKS) - found)
+        if new != text or missing:
+            print("README.md tables are out of date: run python benchmarks/readme_tables.py"
+                  + (f" (blocks missing: {missing})" if missing else ""))
+            sys.exit(1)
+        return
+    readme.write_text(new)
+
+
+if __name__ == "__main__":
+    main()

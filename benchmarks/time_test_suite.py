@@ -1,0 +1,51 @@
+"""The CI run from a fresh clone, timed: `git clone` this repository, run `bash .ci/run` there (install into a
+new .venv, then the README's test command), and record how long it took and what pytest reported.
+
+    python benchmarks/time_test_suite.py --json results/test_suite.json [--clone /tmp/ci-check]
+
+It exits with the CI run's status, so it doubles as the pre-push check the contributing notes ask for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="where to write the timing")
+    parser.add_argument("--clone", type=Path, default=Path("/tmp/ci-check"))
+    args = parser.parse_args()
+    shutil.rmtree(args.clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(args.clone)], check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.clone, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    start = time.perf_counter()
+    done = subprocess.run(["bash", ".ci/run"], cwd=args.clone, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    output = done.stdout + done.stderr
+    sys.stdout.write(output[-3000:])
+    summary = re.findall(r"^=*\s*(\d+ passed.*?) in ([\d.]+)s", output, re.M)
+    tests, pytest_s = (summary[-1][0], float(summary[-1][1])) if summary else (None, None)
+    if args.json:
+        record = {"benchmark": "time_test_suite", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores", "ci_exit": done.returncode,
+                  "ci_wall_s": round(seconds, 1), "pytest_summary": tests, "pytest_s": pytest_s,
+                  "command": "python benchmarks/time_test_suite.py --json results/test_suite.json"}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    sys.exit(done.returncode)
+
+
+if __name__ == "__main__":
+    main()

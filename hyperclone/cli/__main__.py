@@ -1,0 +1,3 @@
+from hyperclone.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""CLI verbs `train` and `experiment` (the work is in hyperclone.train.loop and hyperclone.experiments)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hyperclone.cli import choices
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.sizes import parse_count
+
+MSG_HOOK = "hyperclone.baselines.msg.masked:train_hook"
+
+def train_command(
+    model_dir: Annotated[Path, typer.Argument(
+        help="Checkpoint folder to train (config.json, safetensors, tokenizer).")],
+    data: Annotated[list[Path], typer.Option("--data", help="Text file, folder of text files or .jsonl; repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: metrics.jsonl, checkpoints/, final/.")],
+    tokens: Annotated[str, typer.Option("--tokens", help="Token budget, e.g. 20M; steps = tokens // batch tokens.")],
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 3e-4,
+    min_lr_ratio: Annotated[float, typer.Option(
+        "--min-lr-ratio", help="Final learning rate as a fraction of --lr.")] = 0.1,
+    warmup: Annotated[float, typer.Option(
+        "--warmup", help="Warmup: a fraction of the steps if < 1, else steps.")] = 0.05,
+    schedule: Annotated[choices.Schedule, typer.Option(
+        "--schedule", help="cosine, or wsd (warmup-stable-decay).")] = choices.Schedule.cosine,
+    decay_frac: Annotated[float, typer.Option("--decay-frac", help="wsd: fraction of steps in the final decay.")] = 0.2,
+    batch_tokens: Annotated[str, typer.Option(
+        "--batch-tokens", help="Tokens per optimizer step, all processes, e.g. 16384 or 512K.")] = "16384",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length in tokens.")] = 256,
+    micro_batch: Annotated[int | None, typer.Option(
+        "--micro-batch", help="Sequences per forward pass per process (gradient accumulation).")] = None,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", help="Validation every N optimizer steps (and at the end).")] = 100,
+    eval_tokens: Annotated[str, typer.Option(
+        "--eval-tokens", help="Validation tokens per evaluation (max), e.g. 65536 or 1M.")] = "65536",
+    save_every: Annotated[int, typer.Option(
+        "--save-every", help="Resumable checkpoint every N optimizer steps.")] = 500,
+    keep_checkpoints: Annotated[int, typer.Option(
+        "--keep-checkpoints", help="How many periodic checkpoints to keep.")] = 2,
+    log_every: Annotated[int, typer.Option("--log-every", help="A metrics.jsonl line every N optimizer steps.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order and of the RNGs.")] = 0,
+    dtype: Annotated[choices.TrainDtype, typer.Option(
+        "--dtype", help="auto (bf16 autocast on capable GPUs, else fp32), fp32, bf16.")] = choices.TrainDtype.auto,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    weight_decay: Annotated[float, typer.Option(
+        "--weight-decay", help="AdamW weight decay (not on norms/biases).")] = 0.1,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Gradient norm clip; 0 disables.")] = 1.0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of the token stream held out.")] = 0.05,
+    text_field: Annotated[str, typer.Option("--text-field", help="Field holding the text in .jsonl lines.")] = "text",
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Token cache folder (default $HYPERCLONE_CACHE or ~/.cache/hyperclone).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    stop_after: Annotated[int | None, typer.Option(
+        "--stop-after",
+        help="Stop after N steps of this session without a final save, as a kill would (to test --resume).")] = None,
+    save_moments: Annotated[bool, typer.Option(
+        "--save-moments", help="Also write final/moments.pt (AdamW moments), for grow --moments-from.")
+    ] = False,
+    moments_from: Annotated[Path | None, typer.Option(
+        "--moments-from", help="Start AdamW from the moments.pt in this folder (shapes of MODEL_DIR): a folder "
+                               "written by grow --moments-from, or a run's final/ folder of the same model.")] = None,
+    moments_reset: Annotated[choices.MomentsReset, typer.Option(
+        "--moments-reset", help="none, or first: zero the carried first moment, keep the second.")
+    ] = choices.MomentsReset.none,
+    msg: Annotated[bool, typer.Option(
+        "--msg", help="MODEL_DIR is an MSG start (grow --method msg): ramp its masks during training and fold "
+                      "them when the ramp ends, so every checkpoint after it is a plain model.")] = False,
+) -> None:
+    """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch)."""
+    from hyperclone.baselines.msg.layout import CONFIG_KEY
+    from hyperclone.train.loop import TrainConfig, train
+
+    masked = (model_dir / "config.json").is_file() and CONFIG_KEY in json.loads((model_dir / "config.json").read_text())
+    if masked and not msg:
+        raise HyperCloneError(f"{model_dir} is an MSG start (masks in config.json, from grow --method msg): pass --msg")
+    result = train(TrainConfig(
+        model=model_dir, data=list(data), out=out, tokens=parse_count(tokens), lr=lr, min_lr_ratio=min_lr_ratio,
+        warmup=warmup, schedule=choices.value(schedule), decay_frac=decay_frac,
+        batch_tokens=parse_count(batch_tokens, "--batch-tokens"), seq_len=seq_len, micro_batch=micro_batch,
+        eval_every=eval_every, eval_tokens=parse_count(eval_tokens, "--eval-tokens"), save_every=save_every,
+        keep_checkpoints=keep_checkpoints, log_every=log_every, seed=seed, dtype=choices.value(dtype), resume=resume,
+        weight_decay=weight_decay, grad_clip=grad_clip, val_fraction=val_fraction, text_field=text_field,
+        cache_dir=cache_dir, progress=progress, stop_after=stop_after, save_moments=save_moments,
+        moments_from=moments_from, moments_reset=choices.value(moments_reset),
+        step_hook=MSG_HOOK if msg else None))
+    if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
+                   f"{result.final}")
+
+
+def experiment_command(
+    out: Annotated[Path, typer.Option("--out", help="Experiment folder; rerunning resumes unfinished runs.")],
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="cpu-tiny (the preset comparison; timings in results/cpu-tiny), cpu-ladder (the budget "
+                         "ladder: random vs grown at 0.8M-16M tokens, hours on a CPU; resumable), or gpu-small "
+                         "(sized for one H100, not yet run).")] = None,
+    sweep: Annotated[Path | None, typer.Option(
+        "--sweep", help="YAML/JSON file of arms (recipes) to compare with random init; writes sweep.md/.json.")
+    ] = None,
+    arms: Annotated[str | None, typer.Option(
+        "--arms", help="Growth methods head to head at one final shape, e.g. random,hyperclone,msg,stack "
+                       "(also: symmetric); writes report.md/results.json.")] = None,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", help="--arms: layers of the final shape (default: twice the small model's).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="--sweep/--arms: runs trained at the same time.")] = 1,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Corpus (files, folders, .jsonl); default: Python's stdlib.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="Ladder presets: write ladder.md/ladder.json from the runs that have finished "
+                              "(the others are pending), training nothing.")] = False,
+) -> None:
+    """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots.
+
+    --sweep compares post-growth recipes; --arms compares growth methods at one final shape."""
+    from hyperclone.experiments.presets import get_preset
+    from hyperclone.experiments.runner import run_experiment
+
+    command = None
+    if sys.argv[1:2] == ["experiment"]:
+        threads = os.environ.get("OMP_NUM_THREADS")
+        command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "hyperclone " + " ".join(
+            shlex.quote(a) for a in sys.argv[1:])
+    if jobs < 1:
+        raise HyperCloneError(f"--jobs must be positive, got {jobs}")
+    if sweep is not None and arms is not None:
+        raise HyperCloneError("give --sweep or --arms, not both")
+    if layers is not None and arms is None:
+        raise HyperCloneError("--layers only applies with --arms")
+    if arms is not None:
+        from hyperclone.experiments import headtohead
+        from hyperclone.experiments.sweep import run_sweep
+
+        if preset is None:
+            raise HyperCloneError("--arms needs --preset")
+        chosen = get_preset(preset)
+        spec = headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers)
+        res = run_sweep(chosen, spec, out, data=list(data) if data else None, jobs=jobs, command=command,
+                        writer=headtohead.write, kind="arms")
+        typer.echo(f"{headtohead.one_line(res)}; report: {Path(out) / 'report.md'}")
+        return
+    if preset is not None and sweep is None:
+        from hyperclone.experiments import ladder
+        from hyperclone.experiments.sweep import run_sweep
+
+        if preset in ladder.LADDERS:
+            res = run_sweep(get_preset(preset), ladder.ladder_sweep(preset), out,
+                            data=list(data) if data else None, jobs=jobs, command=command, kind="ladder",
+                            collect=ladder.analyse, writer=ladder.write, train_runs=not report_only)
+            typer.echo(f"report: {Path(out) / ladder.REPORT}")
+            return
+    if report_only:
+        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder)")
+    if sweep is not None:
+        from hyperclone.experiments.sweep import run_sweep
+        from hyperclone.experiments.sweep_spec import load_sweep
+
+        spec = load_sweep(sweep)
+        if preset is not None and preset != spec.preset:
+            raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
+        # one wall-clock tally per sweep file: several sweeps may share a folder (and its finished runs)
+        res = run_sweep(get_preset(spec.preset), spec, out, data=list(data) if data else None, jobs=jobs,
+                        command=command, kind=f"sweep_{Path(sweep).stem}")
+        win = res["winner"]
+        typer.echo(f"winners: {win}; report: {Path(out) / 'sweep.md'}")
+        return
+    if preset is None:
+        raise HyperCloneError("experiment needs --preset or --sweep")
+    results = run_experiment(get_preset(preset), out, data=list(data) if data else None, progress=progress,
+                             command=command)
+    st = results["speedup_tokens"]
+    typer.echo(f"speedup_tokens {st if st is None else round(st, 3)}; report: {Path(out) / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` and `experiment` verbs to the hyperclone app."""
+    app.command("train")(train_command)
+    app.command("experiment")(experiment_command)

@@ -1,0 +1,1 @@
+"""Pieces every wing uses: the error type, atomic output folders, sizes with suffixes, quiet transformers."""

@@ -1,0 +1,27 @@
+"""Names of the files hyperclone writes beside a checkpoint, and reading the growth record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_FILE = "hyperclone.json"  # written by `hyperclone grow` beside the grown weights
+MOMENTS_FILE = "moments.pt"  # AdamW moments by parameter name (train --save-moments, grow --moments-from)
+
+
+def read_provenance(model_dir: str | Path) -> dict[str, Any] | None:
+    """model_dir/hyperclone.json as a dict, or None for a model that was not grown by hyperclone."""
+    path = Path(model_dir) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_provenance_spec(model_dir: str | Path) -> dict[str, Any] | None:
+    """The growth options recorded in model_dir/hyperclone.json (GrowthSpec fields), or None."""
+    info = read_provenance(model_dir)
+    if info is None:
+        return None
+    raw = dict(info["spec"])
+    if raw.get("insert_after") is not None:
+        raw["insert_after"] = tuple(raw["insert_after"])
+    return raw

@@ -1,0 +1,225 @@
+"""The budget ladder: does the saving last? Random init against grown at budgets from about 0.5 to 10+ tokens
+per parameter, each budget a full schedule of its own (no reading a shorter budget off a longer run's curve).
+
+A ladder is a sweep (hyperclone.experiments.sweep) whose arms differ in `tokens`: `random-<budget>` and
+`grown-<budget>` arms, random's peak learning rate searched at some budgets (the arm with the lowest final loss
+on seed 0 is that budget's random). The speed-up at budget B compares budgets, not points of one curve: the
+grown model's final loss at B is located on random's final-loss-versus-budget curve (piecewise linear in
+log-tokens between the measured budgets), and
+
+    speedup_tokens(B) = (tokens random needs to reach it) / B
+
+If the grown loss is below random's loss at the largest budget, only a lower bound is known (> B_max / B); if
+it is above random's loss at the smallest budget, only an upper bound (< B_min / B). FLOPs use the grown model's
+FLOPs per token for both (same shape); `incl. small` adds the small model's pretraining FLOPs to the grown side.
+Runs that have not finished are reported as pending, so the report can be written while the ladder runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.experiments import report
+from hyperclone.experiments.presets import Preset
+from hyperclone.experiments.setup import curve, model_stats
+from hyperclone.experiments.sweep_models import reference_model
+from hyperclone.experiments.sweep_spec import Sweep, SweepArm, load_sweep
+
+METHOD = ("Each budget is a full schedule of its own. The speed-up at budget B compares budgets, not points of one "
+          "curve: the grown model's final loss at B is placed on random init's final-loss-versus-budget curve "
+          "(piecewise linear in log-tokens between the measured budgets; random's peak learning rate is the best "
+          "seed-0 one where several were tried), and speedup_tokens(B) = tokens random needs to reach that loss / B. "
+          "\">x\" is a lower bound: the grown loss is below random's at the largest budget; \"<x\" an upper "
+          "bound. speedup_flops uses the grown shape's FLOPs per token on both sides; incl. small also charges the "
+          "small model's pretraining. Per seed: each grown seed's loss placed on the seed-mean random curve.")
+LADDERS = {"cpu-ladder": "cpu-ladder.yaml"}  # presets that are ladders, and their arms (package data)
+REPORT, RESULTS = "ladder.md", "ladder.json"
+
+
+def ladder_sweep(preset_name: str) -> Sweep:
+    """The packaged ladder definition of a ladder preset."""
+    if preset_name not in LADDERS:
+        raise HyperCloneError(f"preset {preset_name!r} is not a budget ladder; ladders: {', '.join(LADDERS)}")
+    with resources.as_file(resources.files("hyperclone.experiments.ladders") / LADDERS[preset_name]) as path:
+        return load_sweep(path)
+
+
+def _finished(out: Path, arm: SweepArm, seed: int) -> bool:
+    return (out / "runs" / f"{arm.name}-s{seed}" / "final" / "trainer_state.json").exists()
+
+
+def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
+    """Per arm: init, budget, lr and the final validation loss of every finished seed (pending seeds listed)."""
+    arms = {}
+    for arm in sweep.arms:
+        done = {s: curve(out / "runs" / f"{arm.name}-s{s}", 0.0)[-1]["val_loss"] for s in arm.seeds
+                if _finished(out, arm, s)}
+        arms[arm.name] = {"init": arm.init, "tokens": arm.tokens, "lr": arm.lr, "seeds": list(arm.seeds),
+                          "final_val_loss": done, "pending": [s for s in arm.seeds if s not in done]}
+    return arms
+
+
+def _mean(values: dict[int, float]) -> float | None:
+    return statistics.fmean(values.values()) if values else None
+
+
+def pick_random(arms: dict[str, dict[str, Any]], budget: int) -> str | None:
+    """The random arm of a budget: among its learning rates, the lowest seed-0 final loss (or the lowest mean
+    where no seed 0 has finished)."""
+    candidates = [n for n, a in arms.items() if a["init"] == "random" and a["tokens"] == budget
+                  and a["final_val_loss"]]
+    with_seed0 = [n for n in candidates if 0 in arms[n]["final_val_loss"]]
+    if with_seed0:
+        return min(with_seed0, key=lambda n: arms[n]["final_val_loss"][0])
+    return min(candidates, key=lambda n: _mean(arms[n]["final_val_loss"]), default=None)
+
+
+def tokens_to_reach(loss: float, frontier: list[tuple[int, float]]) -> tuple[float | None, str]:
+    """Tokens random needs to reach `loss` on its budget frontier [(budget, final loss)] sorted by budget:
+    (tokens, "") when bracketed, else (the bound's budget, ">" or "<")."""
+    if not frontier:
+        return None, ""
+    if loss < frontier[-1][1]:
+        return float(frontier[-1][0]), ">"
+    if loss > frontier[0][1]:
+        return float(frontier[0][0]), "<"
+    for (b0, l0), (b1, l1) in zip(frontier, frontier[1:], strict=False):
+        if l1 <= loss <= l0:
+            if l0 == l1:
+                return float(b0), ""
+            t = (l0 - loss) / (l0 - l1)
+            return math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))), ""
+    return float(frontier[0][0]), ""  # equal to the smallest budget's loss
+
+
+def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
+    """ladder.json: per budget, random (LR-searched where it was) against grown, and the budget-matched speed-ups.
+    Long: one record per budget with its documented fields, then the costs."""
+    arms = final_losses(sweep, out)
+    grown_arm = next(a for a in sweep.arms if a.init == "grown")
+    big = model_stats(out / "models" / reference_model(grown_arm, preset), preset.seq_len)
+    small = model_stats(out / "models" / "small-init", preset.seq_len)
+    small_run = curve(out / "runs" / "small", small["flops_per_token"])
+    small_flops = small_run[-1]["flops"] if small_run else None
+    budgets = sorted({a["tokens"] for a in arms.values()})
+    chosen = {b: pick_random(arms, b) for b in budgets}
+    frontier = [(b, _mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]]
+    rows = []
+    for budget in budgets:
+        grown = [n for n, a in arms.items() if a["init"] == "grown" and a["tokens"] == budget]
+        g = arms[grown[0]] if grown else None
+        r = arms[chosen[budget]] if chosen[budget] else None
+        row: dict[str, Any] = {
+            "budget_tokens": budget, "tokens_per_parameter": budget / big["params"],
+            "random_arm": chosen[budget], "random_lr": r["lr"] if r else None,
+            "random_lrs_tried": sorted(a["lr"] for a in arms.values() if a["init"] == "random"
+                                       and a["tokens"] == budget),
+            "random_final": r["final_val_loss"] if r else {}, "grown_arm": grown[0] if grown else None,
+            "grown_final": g["final_val_loss"] if g else {},
+            "pending": sorted(f"{n}-s{s}" for n, a in arms.items() if a["tokens"] == budget for s in a["pending"]),
+        }
+        rm, gm = _mean(row["random_final"]), _mean(row["grown_final"])
+        row["random_mean"], row["grown_mean"] = rm, gm
+        row["loss_gap"] = None if rm is None or gm is None else (rm - gm) / rm
+        if gm is not None and frontier:
+            needed, bound = tokens_to_reach(gm, frontier)
+            row["random_tokens_to_grown_loss"], row["bound"] = needed, bound
+            row["speedup_tokens"] = needed / budget
+            row["speedup_tokens_per_seed"] = report.spread(
+                [tokens_to_reach(v, frontier)[0] / budget for v in row["grown_final"].values()])
+            grown_flops = budget * big["flops_per_token"]
+            row["speedup_flops"] = needed * big["flops_per_token"] / grown_flops
+            row["speedup_flops_incl_small"] = (None if small_flops is None else
+                                               needed * big["flops_per_token"] / (grown_flops + small_flops))
+        rows.append(row)
+    return {"preset": preset.as_dict(), "models": {"small": small, "grown": big},
+            "small_cost": {"tokens": small_run[-1]["tokens"] if small_run else None, "flops": small_flops},
+            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()), "frontier": frontier,
+            "budgets": rows, "definitions": {"method": METHOD, "flops": report.FLOPS_FORMULA}}
+
+
+def _speed(row: dict[str, Any], key: str = "speedup_tokens") -> str:
+    value = row.get(key)
+    if value is None:
+        return "pending"
+    return f"{row.get('bound', '')}{value:.2f}" if key == "speedup_tokens" else f"{value:.2f}"
+
+
+def _losses(final: dict[Any, float]) -> str:
+    if not final:
+        return "pending"
+    values = list(final.values())
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f} ({len(values)})"
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    lines = ["| budget (tokens) | tokens / parameter | random: LR (tried) | random final loss (seeds) | grown final "
+             "loss (seeds) | gap | speedup_tokens (budget-matched) | per seed | speedup_flops | incl. small | "
+             "pending runs |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in results["budgets"]:
+        tried = "/".join(f"{lr:g}" for lr in row["random_lrs_tried"])
+        gap = "—" if row["loss_gap"] is None else f"{row['loss_gap']:.1%}"
+        per = row.get("speedup_tokens_per_seed")
+        per_text = "—" if not per or per["mean"] is None else f"{per['mean']:.2f} ± {per['std']:.2f}"
+        lines.append(f"| {row['budget_tokens']:,} | {row['tokens_per_parameter']:.1f} | "
+                     f"{'—' if row['random_lr'] is None else format(row['random_lr'], 'g')} ({tried}) | "
+                     f"{_losses(row['random_final'])} | {_losses(row['grown_final'])} | {gap} | {_speed(row)} | "
+                     f"{per_text} | {_speed(row, 'speedup_flops')} | {_speed(row, 'speedup_flops_incl_small')} | "
+                     f"{', '.join(row['pending']) or '—'} |")
+    return lines
+
+
+def plot(results: dict[str, Any], out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r["tokens_per_parameter"], r["speedup_tokens"], r.get("bound", "")) for r in results["budgets"]
+              if r.get("speedup_tokens") is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C1", label="grown (default recipe)")
+    for x, y, bound in points:
+        if bound:
+            ax.annotate(bound, (x, y), textcoords="offset points", xytext=(4, 4))
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="random init")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per parameter of the grown model")
+    ax.set_ylabel("speedup_tokens (budget-matched)")
+    ax.set_title(f"Does the saving last? preset {results['preset']['name']}")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "ladder_speedup.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    out = Path(out)
+    (out / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    png = plot(results, out)
+    p, big = results["preset"], results["models"]["grown"]
+    lines = [f"# Does the saving last? Budget ladder, preset `{p['name']}`", "",
+             f"Random init against the grown model ({big['hidden']} wide, {big['layers']} layers, "
+             f"{big['params']:,} parameters; grown from a {results['models']['small']['params']:,}-parameter model "
+             f"pretrained for {results['small_cost']['tokens'] or 0:,} tokens) at every budget, each a full "
+             f"{p['schedule']} schedule of its own, {p['batch_tokens']:,} tokens per step, on "
+             f"{results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB).", "",
+             METHOD, "", *table(results), ""]
+    if png is not None:
+        lines += [f"![speed-up against budget]({png.name})", ""]
+    for key in ("machine", "date", "command"):
+        if key in results:
+            lines.append(f"{key}: {results[key]}")
+    (out / REPORT).write_text("\n".join(lines) + "\n")
+    return out / REPORT

@@ -1,0 +1,224 @@
+"""What every experiment shares: the corpus, the tokenizer, the small model and randomly initialised models,
+model statistics, training configs per arm, and the bookkeeping of an experiment folder (settings, wall clock).
+
+The preset experiment (runner), sweeps and the head-to-head all build their starting point with `prepare`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.quiet import hf_quiet
+from hyperclone.experiments import report
+from hyperclone.experiments.presets import Preset
+from hyperclone.train.data import iter_documents, list_sources
+from hyperclone.train.loop import TrainConfig, read_metrics
+
+EOT = "<|endoftext|>"
+SETTINGS_FILE = "experiment.json"
+
+
+def stdlib_files() -> list[Path]:
+    """The running interpreter's standard-library .py files (site-packages excluded), sorted."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "__pycache__"}
+    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts) and p.is_file())
+
+
+def build_corpus(dest: Path, data: list[Path] | None, max_bytes: int) -> dict[str, Any]:
+    """Write up to max_bytes of documents to dest (jsonl, one {"text"} per document) and describe them."""
+    if data:
+        docs = iter_documents(list_sources(data))
+        description = "the text in " + ", ".join(str(p) for p in data)
+    else:
+        files = stdlib_files()
+        random.Random(0).shuffle(files)
+        docs = (p.read_text(encoding="utf-8", errors="replace") for p in files)
+        stdlib = sysconfig.get_paths()["stdlib"]
+        description = f"the Python {platform.python_version()} standard library sources ({stdlib})"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n_docs = n_bytes = 0
+    tmp = dest.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for text in docs:
+            if not text.strip():
+                continue
+            size = len(text.encode("utf-8"))
+            if n_bytes + size > max_bytes and n_docs > 0:
+                if n_bytes >= 0.9 * max_bytes:
+                    break
+                continue  # a large document would overshoot the cap; smaller ones may still fit
+            fh.write(json.dumps({"text": text}) + "\n")
+            n_docs += 1
+            n_bytes += size
+    if n_docs == 0:
+        tmp.unlink()
+        raise HyperCloneError(f"no text found for the corpus in {description}")
+    tmp.replace(dest)
+    return {"description": f"{description}, capped at {max_bytes / 1e6:g} MB", "documents": n_docs, "bytes": n_bytes}
+
+
+def train_tokenizer(corpus: Path, vocab_size: int, folder: Path):
+    """Byte-level BPE trained on the corpus, wrapped and saved as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator((doc for doc in iter_documents([corpus])), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT,
+                                   unk_token=None, model_max_length=1 << 20)
+    fast.save_pretrained(folder)
+    return fast
+
+
+def small_config(preset: Preset, tokenizer):
+    from transformers import LlamaConfig
+
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=preset.hidden, intermediate_size=preset.ffn,
+                       num_hidden_layers=preset.layers, num_attention_heads=preset.heads,
+                       num_key_value_heads=preset.kv_heads, head_dim=preset.hidden // preset.heads,
+                       max_position_embeddings=preset.seq_len, rope_theta=10000.0, tie_word_embeddings=False,
+                       bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
+
+
+def init_model(config, seed: int, tokenizer, folder: Path) -> Path:
+    """A randomly initialised model of `config` (seeded), saved with the tokenizer as a plain folder."""
+    from transformers import AutoModelForCausalLM
+
+    if (folder / "config.json").exists():
+        return folder
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tmp = folder.with_name(folder.name + ".tmp")
+    with hf_quiet():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def model_stats(folder: Path, seq_len: int) -> dict[str, Any]:
+    """Parameter counts and training FLOPs per token (see report.FLOPS_FORMULA)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight
+    out_emb = model.get_output_embeddings().weight
+    n = total - emb.numel() + (out_emb.numel() if out_emb is emb else 0)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    d_attn = config.num_attention_heads * head_dim
+    return {"hidden": config.hidden_size, "layers": config.num_hidden_layers, "heads": config.num_attention_heads,
+            "kv_heads": config.num_key_value_heads, "ffn": config.intermediate_size, "params": total,
+            "params_without_input_embedding": n,
+            "flops_per_token": 6 * n + 6 * config.num_hidden_layers * seq_len * d_attn}
+
+
+def curve(run_dir: Path, flops_per_token: float) -> report.Curve:
+    return [{"step": m["step"], "tokens": m["tokens"], "val_loss": m["val_loss"], "elapsed_s": m["elapsed_s"],
+             "flops": m["tokens"] * flops_per_token}
+            for m in read_metrics(run_dir) if m.get("val_loss") is not None]
+
+
+@dataclass
+class Arm:
+    name: str  # small, grown, random, grown-half, ...
+    model: str  # which model it starts from: small-init, grown, random
+    seed: int
+    tokens: int
+    lr: float
+
+    @property
+    def run_name(self) -> str:
+        return self.name if self.name == "small" else f"{self.name}-s{self.seed}"
+
+
+def arm_train_config(preset: Preset, arm: Arm, model: Path, out: Path, corpus: Path, progress: bool) -> TrainConfig:
+    steps = max(1, arm.tokens // preset.batch_tokens)
+    return TrainConfig(model=model, data=[corpus], out=out / "runs" / arm.run_name, tokens=arm.tokens, lr=arm.lr,
+                       warmup=preset.warmup, schedule=preset.schedule, batch_tokens=preset.batch_tokens,
+                       seq_len=preset.seq_len, eval_every=max(1, steps // preset.evals_per_run),
+                       eval_tokens=preset.eval_tokens, save_every=max(1, steps // 2), keep_checkpoints=1,
+                       log_every=max(1, steps // 100), seed=arm.seed, dtype=preset.dtype, resume=True,
+                       cache_dir=out / "cache", progress=progress, extra={"arm": arm.name})
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        dev = f"{torch.cuda.get_device_name(0)} GPU"
+    else:
+        n = torch.get_num_threads()
+        dev = f"CPU only, {n} torch thread{'s' if n != 1 else ''}"
+    return f"{platform.processor() or platform.machine()}, {dev}, torch {torch.__version__}"
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = out / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            raise HyperCloneError(f"{out} holds an experiment with other settings (preset or --data); "
+                                  "use a new --out or delete it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=1))
+
+
+def add_wall_clock(out: Path, seconds: float, kind: str = "") -> float:
+    """Total wall time over every invocation of one kind (preset experiment, sweep, head to head) that
+    worked on this experiment folder (reruns resume; kinds can share a folder and count separately)."""
+    path = out / f"wall_clock{'_' + kind if kind else ''}.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs.append(round(seconds, 2))
+    path.write_text(json.dumps(runs))
+    return float(sum(runs))
+
+
+
+@dataclass(frozen=True)
+class Prepared:
+    corpus: Path  # DIR/corpus/corpus.jsonl
+    corpus_info: dict[str, Any]
+    tokenizer: Any  # PreTrainedTokenizerFast
+    small_init: Path  # the small model's random initialisation (seed 0)
+
+
+def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared:
+    """Corpus, tokenizer and the small model's initialisation in `out` (each reused when present)."""
+    from transformers import AutoTokenizer
+
+    corpus = out / "corpus" / "corpus.jsonl"
+    info_file = out / "corpus" / "corpus.json"
+    if not info_file.exists():
+        say("building the corpus")
+        info_file.parent.mkdir(parents=True, exist_ok=True)
+        info_file.write_text(json.dumps(build_corpus(corpus, data, preset.corpus_bytes), indent=1))
+    tok_dir = out / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")
+        train_tokenizer(corpus, preset.vocab_size, tok_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    small_init = init_model(small_config(preset, tokenizer), 0, tokenizer, out / "models" / "small-init")
+    return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
+
+
+def small_arm(preset: Preset) -> Arm:
+    return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)

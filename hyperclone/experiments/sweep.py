@@ -1,0 +1,177 @@
+"""`hyperclone experiment --sweep FILE`: run a set of post-growth recipes against random init.
+
+Everything expensive is shared: one corpus, one tokenizer and one small model (pretrained once, its
+AdamW moments kept for `moments: carry` arms), one grown model per distinct set of grow options,
+one random init per width and seed. Each arm x seed trains in DIR/runs/<arm>-s<seed>; a finished
+run is reused and an unfinished one resumed, so a sweep file can be extended and rerun. An arm whose
+definition changed under the same name is refused (rename it or delete its runs).
+Arms run `jobs` at a time in separate processes (each with the caller's OMP_NUM_THREADS).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.files import MOMENTS_FILE
+from hyperclone.experiments import setup, sweep_report
+from hyperclone.experiments.presets import Preset
+from hyperclone.experiments.sweep_models import (
+    REFERENCE_GROWTH,
+    arm_layers,
+    arm_width,
+    grown_name,
+    model_for,
+    reference_model,
+)
+from hyperclone.experiments.sweep_spec import Sweep, SweepArm
+from hyperclone.train.loop import TrainConfig, train
+
+ARM_FILE = "sweep_arm.json"
+
+
+def run_name(arm: SweepArm, seed: int) -> str:
+    return f"{arm.name}-s{seed}"
+
+
+def msg_job(arm: SweepArm, cfg: TrainConfig, small_final: Path, preset: Preset) -> dict[str, Any]:
+    """What run_msg_arm needs besides the recipe: the small model, the start folder and the stages."""
+    from hyperclone.baselines.msg.run import msg_stages
+
+    total = max(1, cfg.tokens // cfg.batch_tokens)
+    stages = msg_stages(total, arm_width(arm, preset), arm_layers(arm, preset),
+                        ramp_frac=arm.msg.get("ramp_frac", 0.1), depth_start_frac=arm.msg.get("depth_start_frac", 0.0))
+    return {"small": small_final, "start_dir": cfg.model, "stages": stages}
+
+
+def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_final: Path) -> TrainConfig:
+    tokens = arm.tokens or preset.tokens
+    base = setup.arm_train_config(preset, setup.Arm(arm.name, arm.init, seed, tokens, arm.lr),
+                            out / "models" / model_for(arm, seed, preset), out, out / "corpus" / "corpus.jsonl",
+                            progress=False)
+    return replace(base, out=out / "runs" / run_name(arm, seed),
+                   warmup=preset.warmup if arm.warmup is None else arm.warmup,
+                   schedule=arm.schedule or preset.schedule, decay_frac=arm.decay_frac, min_lr_ratio=arm.min_lr_ratio,
+                   moments_from=base.model if arm.moments == "carry" else None, moments_reset=arm.moments_reset,
+                   extra={"arm": arm.name, "sweep": arm.as_dict()})
+
+
+def _check_arm(run_dir: Path, arm: SweepArm) -> None:
+    path = run_dir / ARM_FILE
+    if path.exists():
+        old = {"layers": None, "msg": {}, **json.loads(path.read_text())}  # keys added after the first sweeps
+        if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
+            raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
+                                  "that folder")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(arm.as_dict(), indent=1))
+
+
+def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:
+    cfg, msg = job
+    if msg is None:
+        train(cfg)
+    else:
+        from hyperclone.baselines.msg.run import run_msg_arm
+
+        run_msg_arm(cfg, **msg)
+    return cfg.out.name
+
+
+def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Path:
+    """Corpus, tokenizer and the small model (with its final moments); returns the small run's final folder."""
+    prepared = setup.prepare(preset, out, data, say)
+    say("training the small model (reused when already trained)")
+    cfg = replace(setup.arm_train_config(preset, setup.small_arm(preset), prepared.small_init, out, prepared.corpus,
+                                         progress=False), save_moments=True)
+    return train(cfg).final
+
+
+def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from hyperclone.grow.engine import grow
+
+    models = out / "models"
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+
+    def key(arm: SweepArm, opts: dict[str, Any]) -> tuple[int, int, str]:
+        return arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True)
+
+    needed = {key(a, a.grow) for a in sweep.arms if a.init == "grown"}
+    carried = {key(a, a.grow) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
+    needed |= {key(a, REFERENCE_GROWTH) for a in sweep.arms}  # each shape's config, for random init and stats
+    for width, layers, opts_json in sorted(needed):
+        opts = json.loads(opts_json)
+        folder = models / grown_name(width, opts, layers or None)
+        moments = (width, layers, opts_json) in carried
+        if not (folder / "config.json").exists() or (moments and not (folder / MOMENTS_FILE).exists()):
+            say(f"growing {folder.name}")
+            depth = {"layers": layers} if layers else {}
+            grow(small_final, folder, width=width, **depth, **opts, overwrite=True,
+                 moments_from=small_final if moments else None)
+    for arm in sweep.arms:
+        if arm.init == "random":
+            config = AutoConfig.from_pretrained(models / reference_model(arm, preset))
+            for seed in arm.seeds:
+                setup.init_model(config, 1000 + seed, tokenizer, models / model_for(arm, seed, preset))
+
+
+def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
+              command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write,
+              kind: str = "sweep", collect: Callable[..., dict[str, Any]] | None = None,
+              train_runs: bool = True) -> dict[str, Any]:
+    """Run every arm x seed of the sweep in `out` (resuming), then write the report with `writer`
+    (default: sweep.md, sweep.json and plots) and return the results it was given. `kind` names the
+    wall-clock tally (wall_clock_<kind>.json) this invocation adds to. `collect(preset, sweep, out)` replaces
+    sweep_report.collect (the budget ladder reports unfinished runs as pending); train_runs=False writes the
+    report from the runs that exist, training nothing."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    data = [Path(p).resolve() for p in data] if data else None
+    setup.check_settings(out, {"preset": preset.as_dict(), "data": [str(p) for p in data] if data else None})
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    small_final = prepare(preset, out, data, say)
+    make_models(preset, sweep, out, small_final, say)
+    jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
+    # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
+    # compared every arm once instead of some twice and others not at all
+    order = sorted(((rank, a, seed) for a, arm in enumerate(sweep.arms) for rank, seed in enumerate(arm.seeds)),
+                   key=lambda job: job[:2])
+    for _, a, seed in order:
+        arm = sweep.arms[a]
+        cfg = train_config(preset, arm, seed, out, small_final)
+        _check_arm(cfg.out, arm)
+        jobs_list.append((cfg, msg_job(arm, cfg, small_final, preset) if arm.init == "msg" else None))
+    configs = [cfg for cfg, _ in jobs_list]
+    todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
+    say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
+    if not train_runs:
+        todo = []
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for i, name in enumerate(pool.map(_run, todo), 1):
+                say(f"[{i}/{len(todo)}] finished {name}")
+    else:
+        for i, job in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] training {job[0].out.name}")
+            _run(job)
+    results = (sweep_report.collect(preset, sweep, out, small_final) if collect is None
+               else collect(preset, sweep, out))
+    results.update({"machine": setup.machine(), "date": time.strftime("%Y-%m-%d"),
+                    "wall_clock_s": setup.add_wall_clock(out, time.perf_counter() - t0, kind),
+                    "command": command or f"hyperclone experiment --sweep FILE --out {out}"})
+    say(f"done: {writer(results, out)}")
+    return results

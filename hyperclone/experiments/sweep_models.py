@@ -1,0 +1,62 @@
+"""Which model folder (under DIR/models) each sweep arm starts from, and the final shape it trains.
+
+Names are data the sweep and its report share: a grown model per (shape, grow options), a random
+init per (shape, seed), an MSG start per (arm, seed). A shape is the width factor and, when the arm
+deepens the model, the final number of layers ("2" or "2-L8").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperclone.experiments.presets import Preset
+from hyperclone.experiments.sweep_spec import SweepArm
+from hyperclone.grow.plan import DEFAULT_MODE
+
+REFERENCE_GROWTH = {"mode": "symmetric"}  # grow options of each shape's reference model (its config only)
+
+
+def shape_label(width: int, layers: int | None) -> str:
+    """"2" for width x2 at the small model's depth, "2-L8" for width x2 and 8 layers."""
+    return f"{width}" if layers is None else f"{width}-L{layers}"
+
+
+def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> str:
+    mode = opts.get("mode", DEFAULT_MODE)  # an arm without a mode gets hyperclone grow's default
+    name = f"grown-w{shape_label(width, layers)}-{mode}"
+    if mode == "noisy":
+        name += f"-{opts.get('noise_db', 'default')}db"
+    for key in ("seed", "tie", "ffn"):
+        if opts.get(key) is not None:
+            name += f"-{key}{opts[key]}"
+    if opts.get("depth_mode") is not None:
+        name += f"-{opts['depth_mode']}"
+    return name
+
+
+def arm_width(arm: SweepArm, preset: Preset) -> int:
+    return arm.width or preset.width
+
+
+def arm_layers(arm: SweepArm, preset: Preset) -> int | None:
+    """The final number of layers when the arm deepens the model, else None."""
+    return arm.layers if arm.layers is not None and arm.layers != preset.layers else None
+
+
+def arm_shape(arm: SweepArm, preset: Preset) -> str:
+    return shape_label(arm_width(arm, preset), arm_layers(arm, preset))
+
+
+def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
+    """The folder under DIR/models the arm starts from (for msg: its MSG start, written by the run)."""
+    w, layers = arm_width(arm, preset), arm_layers(arm, preset)
+    if arm.init == "grown":
+        return grown_name(w, arm.grow, layers)
+    if arm.init == "msg":
+        return f"msg-{arm.name}-s{seed}"
+    return f"random-w{shape_label(w, layers)}-s{seed}"
+
+
+def reference_model(arm: SweepArm, preset: Preset) -> str:
+    """The symmetric grown model of the arm's final shape: the config of random init and of model_stats."""
+    return grown_name(arm_width(arm, preset), REFERENCE_GROWTH, arm_layers(arm, preset))

@@ -1,0 +1,234 @@
+"""The sweep's comparison: every arm against the best random-init arm of its final shape, as sweep.json/.md and plots.
+
+Fair baseline: the random arms get their own learning-rate search; "best" is the lowest seed-mean
+final validation loss among the random arms of a shape at the full budget. Each grown arm is compared
+with it on the seeds both ran (same tokens, same data order per seed): speedup_tokens is read off
+the seed-mean curves (hyperclone.experiments.report.speedups), the per-seed speedups give the spread.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hyperclone.experiments import report
+from hyperclone.experiments.presets import Preset
+from hyperclone.experiments.setup import curve, model_stats
+from hyperclone.experiments.sweep_models import arm_layers, arm_shape, arm_width, reference_model
+from hyperclone.experiments.sweep_spec import Sweep, SweepArm
+from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB
+from hyperclone.train.loop import read_metrics
+
+GOAL = {"shape": "2", "speedup_tokens": 2.0, "loss_gap": 0.03, "seeds": 2}
+
+
+def describe(arm: SweepArm, preset: Preset) -> str:
+    """The recipe in a few words (what differs from the preset's defaults)."""
+    deeper = arm_layers(arm, preset)
+    if arm.init == "random":
+        parts = ["random init"]
+    elif arm.init == "msg":
+        m = arm.msg
+        parts = [f"MSG, masks ramped over {m.get('ramp_frac', 0.1):g} of the run"]
+        if deeper and m.get("depth_start_frac", 0.0) > 0:
+            parts.append(f"layers from {m['depth_start_frac']:g} of the run")
+    else:
+        g = arm.grow
+        mode = g.get("mode", DEFAULT_MODE)
+        noise = g.get("noise_db", DEFAULT_NOISE_DB)
+        parts = [f"grown {mode}" + (f" {noise:g} dB" if mode == "noisy" else "")]
+        parts += [f"{k}={g[k]}" for k in ("tie", "ffn", "seed") if k in g]
+        if deeper:
+            parts.append("new layers " + ("stacked (G_stack)" if g.get("depth_mode") == "stack" else "as identity"))
+        if arm.moments == "carry":
+            parts.append("carried moments" + (" (first reset)" if arm.moments_reset == "first" else ""))
+    warm = preset.warmup if arm.warmup is None else arm.warmup
+    parts.append(f"{arm.schedule or preset.schedule}, warmup {warm:g}")
+    if arm.tokens:
+        parts.append(f"{arm.tokens:,} tokens")
+    return ", ".join(parts)
+
+
+def shape_text(shape: str) -> str:
+    """"2" -> "width ×2"; "2-L8" -> "width ×2, 8 layers"."""
+    width, _, layers = shape.partition("-L")
+    return f"width ×{width}" + (f", {layers} layers" if layers else "")
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[str, Any]:
+    """Curves of every run and the comparison numbers (pure bookkeeping once the runs exist). Long: it
+    assembles the documented fields of sweep.json one after another.
+
+    Arms are compared within a final shape ("2", "2-L8": see sweep_models). Every arm of a shape is
+    costed with that shape's FLOPs per token from its first step: MSG trains the full target model
+    with masks, so its masked compute counts as compute."""
+    small_run = small_final.parent
+    small_stats = model_stats(out / "models" / "small-init", preset.seq_len)
+    small_curve = curve(small_run, small_stats["flops_per_token"])
+    stats: dict[str, dict[str, Any]] = {}
+    arms: dict[str, Any] = {}
+    curves: dict[str, dict[int, report.Curve]] = {}
+    for arm in sweep.arms:
+        shape = arm_shape(arm, preset)
+        if shape not in stats:
+            stats[shape] = model_stats(out / "models" / reference_model(arm, preset), preset.seq_len)
+        curves[arm.name] = {s: curve(out / "runs" / f"{arm.name}-s{s}", stats[shape]["flops_per_token"])
+                            for s in arm.seeds}
+        finals = [c[-1]["val_loss"] for c in curves[arm.name].values()]
+        m, sd = _mean_std(finals)
+        walls = [c[-1]["elapsed_s"] for c in curves[arm.name].values()]
+        arms[arm.name] = {"init": arm.init, "shape": shape, "width": arm_width(arm, preset),
+                          "layers": arm.layers or preset.layers, "lr": arm.lr, "recipe": describe(arm, preset),
+                          "spec": arm.as_dict(), "seeds": list(arm.seeds), "tokens": curves[arm.name][arm.seeds[0]][-1][
+                              "tokens"], "final_val_loss": {"mean": m, "std": sd, "per_seed": finals},
+                          "wall_s": statistics.fmean(walls),
+                          "start_val_loss": statistics.fmean(c[0]["val_loss"] for c in curves[arm.name].values())}
+    full = {name: a for name, a in arms.items() if a["tokens"] >= max(x["tokens"] for x in arms.values()) * 0.99}
+    best_random: dict[str, str] = {}
+    for shape in sorted(stats):
+        randoms = [n for n, a in full.items() if a["init"] == "random" and a["shape"] == shape]
+        if randoms:
+            best_random[shape] = min(randoms, key=lambda n: arms[n]["final_val_loss"]["mean"])
+    small_cost = (small_curve[-1]["tokens"], small_curve[-1]["flops"], small_curve[-1]["elapsed_s"])
+    for name, a in arms.items():
+        ref = best_random.get(a["shape"])
+        if ref is None or a["init"] == "random":
+            continue
+        common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
+        if not common:
+            continue
+        g_mean = report.mean_curve([curves[name][s] for s in common])
+        r_mean = report.mean_curve([curves[ref][s] for s in common])
+        top = report.speedups(g_mean, r_mean, *small_cost)
+        per_seed = [report.speedups(curves[name][s], curves[ref][s], *small_cost)["speedup_tokens"] for s in common]
+        gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
+        a["vs_best_random"] = {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,
+                               "speedup_tokens_per_seed": report.spread(per_seed)}
+    winners: dict[str, str] = {}
+    for shape in sorted(stats):
+        cands = [n for n, a in arms.items() if a["shape"] == shape and "vs_best_random" in a]
+        if cands:
+            winners[shape] = max(cands, key=lambda n: (
+                len(arms[n]["seeds"]), (arms[n]["vs_best_random"]["speedup_tokens"] or 0.0) >= GOAL["speedup_tokens"],
+                -arms[n]["final_val_loss"]["mean"]))
+    goal = None
+    if GOAL["shape"] in winners:
+        w = arms[winners[GOAL["shape"]]]
+        v = w["vs_best_random"]
+        goal = {**GOAL, "arm": winners[GOAL["shape"]], "measured_speedup_tokens": v["speedup_tokens"],
+                "measured_loss_gap": v["loss_gap"], "measured_seeds": len(v["seeds"]),
+                "met": bool((v["speedup_tokens"] or 0) >= GOAL["speedup_tokens"] and v["loss_gap"] >= GOAL["loss_gap"]
+                            and len(v["seeds"]) >= GOAL["seeds"])}
+    return {"preset": preset.as_dict(), "arms": arms, "best_random": best_random, "winner": winners, "goal": goal,
+            "models": {"small": small_stats, "shapes": stats},
+            "small_cost": {"tokens": small_cost[0], "flops": small_cost[1], "elapsed_s": small_cost[2]},
+            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
+            "curves": {n: {str(s): c for s, c in cs.items()} for n, cs in curves.items()},
+            "small_curve": small_curve, "small_run_metrics": len(read_metrics(small_run))}
+
+
+def _f(v: float | None, d: int = 2) -> str:
+    return "—" if v is None else f"{v:.{d}f}"
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    lines = ["| arm | shape | recipe | peak lr | seeds | final val loss (mean ± std) | vs best random: loss gap | "
+             "speedup_tokens (seed-mean) | per seed (mean ± std) | incl. small | speedup_flops | wall s |",
+             "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(results["arms"].items(), key=lambda kv: (kv[1]["shape"], kv[1]["init"] != "random",
+                                                            kv[1]["final_val_loss"]["mean"]))
+    for name, a in order:
+        v = a.get("vs_best_random", {})
+        fl = a["final_val_loss"]
+        mark = " **(best random)**" if name in results["best_random"].values() else (
+            " **(winner)**" if name in results["winner"].values() else "")
+        ps = v.get("speedup_tokens_per_seed")
+        per_seed = "—" if not ps or ps["mean"] is None else f"{ps['mean']:.2f} ± {ps['std']:.2f} ({ps['reached']}/" \
+                                                             f"{ps['n']})"
+        lines.append(f"| {name}{mark} | {shape_text(a['shape'])} | {a['recipe']} | {a['lr']:g} | "
+                     f"{','.join(map(str, a['seeds']))} | {fl['mean']:.4f} ± {fl['std']:.4f} | "
+                     f"{_f(100 * v['loss_gap'], 1) + ' %' if v else '—'} | "
+                     f"{'∞ (at start)' if v.get('reached_at_start') else _f(v.get('speedup_tokens'))} | "
+                     f"{per_seed} | {_f(v.get('speedup_tokens_incl_small'))} | {_f(v.get('speedup_flops'))} | "
+                     f"{a['wall_s']:.0f} |")
+    return lines
+
+
+def plot(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for shape in sorted({a["shape"] for a in results["arms"].values()}):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        best = {results["best_random"].get(shape), results["winner"].get(shape)}
+        for name, a in results["arms"].items():
+            if a["shape"] != shape:
+                continue
+            c = report.mean_curve(list(results["curves"][name].values()))
+            lw, alpha = (2.2, 1.0) if name in best else (0.9, 0.55)
+            style = "--" if a["init"] == "random" else "-"
+            ax.plot([p["tokens"] for p in c], [p["val_loss"] for p in c], style, lw=lw, alpha=alpha, label=name)
+        ax.set_xlabel("tokens (big model)")
+        ax.set_ylabel("validation loss")
+        ax.set_title(f"sweep, {shape_text(shape)}: every arm (seed mean); dashed = random init")
+        ax.legend(fontsize=6, ncol=2)
+        lo = min(min(p["val_loss"] for p in c) for cs in results["curves"].values() for c in cs.values())
+        ax.set_ylim(lo - 0.05, lo + 1.5)
+        path = out / f"sweep_val_loss_w{shape}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    out = Path(out)
+    (out / "sweep.json").write_text(json.dumps(results, indent=1))
+    plots = plot(results, out)
+    p = results["preset"]
+    m = results["models"]
+    lines = [f"# HyperCloning post-growth recipe sweep: preset `{p['name']}`", "",
+             f"Small model: {m['small']['hidden']} wide, {m['small']['layers']} layers, {m['small']['params']:,} "
+             f"parameters, pretrained for {results['small_cost']['tokens']:,} tokens. "
+             + "; ".join(f"{shape_text(k)}: {s['hidden']} wide, {s['layers']} layers, {s['params']:,} parameters"
+                         for k, s in m["shapes"].items()) + ". "
+             f"Every arm trains for {p['tokens']:,} tokens ({p['batch_tokens']:,} per step, sequences of "
+             f"{p['seq_len']}) on {results['corpus']['description']}; a seed sets the data order (and the random "
+             "init), so arms with the same seed see the same batches in the same order.", "",
+             "The baseline is the best random-init arm of each final shape after its own learning-rate search; "
+             "speedups compare each grown arm with it on the seeds both ran. speedup_tokens = random's tokens / "
+             "tokens the grown arm needs to reach random's final validation loss (seed-mean curves, interpolated; "
+             "— = never reached); per seed: each seed against the random run with the same seed; loss gap = how "
+             "much lower the grown arm's final loss is; incl. small adds the small model's pretraining tokens; "
+             "speedup_flops also charges the small model's FLOPs.", ""]
+    if results["goal"]:
+        g = results["goal"]
+        met = "met" if g["met"] else "not met"
+        lines += [f"**Goal** ({shape_text(g['shape'])}: speedup_tokens ≥ {g['speedup_tokens']}, final loss ≥ "
+                  f"{100 * g['loss_gap']:.0f}% below random, ≥ {g['seeds']} seeds): **{met}**"
+                  f" by `{g['arm']}` (speedup_tokens {_f(g['measured_speedup_tokens'])}, loss gap "
+                  f"{100 * g['measured_loss_gap']:.1f}%, seeds: {g['measured_seeds']}).", ""]
+    best = ", ".join(f"{shape_text(k)}: `{v}`" for k, v in results["best_random"].items())
+    winners = ", ".join(f"{shape_text(k)}: `{v}`" for k, v in results["winner"].items())
+    lines += [f"Best random arm per shape, among this sweep's random arms (runs of other sweep files in the same "
+              f"folder are not compared): {best}. "
+              + (f"Winner per shape (most seeds, then speedup_tokens ≥ {GOAL['speedup_tokens']:g}, then the lowest "
+                 f"final loss: the head start that lasts): {winners}." if winners else
+                 "This sweep has no grown arm: it compares random-init runs only, so it names no winner."),
+              "", *table(results), ""]
+    lines += [f"![{pl.stem}]({pl.name})" for pl in plots]
+    lines += ["", f"Machine: {results['machine']}; sweep wall time {results['wall_clock_s']:.0f} s over every "
+              f"invocation; date {results['date']}.", "", f"Reproduce: `{results['command']}`", ""]
+    path = out / "sweep.md"
+    path.write_text("\n".join(lines))
+    return path

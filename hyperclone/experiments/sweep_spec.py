@@ -1,0 +1,210 @@
+"""Sweep files: a small YAML or JSON description of the arms `hyperclone experiment --sweep` runs.
+
+```yaml
+preset: cpu-tiny          # the corpus, tokenizer, small model, token budget and batch shape
+seeds: [0]                # default seeds of every arm
+arms:
+  - name: random          # random init of the grown shape; `lr` as a list expands into one arm per value
+    init: random
+    lr: [1e-3, 2e-3, 4e-3]
+  - name: noisy-0db       # grown from the small model with hyperclone.grow.engine options
+    init: grown
+    grow: {mode: noisy, noise_db: 0}
+    lr: 1e-3
+    seeds: [0, 1]
+  - name: carry
+    init: grown
+    moments: carry        # fresh (default) | carry: the small model's AdamW moments, grown
+    moments_reset: first  # none | first (zero the carried first moment)
+    warmup: 0.0           # also: schedule (cosine|wsd), decay_frac, min_lr_ratio, tokens, width
+  - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
+    init: grown
+    layers: 8
+    grow: {mode: noisy, noise_db: 0, depth_mode: stack}
+  - name: msg             # Masked Structural Growth to the same shape (hyperclone.baselines.msg), masks ramped
+    init: msg             # over the first ramp_frac of the run; depth_start_frac > 0 grows depth as a later stage
+    layers: 8
+    msg: {ramp_frac: 0.1, depth_start_frac: 0}
+```
+
+Every error is one line naming the file and the arm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.plan import MODES
+from hyperclone.train.loop import SCHEDULES
+from hyperclone.train.moments import RESETS
+
+TOP_KEYS = ("preset", "seeds", "arms")
+ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
+            "min_lr_ratio", "grow", "msg", "moments", "moments_reset")
+GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode")
+MSG_KEYS = ("ramp_frac", "depth_start_frac")
+INITS = ("grown", "random", "msg")
+DEPTH_MODES = ("identity", "stack")
+
+
+@dataclass(frozen=True)
+class SweepArm:
+    name: str
+    init: str  # grown | random | msg
+    lr: float
+    seeds: tuple[int, ...]
+    width: int | None = None  # None: the preset's
+    layers: int | None = None  # final number of layers; None: the small model's
+    tokens: int | None = None  # None: the preset's
+    warmup: float | None = None  # None: the preset's
+    schedule: str | None = None
+    decay_frac: float = 0.2
+    min_lr_ratio: float = 0.1
+    grow: dict[str, Any] = field(default_factory=dict)
+    msg: dict[str, Any] = field(default_factory=dict)  # init msg: ramp_frac, depth_start_frac
+    moments: str = "fresh"
+    moments_reset: str = "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    preset: str
+    arms: tuple[SweepArm, ...]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; raise a one-line HyperCloneError on anything wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise HyperCloneError(f"cannot read the sweep file {path}: {err.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - yaml and json raise many kinds; all mean "not parseable"
+        raise HyperCloneError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                              f"{str(err).splitlines()[0]}") from None
+    return parse_sweep(raw, str(path))
+
+
+def _fail(where: str, msg: str) -> None:
+    raise HyperCloneError(f"{where}: {msg}")
+
+
+def _unknown(where: str, got: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    bad = [k for k in got if k not in allowed]
+    if bad:
+        _fail(where, f"unknown key {bad[0]!r} (allowed: {', '.join(allowed)})")
+
+
+def _number(where: str, key: str, value: Any, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+        _fail(where, f"{key} must be a {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def _seeds(where: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                             for s in value):
+        _fail(where, f"seeds must be a non-empty list of integers, got {value!r}")
+    return tuple(value)
+
+
+def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
+    """The sweep a parsed YAML/JSON file describes, every key checked. Long: one check per arm key, in the
+    order the keys are documented, each with its own one-line error."""
+    if not isinstance(raw, dict):
+        _fail(where, "a sweep file holds a mapping with keys preset, seeds, arms")
+    _unknown(where, raw, TOP_KEYS)
+    if not isinstance(raw.get("preset"), str):
+        _fail(where, "preset (a preset name such as cpu-tiny) is required")
+    seeds = _seeds(where, raw.get("seeds", [0]))
+    if not isinstance(raw.get("arms"), list) or not raw["arms"]:
+        _fail(where, "arms must be a non-empty list")
+    arms: list[SweepArm] = []
+    for i, a in enumerate(raw["arms"]):
+        here = f"{where}: arm {i + 1}"
+        if not isinstance(a, dict):
+            _fail(here, "each arm is a mapping")
+        if isinstance(a.get("name"), str):
+            here = f"{where}: arm {a['name']!r}"
+        _unknown(here, a, ARM_KEYS)
+        name = a.get("name")
+        if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+            _fail(here, f"name must be a non-empty string without spaces or slashes, got {name!r}")
+        if a.get("init") not in INITS:
+            _fail(here, f"init must be one of {', '.join(INITS)}, got {a.get('init')!r}")
+        lrs = a.get("lr")
+        if lrs is None:
+            _fail(here, "lr is required (a number or a list of numbers)")
+        lr_list = lrs if isinstance(lrs, list) else [lrs]
+        lr_values = [_number(here, "lr", v) for v in lr_list]
+        grow_opts = a.get("grow", {}) or {}
+        if not isinstance(grow_opts, dict):
+            _fail(here, "grow must be a mapping of grow options")
+        _unknown(f"{here}: grow", grow_opts, GROW_KEYS)
+        if a["init"] != "grown" and (grow_opts or a.get("moments", "fresh") != "fresh"):
+            _fail(here, "grow and moments only apply to init: grown")
+        msg_opts = a.get("msg", {}) or {}
+        if not isinstance(msg_opts, dict):
+            _fail(here, "msg must be a mapping of MSG options")
+        _unknown(f"{here}: msg", msg_opts, MSG_KEYS)
+        if msg_opts and a["init"] != "msg":
+            _fail(here, "msg options only apply to init: msg")
+        if "ramp_frac" in msg_opts and not 0 < _number(here, "msg.ramp_frac", msg_opts["ramp_frac"]) <= 1:
+            _fail(here, f"msg.ramp_frac must be in (0, 1], got {msg_opts['ramp_frac']!r}")
+        if "depth_start_frac" in msg_opts and not 0 <= _number(
+                here, "msg.depth_start_frac", msg_opts["depth_start_frac"], positive=False) < 1:
+            _fail(here, f"msg.depth_start_frac must be in [0, 1), got {msg_opts['depth_start_frac']!r}")
+        if grow_opts.get("depth_mode", "identity") not in DEPTH_MODES:
+            _fail(here, f"grow.depth_mode must be one of {', '.join(DEPTH_MODES)}, got {grow_opts['depth_mode']!r}")
+        if grow_opts.get("mode", "symmetric") not in MODES:
+            _fail(here, f"grow.mode must be one of {', '.join(MODES)}, got {grow_opts.get('mode')!r}")
+        if "noise_db" in grow_opts:
+            _number(here, "grow.noise_db", grow_opts["noise_db"], positive=False)
+        if a.get("moments", "fresh") not in ("fresh", "carry"):
+            _fail(here, f"moments must be fresh or carry, got {a.get('moments')!r}")
+        if a.get("moments_reset", "none") not in RESETS:
+            _fail(here, f"moments_reset must be one of {', '.join(RESETS)}, got {a.get('moments_reset')!r}")
+        if a.get("moments_reset", "none") != "none" and a.get("moments") != "carry":
+            _fail(here, "moments_reset needs moments: carry")
+        if a.get("schedule") is not None and a["schedule"] not in SCHEDULES:
+            _fail(here, f"schedule must be one of {', '.join(SCHEDULES)}, got {a['schedule']!r}")
+        width = a.get("width")
+        if width is not None and (not isinstance(width, int) or isinstance(width, bool) or width < 1):
+            _fail(here, f"width must be a positive integer, got {width!r}")
+        layers = a.get("layers")
+        if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 1):
+            _fail(here, f"layers must be a positive integer, got {layers!r}")
+        if grow_opts.get("depth_mode") == "stack" and layers is None:
+            _fail(here, "grow.depth_mode: stack needs layers (the final number of layers)")
+        tokens = a.get("tokens")
+        if tokens is not None:
+            tokens = int(_number(here, "tokens", tokens))
+        warmup = None if a.get("warmup") is None else _number(here, "warmup", a["warmup"], positive=False)
+        for lr in lr_values:
+            arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
+            arms.append(SweepArm(
+                name=arm_name, init=a["init"], lr=lr, seeds=_seeds(here, a["seeds"]) if "seeds" in a else seeds,
+                width=width, layers=layers, tokens=tokens, warmup=warmup, schedule=a.get("schedule"),
+                decay_frac=_number(here, "decay_frac", a.get("decay_frac", 0.2)),
+                min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
+                grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
+                moments_reset=a.get("moments_reset", "none")))
+    names = [arm.name for arm in arms]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        _fail(where, f"two arms are named {dup!r}")
+    return Sweep(preset=raw["preset"], arms=tuple(arms))

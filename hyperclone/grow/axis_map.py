@@ -1,0 +1,396 @@
+"""How one axis of a tensor grows: a map from every new position to a source position.
+
+New position k holds ``scale[k] * source[index[k]]``; ``index[k] == MEAN`` means "the mean over the
+source axis" (used for LayerNorm widths that are not multiples, see ``layernorm_hidden_map``).
+
+A grown *emitted* axis (outputs, embedding columns, norm weights) is a gather. A grown *contracted*
+axis (the input of a linear layer) receives the emitted values, so its column k must be weighted by
+``reader[k]`` with, for every source position i, sum over the copies k of i of scale[k] * reader[k] = 1;
+then sum_k W[:, i] * reader[k] * scale[k] * x[i] = W[:, i] * x[i]: the function is unchanged.
+
+Constructions, and why each is exact:
+
+* ``tile_map(d, new)``: copies in tile order (new k -> k mod d), scale 1. With new = n * d this is the
+  HyperCloning layout [h; h; ...]. Means and variances of [h; h] equal those of h, so any norm is exact.
+* ``weighted_map(d, new, gamma)``: tile order, and the copies of source i get scale sqrt(gamma / c_i)
+  (c_i = number of copies of i), so the sum of squared scales over the copies of every source equals
+  gamma. With gamma = new / d the mean square of the grown vector equals the source's, so RMSNorm
+  sees the same statistics for widths that are not multiples (576 -> 960) with no change of eps, and
+  its weight is a plain gather (RMSNorm(h')_k = s_k h_i / rms(h) * w_i = s_k * RMSNorm(h)_i).
+* ``layernorm_hidden_map(d, new)``: r = new // d copies of every source position, then new - r*d
+  positions holding the mean of h. The mean of h' equals the mean of h and h' - mean(h') is r copies of
+  h - mean(h) padded with zeros, so var(h') = (r d / new) var(h): LayerNorm is exact with
+  eps' = eps * r d / new and weight' = weight * sqrt(r d / new). The mean positions normalise to 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hyperclone.grow.exact_split import needs_exact_split, split_columns, split_tiles
+
+MEAN = -1
+# exact copies in 16-bit dtypes may move this many noise standard deviations from W/n before clipping
+NOISE_SPREAD = 4.0
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    index: torch.Tensor  # int64 [new]: source position of each new position (MEAN: the mean)
+    scale: torch.Tensor  # float64 [new]
+    src_size: int
+
+    @property
+    def size(self) -> int:
+        return int(self.index.numel())
+
+    def copies(self) -> torch.Tensor:
+        """[new]: how many new positions copy the same source position (0 for MEAN positions)."""
+        counts = torch.bincount(self.index[self.index >= 0], minlength=self.src_size)
+        return torch.where(self.index >= 0, counts[self.index.clamp(min=0)], torch.zeros_like(self.index))
+
+    def rank(self) -> torch.Tensor:
+        """[new]: which copy of its source position each new position is (0, 1, ... in order of position)."""
+        order = torch.argsort(self.index, stable=True)
+        _, counts = torch.unique_consecutive(self.index[order], return_counts=True)
+        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        rank = torch.empty_like(self.index)
+        rank[order] = torch.arange(self.size) - starts
+        return rank
+
+    def reader(self) -> torch.Tensor:
+        """[new] float64: weights of a contracted axis; sum over copies of scale * reader = 1."""
+        valid = self.index >= 0
+        idx = self.index.clamp(min=0)
+        sq = torch.zeros(self.src_size, dtype=torch.float64).index_add_(0, idx[valid], self.scale[valid] ** 2)
+        return torch.where(valid, self.scale / sq[idx], torch.zeros_like(self.scale))
+
+    def is_tile(self) -> bool:
+        """True when this is n plain copies in tile order (the fast path)."""
+        if self.size % self.src_size or not bool((self.scale == 1.0).all()):
+            return False
+        return bool(torch.equal(self.index, torch.arange(self.size) % self.src_size))
+
+    @property
+    def tiles(self) -> int:
+        return self.size // self.src_size
+
+    def is_identity(self) -> bool:
+        return self.size == self.src_size and self.is_tile()
+
+
+def tile_map(src: int, new: int) -> AxisMap:
+    if new < src:
+        raise ValueError(f"cannot shrink an axis from {src} to {new}")
+    return AxisMap(torch.arange(new) % src, torch.ones(new, dtype=torch.float64), src)
+
+
+def weighted_map(src: int, new: int, gamma: float | None = None) -> AxisMap:
+    """Tile-order copies scaled so that the squared scales of every source position's copies sum to gamma
+    (default new / src: the mean square of the grown vector equals the source's)."""
+    base = tile_map(src, new)
+    gamma = new / src if gamma is None else gamma
+    counts = base.copies().double()
+    return AxisMap(base.index, torch.sqrt(gamma / counts), src)
+
+
+def layernorm_hidden_map(src: int, new: int) -> AxisMap:
+    copies = new // src
+    index = torch.cat([torch.arange(copies * src) % src, torch.full((new - copies * src,), MEAN)])
+    return AxisMap(index, torch.ones(new, dtype=torch.float64), src)
+
+
+def concat_maps(maps: list[AxisMap]) -> AxisMap:
+    """Maps of consecutive sections (fused projections) as one map over the whole axis."""
+    indices, offset = [], 0
+    for m in maps:
+        indices.append(torch.where(m.index >= 0, m.index + offset, m.index))
+        offset += m.src_size
+    return AxisMap(torch.cat(indices), torch.cat([m.scale for m in maps]), offset)
+
+
+def block_map(blocks: AxisMap, inner: AxisMap) -> AxisMap:
+    """Heads x head_dim: new position (b, t) holds source (blocks.index[b], inner.index[t]), scaled by both."""
+    index = (blocks.index[:, None] * inner.src_size + inner.index[None, :]).reshape(-1)
+    scale = (blocks.scale[:, None] * inner.scale[None, :]).reshape(-1)
+    return AxisMap(index, scale, blocks.src_size * inner.src_size)
+
+
+def gqa_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int) -> tuple[AxisMap, AxisMap]:
+    """Maps of query heads and KV heads such that every new query head still reads a copy of the KV
+    head of its own source group. New KV head g' copies source KV head g' mod K; its G' query-head slots
+    cycle through the source group's G heads. Every source query head must get at least one slot."""
+    group, new_group = heads // kv_heads, new_heads // new_kv_heads
+    kv_index = torch.arange(new_kv_heads) % kv_heads
+    q_index = []
+    for g_new in range(new_kv_heads):
+        source_group, occurrence = g_new % kv_heads, g_new // kv_heads
+        for slot in range(new_group):
+            q_index.append(source_group * group + (occurrence * new_group + slot) % group)
+    q_index_t = torch.tensor(q_index)
+    covered = torch.bincount(q_index_t, minlength=heads)
+    if bool((covered == 0).any()):
+        raise ValueError(f"{new_heads} query heads in {new_kv_heads} KV groups cannot hold a copy of each of the "
+                         f"{heads} source heads ({kv_heads} groups of {group})")
+    ones = torch.ones
+    return (AxisMap(q_index_t, ones(new_heads, dtype=torch.float64), heads),
+            AxisMap(kv_index, ones(new_kv_heads, dtype=torch.float64), kv_heads))
+
+
+def gather(tensor: torch.Tensor, dim: int, amap: AxisMap, apply_scale: bool = True,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Emit along `dim`: position k = scale[k] * tensor[index[k]] (MEAN: the mean along dim).
+    `out`, if given, is a contiguous tensor of the result's shape and dtype to write into (and return)."""
+    if tensor.shape[dim] != amap.src_size:
+        raise ValueError(f"axis {dim} has {tensor.shape[dim]} positions, map expects {amap.src_size}")
+    if amap.is_identity():
+        return tensor if out is None else out.copy_(tensor)
+    if amap.is_tile():
+        if out is None:
+            reps = [1] * tensor.ndim
+            reps[dim] = amap.tiles
+            return tensor.repeat(*reps)
+        split = [*tensor.shape[:dim], amap.tiles, *tensor.shape[dim:]]
+        out.view(split).copy_(tensor.unsqueeze(dim))  # broadcast over the copies: no temporary
+        return out
+    has_mean = bool((amap.index < 0).any())
+    index = amap.index.clamp(min=0)
+    if not has_mean and not (apply_scale and bool((amap.scale != 1.0).any())):
+        return tensor.index_select(dim, index) if out is None else torch.index_select(tensor, dim, index, out=out)
+    result = tensor.index_select(dim, index).float()
+    if has_mean:
+        mean = tensor.float().mean(dim, keepdim=True)
+        positions = torch.nonzero(amap.index < 0).flatten()
+        result.index_copy_(dim, positions, mean.expand_as(result.index_select(dim, positions)).contiguous())
+    if apply_scale:
+        shape = [1] * tensor.ndim
+        shape[dim] = -1
+        result = result * amap.scale.float().reshape(shape)
+    return result.to(tensor.dtype) if out is None else out.copy_(result)
+
+
+def diagonal_weights(row_rank: int, row_copies: int, in_map: AxisMap) -> torch.Tensor:
+    """Column weights for an output row that is copy `row_rank` of `row_copies`: it reads the input
+    copies k of each source whose rank is congruent to its own modulo min(row_copies, copies of k),
+    sharing so that sum over copies of scale * weight = 1."""
+    copies, rank = in_map.copies(), in_map.rank()
+    period = torch.minimum(copies, torch.full_like(copies, row_copies)).clamp(min=1)
+    selected = (rank % period) == (row_rank % period)
+    valid = in_map.index >= 0
+    idx = in_map.index.clamp(min=0)
+    count = torch.zeros(in_map.src_size, dtype=torch.float64).index_add_(0, idx[valid & selected],
+                                                                         torch.ones(int((valid & selected).sum()),
+                                                                                    dtype=torch.float64))
+    weights = torch.where(valid & selected, 1.0 / (count[idx].clamp(min=1) * in_map.scale), torch.zeros(1).double())
+    return weights
+
+
+def projected_noise(rows: int, in_map: AxisMap, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise [rows, new_in] whose scale-weighted sum over the copies of every source column is zero,
+    so it cancels on equal copies; entries have standard deviation about `std`. A source column with a
+    single copy gets none."""
+    noise = torch.randn(rows, in_map.size, generator=generator, dtype=torch.float32)
+    valid = in_map.index >= 0
+    idx = in_map.index.clamp(min=0)
+    scale = torch.where(valid, in_map.scale, torch.zeros_like(in_map.scale)).float()
+    weighted = torch.zeros(rows, in_map.src_size).index_add_(1, idx, noise * scale)
+    norm = torch.zeros(in_map.src_size).index_add_(0, idx, scale**2)
+    noise -= scale * (weighted / norm.clamp(min=1e-30))[:, idx]
+    copies = in_map.copies().float()
+    # removing the projection leaves (c - 1) / c of the variance for c equal copies: restore it
+    restore = torch.where(copies > 1, torch.sqrt(copies / (copies - 1).clamp(min=1)), torch.zeros(1))
+    return noise.mul_(restore * std)
+
+
+class NoisePool:
+    """Seeded Gaussian values that noisy growth reads in blocks at random offsets.
+
+    Drawing an independent Gaussian for every grown weight costs more than writing the checkpoint
+    (about 70 M values/s on a 2-core machine against 8 G values for a 1.1B model grown 2x), so a
+    [count, length] block of noise is a contiguous stretch of a 2^24-value pool at a random offset
+    (drawn from a generator seeded by the tensor's name): a view, no copy. Rows of one block are
+    disjoint stretches; blocks of other chunks, copies and tensors start at other offsets. The
+    zero-sum constraint is exact whatever the values are.
+    """
+
+    def __init__(self, seed: int, size: int = 2**24):
+        generator = torch.Generator().manual_seed(seed)
+        pool = torch.randn(size, generator=generator, dtype=torch.float32)
+        self.size = size
+        self.values = {torch.float32: torch.cat([pool, pool])}  # per dtype; blocks may wrap around
+
+    def block(self, count: int, length: int, generator: torch.Generator | None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if count * length > self.size:
+            return torch.randn(count, length, generator=generator).to(dtype)
+        if dtype not in self.values:
+            self.values[dtype] = self.values[torch.float32].to(dtype)
+        offset = int(torch.randint(0, self.size, (1,), generator=generator))
+        return self.values[dtype][offset:offset + count * length].view(count, length)
+
+
+def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str = "symmetric",
+                snr_db: float | None = None, generator: torch.Generator | None = None,
+                noise_pool: NoisePool | None = None, chunk_elements: int = 2**19,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Grow a linear weight [out, in]: rows emitted through out_map, columns read through in_map.
+
+    symmetric: column k gets reader[k] (the HyperCloning W/n for n plain copies).
+    diagonal: output copy p reads only the matching input copies (see diagonal_weights).
+    noisy: symmetric plus noise that cancels on the copies, with standard deviation 10^(-snr_db/20)
+    times the RMS of one symmetric block. Arithmetic in float32 (torch's bfloat16/float16 kernels
+    compute in float32 too, so the fast path's in-place products round identically), in chunks of
+    about `chunk_elements` source values (2 MiB of float32: small enough to stay in cache and for the
+    allocator to reuse, so no chunk pays page faults); the result keeps weight's dtype. `out`, if
+    given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
+    """
+    if mode == "noisy" and snr_db is None:
+        raise ValueError("noisy mode needs snr_db")
+    shape = (out_map.size, in_map.size)
+    if out is None:
+        out = torch.empty(shape, dtype=weight.dtype)
+    elif tuple(out.shape) != shape or out.dtype != weight.dtype:
+        raise ValueError(f"out is {tuple(out.shape)} {out.dtype}, expected {shape} {weight.dtype}")
+    std = 0.0
+    if mode == "noisy":
+        mean_reader = float(in_map.src_size) / in_map.size
+        # in the weight's dtype (float32 accumulation inside; an upcast copy first would cost 10x)
+        rms = float(torch.linalg.vector_norm(weight)) / math.sqrt(max(1, weight.numel()))
+        std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
+    chunk_rows = max(1, chunk_elements // max(1, weight.shape[1]))
+    if in_map.is_tile() and (mode != "diagonal" or in_map.tiles == 1):
+        if out_map.is_tile():  # whole copies of the rows: grow one row tile, then copy it (or redraw noise)
+            tiles = out.view(out_map.tiles, weight.shape[0], in_map.size)
+            for t in range(out_map.tiles):
+                if std == 0.0 and t > 0:
+                    tiles[t].copy_(tiles[0])
+                else:
+                    _grow_tiled(weight, tiles[t], in_map.tiles, std, generator, noise_pool, chunk_rows)
+        else:
+            _grow_tiled(gather(weight, 0, out_map), out, in_map.tiles, std, generator, noise_pool, chunk_rows)
+        return out
+    rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
+    reader = in_map.reader().float()
+    idx = in_map.index.clamp(min=0)
+    valid = in_map.index >= 0
+    # exact copies in a 16-bit dtype need the copies to sum to W unscaled (scale 1 on every copy)
+    exact = needs_exact_split(weight.dtype) and bool((in_map.scale[valid] == 1.0).all())
+    row_copies, row_rank = out_map.copies(), out_map.rank()
+    diagonal_cache: dict[tuple[int, int], torch.Tensor] = {}
+    for start in range(0, rows.shape[0], chunk_rows):
+        source_rows = rows[start:start + chunk_rows].float()
+        block = source_rows.index_select(1, idx)
+        if mode == "diagonal":
+            end = start + block.shape[0]
+            keys = torch.stack([row_rank[start:end], row_copies[start:end].clamp(min=1)], 1)
+            for key in torch.unique(keys, dim=0).tolist():
+                if tuple(key) not in diagonal_cache:
+                    diagonal_cache[tuple(key)] = diagonal_weights(key[0], key[1], in_map).float()
+                weights = diagonal_cache[tuple(key)]
+                mask = (keys == torch.tensor(key)).all(1)
+                block[mask] *= weights
+                if exact:
+                    block[mask] = split_columns(source_rows[mask], block[mask], in_map.index, weights > 0,
+                                                weight.dtype)
+        else:
+            block *= reader
+            if mode == "noisy":
+                block += projected_noise(block.shape[0], in_map, std, generator)
+            if exact:
+                block = split_columns(source_rows, block, in_map.index, reader > 0, weight.dtype,
+                                      NOISE_SPREAD * std)
+        out[start:start + chunk_rows] = block.to(weight.dtype)
+    return out
+
+
+def _draw(count: int, width: int, generator: torch.Generator | None, pool: NoisePool | None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    if pool is not None:
+        return pool.block(count, width, generator, dtype)
+    return torch.randn(count, width, generator=generator).to(dtype)
+
+
+def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
+                noise_pool: NoisePool | None, chunk_rows: int) -> None:
+    """Fast path for n plain input copies: blocks W/n (+ zero-sum noise over the n blocks), written
+    straight into the column blocks of `out` (no temporaries in the symmetric case). In bfloat16 and
+    float16 the blocks are split exactly (hyperclone.grow.exact_split), so they sum to W with no rounding."""
+    width = rows.shape[1]
+    exact = needs_exact_split(rows.dtype) and copies > 1
+    for start in range(0, rows.shape[0], chunk_rows):
+        block = rows[start:start + chunk_rows]
+        target = out[start:start + chunk_rows]
+        blocks = [target[:, j * width:(j + 1) * width] for j in range(copies)]
+        if copies == 1:
+            blocks[0].copy_(block)
+            continue
+        if std == 0.0 and not (exact and not _division_is_exact(block, copies)):
+            torch.mul(block, 1.0 / copies, out=blocks[0])  # W/n: exact for n a power of two (checked)
+            for j in range(1, copies):
+                blocks[j].copy_(blocks[0])
+            continue
+        count = block.shape[0]
+        if exact:
+            weight = block.float()
+            share = weight * (1.0 / copies)
+            if std == 0.0:
+                targets: list[torch.Tensor | None] = [share] * copies
+            elif copies == 2:  # W/2 + eta; the other copy is the exact remainder W - first
+                targets = [share.add_(_draw(count, width, generator, noise_pool), alpha=std), None]
+            else:
+                targets = list(share + _zero_sum_noise(count, width, copies, std, generator, noise_pool))
+            for j, copy in enumerate(split_tiles(weight, targets, rows.dtype, NOISE_SPREAD * std)):
+                blocks[j].copy_(copy)
+            continue
+        if copies == 2:
+            # float32: all in the weight's dtype (W/2 is exact in it; the noise is drawn in it, so both copies
+            # add the very same values with opposite signs): mixed-dtype ops are several times slower
+            base = block * 0.5
+            eta = _draw(count, width, generator, noise_pool, block.dtype)
+            torch.add(base, eta, alpha=std, out=blocks[0])
+            torch.sub(base, eta, alpha=std, out=blocks[1])
+            continue
+        base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
+        noise = _zero_sum_noise(count, width, copies, std, generator, noise_pool)
+        for j in range(copies):
+            blocks[j].copy_(base + noise[j])
+
+
+def _zero_sum_noise(count: int, width: int, copies: int, std: float, generator: torch.Generator | None,
+                    noise_pool: NoisePool | None) -> torch.Tensor:
+    """float32 [copies, count, width]: noise of standard deviation `std` per copy that sums to zero over
+    the copies (for two copies: +eta and -eta)."""
+    if copies == 2:
+        eta = _draw(count, width, generator, noise_pool) * std
+        return torch.stack([eta, -eta])
+    noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
+    noise -= noise.mean(0, keepdim=True)
+    return noise.mul_(std * math.sqrt(copies / (copies - 1)))
+
+
+def _division_is_exact(block: torch.Tensor, copies: int) -> bool:
+    """W / copies loses no bits: copies a power of two and no W so small that W / copies underflows
+    into the subnormals (or below) of the dtype."""
+    if copies & (copies - 1):
+        return False
+    smallest_normal = torch.finfo(block.dtype).tiny
+    return not bool(((block.abs() < copies * smallest_normal) & (block != 0)).any())
+
+
+def scale_norm_weight(weight: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:
+    """Multiply a norm's effective weight (offset + weight) by `scale`; return the stored form.
+
+    Gemma's RMSNorm applies (1 + weight), so its stored weight w becomes scale * (1 + w) - 1.
+    """
+    if scale == 1.0:
+        return weight
+    return ((weight.float() + offset) * scale - offset).to(weight.dtype)
+
+
+def quarter_power_gamma(old_head_dim: int, new_head_dim: int) -> float:
+    """Sum of squared q (and k) scales per source dim when head_dim grows without RoPE: q'.k' must be
+    sqrt(new/old) times q.k to cancel the change of the 1/sqrt(head_dim) attention scale."""
+    return math.sqrt(new_head_dim / old_head_dim)

@@ -1,0 +1,309 @@
+"""Reading source tensors one at a time and writing grown tensors shard by shard.
+
+Why not safetensors' own API for everything: `safe_open` memory-maps whole files (the pages it
+touches stay resident, so a 2 GB source shows up as 2 GB of RSS) and `save_file` needs every tensor
+of a shard in memory at once. Growth knows every output name, shape and dtype before it computes a
+single tensor, so the writer lays out each shard's header first and then streams tensor bytes to
+their final offsets; the reader pulls each tensor with one positioned read. Both follow the
+safetensors format (8-byte little-endian header length, JSON header, raw little-endian data), and
+the output is read back by the safetensors library and transformers in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.stream_file import StreamFile
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: Path
+    start: int = 0  # absolute byte offset in file (safetensors only)
+    end: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return _numel(self.shape) * _itemsize(self.dtype)
+
+
+def _numel(shape: Iterable[int]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and validate a safetensors header; raise HyperCloneError on a truncated or corrupt file."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise HyperCloneError(f"{path}: not a safetensors file (shorter than its header)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, 100_000_000):
+            raise HyperCloneError(f"{path}: corrupt or truncated safetensors header")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HyperCloneError(f"{path}: corrupt safetensors header ({exc.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise HyperCloneError(f"{path}: corrupt safetensors header")
+    base = 8 + header_len
+    infos = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            start, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r}") from None
+        if end - start != _numel(shape) * _itemsize(dtype) or start < 0:
+            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r} (size does not match shape)")
+        if base + end > size:
+            raise HyperCloneError(f"{path}: truncated safetensors file ({name!r} ends past the end of the file)")
+        infos[name] = TensorInfo(name, shape, dtype, path, base + start, base + end)
+    return infos
+
+
+class SourceWeights:
+    """The tensors of a checkpoint folder, read one at a time.
+
+    Safetensors (single file or sharded with an index) are read with positioned reads. Pickle
+    checkpoints (.bin) are refused unless allow_pickle, and then loaded with weights_only=True.
+    """
+
+    def __init__(self, folder: Path, allow_pickle: bool = False):
+        self.folder = folder
+        self.infos: dict[str, TensorInfo] = {}
+        self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
+        files = self._weight_files(folder, allow_pickle)
+        for file in files:
+            if file.suffix == ".safetensors":
+                self.infos.update(read_safetensors_header(file))
+            else:
+                state = self._load_pickle(file)
+                for name, tensor in state.items():
+                    self.infos[name] = TensorInfo(name, tuple(tensor.shape), tensor.dtype, file)
+        if not self.infos:
+            raise HyperCloneError(f"{folder}: the checkpoint holds no tensors")
+
+    @staticmethod
+    def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            return _files_from_index(index)
+        single = folder / "model.safetensors"
+        if single.exists():
+            return [single]
+        shards = sorted(folder.glob("*.safetensors"))
+        if shards:
+            return shards
+        pickles = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").exists() else []
+        if (folder / "pytorch_model.bin.index.json").exists():
+            pickles = _files_from_index(folder / "pytorch_model.bin.index.json")
+        if pickles:
+            if not allow_pickle:
+                raise HyperCloneError(
+                    f"{folder}: weights are a pickle checkpoint (.bin); pass --allow-pickle to read them "
+                    "(loaded with weights_only=True)")
+            return pickles
+        raise HyperCloneError(f"{folder}: no model weights found (expected model.safetensors or shards)")
+
+    def _load_pickle(self, file: Path) -> dict[str, torch.Tensor]:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # torch raises many types for a bad pickle
+            raise HyperCloneError(f"{file}: cannot read pickle checkpoint ({exc.__class__.__name__})") from None
+        if not isinstance(state, dict):
+            raise HyperCloneError(f"{file}: pickle checkpoint is not a state dict")
+        self._pickled[file] = state
+        return state
+
+    def read(self, name: str) -> torch.Tensor:
+        info = self.infos[name]
+        if info.file in self._pickled:
+            return self._pickled[info.file][name]
+        buffer = bytearray(info.end - info.start)
+        with open(info.file, "rb") as handle:
+            handle.seek(info.start)
+            got = handle.readinto(buffer)
+        if got != len(buffer):
+            raise HyperCloneError(f"{info.file}: truncated while reading {name!r}")
+        if not buffer:
+            return torch.empty(info.shape, dtype=info.dtype)
+        return torch.frombuffer(buffer, dtype=info.dtype).reshape(info.shape)
+
+
+def _files_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise HyperCloneError(f"{index}: corrupt index file") from None
+    files = sorted({index.parent / name for name in weight_map.values()})
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise HyperCloneError(f"{index}: shard files missing: {', '.join(missing)}")
+    return files
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return _numel(self.shape) * _itemsize(self.dtype)
+
+
+def assign_shards(tensors: list[OutputTensor], max_shard_bytes: int) -> list[list[OutputTensor]]:
+    """Split tensors, in order, into shards of at most max_shard_bytes (a larger tensor gets its own)."""
+    shards: list[list[OutputTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def shard_file_names(count: int) -> list[str]:
+    if count == 1:
+        return ["model.safetensors"]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+class ShardedWriter:
+    """Write tensors in a fixed, planned order into safetensors shards, streaming each to disk.
+
+    Usage: create with the full ordered list, then call write() for each tensor in that order,
+    then close(). The index file is written when there is more than one shard.
+    """
+
+    def __init__(self, folder: Path, tensors: list[OutputTensor], max_shard_bytes: int,
+                 metadata: dict[str, str] | None = None):
+        self.folder = folder
+        self.shards = assign_shards(tensors, max_shard_bytes)
+        self.names = shard_file_names(len(self.shards))
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._order = [t for shard in self.shards for t in shard]
+        self._position = 0
+        self._shard = -1
+        self._handle = None
+        self._remaining_in_shard = 0
+
+    def _finish_shard(self) -> None:
+        """fsync the open shard: the folder is renamed into place only once every byte is on disk."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _open_next_shard(self) -> None:
+        self._finish_shard()
+        self._shard += 1
+        entries: dict[str, object] = {"__metadata__": self.metadata}
+        offset = 0
+        for tensor in self.shards[self._shard]:
+            entries[tensor.name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
+                                    "data_offsets": [offset, offset + tensor.nbytes]}
+            offset += tensor.nbytes
+        header = json.dumps(entries, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)
+        self._handle = StreamFile(self.folder / self.names[self._shard])
+        self._handle.write(struct.pack("<Q", len(header)) + header)
+        self._remaining_in_shard = len(self.shards[self._shard])
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        expected = self._order[self._position]
+        if name != expected.name or tuple(tensor.shape) != expected.shape or tensor.dtype != expected.dtype:
+            raise RuntimeError(f"writer expected {expected}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        if self._remaining_in_shard == 0:
+            self._open_next_shard()
+        data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._handle.write(memoryview(data))
+        self._remaining_in_shard -= 1
+        self._position += 1
+
+    def abort(self) -> None:
+        """Close the open shard without syncing it (the output folder is about to be removed)."""
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+
+    def close(self) -> None:
+        if self._position != len(self._order):
+            raise RuntimeError(f"writer closed after {self._position} of {len(self._order)} tensors")
+        self._finish_shard()
+        if len(self.shards) > 1:
+            weight_map = {t.name: self.names[i] for i, shard in enumerate(self.shards) for t in shard}
+            index = {"metadata": {"total_size": sum(t.nbytes for t in self._order)}, "weight_map": weight_map}
+            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+class BackgroundWriter:
+    """Run a ShardedWriter's writes on one background thread, at most one write pending, so the next
+    tensor is computed while the previous one goes to disk (file writes and torch kernels release the
+    GIL). The tensor handed to write() must stay untouched until the following write() returns.
+    Leaving the block waits for the last write and closes the writer; an error in a write is raised
+    by the next write() or on leaving."""
+
+    def __init__(self, writer: ShardedWriter):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer = writer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperclone-writer")
+        self._pending = None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.writer.write, name, tensor)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+                self.writer.close()
+            else:
+                if self._pending is not None:
+                    self._pending.exception()  # let the write in flight end before the folder is removed
+                self.writer.abort()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,154 @@
+"""Architecture knowledge as data: one JSON table per model family.
+
+Each table names the config keys that hold the growable dimensions and lists every tensor of a
+checkpoint as a name template (``{layer}`` stands for the block index) with the dimension kind of
+each axis. The loader is strict: an unknown key, axis kind or role is an error, so a typo in a
+table fails loudly instead of being ignored.
+
+Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyperclone.grow.plan):
+  hidden           residual width
+  q, k, v          query heads x head_dim, KV heads x head_dim (q/k carry the head_dim scaling), KV heads x head_dim
+  attn             the attention output read by the output projection: query heads x v's head_dim
+  qkv_interleaved  GPT-NeoX fused [heads, 3, head_dim] (heads outermost)
+  ffn              MLP width
+  embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
+  vocab, positions, head_dim                               kept
+A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_proj); each section
+is grown on its own and the results are concatenated in the same order.
+
+``contract`` is the axis a linear layer sums over (1 for nn.Linear [out, in], 0 for GPT-2's Conv1D
+[in, out]); it is divided among its copies so that n copies of an input sum back to one.
+Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
+``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
+place where tied embeddings are rescaled), ``norm`` (any other norm weight or bias), ``weight``
+(linear weights and biases, learned position embeddings).
+
+Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must preserve),
+``norm_eps_key`` (the config key of the norms' epsilon, null when the model hard-codes it),
+``rope`` (rotary embeddings: head_dim may only grow without them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from hyperclone.common.errors import HyperCloneError
+
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "ffn", "embed", "vocab", "positions", "head_dim")
+ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm")
+NORM_KINDS = ("rmsnorm", "layernorm")
+CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed")
+REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
+TENSOR_KEYS = {"name", "axes", "contract", "role", "optional"}
+FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
+               "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
+               "norm_eps_key", "rope"}
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    name: str  # template, may contain {layer}
+    axes: tuple[tuple[str, ...], ...]  # per axis, its sections' kinds
+    contract: int | None = None
+    role: str = "weight"
+    optional: bool = False
+
+    @property
+    def per_layer(self) -> bool:
+        return "{layer}" in self.name
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    config_keys: dict[str, str]  # slot -> key in config.json
+    tensors: tuple[TensorRule, ...]
+    norm: str  # "rmsnorm" or "layernorm"
+    norm_eps_key: str | None  # config key of the norms' eps; None when hard-coded
+    rope: bool
+    ignore: tuple[str, ...] = ()
+    embedding_scale: str = "none"  # "none" or "sqrt_hidden" (Gemma multiplies embeddings by sqrt(hidden_size))
+    norm_offset: float = 0.0  # Gemma's RMSNorm applies (offset + weight)
+    tied_default: bool = False  # transformers' default of tie_word_embeddings for this family
+    final_norm_parametric: bool = True  # False when the final norm has no weight (OLMo v1)
+    ffn_default_multiple: int | None = None  # GPT-2: n_inner None means 4 x hidden
+    position_offset: int = 0  # OPT's learned positions have 2 extra rows
+
+    def is_ignored(self, tensor_name: str) -> bool:
+        return any(re.search(pattern, tensor_name) for pattern in self.ignore)
+
+
+def _parse_rule(family: str, raw: dict) -> TensorRule:
+    unknown = set(raw) - TENSOR_KEYS
+    if unknown:
+        raise ValueError(f"family {family}: tensor {raw.get('name')!r} has unknown keys {sorted(unknown)}")
+    axes = tuple(tuple(axis.split("+")) for axis in raw["axes"])
+    for axis in axes:
+        for kind in axis:
+            if kind not in AXIS_KINDS:
+                raise ValueError(f"family {family}: tensor {raw['name']!r} has unknown axis kind {kind!r}")
+    role = raw.get("role", "weight")
+    if role not in ROLES:
+        raise ValueError(f"family {family}: tensor {raw['name']!r} has unknown role {role!r}")
+    contract = raw.get("contract")
+    if contract is not None and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix")
+    return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)))
+
+
+def _parse_family(raw: dict) -> Family:
+    name = raw.get("model_type", "?")
+    unknown = set(raw) - FAMILY_KEYS
+    if unknown:
+        raise ValueError(f"family {name}: unknown keys {sorted(unknown)}")
+    config_keys = dict(raw["config"])
+    bad_slots = set(config_keys) - set(CONFIG_SLOTS)
+    missing = [slot for slot in REQUIRED_CONFIG_SLOTS if slot not in config_keys]
+    if bad_slots or missing:
+        raise ValueError(f"family {name}: config slots unknown {sorted(bad_slots)} / missing {missing}")
+    if raw.get("norm") not in NORM_KINDS or not isinstance(raw.get("rope"), bool) or "norm_eps_key" not in raw:
+        raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
+    if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
+        raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
+    return Family(
+        model_type=raw["model_type"],
+        config_keys=config_keys,
+        tensors=tuple(_parse_rule(name, t) for t in raw["tensors"]),
+        norm=raw["norm"],
+        norm_eps_key=raw["norm_eps_key"],
+        rope=raw["rope"],
+        ignore=tuple(raw.get("ignore", ())),
+        embedding_scale=raw.get("embedding_scale", "none"),
+        norm_offset=float(raw.get("norm_offset", 0.0)),
+        tied_default=bool(raw.get("tied_default", False)),
+        final_norm_parametric=bool(raw.get("final_norm_parametric", True)),
+        ffn_default_multiple=raw.get("ffn_default_multiple"),
+        position_offset=int(raw.get("position_offset", 0)),
+    )
+
+
+def _load_all() -> dict[str, Family]:
+    families = {}
+    for entry in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            family = _parse_family(json.loads(entry.read_text()))
+            families[family.model_type] = family
+    return families
+
+
+FAMILIES: dict[str, Family] = _load_all()
+
+
+def supported_families() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def get_family(model_type: str | None) -> Family:
+    if model_type not in FAMILIES:
+        raise HyperCloneError(
+            f"unsupported model family {model_type!r}; supported: {', '.join(supported_families())}"
+        )
+    return FAMILIES[model_type]

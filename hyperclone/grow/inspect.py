@@ -1,0 +1,106 @@
+"""`hyperclone inspect`: what a checkpoint is and what the legal growths would give."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import default_width, plan_growth
+from hyperclone.grow.plan import GrowthSpec, make_plan
+from hyperclone.grow.source import open_source, source_folder
+
+
+def inspect_checkpoint(src: str | Path, max_width: int = 4, allow_pickle: bool = False) -> dict[str, Any]:
+    with source_folder(src) as folder:
+        source = open_source(folder, allow_pickle=allow_pickle)
+        base = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=1, ffn=1))
+        dtypes = sorted({str(i.dtype).removeprefix("torch.") for i in source.weights.infos.values()})
+        growths = []
+        for width in range(2, max_width + 1):
+            try:  # one row per width: a refusal is that row's answer, not the end of the listing
+                plan = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=width))
+            except HyperCloneError as exc:
+                growths.append({"width": width, "ffn": width, "refused": str(exc)})
+                continue
+            growths.append({"width": width, "ffn": width, "hidden": plan.grown.hidden, "ffn_size": plan.grown.ffn,
+                            "heads": plan.grown.heads, "kv_heads": plan.grown.kv_heads,
+                            "parameters": plan.grown_parameters,
+                            "output_bytes": sum(t.nbytes for t in plan.outputs),
+                            "output_dtypes": plan.output_dtypes, "exact": plan.function_preserving,
+                            "notes": [n for n in plan.notes if "float32" in n or "exact" in n]})
+        summary = base.summary()
+        return {"source": str(src), "family": source.family.model_type, "dims": summary["source"],
+                "tied_embeddings": base.tied_source, "parameters": base.source_parameters, "dtypes": dtypes,
+                "growths": growths}
+
+
+def format_inspection(info: dict[str, Any]) -> str:
+    dims = info["dims"]
+    lines = [
+        f"source      {info['source']}",
+        f"family      {info['family']}",
+        f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
+        f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
+        f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}",
+        f"tied        {'yes' if info['tied_embeddings'] else 'no'}",
+        "",
+        "legal growths (any positive integers --width N --ffn M; N = M shown):",
+        f"  {'width':>5} {'hidden':>7} {'ffn':>7} {'heads':>5} {'kv':>4} {'parameters':>15} {'output':>10}  dtype",
+    ]
+    for g in info["growths"]:
+        if "refused" in g:
+            lines.append(f"  {g['width']:>5} refused: {g['refused']}")
+            continue
+        lines.append(f"  {g['width']:>5} {g['hidden']:>7} {g['ffn_size']:>7} {g['heads']:>5} {g['kv_heads']:>4} "
+                     f"{g['parameters']:>15,} {g['output_bytes'] / 1e9:>8.2f}GB  {','.join(g['output_dtypes'])}"
+                     + ("" if g["exact"] else "  NOT exact"))
+        lines.extend(f"        note: {note}" for note in g["notes"])
+    return "\n".join(lines)
+
+
+def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
+                 allow_pickle: bool = False, tie: str = "keep", dtype: str = "auto", **targets: Any) -> dict[str, Any]:
+    """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable."""
+    spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, tie=tie, dtype=dtype, **targets)
+    spec.validate()
+    with source_folder(src) as folder:
+        plan, _ = plan_growth(folder, spec, allow_pickle, to)
+    summary = plan.summary()
+    maps_note = []
+    if plan.grown.hidden % plan.source.hidden:
+        maps_note.append("hidden size is not a multiple: " + (
+            "copies scaled so each norm sees the same mean square (RMSNorm)" if plan.family.norm == "rmsnorm"
+            else "whole copies plus positions holding the mean, LayerNorm eps and weights rescaled"))
+    if plan.grown.heads % plan.source.heads:
+        maps_note.append("heads are copied unevenly; the output projection divides by each head's copy count")
+    if plan.grown.head_dim != plan.source.head_dim:
+        maps_note.append("head_dim grows: q and k scaled so q.k absorbs the change of 1/sqrt(head_dim)")
+    summary["constructions"] = maps_note
+    summary["config_updates"] = plan.config_updates
+    return summary
+
+
+def format_plan(info: dict[str, Any]) -> str:
+    src, new = info["source"], info["grown"]
+    lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers"):
+        lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
+    lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "
+                 f"({info['output_bytes'] / 1e9:.2f} GB written)")
+    if info["function_preserving"]:
+        exact = "yes"
+    elif info["inexact_reasons"]:
+        exact = "no (" + "; ".join(info["inexact_reasons"]) + ")"
+    else:
+        exact = "no (stacked layers)"
+    lines.append(f"exact       {exact}")
+    lines.append(f"dtype       {', '.join(info['output_dtypes'])}")
+    if info["grown"]["layers"] != info["source"]["layers"]:
+        layer_text = ", ".join(f"{src_layer}{'*' if identity else ''}" for src_layer, identity in info["layers"])
+        lines.append(f"layers      source of each new layer (* identity block): {layer_text}")
+    for note in info["constructions"] + info["notes"]:
+        lines.append(f"note        {note}")
+    lines.append(f"config      {json.dumps(info['config_updates'])}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""AdamW moments of a small model grown for the model grown from it (`hyperclone grow --moments-from RUN/final`).
+
+A run saves its final moments keyed by parameter name (``final/moments.pt``, see
+``TrainConfig.save_moments``). ``grow_moments`` maps them onto the grown model with the same
+plan as the weights, but with the rule gradients follow, not the rule weights follow:
+
+With even copies and symmetric growth every copy of a source element is interchangeable, so at the
+grown point all N copies of an element get the same gradient g'. Moving the small parameter θ by δ
+moves every copy by s·δ (s: the copy's weight multiplier, e.g. 1/n for a column that reads a
+copied input), hence G = N·s·g' and g' = G / (N·s). So the first moment grows as m / (N·s) and
+the second as v / (N·s)², per element, with N = grown elements per source element. Elements with
+s = 0 (identity layers, diagonal blocks) get zero moments. The rule is exact for the symmetric
+construction (tests/test_moments.py checks it against autograd); for noisy and diagonal growth it is
+the symmetric point's moments, a close approximation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.files import MOMENTS_FILE, read_provenance_spec
+
+
+def grown_spec(model_dir: Path) -> Any | None:
+    """The GrowthSpec recorded in model_dir's hyperclone.json, or None for a model that was not grown."""
+    from hyperclone.grow.plan import GrowthSpec
+
+    raw = read_provenance_spec(model_dir)
+    return None if raw is None else GrowthSpec(**raw)
+
+
+def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc)."""
+    from hyperclone.grow.engine import grow_tensor, plan_growth
+
+    sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
+    plan, _ = plan_growth(Path(src_folder), sym)
+    out: dict[str, dict[str, Any]] = {}
+    for recipe in plan.recipes:
+        if recipe.kind == "zero" or recipe.src_name not in moments:
+            continue
+        m = moments[recipe.src_name]
+        src_shape = m["exp_avg"].shape
+        ones = torch.ones(src_shape, dtype=torch.float32)
+        if recipe.kind == "norm":
+            mult = torch.full(recipe.out_shape, float(recipe.scale))
+            def rep(t: torch.Tensor, r=recipe) -> torch.Tensor:
+                return grow_tensor(dataclasses.replace(r, scale=1.0, norm_offset=0.0), t, sym)
+        else:
+            mult = grow_tensor(recipe, ones, sym).float()
+            def rep(t: torch.Tensor, r=recipe, s=mult) -> torch.Tensor:
+                grown = grow_tensor(r, t.float(), sym).float()
+                return torch.where(s != 0, grown / torch.where(s != 0, s, 1.0), 0.0)
+        copies = mult.numel() / ones.numel()
+        if copies != round(copies):
+            raise HyperCloneError(f"{recipe.src_name}: carrying moments over needs whole-number copies "
+                                  f"({tuple(src_shape)} -> {recipe.out_shape})")
+        factor = torch.where(mult != 0, 1.0 / (copies * torch.where(mult != 0, mult, 1.0)), 0.0)
+        out[recipe.out_name] = {"step": m["step"], "exp_avg": rep(m["exp_avg"].float()) * factor,
+                                "exp_avg_sq": rep(m["exp_avg_sq"].float()) * factor**2}
+    return out
+
+
+def load_small_moments(run_final: Path) -> dict[str, dict[str, Any]]:
+    path = Path(run_final) / MOMENTS_FILE
+    if not path.is_file():
+        raise HyperCloneError(f"{run_final} has no {MOMENTS_FILE}: train the small model with --save-moments")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_grown_moments(run_final: Path, spec: Any, destination: Path) -> Path:
+    """Grow the moments saved in a small model's run (run_final/moments.pt, beside that model) with `spec`
+    and write them to destination/moments.pt; returns the file."""
+    grown = grow_moments(Path(run_final), spec, load_small_moments(run_final))
+    path = Path(destination) / MOMENTS_FILE
+    torch.save(grown, path)
+    return path

@@ -1,0 +1,593 @@
+"""Plan a growth: from the source config and the requested target, the grown config and one recipe
+per output tensor. Nothing here reads tensor data; every shape is checked before any is written, and
+every target that cannot be reached exactly is refused here with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.axis_map import (
+    AxisMap,
+    block_map,
+    concat_maps,
+    gqa_head_maps,
+    layernorm_hidden_map,
+    quarter_power_gamma,
+    tile_map,
+    weighted_map,
+)
+from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
+from hyperclone.grow.exact_split import needs_exact_split
+from hyperclone.grow.families import Family, TensorRule
+
+MODES = ("symmetric", "noisy", "diagonal")
+TIE_CHOICES = ("keep", "untie")
+DEPTH_MODES = ("identity", "stack")
+# Output dtype: auto keeps the source's dtype where it can hold the growth exactly and writes float32 where it
+# cannot (see storage_inexact_reasons); source always keeps it (an inexact output is recorded as such).
+DTYPE_CHOICES = ("auto", "source", "float32")
+# The default recipe is the winner of the post-growth recipe search (results/sweep-cpu-tiny): exact zero-sum
+# noise at 0 dB breaks the symmetry of the copies, which plain HyperCloning (--mode symmetric) leaves intact.
+DEFAULT_MODE = "noisy"
+DEFAULT_NOISE_DB = 0.0
+
+
+@dataclass(frozen=True)
+class GrowthSpec:
+    """What the user asked for: factors (--width, --ffn) and/or absolute target sizes."""
+
+    width: int = 2  # hidden size, attention heads and KV heads are multiplied by this
+    ffn: int | None = None  # MLP width multiplier; None: same as width, or as hidden when hidden_size is given
+    hidden_size: int | None = None  # absolute targets; each overrides the factors for its dimension
+    ffn_size: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    layers: int | None = None
+    depth_mode: str = "identity"  # identity: new blocks start as the identity; stack: copies of blocks (G_stack)
+    insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
+    target_vocab: int | None = None  # from --to: must equal the source's vocabulary
+    mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal
+    noise_db: float | None = None  # signal-to-noise ratio of noisy mode, in dB
+    tie: str = "keep"  # keep | untie (only matters for tied embeddings)
+    seed: int = 0
+    dtype: str = "auto"  # auto | source | float32: the dtype the grown tensors are written in
+
+    @property
+    def snr_db(self) -> float | None:
+        if self.mode != "noisy":
+            return None
+        return DEFAULT_NOISE_DB if self.noise_db is None else self.noise_db
+
+    def validate(self) -> None:
+        for label, value in (("--width", self.width), ("--ffn", self.ffn), ("--hidden-size", self.hidden_size),
+                             ("--ffn-size", self.ffn_size), ("--heads", self.heads), ("--kv-heads", self.kv_heads),
+                             ("--head-dim", self.head_dim), ("--layers", self.layers)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise HyperCloneError(f"{label} must be a positive integer, got {value!r}")
+        if self.mode not in MODES:
+            raise HyperCloneError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.tie not in TIE_CHOICES:
+            raise HyperCloneError(f"--tie must be one of {', '.join(TIE_CHOICES)}, got {self.tie!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise HyperCloneError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        if self.depth_mode not in DEPTH_MODES:
+            raise HyperCloneError(f"--depth-mode must be one of {', '.join(DEPTH_MODES)}, got {self.depth_mode!r}")
+        if self.noise_db is not None and self.mode != "noisy":
+            raise HyperCloneError("--noise-db only applies to --mode noisy")
+        if self.snr_db is not None and not math.isfinite(self.snr_db):
+            raise HyperCloneError("--noise-db must be a finite number")
+        if self.insert_after is not None and self.depth_mode != "identity":
+            raise HyperCloneError("--insert-after only applies to --depth-mode identity")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The growable dimensions of a model."""
+
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+    vocab: int
+    positions: int | None
+    embed: int  # OPT's word_embed_proj_dim; equals hidden elsewhere
+
+
+def source_dims(family: Family, config: Any) -> Dims:
+    """Read the dimensions from a transformers config object, with the family's defaults."""
+    keys = family.config_keys
+
+    def get(slot: str) -> Any:
+        return getattr(config, keys[slot], None) if slot in keys else None
+
+    hidden, heads = get("hidden"), get("heads")
+    ffn = get("ffn")
+    if ffn is None and family.ffn_default_multiple:
+        ffn = family.ffn_default_multiple * hidden
+    values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
+    for slot, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
+    kv_heads = get("kv_heads") or heads
+    head_dim = get("head_dim") or hidden // heads
+    if heads % kv_heads:
+        raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
+    return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
+                vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden)
+
+
+def _ratio(numerator: int, denominator: int, what: str, give: str) -> int:
+    if numerator % denominator:
+        raise HyperCloneError(f"{what} would be {numerator}/{denominator}, not a whole number; give {give}")
+    return numerator // denominator
+
+
+def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
+    """Resolve factors and absolute sizes into the grown dimensions, refusing what cannot be reached."""
+    n = spec.width
+    hidden = spec.hidden_size or dims.hidden * n
+    if spec.heads is not None:
+        heads = spec.heads
+    elif spec.hidden_size is None:
+        heads = dims.heads * n
+    else:
+        heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
+    if spec.kv_heads is not None:
+        kv_heads = spec.kv_heads
+    elif "kv_heads" not in family.config_keys:
+        kv_heads = heads
+    else:
+        kv_heads = _ratio(heads * dims.kv_heads, dims.heads, "KV heads for the new head count", "--kv-heads")
+    if spec.ffn_size is not None:
+        ffn = spec.ffn_size
+    elif spec.ffn is not None:
+        ffn = dims.ffn * spec.ffn
+    elif spec.hidden_size is None:
+        ffn = dims.ffn * n
+    else:
+        ffn = _ratio(hidden * dims.ffn, dims.hidden, "MLP width for the new hidden size", "--ffn-size")
+    if spec.head_dim is not None:
+        head_dim = spec.head_dim
+    elif "head_dim" in family.config_keys:
+        head_dim = dims.head_dim
+    else:
+        head_dim = _ratio(hidden, heads, f"head_dim (hidden size / heads) of {family.model_type}", "--heads")
+    layers = spec.layers or dims.layers
+    if spec.target_vocab is not None and spec.target_vocab != dims.vocab:
+        raise HyperCloneError(f"the target vocabulary ({spec.target_vocab}) differs from the source's ({dims.vocab}); "
+                              "growth keeps the tokenizer")
+    grown = Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers,
+                 vocab=dims.vocab, positions=dims.positions,
+                 embed=hidden if dims.embed == dims.hidden else dims.embed)
+    _check_reachable(family, dims, grown)
+    return grown
+
+
+def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
+    for label, old, new in (("hidden size", dims.hidden, grown.hidden), ("MLP width", dims.ffn, grown.ffn),
+                            ("attention heads", dims.heads, grown.heads), ("KV heads", dims.kv_heads, grown.kv_heads),
+                            ("head_dim", dims.head_dim, grown.head_dim), ("layers", dims.layers, grown.layers)):
+        if new < old:
+            raise HyperCloneError(f"cannot shrink the {label} from {old} to {new}: growth only adds")
+    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads:
+        raise HyperCloneError(f"{family.model_type} has no separate KV heads: --kv-heads must equal --heads")
+    if grown.heads % grown.kv_heads:
+        raise HyperCloneError(f"{grown.heads} attention heads do not divide into {grown.kv_heads} KV heads")
+    if "head_dim" not in family.config_keys and grown.heads * grown.head_dim != grown.hidden:
+        raise HyperCloneError(f"{family.model_type} needs hidden size = heads x head_dim "
+                              f"({grown.hidden} != {grown.heads} x {grown.head_dim})")
+    if grown.head_dim != dims.head_dim and family.rope:
+        raise HyperCloneError(f"head_dim cannot grow exactly with rotary embeddings ({family.model_type}); "
+                              "grow the number of heads instead")
+    if grown.hidden % dims.hidden and family.norm == "layernorm" and family.norm_eps_key is None:
+        raise HyperCloneError(f"{family.model_type}'s LayerNorm epsilon is fixed, so a hidden size that is not a "
+                              f"multiple of {dims.hidden} cannot be exact")
+    try:
+        gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+    except ValueError as exc:
+        raise HyperCloneError(str(exc)) from None
+
+
+def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, Any]) -> GrowthSpec:
+    """Fill the absolute sizes of `spec` from a target config.json (e.g. the config of the next model size
+    of the same family). Only the growable dimensions are read; the vocabulary must match."""
+    if target.get("model_type") not in (None, family.model_type):
+        raise HyperCloneError(f"--to: target is a {target.get('model_type')} config, the source is "
+                              f"{family.model_type}")
+    keys = family.config_keys
+
+    def read(slot: str) -> int | None:
+        value = target.get(keys[slot]) if slot in keys else None
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise HyperCloneError(f"--to: {keys[slot]} must be a positive integer, got {value!r}")
+        return value
+
+    values = dict(hidden_size=read("hidden"), ffn_size=read("ffn"), heads=read("heads"),
+                  kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"))
+    if values["hidden_size"] is None:
+        raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
+    vocab = read("vocab")
+    updates = {k: v for k, v in values.items() if v is not None}
+    clash = [k for k in updates if getattr(spec, k) is not None]
+    if clash:
+        raise HyperCloneError(f"--to and --{clash[0].replace('_', '-')} both give the {clash[0].replace('_', ' ')}")
+    return replace(spec, target_vocab=vocab, **updates)
+
+
+def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, bool]]:
+    """For every new layer: (source layer, identity?). identity blocks copy their source's weights but
+    have their residual-branch outputs zeroed, so they compute the identity; stacked copies do not."""
+    old, new = dims.layers, grown.layers
+    extra = new - old
+    if extra == 0:
+        return [(i, False) for i in range(old)]
+    if spec.depth_mode == "stack":  # G_stack: the whole stack again, as far as it fits
+        return [(i % old, False) for i in range(new)]
+    after = spec.insert_after
+    if after is None:
+        after = tuple(round((t + 1) * old / (extra + 1)) - 1 for t in range(extra))
+    if len(after) != extra:
+        raise HyperCloneError(f"--insert-after names {len(after)} positions for {extra} new layers")
+    if any(not -1 <= a < old for a in after):
+        raise HyperCloneError(f"--insert-after positions must be source layers from -1 to {old - 1}")
+    layers: list[tuple[int, bool]] = [(max(a, 0), True) for a in sorted(after) if a == -1]
+    for i in range(old):
+        layers.append((i, False))
+        layers.extend((i, True) for a in sorted(after) if a == i)
+    return layers
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one output tensor is made from one source tensor."""
+
+    out_name: str
+    src_name: str
+    maps: tuple[AxisMap, ...]  # per axis of the source tensor
+    contract: int | None  # the axis a linear layer reads (None: every axis is emitted)
+    kind: str  # "linear" | "emit" | "norm" | "zero"
+    scale: float = 1.0  # multiplies the grown tensor (embedding multiplier, norm rescale)
+    norm_offset: float = 0.0  # the norm applies (offset + stored weight)
+    zero_mean_positions: bool = False  # a norm bias: positions holding the mean get 0
+    divide_by_map_scale: bool = False  # q/k norms over all heads (OLMo2): undo the scale of the q/k rows
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(m.size for m in self.maps)
+
+
+@dataclass
+class Plan:
+    family: Family
+    spec: GrowthSpec
+    source: Dims
+    grown: Dims
+    tied_source: bool
+    tied_output: bool
+    recipes: list[Recipe]
+    config_updates: dict[str, Any]
+    source_parameters: int
+    layers: list[tuple[int, bool]]
+    notes: list[str] = field(default_factory=list)
+    storage_inexact: list[str] = field(default_factory=list)  # why the written dtype cannot hold it exactly
+
+    @property
+    def outputs(self) -> list[OutputTensor]:
+        return [OutputTensor(r.out_name, r.out_shape, r.dtype) for r in self.recipes]
+
+    @property
+    def grown_parameters(self) -> int:
+        return sum(math.prod(r.out_shape) for r in self.recipes)
+
+    @property
+    def stacked(self) -> bool:
+        return self.spec.depth_mode == "stack" and self.grown.layers > self.source.layers
+
+    @property
+    def function_preserving(self) -> bool:
+        """The grown checkpoint, evaluated in float32, computes the source's function (to accumulation error)."""
+        return not self.stacked and not self.storage_inexact
+
+    @property
+    def output_dtypes(self) -> list[str]:
+        return sorted({str(r.dtype).removeprefix("torch.") for r in self.recipes})
+
+    def summary(self) -> dict[str, Any]:
+        return {"family": self.family.model_type, "spec": asdict(self.spec),
+                "source": asdict(self.source), "grown": asdict(self.grown),
+                "tied_source": self.tied_source, "tied_output": self.tied_output,
+                "function_preserving": self.function_preserving, "output_dtypes": self.output_dtypes,
+                "exact_in_storage_dtype": not self.storage_inexact, "inexact_reasons": self.storage_inexact,
+                "source_parameters": self.source_parameters, "grown_parameters": self.grown_parameters,
+                "output_bytes": sum(t.nbytes for t in self.outputs), "layers": self.layers, "notes": self.notes}
+
+
+def expand_names(family: Family, layers: list[tuple[int, bool]] | int) -> list[tuple[str, str, TensorRule, bool]]:
+    """(output name, source name, rule, identity layer?) for every tensor the family table describes."""
+    if isinstance(layers, int):
+        layers = [(i, False) for i in range(layers)]
+    names = []
+    for rule in family.tensors:
+        if not rule.per_layer and rule.role == "embedding":
+            names.append((rule.name, rule.name, rule, False))
+    for new_index, (src_index, identity) in enumerate(layers):
+        for rule in family.tensors:
+            if rule.per_layer:
+                names.append((rule.name.replace("{layer}", str(new_index)),
+                              rule.name.replace("{layer}", str(src_index)), rule, identity))
+    for rule in family.tensors:
+        if not rule.per_layer and rule.role != "embedding":
+            names.append((rule.name, rule.name, rule, False))
+    return names
+
+
+class AxisMaps:
+    """The map of every axis kind for one growth (computed once, shared by all tensors)."""
+
+    def __init__(self, family: Family, dims: Dims, grown: Dims):
+        self.family = family
+        if family.norm == "rmsnorm":
+            self.hidden = weighted_map(dims.hidden, grown.hidden)
+            self.residual_gamma = grown.hidden / dims.hidden
+            self.layernorm_scale = 1.0
+        else:
+            self.hidden = layernorm_hidden_map(dims.hidden, grown.hidden)
+            copies = grown.hidden // dims.hidden
+            self.residual_gamma = float(copies)
+            self.layernorm_scale = math.sqrt(copies * dims.hidden / grown.hidden)
+        q_heads, kv_heads = gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+        # q/k norms over the whole projection (OLMo2) see every head: with uneven head copies, the q and k
+        # rows of each copy are scaled so that the mean square over all heads is unchanged, and the norm
+        # weight of that copy is divided by the same scale, so the normalised q and k are exact.
+        self.full_qk_norm = any(r.role == "norm" and r.axes[0][0] in ("q", "k") for r in family.tensors)
+        qk_heads, qk_kv_heads = q_heads, kv_heads
+        if self.full_qk_norm:
+            qk_heads = weighted_map_like(q_heads, grown.heads / dims.heads)
+            qk_kv_heads = weighted_map_like(kv_heads, grown.kv_heads / dims.kv_heads)
+        if grown.head_dim == dims.head_dim:
+            qk_dim = v_dim = tile_map(dims.head_dim, dims.head_dim)
+        else:  # no RoPE (checked): q.k must grow by sqrt(new/old) to cancel the 1/sqrt(head_dim) scale
+            qk_dim = weighted_map(dims.head_dim, grown.head_dim,
+                                  quarter_power_gamma(dims.head_dim, grown.head_dim))
+            v_dim = tile_map(dims.head_dim, grown.head_dim)
+        positions = (dims.positions or 0) + family.position_offset
+        self.by_kind: dict[str, AxisMap] = {
+            "hidden": self.hidden,
+            "q": block_map(qk_heads, qk_dim),
+            "k": block_map(qk_kv_heads, qk_dim),
+            "v": block_map(kv_heads, v_dim),
+            "attn": block_map(q_heads, v_dim),
+            "qkv_interleaved": block_map(q_heads, tile_map(3 * dims.head_dim, 3 * dims.head_dim)),
+            "ffn": tile_map(dims.ffn, grown.ffn),
+            "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
+            "vocab": tile_map(dims.vocab, dims.vocab),
+            "positions": tile_map(positions, positions),
+            "head_dim": tile_map(dims.head_dim, dims.head_dim),
+        }
+
+    def for_rule(self, rule: TensorRule) -> tuple[AxisMap, ...]:
+        return tuple(concat_maps([self.by_kind[kind] for kind in axis]) if len(axis) > 1 else self.by_kind[axis[0]]
+                     for axis in rule.axes)
+
+    def source_shape(self, rule: TensorRule) -> tuple[int, ...]:
+        return tuple(m.src_size for m in self.for_rule(rule))
+
+
+def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:
+    """Ratio old/new of a multiplier the model applies to its embeddings (Gemma: sqrt(hidden_size))."""
+    if family.embedding_scale == "sqrt_hidden":
+        return math.sqrt(dims.hidden / grown.hidden)
+    return 1.0
+
+
+def residual_writers(family: Family) -> set[str]:
+    """Per-layer tensors that write a block's output into the residual stream (zeroed in identity blocks):
+    matrices whose emitted axis is the hidden size, and their biases."""
+    writers = set()
+    for rule in family.tensors:
+        if rule.per_layer and rule.contract is not None and rule.axes[1 - rule.contract] == ("hidden",):
+            writers.add(rule.name)
+            writers.add(rule.name.removesuffix(".weight") + ".bias")
+    return writers
+
+
+def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorInfo], tied: bool, maps: AxisMaps,
+                         source_rules: dict[str, TensorRule]) -> dict[str, TensorInfo]:
+    """Every checkpoint tensor against the family table: names, shapes, nothing missing. Returns the tensors
+    growth reads (ignored ones and a tied checkpoint's stored copy of the output matrix left out)."""
+    present: dict[str, TensorInfo] = {}
+    for name, info in tensors.items():
+        if family.is_ignored(name):
+            continue
+        rule = source_rules.get(name)
+        if rule is None:
+            raise HyperCloneError(f"config and weights disagree: unexpected tensor {name!r} for a "
+                                  f"{family.model_type} model with {dims.layers} layers")
+        if rule.role == "lm_head" and tied:
+            continue  # a tied checkpoint may store the output matrix again; it is the embedding
+        expected = maps.source_shape(rule)
+        if tuple(info.shape) != expected:
+            raise HyperCloneError(f"config and weights disagree: {name} has shape {tuple(info.shape)}, "
+                                  f"config implies {expected}")
+        present[name] = info
+    missing = [name for name, rule in source_rules.items()
+               if name not in present and not rule.optional and not (rule.role == "lm_head" and tied)]
+    if missing:
+        raise HyperCloneError(f"config and weights disagree: missing tensor {missing[0]!r}"
+                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    if not tied and not any(source_rules[name].role == "lm_head" for name in present):
+        raise HyperCloneError("config and weights disagree: tie_word_embeddings is false but there is no "
+                              "output projection in the weights")
+    return present
+
+
+def plan_notes(spec: GrowthSpec, tied: bool, dims: Dims, grown: Dims) -> list[str]:
+    notes = []
+    if tied and spec.tie == "untie":
+        notes.append("output projection untied from the embedding")
+    if grown.layers > dims.layers:
+        kinds = "identity blocks" if spec.depth_mode == "identity" else "stacked copies (not function-preserving)"
+        notes.append(f"{grown.layers - dims.layers} new layers as {kinds}")
+    return notes
+
+
+def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec) -> Plan:
+    """Check the source tensors against the family table and plan every output tensor.
+
+    Tied embeddings, kept tied: one matrix E' serves as input and output. The input side needs
+    E'[:, k] = a * s_k * E[:, i] (s_k: the residual map's scale, a: undoes a hidden-size-dependent
+    embedding multiplier); as the output projection it is then a * gamma times what the grown output
+    should read (gamma: the sum of squared scales over the copies of a source dimension). The final norm
+    sits right before the output projection and nothing else reads it, so its effective weight (and bias)
+    is multiplied by t = 1 / (a * gamma): the logits are exact and no other tensor or epsilon changes.
+    """
+    spec.validate()
+    dims = source_dims(family, config)
+    grown = target_dims(family, dims, spec)
+    layers = layer_plan(dims, grown, spec)
+    tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
+    maps = AxisMaps(family, dims, grown)
+    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers)}
+
+    present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
+
+    a = embedding_multiplier_ratio(family, dims, grown)
+    embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
+    embeds_residual = embedding_rule.axes[1] == ("hidden",) or dims.embed == dims.hidden
+    tied_output = tied and spec.tie == "keep"
+    final_scale = 1.0 / (a * maps.residual_gamma) if tied_output and embeds_residual else 1.0
+    if tied_output and not math.isclose(final_scale, 1.0) and not (
+            family.final_norm_parametric and any(source_rules[n].role == "final_norm" for n in present)):
+        raise HyperCloneError(f"{family.model_type}: tied embeddings cannot be kept exactly here (the final norm "
+                              "has no weight to absorb the rescale); use --tie untie")
+    notes = plan_notes(spec, tied, dims, grown)
+    writers = residual_writers(family)
+    recipes = []
+    for out_name, src_name, rule, identity in expand_names(family, layers):
+        if src_name not in present:
+            continue
+        info = present[src_name]
+        axis_maps = maps.for_rule(rule)
+        if identity and rule.name in writers:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
+            continue
+        if rule.role in ("norm", "final_norm"):
+            is_bias = out_name.endswith(".bias")
+            scale = 1.0 if is_bias else (maps.layernorm_scale if rule.axes[0] == ("hidden",) else 1.0)
+            if rule.role == "final_norm":
+                scale *= final_scale
+            divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
+                                  0.0 if is_bias else family.norm_offset, is_bias, divide, info.dtype))
+        elif rule.contract is None:
+            scale = a if rule.role == "embedding" else 1.0
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
+        else:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
+        if rule.role == "embedding" and tied and spec.tie == "untie":
+            lm_rule = next(r for r in family.tensors if r.role == "lm_head")
+            recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
+                                  dtype=info.dtype))
+
+    recipes, storage_inexact = _choose_dtype(recipes, spec, notes)
+    config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
+    if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):
+        config_updates["dtype"] = "float32"
+    source_parameters = sum(math.prod(info.shape) for info in present.values())
+    return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
+                notes, storage_inexact)
+
+
+def _is_power_of_two(values: torch.Tensor | float) -> bool:
+    values = torch.as_tensor(values, dtype=torch.float64).abs()
+    return bool((torch.exp2(torch.round(torch.log2(values))) == values).all())
+
+
+def storage_inexact_reason(recipe: Recipe) -> str | None:
+    """Why a 16-bit dtype cannot hold this tensor's growth exactly, or None when it can.
+
+    Exact: copies, zeros, products with powers of two, and splits of W among unscaled copies
+    (hyperclone.grow.exact_split). Not exact: any other factor (the sqrt scales of uneven RMSNorm widths and of
+    head_dim growth, Gemma's embedding multiplier ratio sqrt(old/new), a tied final norm's 1/n for odd n)
+    and positions holding a mean (LayerNorm widths that are not multiples)."""
+    if recipe.kind == "zero":
+        return None
+    maps = recipe.maps
+    if recipe.kind == "linear":
+        out_map, in_map = maps[1 - recipe.contract], maps[recipe.contract]
+        if bool((out_map.index < 0).any()):
+            return "output rows holding a mean (LayerNorm hidden size not a multiple)"
+        if not _is_power_of_two(out_map.scale):
+            return "output rows scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
+        if not bool((in_map.scale[in_map.index >= 0] == 1.0).all()):
+            return "input copies scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
+        return None
+    if recipe.kind == "emit":
+        if any(bool((m.index < 0).any()) for m in maps):
+            return "embedding columns holding a mean (LayerNorm hidden size not a multiple)"
+        if not all(_is_power_of_two(m.scale) for m in maps):
+            return "embedding columns scaled by square roots (RMSNorm hidden size not a multiple)"
+        if not _is_power_of_two(recipe.scale):
+            return f"embeddings multiplied by {recipe.scale:.6g} (the model's embedding multiplier grows)"
+        return None
+    if not _is_power_of_two(recipe.scale):
+        return f"norm weights multiplied by {recipe.scale:.6g} (tied embeddings or LayerNorm rescaling)"
+    if recipe.scale != 1.0 and recipe.norm_offset:
+        return "norm weights stored as an offset from 1 and rescaled"
+    if recipe.divide_by_map_scale and not _is_power_of_two(recipe.maps[0].scale[recipe.maps[0].index >= 0]):
+        return "q/k norm weights divided by square roots (uneven head copies under a whole-projection norm)"
+    return None
+
+
+def _choose_dtype(recipes: list[Recipe], spec: GrowthSpec, notes: list[str]) -> tuple[list[Recipe], list[str]]:
+    """Apply --dtype: returns the recipes with their output dtype, and the reasons the output is not exact."""
+    reasons: list[str] = []
+    for recipe in recipes:
+        if needs_exact_split(recipe.dtype) and (reason := storage_inexact_reason(recipe)):
+            text = f"{str(recipe.dtype).removeprefix('torch.')} cannot hold {reason}, e.g. {recipe.out_name}"
+            if not any(r.startswith(text.split(", e.g.")[0]) for r in reasons):
+                reasons.append(text)
+    if spec.dtype == "float32" or (spec.dtype == "auto" and reasons):
+        if reasons:
+            notes.append("written in float32, where the growth is exact: " + "; ".join(reasons))
+        return [replace(r, dtype=torch.float32) for r in recipes], []
+    if reasons:
+        notes.append("NOT exact in the storage dtype (--dtype source): " + "; ".join(reasons))
+    return recipes, reasons
+
+
+def weighted_map_like(amap: AxisMap, gamma: float) -> AxisMap:
+    """The same positions, scaled so the squared scales of every source's copies sum to gamma."""
+    return AxisMap(amap.index, torch.sqrt(gamma / amap.copies().double()), amap.src_size)
+
+
+def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: bool, spec: GrowthSpec,
+                    maps: AxisMaps, layers: list[tuple[int, bool]]) -> dict[str, Any]:
+    keys = family.config_keys
+    updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["ffn"]: grown.ffn, keys["heads"]: grown.heads,
+                               keys["layers"]: grown.layers}
+    if "kv_heads" in keys:
+        updates[keys["kv_heads"]] = grown.kv_heads
+    if "head_dim" in keys:
+        updates[keys["head_dim"]] = grown.head_dim
+    if "embed" in keys:
+        updates[keys["embed"]] = grown.embed
+    if tied and spec.tie == "untie":
+        updates["tie_word_embeddings"] = False
+    if maps.layernorm_scale != 1.0:
+        updates[family.norm_eps_key] = getattr(config, family.norm_eps_key) * maps.layernorm_scale**2
+    if grown.layers != dims.layers:
+        for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
+            if isinstance(value, list) and len(value) == dims.layers and key != "architectures":
+                updates[key] = [value[src] for src, _ in layers]
+    return updates

@@ -1,0 +1,235 @@
+"""`hyperclone verify --out-of-core`: check a grown model one block at a time, for models larger than RAM.
+
+Both models are run by their own transformers classes, but only the parts outside the decoder stack
+(embeddings, rotary tables, final norm, output head) live in memory for the whole run. Each decoder layer
+is a placeholder that, when the model calls it, builds the real layer on the meta device, loads its
+weights from the checkpoint (float32), runs it and frees it. So memory stays at about the largest grown
+block plus the embeddings, whatever the depth.
+
+The source runs first and its hidden state before and after every block is kept (batch x length x
+hidden x (layers + 1) floats). The grown model is then fed, at every block, the plan's image of the
+source hidden state at that point (copies, scales and mean positions of the hidden map; identity blocks
+take the state where they were inserted) and the block's output is compared with the image of the
+source's output, so every block is checked on its own. The final norm and output head get the image of
+the source's last hidden state and the logits are compared as in the in-memory verify.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+
+LAYER_CONTAINERS = ("model.layers", "model.decoder.layers", "gpt_neox.layers", "transformer.h")
+
+
+@dataclass
+class BlockVerifyResult:
+    block_rel_err: list[float]  # per grown block: max|out - image(expected)| / max|image(expected)|
+    worst_block: int
+    rel_err: float  # final logits, relative to max|logit|
+    max_abs_diff: float
+    argmax_agreement: float
+    length: int
+    tolerance: float
+    ok: bool
+    peak_note: str = field(default="one decoder block in memory at a time")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _find_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+    for path in LAYER_CONTAINERS:
+        parent_path, _, attr = path.rpartition(".")
+        try:
+            parent = model.get_submodule(parent_path) if parent_path else model
+        except AttributeError:
+            continue
+        layers = getattr(parent, attr, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return parent, attr, layers
+    raise HyperCloneError(f"{type(model).__name__}: no decoder layer list found for out-of-core verify")
+
+
+def _config_with_layers(config: Any, layers_key: str, count: int) -> Any:
+    """A copy of config with `count` layers (per-layer lists cut to match)."""
+    small = copy.deepcopy(config)
+    full = getattr(config, layers_key)
+    setattr(small, layers_key, count)
+    for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
+        if isinstance(value, list) and len(value) == full and key != "architectures":
+            setattr(small, key, value[:count])
+    return small
+
+
+class LazyModel:
+    """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
+
+    def __init__(self, folder: Path, on_block):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from hyperclone.grow.checkpoint_io import SourceWeights
+
+        self.weights = SourceWeights(Path(folder), allow_pickle=False)
+        self.config = AutoConfig.from_pretrained(folder)
+        layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
+        self.count = getattr(self.config, layers_key)
+        one = _config_with_layers(self.config, layers_key, 1)
+        with torch.device("meta"):  # only to learn the decoder layer class and where the layers live
+            probe = AutoModelForCausalLM.from_config(one)
+        _, _, probe_layers = _find_layers(probe)
+        self.layer_class = type(probe_layers[0])
+        prefix = next(name for name, module in probe.named_modules() if module is probe_layers)
+        del probe
+        try:  # the model without decoder layers: embeddings, rotary tables, final norm, head
+            small = _config_with_layers(self.config, layers_key, 0)
+            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+        except (ValueError, IndexError, TypeError):  # a family that needs at least one layer
+            small = one
+            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+        parent, attr, _ = _find_layers(self.model)
+        self.prefix = prefix
+        # outside the decoder stack: load every tensor the 1-layer model has, from the checkpoint
+        self._load_outside(folder, prefix)
+        self.model.tie_weights()
+        # the real config for masks and per-layer types; placeholders for every layer
+        self.config._attn_implementation = small._attn_implementation
+        self.model.config = self.config
+        for module in self.model.modules():
+            if getattr(module, "config", None) is small:
+                module.config = self.config
+        setattr(parent, attr, torch.nn.ModuleList(_LazyLayer(self, i, on_block) for i in range(self.count)))
+
+    def _load_outside(self, folder: Path, prefix: str) -> None:
+        """Load the tensors outside the decoder stack. A tensor transformers renames on load (GPT-NeoX's
+        embed_out -> lm_head) is matched to the one unclaimed checkpoint tensor of its shape."""
+        wanted = {n: t.shape for n, t in self.model.state_dict().items() if not n.startswith(prefix + ".")}
+        stored = {n: i for n, i in self.weights.infos.items() if not n.startswith(prefix + ".")}
+        unclaimed = {n: i for n, i in stored.items() if n not in wanted}
+        state = {}
+        for name, shape in wanted.items():
+            if name in stored:
+                state[name] = self.weights.read(name).float()
+                continue
+            same = [n for n, i in unclaimed.items() if tuple(i.shape) == tuple(shape)]
+            if len(same) == 1:
+                state[name] = self.weights.read(same[0]).float()
+        missing = [n for n in wanted if n not in state]
+        tied = getattr(self.config, "tie_word_embeddings", False)
+        if any(not (tied and ("lm_head" in n or "embed_out" in n)) for n in missing):
+            raise HyperCloneError(f"{folder}: tensors missing for out-of-core verify: {missing[:3]}")
+        self.model.load_state_dict(state, strict=False, assign=True)  # assign: no second copy of the embeddings
+
+    def build(self, index: int) -> torch.nn.Module:
+        with torch.device("meta"):
+            layer = self.layer_class(self.config, index)
+        prefix = f"{self.prefix}.{index}."
+        state = {name.removeprefix(prefix): self.weights.read(name).float()
+                 for name in self.weights.infos if name.startswith(prefix)}
+        layer.load_state_dict(state, assign=True, strict=True)
+        meta = [name for name, b in layer.named_buffers() if b.is_meta]
+        if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again
+            layer = self.layer_class(self.config, index)
+            layer.load_state_dict(state, strict=True)
+        return layer.eval()
+
+
+class _LazyLayer(torch.nn.Module):
+    def __init__(self, owner: LazyModel, index: int, on_block):
+        super().__init__()
+        self.index = index
+        self.on_block = on_block
+        self._owner = [owner]  # not a submodule
+        layer_types = getattr(owner.config, "layer_types", None)
+        if isinstance(layer_types, list):
+            self.attention_type = layer_types[index]
+
+    def forward(self, *args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = self.on_block(self.index, "in", hidden)
+        if args:
+            args = (hidden, *args[1:])
+        else:
+            kwargs["hidden_states"] = hidden
+        layer = self._owner[0].build(self.index)
+        output = layer(*args, **kwargs)
+        del layer
+        if isinstance(output, tuple):
+            return (self.on_block(self.index, "out", output[0]), *output[1:])
+        return self.on_block(self.index, "out", output)
+
+
+def _hidden_image(plan) -> Any:
+    """A function mapping a source hidden state [..., d] to the grown model's [..., d']."""
+    from hyperclone.grow.axis_map import gather
+    from hyperclone.grow.plan import AxisMaps
+
+    hidden_map = AxisMaps(plan.family, plan.source, plan.grown).hidden
+    return lambda h: gather(h, h.ndim - 1, hidden_map)
+
+
+@torch.no_grad()
+def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e-4, seed: int = 0,
+                       length: int | None = None, batch: int = 1) -> BlockVerifyResult:
+    """Block-by-block check of a grown folder against its source (see the module doc)."""
+    from hyperclone.common.files import PROVENANCE_FILE, read_provenance_spec
+    from hyperclone.grow.engine import plan_growth
+    from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.source import source_folder
+    from hyperclone.grow.verify import verify_length
+
+    grown = Path(grown)
+    raw = read_provenance_spec(grown)
+    if raw is None:
+        raise HyperCloneError(f"{grown}: no {PROVENANCE_FILE}; out-of-core verify needs the growth plan")
+    spec = GrowthSpec(**raw)
+    with source_folder(src) as folder:
+        plan, _ = plan_growth(folder, spec)
+        if plan.stacked:
+            raise HyperCloneError("stacked layers are not function-preserving: nothing to verify block by block")
+        image = _hidden_image(plan)
+        states: list[torch.Tensor] = []
+
+        def record(index: int, where: str, hidden: torch.Tensor) -> torch.Tensor:
+            if index == 0 and where == "in":
+                states.append(hidden.clone())
+            if where == "out":
+                states.append(hidden.clone())
+            return hidden
+
+        source = LazyModel(folder, record)
+        length = length or max(verify_length(source.config), 64)
+        vocab = source.config.vocab_size
+        tokens = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+        logits_src = source.model(input_ids=tokens).logits.float()
+        del source
+
+    walk = []  # per grown layer: (source state index of its input, of its expected output)
+    consumed = 0
+    for _, identity in plan.layers:
+        walk.append((consumed, consumed if identity else consumed + 1))
+        consumed += 0 if identity else 1
+    errors: list[float] = []
+
+    def feed(index: int, where: str, hidden: torch.Tensor) -> torch.Tensor:
+        start, end = walk[index]
+        if where == "in":
+            return image(states[start]).to(hidden.dtype)
+        expected = image(states[end])
+        errors.append(float((hidden - expected).abs().max() / expected.abs().max().clamp(min=1e-30)))
+        return expected.to(hidden.dtype)  # the next block starts from the image again
+
+    big = LazyModel(grown, feed)
+    logits_big = big.model(input_ids=tokens).logits.float()
+    diff = float((logits_src - logits_big).abs().max())
+    rel = diff / max(float(logits_src.abs().max()), 1e-30)
+    agree = float((logits_src.argmax(-1) == logits_big.argmax(-1)).float().mean())
+    worst = max(range(len(errors)), key=errors.__getitem__) if errors else -1
+    ok = rel <= tolerance and all(e <= tolerance for e in errors) and len(errors) == len(walk)
+    return BlockVerifyResult(errors, worst, rel, diff, agree, length, tolerance, bool(ok))

@@ -1,0 +1,270 @@
+"""Local text corpora -> one cached, memory-mapped token stream, split into train and validation.
+
+A corpus is any mix of text files, folders (searched recursively) and ``.jsonl`` files whose
+lines are JSON objects with a text field. It is tokenized once with the model's tokenizer
+(every document followed by the end-of-text token) into ``tokens.bin`` under a cache folder
+keyed by the tokenizer and the files' paths, sizes and modification times, so a second run on
+the same data and tokenizer reuses it. The last ``val_fraction`` of the stream is the held-out
+validation split; it does not depend on the sequence length or the seed.
+
+Training samples are windows of ``seq_len + 1`` tokens starting at multiples of ``seq_len``;
+the order in which they are visited is a pure function of (seed, global sample index), so any
+step's batch can be recomputed after a restart and every process of a distributed run can
+take its own share of the same global batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+
+CACHE_FORMAT = 1
+_SNIFF_BYTES = 8192
+_ENCODE_BATCH = 256
+
+
+def default_cache_dir() -> Path:
+    """Token cache root: $HYPERCLONE_CACHE/tokens, else ~/.cache/hyperclone/tokens."""
+    root = os.environ.get("HYPERCLONE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "hyperclone") / "tokens"
+
+
+def _is_binary(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        # a multi-byte character cut at the end of the sniffed block is fine
+        return err.start < len(head) - 4
+    return False
+
+
+def list_sources(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders into the list of text files, in a fixed (shuffled) order.
+
+    Explicitly named files must be text; binary files found inside folders are skipped.
+    The order is a fixed shuffle of the sorted list so that the validation split (the end
+    of the stream) samples the whole corpus rather than its alphabetically last files.
+    """
+    if not paths:
+        raise HyperCloneError("no data given: pass at least one --data file or folder")
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_file():
+            if _is_binary(path):
+                raise HyperCloneError(f"{path} is a binary file, not text; pass text, a folder of text or .jsonl")
+            found.append(path.resolve())
+        elif path.is_dir():
+            for sub in sorted(path.rglob("*")):
+                rel = sub.relative_to(path).parts
+                if any(part.startswith(".") or part == "__pycache__" for part in rel):
+                    continue
+                if sub.is_file() and sub.stat().st_size > 0 and not _is_binary(sub):
+                    found.append(sub.resolve())
+        else:
+            raise HyperCloneError(f"data path {path} does not exist")
+    found = sorted(set(found))
+    if not found:
+        raise HyperCloneError(f"no text files found in {', '.join(str(p) for p in paths)}")
+    random.Random(0).shuffle(found)
+    return found
+
+
+def iter_documents(sources: Sequence[Path], text_field: str = "text") -> Iterator[str]:
+    """Yield documents: one per plain file, one per line of a .jsonl file."""
+    for path in sources:
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise HyperCloneError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
+                    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                        raise HyperCloneError(f"{path}:{lineno} has no string field {text_field!r}")
+                    if record[text_field]:
+                        yield record[text_field]
+        else:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if text.strip():
+                yield text
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash that changes whenever the tokenizer would produce different ids."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:  # slow tokenizer: its vocabulary is the best cheap proxy
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(f"eos={tokenizer.eos_token_id}".encode())
+    return h.hexdigest()
+
+
+def cache_key(sources: Sequence[Path], tokenizer, text_field: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"format={CACHE_FORMAT};field={text_field};tok={tokenizer_fingerprint(tokenizer)}".encode())
+    for path in sorted(sources):
+        st = path.stat()
+        h.update(f"\n{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class TokenData:
+    """A tokenized corpus: a read-only memory map of the whole stream plus its train/val split."""
+
+    folder: Path
+    tokens: np.memmap
+    n_docs: int
+    cached: bool  # True when the stream came from the cache rather than being tokenized now
+    val_start: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def split(self, val_fraction: float, seq_len: int) -> None:
+        """Fix the held-out split: the last val_fraction of the stream, at least one window."""
+        n_val = max(int(self.n_tokens * val_fraction), seq_len + 1)
+        self.val_start = self.n_tokens - n_val
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.tokens[: self.val_start]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.tokens[self.val_start :]
+
+
+def _eos_id(tokenizer) -> int:
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise HyperCloneError("the tokenizer has no end-of-text (eos) token; documents cannot be separated")
+    return int(eos)
+
+
+def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: str = "text") -> int:
+    """Tokenize every document into folder/tokens.bin (written to a temp file, renamed at the end)."""
+    eos = _eos_id(tokenizer)
+    vocab = len(tokenizer)
+    dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    n_docs = n_tokens = 0
+    try:
+        with open(tmp / "tokens.bin", "wb") as out:
+            batch: list[str] = []
+
+            def flush() -> None:
+                nonlocal n_tokens
+                ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+                flat = np.concatenate([np.asarray([*seq, eos], dtype=dtype) for seq in ids])
+                out.write(flat.tobytes())
+                n_tokens += flat.shape[0]
+                batch.clear()
+
+            for doc in iter_documents(sources, text_field):
+                batch.append(doc)
+                n_docs += 1
+                if len(batch) >= _ENCODE_BATCH:
+                    flush()
+            if batch:
+                flush()
+        meta = dict(format=CACHE_FORMAT, n_tokens=n_tokens, n_docs=n_docs, dtype=np.dtype(dtype).name,
+                    vocab_size=vocab, eos_token_id=eos, text_field=text_field,
+                    sources=[str(p) for p in sources])
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():  # a concurrent builder won; ours is identical
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n_tokens
+
+
+def open_tokens(folder: Path, cached: bool) -> TokenData:
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta["n_tokens"] == 0:
+        raise HyperCloneError(f"the corpus holds no text (sources: {', '.join(meta['sources'][:3])}...)")
+    mm = np.memmap(folder / "tokens.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+    return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached)
+
+
+def load_corpus(paths: Sequence[str | Path], tokenizer, cache_dir: Path | None = None, text_field: str = "text",
+                build: bool = True) -> TokenData:
+    """Tokenize `paths` with `tokenizer` (or reuse the cache) and memory-map the result.
+
+    With build=False the cache must already exist (used by non-zero ranks after rank 0 built it).
+    """
+    sources = list_sources(paths)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / cache_key(sources, tokenizer, text_field)
+    cached = (folder / "meta.json").exists()
+    if not cached:
+        if not build:
+            raise HyperCloneError(f"token cache {folder} is missing (rank 0 failed to build it?)")
+        print(f"tokenizing {len(sources)} file(s) into {folder}", file=sys.stderr)
+        build_tokens(sources, tokenizer, folder, text_field)
+    return open_tokens(folder, cached)
+
+
+class WindowSampler:
+    """Deterministic order of training windows: epoch e visits a permutation seeded by (seed, e).
+
+    Window w covers tokens [w*seq_len, w*seq_len + seq_len + 1): inputs are the first seq_len,
+    targets the last seq_len of them.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.seed = seed
+        self.n_windows = (tokens.shape[0] - 1) // seq_len
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)}
+        return self._perms[epoch]
+
+    def windows(self, start: int, count: int) -> list[int]:
+        """Window ids of global samples start .. start+count-1."""
+        out = []
+        for pos in range(start, start + count):
+            epoch, idx = divmod(pos, self.n_windows)
+            out.append(int(self._perm(epoch)[idx]))
+        return out
+
+    def batch(self, window_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.stack([self.tokens[w * self.seq_len : w * self.seq_len + self.seq_len + 1] for w in window_ids])
+        rows = torch.from_numpy(rows.astype(np.int64))
+        return rows[:, :-1], rows[:, 1:]
+
+
+def val_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> int:
+    """How many consecutive validation windows to evaluate on (capped by max_tokens)."""
+    return max(1, min((tokens.shape[0] - 1) // seq_len, max(1, max_tokens // seq_len)))

@@ -1,0 +1,142 @@
+"""Training checkpoints: a plain model folder plus the state needed to resume exactly.
+
+A checkpoint folder is what ``save_pretrained`` writes (config, safetensors, tokenizer), so
+``AutoModelForCausalLM.from_pretrained`` loads it as is, plus:
+
+- ``optimizer.pt``        AdamW state (identical on every rank under DDP, saved by rank 0)
+- ``rng-rank{R}.pt``      every process's RNG states (python, numpy, torch CPU and CUDA)
+- ``trainer_state.json``  step, tokens, elapsed seconds and the recipe, written last
+
+The run's ``final`` folder holds weights, tokenizer and trainer_state.json only: the run is over,
+so there is nothing to resume from it, and a model folder meant for sharing or growing stays lean.
+
+The folder is assembled under a hidden temporary name and renamed into place, so a kill at any
+moment leaves either the complete previous checkpoint or the complete new one; leftovers of an
+interrupted save are ignored and removed by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyperclone.common.quiet import hf_quiet
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """The trainer state of a complete checkpoint folder, else None."""
+    try:
+        return json.loads((folder / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def step_dir(out: Path, step: int) -> Path:
+    return out / CHECKPOINTS / f"step-{step:07d}"
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under out (periodic ones and final), sorted by step."""
+    found = []
+    root = out / CHECKPOINTS
+    if root.is_dir():
+        for sub in root.iterdir():
+            if _STEP_DIR.match(sub.name) and (state := read_state(sub)) is not None:
+                found.append((int(state["step"]), sub))
+    if (state := read_state(out / FINAL)) is not None:
+        found.append((int(state["step"]), out / FINAL))
+    return sorted(found)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = list_checkpoints(out)
+    return found[-1][1] if found else None
+
+
+def prune(out: Path, keep: int) -> None:
+    """Keep the `keep` newest periodic checkpoints (final is never removed)."""
+    periodic = [(s, p) for s, p in list_checkpoints(out) if p.parent.name == CHECKPOINTS]
+    for _, path in periodic[: max(0, len(periodic) - keep)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tmp_dir(dest: Path) -> Path:
+    return dest.parent / f".tmp-{dest.name}"
+
+
+def begin_save(dest: Path) -> Path:
+    """Create an empty temporary folder for dest (rank 0 only)."""
+    tmp = tmp_dir(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_rank_rng(tmp: Path, rank: int) -> None:
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+
+
+def finish_save(tmp: Path, dest: Path, model, tokenizer, optimizer, state: dict[str, Any]) -> None:
+    """Write weights, tokenizer, optimizer (unless None) and state into tmp, then swap it into dest (rank 0 only)."""
+    with hf_quiet():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    with open(tmp / STATE_FILE, "w") as fh:  # written last: its presence marks the folder complete
+        json.dump(state, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, dest)
+
+
+def load_rank_rng(folder: Path, rank: int) -> bool:
+    path = folder / f"rng-rank{rank}.pt"
+    if not path.exists():
+        return False
+    set_rng_state(torch.load(path, weights_only=False))
+    return True
+
+
+def load_optimizer(folder: Path, optimizer, device: torch.device) -> None:
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True))
