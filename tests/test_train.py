@@ -163,6 +163,11 @@ def test_two_processes_on_gloo(setup, reference, tmp_path, launcher):
     assert vals[-1] < vals[0] - 1.0
     # same global batch split over two ranks: the same training, up to float summation order
     assert vals[-1] == pytest.approx(ref.final_val_loss, abs=2e-3)
+    # the logged train loss is the mean over both ranks, as one process logs it (not divided by the world size)
+    ours = {m["step"]: m["train_loss"] for m in metrics if m["train_loss"] is not None}
+    theirs = {m["step"]: m["train_loss"] for m in read_metrics(ref_cfg.out) if m["train_loss"] is not None}
+    assert ours.keys() == theirs.keys()
+    assert all(abs(ours[k] - theirs[k]) <= 1e-3 * theirs[k] for k in ours)
 
 
 def test_any_causal_lm_family_trains(setup, tmp_path):

@@ -46,6 +46,38 @@ TINY_CONFIGS: dict[str, dict] = {
                     attention_multiplier=0.2, logits_scaling=2.0, attention_bias=True),
     "smollm3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                     num_hidden_layers=4, no_rope_layer_interval=2),
+    "ministral": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                      head_dim=8, num_hidden_layers=2, sliding_window=8),
+    "seed_oss": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                     head_dim=8, num_hidden_layers=2, attention_bias=True, attention_out_bias=True, mlp_bias=True),
+    "ernie4_5": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                     head_dim=8, num_hidden_layers=2, use_bias=True),
+    "hunyuan_v1_dense": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                             head_dim=8, num_hidden_layers=2, attention_bias=True),
+    "olmo3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=2, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                  attention_bias=True),
+    "exaone4": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                    num_hidden_layers=2, sliding_window=8, layer_types=["sliding_attention", "full_attention"]),
+    "glm4": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                 head_dim=8, num_hidden_layers=2, attention_bias=True, partial_rotary_factor=0.5),
+    "starcoder2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                       num_hidden_layers=2, use_bias=True, sliding_window=8),
+    "phi": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                num_hidden_layers=2, qk_layernorm=True, partial_rotary_factor=0.5),
+    "cohere2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                    num_hidden_layers=2, attention_bias=True, logit_scale=0.5, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention"]),
+    "falcon": dict(hidden_size=48, ffn_hidden_size=80, num_attention_heads=6, num_kv_heads=2, num_hidden_layers=2,
+                   new_decoder_architecture=True, num_ln_in_parallel_attn=2, bias=True),
+    "cohere": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                   num_hidden_layers=2, attention_bias=True, use_qk_norm=True, logit_scale=0.5),
+    "apertus": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                    head_dim=8, num_hidden_layers=2, attention_bias=True, rope_parameters=dict(
+                        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                        original_max_position_embeddings=32, rope_theta=10000.0)),
+    "stablelm": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                     num_hidden_layers=2, use_qkv_bias=True, use_parallel_residual=True, partial_rotary_factor=0.5),
 }
 
 FAMILIES = sorted(TINY_CONFIGS)
@@ -60,13 +92,17 @@ def tiny_config(family: str, tied: bool | None = None, **overrides):
     return AutoConfig.for_model(family, **kwargs)
 
 
+NORM_SUFFIXES = ("ln_1.weight", "ln_2.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight")
+
+
 def randomize_(model: torch.nn.Module, seed: int) -> None:
     """Give every parameter random values, norms and biases included."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.ndim == 1:  # norm weights and biases: keep norms near 1, biases small
-                base = 1.0 if "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
+            is_norm = "norm" in name or name.endswith(NORM_SUFFIXES)
+            if param.ndim == 1 or is_norm:  # norm weights (Cohere's q/k norms are 2-D) and biases
+                base = 1.0 if is_norm else 0.0  # keep norms near 1, biases small
                 param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(0.2 * torch.randn(param.shape, generator=gen))

@@ -8,6 +8,7 @@ from enum import Enum
 from hyperclone.grow.plan import DEPTH_MODES, DTYPE_CHOICES, MODES, TIE_CHOICES
 from hyperclone.train.loop import DTYPES, SCHEDULES
 from hyperclone.train.moments import RESETS
+from hyperclone.train.parallel import ATTENTION, SAVE_DTYPES, STRATEGIES
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -23,6 +24,9 @@ Schedule = _choices("Schedule", SCHEDULES)
 TrainDtype = _choices("TrainDtype", DTYPES)
 MomentsReset = _choices("MomentsReset", RESETS)
 Method = _choices("Method", ("hyperclone", "msg"))
+Strategy = _choices("Strategy", STRATEGIES)
+Attention = _choices("Attention", ATTENTION)
+SaveDtype = _choices("SaveDtype", SAVE_DTYPES)
 
 
 def value(choice: Enum | str | None) -> str | None:

@@ -73,11 +73,38 @@ def train_command(
     msg: Annotated[bool, typer.Option(
         "--msg", help="MODEL_DIR is an MSG start (grow --method msg): ramp its masks during training and fold "
                       "them when the ramp ends, so every checkpoint after it is a plain model.")] = False,
+    strategy: Annotated[choices.Strategy, typer.Option(
+        "--strategy", help="ddp: a full replica per process (models that fit one device) | fsdp: PyTorch FSDP2, "
+                           "weights, gradients and AdamW state sharded over the processes (grown models that do "
+                           "not fit); checkpoints are torch.distributed.checkpoint shards.")] = choices.Strategy.ddp,
+    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="fsdp: keep the shards in host memory.")
+                           ] = False,
+    activation_checkpointing: Annotated[bool, typer.Option(
+        "--activation-checkpointing", help="Recompute each block's activations in the backward.")] = False,
+    attn: Annotated[choices.Attention | None, typer.Option(
+        "--attn", help="Attention implementation passed to transformers (default: transformers' choice).")] = None,
+    save_dtype: Annotated[choices.SaveDtype, typer.Option(
+        "--save-dtype", help="dtype of the exported plain checkpoints (final/ and hf/step-*).")
+    ] = choices.SaveDtype.fp32,
+    save_hf_every: Annotated[int | None, typer.Option(
+        "--save-hf-every", help="Also export a plain checkpoint folder every N steps, under OUT/hf/.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print parameters, tokens per step and bytes per process for weights, gradients and "
+                          "AdamW state under ddp and fsdp for this many processes ($WORLD_SIZE, or --processes); "
+                          "train nothing.")] = False,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", help="--dry-run: the number of processes to plan for (default $WORLD_SIZE or 1).")] = None,
 ) -> None:
     """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch)."""
     from hyperclone.baselines.msg.layout import CONFIG_KEY
     from hyperclone.train.loop import TrainConfig, train
 
+    if dry_run:
+        from hyperclone.train.plan_memory import dry_run_report
+
+        typer.echo(dry_run_report(model_dir, parse_count(batch_tokens, "--batch-tokens"), seq_len,
+                                  processes or int(os.environ.get("WORLD_SIZE", "1")), choices.value(dtype)))
+        return
     masked = (model_dir / "config.json").is_file() and CONFIG_KEY in json.loads((model_dir / "config.json").read_text())
     if masked and not msg:
         raise HyperCloneError(f"{model_dir} is an MSG start (masks in config.json, from grow --method msg): pass --msg")
@@ -90,7 +117,9 @@ def train_command(
         weight_decay=weight_decay, grad_clip=grad_clip, val_fraction=val_fraction, text_field=text_field,
         cache_dir=cache_dir, progress=progress, stop_after=stop_after, save_moments=save_moments,
         moments_from=moments_from, moments_reset=choices.value(moments_reset),
-        step_hook=MSG_HOOK if msg else None))
+        step_hook=MSG_HOOK if msg else None, strategy=choices.value(strategy), cpu_offload=cpu_offload,
+        activation_checkpointing=activation_checkpointing, attn=choices.value(attn),
+        save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

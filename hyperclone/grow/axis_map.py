@@ -119,6 +119,30 @@ def block_map(blocks: AxisMap, inner: AxisMap) -> AxisMap:
     return AxisMap(index, scale, blocks.src_size * inner.src_size)
 
 
+def grouped_qkv_map(q_heads: AxisMap, k_heads: AxisMap, v_heads: AxisMap, qk_dim: AxisMap,
+                    v_dim: AxisMap) -> AxisMap:
+    """A fused projection laid out per KV group as [kv_heads, group + 2, head_dim]: the group's query heads,
+    then its key head, then its value head (Falcon's new decoder architecture). Every new group g' holds,
+    in that order, the query-head slots of g' (q_heads), then the copies k_heads[g'] and v_heads[g']. The
+    slots of g' copy heads of g's own source group (gqa_head_maps), so this is the q, k and v maps of the
+    unfused projections, with the source positions renumbered into the fused layout."""
+    kv, new_kv = k_heads.src_size, k_heads.size
+    group, new_group = q_heads.src_size // kv, q_heads.size // new_kv
+    stride = (group + 2) * qk_dim.src_size  # head_dim is the same for q, k and v in this layout
+    indices, scales = [], []
+    for g_new in range(new_kv):
+        g = int(k_heads.index[g_new])
+        for slot in range(g_new * new_group, (g_new + 1) * new_group):
+            head = int(q_heads.index[slot])
+            indices.append(g * stride + (head - g * group) * qk_dim.src_size + qk_dim.index)
+            scales.append(q_heads.scale[slot] * qk_dim.scale)
+        indices.append(g * stride + group * qk_dim.src_size + qk_dim.index)
+        scales.append(k_heads.scale[g_new] * qk_dim.scale)
+        indices.append(g * stride + (group + 1) * qk_dim.src_size + v_dim.index)
+        scales.append(v_heads.scale[g_new] * v_dim.scale)
+    return AxisMap(torch.cat(indices), torch.cat(scales), kv * stride)
+
+
 def gqa_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int) -> tuple[AxisMap, AxisMap]:
     """Maps of query heads and KV heads such that every new query head still reads a copy of the KV
     head of its own source group. New KV head g' copies source KV head g' mod K; its G' query-head slots

@@ -5,6 +5,7 @@ every target that cannot be reached exactly is refused here with a one-line reas
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -17,6 +18,7 @@ from hyperclone.grow.axis_map import (
     block_map,
     concat_maps,
     gqa_head_maps,
+    grouped_qkv_map,
     layernorm_hidden_map,
     quarter_power_gamma,
     tile_map,
@@ -102,8 +104,16 @@ class Dims:
     embed: int  # OPT's word_embed_proj_dim; equals hidden elsewhere
 
 
+def check_supported(family: Family, config: Any) -> None:
+    """Refuse a configuration the family table does not describe exactly (the table's "refuse" list)."""
+    for key, value, reason in family.refuse:
+        if getattr(config, key, None) == value:
+            raise HyperCloneError(f"{family.model_type} with {key}={json.dumps(value)} cannot be grown: {reason}")
+
+
 def source_dims(family: Family, config: Any) -> Dims:
     """Read the dimensions from a transformers config object, with the family's defaults."""
+    check_supported(family, config)
     keys = family.config_keys
 
     def get(slot: str) -> Any:
@@ -368,12 +378,17 @@ class AxisMaps:
             "v": block_map(kv_heads, v_dim),
             "attn": block_map(q_heads, v_dim),
             "qkv_interleaved": block_map(q_heads, tile_map(3 * dims.head_dim, 3 * dims.head_dim)),
+            "heads": q_heads,
+            "kv_heads": kv_heads,
+            "one": tile_map(1, 1),
             "ffn": tile_map(dims.ffn, grown.ffn),
             "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
             "vocab": tile_map(dims.vocab, dims.vocab),
             "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
         }
+        if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
+            self.by_kind["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
 
     def for_rule(self, rule: TensorRule) -> tuple[AxisMap, ...]:
         return tuple(concat_maps([self.by_kind[kind] for kind in axis]) if len(axis) > 1 else self.by_kind[axis[0]]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
-from hyperclone.common.quiet import hf_quiet
+from hyperclone.train import parallel
 from hyperclone.train import state as ts
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
 from hyperclone.train.moments import RESETS, apply_moments, load_moments, optimizer_moments
@@ -91,6 +91,12 @@ class TrainConfig:
     # before every save (e.g. "hyperclone.baselines.msg.masked:train_hook": ramps MSG masks, folds them when done)
     step_hook: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form tags copied into the summary
+    strategy: str = "ddp"  # ddp: a replica per process | fsdp: FSDP2, everything sharded (train/parallel.py)
+    cpu_offload: bool = False  # fsdp: keep the shards in host memory
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
+    attn: str | None = None  # attention implementation passed to transformers (sdpa, eager, flash_attention_2)
+    save_dtype: str = "fp32"  # dtype of the exported plain checkpoints (final/, hf/step-*)
+    save_hf_every: int | None = None  # also export a plain checkpoint every N steps (under hf/)
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -166,16 +172,8 @@ def load_tokenizer(path: Path):
         raise HyperCloneError(f"cannot load the tokenizer in {path}: {str(err).splitlines()[0]}") from None
 
 
-def load_model(path: Path, device: torch.device):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        with hf_quiet():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (ValueError, OSError, KeyError, RuntimeError) as err:
-        raise HyperCloneError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
-    model.config.use_cache = False
-    return model.to(device)
+def load_model(path: Path, device: torch.device, attn: str | None = None):
+    return parallel.load_config_model(path, attn, meta=False).to(device)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -198,6 +196,22 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"--moments-reset must be one of {', '.join(RESETS)}, not {cfg.moments_reset!r}")
     if cfg.moments_reset != "none" and cfg.moments_from is None:
         raise HyperCloneError("--moments-reset needs --moments-from")
+    if cfg.strategy not in parallel.STRATEGIES:
+        raise HyperCloneError(f"--strategy must be one of {', '.join(parallel.STRATEGIES)}, not {cfg.strategy!r}")
+    if cfg.save_dtype not in parallel.SAVE_DTYPES:
+        raise HyperCloneError(f"--save-dtype must be one of {', '.join(parallel.SAVE_DTYPES)}, not {cfg.save_dtype!r}")
+    if cfg.attn is not None and cfg.attn not in parallel.ATTENTION:
+        raise HyperCloneError(f"--attn must be one of {', '.join(parallel.ATTENTION)}, not {cfg.attn!r}")
+    if cfg.strategy == "fsdp":
+        unsupported = [flag for flag, on in (("--moments-from", cfg.moments_from is not None),
+                                              ("--save-moments", cfg.save_moments), ("--msg", cfg.step_hook))
+                       if on]
+        if unsupported:
+            raise HyperCloneError(f"{unsupported[0]} is not supported with --strategy fsdp yet; use --strategy ddp")
+    elif cfg.cpu_offload:
+        raise HyperCloneError("--cpu-offload needs --strategy fsdp")
+    if cfg.save_hf_every is not None and cfg.save_hf_every <= 0:
+        raise HyperCloneError(f"--save-hf-every must be positive, got {cfg.save_hf_every}")
     load_step_hook(cfg.step_hook)
 
 
@@ -240,6 +254,13 @@ class Processes:
     def main(self) -> bool:
         return self.rank == 0
 
+    def ensure_group(self) -> None:
+        """A process group even for one process (FSDP shards over a device mesh, which needs one)."""
+        if not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+            self.own_group = True
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -276,9 +297,12 @@ def causal_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
 
 
+def _bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
-    bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if _bf16(cfg, device) else contextlib.nullcontext
 
 
 def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
@@ -288,8 +312,12 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def params_digest(model) -> str:
+    return params_digest_of(model.state_dict())
+
+
+def params_digest_of(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
+    for name, p in sorted(state.items()):
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
@@ -378,6 +406,9 @@ def resume_state(cfg: TrainConfig, start_ckpt: Path | None, data_folder: Path, t
     if changed:
         desc = ", ".join(f"{k} was {a}, now {b}" for k, (a, b) in changed.items())
         raise HyperCloneError(f"cannot resume {cfg.out} with a different recipe: {desc}")
+    if state.get("strategy", "ddp") != cfg.strategy:
+        raise HyperCloneError(f"cannot resume {cfg.out}: its checkpoints were written with --strategy "
+                              f"{state.get('strategy', 'ddp')}, not {cfg.strategy}")
     if Path(state["data_cache"]).name != data_folder.name:
         raise HyperCloneError(f"cannot resume {cfg.out}: the data (or the tokenizer) changed since the checkpoint")
     return state
@@ -429,23 +460,37 @@ class Run:
         cfg, procs = self.cfg, self.procs
         if self.start_ckpt is not None and procs.main:
             print(f"resuming from {self.start_ckpt} (step {self.step} of {self.layout.total})", file=sys.stderr)
-        self.model = load_model(self.start_ckpt or self.model_dir, procs.device)
+        fsdp = cfg.strategy == "fsdp"
+        bf16 = _bf16(cfg, procs.device)
+        if fsdp:  # weights from the base model (rank 0 reads, the others receive their shards)
+            procs.ensure_group()
+            self.model = parallel.load_sharded(self.model_dir, procs.device, procs.rank, procs.world, bf16,
+                                               cfg.cpu_offload, cfg.attn)
+        else:
+            self.model = load_model(self.start_ckpt or self.model_dir, procs.device, cfg.attn)
+        if cfg.activation_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2), eps=1e-8)
         if self.start_ckpt is not None:
-            ts.load_optimizer(self.start_ckpt, self.optimizer, procs.device)
+            if fsdp:
+                parallel.load_dcp(self.start_ckpt, self.model, self.optimizer)
+            else:
+                ts.load_optimizer(self.start_ckpt, self.optimizer, procs.device)
             ts.load_rank_rng(self.start_ckpt, procs.rank)
         elif cfg.moments_from is not None:
             apply_moments(self.model, self.optimizer, load_moments(Path(cfg.moments_from)), cfg.moments_reset)
         self.step_hook = load_step_hook(cfg.step_hook) or (lambda *_: None)
         self.step_hook(self.model, self.step, self.layout.total)
         self.fwd = self.model
-        if procs.world > 1:
+        if procs.world > 1 and not fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.fwd = DDP(self.model, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
-        self.autocast = _autocast(cfg, procs.device)
+        # FSDP computes in bf16 through its mixed-precision policy; DDP through autocast
+        self.autocast = contextlib.nullcontext if fsdp else _autocast(cfg, procs.device)
+        self.bf16 = bf16
         self.metrics = MetricsLog(self.out / METRICS_FILE, procs.main,
                                   self.step if self.start_ckpt is not None else None)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -471,7 +516,9 @@ class Run:
         return float(acc[0] / acc[1])
 
     def save(self, dest: Path, resumable: bool = True) -> None:
-        procs, total = self.procs, self.layout.total
+        """A resumable checkpoint (weights or DCP shards, optimizer, every rank's RNG, trainer state written
+        last), or the final plain model (resumable=False)."""
+        procs, total, fsdp = self.procs, self.layout.total, self.cfg.strategy == "fsdp"
         self.step_hook(self.model, self.step, total)
         tmp = ts.tmp_dir(dest)
         if procs.main:
@@ -479,15 +526,36 @@ class Run:
         procs.barrier()
         if resumable:
             ts.save_rank_rng(tmp, procs.rank)
+            if fsdp:
+                parallel.save_dcp(tmp, self.model, self.optimizer)
+        full = None
+        if not resumable and (fsdp or self.cfg.save_dtype != "fp32"):
+            full = parallel.full_state_dict(self.model) if fsdp else self.model.state_dict()
         procs.barrier()
         if procs.main:
             st = {"step": self.step, "tokens": self.tokens, "elapsed_s": self.elapsed(), "total_steps": total,
-                  "world_size": procs.world, "data_cache": str(self.data.folder), "base_model": str(self.model_dir),
-                  "recipe": self.cfg.recipe()}
+                  "world_size": procs.world, "strategy": self.cfg.strategy, "data_cache": str(self.data.folder),
+                  "base_model": str(self.model_dir), "recipe": self.cfg.recipe()}
             if not resumable and self.cfg.save_moments:  # before the state file, which marks the folder complete
                 torch.save(optimizer_moments(self.model, self.optimizer), tmp / MOMENTS_FILE)
-            ts.finish_save(tmp, dest, self.model, self.tokenizer, self.optimizer if resumable else None, st)
+            if full is not None:
+                parallel.export_hf(tmp, self.model_dir, full, self.tokenizer, self.cfg.save_dtype)
+                self.final_digest = params_digest_of(full)
+            weights = None if (fsdp or full is not None) else self.model
+            ts.finish_save(tmp, dest, weights, self.tokenizer, self.optimizer if resumable and not fsdp else None, st)
             ts.prune(self.out, self.cfg.keep_checkpoints)
+        procs.barrier()
+
+    def export(self, step: int) -> None:
+        """--save-hf-every: a plain checkpoint folder under out/hf/step-N (gathered from the shards)."""
+        procs = self.procs
+        full = parallel.full_state_dict(self.model) if self.cfg.strategy == "fsdp" else self.model.state_dict()
+        if procs.main:
+            dest = self.out / "hf" / f"step-{step:07d}"
+            tmp = ts.begin_save(dest)
+            parallel.export_hf(tmp, self.model_dir, full, self.tokenizer, self.cfg.save_dtype)
+            ts.finish_save(tmp, dest, None, self.tokenizer, None, {"step": step, "tokens": self.tokens,
+                                                                   "exported_from": str(self.out)})
         procs.barrier()
 
     def optimizer_step(self, lr: float) -> torch.Tensor:
@@ -501,14 +569,13 @@ class Run:
         for m in range(layout.accum):
             x, y = self.sampler.batch(wins[m * layout.micro : (m + 1) * layout.micro])
             x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
-            sync = self.fwd.no_sync() if procs.world > 1 and m < layout.accum - 1 else contextlib.nullcontext()
-            with sync:
+            with parallel.no_sync(self.fwd, self.cfg.strategy, procs.world, m == layout.accum - 1):
                 with self.autocast():
                     loss = causal_lm_loss(self.fwd, x, y) / layout.accum
                 loss.backward()
             step_loss += loss.detach().double()
         if self.cfg.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            gnorm = parallel.clip_norm(self.params, self.cfg.grad_clip)
             step_loss = step_loss + (gnorm.double() - gnorm.double())  # nan/inf norm poisons the loss
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -521,19 +588,28 @@ class Run:
         and the run's summary."""
         procs = self.procs
         final = self.out / ts.FINAL
+        self.final_digest = None
         self.save(final, resumable=False)
-        digests = [params_digest(self.model)] * procs.world
+        if self.cfg.strategy == "fsdp":  # one gathered model, digested on rank 0: the shards cannot disagree
+            digests = [self.final_digest]
+        else:
+            digests = [params_digest(self.model)] * procs.world
+            if procs.world > 1:
+                gathered: list[Any] = [None] * procs.world
+                dist.all_gather_object(gathered, digests[0])
+                digests = gathered
+        sizes = [parallel.state_bytes(self.model, self.optimizer)]
         if procs.world > 1:
-            gathered: list[Any] = [None] * procs.world
-            dist.all_gather_object(gathered, digests[0])
-            digests = gathered
+            sizes = [None] * procs.world
+            dist.all_gather_object(sizes, parallel.state_bytes(self.model, self.optimizer))
         if procs.main:
             data, layout = self.data, self.layout
             summary = {"steps": self.step, "tokens": self.tokens, "final_val_loss": self.val_loss,
                        "elapsed_s": round(self.elapsed(), 3), "world_size": procs.world, "param_digests": digests,
                        "ranks_in_sync": len(set(digests)) == 1, "accumulation_steps": layout.accum,
                        "micro_batch": layout.micro, "device": str(procs.device),
-                       "autocast_bf16": self.autocast is not contextlib.nullcontext, "extra": self.cfg.extra,
+                       "autocast_bf16": self.autocast is not contextlib.nullcontext, "bf16": self.bf16,
+                       "strategy": self.cfg.strategy, "state_bytes_per_process": sizes, "extra": self.cfg.extra,
                        "data": {"cache": str(data.folder), "documents": data.n_docs, "tokens": data.n_tokens,
                                 "train_tokens": data.val_start, "val_tokens": data.n_tokens - data.val_start,
                                 "eval_tokens": self.n_val * self.cfg.seq_len}}
@@ -572,14 +648,15 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             step = run.step
             do_eval = step % cfg.eval_every == 0 or step == total
             do_save = step % cfg.save_every == 0 and step < total
-            if not (step % cfg.log_every == 0 or do_eval or do_save or step == total):
+            do_export = bool(cfg.save_hf_every) and step % cfg.save_hf_every == 0
+            if not (step % cfg.log_every == 0 or do_eval or do_save or do_export or step == total):
                 continue
             stats = procs.sum_(loss_acc.clone())
             if stats[2] > 0 or not math.isfinite(float(stats[0])):
                 where = (f"the last good checkpoint is {run.last_good}" if run.last_good
                          else "no checkpoint had been saved")
                 raise HyperCloneError(f"training loss became nan/inf by step {step} (lr {lr:.3g}); stopped, {where}")
-            train_loss = float(stats[0] / stats[1] / procs.world)
+            train_loss = float(stats[0] / stats[1])  # both summed over the processes: the mean loss per step
             tok_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
             loss_acc.zero_()
             run.val_loss = run.evaluate() if do_eval else None
@@ -590,6 +667,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             if do_save:
                 run.save(ts.step_dir(run.out, step))
                 run.last_good = ts.step_dir(run.out, step)
+            if cfg.save_hf_every and step % cfg.save_hf_every == 0 and step < total:
+                run.export(step)
             interval_tokens, interval_start = 0, time.perf_counter()
     finally:
         bar.close()

@@ -38,9 +38,13 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG this process uses, as tensors, lists and numbers only, so that it loads with
+    torch.load(weights_only=True): no pickle code runs when a checkpoint is read."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -49,8 +53,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -110,12 +116,15 @@ def save_rank_rng(tmp: Path, rank: int) -> None:
 
 
 def finish_save(tmp: Path, dest: Path, model, tokenizer, optimizer, state: dict[str, Any]) -> None:
-    """Write weights, tokenizer, optimizer (unless None) and state into tmp, then swap it into dest (rank 0 only)."""
-    with hf_quiet():
-        model.save_pretrained(tmp)
+    """Write weights (unless model is None: already written), tokenizer, optimizer (unless None) and state
+    into tmp, then swap it into dest (rank 0 only)."""
+    if model is not None:
+        with hf_quiet():
+            model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    fsync_tree(tmp)  # every file (weights, DCP shards of every rank, RNG) is on disk before the marker
     with open(tmp / STATE_FILE, "w") as fh:  # written last: its presence marks the folder complete
         json.dump(state, fh, indent=1)
         fh.flush()
@@ -130,11 +139,27 @@ def finish_save(tmp: Path, dest: Path, model, tokenizer, optimizer, state: dict[
         os.rename(tmp, dest)
 
 
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under folder and the folders themselves."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def load_rank_rng(folder: Path, rank: int) -> bool:
     path = folder / f"rng-rank{rank}.pt"
     if not path.exists():
         return False
-    set_rng_state(torch.load(path, weights_only=False))
+    set_rng_state(torch.load(path, weights_only=True))
     return True
 
 

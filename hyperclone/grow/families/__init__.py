@@ -10,6 +10,10 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   q, k, v          query heads x head_dim, KV heads x head_dim (q/k carry the head_dim scaling), KV heads x head_dim
   attn             the attention output read by the output projection: query heads x v's head_dim
   qkv_interleaved  GPT-NeoX fused [heads, 3, head_dim] (heads outermost)
+  qkv_grouped      Falcon (new decoder architecture) fused [kv_heads, group + 2, head_dim]: each KV group's
+                   query heads, then its key head, then its value head
+  heads, kv_heads  one position per query head / KV head (Cohere's q/k norm weights [heads, head_dim])
+  one              a single position, kept (Apertus' xIELU parameters of shape [1])
   ffn              MLP width
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   vocab, positions, head_dim                               kept
@@ -25,7 +29,9 @@ place where tied embeddings are rescaled), ``norm`` (any other norm weight or bi
 
 Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must preserve),
 ``norm_eps_key`` (the config key of the norms' epsilon, null when the model hard-codes it),
-``rope`` (rotary embeddings: head_dim may only grow without them).
+``rope`` (rotary embeddings: head_dim may only grow without them), and optionally ``refuse``: a list of
+``{"key": config key, "equals": value, "reason": text}``; a source whose config has that value is refused
+with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi).
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 
-AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "ffn", "embed", "vocab", "positions", "head_dim")
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "embed", "vocab",
+              "positions", "head_dim", "heads", "kv_heads", "one")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed")
@@ -45,7 +53,8 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope"}
+               "norm_eps_key", "rope", "refuse"}
+REFUSE_KEYS = {"key", "equals", "reason"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class Family:
     final_norm_parametric: bool = True  # False when the final norm has no weight (OLMo v1)
     ffn_default_multiple: int | None = None  # GPT-2: n_inner None means 4 x hidden
     position_offset: int = 0  # OPT's learned positions have 2 extra rows
+    refuse: tuple[tuple[str, Any, str], ...] = ()  # (config key, value, reason): configurations refused
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -113,6 +123,11 @@ def _parse_family(raw: dict) -> Family:
         raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
     if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
         raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
+    refuse = raw.get("refuse", [])
+    if not isinstance(refuse, list) or any(
+            not isinstance(r, dict) or set(r) != REFUSE_KEYS or not isinstance(r["key"], str)
+            or not isinstance(r["reason"], str) or not r["reason"] for r in refuse):
+        raise ValueError(f"family {name}: refuse must be a list of {{key, equals, reason}} objects")
     return Family(
         model_type=raw["model_type"],
         config_keys=config_keys,
@@ -127,6 +142,7 @@ def _parse_family(raw: dict) -> Family:
         final_norm_parametric=bool(raw.get("final_norm_parametric", True)),
         ffn_default_multiple=raw.get("ffn_default_multiple"),
         position_offset=int(raw.get("position_offset", 0)),
+        refuse=tuple((r["key"], r["equals"], r["reason"]) for r in refuse),
     )
 
 

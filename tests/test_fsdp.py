@@ -1,0 +1,158 @@
+"""`hyperclone train --strategy fsdp` (FSDP2 on gloo, two CPU processes under torchrun): the same loss curve as one
+process with the same global batch, half the bytes per process, DCP checkpoints that resume after a stop on the
+same or a different number of processes, a plain exported model, and the dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_helpers import make_corpus, make_model
+
+from hyperclone.train.loop import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 20
+REL = 1e-4  # per-step train loss, fp32: the two-process run only reorders float sums
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp")
+    corpus = make_corpus(root / "corpus")
+    model = make_model(root / "model", corpus)
+    return root, corpus, model
+
+
+def args(setup, out: Path, *extra: str) -> list[str]:
+    root, corpus, model = setup
+    return ["train", str(model), "--data", str(corpus), "--out", str(out), "--tokens", str(256 * STEPS),
+            "--batch-tokens", "256", "--seq-len", "32", "--eval-every", "5", "--eval-tokens", "512",
+            "--save-every", "10", "--log-every", "1", "--lr", "3e-3", "--warmup", "5", "--cache-dir",
+            str(root / "cache"), "--no-progress", *extra]
+
+
+def launch(setup, out: Path, procs: int, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)]
+              if procs > 1 else [sys.executable])
+    done = subprocess.run([*prefix, "-m", "hyperclone.cli", *args(setup, out, *extra)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def losses(out: Path) -> dict[int, float]:
+    return {m["step"]: m["train_loss"] for m in read_metrics(out) if m["train_loss"] is not None}
+
+
+def close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rel: float) -> bool:
+    return all(float((a[k] - b[k]).abs().max()) <= rel * float(a[k].abs().max()) + 1e-12 for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(setup, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    launch(setup, root / "single-ddp", 1)
+    launch(setup, root / "fsdp2", 2, "--strategy", "fsdp")
+    return root
+
+
+def test_fsdp_matches_one_process_step_by_step(runs):
+    one, two = losses(runs / "single-ddp"), losses(runs / "fsdp2")
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    for step in one:
+        assert abs(one[step] - two[step]) <= REL * one[step], (step, one[step], two[step])
+
+
+def test_fsdp_holds_half_the_state_per_process(runs):
+    ddp = json.loads((runs / "single-ddp" / "train_summary.json").read_text())["state_bytes_per_process"]
+    fsdp = json.loads((runs / "fsdp2" / "train_summary.json").read_text())["state_bytes_per_process"]
+    full = ddp[0]["param_bytes"] + ddp[0]["optimizer_bytes"]  # DDP keeps all of it on every process
+    assert len(fsdp) == 2
+    for rank in fsdp:
+        assert rank["param_bytes"] + rank["optimizer_bytes"] <= 0.55 * full
+
+
+def test_fsdp_checkpoint_is_sharded_and_final_is_plain(runs):
+    ckpt = runs / "fsdp2" / "checkpoints" / "step-0000010"
+    assert (ckpt / "dcp" / ".metadata").exists() and len(list((ckpt / "dcp").glob("*.distcp"))) == 2
+    assert {p.name for p in ckpt.glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    torch.load(ckpt / "rng-rank1.pt", weights_only=True)  # no pickle code runs to read it
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(runs / "fsdp2" / "final")
+    ref = load_file(runs / "single-ddp" / "final" / "model.safetensors")
+    ours = {k: v for k, v in model.state_dict().items() if k in ref}
+    assert close(ref, ours, 1e-3)  # 20 AdamW steps apart only by float summation order
+    x = torch.arange(32).reshape(1, 32) % 300
+    single = AutoModelForCausalLM.from_pretrained(runs / "single-ddp" / "final")
+    with torch.no_grad():
+        a, b = single(x).logits, model(x).logits
+    assert float((a - b).abs().max()) <= 1e-3 * float(a.abs().max())
+
+
+@pytest.mark.parametrize("first,then", [(2, 2), (2, 1), (1, 2)])
+def test_fsdp_resumes_on_any_number_of_processes(setup, runs, tmp_path, first, then):
+    """Stopped after 12 steps (last checkpoint at 10), resumed with `then` processes: ends where the
+    uninterrupted two-process run ends. Same number of processes: bit-identical; another number: the same
+    to float summation order (1e-5 relative)."""
+    out = tmp_path / "run"
+    launch(setup, out, first, "--strategy", "fsdp", "--stop-after", "12")
+    assert not (out / "final").exists()
+    done = launch(setup, out, then, "--strategy", "fsdp", "--resume")
+    assert "resuming from" in done.stderr
+    a = load_file(runs / "fsdp2" / "final" / "model.safetensors")
+    b = load_file(out / "final" / "model.safetensors")
+    if first == then == 2:
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:
+        assert close(a, b, 1e-5)
+    steps = [m["step"] for m in read_metrics(out)]
+    assert steps == sorted(set(steps))
+
+
+def test_export_every_and_bf16(setup, tmp_path):
+    out = tmp_path / "run"
+    launch(setup, out, 2, "--strategy", "fsdp", "--save-hf-every", "10", "--save-dtype", "bf16")
+    from transformers import AutoModelForCausalLM
+
+    export = AutoModelForCausalLM.from_pretrained(out / "hf" / "step-0000010", dtype="auto")
+    assert export.dtype == torch.bfloat16
+    assert AutoModelForCausalLM.from_pretrained(out / "final", dtype="auto").dtype == torch.bfloat16
+
+
+def test_strategy_mismatch_and_unsupported_options_are_one_line(setup, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", *args(setup, out, "--stop-after", "11")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", *args(setup, out, "--strategy", "fsdp",
+                                                                         "--resume")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("hyperclone: error: cannot resume")
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", *args(setup, tmp_path / "x", "--cpu-offload")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "--cpu-offload needs --strategy fsdp" in done.stderr
+
+
+def test_dry_run_shows_bytes_per_process(setup, capsys):
+    from hyperclone.cli import main
+
+    _, _, model = setup
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(model), "--data", "x", "--out", "y", "--tokens", "1M", "--dry-run", "--processes", "8"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "parameters   41,120" in text  # the 2-layer test llama
+    ddp = next(line for line in text.splitlines() if line.startswith("ddp"))
+    fsdp = next(line for line in text.splitlines() if line.startswith("fsdp"))
+    assert ddp.split()[-2] != fsdp.split()[-2]
