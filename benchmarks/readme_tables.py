@@ -197,6 +197,23 @@ def headtohead() -> str:
     return "\n".join(lines)
 
 
+def dry_run_1b_x2() -> str:
+    """Not a measurement: the dry run's arithmetic for the 1.1B-shaped Llama of the growth benchmark grown 2x."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_grow import llama_config
+
+    from hyperclone.train.plan_memory import dry_run_report
+
+    config = llama_config(4096, 11264, 22, 64, 8, 32000)  # bench_grow's 1.1B shape grown 2x
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(json.dumps(config))
+        text = dry_run_report(Path(folder), 524288, 2048, 8, "auto").replace(folder, "llama-1.1b-x2")
+    return "```\n$ hyperclone train llama-1.1b-x2 --data DIR --out RUN --tokens 10B --batch-tokens 512K " \
+           "--seq-len 2048 --dry-run --processes 8\n" + text + "\n```"
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
@@ -204,7 +221,7 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (test_suite, fidelity, bench_verify, bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny,
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, test_suite, fidelity, bench_verify, bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny,
                                   sweep_others, headtohead)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 

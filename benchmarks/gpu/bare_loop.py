@@ -39,7 +39,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(args: argparse.Namespace, variant: str, tokens: np.ndarray, device: torch.device) -> dict:
+def training_step(args: argparse.Namespace, variant: str, tokens: np.ndarray, device: torch.device):
+    """The loop's step function for one variant (model loaded fresh from the checkpoint) and the model."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -53,22 +54,15 @@ def measure(args: argparse.Namespace, variant: str, tokens: np.ndarray, device: 
     params = decay + no_decay
     fwd = torch.compile(model, backend=args.compile_backend) if variant == "compile" else model
     bf16 = args.dtype == "bf16"
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
     rng = np.random.default_rng(0)
     n_windows = (tokens.shape[0] - 1) // args.seq_len
 
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    def step() -> torch.Tensor:
         wins = rng.integers(0, n_windows, size=args.batch)
         rows = np.stack([tokens[w * args.seq_len: w * args.seq_len + args.seq_len + 1] for w in wins])
         rows = torch.from_numpy(rows.astype(np.int64)).to(device, non_blocking=True)
-        return rows[:, :-1], rows[:, 1:]
-
-    def step() -> torch.Tensor:
-        x, y = batch()
-        with autocast():
+        x, y = rows[:, :-1], rows[:, 1:]
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             logits = fwd(input_ids=x, use_cache=False).logits
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
         loss.backward()
@@ -77,6 +71,12 @@ def measure(args: argparse.Namespace, variant: str, tokens: np.ndarray, device: 
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
+    return step, model
+
+
+def measure(args: argparse.Namespace, variant: str, tokens: np.ndarray, device: torch.device) -> dict:
+    step, model = training_step(args, variant, tokens, device)
+    bf16 = args.dtype == "bf16"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t = time.perf_counter()

@@ -657,102 +657,143 @@ def summarize_ladder(runs: dict[str, dict[str, Any]], seeds: tuple[int, ...], sm
     return out
 
 
-def part_ladder(ctx: Context, results: dict[str, Any]) -> None:
-    from hyperclone.grow.engine import grow
+@dataclass
+class LadderPlan:
+    """The chosen pair and the recipe every run of the ladder point shares."""
 
-    s, clock = ctx.sizes, ctx.clock
-    start = clock.now()
+    small_config: Any
+    grown_config: Any
+    small: dict[str, Any]  # model_stats
+    grown: dict[str, Any]
+    steps: int
+    tokens: int
+    batch_tokens: int
+    eval_every: int
+    log_every: int
+
+
+def plan_ladder(ctx: Context, lad: dict[str, Any]) -> LadderPlan:
+    """Choose the pair (timing candidates) and record sizes, budget and recipe in `lad`."""
+    s = ctx.sizes
     batch_tokens = s.lad_batch * s.lad_seq
-    lad: dict[str, Any] = {"seq_len": s.lad_seq, "sequences_per_step": s.lad_batch, "tokens_per_step": batch_tokens,
-                           "seeds": list(s.seeds), "runs": {}}
-    results["ladder"] = lad
     chosen, options = choose_pair(ctx, batch_tokens)
     lad["candidates"] = [{k: v for k, v in o.items() if k not in ("grown_config", "small_shape")} for o in options]
     lad["sizing"] = (f"largest of {len(options)} candidate pairs whose 4 grown-shape runs plus the small run "
                      f"(estimated at {SMALL_COST} of one) fit the time left at the tokens/s its calibration measured")
-    clock.phase("(b) sizing", start)
-    start = clock.now()
-    small_shape, steps, tokens = chosen["small_shape"], chosen["steps"], chosen["tokens"]
+    steps, tokens = chosen["steps"], chosen["tokens"]
     sst, gst = chosen["small"], chosen["grown"]
+    plan = LadderPlan(small_config=llama_config(chosen["small_shape"], len(ctx.tokenizer), s.lad_seq, ctx.eot),
+                      grown_config=chosen["grown_config"], small=sst, grown=gst, steps=steps, tokens=tokens,
+                      batch_tokens=batch_tokens, eval_every=max(1, steps // s.evals_per_run),
+                      log_every=max(1, steps // 50))
     lad.update(small=sst, grown=gst, tokens_per_run=tokens, steps_per_run=steps, small_tokens=tokens,
                tokens_per_param_grown=tokens / gst["params"], tokens_per_param_small=tokens / sst["params"],
                epochs=tokens / ctx.train_tokens)
-    eval_every, log_every = max(1, steps // s.evals_per_run), max(1, steps // 50)
     lad["recipe"] = {"schedule": "cosine (hyperclone train default)", "warmup": "5% (default)",
                      "min_lr_ratio": "0.1 (default)", "lr_small": s.small_lr, "lr": s.lr,
                      "lr_note": "one peak learning rate for both arms (the CPU presets' best for random init); no "
                                 "learning-rate search fits the budget",
                      "growth": "hyperclone grow --width 2 with every other option at its default",
                      "random_init_seeds": [1000 + x for x in s.seeds], "data_order_seed": "the run's seed",
-                     "eval_every": eval_every, "eval_tokens": s.eval_tokens, "log_every": log_every, "dtype": s.dtype}
-    models = ctx.work / "ladder" / "models"
-    vocab = len(ctx.tokenizer)
-    small_init = save_model(llama_config(small_shape, vocab, s.lad_seq, ctx.eot), 0, ctx.tokenizer,
-                            models / "small-init")
-    grown_cfg = chosen["grown_config"]
+                     "eval_every": plan.eval_every, "eval_tokens": s.eval_tokens, "log_every": plan.log_every,
+                     "dtype": s.dtype}
+    return plan
+
+
+def grow_small(ctx: Context, final: Path, dest: Path) -> dict[str, Any]:
+    """`hyperclone grow` with its defaults (width 2); what its record says about the growth."""
+    from hyperclone.grow.engine import grow
+
+    t = time.perf_counter()
+    grow(final, dest, width=2)
+    prov = json.loads((dest / "hyperclone.json").read_text())
+    return {"seconds": round(time.perf_counter() - t, 3), "spec": prov.get("spec"),
+            "function_preserving": prov.get("function_preserving"), "grown_parameters": prov.get("grown_parameters")}
+
+
+def run_arms(ctx: Context, plan: LadderPlan, lad: dict[str, Any]) -> dict[str, Child]:
+    """Small and random arms at once; the grown arms as soon as the small model is grown; all stopped at the
+    deadline. Every run is a `hyperclone train` process."""
+    s, clock = ctx.sizes, ctx.clock
+    models, runs = ctx.work / "ladder" / "models", ctx.work / "ladder" / "runs"
 
     def launch(name: str, model: Path, lr: float, seed: int) -> Child:
-        cmd = hc_train(model, ctx, ctx.work / "ladder" / "runs" / name, tokens, batch_tokens, s.lad_seq, lr, seed,
-                       eval_every, s.eval_tokens, log_every)
+        cmd = hc_train(model, ctx, runs / name, plan.tokens, plan.batch_tokens, s.lad_seq, lr, seed, plan.eval_every,
+                       s.eval_tokens, plan.log_every)
         return Child(name, cmd, ctx.out / "logs" / f"ladder-{name}.log")
 
-    clock.say(f"(b) small {sst['params'] / 1e6:.2f}M -> grown {gst['params'] / 1e6:.2f}M parameters, {tokens:,} "
-              f"tokens per run ({tokens / gst['params']:.1f} per grown parameter); small + random arms")
+    small_init = save_model(plan.small_config, 0, ctx.tokenizer, models / "small-init")
     children = {"small": launch("small", small_init, s.small_lr, 0)}
     for seed in s.seeds:
-        folder = save_model(grown_cfg, 1000 + seed, ctx.tokenizer, models / f"random-s{seed}")
+        folder = save_model(plan.grown_config, 1000 + seed, ctx.tokenizer, models / f"random-s{seed}")
         children[f"random-s{seed}"] = launch(f"random-s{seed}", folder, s.lr, seed)
     stop_at = clock.deadline - s.report_reserve_s
     grown_started = False
     while True:
-        for c in children.values():
-            c.poll()
         small = children["small"]
-        if not grown_started and small.rc is not None:
+        if not grown_started and small.poll() is not None:
             grown_started = True
-            final = ctx.work / "ladder" / "runs" / "small" / "final"
+            final = runs / "small" / "final"
             if small.rc == 0 and (final / "config.json").exists():
-                t = time.perf_counter()
-                grow(final, models / "grown", width=2)
-                prov = json.loads((models / "grown" / "hyperclone.json").read_text())
-                lad["grow"] = {"seconds": round(time.perf_counter() - t, 3), "spec": prov.get("spec"),
-                               "function_preserving": prov.get("function_preserving"),
-                               "grown_parameters": prov.get("grown_parameters")}
+                lad["grow"] = grow_small(ctx, final, models / "grown")
                 clock.say("(b) grown; grown arms")
                 for seed in s.seeds:
                     children[f"grown-s{seed}"] = launch(f"grown-s{seed}", models / "grown", s.lr, seed)
             else:
                 lad["grow"] = {"error": f"the small model's run {small.status()}: nothing to grow"}
         if grown_started and all(c.poll() is not None for c in children.values()):
-            break
+            return children
         if time.time() > stop_at:
             clock.say("(b) deadline: stopping the runs still going")
             for c in children.values():
                 c.stop()
-            break
+            return children
         time.sleep(0.5)
-    fpt = {"small": sst["flops_per_token"], "grown": gst["flops_per_token"]}
+
+
+def collect_arm(ctx: Context, name: str, child: Child | None, flops_per_token: float) -> dict[str, Any]:
+    run = ctx.work / "ladder" / "runs" / name
+    metrics = read_metrics(run)
+    keep_run_files(run, ctx.out / "runs" / f"ladder-{name}")
+    curve = curve_of(metrics, flops_per_token)
+    entry: dict[str, Any] = {"status": "not started (no grown model)" if child is None else child.status(),
+                             "curve": curve,
+                             "train_losses": [m["train_loss"] for m in metrics if m.get("train_loss") is not None]}
+    if child is not None:
+        entry.update(command=shown(child.cmd), process_wall_s=child.wall_s,
+                     started_s=round(child.start - ctx.clock.t0, 2))
+        if child.rc == 0 and not (run / "final" / "config.json").exists():
+            entry["status"] = "failed (no final checkpoint)"
+    if curve:  # a run stopped early has a last evaluation, not a final one
+        entry.update({"final_val_loss" if entry["status"] == "ok" else "last_val_loss": curve[-1]["val_loss"],
+                      "val_loss_at_start": curve[0]["val_loss"],
+                      "tokens_trained": max(m["tokens"] for m in metrics)})
+    entry.update(steady_rate(metrics))
+    return entry
+
+
+def part_ladder(ctx: Context, results: dict[str, Any]) -> None:
+    s, clock = ctx.sizes, ctx.clock
+    start = clock.now()
+    lad: dict[str, Any] = {"seq_len": s.lad_seq, "sequences_per_step": s.lad_batch,
+                           "tokens_per_step": s.lad_batch * s.lad_seq, "seeds": list(s.seeds), "runs": {}}
+    results["ladder"] = lad
+    plan = plan_ladder(ctx, lad)
+    clock.phase("(b) sizing", start)
+    start = clock.now()
+    clock.say(f"(b) small {plan.small['params'] / 1e6:.2f}M -> grown {plan.grown['params'] / 1e6:.2f}M parameters, "
+              f"{plan.tokens:,} tokens per run ({plan.tokens / plan.grown['params']:.1f} per grown parameter); "
+              "small + random arms")
+    children = run_arms(ctx, plan, lad)
     for name in ["small", *(f"{a}-s{x}" for a in ("random", "grown") for x in s.seeds)]:
-        c = children.get(name)
-        run = ctx.work / "ladder" / "runs" / name
-        metrics = read_metrics(run)
-        keep_run_files(run, ctx.out / "runs" / f"ladder-{name}")
-        curve = curve_of(metrics, fpt["small" if name == "small" else "grown"])
-        entry: dict[str, Any] = {"status": "not started (no grown model)" if c is None else c.status(),
-                                 "curve": curve, "train_losses": [m["train_loss"] for m in metrics
-                                                                  if m.get("train_loss") is not None]}
-        if c is not None:
-            entry.update(command=shown(c.cmd), process_wall_s=c.wall_s, started_s=round(c.start - clock.t0, 2))
-            if c.rc == 0 and not (run / "final" / "config.json").exists():
-                entry["status"] = "failed (no final checkpoint)"
-        if curve:
-            entry.update(final_val_loss=curve[-1]["val_loss"], val_loss_at_start=curve[0]["val_loss"],
-                         tokens_trained=max(m["tokens"] for m in metrics))
-        entry.update(steady_rate(metrics))
-        lad["runs"][name] = entry
-    lad["concurrency"] = ("the small run and both random runs share the GPU from the start, the grown runs from the "
-                          "moment the small model is grown: per-run tokens/s and wall times are under sharing")
-    lad["summary"] = summarize_ladder(lad["runs"], s.seeds, tokens, fpt["small"], fpt["grown"])
+        fpt = plan.small["flops_per_token"] if name == "small" else plan.grown["flops_per_token"]
+        lad["runs"][name] = collect_arm(ctx, name, children.get(name), fpt)
+    lad["concurrency"] = ("the small run and the random runs share the device from the start, the grown runs from "
+                          "the moment the small model is grown: per-run tokens/s and wall times are under sharing")
+    lad["summary"] = summarize_ladder(lad["runs"], s.seeds, plan.tokens, plan.small["flops_per_token"],
+                                      plan.grown["flops_per_token"])
+    if not lad["summary"]["complete"]:
+        clock.say("(b) WARNING: not every ladder run finished (see gpu_kit.md)")
     clock.phase("(b) ladder runs", start)
 
 

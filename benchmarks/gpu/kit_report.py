@@ -31,134 +31,133 @@ def _speedup(x: dict[str, Any], key: str) -> str:
     return "not reached" if v is None and x.get("grown_tokens_to_target") is None else _f(v, ".2f")
 
 
-def render(r: dict[str, Any]) -> str:
+def header(r: dict[str, Any]) -> list[str]:
     env = r.get("environment", {})
     smoke = " — SMOKE RUN (tiny sizes on a CPU: checks the code, not evidence)" if r.get("smoke") else ""
     lines = [f"# hyperclone GPU evidence kit{smoke}", ""]
-    lines.append(f"Measured {env.get('date', '?')} on **{env.get('device', '?')}**, torch {env.get('torch', '?')} "
-                 f"(CUDA {env.get('cuda')}), transformers {env.get('transformers', '?')}, Python "
-                 f"{env.get('python', '?')}, {env.get('cpu_count', '?')} CPUs; commit {env.get('git_commit', '?')}"
-                 f"{' (with uncommitted changes)' if env.get('git_dirty') else ''}. Install: {env.get('install')}. "
-                 f"Command: `{r.get('command')}`; {r.get('wall_s', 0):.0f} s of a {r.get('budget_s', 0):.0f} s "
-                 "budget (install included).")
-    lines.append("")
+    lines += [f"Measured {env.get('date', '?')} on **{env.get('device', '?')}**, torch {env.get('torch', '?')} "
+              f"(CUDA {env.get('cuda')}), transformers {env.get('transformers', '?')}, Python "
+              f"{env.get('python', '?')}, {env.get('cpu_count', '?')} CPUs; commit {env.get('git_commit', '?')}"
+              f"{' (with uncommitted changes)' if env.get('git_dirty') else ''}. Install: {env.get('install')}. "
+              f"Command: `{r.get('command')}`; {r.get('wall_s', 0):.0f} s of a {r.get('budget_s', 0):.0f} s "
+              "budget (install included).", ""]
     for e in r.get("errors", []):
-        lines.append(f"**Error in {e['part']}:** `{e['error']}`")
-        lines.append("")
+        lines += [f"**Error in {e['part']}:** `{e['error']}`", ""]
     peak = r.get("peak")
     if peak:
-        lines.append(f"Peak: {peak['tflops']:.1f} TFLOP/s measured here ({peak['method']}); MFU is also given "
-                     f"against {peak['reference_tflops']:.0f} TFLOP/s, the bf16 matmul ceiling measured on the H200 "
-                     "this kit was sized for.")
-        lines.append("")
+        lines += [f"Peak: {peak['tflops']:.1f} TFLOP/s measured here ({peak['method']}); MFU is also given "
+                  f"against {peak['reference_tflops']:.0f} TFLOP/s, the bf16 matmul ceiling measured on the H200 "
+                  "this kit was sized for.", ""]
     corpus = r.get("corpus")
     if corpus:
-        lines.append(f"Corpus (no network): {corpus['description']}: {corpus['documents']:,} files, "
-                     f"{corpus['bytes'] / 1e6:.1f} MB, {corpus['tokens']:,} tokens ({corpus['train_tokens']:,} "
-                     f"for training, the last 5% held out); {corpus['tokenizer']}.")
-        lines.append("")
-    tp = r.get("throughput")
-    if tp:
-        lines += ["## (a) Training throughput and model FLOPs utilisation", ""]
-        lines.append(f"Llama, {_shape(tp['model'])}; {tp['sequences_per_step']} sequences × {tp['seq_len']} tokens "
-                     f"= {tp['tokens_per_step']:,} tokens per step in one forward pass; "
-                     f"{'bf16 autocast, fp32 master weights' if tp['dtype'] == 'bf16' else 'fp32'}; AdamW, clip 1.0. "
-                     f"FLOPs per token {tp['model']['flops_per_token']:.4g}: {tp['flops_formula']}.")
-        lines.append("")
-        lines.append("| loop | tokens/s | step | model TFLOP/s | MFU (measured peak) | MFU (790 TFLOP/s) "
-                     "| vs bare eager | notes |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
-        for key in ("bare_eager", "bare_compile", "hyperclone_train"):
-            v = tp["variants"].get(key)
-            if not v:
-                continue
-            notes = []
-            if v.get("error"):
-                notes.append(f"**{v['error']}**")
-            if key.startswith("bare") and v.get("first_step_s") is not None:
-                notes.append(f"{v['timed_steps']} timed steps after {v['warmup_steps']} warm-up; first step "
-                             f"{v['first_step_s']:.2f} s" + (" (compilation)" if key == "bare_compile" else ""))
-                if v.get("peak_memory_gib"):
-                    notes.append(f"peak memory {v['peak_memory_gib']:.1f} GiB")
-            if key == "hyperclone_train" and v.get("interval_rates"):
-                notes.append(f"median of {v['intervals_used']} log intervals of {v['log_every']} steps after the "
-                             f"first (its own metrics.jsonl); {v['steps']} steps, process {v['process_wall_s']:.0f} s")
-            step_ms = _f(v.get("step_s") and 1000 * v["step_s"], ".1f")
-            lines.append(f"| {v.get('loop', key)} | {_f(v.get('tokens_per_s'), ',.0f')} | {step_ms} ms | "
-                         f"{_f(v.get('model_tflops'), '.3g')} | {_pct(v.get('mfu'))} | "
-                         f"{_pct(v.get('mfu_vs_reference'))} | {_f(v.get('vs_bare_eager'), '.2f')} | "
-                         f"{'; '.join(notes)} |")
-        lines.append("")
-        lines.append(f"{tp['hyperclone_compile']}.")
-        lines.append("")
+        lines += [f"Corpus (no network): {corpus['description']}: {corpus['documents']:,} files, "
+                  f"{corpus['bytes'] / 1e6:.1f} MB, {corpus['tokens']:,} tokens ({corpus['train_tokens']:,} "
+                  f"for training, the last 5% held out); {corpus['tokenizer']}.", ""]
+    return lines
+
+
+def throughput_section(tp: dict[str, Any]) -> list[str]:
+    lines = ["## (a) Training throughput and model FLOPs utilisation", ""]
+    lines += [f"Llama, {_shape(tp['model'])}; {tp['sequences_per_step']} sequences × {tp['seq_len']} tokens "
+              f"= {tp['tokens_per_step']:,} tokens per step in one forward pass; "
+              f"{'bf16 autocast, fp32 master weights' if tp['dtype'] == 'bf16' else 'fp32'}; AdamW, clip 1.0. "
+              f"FLOPs per token {tp['model']['flops_per_token']:.4g}: {tp['flops_formula']}.", ""]
+    lines.append("| loop | tokens/s | step | model TFLOP/s | MFU (measured peak) | MFU (790 TFLOP/s) "
+                 "| vs bare eager | notes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for key in ("bare_eager", "bare_compile", "hyperclone_train"):
+        v = tp["variants"].get(key)
+        if not v:
+            continue
+        notes = [f"**{v['error']}**"] if v.get("error") else []
+        if key.startswith("bare") and v.get("first_step_s") is not None:
+            notes.append(f"{v['timed_steps']} timed steps after {v['warmup_steps']} warm-up; first step "
+                         f"{v['first_step_s']:.2f} s" + (" (compilation)" if key == "bare_compile" else ""))
+            if v.get("peak_memory_gib"):
+                notes.append(f"peak memory {v['peak_memory_gib']:.1f} GiB")
+        if key == "hyperclone_train" and v.get("interval_rates"):
+            notes.append(f"median of {v['intervals_used']} log intervals of {v['log_every']} steps after the "
+                         f"first (its own metrics.jsonl); {v['steps']} steps, process {v['process_wall_s']:.0f} s")
+        step_ms = _f(v.get("step_s") and 1000 * v["step_s"], ".1f")
+        lines.append(f"| {v.get('loop', key)} | {_f(v.get('tokens_per_s'), ',.0f')} | {step_ms} ms | "
+                     f"{_f(v.get('model_tflops'), '.3g')} | {_pct(v.get('mfu'))} | "
+                     f"{_pct(v.get('mfu_vs_reference'))} | {_f(v.get('vs_bare_eager'), '.2f')} | "
+                     f"{'; '.join(notes)} |")
+    return lines + ["", f"{tp['hyperclone_compile']}.", ""]
+
+
+def ladder_setup(lad: dict[str, Any]) -> list[str]:
+    lines = ["## (b) One ladder point: random init against the default growth recipe", ""]
+    lines += [f"Small: {_shape(lad['small'])}. Grown ×2 in width: {_shape(lad['grown'])}.", ""]
+    lines += [f"Every run: {lad['tokens_per_run']:,} tokens ({lad['steps_per_run']:,} steps of "
+              f"{lad['tokens_per_step']:,} tokens, sequences of {lad['seq_len']}) = "
+              f"**{lad['tokens_per_param_grown']:.1f} tokens per parameter of the grown model** "
+              f"({lad['tokens_per_param_small']:.1f} for the small model's pretraining), "
+              f"{lad['epochs']:.2f} epochs of the corpus. Seeds {', '.join(map(str, lad['seeds']))}.", ""]
+    rec, grow = lad["recipe"], lad.get("grow", {})
+    spec = grow.get("spec") or {}
+    grown_note = (f" (recorded spec: mode {spec.get('mode')}, noise_db {spec.get('noise_db')} (None: the default), "
+                  f"function preserving: {grow.get('function_preserving')}; {grow['seconds']:.1f} s)"
+                  if "seconds" in grow else f" — {grow['error']}" if "error" in grow else "")
+    lines += [f"Recipe: `hyperclone train` defaults (schedule {rec['schedule']}, warmup {rec['warmup']}, "
+              f"min lr ratio {rec['min_lr_ratio']}), peak lr {rec['lr']} for both arms, {rec['lr_small']} for "
+              f"the small model ({rec['lr_note']}). Growth: {rec['growth']}{grown_note}.", ""]
+    lines += [f"Sizing: {lad['sizing']}.", ""]
+    lines.append("| candidate small → grown (parameters) | tokens per run | calibration tokens/s | estimate | "
+                 "decision |")
+    lines.append("|---|---:|---:|---:|---|")
+    for c in lad["candidates"]:
+        cal = c.get("calibration") or {}
+        lines.append(f"| {_m(c['small']['params'])} → {_m(c['grown']['params'])} | {c['tokens']:,} | "
+                     f"{_f(cal.get('tokens_per_s'), ',.0f')} | {_f(c.get('estimate_s'), '.0f')} s | "
+                     f"{c.get('decision', 'not reached')} |")
+    return lines + [""]
+
+
+def ladder_results(lad: dict[str, Any]) -> list[str]:
+    lines = ["| run | status | val loss at step 0 | final val loss (last, if stopped) | tokens | "
+             "tokens/s (median, shared device) | wall s |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, run in lad["runs"].items():
+        last = run.get("last_val_loss")
+        final = _f(run.get("final_val_loss"), ".4f", "—" if last is None else f"({last:.4f}, stopped)")
+        lines.append(f"| {name} | {run['status']} | {_f(run.get('val_loss_at_start'), '.4f')} | {final} | "
+                     f"{_f(run.get('tokens_trained'), ',')} | {_f(run.get('tokens_per_s'), ',.0f')} | "
+                     f"{_f(run.get('process_wall_s'), '.0f')} |")
+    lines.append("")
+    sm = lad.get("summary", {})
+    fv = sm.get("final_val_loss", {})
+    g, rnd = fv.get("grown", {}), fv.get("random", {})
+    gap = sm.get("final_loss_gap")
+    gap_text = "" if gap is None else f"; grown is {_pct(abs(gap))} {'below' if gap >= 0 else 'above'} random"
+    lines += [f"Final validation loss, mean ± std over seeds: grown {_f(g.get('mean'), '.4f')} ± "
+              f"{_f(g.get('std'), '.4f')}, random {_f(rnd.get('mean'), '.4f')} ± {_f(rnd.get('std'), '.4f')}"
+              f"{gap_text}.", ""]
+    if "speedup_tokens" in sm:
+        per_seed = ", ".join(f"seed {p['seed']}: {_speedup(p, 'speedup_tokens')}" for p in sm.get("per_seed", []))
+        lines += [f"speedup_tokens (seed-mean curves): **{_speedup(sm, 'speedup_tokens')}** ({per_seed}); "
+                  f"with the small model's pretraining tokens: {_speedup(sm, 'speedup_tokens_incl_small')}; "
+                  f"FLOPs with the small model's pretraining: {_speedup(sm, 'speedup_flops_incl_small')}.", ""]
+    chk = sm.get("function_preserved_check")
+    if chk:
+        lines += [f"Growth check: small model's final val loss {chk['small_final_val_loss']:.4f}; grown "
+                  f"models at step 0: {', '.join(f'{x:.4f}' for x in chk['grown_val_loss_at_step_0'])}.", ""]
+    if not sm.get("complete"):
+        lines += ["**Incomplete:** not every run finished; the numbers above use the finished ones only.", ""]
+    lines += ["Read with care: one budget, one peak learning rate shared by both arms (random init's is not "
+              "searched), curve-based speed-up (a point of the grown run's cosine schedule against the end of "
+              f"random's, which favours random); {lad['concurrency']}.", ""]
+    return lines
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = header(r)
+    if r.get("throughput"):
+        lines += throughput_section(r["throughput"])
     lad = r.get("ladder")
     if lad and lad.get("grown"):
-        lines += ["## (b) One ladder point: random init against the default growth recipe", ""]
-        lines.append(f"Small: {_shape(lad['small'])}. Grown ×2 in width: {_shape(lad['grown'])}.")
-        lines.append("")
-        lines.append(f"Every run: {lad['tokens_per_run']:,} tokens ({lad['steps_per_run']:,} steps of "
-                     f"{lad['tokens_per_step']:,} tokens, sequences of {lad['seq_len']}) = "
-                     f"**{lad['tokens_per_param_grown']:.1f} tokens per parameter of the grown model** "
-                     f"({lad['tokens_per_param_small']:.1f} for the small model's pretraining), "
-                     f"{lad['epochs']:.2f} epochs of the corpus. Seeds {', '.join(map(str, lad['seeds']))}.")
-        lines.append("")
-        rec = lad["recipe"]
-        grow = lad.get("grow", {})
-        lines.append(f"Recipe: `hyperclone train` defaults (schedule {rec['schedule']}, warmup {rec['warmup']}, "
-                     f"min lr ratio {rec['min_lr_ratio']}), peak lr {rec['lr']} for both arms, {rec['lr_small']} for "
-                     f"the small model ({rec['lr_note']}). Growth: {rec['growth']}"
-                     + (f" (recorded spec: mode {(grow.get('spec') or {}).get('mode')}, noise_db "
-                        f"{(grow.get('spec') or {}).get('noise_db')} (None: the default), function preserving: "
-                        f"{grow.get('function_preserving')}; {grow['seconds']:.1f} s)" if 'seconds' in grow else "")
-                     + (f" — {grow['error']}" if 'error' in grow else "") + ".")
-        lines.append("")
-        lines.append(f"Sizing: {lad['sizing']}.")
-        lines.append("")
-        lines.append("| candidate small → grown (parameters) | tokens per run | calibration tokens/s | estimate | "
-                     "decision |")
-        lines.append("|---|---:|---:|---:|---|")
-        for c in lad["candidates"]:
-            cal = c.get("calibration") or {}
-            lines.append(f"| {_m(c['small']['params'])} → {_m(c['grown']['params'])} | {c['tokens']:,} | "
-                         f"{_f(cal.get('tokens_per_s'), ',.0f')} | {_f(c.get('estimate_s'), '.0f')} s | "
-                         f"{c.get('decision', 'not reached')} |")
-        lines.append("")
-        lines.append("| run | status | val loss at step 0 | final val loss | tokens | tokens/s (median, shared GPU) | "
-                     "wall s |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|")
-        for name, run in lad["runs"].items():
-            lines.append(f"| {name} | {run['status']} | {_f(run.get('val_loss_at_start'), '.4f')} | "
-                         f"{_f(run.get('final_val_loss'), '.4f')} | {_f(run.get('tokens_trained'), ',')} | "
-                         f"{_f(run.get('tokens_per_s'), ',.0f')} | {_f(run.get('process_wall_s'), '.0f')} |")
-        lines.append("")
-        sm = lad.get("summary", {})
-        fv = sm.get("final_val_loss", {})
-        g, rnd = fv.get("grown", {}), fv.get("random", {})
-        lines.append(f"Final validation loss, mean ± std over seeds: grown {_f(g.get('mean'), '.4f')} ± "
-                     f"{_f(g.get('std'), '.4f')}, random {_f(rnd.get('mean'), '.4f')} ± {_f(rnd.get('std'), '.4f')}"
-                     + (f"; grown is {_pct(sm['final_loss_gap'])} below random" if sm.get("final_loss_gap") is not None
-                        and sm["final_loss_gap"] >= 0 else "")
-                     + (f"; grown is {_pct(-sm['final_loss_gap'])} above random" if sm.get("final_loss_gap") is not None
-                        and sm["final_loss_gap"] < 0 else "") + ".")
-        lines.append("")
-        if "speedup_tokens" in sm:
-            per_seed = ", ".join(f"seed {p['seed']}: {_speedup(p, 'speedup_tokens')}" for p in sm.get("per_seed", []))
-            lines.append(f"speedup_tokens (seed-mean curves): **{_speedup(sm, 'speedup_tokens')}** ({per_seed}); "
-                         f"with the small model's pretraining tokens: {_speedup(sm, 'speedup_tokens_incl_small')}; "
-                         f"FLOPs with the small model's pretraining: {_speedup(sm, 'speedup_flops_incl_small')}.")
-            lines.append("")
-        chk = sm.get("function_preserved_check")
-        if chk:
-            lines.append(f"Growth check: small model's final val loss {chk['small_final_val_loss']:.4f}; grown "
-                         f"models at step 0: {', '.join(f'{x:.4f}' for x in chk['grown_val_loss_at_step_0'])}.")
-            lines.append("")
-        if not sm.get("complete"):
-            lines.append("**Incomplete:** not every run finished; the speed-ups above use the finished ones only.")
-            lines.append("")
-        lines.append("Read with care: one budget, one peak learning rate shared by both arms (random init's is not "
-                     "searched), curve-based speed-up (a point of the grown run's cosine schedule against the end of "
-                     f"random's, which favours random); {lad['concurrency']}.")
-        lines.append("")
+        lines += ladder_setup(lad)
+        if lad.get("summary"):
+            lines += ladder_results(lad)
     lines.append("Files: `gpu_kit.json` (every number above), `gpu_kit.png`, `runs/*/metrics.jsonl`, `logs/`. "
                  "Timeline: " + ", ".join(f"{p['phase']} {p['start_s']:.0f}–{p['end_s']:.0f} s"
                                            for p in r.get("timeline", [])) + ".")

@@ -7,6 +7,8 @@ every verb gets --help from them. main() turns bad input into one line on stderr
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +98,9 @@ def grow_command(
                           ] = 100,
     depth_start: Annotated[int, typer.Option(
         help="msg: grow depth as a second stage starting at this step (0: width and depth together).")] = 0,
+    revision: Annotated[str | None, typer.Option(
+        help="With a Hub id (org/name): the branch, tag or commit to use from the Hugging Face cache or Hub.")
+    ] = None,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
     from hyperclone.grow.engine import grow
@@ -106,12 +111,30 @@ def grow_command(
     targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
     result = grow(src, out, width=width, ffn=ffn, mode=choices.value(mode), noise_db=noise_db, tie=choices.value(tie),
                   seed=seed, overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size,
-                  progress=not quiet, dtype=choices.value(dtype), moments_from=moments_from, to=to, **targets)
+                  progress=not quiet, dtype=choices.value(dtype), moments_from=moments_from, revision=revision,
+                  command=_command_line("grow"), to=to, **targets)
     provenance = json.loads((result / "hyperclone.json").read_text())
     for note in provenance["notes"]:
         if "float32" in note or "NOT exact" in note:
             typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {result}")
+
+
+def _command_line(verb: str) -> str | None:
+    """The command as typed, when this process runs it from a shell (for model cards)."""
+    if sys.argv[1:2] != [verb]:
+        return None
+    return "hyperclone " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _record_verification(grown: Path, result: dict) -> None:
+    """Put verify's figures into the grown folder's model card (when hyperclone wrote it)."""
+    from hyperclone.grow.model_card import CARD_FILE, with_verification
+
+    card = Path(grown) / CARD_FILE
+    if card.is_file() and os.access(card, os.W_OK):
+        command = _command_line("verify") or "hyperclone verify SOURCE GROWN"
+        card.write_text(with_verification(card.read_text(), result, command))
 
 
 def _grow_msg(src: str, out: Path, width: int, layers: int | None, ramp_steps: int, depth_start: int, seed: int,
@@ -153,6 +176,7 @@ def verify_command(
             raise HyperCloneError("--out-of-core runs on the CPU (--device is for the in-memory check)")
         blocks = verify_out_of_core(src, grown, tolerance=tolerance, seed=seed, length=length)
         typer.echo(json.dumps(blocks.as_dict()))
+        _record_verification(grown, blocks.as_dict())
         if not blocks.ok:
             raise typer.Exit(1)
         return
@@ -160,6 +184,7 @@ def verify_command(
 
     result = verify(src, grown, tolerance=tolerance, seed=seed, new_tokens=new_tokens, length=length, device=device)
     typer.echo(json.dumps(result.as_dict()))
+    _record_verification(grown, result.as_dict())
     if not result.ok:
         raise typer.Exit(1)
 

@@ -166,6 +166,10 @@ def _files_from_index(index: Path) -> list[Path]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise HyperCloneError(f"{index}: corrupt index file") from None
+    root = index.parent.resolve()
+    for name in set(weight_map.values()):
+        if not isinstance(name, str) or Path(name).is_absolute() or root not in (root / name).resolve().parents:
+            raise HyperCloneError(f"{index}: shard {name!r} is outside the checkpoint folder; refusing to follow it")
     files = sorted({index.parent / name for name in weight_map.values()})
     missing = [f.name for f in files if not f.exists()]
     if missing:

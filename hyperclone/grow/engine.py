@@ -24,8 +24,9 @@ from hyperclone.common.outputs import atomic_folder, check_output
 from hyperclone.common.sizes import parse_size
 from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
+from hyperclone.grow.model_card import CARD_FILE, model_card
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
-from hyperclone.grow.source import is_weight_file, open_source, resolve_gguf, source_folder
+from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
 
 DEFAULT_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
 
@@ -134,10 +135,20 @@ def provenance(src: str | Path, plan: Plan, grow_s: float) -> dict[str, Any]:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "grow_s": round(grow_s, 3), **plan.summary()}
 
 
+def check_free_space(out: Path, nbytes: int) -> None:
+    """Refuse at once when the planned output cannot fit on OUT's disk (with 1% and 64 MiB to spare)."""
+    free = shutil.disk_usage(out.absolute().parent).free
+    if nbytes * 1.01 + 2**26 > free:
+        raise HyperCloneError(f"the grown checkpoint needs {nbytes / 1e9:.2f} GB but {out.absolute().parent} has "
+                              f"{free / 1e9:.2f} GB free")
+
+
 def copy_side_files(src: Path, dst: Path) -> None:
-    """Tokenizer, generation config, chat template and other small files; not weights or config.json."""
+    """Tokenizer, generation config, chat template and other small files; not weights, config.json or the
+    source's model card (the grown folder gets its own)."""
     for path in sorted(src.iterdir()):
-        if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE):
+        if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE,
+                                                                               CARD_FILE):
             shutil.copy2(path, dst / path.name)
 
 
@@ -176,8 +187,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
          mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
          progress: bool = False, dtype: str = "auto", moments_from: str | Path | None = None,
+         revision: str | None = None, command: str | None = None,
          to: str | Path | None = None, **targets: Any) -> Path:
-    """Grow the checkpoint at `src` (folder, .gguf file or built-in name) into `out`; return `out`.
+    """Grow the checkpoint at `src` (folder, Hub id `org/name` at `revision`, .gguf file or built-in name)
+    into `out`; return `out`. `command` is recorded in the model card (the CLI passes its own).
 
     `dtype`: auto | source | float32 (see hyperclone.grow.plan.DTYPE_CHOICES).
     `moments_from`: a run's final folder holding the source model's AdamW moments (moments.pt); they are
@@ -198,11 +211,12 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     max_shard = parse_size(shard_size)
     out = Path(out)
     check_output(out, overwrite)
-    if resolve_gguf(src) is None and not Path(src).exists():
+    if resolve_gguf(src) is None and not Path(src).exists() and not HUB_ID.match(str(src)):
         raise HyperCloneError(f"source not found: {src}")
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with source_folder(src, workdir=out.absolute().parent) as folder:
+    with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
+        check_free_space(out, sum(t.nbytes for t in plan.outputs))
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         sizes = {t.name: t.nbytes for t in plan.outputs}
         big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
@@ -232,5 +246,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
 
                 write_grown_moments(Path(moments_from), spec, tmp)
             record = provenance(src, plan, time.perf_counter() - started)  # grow_s: growth time up to here
+            record["revision"] = revision
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            (tmp / CARD_FILE).write_text(model_card(record, command))
     return out

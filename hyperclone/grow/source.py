@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -73,20 +74,67 @@ def load_config(folder: Path, raw: dict[str, Any]) -> Any:
         raise HyperCloneError(message.splitlines()[0]) from None
 
 
+def refuse_quantized(folder: Path, raw: dict[str, Any], weights: SourceWeights | None = None) -> None:
+    """Growth needs real weights: a quantized checkpoint (any quantization_config, fp8 tensors) is refused."""
+    quant = raw.get("quantization_config")
+    if isinstance(quant, dict) or quant:
+        method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else str(quant)
+        raise HyperCloneError(f"{folder} is quantized ({method}); grow the unquantized checkpoint it came from, or "
+                              "dequantize it first (load with transformers and save in bf16/fp32)")
+    if weights is not None:
+        fp8 = [i.name for i in weights.infos.values() if i.dtype in (torch_fp8_dtypes())]
+        if fp8:
+            raise HyperCloneError(f"{folder} stores fp8 weights (e.g. {fp8[0]}); grow the bf16 checkpoint it came "
+                                  "from, or dequantize it first")
+
+
+def torch_fp8_dtypes() -> tuple:
+    import torch
+
+    return tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                                                    "float8_e5m2fnuz") if hasattr(torch, name))
+
+
 def open_source(folder: Path, allow_pickle: bool = False) -> Source:
     raw = read_raw_config(folder)
+    refuse_quantized(folder, raw)
     family = get_family(raw.get("model_type"))
     config = load_config(folder, raw)
     weights = SourceWeights(folder, allow_pickle=allow_pickle)
+    refuse_quantized(folder, raw, weights)
     return Source(folder, raw, config, family, weights)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def resolve_hub(src: str, revision: str | None = None) -> Path | None:
+    """A Hub id (`org/name`) that is not a local path, downloaded or found in the Hub cache through
+    huggingface_hub (`HF_HUB_OFFLINE=1` and a pre-filled cache work); None when src is not a Hub id."""
+    if Path(src).exists() or not HUB_ID.match(src):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    try:
+        return Path(snapshot_download(src, revision=revision, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise HyperCloneError(f"{src}: not in the Hugging Face cache and the Hub cannot be reached "
+                              "(offline?); download it first or give a local folder") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise HyperCloneError(f"{src}: cannot fetch it from the Hugging Face Hub ({reason})") from None
+
+
 @contextmanager
-def source_folder(src: str | Path, workdir: Path | None = None) -> Iterator[Path]:
-    """Yield a checkpoint folder for `src`; a GGUF source is converted into a temporary folder first."""
+def source_folder(src: str | Path, workdir: Path | None = None, revision: str | None = None) -> Iterator[Path]:
+    """Yield a checkpoint folder for `src`: a folder as is, a Hub id from the Hugging Face cache (downloaded if
+    needed), a GGUF file or built-in name converted into a temporary folder."""
     gguf = resolve_gguf(src)
     if gguf is None:
-        yield Path(src)
+        hub = resolve_hub(str(src), revision)
+        yield hub if hub is not None else Path(src)
         return
     from hyperclone.grow.convert import convert_gguf
 
