@@ -221,8 +221,8 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, test_suite, fidelity, bench_verify, bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny,
-                                  sweep_others, headtohead)}
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, test_suite, fidelity, bench_verify, bench_grow, bench_write,
+                                  cpu_tiny, sweep_cpu_tiny, sweep_others, headtohead)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
