@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars, here and in every child
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on a network that is not there
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 if str(REPO) not in sys.path:  # hyperclone importable even where `pip install -e .` failed
@@ -162,7 +163,6 @@ class Context:
     tokens_dtype: str
     train_tokens: int
     peak_tflops: float
-    device: str
 
 
 # ----------------------------------------------------------------------------- environment and peak
@@ -342,8 +342,7 @@ def prepare(sizes: Sizes, clock: Clock, out: Path, work: Path, peak: dict[str, A
     return Context(sizes=sizes, clock=clock, out=out, work=work, corpus=corpus, cache=work / "cache",
                    tokenizer=tokenizer, eot=tokenizer.convert_tokens_to_ids(EOT),
                    tokens_file=data.folder / "tokens.bin",
-                   tokens_dtype=meta["dtype"], train_tokens=data.val_start, peak_tflops=peak["tflops"],
-                   device="cuda" if torch.cuda.is_available() else "cpu")
+                   tokens_dtype=meta["dtype"], train_tokens=data.val_start, peak_tflops=peak["tflops"])
 
 
 # ----------------------------------------------------------------------------- child processes

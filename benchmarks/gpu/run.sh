@@ -10,7 +10,7 @@
 #    eager and torch.compile, on a ~125M-parameter Llama; (b) one ladder point, random init against the default
 #    growth recipe at >= 10 tokens per parameter of the grown model, 2 seeds, sized to the time left.
 # Writes $OUT/gpu_kit.json, $OUT/gpu_kit.md, $OUT/gpu_kit.png, $OUT/logs/, $OUT/runs/ (OUT defaults to ./gpu-out).
-# --smoke: the same code paths at tiny sizes on the CPU in well under a minute (the test suite runs it).
+# --smoke: the same code paths at tiny sizes on the CPU, about a minute on 2 cores (tests/test_gpu_kit.py).
 # PYTHON picks the interpreter (default: python3, else python).
 set -euo pipefail
 
@@ -25,7 +25,7 @@ while (($#)); do
   case "$1" in
     --no-install) install=0 ;;
     --smoke) smoke=1; install=0 ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) extra+=("$1") ;;
   esac
   shift
