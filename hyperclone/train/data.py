@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hyperclone.common.errors import HyperCloneError
 
@@ -185,13 +186,17 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
                 n_tokens += flat.shape[0]
                 batch.clear()
 
-            for doc in iter_documents(sources, text_field):
-                batch.append(doc)
-                n_docs += 1
-                if len(batch) >= _ENCODE_BATCH:
+            total = sum(p.stat().st_size for p in sources)
+            with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", file=sys.stderr, disable=None,
+                      mininterval=1.0) as bar:  # shown on a terminal only (disable=None)
+                for doc in iter_documents(sources, text_field):
+                    batch.append(doc)
+                    n_docs += 1
+                    bar.update(len(doc))  # characters, close to the bytes read for text
+                    if len(batch) >= _ENCODE_BATCH:
+                        flush()
+                if batch:
                     flush()
-            if batch:
-                flush()
         meta = dict(format=CACHE_FORMAT, n_tokens=n_tokens, n_docs=n_docs, dtype=np.dtype(dtype).name,
                     vocab_size=vocab, eos_token_id=eos, text_field=text_field,
                     sources=[str(p) for p in sources])
