@@ -299,6 +299,8 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
     ("gpt_neox", dict(width=2)),
     ("qwen3", dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)),
     ("opt", dict(width=2, layers=3)),
+    ("gemma3_text", dict(width=2)),  # a rotary table per layer type
+    ("olmo3", dict(width=2, layers=3)),
 ])
 def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)

@@ -64,7 +64,9 @@ def _config_with_layers(config: Any, layers_key: str, count: int) -> Any:
     setattr(small, layers_key, count)
     for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
         if isinstance(value, list) and len(value) == full and key != "architectures":
-            setattr(small, key, value[:count])
+            # layer_types keeps one entry of every kind: models build a rotary table per kind from it
+            kept = value[:count] if key != "layer_types" else list(dict.fromkeys(value))
+            setattr(small, key, kept)
     return small
 
 
