@@ -214,6 +214,18 @@ def dry_run_1b_x2() -> str:
            "--seq-len 2048 --dry-run --processes 8\n" + text + "\n```"
 
 
+def ladder() -> str:
+    from hyperclone.experiments import ladder as ladder_report
+
+    data = load("cpu-ladder/ladder.json")
+    done = sum(1 for row in data["budgets"] for _ in row["grown_final"]) + sum(
+        1 for row in data["budgets"] for _ in row["random_final"])
+    lines = ladder_report.table(data)
+    lines += ["", f"Finished runs so far: {done} (the others are pending; `results/cpu-ladder/ladder.md`). "
+              f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}`."]
+    return "\n".join(lines)
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
@@ -221,17 +233,23 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, test_suite, fidelity, bench_verify, bench_grow, bench_write,
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, ladder, test_suite, fidelity, bench_verify, bench_grow, bench_write,
                                   cpu_tiny, sweep_cpu_tiny, sweep_others, headtohead)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
-def render(text: str) -> str:
+def render(text: str, missing: list[str]) -> str:
+    """The README with every block regenerated; a block whose results file is missing is kept as it is and
+    its name added to `missing`."""
     def block(match: re.Match) -> str:
         name = match.group(2)
         if name not in BLOCKS:
             raise SystemExit(f"README.md: unknown table {name!r}")
-        return match.group(1) + BLOCKS[name]() + "\n" + match.group(4)
+        try:
+            return match.group(1) + BLOCKS[name]() + "\n" + match.group(4)
+        except FileNotFoundError as exc:
+            missing.append(f"{name} ({Path(exc.filename).relative_to(ROOT)})")
+            return match.group(0)
 
     return PATTERN.sub(block, text)
 
@@ -242,16 +260,20 @@ def main() -> None:
     args = parser.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    new = render(text)
+    no_file: list[str] = []
+    new = render(text, no_file)
     found = {m.group(2) for m in PATTERN.finditer(text)}
+    absent = sorted(set(BLOCKS) - found)
     if args.check:
-        missing = sorted(set(BLOCKS) - found)
-        if new != text or missing:
+        if new != text or absent or no_file:
             print("README.md tables are out of date: run python benchmarks/readme_tables.py"
-                  + (f" (blocks missing: {missing})" if missing else ""))
+                  + (f" (blocks missing from README.md: {absent})" if absent else "")
+                  + (f" (results files missing: {no_file})" if no_file else ""))
             sys.exit(1)
         return
     readme.write_text(new)
+    if no_file:
+        print(f"kept as they were, their results files are missing: {', '.join(no_file)}")
 
 
 if __name__ == "__main__":

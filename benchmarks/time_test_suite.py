@@ -35,8 +35,10 @@ def main() -> None:
     done = subprocess.run(["bash", ".ci/run"], cwd=args.clone, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     output = done.stdout + done.stderr
-    sys.stdout.write(output[-3000:])
-    summary = re.findall(r"^=*\s*(\d+ passed.*?) in ([\d.]+)s", output, re.M)
+    (args.clone / "ci.log").write_text(output)
+    failures = re.findall(r"^(?:FAILED|ERROR) .*$", output, re.M)
+    sys.stdout.write(done.stdout[-3000:] + "\n".join(failures) + "\n")
+    summary = re.findall(r"^=*\s*((?:\d+ failed, )?\d+ passed.*?) in ([\d.]+)s", output, re.M)
     tests, pytest_s = (summary[-1][0], float(summary[-1][1])) if summary else (None, None)
     if args.json:
         record = {"benchmark": "time_test_suite", "date": time.strftime("%Y-%m-%d"), "commit": commit,

@@ -1,0 +1,64 @@
+"""Keep a long budget ladder across machines: copy its report and the light files of every finished run into the
+repository, and put them back into a new run folder so the ladder skips what is done.
+
+    python benchmarks/ladder_snapshot.py save --out /tmp/hc/ladder --dest results/cpu-ladder
+    python benchmarks/ladder_snapshot.py restore --out /tmp/hc/ladder --dest results/cpu-ladder
+    OMP_NUM_THREADS=1 hyperclone experiment --preset cpu-ladder --out /tmp/hc/ladder --jobs 2
+
+A run is finished when its final/trainer_state.json exists; the sweep skips such runs, and the report reads only
+their metrics.jsonl. Corpus, tokenizer, small model and grown models are rebuilt deterministically by the command
+(same machine type and library versions). Weights and optimizer states are not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+REPORT_FILES = ("ladder.md", "ladder.json", "ladder_speedup.png")
+RUN_FILES = ("metrics.jsonl", "train_summary.json", "sweep_arm.json", "final/trainer_state.json")
+
+
+def save(out: Path, dest: Path) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        if (out / name).exists():
+            shutil.copy2(out / name, dest / name)
+    saved = []
+    for run in sorted((out / "runs").iterdir()):
+        # the small model's run is retrained instead (its weights are what the grown models are made from)
+        if run.name == "small" or not (run / "final" / "trainer_state.json").exists():
+            continue
+        for name in RUN_FILES:
+            if (run / name).exists():
+                target = dest / "runs" / run.name / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, target)
+        saved.append(run.name)
+    return saved
+
+
+def restore(out: Path, dest: Path) -> list[str]:
+    restored = []
+    for run in sorted((dest / "runs").iterdir()) if (dest / "runs").is_dir() else []:
+        target = out / "runs" / run.name
+        if (target / "final" / "trainer_state.json").exists():
+            continue
+        shutil.copytree(run, target, dirs_exist_ok=True)
+        restored.append(run.name)
+    return restored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("save", "restore"))
+    parser.add_argument("--out", type=Path, required=True, help="the ladder's experiment folder")
+    parser.add_argument("--dest", type=Path, default=Path("results/cpu-ladder"), help="the folder in the repository")
+    args = parser.parse_args()
+    done = save(args.out, args.dest) if args.action == "save" else restore(args.out, args.dest)
+    print(f"{args.action}d {len(done)} finished runs: {', '.join(done) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
