@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.train import readers
 
 CACHE_FORMAT = 1
 _SNIFF_BYTES = 8192
@@ -57,11 +58,13 @@ def _is_binary(path: Path) -> bool:
 
 
 def list_sources(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders into the list of text files, in a fixed (shuffled) order.
+    """Expand files and folders into the list of files to read (hyperclone.train.readers), in a fixed
+    (shuffled) order.
 
-    Explicitly named files must be text; binary files found inside folders are skipped.
-    The order is a fixed shuffle of the sorted list so that the validation split (the end
-    of the stream) samples the whole corpus rather than its alphabetically last files.
+    Explicitly named files must be text or a known format; unknown binary files found inside folders are
+    skipped; a `datasets.save_to_disk` folder contributes its Arrow files. The order is a fixed shuffle of the
+    sorted list so that the validation split (the end of the stream) samples the whole corpus rather than its
+    alphabetically last files.
     """
     if not paths:
         raise HyperCloneError("no data given: pass at least one --data file or folder")
@@ -69,15 +72,18 @@ def list_sources(paths: Sequence[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_file():
-            if _is_binary(path):
-                raise HyperCloneError(f"{path} is a binary file, not text; pass text, a folder of text or .jsonl")
+            if not _readable(path):
+                raise HyperCloneError(f"{path} is a binary file, not text; pass text, .jsonl(.gz/.zst), .parquet, "
+                                      ".arrow or a folder of them")
             found.append(path.resolve())
+        elif path.is_dir() and readers.is_dataset_folder(path):
+            found.extend(p.resolve() for p in readers.dataset_files(path))
         elif path.is_dir():
             for sub in sorted(path.rglob("*")):
                 rel = sub.relative_to(path).parts
                 if any(part.startswith(".") or part == "__pycache__" for part in rel):
                     continue
-                if sub.is_file() and sub.stat().st_size > 0 and not _is_binary(sub):
+                if sub.is_file() and sub.stat().st_size > 0 and _readable(sub):
                     found.append(sub.resolve())
         else:
             raise HyperCloneError(f"data path {path} does not exist")
@@ -88,26 +94,14 @@ def list_sources(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def _readable(path: Path) -> bool:
+    return readers.kind(path) != "text" or not _is_binary(path)
+
+
 def iter_documents(sources: Sequence[Path], text_field: str = "text") -> Iterator[str]:
-    """Yield documents: one per plain file, one per line of a .jsonl file."""
+    """Yield documents from every source file in order (see hyperclone.train.readers for the formats)."""
     for path in sources:
-        if path.suffix == ".jsonl":
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise HyperCloneError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
-                    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                        raise HyperCloneError(f"{path}:{lineno} has no string field {text_field!r}")
-                    if record[text_field]:
-                        yield record[text_field]
-        else:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if text.strip():
-                yield text
+        yield from readers.iter_file(path, text_field)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
