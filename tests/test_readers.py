@@ -82,3 +82,28 @@ def test_corrupt_files_are_one_line_and_leave_no_cache(tmp_path, capsys, name, p
     assert len(err) == 2 and err[0].startswith("tokenizing") and err[1].startswith(f"hyperclone: error: {bad}")
     left = list(cache.rglob("*")) if cache.exists() else []
     assert not left, left  # neither a token cache nor a temporary folder
+
+
+def test_tokenize_once_then_train_from_the_cache(tmp_path, capsys):
+    """hyperclone tokenize writes the cache train --data CACHE reads as is: the same run as from the text."""
+    root = tmp_path / "m"
+    corpus = make_corpus(root / "corpus", n_files=3, lines=100)
+    model = make_model(root / "model", corpus)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tokenize", str(corpus), "--tokenizer", str(model), "--out", str(tmp_path / "tokens")])
+    assert exit_info.value.code == 0 and "tokens in" in capsys.readouterr().out
+    common = ["--tokens", "2560", "--batch-tokens", "256", "--seq-len", "32", "--eval-every", "5",
+              "--eval-tokens", "512", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    for data, out in ((corpus, "from-text"), (tmp_path / "tokens", "from-cache")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", str(model), "--data", str(data), "--out", str(tmp_path / out), *common])
+        assert exit_info.value.code == 0
+    a = [json.loads(line) for line in (tmp_path / "from-text" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "from-cache" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["train_loss"], m["val_loss"]) for m in a] == [(m["step"], m["train_loss"], m["val_loss"])
+                                                                        for m in b]
+    other = make_model(tmp_path / "other", make_corpus(tmp_path / "c2", n_files=2, lines=40, seed=5), vocab=300)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(other), "--data", str(tmp_path / "tokens"), "--out", str(tmp_path / "x"), *common])
+    assert exit_info.value.code == 2 and "another tokenizer" in capsys.readouterr().err

@@ -209,7 +209,24 @@ def experiment_command(
     typer.echo(f"speedup_tokens {st if st is None else round(st, 3)}; report: {Path(out) / 'report.md'}")
 
 
+def tokenize_command(
+    data: Annotated[list[Path], typer.Argument(help="Text files, folders, .jsonl(.gz/.zst), .parquet, .arrow or "
+                                                    "save_to_disk folders.")],
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="A model folder whose tokenizer to use.")],
+    out: Annotated[Path, typer.Option("--out", help="The token cache folder to write (must not exist).")],
+    text_field: Annotated[str, typer.Option("--text-field", help="Field or column holding the text.")] = "text",
+) -> None:
+    """Tokenize a corpus once into a token cache that train --data CACHE reads directly (no process waits for
+    tokenization when many start at once)."""
+    from hyperclone.train.data import tokenize
+    from hyperclone.train.loop import load_tokenizer
+
+    data_out = tokenize(list(data), load_tokenizer(tokenizer), out, text_field)
+    typer.echo(f"wrote {out}: {data_out.n_tokens:,} tokens in {data_out.n_docs:,} documents")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `train` and `experiment` verbs to the hyperclone app."""
+    """Add the `train`, `tokenize` and `experiment` verbs to the hyperclone app."""
     app.command("train")(train_command)
+    app.command("tokenize")(tokenize_command)
     app.command("experiment")(experiment_command)

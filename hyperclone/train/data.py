@@ -193,7 +193,7 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
                     flush()
         meta = dict(format=CACHE_FORMAT, n_tokens=n_tokens, n_docs=n_docs, dtype=np.dtype(dtype).name,
                     vocab_size=vocab, eos_token_id=eos, text_field=text_field,
-                    sources=[str(p) for p in sources])
+                    tokenizer=tokenizer_fingerprint(tokenizer), sources=[str(p) for p in sources])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():  # a concurrent builder won; ours is identical
             shutil.rmtree(tmp)
@@ -213,12 +213,44 @@ def open_tokens(folder: Path, cached: bool) -> TokenData:
     return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached)
 
 
+def is_token_cache(path: Path) -> bool:
+    """A folder written by `hyperclone tokenize` (or the training cache): meta.json and tokens.bin."""
+    return path.is_dir() and (path / "meta.json").is_file() and (path / "tokens.bin").is_file()
+
+
+def open_token_cache(folder: Path, tokenizer) -> TokenData:
+    """A prepared token cache, checked against the tokenizer that will train on it."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise HyperCloneError(f"{folder}: not a token cache (meta.json unreadable)") from None
+    if meta.get("format") != CACHE_FORMAT:
+        raise HyperCloneError(f"{folder}: token cache format {meta.get('format')}, this hyperclone reads "
+                              f"{CACHE_FORMAT}; tokenize again")
+    if meta.get("tokenizer") not in (None, tokenizer_fingerprint(tokenizer)):
+        raise HyperCloneError(f"{folder} was tokenized with another tokenizer than the model's; tokenize again "
+                              "with --tokenizer MODEL_DIR")
+    return open_tokens(folder, True)
+
+
+def tokenize(paths: Sequence[str | Path], tokenizer, out: Path, text_field: str = "text") -> TokenData:
+    """`hyperclone tokenize`: the token cache of `paths` written to `out` (atomically), ready for train --data."""
+    out = Path(out)
+    if out.exists():
+        raise HyperCloneError(f"output already exists: {out}")
+    build_tokens(list_sources(paths), tokenizer, out, text_field)
+    return open_tokens(out, False)
+
+
 def load_corpus(paths: Sequence[str | Path], tokenizer, cache_dir: Path | None = None, text_field: str = "text",
                 build: bool = True) -> TokenData:
-    """Tokenize `paths` with `tokenizer` (or reuse the cache) and memory-map the result.
+    """Tokenize `paths` with `tokenizer` (or reuse the cache) and memory-map the result. A single path that is
+    a token cache (`hyperclone tokenize`) is used as it is.
 
     With build=False the cache must already exist (used by non-zero ranks after rank 0 built it).
     """
+    if len(paths) == 1 and is_token_cache(Path(paths[0])):
+        return open_token_cache(Path(paths[0]), tokenizer)
     sources = list_sources(paths)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / cache_key(sources, tokenizer, text_field)
