@@ -135,3 +135,14 @@ def test_readme_tables_match_the_results_files():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "readme_tables.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("verb", ["grow", "verify", "inspect", "convert", "train", "tokenize", "experiment"])
+def test_help_does_not_import_torch(verb):
+    """--help answers without importing torch (about 2-3 s on this machine): the CLI reads its choices from
+    torch-free modules (grow/options.py, train/options.py) and imports the work only when it runs."""
+    code = ("import sys\nfrom hyperclone.cli import app\n"
+            f"try:\n    app(['{verb}', '--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from hyperclone.grow.plan import DEPTH_MODES, DTYPE_CHOICES, MODES, TIE_CHOICES
-from hyperclone.train.loop import DTYPES, SCHEDULES
-from hyperclone.train.moments import RESETS
-from hyperclone.train.parallel import ATTENTION, SAVE_DTYPES, STRATEGIES
+from hyperclone.grow.options import DEPTH_MODES, DTYPE_CHOICES, MODES, TIE_CHOICES
+from hyperclone.train.options import ATTENTION, DTYPES, RESETS, SAVE_DTYPES, SCHEDULES, STRATEGIES
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:

@@ -27,17 +27,14 @@ from hyperclone.grow.axis_map import (
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
 from hyperclone.grow.families import Family, TensorRule
-
-MODES = ("symmetric", "noisy", "diagonal")
-TIE_CHOICES = ("keep", "untie")
-DEPTH_MODES = ("identity", "stack")
-# Output dtype: auto keeps the source's dtype where it can hold the growth exactly and writes float32 where it
-# cannot (see storage_inexact_reasons); source always keeps it (an inexact output is recorded as such).
-DTYPE_CHOICES = ("auto", "source", "float32")
-# The default recipe is the winner of the post-growth recipe search (results/sweep-cpu-tiny): exact zero-sum
-# noise at 0 dB breaks the symmetry of the copies, which plain HyperCloning (--mode symmetric) leaves intact.
-DEFAULT_MODE = "noisy"
-DEFAULT_NOISE_DB = 0.0
+from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
+    DEFAULT_MODE,
+    DEFAULT_NOISE_DB,
+    DEPTH_MODES,
+    DTYPE_CHOICES,
+    MODES,
+    TIE_CHOICES,
+)
 
 
 @dataclass(frozen=True)

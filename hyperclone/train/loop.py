@@ -38,10 +38,9 @@ from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.train import parallel
 from hyperclone.train import state as ts
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
-from hyperclone.train.moments import RESETS, apply_moments, load_moments, optimizer_moments
+from hyperclone.train.moments import apply_moments, load_moments, optimizer_moments
+from hyperclone.train.options import DTYPES, RESETS, SCHEDULES  # noqa: F401 (re-exported)
 
-SCHEDULES = ("cosine", "wsd")
-DTYPES = ("auto", "fp32", "bf16")
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 

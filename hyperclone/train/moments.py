@@ -16,8 +16,7 @@ import torch
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
-
-RESETS = ("none", "first")  # apply_moments: which carried moment to zero
+from hyperclone.train.options import RESETS
 
 
 def optimizer_moments(model, optimizer) -> dict[str, dict[str, Any]]:

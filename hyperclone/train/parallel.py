@@ -28,10 +28,8 @@ import torch.distributed as dist
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.quiet import hf_quiet
+from hyperclone.train.options import ATTENTION, SAVE_DTYPES, STRATEGIES  # noqa: F401 (re-exported)
 
-STRATEGIES = ("ddp", "fsdp")
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
-SAVE_DTYPES = ("fp32", "bf16")
 DCP_FOLDER = "dcp"
 
 

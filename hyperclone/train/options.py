@@ -1,0 +1,8 @@
+"""The choices of `hyperclone train`, as plain data (no torch import: the command line reads them for --help)."""
+
+SCHEDULES = ("cosine", "wsd")
+DTYPES = ("auto", "fp32", "bf16")
+RESETS = ("none", "first")  # carried AdamW moments: which one to zero
+STRATEGIES = ("ddp", "fsdp")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+SAVE_DTYPES = ("fp32", "bf16")
