@@ -101,6 +101,11 @@ def grow_command(
     revision: Annotated[str | None, typer.Option(
         help="With a Hub id (org/name): the branch, tag or commit to use from the Hugging Face cache or Hub.")
     ] = None,
+    experts: Annotated[int | None, typer.Option(
+        help="Upcycle every MLP into this many experts (copies of it behind a new router, renormalised top-k: "
+        "exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe; combines with --width and "
+        "--layers.")] = None,
+    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = 2,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
     from hyperclone.grow.engine import grow
@@ -112,7 +117,7 @@ def grow_command(
     result = grow(src, out, width=width, ffn=ffn, mode=choices.value(mode), noise_db=noise_db, tie=choices.value(tie),
                   seed=seed, overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size,
                   progress=not quiet, dtype=choices.value(dtype), moments_from=moments_from, revision=revision,
-                  command=_command_line("grow"), to=to, **targets)
+                  command=_command_line("grow"), experts=experts, top_k=top_k, to=to, **targets)
     provenance = json.loads((result / "hyperclone.json").read_text())
     for note in provenance["notes"]:
         if "float32" in note or "NOT exact" in note:

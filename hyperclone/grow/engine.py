@@ -42,6 +42,10 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
         tensor = tensor.to(recipe.dtype)
     if recipe.kind == "zero":
         return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
+    if recipe.kind == "router":  # a new MoE router: seeded normal of std recipe.scale (hyperclone.grow.upcycle)
+        generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
+        values = torch.randn(recipe.out_shape, generator=generator).mul_(recipe.scale).to(tensor.dtype)
+        return values if out is None else out.copy_(values)
     if recipe.kind == "norm":
         (amap,) = recipe.maps
         grown = gather(tensor, 0, amap, apply_scale=False)  # norm weights are gathered, never scaled by s_k
@@ -135,6 +139,27 @@ def provenance(src: str | Path, plan: Plan, grow_s: float) -> dict[str, Any]:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "grow_s": round(grow_s, 3), **plan.summary()}
 
 
+def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_k: int
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Turn the plan's MLPs into experts (in place) and the grown config into the MoE family's; returns the
+    config and the MoE summary for hyperclone.json."""
+    from hyperclone.grow import upcycle
+    from hyperclone.grow.axis_map import tile_map
+
+    target = upcycle.check({**dense_config, "model_type": plan.family.model_type}, experts, top_k)
+    dense_parameters = plan.grown_parameters
+    per_expert = sum(math.prod(r.out_shape) for r in plan.recipes if upcycle.MLP.match(r.out_name))
+    plan.recipes = upcycle.upcycle_recipes(plan.recipes, experts, target, tile_map(plan.grown.hidden,
+                                                                                   plan.grown.hidden), plan.spec.seed)
+    total = plan.grown_parameters
+    summary = {"target": target, "experts": experts, "top_k": top_k, "router_std": upcycle.ROUTER_STD,
+               "renormalised_top_k": True, "dense_parameters": dense_parameters, "total_parameters": total,
+               "active_parameters_per_token": total - (experts - top_k) * per_expert}
+    plan.notes.append(f"MLPs upcycled into {experts} experts ({target}, top-{top_k}, renormalised): "
+                      f"{total:,} parameters, {summary['active_parameters_per_token']:,} active per token")
+    return upcycle.moe_config(dense_config, target, experts, top_k), summary
+
+
 def check_free_space(out: Path, nbytes: int) -> None:
     """Refuse at once when the planned output cannot fit on OUT's disk (with 1% and 64 MiB to spare)."""
     free = shutil.disk_usage(out.absolute().parent).free
@@ -187,7 +212,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
          mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
          progress: bool = False, dtype: str = "auto", moments_from: str | Path | None = None,
-         revision: str | None = None, command: str | None = None,
+         revision: str | None = None, command: str | None = None, experts: int | None = None, top_k: int = 2,
          to: str | Path | None = None, **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, Hub id `org/name` at `revision`, .gguf file or built-in name)
     into `out`; return `out`. `command` is recorded in the model card (the CLI passes its own).
@@ -196,6 +221,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     `moments_from`: a run's final folder holding the source model's AdamW moments (moments.pt); they are
     grown with the rule gradients follow (hyperclone.grow.moments) and written to OUT/moments.pt, for
     `hyperclone train OUT --moments-from OUT`.
+    `experts`, `top_k`: upcycle every MLP into that many experts with renormalised top-k routing
+    (hyperclone.grow.upcycle), together with the width and depth growth.
     `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
     `targets` are absolute sizes or depth options of GrowthSpec: hidden_size, ffn_size, heads, kv_heads,
     head_dim, layers, depth_mode, insert_after.
@@ -216,6 +243,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
+        config = grown_config(source.raw_config, plan)
+        moe = None
+        if experts is not None:
+            config, moe = apply_upcycling(plan, config, experts, top_k)
         check_free_space(out, sum(t.nbytes for t in plan.outputs))
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         sizes = {t.name: t.nbytes for t in plan.outputs}
@@ -240,13 +271,15 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                     bar.update(sizes[recipe.out_name])
                     del grown, source_tensor
             copy_side_files(folder, tmp)
-            (tmp / "config.json").write_text(json.dumps(grown_config(source.raw_config, plan), indent=2) + "\n")
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             if moments_from is not None:
                 from hyperclone.grow.moments import write_grown_moments
 
                 write_grown_moments(Path(moments_from), spec, tmp)
             record = provenance(src, plan, time.perf_counter() - started)  # grow_s: growth time up to here
             record["revision"] = revision
+            if moe is not None:
+                record["upcycled"] = moe
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
             (tmp / CARD_FILE).write_text(model_card(record, command))
     return out
