@@ -29,6 +29,8 @@ ROWS = [
     ("3x width, default recipe, --tie untie", "bfloat16", ["--width", "3", "--tie", "untie"]),
     ("3x width, --mode symmetric, tied kept, --dtype source", "bfloat16",
      ["--width", "3", "--mode", "symmetric", "--dtype", "source"]),
+    ("upcycled to a Mixtral-style MoE, 8 experts, top-2 (--experts 8 --top-k 2)", "bfloat16",
+     ["--width", "1", "--experts", "8", "--top-k", "2"]),
 ]
 
 

@@ -82,3 +82,15 @@ def test_command_line_and_verify(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["verify", str(src), str(tmp_path / "out")])
     assert exit_info.value.code == 0 and json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_inspect_shows_the_moe_plan(tmp_path, capsys):
+    src = make_tiny("qwen3", tmp_path / "src")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(src), "--experts", "8", "--top-k", "2", "--json"])
+    assert exit_info.value.code == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["upcycled"]["experts"] == 8 and info["upcycled"]["target"] == "qwen3_moe"
+    assert info["upcycled"]["active_parameters_per_token"] < info["upcycled"]["total_parameters"]
+    assert not (tmp_path / "out").exists()

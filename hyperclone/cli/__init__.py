@@ -214,6 +214,9 @@ def inspect_command(
                    ] = choices.Tie.keep,
     dtype: Annotated[choices.GrowDtype, typer.Option(help="Explain the plan for this output dtype.")
                      ] = choices.GrowDtype.auto,
+    experts: Annotated[int | None, typer.Option(help="Explain the plan with the MLPs upcycled into N experts.")
+                       ] = None,
+    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = 2,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
 ) -> None:
     """Print family, dimensions and parameter count; with a target (--to, --width, --hidden-size, ...),
@@ -221,10 +224,10 @@ def inspect_command(
     from hyperclone.grow.inspect import explain_plan, format_inspection, format_plan, inspect_checkpoint
 
     targets = _targets(hidden_size, ffn_size, heads, kv_heads, head_dim, layers, depth_mode, insert_after)
-    if to is not None or width is not None or ffn is not None or any(
+    if to is not None or width is not None or ffn is not None or experts is not None or any(
             v is not None for k, v in targets.items() if k != "depth_mode"):
         info = explain_plan(src, width=width, ffn=ffn, to=to, allow_pickle=allow_pickle, tie=choices.value(tie),
-                            dtype=choices.value(dtype), **targets)
+                            dtype=choices.value(dtype), experts=experts, top_k=top_k, **targets)
         typer.echo(json.dumps(info) if as_json else format_plan(info))
         return
     info = inspect_checkpoint(src, max_width=max_width, allow_pickle=allow_pickle)

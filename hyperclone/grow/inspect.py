@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.engine import default_width, plan_growth
+from hyperclone.grow.engine import apply_upcycling, default_width, grown_config, plan_growth
 from hyperclone.grow.plan import GrowthSpec, make_plan
 from hyperclone.grow.source import open_source, source_folder
 
@@ -61,13 +61,18 @@ def format_inspection(info: dict[str, Any]) -> str:
 
 
 def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
-                 allow_pickle: bool = False, tie: str = "keep", dtype: str = "auto", **targets: Any) -> dict[str, Any]:
+                 allow_pickle: bool = False, tie: str = "keep", dtype: str = "auto", experts: int | None = None,
+                 top_k: int = 2, **targets: Any) -> dict[str, Any]:
     """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable."""
     spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, tie=tie, dtype=dtype, **targets)
     spec.validate()
     with source_folder(src) as folder:
-        plan, _ = plan_growth(folder, spec, allow_pickle, to)
+        plan, source = plan_growth(folder, spec, allow_pickle, to)
+    moe = None
+    if experts is not None:
+        _, moe = apply_upcycling(plan, grown_config(source.raw_config, plan), experts, top_k)
     summary = plan.summary()
+    summary["upcycled"] = moe
     maps_note = []
     if plan.grown.hidden % plan.source.hidden:
         maps_note.append("hidden size is not a multiple: " + (
@@ -97,6 +102,10 @@ def format_plan(info: dict[str, Any]) -> str:
         exact = "no (stacked layers)"
     lines.append(f"exact       {exact}")
     lines.append(f"dtype       {', '.join(info['output_dtypes'])}")
+    if info.get("upcycled"):
+        moe = info["upcycled"]
+        lines.append(f"experts     {moe['experts']} per MLP ({moe['target']}, top-{moe['top_k']}, renormalised): "
+                     f"{moe['total_parameters']:,} parameters, {moe['active_parameters_per_token']:,} active per token")
     if info["grown"]["layers"] != info["source"]["layers"]:
         layer_text = ", ".join(f"{src_layer}{'*' if identity else ''}" for src_layer, identity in info["layers"])
         lines.append(f"layers      source of each new layer (* identity block): {layer_text}")
