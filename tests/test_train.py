@@ -289,3 +289,24 @@ def test_lr_schedules():
     wsd = [lr_at(s, 100, replace(cfg, schedule="wsd", decay_frac=0.2)) for s in range(100)]
     assert wsd[9:80] == [1.0] * 71 and wsd[80] < 1.0 and wsd[-1] == pytest.approx(0.1)
     assert lr_at(0, 100, replace(cfg, warmup=0.05)) == pytest.approx(0.2)  # fraction of the steps
+
+
+def test_rng_files_load_without_pickle_code_old_and_new(tmp_path):
+    """RNG states are tensors and lists (weights_only=True reads them); a file of the earlier format (numpy
+    array inside) still loads, through numpy's allow-listed array reconstruction only."""
+    import random as pyrandom
+
+    import numpy as np
+
+    from hyperclone.train import state as ts
+
+    torch.save(ts.rng_state(), tmp_path / "new.pt")
+    torch.save({"python": pyrandom.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+               tmp_path / "old.pt")
+    expected = (pyrandom.random(), float(np.random.rand()), float(torch.rand(1)))
+    for name in ("new.pt", "old.pt"):
+        ts.set_rng_state(ts.load_rng_file(tmp_path / name))
+        assert (pyrandom.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    (tmp_path / "evil.pt").write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(Exception):  # noqa: B017 - any refusal; never executed
+        ts.load_rng_file(tmp_path / "evil.pt")

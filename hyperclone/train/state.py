@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -56,10 +57,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)  # older checkpoints: an ndarray
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_rng_file(path: Path) -> dict[str, Any]:
+    """An RNG state file, read with weights_only=True: no pickle code runs. Files written before RNG states
+    were stored as tensors hold a numpy array; numpy's array reconstruction is allowed for those (still no
+    arbitrary code)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, weights_only=True)
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
@@ -159,7 +173,7 @@ def load_rank_rng(folder: Path, rank: int) -> bool:
     path = folder / f"rng-rank{rank}.pt"
     if not path.exists():
         return False
-    set_rng_state(torch.load(path, weights_only=True))
+    set_rng_state(load_rng_file(path))
     return True
 
 
