@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -161,9 +161,18 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     if not train_runs:
         todo = []
     if jobs > 1 and len(todo) > 1:
+        failed = []
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for i, name in enumerate(pool.map(_run, todo), 1):
-                say(f"[{i}/{len(todo)}] finished {name}")
+            futures = {pool.submit(_run, job): job[0].out.name for job in todo}  # run in this order
+            for i, done in enumerate(as_completed(futures), 1):
+                try:
+                    done.result()
+                    say(f"[{i}/{len(todo)}] finished {futures[done]}")
+                except Exception as exc:  # report it now, let the other runs go on
+                    failed.append(futures[done])
+                    say(f"[{i}/{len(todo)}] FAILED {futures[done]}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        if failed:
+            raise HyperCloneError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)} (rerun to retry)")
     else:
         for i, job in enumerate(todo, 1):
             say(f"[{i}/{len(todo)}] training {job[0].out.name}")
