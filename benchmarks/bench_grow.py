@@ -138,15 +138,20 @@ def plan_sizes(src: Path) -> tuple[int, int]:
     return sum(sizes), max(sizes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hyperclone-bench"))
+def add_shape_args(parser: argparse.ArgumentParser) -> None:
+    """The synthetic Llama's shape (default: a 1.1B model), shared with bench_verify.py."""
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--ffn", type=int, default=5632)
     parser.add_argument("--layers", type=int, default=22)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=32000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hyperclone-bench"))
+    add_shape_args(parser)
     parser.add_argument("--small-layers", type=int, default=4, help="layers of the in-memory comparison shape")
     parser.add_argument("--skip-noisy", action="store_true")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of dd + every method (fastest counts)")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_grow import GIB, llama_config, write_synthetic  # noqa: E402
+from bench_grow import GIB, add_shape_args, llama_config, write_synthetic  # noqa: E402
 
 
 def run_child(args: list[str]) -> tuple[float, float, int, str]:
@@ -39,12 +39,7 @@ def run_child(args: list[str]) -> tuple[float, float, int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hc-bench-verify"))
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--ffn", type=int, default=5632)
-    parser.add_argument("--layers", type=int, default=22)
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--kv-heads", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=32000)
+    add_shape_args(parser)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     work = args.workdir

@@ -209,7 +209,7 @@ def dry_run_1b_x2() -> str:
     config = llama_config(4096, 11264, 22, 64, 8, 32000)  # bench_grow's 1.1B shape grown 2x
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "config.json").write_text(json.dumps(config))
-        text = dry_run_report(Path(folder), 524288, 2048, 8, "auto").replace(folder, "llama-1.1b-x2")
+        text = dry_run_report(Path(folder), 524288, 2048, 8).replace(folder, "llama-1.1b-x2")
     return "```\n$ hyperclone train llama-1.1b-x2 --data DIR --out RUN --tokens 10B --batch-tokens 512K " \
            "--seq-len 2048 --dry-run --processes 8\n" + text + "\n```"
 

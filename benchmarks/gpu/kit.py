@@ -581,19 +581,6 @@ def curve_of(metrics: list[dict[str, Any]], flops_per_token: float) -> list[dict
              "flops": m["tokens"] * flops_per_token} for m in metrics if m.get("val_loss") is not None]
 
 
-def x_to_reach(xs: list[float], ys: list[float], target: float) -> float | None:
-    """First x where y(x) <= target, linearly interpolated (the rule of hyperclone/experiments/report.py)."""
-    prev = None
-    for x, y in zip(xs, ys, strict=True):
-        if y <= target:
-            if prev is None:
-                return float(x)
-            x0, y0 = prev
-            return float(x0 + (y0 - target) / (y0 - y) * (x - x0)) if y0 != y else float(x)
-        prev = (x, y)
-    return None
-
-
 def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
     n = min(len(c) for c in curves)
     return [{k: statistics.fmean(c[i][k] for c in curves) for k in ("tokens", "val_loss")} for i in range(n)]
@@ -602,6 +589,8 @@ def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
 def speedup(grown: list[dict[str, Any]], random_: list[dict[str, Any]], small_tokens: int, small_fpt: float,
             grown_fpt: float) -> dict[str, Any]:
     target = random_[-1]["val_loss"]
+    from hyperclone.experiments.report import x_to_reach
+
     need = x_to_reach([p["tokens"] for p in grown], [p["val_loss"] for p in grown], target)
     budget = random_[-1]["tokens"]
     out: dict[str, Any] = {"target_val_loss": target, "grown_tokens_to_target": need,

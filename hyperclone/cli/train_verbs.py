@@ -103,7 +103,7 @@ def train_command(
         from hyperclone.train.plan_memory import dry_run_report
 
         typer.echo(dry_run_report(model_dir, parse_count(batch_tokens, "--batch-tokens"), seq_len,
-                                  processes or int(os.environ.get("WORLD_SIZE", "1")), choices.value(dtype)))
+                                  processes or int(os.environ.get("WORLD_SIZE", "1"))))
         return
     masked = (model_dir / "config.json").is_file() and CONFIG_KEY in json.loads((model_dir / "config.json").read_text())
     if masked and not msg:

@@ -149,8 +149,8 @@ def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_
     target = upcycle.check({**dense_config, "model_type": plan.family.model_type}, experts, top_k)
     dense_parameters = plan.grown_parameters
     per_expert = sum(math.prod(r.out_shape) for r in plan.recipes if upcycle.MLP.match(r.out_name))
-    plan.recipes = upcycle.upcycle_recipes(plan.recipes, experts, target, tile_map(plan.grown.hidden,
-                                                                                   plan.grown.hidden), plan.spec.seed)
+    plan.recipes = upcycle.upcycle_recipes(plan.recipes, experts, target,
+                                           tile_map(plan.grown.hidden, plan.grown.hidden))
     total = plan.grown_parameters
     summary = {"target": target, "experts": experts, "top_k": top_k, "router_std": upcycle.ROUTER_STD,
                "renormalised_top_k": True, "dense_parameters": dense_parameters, "total_parameters": total,

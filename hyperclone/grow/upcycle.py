@@ -77,7 +77,7 @@ def check(raw_config: dict[str, Any], experts: int, top_k: int) -> str:
     return target
 
 
-def upcycle_recipes(recipes: list, experts: int, target: str, router_map, seed: int) -> list:
+def upcycle_recipes(recipes: list, experts: int, target: str, router_map) -> list:
     """The plan's recipes with every MLP tensor written once per expert, plus a router per layer (and the
     silent shared expert of Qwen2-MoE). Other tensors are unchanged."""
     from hyperclone.grow.axis_map import tile_map
@@ -128,13 +128,3 @@ def moe_config(dense: dict[str, Any], target: str, experts: int, top_k: int) -> 
     config = AutoConfig.for_model(target, **fields).to_dict()
     config["architectures"] = [spec["architecture"]]
     return config
-
-
-def summary(target: str, experts: int, top_k: int, dense_params: int, expert_params_per_layer: int,
-            layers: int) -> dict[str, Any]:
-    """The MoE figures inspect and hyperclone.json show: total and active parameters."""
-    extra = (experts - 1) * expert_params_per_layer * layers
-    active = dense_params + (top_k - 1) * expert_params_per_layer * layers
-    return {"target": target, "experts": experts, "top_k": top_k, "router_std": ROUTER_STD,
-            "total_parameters": dense_params + extra, "active_parameters_per_token": active,
-            "renormalised_top_k": True}

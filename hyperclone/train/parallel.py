@@ -175,7 +175,7 @@ def export_hf(folder: Path, model_dir: Path, state: dict[str, torch.Tensor], tok
     tokenizer.save_pretrained(folder)
 
 
-def bytes_estimate(params: int, world: int, strategy: str, bf16: bool) -> dict[str, float]:
+def bytes_estimate(params: int, world: int, strategy: str) -> dict[str, float]:
     """Bytes per process for weights, gradients and AdamW state (fp32 masters and moments), before
     activations: DDP holds everything on every process; FSDP a 1/world share (plus one gathered block at a
     time, not counted)."""
@@ -183,5 +183,4 @@ def bytes_estimate(params: int, world: int, strategy: str, bf16: bool) -> dict[s
     weights = 4 * params * share
     grads = 4 * params * share
     adam = 8 * params * share
-    return {"weights": weights, "gradients": grads, "optimizer": adam, "total": weights + grads + adam,
-            "bf16_compute_copy_per_block": 0.0 if not bf16 else 2 * params / max(1, world)}
+    return {"weights": weights, "gradients": grads, "optimizer": adam, "total": weights + grads + adam}

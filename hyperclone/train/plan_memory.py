@@ -35,14 +35,14 @@ def human(n: float) -> str:
     return f"{n:,.0f} B"
 
 
-def dry_run_report(model_dir: Path, batch_tokens: int, seq_len: int, processes: int, dtype: str) -> str:
+def dry_run_report(model_dir: Path, batch_tokens: int, seq_len: int, processes: int) -> str:
     params = count_parameters(model_dir)
     lines = [f"model        {model_dir}", f"parameters   {params:,}",
              f"per step     {batch_tokens:,} tokens ({batch_tokens // seq_len:,} sequences of {seq_len}) over "
              f"{processes} process{'es' if processes != 1 else ''}",
              f"{'strategy':<10}{'weights':>14}{'gradients':>14}{'AdamW state':>14}{'total':>14}   per process"]
     for strategy in ("ddp", "fsdp"):
-        est = bytes_estimate(params, processes, strategy, dtype != "fp32")
+        est = bytes_estimate(params, processes, strategy)
         lines.append(f"{strategy:<10}{human(est['weights']):>14}{human(est['gradients']):>14}{human(est['optimizer']):>14}"
                      f"{human(est['total']):>14}")
     lines.append("fp32 master weights, gradients and two AdamW moments (16 bytes per parameter), activations not "
