@@ -283,8 +283,13 @@ class Processes:
             raise HyperCloneError(error[0])
         return value
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
+        """clean: the run ended normally on every rank, so all meet once more before the group goes (tearing
+        gloo down while a peer still talks to it aborted a process now and then: "terminate called without an
+        active exception"); after an error no rank waits for the others."""
         if self.own_group and dist.is_initialized():
+            if clean and self.world > 1:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -353,9 +358,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     validate(cfg)
     procs = Processes()
     try:
-        return _train(cfg, procs)
-    finally:
+        result = _train(cfg, procs)
+    except BaseException:
         procs.close()
+        raise
+    procs.close(clean=True)
+    return result
 
 
 @dataclass(frozen=True)
