@@ -154,7 +154,7 @@ def arm_train_config(preset: Preset, arm: Arm, model: Path, out: Path, corpus: P
     return TrainConfig(model=model, data=[corpus], out=out / "runs" / arm.run_name, tokens=arm.tokens, lr=arm.lr,
                        warmup=preset.warmup, schedule=preset.schedule, batch_tokens=preset.batch_tokens,
                        seq_len=preset.seq_len, eval_every=max(1, steps // preset.evals_per_run),
-                       eval_tokens=preset.eval_tokens, save_every=max(1, steps // 2), keep_checkpoints=1,
+                       eval_tokens=preset.eval_tokens, save_every=max(1, steps // 16), keep_checkpoints=1,
                        log_every=max(1, steps // 100), seed=arm.seed, dtype=preset.dtype, resume=True,
                        cache_dir=out / "cache", progress=progress, extra={"arm": arm.name})
 
