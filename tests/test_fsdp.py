@@ -156,3 +156,14 @@ def test_dry_run_shows_bytes_per_process(setup, capsys):
     ddp = next(line for line in text.splitlines() if line.startswith("ddp"))
     fsdp = next(line for line in text.splitlines() if line.startswith("fsdp"))
     assert ddp.split()[-2] != fsdp.split()[-2]
+
+
+def test_fsdp_with_compiled_blocks_and_activation_checkpointing(setup, runs, tmp_path):
+    """--compile and --activation-checkpointing under FSDP2 on two processes: the loss curve of the plain
+    FSDP run (fp32; same tolerance as one process against two)."""
+    out = tmp_path / "fsdp-compiled"
+    launch(setup, out, 2, "--strategy", "fsdp", "--compile", "--activation-checkpointing")
+    plain, compiled = losses(runs / "fsdp2"), losses(out)
+    assert sorted(plain) == sorted(compiled)
+    for step in plain:
+        assert abs(plain[step] - compiled[step]) <= REL * plain[step], (step, plain[step], compiled[step])

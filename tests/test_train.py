@@ -310,3 +310,48 @@ def test_rng_files_load_without_pickle_code_old_and_new(tmp_path):
     (tmp_path / "evil.pt").write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")
     with pytest.raises(Exception):  # noqa: B017 - any refusal; never executed
         ts.load_rng_file(tmp_path / "evil.pt")
+
+
+def tensorboard_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_events_equal_metrics_also_after_resume(setup, tmp_path):
+    """--log tensorboard: every metrics.jsonl value is a scalar at its step; a stop (steps 21..27 lost) and
+    --resume leave one event per step, purged past the checkpoint like metrics.jsonl."""
+    cfg = base_config(setup, tmp_path / "run", tokens=256 * 40, log=("tensorboard",))
+    train(replace(cfg, stop_after=27))
+    train(replace(cfg, resume=True))
+    scalars = tensorboard_scalars(cfg.out)
+    metrics = read_metrics(cfg.out)
+    for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss"), ("lr", "train/lr")):
+        expected = [(m["step"], m[key]) for m in metrics if m[key] is not None]
+        got = scalars[tag]
+        assert [s for s, _ in got] == [s for s, _ in expected]  # one event per step, none left from before the stop
+        assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(got, expected, strict=True))  # float32
+
+
+def test_log_sink_must_be_known(setup, tmp_path):
+    with pytest.raises(HyperCloneError, match="--log must be one of tensorboard"):
+        train(base_config(setup, tmp_path / "run", log=("wandb",)))
+
+
+def test_compiled_blocks_train_like_eager(setup, tmp_path):
+    """--compile (inductor, every decoder block): the same per-step losses and final weights as eager, fp32.
+    Inductor fuses and reorders float32 arithmetic, so equality is within a tolerance: measured on the 2-core
+    CPU VM (torch 2.13) the largest relative loss difference over 10 steps was 1.9e-7 and the largest weight
+    difference 1.2e-7; the bounds leave about 50x of room."""
+    eager = train(base_config(setup, tmp_path / "eager", tokens=256 * 10, eval_every=5))
+    compiled = train(base_config(setup, tmp_path / "compiled", tokens=256 * 10, eval_every=5, compile=True))
+    a, b = read_metrics(eager.out), read_metrics(compiled.out)
+    for x, y in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss"):
+            if x[key] is not None:
+                assert math.isclose(x[key], y[key], rel_tol=1e-5), (x, y)
+    wa, wb = weights(eager.final), weights(compiled.final)
+    assert wa.keys() == wb.keys()  # parameter names are the checkpoint's (no _orig_mod prefix)
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import Enum
 
 from hyperclone.grow.options import DEPTH_MODES, DTYPE_CHOICES, MODES, TIE_CHOICES
-from hyperclone.train.options import ATTENTION, DTYPES, RESETS, SAVE_DTYPES, SCHEDULES, STRATEGIES
+from hyperclone.train.options import ATTENTION, DTYPES, LOG_SINKS, RESETS, SAVE_DTYPES, SCHEDULES, STRATEGIES
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -25,6 +25,7 @@ Method = _choices("Method", ("hyperclone", "msg"))
 Strategy = _choices("Strategy", STRATEGIES)
 Attention = _choices("Attention", ATTENTION)
 SaveDtype = _choices("SaveDtype", SAVE_DTYPES)
+LogSink = _choices("LogSink", LOG_SINKS)
 
 
 def value(choice: Enum | str | None) -> str | None:

@@ -88,6 +88,12 @@ def train_command(
     ] = choices.SaveDtype.fp32,
     save_hf_every: Annotated[int | None, typer.Option(
         "--save-hf-every", help="Also export a plain checkpoint folder every N steps, under OUT/hf/.")] = None,
+    compile_blocks: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile every decoder block (inductor; the first steps pay the compile time).")
+    ] = False,
+    log: Annotated[list[choices.LogSink] | None, typer.Option(
+        "--log", help="Also log to: tensorboard (events under OUT/tensorboard; needs the tensorboard package). "
+                      "metrics.jsonl is always written.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print parameters, tokens per step and bytes per process for weights, gradients and "
                           "AdamW state under ddp and fsdp for this many processes ($WORLD_SIZE, or --processes); "
@@ -119,7 +125,8 @@ def train_command(
         moments_from=moments_from, moments_reset=choices.value(moments_reset),
         step_hook=MSG_HOOK if msg else None, strategy=choices.value(strategy), cpu_offload=cpu_offload,
         activation_checkpointing=activation_checkpointing, attn=choices.value(attn),
-        save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every))
+        save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, compile=compile_blocks,
+        log=tuple(choices.value(x) for x in log or ())))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

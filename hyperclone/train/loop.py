@@ -17,6 +17,7 @@ there). Intervals (warmup, eval, save, log) are counted in optimizer steps.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ from hyperclone.train import parallel
 from hyperclone.train import state as ts
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
 from hyperclone.train.moments import apply_moments, load_moments, optimizer_moments
-from hyperclone.train.options import DTYPES, RESETS, SCHEDULES  # noqa: F401 (re-exported)
+from hyperclone.train.options import DTYPES, LOG_SINKS, RESETS, SCHEDULES  # noqa: F401 (re-exported)
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
@@ -96,6 +97,8 @@ class TrainConfig:
     attn: str | None = None  # attention implementation passed to transformers (sdpa, eager, flash_attention_2)
     save_dtype: str = "fp32"  # dtype of the exported plain checkpoints (final/, hf/step-*)
     save_hf_every: int | None = None  # also export a plain checkpoint every N steps (under hf/)
+    compile: bool = False  # torch.compile every decoder block (nn.Module.compile: parameter names unchanged)
+    log: tuple[str, ...] = ()  # sinks besides metrics.jsonl: tensorboard (events under out/tensorboard)
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -195,6 +198,9 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"--moments-reset must be one of {', '.join(RESETS)}, not {cfg.moments_reset!r}")
     if cfg.moments_reset != "none" and cfg.moments_from is None:
         raise HyperCloneError("--moments-reset needs --moments-from")
+    bad_sinks = [s for s in cfg.log if s not in LOG_SINKS]
+    if bad_sinks:
+        raise HyperCloneError(f"--log must be one of {', '.join(LOG_SINKS)}, not {bad_sinks[0]!r}")
     if cfg.strategy not in parallel.STRATEGIES:
         raise HyperCloneError(f"--strategy must be one of {', '.join(parallel.STRATEGIES)}, not {cfg.strategy!r}")
     if cfg.save_dtype not in parallel.SAVE_DTYPES:
@@ -230,6 +236,9 @@ def load_step_hook(spec: str | None):
 # ----------------------------------------------------------------------------- processes
 
 
+PATIENT_TIMEOUT = datetime.timedelta(days=7)
+
+
 class Processes:
     """This process's place in a (possibly single-process) torch.distributed group."""
 
@@ -238,6 +247,7 @@ class Processes:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.own_group = False
+        self.patient_group = None  # made on first use by on_main (new_group is collective: every rank calls it)
         if torch.cuda.is_available():
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
@@ -270,15 +280,19 @@ class Processes:
         return t
 
     def on_main(self, fn):
-        """Run fn on rank 0 only; its HyperCloneError is raised on every rank. Returns fn's result on rank 0."""
+        """Run fn on rank 0 only; its HyperCloneError is raised on every rank. Returns fn's result on rank 0.
+        fn may take hours (tokenizing a large corpus): the other ranks wait for it in a gloo group of their own
+        whose timeout is a week, not in the training group, whose timeout (10-30 min) would end the run."""
         value, error = None, [None]
+        if self.world > 1 and self.patient_group is None:  # before fn: making a group is itself collective
+            self.patient_group = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
         if self.main:
             try:
                 value = fn()
             except HyperCloneError as err:
                 error[0] = str(err)
         if self.world > 1:
-            dist.broadcast_object_list(error, src=0)
+            dist.broadcast_object_list(error, src=0, group=self.patient_group)
         if error[0] is not None:
             raise HyperCloneError(error[0])
         return value
@@ -330,9 +344,14 @@ def params_digest_of(state: dict[str, torch.Tensor]) -> str:
 class MetricsLog:
     """metrics.jsonl, appended by rank 0 only; on resume, lines past the checkpoint are dropped."""
 
-    def __init__(self, path: Path, enabled: bool, keep_up_to_step: int | None):
+    def __init__(self, path: Path, enabled: bool, keep_up_to_step: int | None, sinks: tuple[str, ...] = ()):
         self.path = path
         self.enabled = enabled
+        self.also = []  # other sinks (TensorBoard), rank 0 only
+        if enabled and "tensorboard" in sinks:
+            from hyperclone.train.tensorboard_log import TensorBoardLog
+
+            self.also.append(TensorBoardLog(path.parent, keep_up_to_step))
         if enabled and keep_up_to_step is not None and path.exists():
             kept = [ln for ln in path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["step"] <= keep_up_to_step]
@@ -346,6 +365,12 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        for sink in self.also:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.also:
+            sink.close()
 
 
 def read_metrics(out: Path) -> list[dict[str, Any]]:
@@ -472,9 +497,11 @@ class Run:
         if fsdp:  # weights from the base model (rank 0 reads, the others receive their shards)
             procs.ensure_group()
             self.model = parallel.load_sharded(self.model_dir, procs.device, procs.rank, procs.world, bf16,
-                                               cfg.cpu_offload, cfg.attn)
+                                               cfg.cpu_offload, cfg.attn, cfg.compile)
         else:
             self.model = load_model(self.start_ckpt or self.model_dir, procs.device, cfg.attn)
+            if cfg.compile:
+                parallel.compile_blocks(self.model)
         if cfg.activation_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
@@ -499,7 +526,7 @@ class Run:
         self.autocast = contextlib.nullcontext if fsdp else _autocast(cfg, procs.device)
         self.bf16 = bf16
         self.metrics = MetricsLog(self.out / METRICS_FILE, procs.main,
-                                  self.step if self.start_ckpt is not None else None)
+                                  self.step if self.start_ckpt is not None else None, tuple(cfg.log))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
     def elapsed(self) -> float:
@@ -679,4 +706,5 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             interval_tokens, interval_start = 0, time.perf_counter()
     finally:
         bar.close()
+        run.metrics.close()
     return run.finish()

@@ -6,3 +6,4 @@ RESETS = ("none", "first")  # carried AdamW moments: which one to zero
 STRATEGIES = ("ddp", "fsdp")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 SAVE_DTYPES = ("fp32", "bf16")
+LOG_SINKS = ("tensorboard",)  # --log: where metrics go besides metrics.jsonl

@@ -74,14 +74,23 @@ def shard(model: torch.nn.Module, device: torch.device, world: int, bf16: bool, 
     fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=offload)
 
 
+def compile_blocks(model: torch.nn.Module) -> None:
+    """`--compile`: torch.compile every decoder block in place (`nn.Module.compile`, as torchtitan does per
+    block: identical blocks share one compiled graph, and parameter names stay those of the checkpoint)."""
+    for block in blocks(model):
+        block.compile()
+
+
 def load_sharded(path: Path, device: torch.device, rank: int, world: int, bf16: bool, cpu_offload: bool,
-                 attn: str | None):
+                 attn: str | None, compile_: bool = False):
     """The model of `path` sharded over the processes, loaded without a full copy on any rank but 0."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     model = load_config_model(path, attn, meta=rank != 0)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()} if rank == 0 else {}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()} if rank == 0 else {}
+    if compile_:  # before sharding, as torchtitan orders it
+        compile_blocks(model)
     shard(model, device, world, bf16, cpu_offload)
     model.to_empty(device="cpu" if cpu_offload else device)
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
