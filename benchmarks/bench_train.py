@@ -1,6 +1,12 @@
-"""Throughput of `hyperclone train` against a minimal hand-written PyTorch loop (same model, same batch).
+"""Throughput of `hyperclone train` against a minimal hand-written PyTorch loop (same model, same batch), or
+of its two strategies on several processes.
 
     python benchmarks/bench_train.py [--hidden 128 --layers 4 --vocab 2048 --seq-len 128 --batch 16 --steps 60]
+    python benchmarks/bench_train.py --strategy ddp --strategy fsdp --procs 2 --hidden 384 --layers 6 \
+        --steps 20 --repeats 1 --json results/bench_train_strategies.json
+
+With --strategy, each strategy is launched with torchrun on --procs processes (gloo on CPUs, one torch thread
+each) and timed the same way; peak RSS per process is each rank's own (train_summary.json), from the longer run.
 
 The minimal loop is what any pre-training script does per step: slice a batch from the token
 memmap, forward, cross-entropy, backward, clip, AdamW step, zero_grad. The harness is timed from
@@ -14,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyperclone.experiments.runner import stdlib_files, train_tokenizer  # noqa: E402
+from hyperclone.experiments.setup import stdlib_files, train_tokenizer  # noqa: E402
 from hyperclone.train.data import WindowSampler, load_corpus  # noqa: E402
 from hyperclone.train.loop import TrainConfig, causal_lm_loss, param_groups, train  # noqa: E402
 
@@ -69,6 +77,67 @@ def harness(model_dir: Path, corpus: Path, root: Path, args, steps: int) -> floa
     return time.perf_counter() - t
 
 
+def launched(model_dir: Path, corpus: Path, root: Path, args, steps: int, strategy: str) -> tuple[float, dict]:
+    """Wall seconds of `hyperclone train --strategy S` on --procs processes under torchrun, and its summary."""
+    out = root / f"run-{strategy}-{steps}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.procs),
+           "-m", "hyperclone.cli", "train", str(model_dir), "--data", str(corpus), "--out", str(out),
+           "--tokens", str(steps * args.batch * args.seq_len), "--batch-tokens", str(args.batch * args.seq_len),
+           "--seq-len", str(args.seq_len), "--eval-every", str(10**9), "--eval-tokens", str(args.seq_len),
+           "--save-every", str(10**9), "--log-every", "10", "--cache-dir", str(root / "cache"), "--no-progress",
+           "--lr", "1e-3", "--warmup", "5", "--strategy", strategy]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t, json.loads((out / "train_summary.json").read_text())
+
+
+def strategies(model_dir: Path, corpus: Path, root: Path, args) -> list[dict]:
+    step_tokens = args.batch * args.seq_len
+    launched(model_dir, corpus, root, args, 2, args.strategy[0])  # tokenize once, outside the timing
+    rows = []
+    for strategy in args.strategy:
+        best, summary = 0.0, {}
+        for _ in range(args.repeats):
+            short, _ = launched(model_dir, corpus, root, args, 5, strategy)
+            long, summary = launched(model_dir, corpus, root, args, 5 + args.steps, strategy)
+            best = max(best, args.steps * step_tokens / (long - short))
+        per_proc = summary["state_bytes_per_process"]
+        rows.append({"strategy": strategy, "processes": args.procs, "tokens_per_s": round(best, 1),
+                     "peak_rss_gib": [round(p["peak_rss_bytes"] / 2**30, 3) for p in per_proc],
+                     "state_gib": [round((p["param_bytes"] + p["optimizer_bytes"]) / 2**30, 3) for p in per_proc]})
+    return rows
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores, no GPU"
+    return f"{platform.processor() or platform.machine()} ({dev}), torch {torch.__version__}"
+
+
+def strategies_main(args) -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        model_dir, corpus = build(root, args)
+        from safetensors.torch import load_file
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_dir)
+        params = sum(t.numel() for t in load_file(model_dir / "model.safetensors").values())
+        rows = strategies(model_dir, corpus, root, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    model = {"family": "llama", "hidden": args.hidden, "layers": args.layers, "vocab": config.vocab_size,
+             "parameters": params}
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]), "model": model,
+              "batch_tokens": args.batch * args.seq_len, "seq_len": args.seq_len, "timed_steps": args.steps,
+              "repeats": args.repeats, "rows": rows}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def minimal(model_dir: Path, corpus: Path, root: Path, args, steps: int) -> float:
     """Seconds for `steps` optimizer steps of a bare loop (after 3 warm-up steps)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,7 +171,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="sequences per step")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--strategy", action="append", choices=("ddp", "fsdp"),
+                    help="compare hyperclone train's strategies on --procs processes instead (repeatable)")
+    ap.add_argument("--procs", type=int, default=2, help="--strategy: processes (torchrun)")
+    ap.add_argument("--json", help="--strategy: also write the result here")
     args = ap.parse_args()
+    if args.strategy:
+        strategies_main(args)
+        return
     step_tokens = args.batch * args.seq_len
     root = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:

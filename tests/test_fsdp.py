@@ -167,3 +167,20 @@ def test_fsdp_with_compiled_blocks_and_activation_checkpointing(setup, runs, tmp
     assert sorted(plain) == sorted(compiled)
     for step in plain:
         assert abs(plain[step] - compiled[step]) <= REL * plain[step], (step, plain[step], compiled[step])
+
+
+def test_fsdp_evaluates_windows_that_do_not_split_evenly(setup, tmp_path):
+    """3 validation windows over 2 processes: under FSDP every forward is a collective, so the rank with fewer
+    windows runs a forward that counts for nothing (before, the run hung in its first evaluation). The val
+    losses equal one process's."""
+    extra = ("--strategy", "fsdp", "--tokens", str(256 * 5), "--eval-tokens", "96")
+    launch(setup, tmp_path / "one", 1, *extra)
+    launch(setup, tmp_path / "two", 2, *extra)
+    one, two = (evals(tmp_path / name) for name in ("one", "two"))
+    assert sorted(one) == sorted(two) and len(one) >= 2
+    for step in one:
+        assert abs(one[step] - two[step]) <= REL * one[step], (step, one[step], two[step])
+
+
+def evals(out: Path) -> dict[int, float]:
+    return {m["step"]: m["val_loss"] for m in read_metrics(out) if m["val_loss"] is not None}

@@ -146,3 +146,12 @@ def test_help_does_not_import_torch(verb):
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_every_benchmark_imports_and_has_help(script):
+    """Benchmarks are not run by the suite, so a moved function would break them silently: each must at least
+    import everything it names and print its --help."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr[-1000:]

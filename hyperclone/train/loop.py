@@ -333,6 +333,14 @@ def params_digest(model) -> str:
     return params_digest_of(model.state_dict())
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
 def params_digest_of(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name, p in sorted(state.items()):
@@ -537,14 +545,18 @@ class Run:
         self.model.eval()
         acc = torch.zeros(2, dtype=torch.float64, device=procs.device)
         ids = list(range(procs.rank, self.n_val, procs.world))
+        chunks = [ids[i : i + micro] for i in range(0, len(ids), micro)]
+        if self.cfg.strategy == "fsdp":  # every forward is a collective: all ranks run as many, extras count 0
+            most = -(-(-(-self.n_val // procs.world)) // micro)
+            chunks += [[]] * (most - len(chunks))
         with torch.no_grad():
-            for i in range(0, len(ids), micro):
-                rows = [self.data.val[w * seq : w * seq + seq + 1] for w in ids[i : i + micro]]
+            for chunk in chunks:
+                rows = [self.data.val[w * seq : w * seq + seq + 1] for w in chunk or [0]]
                 batch = torch.from_numpy(np.stack(rows).astype(np.int64)).to(procs.device)
                 with self.autocast():
                     loss = causal_lm_loss(self.model, batch[:, :-1], batch[:, 1:])
-                acc[0] += loss.double() * len(rows)
-                acc[1] += len(rows)
+                acc[0] += loss.double() * len(chunk)
+                acc[1] += len(chunk)
         procs.sum_(acc)
         self.model.train()
         return float(acc[0] / acc[1])
@@ -632,10 +644,11 @@ class Run:
                 gathered: list[Any] = [None] * procs.world
                 dist.all_gather_object(gathered, digests[0])
                 digests = gathered
-        sizes = [parallel.state_bytes(self.model, self.optimizer)]
+        mine = {**parallel.state_bytes(self.model, self.optimizer), "peak_rss_bytes": peak_rss_bytes()}
+        sizes = [mine]
         if procs.world > 1:
             sizes = [None] * procs.world
-            dist.all_gather_object(sizes, parallel.state_bytes(self.model, self.optimizer))
+            dist.all_gather_object(sizes, mine)
         if procs.main:
             data, layout = self.data, self.layout
             summary = {"steps": self.step, "tokens": self.tokens, "final_val_loss": self.val_loss,
