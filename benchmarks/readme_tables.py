@@ -197,6 +197,23 @@ def headtohead() -> str:
     return "\n".join(lines)
 
 
+def bench_train_strategies() -> str:
+    data = load("bench_train_strategies.json")
+    m = data["model"]
+    lines = ["| strategy | processes | tokens/s | peak RSS per process, GiB | weights + AdamW state per process, GiB |",
+             "|---|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['strategy']} | {r['processes']} | {r['tokens_per_s']:,.0f} | "
+                     f"{' / '.join(f'{x:.2f}' for x in r['peak_rss_gib'])} | "
+                     f"{' / '.join(f'{x:.3f}' for x in r['state_gib'])} |")
+    lines += ["", f"Llama, hidden {m['hidden']}, {m['layers']} layers, {m['parameters'] / 1e6:.1f}M parameters, "
+              f"{data['batch_tokens']:,} tokens per step (sequences of {data['seq_len']}), fp32 on gloo, one torch "
+              f"thread per process; tokens/s from the wall-time difference of a 5-step and a "
+              f"{5 + data['timed_steps']}-step run. Measured {data['date']} on {data['machine']}: "
+              f"`{data['command']}`."]
+    return "\n".join(lines)
+
+
 def dry_run_1b_x2() -> str:
     """Not a measurement: the dry run's arithmetic for the 1.1B-shaped Llama of the growth benchmark grown 2x."""
     import tempfile
@@ -233,8 +250,8 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, ladder, test_suite, fidelity, bench_verify, bench_grow, bench_write,
-                                  cpu_tiny, sweep_cpu_tiny, sweep_others, headtohead)}
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, test_suite, fidelity, bench_verify,
+                                  bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny, sweep_others, headtohead)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 

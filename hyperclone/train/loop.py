@@ -547,7 +547,7 @@ class Run:
         ids = list(range(procs.rank, self.n_val, procs.world))
         chunks = [ids[i : i + micro] for i in range(0, len(ids), micro)]
         if self.cfg.strategy == "fsdp":  # every forward is a collective: all ranks run as many, extras count 0
-            most = -(-(-(-self.n_val // procs.world)) // micro)
+            most = math.ceil(math.ceil(self.n_val / procs.world) / micro)
             chunks += [[]] * (most - len(chunks))
         with torch.no_grad():
             for chunk in chunks:
