@@ -24,7 +24,8 @@ ONE_SEED = replace(MICRO, seeds=(0,))
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("random,foo", "unknown arm 'foo' in --arms; choose from random, hyperclone, symmetric, stack, msg"),
+    ("random,foo", "unknown arm 'foo' in --arms; choose from random, hyperclone, symmetric, stack, msg, upcycle, "
+                   "random-moe"),
     ("random,msg,msg", "names an arm twice"),
     ("hyperclone,msg", "must include random"),
 ])
@@ -50,7 +51,7 @@ def h2h(tmp_path_factory):
     root = tmp_path_factory.mktemp("h2h")
     corpus = make_corpus(root / "corpus")
     out = root / "out"
-    sweep = headtohead.build_sweep(ONE_SEED, headtohead.parse_arms("random,hyperclone,msg,stack"))
+    sweep = headtohead.build_sweep(ONE_SEED, headtohead.parse_arms("random,hyperclone,msg,stack,upcycle,random-moe"))
     return out, run_sweep(ONE_SEED, sweep, out, data=[corpus], writer=headtohead.write)
 
 
@@ -60,7 +61,7 @@ def test_head_to_head_report_and_numbers(h2h):
     assert (out / "headtohead_val_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_disk = json.loads((out / "results.json").read_text())
     rows = on_disk["headtohead"]["arms"]
-    assert set(rows) == {"random", "hyperclone", "msg", "stack"}
+    assert set(rows) == {"random", "hyperclone", "msg", "stack", "upcycle", "random-moe"}
     random_final = results["arms"]["random"]["final_val_loss"]["mean"]
     assert on_disk["headtohead"]["target_val_loss"] == pytest.approx(random_final)
     # random reaches its own final loss at its last point: the whole budget, speedup 1
@@ -73,7 +74,7 @@ def test_head_to_head_report_and_numbers(h2h):
             assert row["speedup_tokens"] == pytest.approx(rows["random"]["tokens_to_target"] / row["tokens_to_target"],
                                                           rel=0.01)
     # growth methods against each other: every growth arm reaches the highest growth final loss; MSG is the unit
-    growth = [n for n in rows if n != "random"]
+    growth = [n for n in rows if results["arms"][n]["init"] != "random"]
     target = on_disk["headtohead"]["growth_target_val_loss"]
     assert target == pytest.approx(max(rows[n]["final_val_loss"]["mean"] for n in growth))
     assert all(rows[n]["tokens_to_growth_target"] is not None for n in growth)
@@ -95,6 +96,27 @@ def test_arms_start_where_their_method_says(h2h):
     # stacking copies layers: a different function; random init: far above
     assert abs(arms["stack"]["start_val_loss"] - small_final) > 1e-3
     assert arms["random"]["start_val_loss"] > small_final + 0.5
+    # upcycling to experts that are copies of the grown MLP, top-1 renormalised: the same function again
+    assert arms["upcycle"]["start_val_loss"] == pytest.approx(small_final, abs=1e-3)
+    assert arms["random-moe"]["start_val_loss"] > small_final + 0.5
+
+
+def test_mixture_of_experts_arms_count_active_flops_and_meet_their_own_random(h2h):
+    out, results = h2h
+    dense = model_stats(out / "models" / "random-w2-L4-s0", ONE_SEED.seq_len)
+    moe = model_stats(out / "models" / "random-w2-L4-e4k1-s0", ONE_SEED.seq_len)
+    router = dense["layers"] * 4 * dense["hidden"]  # one gate row per expert per layer
+    assert moe["active_params"] == dense["params"] + router
+    mlp = dense["layers"] * 3 * dense["hidden"] * dense["ffn"]  # gate, up and down projections
+    assert moe["params"] == dense["params"] + router + 3 * mlp  # three more copies of every MLP, inactive
+    for name in ("upcycle", "random-moe"):
+        for point in results["curves"][name]["0"]:
+            assert point["flops"] == pytest.approx(point["tokens"] * moe["flops_per_token"])
+    rows = json.loads((out / "results.json").read_text())["headtohead"]["arms"]
+    assert rows["random-moe"]["speedup_tokens_vs_random_moe"] == pytest.approx(1.0, rel=0.01)
+    assert "speedup_tokens_vs_random_moe" in rows["upcycle"] and "speedup_tokens_vs_random_moe" not in rows["random"]
+    md = (out / "report.md").read_text()
+    assert "speedup vs random-moe" in md and "4 experts top-1" in md
 
 
 def test_masked_compute_counts_and_msg_ends_plain(h2h):

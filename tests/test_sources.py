@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_models import make_tiny
+from tiny_models import FAMILIES, make_tiny
 
 from hyperclone.cli import main
+from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,3 +131,46 @@ def test_model_card_has_front_matter_and_verify_fills_it_in(tmp_path, capsys):
     assert code == 0
     card = (out / "README.md").read_text()
     assert "Not verified yet" not in card and "rel_err" in card and "ok True" in card
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_plans_from_the_stated_config_equal_plans_from_transformers(tmp_path, family):
+    """grow plans from config.json as written (no transformers import) whenever the file states every value
+    the plan reads; the plan (every recipe, every config update, or the refusal) must then be the one the
+    transformers config gives. Tied and untied, widths 2 and 3, an uneven MLP factor."""
+    from hyperclone.grow.plan import GrowthSpec, make_plan
+    from hyperclone.grow.source import NeedsTransformers, StatedConfig, open_source
+
+    stated_plans = 0
+    for tied in (False, True):
+        source = open_source(make_tiny(family, tmp_path / f"tied-{tied}", tied=tied))
+        for spec in (GrowthSpec(width=2), GrowthSpec(width=3), GrowthSpec(width=2, ffn=3)):
+            def plan(config, spec=spec, source=source) -> str:
+                try:
+                    return repr(make_plan(source.family, config, source.weights.infos, spec))
+                except HyperCloneError as err:
+                    return f"refused: {err}"
+
+            try:
+                stated = plan(StatedConfig(source.raw_config))
+            except NeedsTransformers:
+                continue
+            stated_plans += 1
+            assert stated == plan(source.config)
+    if family in STATES_TOO_LITTLE:  # their saved config.json leaves head_dim to the config class
+        assert stated_plans == 0
+    else:
+        assert stated_plans == 6
+
+
+STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2"}
+
+
+def test_a_depth_growth_plans_with_transformers(tmp_path):
+    """Per-layer lists (layer_types, ...) may be derived by the config class: a depth growth always asks it."""
+    from hyperclone.grow.source import NeedsTransformers, StatedConfig
+
+    with pytest.raises(NeedsTransformers):
+        StatedConfig({"num_hidden_layers": 2}).to_dict()
+    with pytest.raises(NeedsTransformers):
+        getattr(StatedConfig({"head_dim": None}), "head_dim")  # noqa: B009 (the access is what is tested)

@@ -43,7 +43,13 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
               {"init": "grown", "grow": {"mode": "noisy", "noise_db": 0, "depth_mode": "stack"}}),
     "msg": ("Masked Structural Growth, masks ramped over the first 10% of the run",
             {"init": "msg", "msg": {"ramp_frac": 0.1}}),
+    "upcycle": ("the hyperclone arm with every MLP upcycled into 4 experts, top-1 (exact: the same function; "
+                "the active parameters per token are the dense arms')",
+                {"init": "grown", "grow": {"mode": "noisy", "noise_db": 0, "experts": 4, "top_k": 1}}),
+    "random-moe": ("random init of the upcycle arm's mixture-of-experts shape",
+                   {"init": "random", "grow": {"experts": 4, "top_k": 1}}),
 }
+MOE_BASELINE = "random-moe"  # what the upcycle arm is also measured against
 RESULTS_FILE = "results.json"
 
 
@@ -90,13 +96,18 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     random_mean = report.mean_curve(list(curves["random"].values()))
     target = random_mean[-1]["val_loss"]
     growth = [n for n, a in arms.items() if a["init"] != "random"]
+
+    def small_cost_of(arm: dict[str, Any]) -> tuple[float, float, float]:
+        """Growth arms are charged the small model's pretraining, random arms nothing."""
+        return (small["tokens"], small["flops"], small["elapsed_s"]) if arm["init"] != "random" else (0, 0.0, 0.0)
+
     # growth methods against each other: the highest final loss among them, which every growth arm reaches
     growth_target = max((arms[n]["final_val_loss"]["mean"] for n in growth), default=None)
     reference = "msg" if "msg" in growth else None
     rows: dict[str, Any] = {}
     for name, a in arms.items():
         mean = report.mean_curve(list(curves[name].values()))
-        cost = (small["tokens"], small["flops"], small["elapsed_s"]) if name in growth else (0, 0.0, 0.0)
+        cost = small_cost_of(a)
         s = report.speedups(mean, random_mean, *cost)
         flops, wall = s["grown_flops_to_target"], s["grown_elapsed_s_to_target"]
         # per seed: the one rule of every report (hyperclone.experiments.report.summarize): each seed against
@@ -123,6 +134,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "tokens_to_growth_target": None if growth_target is None else _tokens_to(mean, growth_target),
             "loss_gap_vs_random": (target - a["final_val_loss"]["mean"]) / target,
         }
+    if MOE_BASELINE in curves:  # mixture-of-experts arms against random init of their own shape too
+        moe_mean = report.mean_curve(list(curves[MOE_BASELINE].values()))
+        for name, a in arms.items():
+            if a.get("shape") == arms[MOE_BASELINE].get("shape"):
+                s = report.speedups(report.mean_curve(list(curves[name].values())), moe_mean, *small_cost_of(a))
+                rows[name]["speedup_tokens_vs_random_moe"] = s["speedup_tokens"]
+                rows[name]["reached_random_moe_at_start"] = s["reached_at_start"]
     if reference is not None and rows[reference]["tokens_to_growth_target"]:
         for row in rows.values():
             row["speedup_tokens_vs_msg"] = report.ratio(rows[reference]["tokens_to_growth_target"],
@@ -141,10 +159,13 @@ def _speedup(r: dict[str, Any], key: str) -> str:
 
 def table(h2h: dict[str, Any]) -> list[str]:
     with_msg = any("speedup_tokens_vs_msg" in r for r in h2h["arms"].values())
+    with_moe = any("speedup_tokens_vs_random_moe" in r for r in h2h["arms"].values())
     lines = ["| arm | start | final val loss (mean ± std) | tokens to random's final loss | speedup_tokens "
              "(seed-mean) | per seed (mean ± std, reached) | FLOPs to target incl. small | speedup_flops incl. "
-             "small | tokens to the growth target | " + ("speedup vs MSG | " if with_msg else "") + "wall s per run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_msg else "") + "---:|"]
+             "small | tokens to the growth target | " + ("speedup vs MSG | " if with_msg else "")
+             + ("speedup vs random-moe | " if with_moe else "") + "wall s per run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_msg else "")
+             + ("---:|" if with_moe else "") + "---:|"]
     for name, r in sorted(h2h["arms"].items(), key=lambda kv: kv[1]["final_val_loss"]["mean"]):
         fl = r["final_val_loss"]
         ps = r["speedup_tokens_per_seed"]
@@ -154,6 +175,9 @@ def table(h2h: dict[str, Any]) -> list[str]:
         elif r["reached_at_start"]:
             per_seed = f"at start ({sum(t == 0.0 for t in r['tokens_to_target_per_seed'])}/{ps['n']})"
         vs_msg = f"{_f(r.get('speedup_tokens_vs_msg'))} | " if with_msg else ""
+        if with_moe:
+            vs_msg += ("∞ (at start) | " if r.get("reached_random_moe_at_start")
+                       else f"{_f(r.get('speedup_tokens_vs_random_moe'))} | ")
         lines.append(f"| {name} | {r['start_val_loss']:.3f} | {fl['mean']:.4f} ± {fl['std']:.4f} | "
                      f"{_f(r['tokens_to_target'], ',.0f')} | {_speedup(r, 'speedup_tokens')} | {per_seed} | "
                      f"{_f(r['flops_to_target_incl_small'], '.3g')} | {_f(r['speedup_flops_incl_small'])} | "
@@ -212,7 +236,14 @@ def write(results: dict[str, Any], out: Path) -> Path:
     png = plot(results, h2h, out)
     p = results["preset"]
     small = results["models"]["small"]
-    (shape, big), = results["models"]["shapes"].items()
+    shapes = results["models"]["shapes"]
+    shape = next(k for k in shapes if "-e" not in k)  # the dense final shape; mixture-of-experts shapes below
+    big = shapes[shape]
+    moe_text = "".join(
+        f" The mixture-of-experts arms train {shape_text(k)} ({m['params']:,} parameters, {m['active_params']:,} "
+        f"active per token); their FLOPs count the active parameters ({m['flops_per_token']:,.0f} per token), and "
+        f"`speedup vs random-moe` compares them with random init of their own shape (`{MOE_BASELINE}`)."
+        for k, m in shapes.items() if k != shape)
     arm_lines = [f"- `{name}`: {ARMS[name][0] if name in ARMS else a['recipe']} ({a['recipe']})"
                  for name, a in results["arms"].items()]
     walls = statistics.fmean(r["wall_s_per_run"] for r in h2h["arms"].values())
@@ -230,13 +261,14 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "FLOPs to the target are read off the seed-mean curves (linear interpolation between evaluations; — = "
         "never reached); per seed, each seed is compared with the random run of the same seed, whose own final "
         "loss is the target. Every arm trains the final shape from its first step, so FLOPs per token are the same "
-        f"for all ({big['flops_per_token']:,.0f}; MSG's masked compute counts in full); every growth arm is also "
+        f"for the dense arms ({big['flops_per_token']:,.0f}; MSG's masked compute counts in full); every growth arm "
+        "is also "
         f"charged the small model's pretraining ({results['small_cost']['tokens']:,} tokens, "
         f"{results['small_cost']['flops']:.3g} FLOPs). start = validation loss before the first step. A growth "
         "arm that starts below random's final loss reaches it at step 0: its speedup is unbounded (∞), so the "
         "growth methods are also compared with each other: the growth target is the highest final loss among the "
         f"growth arms (**{_f(h2h['growth_target_val_loss'], '.4f')}**), which every one of them reaches, and "
-        "speedup vs MSG is MSG's tokens to it over the arm's.", "",
+        f"speedup vs MSG is MSG's tokens to it over the arm's.{moe_text}", "",
         *table(h2h), "",
         f"![head to head]({png.name})", "",
         f"Machine: {results['machine']}; mean wall time per run {walls:.0f} s; whole experiment "

@@ -121,12 +121,17 @@ def model_stats(folder: Path, seq_len: int) -> dict[str, Any]:
     total = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight
     out_emb = model.get_output_embeddings().weight
-    n = total - emb.numel() + (out_emb.numel() if out_emb is emb else 0)
+    # a mixture of experts computes top_k of its experts per token: FLOPs count the active parameters only
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    in_experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    inactive = in_experts * (experts - top_k) // experts if experts and top_k and in_experts else 0
+    n = total - inactive - emb.numel() + (out_emb.numel() if out_emb is emb else 0)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     d_attn = config.num_attention_heads * head_dim
     return {"hidden": config.hidden_size, "layers": config.num_hidden_layers, "heads": config.num_attention_heads,
             "kv_heads": config.num_key_value_heads, "ffn": config.intermediate_size, "params": total,
-            "params_without_input_embedding": n,
+            "active_params": total - inactive, "params_without_input_embedding": n,
             "flops_per_token": 6 * n + 6 * config.num_hidden_layers * seq_len * d_attn}
 
 

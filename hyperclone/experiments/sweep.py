@@ -25,11 +25,11 @@ from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.experiments import setup, sweep_report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_models import (
-    REFERENCE_GROWTH,
     arm_layers,
     arm_width,
     grown_name,
     model_for,
+    reference_growth,
     reference_model,
 )
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
@@ -109,7 +109,7 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say)
 
     needed = {key(a, a.grow) for a in sweep.arms if a.init == "grown"}
     carried = {key(a, a.grow) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
-    needed |= {key(a, REFERENCE_GROWTH) for a in sweep.arms}  # each shape's config, for random init and stats
+    needed |= {key(a, reference_growth(a)) for a in sweep.arms}  # each shape's config, for random init and stats
     for width, layers, opts_json in sorted(needed):
         opts = json.loads(opts_json)
         folder = models / grown_name(width, opts, layers or None)

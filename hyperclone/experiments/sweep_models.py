@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hyperclone.experiments.presets import Preset
-from hyperclone.experiments.sweep_spec import SweepArm
+from hyperclone.experiments.sweep_spec import MOE_KEYS, SweepArm
 from hyperclone.grow.plan import DEFAULT_MODE
 
 REFERENCE_GROWTH = {"mode": "symmetric"}  # grow options of each shape's reference model (its config only)
@@ -31,7 +31,16 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
             name += f"-{key}{opts[key]}"
     if opts.get("depth_mode") is not None:
         name += f"-{opts['depth_mode']}"
-    return name
+    return name + moe_suffix(opts)
+
+
+def moe_suffix(opts: dict[str, Any]) -> str:
+    """"-e4k1" for a model upcycled to 4 experts with top-1 routing (hyperclone grow's default top-k is 2)."""
+    return f"-e{opts['experts']}k{opts.get('top_k', 2)}" if opts.get("experts") else ""
+
+
+def moe_shape(arm: SweepArm) -> dict[str, Any]:
+    return {k: arm.grow[k] for k in MOE_KEYS if k in arm.grow}
 
 
 def arm_width(arm: SweepArm, preset: Preset) -> int:
@@ -44,7 +53,8 @@ def arm_layers(arm: SweepArm, preset: Preset) -> int | None:
 
 
 def arm_shape(arm: SweepArm, preset: Preset) -> str:
-    return shape_label(arm_width(arm, preset), arm_layers(arm, preset))
+    """"2", "2-L8", or "2-L8-e4k1" for a mixture-of-experts arm (its own shape: its own FLOPs per token)."""
+    return shape_label(arm_width(arm, preset), arm_layers(arm, preset)) + moe_suffix(arm.grow)
 
 
 def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
@@ -54,9 +64,14 @@ def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
         return grown_name(w, arm.grow, layers)
     if arm.init == "msg":
         return f"msg-{arm.name}-s{seed}"
-    return f"random-w{shape_label(w, layers)}-s{seed}"
+    return f"random-w{shape_label(w, layers)}{moe_suffix(arm.grow)}-s{seed}"
 
 
 def reference_model(arm: SweepArm, preset: Preset) -> str:
-    """The symmetric grown model of the arm's final shape: the config of random init and of model_stats."""
-    return grown_name(arm_width(arm, preset), REFERENCE_GROWTH, arm_layers(arm, preset))
+    """The symmetric grown model of the arm's final shape (with its experts, for a mixture-of-experts arm):
+    the config of random init and of model_stats."""
+    return grown_name(arm_width(arm, preset), reference_growth(arm), arm_layers(arm, preset))
+
+
+def reference_growth(arm: SweepArm) -> dict[str, Any]:
+    return {**REFERENCE_GROWTH, **moe_shape(arm)}

@@ -52,9 +52,12 @@ def describe(arm: SweepArm, preset: Preset) -> str:
 
 
 def shape_text(shape: str) -> str:
-    """"2" -> "width ×2"; "2-L8" -> "width ×2, 8 layers"."""
+    """"2" -> "width ×2"; "2-L8" -> "width ×2, 8 layers"; "2-L8-e4k1" -> "width ×2, 8 layers, 4 experts top-1"."""
+    shape, _, moe = shape.partition("-e")
     width, _, layers = shape.partition("-L")
-    return f"width ×{width}" + (f", {layers} layers" if layers else "")
+    experts, _, top_k = moe.partition("k")
+    return (f"width ×{width}" + (f", {layers} layers" if layers else "")
+            + (f", {experts} experts top-{top_k}" if moe else ""))
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:

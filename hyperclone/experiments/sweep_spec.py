@@ -45,7 +45,8 @@ from hyperclone.train.moments import RESETS
 TOP_KEYS = ("preset", "seeds", "arms")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset")
-GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode")
+GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k")
+MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
 INITS = ("grown", "random", "msg")
 DEPTH_MODES = ("identity", "stack")
@@ -155,8 +156,16 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
         if not isinstance(grow_opts, dict):
             _fail(here, "grow must be a mapping of grow options")
         _unknown(f"{here}: grow", grow_opts, GROW_KEYS)
-        if a["init"] != "grown" and (grow_opts or a.get("moments", "fresh") != "fresh"):
-            _fail(here, "grow and moments only apply to init: grown")
+        shape_only = a["init"] == "random" and set(grow_opts) <= set(MOE_KEYS)
+        if a["init"] != "grown" and ((grow_opts and not shape_only) or a.get("moments", "fresh") != "fresh"):
+            _fail(here, "grow and moments only apply to init: grown (a random arm takes grow: {experts, top_k}, "
+                        "its mixture-of-experts shape)")
+        for key in MOE_KEYS:
+            if key in grow_opts and (not isinstance(grow_opts[key], int) or isinstance(grow_opts[key], bool)
+                                     or grow_opts[key] < 1):
+                _fail(here, f"grow.{key} must be a positive integer, got {grow_opts[key]!r}")
+        if "top_k" in grow_opts and "experts" not in grow_opts:
+            _fail(here, "grow.top_k needs grow.experts")
         msg_opts = a.get("msg", {}) or {}
         if not isinstance(msg_opts, dict):
             _fail(here, "msg must be a mapping of MSG options")

@@ -197,7 +197,7 @@ def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
     source = open_source(src, allow_pickle=allow_pickle)
     if to is not None:
         spec = spec_with_target_config(spec, source.family, read_target_config(to))
-    return make_plan(source.family, source.config, source.weights.infos, spec), source
+    return source.planned(lambda config: make_plan(source.family, config, source.weights.infos, spec)), source
 
 
 def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:

@@ -15,12 +15,14 @@ from hyperclone.grow.source import open_source, source_folder
 def inspect_checkpoint(src: str | Path, max_width: int = 4, allow_pickle: bool = False) -> dict[str, Any]:
     with source_folder(src) as folder:
         source = open_source(folder, allow_pickle=allow_pickle)
-        base = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=1, ffn=1))
+        base = source.planned(lambda c: make_plan(source.family, c, source.weights.infos,
+                                                  GrowthSpec(width=1, ffn=1)))
         dtypes = sorted({str(i.dtype).removeprefix("torch.") for i in source.weights.infos.values()})
         growths = []
         for width in range(2, max_width + 1):
             try:  # one row per width: a refusal is that row's answer, not the end of the listing
-                plan = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=width))
+                plan = source.planned(lambda c, w=width: make_plan(source.family, c, source.weights.infos,
+                                                                   GrowthSpec(width=w)))
             except HyperCloneError as exc:
                 growths.append({"width": width, "ffn": width, "refused": str(exc)})
                 continue

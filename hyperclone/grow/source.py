@@ -38,13 +38,54 @@ def resolve_gguf(src: str | Path) -> Path | None:
     return path if path.suffix == ".gguf" else None
 
 
+class NeedsTransformers(Exception):  # noqa: N818 (a signal, not an error the user sees)
+    """The plan asked for a value config.json does not state: transformers' config class must supply it."""
+
+
+class StatedConfig:
+    """config.json as written, for planning a growth without importing transformers (about 2.5 s of start-up:
+    transformers and the config classes' import chain). Only values the file states are given; a value it
+    leaves out or sets to null, and `to_dict()` (the per-layer lists a depth growth maps, which transformers
+    may derive), raise NeedsTransformers, and the caller plans again with the transformers config. That keeps
+    every default and derived value transformers' own; tests/test_sources.py checks that both ways give the
+    same plan for every family."""
+
+    def __init__(self, raw: dict[str, Any]):
+        self._raw = raw
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        value = self._raw.get(key)
+        if value is None:
+            raise NeedsTransformers(key)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NeedsTransformers("to_dict")
+
+
 @dataclass
 class Source:
     folder: Path
     raw_config: dict[str, Any]
-    config: Any  # transformers PretrainedConfig, with the family's defaults filled in
     family: Family
     weights: SourceWeights
+    _config: Any = None
+
+    @property
+    def config(self) -> Any:
+        """The transformers PretrainedConfig, with the family's defaults filled in (loaded on first use)."""
+        if self._config is None:
+            self._config = load_config(self.folder, self.raw_config)
+        return self._config
+
+    def planned(self, plan_with: Any) -> Any:
+        """plan_with(config): from config.json as stated when that suffices, else with transformers' config."""
+        try:
+            return plan_with(StatedConfig(self.raw_config))
+        except NeedsTransformers:
+            return plan_with(self.config)
 
 
 def read_raw_config(folder: Path) -> dict[str, Any]:
@@ -99,10 +140,9 @@ def open_source(folder: Path, allow_pickle: bool = False) -> Source:
     raw = read_raw_config(folder)
     refuse_quantized(folder, raw)
     family = get_family(raw.get("model_type"))
-    config = load_config(folder, raw)
     weights = SourceWeights(folder, allow_pickle=allow_pickle)
     refuse_quantized(folder, raw, weights)
-    return Source(folder, raw, config, family, weights)
+    return Source(folder, raw, family, weights)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
