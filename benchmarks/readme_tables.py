@@ -197,6 +197,38 @@ def headtohead() -> str:
     return "\n".join(lines)
 
 
+def headtohead_moe() -> str:
+    data = load("headtohead-moe-cpu-tiny/results.json")
+    h2h = data["headtohead"]
+    shapes = data["models"]["shapes"]
+    lines = [f"| arm | shape | parameters (active) | val loss at step 0 | final val loss | speedup_tokens vs random "
+             f"({h2h['target_val_loss']:.3f}) | speedup vs random-moe | speedup_flops incl. small |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted(h2h["arms"], key=lambda a: h2h["arms"][a]["final_val_loss"]["mean"]):
+        arm, shape = h2h["arms"][name], data["arms"][name]["shape"]
+        stats = shapes[shape]
+        speed = "∞" if arm["reached_at_start"] else ("—" if arm["speedup_tokens"] is None
+                                                     else f"{arm['speedup_tokens']:.2f}")
+        vs_moe = arm.get("speedup_tokens_vs_random_moe")
+        vs_moe = ("∞" if arm.get("reached_random_moe_at_start") else "—" if vs_moe is None else f"{vs_moe:.2f}")
+        lines.append(f"| {name} | {shape} | {stats['params']:,} ({stats['active_params']:,}) | "
+                     f"{arm['start_val_loss']:.3f} | {pm(arm['final_val_loss'])} | {speed} | {vs_moe} | "
+                     f"{arm['speedup_flops_incl_small']:.2f} |")
+    lines += ["", f"Whole run {duration(data['wall_clock_s'])} ({data['machine']}, {data['date']}): "
+              f"`{data['command']}` (`results/headtohead-moe-cpu-tiny/report.md`)."]
+    return "\n".join(lines)
+
+
+def bench_startup() -> str:
+    data = load("bench_startup.json")
+    lines = ["| what runs | median s |", "|---|---:|"]
+    lines += [f"| `{name}` | {sec:.2f} |" for name, sec in data["median_s"].items()]
+    lines += ["", f"grow's fixed cost above `import torch`: {data['grow_minus_import_torch_s']:.2f} s. Median of "
+              f"{data['runs']} fresh processes per row, interleaved; {data['machine']}, Python {data['python']}, "
+              f"{data['date']}: `{data['command']}`."]
+    return "\n".join(lines)
+
+
 def bench_train_strategies() -> str:
     data = load("bench_train_strategies.json")
     m = data["model"]
@@ -251,7 +283,8 @@ def test_suite() -> str:
 
 
 BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, test_suite, fidelity, bench_verify,
-                                  bench_grow, bench_write, cpu_tiny, sweep_cpu_tiny, sweep_others, headtohead)}
+                                  bench_grow, bench_write, bench_startup, cpu_tiny, sweep_cpu_tiny, sweep_others,
+                                  headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 

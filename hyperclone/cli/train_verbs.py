@@ -143,7 +143,8 @@ def experiment_command(
     ] = None,
     arms: Annotated[str | None, typer.Option(
         "--arms", help="Growth methods head to head at one final shape, e.g. random,hyperclone,msg,stack "
-                       "(also: symmetric); writes report.md/results.json.")] = None,
+                       "(also: symmetric, upcycle, random-moe: 4 experts top-1 upcycled vs random init of that "
+                       "shape); writes report.md/results.json.")] = None,
     layers: Annotated[int | None, typer.Option(
         "--layers", help="--arms: layers of the final shape (default: twice the small model's).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", help="--sweep/--arms: runs trained at the same time.")] = 1,

@@ -12,6 +12,9 @@ learning rate) on the same data in the same order per seed. Arms:
               function changes at growth)
 - msg         Masked Structural Growth (hyperclone.baselines.msg.masked): new dimensions, heads, neurons and layers
               freshly initialised and masked in over the first 10% of the run
+- upcycle     the hyperclone arm with every MLP upcycled into 4 experts, top-1 (exact; a shape of its own,
+              whose FLOPs count the active parameters)
+- random-moe  random init of the upcycle arm's shape (what upcycle is also measured against)
 
 The arms run through the sweep machinery (hyperclone.experiments.sweep), so runs resume and models are shared;
 this module only names the arms and writes report.md, results.json and the plot. Costs: every arm
