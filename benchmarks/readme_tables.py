@@ -210,10 +210,12 @@ def headtohead_moe() -> str:
         speed = "∞" if arm["reached_at_start"] else ("—" if arm["speedup_tokens"] is None
                                                      else f"{arm['speedup_tokens']:.2f}")
         vs_moe = arm.get("speedup_tokens_vs_random_moe")
-        vs_moe = ("∞" if arm.get("reached_random_moe_at_start") else "—" if vs_moe is None else f"{vs_moe:.2f}")
+        vs_moe = ("baseline" if name == "random-moe" else "∞" if arm.get("reached_random_moe_at_start")
+                  else "—" if vs_moe is None else f"{vs_moe:.2f}")
+        flops = arm["speedup_flops_incl_small"]
         lines.append(f"| {name} | {shape} | {stats['params']:,} ({stats['active_params']:,}) | "
                      f"{arm['start_val_loss']:.3f} | {pm(arm['final_val_loss'])} | {speed} | {vs_moe} | "
-                     f"{arm['speedup_flops_incl_small']:.2f} |")
+                     f"{'—' if flops is None else f'{flops:.2f}'} |")
     lines += ["", f"Whole run {duration(data['wall_clock_s'])} ({data['machine']}, {data['date']}): "
               f"`{data['command']}` (`results/headtohead-moe-cpu-tiny/report.md`)."]
     return "\n".join(lines)

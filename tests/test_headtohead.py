@@ -113,8 +113,8 @@ def test_mixture_of_experts_arms_count_active_flops_and_meet_their_own_random(h2
         for point in results["curves"][name]["0"]:
             assert point["flops"] == pytest.approx(point["tokens"] * moe["flops_per_token"])
     rows = json.loads((out / "results.json").read_text())["headtohead"]["arms"]
-    assert rows["random-moe"]["speedup_tokens_vs_random_moe"] == pytest.approx(1.0, rel=0.01)
-    assert "speedup_tokens_vs_random_moe" in rows["upcycle"] and "speedup_tokens_vs_random_moe" not in rows["random"]
+    assert "speedup_tokens_vs_random_moe" in rows["upcycle"]
+    assert not {"speedup_tokens_vs_random_moe"} & (set(rows["random"]) | set(rows["random-moe"]))  # baselines
     md = (out / "report.md").read_text()
     assert "speedup vs random-moe" in md and "4 experts top-1" in md
 

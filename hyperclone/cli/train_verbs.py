@@ -152,8 +152,8 @@ def experiment_command(
         "--data", help="Corpus (files, folders, .jsonl); default: Python's stdlib.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     report_only: Annotated[bool, typer.Option(
-        "--report-only", help="Ladder presets: write ladder.md/ladder.json from the runs that have finished "
-                              "(the others are pending), training nothing.")] = False,
+        "--report-only", help="Ladder presets and --arms: write the report from the runs that have finished "
+                              "(a ladder shows the others as pending), training nothing.")] = False,
 ) -> None:
     """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots.
 
@@ -165,7 +165,7 @@ def experiment_command(
     if sys.argv[1:2] == ["experiment"]:
         threads = os.environ.get("OMP_NUM_THREADS")
         command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "hyperclone " + " ".join(
-            shlex.quote(a) for a in sys.argv[1:])
+            shlex.quote(a) for a in sys.argv[1:] if a != "--report-only")  # the command that trains the runs
     if jobs < 1:
         raise HyperCloneError(f"--jobs must be positive, got {jobs}")
     if sweep is not None and arms is not None:
@@ -181,7 +181,7 @@ def experiment_command(
         chosen = get_preset(preset)
         spec = headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers)
         res = run_sweep(chosen, spec, out, data=list(data) if data else None, jobs=jobs, command=command,
-                        writer=headtohead.write, kind="arms")
+                        writer=headtohead.write, kind="arms", train_runs=not report_only)
         typer.echo(f"{headtohead.one_line(res)}; report: {Path(out) / 'report.md'}")
         return
     if preset is not None and sweep is None:
@@ -195,7 +195,7 @@ def experiment_command(
             typer.echo(f"report: {Path(out) / ladder.REPORT}")
             return
     if report_only:
-        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder)")
+        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder) and to --arms")
     if sweep is not None:
         from hyperclone.experiments.sweep import run_sweep
         from hyperclone.experiments.sweep_spec import load_sweep

@@ -140,7 +140,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if MOE_BASELINE in curves:  # mixture-of-experts arms against random init of their own shape too
         moe_mean = report.mean_curve(list(curves[MOE_BASELINE].values()))
         for name, a in arms.items():
-            if a.get("shape") == arms[MOE_BASELINE].get("shape"):
+            if a.get("shape") == arms[MOE_BASELINE].get("shape") and name != MOE_BASELINE:
                 s = report.speedups(report.mean_curve(list(curves[name].values())), moe_mean, *small_cost_of(a))
                 rows[name]["speedup_tokens_vs_random_moe"] = s["speedup_tokens"]
                 rows[name]["reached_random_moe_at_start"] = s["reached_at_start"]
@@ -179,8 +179,8 @@ def table(h2h: dict[str, Any]) -> list[str]:
             per_seed = f"at start ({sum(t == 0.0 for t in r['tokens_to_target_per_seed'])}/{ps['n']})"
         vs_msg = f"{_f(r.get('speedup_tokens_vs_msg'))} | " if with_msg else ""
         if with_moe:
-            vs_msg += ("∞ (at start) | " if r.get("reached_random_moe_at_start")
-                       else f"{_f(r.get('speedup_tokens_vs_random_moe'))} | ")
+            vs_msg += ("baseline | " if name == MOE_BASELINE else "∞ (at start) | "
+                       if r.get("reached_random_moe_at_start") else f"{_f(r.get('speedup_tokens_vs_random_moe'))} | ")
         lines.append(f"| {name} | {r['start_val_loss']:.3f} | {fl['mean']:.4f} ± {fl['std']:.4f} | "
                      f"{_f(r['tokens_to_target'], ',.0f')} | {_speedup(r, 'speedup_tokens')} | {per_seed} | "
                      f"{_f(r['flops_to_target_incl_small'], '.3g')} | {_f(r['speedup_flops_incl_small'])} | "

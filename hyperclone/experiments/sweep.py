@@ -159,6 +159,10 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
     say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
     if not train_runs:
+        if todo and collect is None:  # only the ladder's report shows unfinished runs (as pending)
+            names = ", ".join(cfg.out.name for cfg, _ in todo[:3])
+            raise HyperCloneError(f"--report-only: {len(todo)} runs have not finished ({names}...); run the "
+                                  "command without --report-only to train them")
         todo = []
     if jobs > 1 and len(todo) > 1:
         failed = []
