@@ -122,3 +122,18 @@ def test_dtype_kept():
     w = torch.randn(4, 4).to(torch.bfloat16)
     assert grow_matrix(w, tile_map(4, 8), tile_map(4, 8)).dtype == torch.bfloat16
     assert grow_matrix(w, weighted_map(4, 6), weighted_map(4, 6)).dtype == torch.bfloat16
+
+
+def test_noise_blocks_wrap_around_the_pool():
+    """A block of the noise pool is a stretch of the cyclic pool from a random offset: views inside it, joined
+    only where the stretch runs past the end."""
+    pool = NoisePool(3, 64)
+    cyclic = torch.cat([pool.values[torch.float32]] * 2)
+    wrapped = 0
+    for seed in range(100):
+        count, length = seed % 5 + 1, seed % 7 + 1
+        offset = int(torch.randint(0, 64, (1,), generator=torch.Generator().manual_seed(seed)))
+        block = pool.block(count, length, torch.Generator().manual_seed(seed))
+        assert torch.equal(block, cyclic[offset:offset + count * length].view(count, length))
+        wrapped += offset + count * length > 64
+    assert wrapped > 0
