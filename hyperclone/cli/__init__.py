@@ -18,6 +18,7 @@ import typer
 from hyperclone import __version__
 from hyperclone.cli import choices, train_verbs
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.options import DEFAULT_TOP_K
 
 app = typer.Typer(
     name="hyperclone",
@@ -105,7 +106,7 @@ def grow_command(
         help="Upcycle every MLP into this many experts (copies of it behind a new router, renormalised top-k: "
         "exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe; combines with --width and "
         "--layers.")] = None,
-    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = 2,
+    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
     from hyperclone.grow.engine import grow
@@ -216,7 +217,7 @@ def inspect_command(
                      ] = choices.GrowDtype.auto,
     experts: Annotated[int | None, typer.Option(help="Explain the plan with the MLPs upcycled into N experts.")
                        ] = None,
-    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = 2,
+    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
 ) -> None:
     """Print family, dimensions and parameter count; with a target (--to, --width, --hidden-size, ...),

@@ -108,8 +108,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     growth_target = max((arms[n]["final_val_loss"]["mean"] for n in growth), default=None)
     reference = "msg" if "msg" in growth else None
     rows: dict[str, Any] = {}
+    means = {name: report.mean_curve(list(curves[name].values())) for name in arms}
     for name, a in arms.items():
-        mean = report.mean_curve(list(curves[name].values()))
+        mean = means[name]
         cost = small_cost_of(a)
         s = report.speedups(mean, random_mean, *cost)
         flops, wall = s["grown_flops_to_target"], s["grown_elapsed_s_to_target"]
@@ -138,10 +139,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "loss_gap_vs_random": (target - a["final_val_loss"]["mean"]) / target,
         }
     if MOE_BASELINE in curves:  # mixture-of-experts arms against random init of their own shape too
-        moe_mean = report.mean_curve(list(curves[MOE_BASELINE].values()))
         for name, a in arms.items():
             if a.get("shape") == arms[MOE_BASELINE].get("shape") and name != MOE_BASELINE:
-                s = report.speedups(report.mean_curve(list(curves[name].values())), moe_mean, *small_cost_of(a))
+                s = report.speedups(means[name], means[MOE_BASELINE], *small_cost_of(a))
                 rows[name]["speedup_tokens_vs_random_moe"] = s["speedup_tokens"]
                 rows[name]["reached_random_moe_at_start"] = s["reached_at_start"]
     if reference is not None and rows[reference]["tokens_to_growth_target"]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_spec import MOE_KEYS, SweepArm
-from hyperclone.grow.plan import DEFAULT_MODE
+from hyperclone.grow.options import DEFAULT_MODE, DEFAULT_TOP_K
 
 REFERENCE_GROWTH = {"mode": "symmetric"}  # grow options of each shape's reference model (its config only)
 
@@ -35,8 +35,8 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
 
 
 def moe_suffix(opts: dict[str, Any]) -> str:
-    """"-e4k1" for a model upcycled to 4 experts with top-1 routing (hyperclone grow's default top-k is 2)."""
-    return f"-e{opts['experts']}k{opts.get('top_k', 2)}" if opts.get("experts") else ""
+    """"-e4k1" for a model upcycled to 4 experts with top-1 routing."""
+    return f"-e{opts['experts']}k{opts.get('top_k', DEFAULT_TOP_K)}" if opts.get("experts") else ""
 
 
 def moe_shape(arm: SweepArm) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from hyperclone.common.sizes import parse_size
 from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
+from hyperclone.grow.options import DEFAULT_TOP_K
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
 
@@ -212,8 +213,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
          mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
          progress: bool = False, dtype: str = "auto", moments_from: str | Path | None = None,
-         revision: str | None = None, command: str | None = None, experts: int | None = None, top_k: int = 2,
-         to: str | Path | None = None, **targets: Any) -> Path:
+         revision: str | None = None, command: str | None = None, experts: int | None = None,
+         top_k: int = DEFAULT_TOP_K, to: str | Path | None = None, **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, Hub id `org/name` at `revision`, .gguf file or built-in name)
     into `out`; return `out`. `command` is recorded in the model card (the CLI passes its own).
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import apply_upcycling, default_width, grown_config, plan_growth
+from hyperclone.grow.options import DEFAULT_TOP_K
 from hyperclone.grow.plan import GrowthSpec, make_plan
 from hyperclone.grow.source import open_source, source_folder
 
@@ -64,7 +65,7 @@ def format_inspection(info: dict[str, Any]) -> str:
 
 def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
                  allow_pickle: bool = False, tie: str = "keep", dtype: str = "auto", experts: int | None = None,
-                 top_k: int = 2, **targets: Any) -> dict[str, Any]:
+                 top_k: int = DEFAULT_TOP_K, **targets: Any) -> dict[str, Any]:
     """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable."""
     spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, tie=tie, dtype=dtype, **targets)
     spec.validate()

@@ -10,3 +10,4 @@ DTYPE_CHOICES = ("auto", "source", "float32")
 # noise at 0 dB breaks the symmetry of the copies, which plain HyperCloning (--mode symmetric) leaves intact.
 DEFAULT_MODE = "noisy"
 DEFAULT_NOISE_DB = 0.0
+DEFAULT_TOP_K = 2  # --experts: experts each token is routed to (Mixtral's choice)
