@@ -137,3 +137,45 @@ def test_noise_blocks_wrap_around_the_pool():
         assert torch.equal(block, cyclic[offset:offset + count * length].view(count, length))
         wrapped += offset + count * length > 64
     assert wrapped > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("copies", [2, 3, 4, 8])
+def test_division_exactness_check_on_the_encoding(dtype, copies):
+    """The bit-level test of "W / copies loses no bits" agrees with the float rule it replaced on the values
+    at the edge: zeros, subnormals, the smallest normals, copies times the smallest normal and just below it,
+    either sign."""
+    from hyperclone.grow.axis_map import _division_is_exact
+
+    tiny = torch.finfo(dtype).tiny
+    edges = [0.0, -0.0, tiny / 4, tiny, 2 * tiny, copies * tiny * 0.99, copies * tiny, copies * tiny * 1.01, 1.0,
+             float("inf")]
+    for value in edges + [-v for v in edges]:
+        block = torch.tensor([[value, 0.5], [1.0, -2.0]], dtype=dtype)
+        rule = copies & (copies - 1) == 0 and not bool(((block.abs() < copies * tiny) & (block != 0)).any())
+        assert _division_is_exact(block, copies) == rule, (value, copies)
+        if rule:  # the rule is sufficient (it refuses some subnormals whose division happens to be exact)
+            assert torch.equal((block.double() / copies).to(dtype).double() * copies, block.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("row_tiles", "copies"), [(2, 2), (3, 3), (2, 4)])
+def test_row_tiles_sharing_the_grid_equal_tile_by_tile_growth(dtype, row_tiles, copies):
+    """Noisy exact growth of several row tiles computes each chunk's grid once for all tiles; the copies are
+    the very same bits as growing the tiles one after another (same pool offsets, drawn in the same order),
+    over several chunks and a chunk that wraps the pool."""
+    from hyperclone.grow.axis_map import _grow_row_tiles_exact, _grow_tile
+
+    weight = (torch.randn(37, 50, generator=torch.Generator().manual_seed(0)) * 0.02).to(dtype)
+    weight[0, :4] = torch.tensor([0.0, torch.finfo(dtype).tiny, -3e-5, 1.0])
+    pool = NoisePool(1, 4096)
+    shared = torch.empty(row_tiles, 37, 50 * copies, dtype=dtype)
+    _grow_row_tiles_exact(weight, list(shared), copies, 0.01, torch.Generator().manual_seed(2), pool, 8)
+    one_by_one = torch.empty_like(shared)
+    generator = torch.Generator().manual_seed(2)
+    for tile in one_by_one:
+        _grow_tile(weight, tile, copies, 0.01, generator, pool, 8)
+    assert torch.equal(shared.view(torch.int16), one_by_one.view(torch.int16))
+    sums = shared.view(row_tiles, 37, copies, 50).double().sum(2)
+    assert torch.equal(sums, weight.double().expand_as(sums))  # every tile's copies sum to W exactly
+    assert not torch.equal(shared[0], shared[1])  # each tile has noise of its own

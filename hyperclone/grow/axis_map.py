@@ -25,12 +25,13 @@ Constructions, and why each is exact:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
-from hyperclone.grow.exact_split import needs_exact_split, split_columns, split_tiles
+from hyperclone.grow.exact_split import grid, needs_exact_split, split_columns, split_tiles
 
 MEAN = -1
 # exact copies in 16-bit dtypes may move this many noise standard deviations from W/n before clipping
@@ -70,6 +71,10 @@ class AxisMap:
 
     def is_tile(self) -> bool:
         """True when this is n plain copies in tile order (the fast path)."""
+        return self._is_tile
+
+    @functools.cached_property
+    def _is_tile(self) -> bool:  # asked several times per tensor; a map is immutable, so it is answered once
         if self.size % self.src_size or not bool((self.scale == 1.0).all()):
             return False
         return bool(torch.equal(self.index, torch.arange(self.size) % self.src_size))
@@ -247,17 +252,24 @@ class NoisePool:
         # the pool up front cost 0.08 s of every grow's start-up)
         self.values = {torch.float32: torch.randn(size, generator=generator, dtype=torch.float32)}
 
-    def block(self, count: int, length: int, generator: torch.Generator | None,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        if count * length > self.size:
-            return torch.randn(count, length, generator=generator).to(dtype)
+    def offset(self, generator: torch.Generator | None) -> int:
+        """Where a block starts: the one value a block draws from the tensor's generator."""
+        return int(torch.randint(0, self.size, (1,), generator=generator))
+
+    def block_at(self, offset: int, count: int, length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[count, length] values of the cyclic pool from `offset` (count * length <= size)."""
         if dtype not in self.values:
             self.values[dtype] = self.values[torch.float32].to(dtype)
-        offset = int(torch.randint(0, self.size, (1,), generator=generator))
         values, end = self.values[dtype], offset + count * length
         if end <= self.size:
             return values[offset:end].view(count, length)
         return torch.cat([values[offset:], values[: end - self.size]]).view(count, length)
+
+    def block(self, count: int, length: int, generator: torch.Generator | None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if count * length > self.size:
+            return torch.randn(count, length, generator=generator).to(dtype)
+        return self.block_at(self.offset(generator), count, length, dtype)
 
 
 def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str = "symmetric",
@@ -290,15 +302,11 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
     chunk_rows = max(1, chunk_elements // max(1, weight.shape[1]))
     if in_map.is_tile() and (mode != "diagonal" or in_map.tiles == 1):
-        if out_map.is_tile():  # whole copies of the rows: grow one row tile, then copy it (or redraw noise)
-            tiles = out.view(out_map.tiles, weight.shape[0], in_map.size)
-            for t in range(out_map.tiles):
-                if std == 0.0 and t > 0:
-                    tiles[t].copy_(tiles[0])
-                else:
-                    _grow_tiled(weight, tiles[t], in_map.tiles, std, generator, noise_pool, chunk_rows)
+        if out_map.is_tile():  # whole copies of the rows: each row tile grown (or copied) on its own
+            _grow_tiled(weight, list(out.view(out_map.tiles, weight.shape[0], in_map.size)), in_map.tiles, std,
+                        generator, noise_pool, chunk_rows)
         else:
-            _grow_tiled(gather(weight, 0, out_map), out, in_map.tiles, std, generator, noise_pool, chunk_rows)
+            _grow_tiled(gather(weight, 0, out_map), [out], in_map.tiles, std, generator, noise_pool, chunk_rows)
         return out
     rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
     reader = in_map.reader().float()
@@ -341,11 +349,27 @@ def _draw(count: int, width: int, generator: torch.Generator | None, pool: Noise
     return torch.randn(count, width, generator=generator).to(dtype)
 
 
-def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
-                noise_pool: NoisePool | None, chunk_rows: int) -> None:
+def _grow_tiled(rows: torch.Tensor, out_tiles: list[torch.Tensor], copies: int, std: float,
+                generator: torch.Generator | None, noise_pool: NoisePool | None, chunk_rows: int) -> None:
     """Fast path for n plain input copies: blocks W/n (+ zero-sum noise over the n blocks), written
-    straight into the column blocks of `out` (no temporaries in the symmetric case). In bfloat16 and
-    float16 the blocks are split exactly (hyperclone.grow.exact_split), so they sum to W with no rounding."""
+    straight into the column blocks of every row tile in `out_tiles` (one tile, or whole copies of the
+    rows, each drawing noise of its own, tile after tile). In bfloat16 and float16 the blocks are split
+    exactly (hyperclone.grow.exact_split), so they sum to W with no rounding."""
+    exact = needs_exact_split(rows.dtype) and copies > 1
+    if (exact and std > 0.0 and len(out_tiles) > 1 and noise_pool is not None
+            and chunk_rows * rows.shape[1] <= noise_pool.size):
+        _grow_row_tiles_exact(rows, out_tiles, copies, std, generator, noise_pool, chunk_rows)
+        return
+    for t, out in enumerate(out_tiles):
+        if std == 0.0 and t > 0:
+            out.copy_(out_tiles[0])
+        else:
+            _grow_tile(rows, out, copies, std, generator, noise_pool, chunk_rows)
+
+
+def _grow_tile(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, generator: torch.Generator | None,
+               noise_pool: NoisePool | None, chunk_rows: int) -> None:
+    """One row tile of _grow_tiled, chunk by chunk (no temporaries in the symmetric case)."""
     width = rows.shape[1]
     exact = needs_exact_split(rows.dtype) and copies > 1
     for start in range(0, rows.shape[0], chunk_rows):
@@ -363,13 +387,11 @@ def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, 
         count = block.shape[0]
         if exact:
             weight = block.float()
-            share = weight * (1.0 / copies)
             if std == 0.0:
-                targets: list[torch.Tensor | None] = [share] * copies
-            elif copies == 2:  # W/2 + eta; the other copy is the exact remainder W - first
-                targets = [share.add_(_draw(count, width, generator, noise_pool), alpha=std), None]
+                targets: list[torch.Tensor | None] = [weight * (1.0 / copies)] * copies
             else:
-                targets = list(share + _zero_sum_noise(count, width, copies, std, generator, noise_pool))
+                draws = [_draw(count, width, generator, noise_pool) for _ in range(1 if copies == 2 else copies)]
+                targets = _noisy_targets(weight, draws, std)
             for j, copy in enumerate(split_tiles(weight, targets, rows.dtype, NOISE_SPREAD * std)):
                 blocks[j].copy_(copy)
             continue
@@ -382,30 +404,70 @@ def _grow_tiled(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, 
             torch.sub(base, eta, alpha=std, out=blocks[1])
             continue
         base = block.float().mul_(1.0 / copies) if block.dtype != torch.float32 else block * (1.0 / copies)
-        noise = _zero_sum_noise(count, width, copies, std, generator, noise_pool)
+        noise = _zero_sum_noise([_draw(count, width, generator, noise_pool) for _ in range(copies)], std)
         for j in range(copies):
             blocks[j].copy_(base + noise[j])
 
 
-def _zero_sum_noise(count: int, width: int, copies: int, std: float, generator: torch.Generator | None,
-                    noise_pool: NoisePool | None) -> torch.Tensor:
-    """float32 [copies, count, width]: noise of standard deviation `std` per copy that sums to zero over
-    the copies (for two copies: +eta and -eta)."""
-    if copies == 2:
-        eta = _draw(count, width, generator, noise_pool) * std
-        return torch.stack([eta, -eta])
-    noise = torch.stack([_draw(count, width, generator, noise_pool) for _ in range(copies)])
+def _grow_row_tiles_exact(rows: torch.Tensor, out_tiles: list[torch.Tensor], copies: int, std: float,
+                          generator: torch.Generator | None, pool: NoisePool, chunk_rows: int) -> None:
+    """Noisy exact growth of several row tiles, chunk by chunk with every tile inside: each chunk's grid
+    (hyperclone.grow.exact_split.grid, about three quarters of the split's work) is computed once for all
+    the tiles instead of once per tile. The pool offsets are drawn first, in the order _grow_tile tile after
+    tile draws them, so the copies are the same, bit for bit (tests/test_axis_map.py)."""
+    width = rows.shape[1]
+    starts = range(0, rows.shape[0], chunk_rows)
+    draws = 1 if copies == 2 else copies
+    offsets = [[[pool.offset(generator) for _ in range(draws)] for _ in starts] for _ in out_tiles]
+    spread = NOISE_SPREAD * std
+    for c, start in enumerate(starts):
+        weight = rows[start:start + chunk_rows].float()
+        count = weight.shape[0]
+        unit = grid(weight, copies, rows.dtype, spread)
+        for t, out in enumerate(out_tiles):
+            noise = [pool.block_at(offset, count, width) for offset in offsets[t][c]]
+            parts = split_tiles(weight, _noisy_targets(weight, noise, std), rows.dtype, spread, unit=unit)
+            for j, part in enumerate(parts):
+                out[start:start + count, j * width:(j + 1) * width].copy_(part)
+
+
+def _noisy_targets(weight: torch.Tensor, draws: list[torch.Tensor], std: float) -> list[torch.Tensor | None]:
+    """What the exact split aims each copy at: W/n plus zero-sum noise of standard deviation `std` made from
+    standard normal `draws` (one for two copies: W/2 + std * eta, the other copy the exact remainder;
+    otherwise one per copy)."""
+    if len(draws) == 1:
+        return [(weight * 0.5).add_(draws[0], alpha=std), None]
+    return list(weight * (1.0 / len(draws)) + _zero_sum_noise(draws, std))
+
+
+def _zero_sum_noise(draws: list[torch.Tensor], std: float) -> torch.Tensor:
+    """float32 [copies, count, width] from one standard normal draw per copy: noise of standard deviation
+    `std` per copy that sums to zero over the copies."""
+    copies = len(draws)
+    noise = torch.stack(draws)
     noise -= noise.mean(0, keepdim=True)
     return noise.mul_(std * math.sqrt(copies / (copies - 1)))
 
 
+# float dtype -> (significand bits stored, same-width integer dtype, mask of every bit but the sign)
+_FLOAT_BITS = {torch.bfloat16: (7, torch.int16, 0x7FFF), torch.float16: (10, torch.int16, 0x7FFF),
+               torch.float32: (23, torch.int32, 0x7FFFFFFF)}
+
+
 def _division_is_exact(block: torch.Tensor, copies: int) -> bool:
     """W / copies loses no bits: copies a power of two and no W so small that W / copies underflows
-    into the subnormals (or below) of the dtype."""
+    into the subnormals (or below) of the dtype.
+
+    On the encoding, in integer kernels (the float comparison it replaces was half of a symmetric bf16
+    grow's time): with copies = 2^m, a non-zero |W| below copies * smallest normal is one whose magnitude
+    bits are below (m + 1) << significand bits; zero's magnitude bits, less one, wrap to the largest."""
     if copies & (copies - 1):
         return False
-    smallest_normal = torch.finfo(block.dtype).tiny
-    return not bool(((block.abs() < copies * smallest_normal) & (block != 0)).any())
+    stored_bits, int_dtype, magnitude_mask = _FLOAT_BITS[block.dtype]
+    first_safe = (copies.bit_length()) << stored_bits  # magnitude bits of copies * smallest normal
+    magnitude = block.view(int_dtype).bitwise_and(magnitude_mask)
+    magnitude.sub_(1).bitwise_and_(magnitude_mask)  # 0 -> all ones: zeros are exact
+    return int(magnitude.amin()) >= first_safe - 1
 
 
 def scale_norm_weight(weight: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:

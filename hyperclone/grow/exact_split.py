@@ -74,14 +74,17 @@ def _take(target: torch.Tensor, unit: torch.Tensor, remaining: torch.Tensor, res
 
 
 def split_tiles(weight: torch.Tensor, targets: list[torch.Tensor | None], dtype: torch.dtype,
-                spread: float = 0.0) -> list[torch.Tensor]:
+                spread: float = 0.0, unit: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Split every element of `weight` (float32, values representable in `dtype`) into len(targets)
     copies that sum to it exactly and are each representable in `dtype`; copy j is as close to
     targets[j] (float32, same shape) as the dtype allows. The last copy is the remainder, so its target
-    is not read (it may be None). Returns the copies as float32 tensors."""
+    is not read (it may be None). `unit`: grid(weight, len(targets), dtype, spread) when the caller
+    already has it (it depends on the weight alone, not on the targets). Returns the copies as float32
+    tensors."""
     copies = len(targets)
     limit = float(2 ** SIGNIFICAND_BITS[dtype])
-    unit = grid(weight, copies, dtype, spread)
+    if unit is None:
+        unit = grid(weight, copies, dtype, spread)
     remaining = weight / unit  # a whole number (unit is a power of two dividing weight)
     out = []
     for j, target in enumerate(targets[:-1]):
