@@ -5,7 +5,7 @@
 2. Measures this disk's write speed for the grown size with dd (conv=fdatasync, buffered and with
    oflag=direct) in the same run, once per round (--repeats rounds of dd + every method; each
    method's fastest round against the fastest dd).
-3. Runs `hyperclone grow --width 2` in a child process (symmetric, then noisy at its default 0 dB; the
+3. Runs the `hyperclone grow --width 2` command in a child process (symmetric, then noisy at its default 0 dB; the
    noise level does not change the work) and reports wall
    time and the peak RSS the operating system reports for it (getrusage ru_maxrss).
 4. On a shape that fits in memory (--small-*), compares with the in-memory approach of the reference
@@ -96,7 +96,9 @@ def run_child(code: str) -> tuple[float, float]:
 
 def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
-    code = f"from hyperclone.grow.engine import grow; grow({str(src)!r}, {str(out)!r}, width=2, mode={mode!r})"
+    # the command users run (its process-wide malloc setting included: hyperclone.common.allocator)
+    code = ("from hyperclone.cli import main; "
+            f"main(['grow', {str(src)!r}, {str(out)!r}, '--width', '2', '--mode', {mode!r}, '--quiet'])")
     result = run_child(code)
     shutil.rmtree(out)
     return result

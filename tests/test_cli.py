@@ -192,3 +192,16 @@ def test_console_script_has_no_traceback(tmp_path):
 def test_every_verb_has_help(verb, capsys):
     code, stdout, _ = run([verb, "--help"], capsys)
     assert code == 0 and "Usage" in stdout
+
+
+def test_grow_keeps_freed_memory_on_glibc():
+    """The grow command's malloc setting (hyperclone.common.allocator) takes on glibc, where it was measured; it is
+    tried in a process of its own, as the CLI's grow is."""
+    import platform
+    import subprocess
+    import sys
+
+    code = "from hyperclone.common.allocator import keep_freed_memory; print(keep_freed_memory())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    expected = "True" if platform.libc_ver()[0] == "glibc" else result.stdout.strip()
+    assert result.stdout.strip() == expected

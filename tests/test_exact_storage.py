@@ -44,6 +44,43 @@ SPECIALS = {torch.bfloat16: [0.0, 2.0**-133, -(2.0**-126), 1.0, -3.0, 2.0**-120 
             torch.float16: [0.0, 2.0**-24, -(2.0**-14), 1.0, -3.0, 2.0**-20 * 3]}
 
 
+def reference_unit(value: float, copies: int, dtype: torch.dtype, spread: float) -> float:
+    """exact_split.grid's rule for one element in plain Python (math.frexp instead of bit operations):
+    the dtype's spacing at |W|/c + spread (computed in float32, as grid does), with noise no coarser than
+    W's lowest set bit (0 for a float32 subnormal W), never below the dtype's smallest subnormal."""
+    import math
+
+    p = {torch.bfloat16: 8, torch.float16: 11}[dtype]
+    smallest = {torch.bfloat16: 2.0**-133, torch.float16: 2.0**-24}[dtype]
+    x = float(torch.tensor(abs(value), dtype=torch.float32) / copies + spread)
+    unit = 0.0 if x < 2.0**-126 else 2.0 ** (math.frexp(x)[1] - 1) * 2.0 ** (1 - p)
+    if spread > 0.0 and value != 0.0:
+        if abs(value) < 2.0**-126:
+            lowest = 0.0
+        else:
+            mantissa, exponent = math.frexp(abs(value))
+            integer = int(mantissa * 2**24)
+            lowest = (integer & -integer) * 2.0 ** (exponent - 24)
+        unit = min(unit, lowest)
+    return max(unit, smallest)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_grid_follows_its_rule_on_edge_values(dtype):
+    """The bit-operation grid (rewritten in place for speed) against its rule written with math.frexp: zeros,
+    subnormals, powers of two, values with few and many significant bits, small and large spreads."""
+    from hyperclone.grow.exact_split import grid
+
+    tiny = torch.finfo(dtype).tiny
+    values = [0.0, -0.0, tiny / 8, tiny, 2 * tiny, 1.0, -1.0, 0.75, 3.0, -0.0123, 1e-3, 2.0**-20, 0.3]
+    weight = torch.tensor(values + [v * 1.37 for v in values], dtype=dtype).float()
+    for copies in (2, 3, 4):
+        for spread in (0.0, 1e-6, 1e-3, 0.5):
+            got = grid(weight, copies, dtype, spread)
+            want = [reference_unit(float(w), copies, dtype, spread) for w in weight]
+            assert got.tolist() == want, (copies, spread)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("copies", [2, 3, 4, 5, 7])
 @pytest.mark.parametrize("noise", [0.0, 1.0])

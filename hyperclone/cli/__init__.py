@@ -109,7 +109,10 @@ def grow_command(
     top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
+    from hyperclone.common.allocator import keep_freed_memory
     from hyperclone.grow.engine import grow
+
+    keep_freed_memory()  # this process's malloc: noisy growth's float32 temporaries reuse memory (see the module)
 
     if choices.value(method) == "msg":
         _grow_msg(src, out, width or 2, layers, ramp_steps, depth_start, seed, overwrite)
