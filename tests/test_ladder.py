@@ -58,3 +58,23 @@ def test_the_packaged_ladder_parses():
     budgets = {a.tokens for a in sweep.arms}
     assert min(budgets) == 800_000 and max(budgets) == 16_000_000
     assert all(a.grow == {"mode": "noisy", "noise_db": 0} for a in sweep.arms if a.init == "grown")
+
+
+def test_the_make_it_last_sweep_reuses_the_ladders_runs():
+    """sweeps/cpu-ladder-last.yaml runs in the ladder's folder: every arm named like a ladder arm is defined exactly
+    as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates all train the
+    ladder's largest budget."""
+    from pathlib import Path
+
+    from hyperclone.experiments.sweep_spec import load_sweep
+
+    search = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "cpu-ladder-last.yaml")
+    ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
+    shared = [a for a in search.arms if a.name in ladder_arms]
+    assert {a.name for a in shared} == {"random-16m-lr0.002", "grown-16m-lr0.002", "random-16m-lr0.001",
+                                        "random-16m-lr0.004"}
+    for arm in shared:
+        assert arm.as_dict() == ladder_arms[arm.name]
+    largest = max(a["tokens"] for a in ladder_arms.values())
+    assert all(a.tokens == largest for a in search.arms)
+    assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}

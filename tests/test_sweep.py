@@ -52,6 +52,8 @@ def test_parse_expands_learning_rates_and_fills_defaults():
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"depth_mode": "stack"}}]}, "needs layers"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "grow": {"depth_mode": "x"}}]}, "depth_mode must be"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "layers": 0}]}, "layers must be a positive integer"),
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_tokens": 1000}]}, "only applies to init: grown"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_tokens": 0}]}, "small_tokens must be a positive"),
 ])
 def test_bad_sweep_files_give_one_line(change, message):
     with pytest.raises(HyperCloneError, match=message) as err:
@@ -68,7 +70,7 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
-        "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset)"]
+        "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens)"]
     assert not (tmp_path / "out").exists()
 
 
@@ -108,3 +110,28 @@ def test_micro_sweep_end_to_end_and_resume(tmp_path):
     changed = {**SWEEP, "arms": [{**SWEEP["arms"][3], "warmup": 0.2}]}
     with pytest.raises(HyperCloneError, match="arm 'carry' changed"):
         run_sweep(MICRO, parse_sweep(changed), out, data=[corpus])
+
+
+def test_an_arm_grows_from_a_small_model_of_its_own_budget(tmp_path):
+    """small_tokens: the arm's small model is pretrained for that budget (once, in runs/small-<tokens>-s0), the
+    arm starts at that model's loss (exact growth), and its "incl. small" is charged that budget, not the
+    preset's; an arm without it still grows from the preset's small model."""
+    corpus = make_corpus(tmp_path / "corpus")
+    budget = MICRO.small_tokens * 2
+    sweep = {"preset": "micro", "seeds": [0], "arms": [
+        {"name": "random", "init": "random", "lr": 2e-3},
+        {"name": "grown", "init": "grown", "lr": 2e-3},
+        {"name": "better-small", "init": "grown", "lr": 2e-3, "small_tokens": budget}]}
+    out = tmp_path / "out"
+    res = run_sweep(MICRO, parse_sweep(sweep), out, data=[corpus])
+    metrics = (out / "runs" / f"small-{budget}-s0" / "metrics.jsonl").read_text().splitlines()
+    own_final = [m for m in map(json.loads, metrics) if m.get("val_loss") is not None][-1]
+    assert own_final["tokens"] == budget
+    arms = res["arms"]
+    assert abs(arms["better-small"]["start_val_loss"] - own_final["val_loss"]) < 1e-3
+    assert abs(arms["grown"]["start_val_loss"] - res["small_curve"][-1]["val_loss"]) < 1e-3
+    assert own_final["val_loss"] < res["small_curve"][-1]["val_loss"]  # trained twice as long
+    assert arms["better-small"]["small_cost"]["tokens"] == budget
+    assert arms["grown"]["small_cost"]["tokens"] == MICRO.small_tokens
+    assert (out / "models" / f"grown-w2-noisy-defaultdb-small{budget}" / "config.json").exists()
+    assert f"small model pretrained {budget:,} tokens" in (out / "sweep.md").read_text()

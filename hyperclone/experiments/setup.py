@@ -225,5 +225,9 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
 
 
-def small_arm(preset: Preset) -> Arm:
-    return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)
+def small_arm(preset: Preset, tokens: int | None = None) -> Arm:
+    """The small model's pretraining run: the preset's budget in DIR/runs/small, another budget (a sweep arm's
+    small_tokens) in DIR/runs/small-<tokens>-s0, from the same initialisation and learning rate."""
+    if tokens is None or tokens == preset.small_tokens:
+        return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)
+    return Arm(f"small-{tokens}", "small-init", 0, tokens, preset.small_lr)

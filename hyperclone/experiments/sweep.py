@@ -31,6 +31,7 @@ from hyperclone.experiments.sweep_models import (
     model_for,
     reference_growth,
     reference_model,
+    small_suffix,
 )
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
 from hyperclone.train.loop import TrainConfig, train
@@ -67,7 +68,8 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
 def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
-        old = {"layers": None, "msg": {}, **json.loads(path.read_text())}  # keys added after the first sweeps
+        # keys added after the first sweeps, at the value that means what those sweeps did
+        old = {"layers": None, "msg": {}, "small_tokens": None, **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
                                   "that folder")
@@ -87,16 +89,29 @@ def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:
     return cfg.out.name
 
 
-def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Path:
-    """Corpus, tokenizer and the small model (with its final moments); returns the small run's final folder."""
+def prepare(preset: Preset, out: Path, data: list[Path] | None, say,
+            small_budgets: tuple[int, ...] = ()) -> Path:
+    """Corpus, tokenizer and the small model (with its final moments), and one more small model per budget
+    in `small_budgets` (arms' small_tokens; setup.small_arm names their runs); returns the preset's small
+    run's final folder."""
     prepared = setup.prepare(preset, out, data, say)
     say("training the small model (reused when already trained)")
-    cfg = replace(setup.arm_train_config(preset, setup.small_arm(preset), prepared.small_init, out, prepared.corpus,
-                                         progress=False), save_moments=True)
-    return train(cfg).final
+    finals = {}
+    for tokens in (None, *small_budgets):
+        arm = setup.small_arm(preset, tokens)
+        if arm.run_name not in finals:
+            cfg = replace(setup.arm_train_config(preset, arm, prepared.small_init, out, prepared.corpus,
+                                                 progress=False), save_moments=True)
+            finals[arm.run_name] = train(cfg).final
+    return finals["small"]
 
 
-def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say) -> None:
+def small_final_for(out: Path, preset: Preset, small_tokens: int | None) -> Path:
+    """The final folder of the small model an arm grows from (trained by prepare)."""
+    return out / "runs" / setup.small_arm(preset, small_tokens).run_name / "final"
+
+
+def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     from hyperclone.grow.engine import grow
@@ -104,21 +119,23 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, small_final: Path, say)
     models = out / "models"
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
 
-    def key(arm: SweepArm, opts: dict[str, Any]) -> tuple[int, int, str]:
-        return arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True)
+    def key(arm: SweepArm, opts: dict[str, Any], small_tokens: int | None) -> tuple[int, int, str, int]:
+        return (arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True),
+                small_tokens or 0)
 
-    needed = {key(a, a.grow) for a in sweep.arms if a.init == "grown"}
-    carried = {key(a, a.grow) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
-    needed |= {key(a, reference_growth(a)) for a in sweep.arms}  # each shape's config, for random init and stats
-    for width, layers, opts_json in sorted(needed):
+    needed = {key(a, a.grow, a.small_tokens) for a in sweep.arms if a.init == "grown"}
+    carried = {key(a, a.grow, a.small_tokens) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
+    needed |= {key(a, reference_growth(a), None) for a in sweep.arms}  # each shape's config: random init, stats
+    for width, layers, opts_json, small_tokens in sorted(needed):
         opts = json.loads(opts_json)
-        folder = models / grown_name(width, opts, layers or None)
-        moments = (width, layers, opts_json) in carried
+        folder = models / (grown_name(width, opts, layers or None) + small_suffix(small_tokens or None))
+        source = small_final_for(out, preset, small_tokens or None)
+        moments = (width, layers, opts_json, small_tokens) in carried
         if not (folder / "config.json").exists() or (moments and not (folder / MOMENTS_FILE).exists()):
             say(f"growing {folder.name}")
             depth = {"layers": layers} if layers else {}
-            grow(small_final, folder, width=width, **depth, **opts, overwrite=True,
-                 moments_from=small_final if moments else None)
+            grow(source, folder, width=width, **depth, **opts, overwrite=True,
+                 moments_from=source if moments else None)
     for arm in sweep.arms:
         if arm.init == "random":
             config = AutoConfig.from_pretrained(models / reference_model(arm, preset))
@@ -143,8 +160,8 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    small_final = prepare(preset, out, data, say)
-    make_models(preset, sweep, out, small_final, say)
+    small_final = prepare(preset, out, data, say, tuple(sorted({a.small_tokens for a in sweep.arms if a.small_tokens})))
+    make_models(preset, sweep, out, say)
     jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
     # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
     # compared every arm once instead of some twice and others not at all
@@ -154,7 +171,8 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         arm = sweep.arms[a]
         cfg = train_config(preset, arm, seed, out, small_final)
         _check_arm(cfg.out, arm)
-        jobs_list.append((cfg, msg_job(arm, cfg, small_final, preset) if arm.init == "msg" else None))
+        small = small_final_for(out, preset, arm.small_tokens)
+        jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
     say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")

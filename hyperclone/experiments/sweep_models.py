@@ -1,6 +1,7 @@
 """Which model folder (under DIR/models) each sweep arm starts from, and the final shape it trains.
 
-Names are data the sweep and its report share: a grown model per (shape, grow options), a random
+Names are data the sweep and its report share: a grown model per (shape, grow options, small model's
+budget when an arm sets small_tokens), a random
 init per (shape, seed), an MSG start per (arm, seed). A shape is the width factor and, when the arm
 deepens the model, the final number of layers ("2" or "2-L8").
 """
@@ -34,6 +35,11 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
     return name + moe_suffix(opts)
 
 
+def small_suffix(small_tokens: int | None) -> str:
+    """"-small3200000" for a model grown from a small model pretrained for 3.2M tokens instead of the preset's."""
+    return "" if small_tokens is None else f"-small{small_tokens}"
+
+
 def moe_suffix(opts: dict[str, Any]) -> str:
     """"-e4k1" for a model upcycled to 4 experts with top-1 routing."""
     return f"-e{opts['experts']}k{opts.get('top_k', DEFAULT_TOP_K)}" if opts.get("experts") else ""
@@ -61,7 +67,7 @@ def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
     """The folder under DIR/models the arm starts from (for msg: its MSG start, written by the run)."""
     w, layers = arm_width(arm, preset), arm_layers(arm, preset)
     if arm.init == "grown":
-        return grown_name(w, arm.grow, layers)
+        return grown_name(w, arm.grow, layers) + small_suffix(arm.small_tokens)
     if arm.init == "msg":
         return f"msg-{arm.name}-s{seed}"
     return f"random-w{shape_label(w, layers)}{moe_suffix(arm.grow)}-s{seed}"

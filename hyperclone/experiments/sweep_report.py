@@ -15,7 +15,7 @@ from typing import Any
 
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
-from hyperclone.experiments.setup import curve, model_stats
+from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import arm_layers, arm_shape, arm_width, reference_model
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
 from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB
@@ -44,6 +44,8 @@ def describe(arm: SweepArm, preset: Preset) -> str:
             parts.append("new layers " + ("stacked (G_stack)" if g.get("depth_mode") == "stack" else "as identity"))
         if arm.moments == "carry":
             parts.append("carried moments" + (" (first reset)" if arm.moments_reset == "first" else ""))
+    if arm.small_tokens:
+        parts.append(f"small model pretrained {arm.small_tokens:,} tokens")
     warm = preset.warmup if arm.warmup is None else arm.warmup
     parts.append(f"{arm.schedule or preset.schedule}, warmup {warm:g}")
     if arm.tokens:
@@ -99,17 +101,25 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
         if randoms:
             best_random[shape] = min(randoms, key=lambda n: arms[n]["final_val_loss"]["mean"])
     small_cost = (small_curve[-1]["tokens"], small_curve[-1]["flops"], small_curve[-1]["elapsed_s"])
-    for name, a in arms.items():
+    small_costs = {None: small_cost}  # per small model budget (an arm's small_tokens)
+    for arm in sweep.arms:
+        if arm.init != "random" and arm.small_tokens not in small_costs:
+            own = curve(out / "runs" / small_arm(preset, arm.small_tokens).run_name, small_stats["flops_per_token"])
+            small_costs[arm.small_tokens] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
+    for arm in sweep.arms:
+        name, a = arm.name, arms[arm.name]
         ref = best_random.get(a["shape"])
         if ref is None or a["init"] == "random":
             continue
+        a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), small_costs[arm.small_tokens], strict=True))
         common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
         if not common:
             continue
         g_mean = report.mean_curve([curves[name][s] for s in common])
         r_mean = report.mean_curve([curves[ref][s] for s in common])
-        top = report.speedups(g_mean, r_mean, *small_cost)
-        per_seed = [report.speedups(curves[name][s], curves[ref][s], *small_cost)["speedup_tokens"] for s in common]
+        top = report.speedups(g_mean, r_mean, *small_costs[arm.small_tokens])
+        per_seed = [report.speedups(curves[name][s], curves[ref][s], *small_costs[arm.small_tokens])["speedup_tokens"]
+                    for s in common]
         gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
         a["vs_best_random"] = {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,
                                "speedup_tokens_per_seed": report.spread(per_seed)}

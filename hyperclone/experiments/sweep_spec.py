@@ -17,6 +17,9 @@ arms:
     moments: carry        # fresh (default) | carry: the small model's AdamW moments, grown
     moments_reset: first  # none | first (zero the carried first moment)
     warmup: 0.0           # also: schedule (cosine|wsd), decay_frac, min_lr_ratio, tokens, width
+  - name: better-small    # grown from a small model pretrained for 4x the preset's budget (trained once,
+    init: grown           # in DIR/runs/small-<tokens>-s0, and charged to this arm's "incl. small")
+    small_tokens: 3200000
   - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
     init: grown
     layers: 8
@@ -44,7 +47,7 @@ from hyperclone.train.moments import RESETS
 
 TOP_KEYS = ("preset", "seeds", "arms")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
-            "min_lr_ratio", "grow", "msg", "moments", "moments_reset")
+            "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k")
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
@@ -69,6 +72,7 @@ class SweepArm:
     msg: dict[str, Any] = field(default_factory=dict)  # init msg: ramp_frac, depth_start_frac
     moments: str = "fresh"
     moments_reset: str = "none"
+    small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -203,6 +207,11 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
         if tokens is not None:
             tokens = int(_number(here, "tokens", tokens))
         warmup = None if a.get("warmup") is None else _number(here, "warmup", a["warmup"], positive=False)
+        small_tokens = a.get("small_tokens")
+        if small_tokens is not None:
+            if a["init"] == "random":
+                _fail(here, "small_tokens (the small model's budget) only applies to init: grown or msg")
+            small_tokens = int(_number(here, "small_tokens", small_tokens))
         for lr in lr_values:
             arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
             arms.append(SweepArm(
@@ -211,7 +220,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 decay_frac=_number(here, "decay_frac", a.get("decay_frac", 0.2)),
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
-                moments_reset=a.get("moments_reset", "none")))
+                moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
