@@ -70,15 +70,28 @@ def test_kill_then_rerun(tmp_path):
     assert result.rel_err <= 1e-4 and result.generate_match
 
 
-def test_reader_does_not_map_whole_files(tmp_path):
-    """Tensors are read with positioned reads into private buffers, one at a time."""
+def test_reader_maps_each_tensor_copy_on_write_and_reads_where_it_cannot_map(tmp_path, monkeypatch):
+    """Each tensor is its own byte range of the file, mapped copy-on-write: equal to what safetensors reads, and a
+    write into it never reaches the file. Where the file system cannot map files, a positioned read gives the
+    same tensors."""
+    from hyperclone.grow import checkpoint_io
     from hyperclone.grow.checkpoint_io import SourceWeights
 
     src = make_tiny("llama", tmp_path / "src")
+    before = (src / "model.safetensors").read_bytes()
     weights = SourceWeights(src)
-    tensor = weights.read("model.layers.0.mlp.down_proj.weight")
     with safe_open(src / "model.safetensors", "pt") as handle:
-        assert torch.equal(tensor, handle.get_tensor("model.layers.0.mlp.down_proj.weight"))
+        expected = {name: handle.get_tensor(name) for name in handle.keys()}
+    mapped = {name: weights.read(name) for name in expected}
+    assert all(torch.equal(mapped[name], expected[name]) for name in expected)
+    mapped["model.layers.0.mlp.down_proj.weight"].add_(1.0)
+    assert (src / "model.safetensors").read_bytes() == before
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(checkpoint_io.mmap, "mmap", refuse)
+    assert all(torch.equal(weights.read(name), expected[name]) for name in expected)
 
 
 def _reference_tensors(src, spec):

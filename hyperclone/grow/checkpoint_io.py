@@ -163,12 +163,20 @@ class SourceWeights:
 
 def map_range(path: Path, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
     """A 1-D tensor over bytes [start, start + length) of the file, memory-mapped copy-on-write (writes stay
-    in this process); the kernel is asked to read the range ahead (MADV_WILLNEED) so a cold file streams."""
+    in this process); the kernel is asked to read the range ahead (MADV_WILLNEED) so a cold file streams.
+    A file system that cannot map files (some FUSE and network mounts) gets one positioned read instead."""
     aligned = start - start % mmap.ALLOCATIONGRANULARITY
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size < start + length:
             raise HyperCloneError(f"{path}: truncated (the file ends before byte {start + length})")
-        mapped = mmap.mmap(handle.fileno(), start + length - aligned, offset=aligned, access=mmap.ACCESS_COPY)
+        try:
+            mapped = mmap.mmap(handle.fileno(), start + length - aligned, offset=aligned, access=mmap.ACCESS_COPY)
+        except OSError:
+            buffer = bytearray(length)
+            handle.seek(start)
+            if handle.readinto(buffer) != length:
+                raise HyperCloneError(f"{path}: truncated while reading bytes {start}-{start + length}") from None
+            return torch.frombuffer(buffer, dtype=dtype)
     if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
     return torch.frombuffer(mapped, dtype=dtype, count=length // dtype.itemsize, offset=start - aligned)
