@@ -390,7 +390,7 @@ def _grow_tile(rows: torch.Tensor, out: torch.Tensor, copies: int, std: float, g
             if std == 0.0:
                 targets: list[torch.Tensor | None] = [weight * (1.0 / copies)] * copies
             else:
-                draws = [_draw(count, width, generator, noise_pool) for _ in range(1 if copies == 2 else copies)]
+                draws = [_draw(count, width, generator, noise_pool) for _ in range(_draws_per_chunk(copies))]
                 targets = _noisy_targets(weight, draws, std)
             for j, copy in enumerate(split_tiles(weight, targets, rows.dtype, NOISE_SPREAD * std)):
                 blocks[j].copy_(copy)
@@ -417,8 +417,7 @@ def _grow_row_tiles_exact(rows: torch.Tensor, out_tiles: list[torch.Tensor], cop
     tile draws them, so the copies are the same, bit for bit (tests/test_axis_map.py)."""
     width = rows.shape[1]
     starts = range(0, rows.shape[0], chunk_rows)
-    draws = 1 if copies == 2 else copies
-    offsets = [[[pool.offset(generator) for _ in range(draws)] for _ in starts] for _ in out_tiles]
+    offsets = [[[pool.offset(generator) for _ in range(_draws_per_chunk(copies))] for _ in starts] for _ in out_tiles]
     spread = NOISE_SPREAD * std
     for c, start in enumerate(starts):
         weight = rows[start:start + chunk_rows].float()
@@ -429,6 +428,12 @@ def _grow_row_tiles_exact(rows: torch.Tensor, out_tiles: list[torch.Tensor], cop
             parts = split_tiles(weight, _noisy_targets(weight, noise, std), rows.dtype, spread, unit=unit)
             for j, part in enumerate(parts):
                 out[start:start + count, j * width:(j + 1) * width].copy_(part)
+
+
+def _draws_per_chunk(copies: int) -> int:
+    """Standard normal blocks an exact noisy chunk draws: one for two copies (the second is the remainder),
+    else one per copy. Both noisy paths draw by this rule, which keeps them bit for bit equal."""
+    return 1 if copies == 2 else copies
 
 
 def _noisy_targets(weight: torch.Tensor, draws: list[torch.Tensor], std: float) -> list[torch.Tensor | None]:
