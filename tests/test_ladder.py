@@ -17,8 +17,19 @@ def test_tokens_to_reach_interpolates_in_log_tokens():
 
 
 def test_tokens_to_reach_gives_bounds_outside_the_measured_budgets():
-    assert ladder.tokens_to_reach(3.0, FRONTIER) == (16_000_000.0, ">")
+    # FRONTIER flattens (0.64 then 0.32 nats of loss per e-fold of tokens): below its last loss the bound extends
+    # the last segment, so 0.16 nats lower needs e^(0.16 / 0.317) more tokens than 16M
+    per_log_token = (3.81 - 3.30) / math.log(5)
+    tokens, bound = ladder.tokens_to_reach(3.14, FRONTIER)
+    assert bound == ">" and tokens == pytest.approx(16_000_000 * math.exp(0.16 / per_log_token))
     assert ladder.tokens_to_reach(5.0, FRONTIER) == (800_000.0, "<")
+
+
+def test_the_lower_bound_falls_back_to_the_largest_budget_where_random_does_not_flatten():
+    steepening = [(800_000, 4.70), (3_200_000, 4.50), (16_000_000, 3.30)]
+    assert not ladder.flattens(steepening) and ladder.flattens(FRONTIER)
+    assert ladder.tokens_to_reach(3.0, steepening) == (16_000_000.0, ">")
+    assert ladder.tokens_to_reach(3.0, FRONTIER[1:]) == (16_000_000.0, ">")  # one segment: no trend to rely on
 
 
 def test_random_arm_of_a_budget_is_the_best_seed0_learning_rate():
@@ -78,3 +89,85 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     largest = max(a["tokens"] for a in ladder_arms.values())
     assert all(a.tokens == largest for a in search.arms)
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}
+
+
+def _fake_run(out, name: str, tokens: int, loss: float) -> None:
+    import json
+
+    run = out / "runs" / name
+    (run / "final").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "tokens": 0, "val_loss": 9.0, "elapsed_s": 0.0}) + "\n"
+                                       + json.dumps({"step": 9, "tokens": tokens, "val_loss": loss, "elapsed_s": 1.0})
+                                       + "\n")
+    (run / "final" / "trainer_state.json").write_text("{}")
+
+
+def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier(tmp_path):
+    """ladder_search on a folder laid out as the ladder and a search leave it (runs' metrics and final states,
+    models' configs): each arm's mean final loss goes through ladder.tokens_to_reach on the ladder's random
+    frontier, incl. small charges the small model the arm grew from, unfinished seeds are pending and the best
+    arm stays provisional while any are."""
+    import json
+
+    from transformers import LlamaConfig
+
+    from hyperclone.experiments import ladder_search
+    from hyperclone.experiments.presets import get_preset
+    from hyperclone.experiments.setup import model_stats
+    from hyperclone.experiments.sweep_spec import load_sweep
+
+    preset = get_preset("cpu-ladder")
+    for folder, hidden in (("small-init", 32), ("grown-w2-symmetric", 64)):
+        LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=256).save_pretrained(tmp_path / "models" / folder)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "corpus.json").write_text(json.dumps({"description": "a test corpus", "bytes": 10**6}))
+    frontier = {800_000: 4.0, 1_600_000: 3.5, 3_200_000: 3.1, 6_400_000: 2.8, 16_000_000: 2.5}
+    for arm in ladder.ladder_sweep("cpu-ladder").arms:
+        for seed in arm.seeds:
+            if arm.init == "random":
+                _fake_run(tmp_path, f"{arm.name}-s{seed}", arm.tokens, frontier[arm.tokens] + (arm.lr != 2e-3) * 0.1)
+    _fake_run(tmp_path, "small", 800_000, 5.0)
+    _fake_run(tmp_path, "small-12800000-s0", 12_800_000, 4.0)
+    for name, loss in (("grown-16m-lr0.002-s0", 2.45), ("grown-16m-lr0.002-s1", 2.47),
+                       ("last-small12.8m-s0", 2.2)):
+        _fake_run(tmp_path, name, 16_000_000, loss)
+    spec = tmp_path / "search.yaml"
+    spec.write_text("preset: cpu-ladder\nseeds: [0, 1]\narms:\n"
+                    "  - {name: grown-16m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
+                    "lr: [2.0e-3]}\n"
+                    "  - {name: last-small12.8m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
+                    "lr: 2.0e-3, small_tokens: 12800000}\n")
+    results = ladder_search.analyse(preset, load_sweep(spec), tmp_path)
+    rows = {r["arm"]: r for r in results["arms"]}
+    points = sorted(frontier.items())
+    default, better = rows["grown-16m-lr0.002"], rows["last-small12.8m"]
+    assert default["speedup_tokens"] == pytest.approx(ladder.tokens_to_reach(2.46, points)[0] / 16e6)
+    assert default["bound"] == ">" and default["loss_gap"] == pytest.approx((2.5 - 2.46) / 2.5)
+    assert better["pending"] == [1] and better["speedup_tokens"] > default["speedup_tokens"]
+    big, small = model_stats(tmp_path / "models" / "grown-w2-symmetric", preset.seq_len), model_stats(
+        tmp_path / "models" / "small-init", preset.seq_len)
+    for row, small_tokens in ((default, 800_000), (better, 12_800_000)):
+        needed = row["speedup_tokens"] * 16e6 * big["flops_per_token"]
+        assert row["speedup_flops_incl_small"] == pytest.approx(
+            needed / (16e6 * big["flops_per_token"] + small_tokens * small["flops_per_token"]))
+    assert results["best"]["16000000"] == {"arm": "last-small12.8m", "mean": 2.2, "provisional": True}
+    report = ladder_search.write(results, tmp_path).read_text()
+    assert "| last-small12.8m |" in report and "| s1 |" in report
+
+
+def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
+    """sweeps/prose-confirm.yaml: the ladder's 1.6M-token arms, defined exactly as in the ladder (so the code and
+    prose figures differ only in the corpus), with random's LR search."""
+    from pathlib import Path
+
+    from hyperclone.experiments.sweep_spec import load_sweep
+
+    prose = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "prose-confirm.yaml")
+    ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
+    assert prose.preset == "cpu-ladder"
+    for arm in prose.arms:
+        if arm.name in ladder_arms:
+            assert arm.as_dict() == ladder_arms[arm.name]
+    assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
+                                            "random-1.6m-lr0.004"}

@@ -54,6 +54,7 @@ def test_parse_expands_learning_rates_and_fills_defaults():
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "layers": 0}]}, "layers must be a positive integer"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_tokens": 1000}]}, "only applies to init: grown"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_tokens": 0}]}, "small_tokens must be a positive"),
+    ({"compare": "frontier"}, "compare must be one of best-random, ladder"),
 ])
 def test_bad_sweep_files_give_one_line(change, message):
     with pytest.raises(HyperCloneError, match=message) as err:
@@ -71,6 +72,18 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
         "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_ladder_needs_a_ladder_preset(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("preset: cpu-tiny\ncompare: ladder\narms:\n  - {name: r, init: random, lr: 1.0e-3}\n")
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", "experiment", "--sweep", str(path), "--out",
+                           str(tmp_path / "out"), "--report-only"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"hyperclone: error: {path}: compare: ladder needs a ladder preset (cpu-ladder), got cpu-tiny"]
     assert not (tmp_path / "out").exists()
 
 

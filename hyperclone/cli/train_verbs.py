@@ -132,6 +132,35 @@ def train_command(
                    f"{result.final}")
 
 
+def _sweep_file(sweep: Path, preset: str | None, out: Path, data: list[Path] | None, jobs: int,
+                command: str | None, report_only: bool) -> None:
+    """experiment --sweep FILE: sweep.md, or search.md for a file with `compare: ladder` (run in the ladder's
+    folder, reported on its random frontier). One wall-clock tally per sweep file: several sweeps may share a
+    folder and its finished runs."""
+    from hyperclone.experiments import ladder, ladder_search
+    from hyperclone.experiments.presets import get_preset
+    from hyperclone.experiments.sweep import run_sweep
+    from hyperclone.experiments.sweep_spec import load_sweep
+
+    spec = load_sweep(sweep)
+    if preset is not None and preset != spec.preset:
+        raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
+    kind = f"sweep_{Path(sweep).stem}"
+    if spec.compare == "ladder":
+        if spec.preset not in ladder.LADDERS:
+            raise HyperCloneError(f"{sweep}: compare: ladder needs a ladder preset ({', '.join(ladder.LADDERS)}), "
+                                  f"got {spec.preset}")
+        run_sweep(get_preset(spec.preset), spec, out, data=data, jobs=jobs, command=command, kind=kind,
+                  collect=ladder_search.analyse, writer=ladder_search.write, train_runs=not report_only)
+        typer.echo(f"report: {Path(out) / ladder_search.REPORT}")
+        return
+    if report_only:
+        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "
+                              "compare: ladder, and to --arms")
+    res = run_sweep(get_preset(spec.preset), spec, out, data=data, jobs=jobs, command=command, kind=kind)
+    typer.echo(f"winners: {res['winner']}; report: {Path(out) / 'sweep.md'}")
+
+
 def experiment_command(
     out: Annotated[Path, typer.Option("--out", help="Experiment folder; rerunning resumes unfinished runs.")],
     preset: Annotated[str | None, typer.Option(
@@ -152,8 +181,9 @@ def experiment_command(
         "--data", help="Corpus (files, folders, .jsonl); default: Python's stdlib.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     report_only: Annotated[bool, typer.Option(
-        "--report-only", help="Ladder presets and --arms: write the report from the runs that have finished "
-                              "(a ladder shows the others as pending), training nothing.")] = False,
+        "--report-only", help="Ladder presets, sweep files with compare: ladder (search.md) and --arms: write the "
+                              "report from the runs that have finished (a ladder or search shows the others as "
+                              "pending), training nothing.")] = False,
 ) -> None:
     """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots.
 
@@ -194,21 +224,12 @@ def experiment_command(
                             collect=ladder.analyse, writer=ladder.write, train_runs=not report_only)
             typer.echo(f"report: {Path(out) / ladder.REPORT}")
             return
-    if report_only:
-        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder) and to --arms")
     if sweep is not None:
-        from hyperclone.experiments.sweep import run_sweep
-        from hyperclone.experiments.sweep_spec import load_sweep
-
-        spec = load_sweep(sweep)
-        if preset is not None and preset != spec.preset:
-            raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
-        # one wall-clock tally per sweep file: several sweeps may share a folder (and its finished runs)
-        res = run_sweep(get_preset(spec.preset), spec, out, data=list(data) if data else None, jobs=jobs,
-                        command=command, kind=f"sweep_{Path(sweep).stem}")
-        win = res["winner"]
-        typer.echo(f"winners: {win}; report: {Path(out) / 'sweep.md'}")
+        _sweep_file(sweep, preset, out, list(data) if data else None, jobs, command, report_only)
         return
+    if report_only:
+        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "
+                              "compare: ladder, and to --arms")
     if preset is None:
         raise HyperCloneError("experiment needs --preset or --sweep")
     results = run_experiment(get_preset(preset), out, data=list(data) if data else None, progress=progress,

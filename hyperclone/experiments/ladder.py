@@ -9,8 +9,10 @@ log-tokens between the measured budgets), and
 
     speedup_tokens(B) = (tokens random needs to reach it) / B
 
-If the grown loss is below random's loss at the largest budget, only a lower bound is known (> B_max / B); if
-it is above random's loss at the smallest budget, only an upper bound (< B_min / B). FLOPs use the grown model's
+If the grown loss is below random's loss at the largest budget, only a lower bound is known: random's last
+segment extended in log-tokens where random's frontier flattens with budget over the measured budgets (a curve
+that keeps flattening needs at least that many tokens), else B_max / B; if it is above random's loss at the
+smallest budget, only an upper bound (< B_min / B). FLOPs use the grown model's
 FLOPs per token for both (same shape); `incl. small` adds the small model's pretraining FLOPs to the grown side.
 Runs that have not finished are reported as pending, so the report can be written while the ladder runs.
 """
@@ -35,9 +37,11 @@ METHOD = ("Each budget is a full schedule of its own. The speed-up at budget B c
           "curve: the grown model's final loss at B is placed on random init's final-loss-versus-budget curve "
           "(piecewise linear in log-tokens between the measured budgets; random's peak learning rate is the best "
           "seed-0 one where several were tried), and speedup_tokens(B) = tokens random needs to reach that loss / B. "
-          "\">x\" is a lower bound: the grown loss is below random's at the largest budget; \"<x\" an upper "
-          "bound. speedup_flops uses the grown shape's FLOPs per token on both sides; incl. small also charges the "
-          "small model's pretraining. Per seed: each grown seed's loss placed on the seed-mean random curve.")
+          "\">x\" is a lower bound: the grown loss is below random's at the largest budget, and x extends random's "
+          "last segment in log-tokens when random's curve flattened with every budget measured (one that keeps "
+          "flattening needs at least that many tokens), else the largest budget; \"<x\" an upper bound. "
+          "speedup_flops uses the grown shape's FLOPs per token on both sides; incl. small also charges the small "
+          "model's pretraining. Per seed: each grown seed's loss placed on the seed-mean random curve.")
 LADDERS = {"cpu-ladder": "cpu-ladder.yaml"}  # presets that are ladders, and their arms (package data)
 REPORT, RESULTS = "ladder.md", "ladder.json"
 
@@ -65,7 +69,7 @@ def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
     return arms
 
 
-def _mean(values: dict[int, float]) -> float | None:
+def mean(values: dict[int, float]) -> float | None:
     return statistics.fmean(values.values()) if values else None
 
 
@@ -77,15 +81,37 @@ def pick_random(arms: dict[str, dict[str, Any]], budget: int) -> str | None:
     with_seed0 = [n for n in candidates if 0 in arms[n]["final_val_loss"]]
     if with_seed0:
         return min(with_seed0, key=lambda n: arms[n]["final_val_loss"][0])
-    return min(candidates, key=lambda n: _mean(arms[n]["final_val_loss"]), default=None)
+    return min(candidates, key=lambda n: mean(arms[n]["final_val_loss"]), default=None)
+
+
+def random_frontier(arms: dict[str, dict[str, Any]]) -> tuple[dict[int, str | None], list[tuple[int, float]]]:
+    """Random init's arm at every budget (pick_random) and its seed-mean final loss per budget, by budget."""
+    budgets = sorted({a["tokens"] for a in arms.values()})
+    chosen = {b: pick_random(arms, b) for b in budgets}
+    return chosen, [(b, mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]]
+
+
+def flattens(frontier: list[tuple[int, float]]) -> bool:
+    """Whether random's frontier is convex in log-tokens: each segment gains less loss per doubling of the
+    budget than the one before (what makes extending its last segment a lower bound)."""
+    slopes = [(l0 - l1) / (math.log(b1) - math.log(b0))
+              for (b0, l0), (b1, l1) in zip(frontier, frontier[1:], strict=False)]
+    return len(slopes) >= 2 and all(s > 0 for s in slopes) and all(
+        later <= earlier for earlier, later in zip(slopes, slopes[1:], strict=False))
 
 
 def tokens_to_reach(loss: float, frontier: list[tuple[int, float]]) -> tuple[float | None, str]:
     """Tokens random needs to reach `loss` on its budget frontier [(budget, final loss)] sorted by budget:
-    (tokens, "") when bracketed, else (the bound's budget, ">" or "<")."""
+    (tokens, "") when bracketed, else a bound and ">" or "<". Below the largest budget's loss the lower bound is
+    random's last segment extended in log-tokens where the frontier flattens (see `flattens`; a curve that keeps
+    flattening needs at least that many tokens), else the largest budget itself."""
     if not frontier:
         return None, ""
     if loss < frontier[-1][1]:
+        if flattens(frontier):
+            (b0, l0), (b1, l1) = frontier[-2:]
+            per_log_token = (l0 - l1) / (math.log(b1) - math.log(b0))
+            return math.exp(math.log(b1) + (l1 - loss) / per_log_token), ">"
         return float(frontier[-1][0]), ">"
     if loss > frontier[0][1]:
         return float(frontier[0][0]), "<"
@@ -108,8 +134,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     small_run = curve(out / "runs" / "small", small["flops_per_token"])
     small_flops = small_run[-1]["flops"] if small_run else None
     budgets = sorted({a["tokens"] for a in arms.values()})
-    chosen = {b: pick_random(arms, b) for b in budgets}
-    frontier = [(b, _mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]]
+    chosen, frontier = random_frontier(arms)
     rows = []
     for budget in budgets:
         grown = [n for n, a in arms.items() if a["init"] == "grown" and a["tokens"] == budget]
@@ -124,7 +149,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "grown_final": g["final_val_loss"] if g else {},
             "pending": sorted(f"{n}-s{s}" for n, a in arms.items() if a["tokens"] == budget for s in a["pending"]),
         }
-        rm, gm = _mean(row["random_final"]), _mean(row["grown_final"])
+        rm, gm = mean(row["random_final"]), mean(row["grown_final"])
         row["random_mean"], row["grown_mean"] = rm, gm
         row["loss_gap"] = None if rm is None or gm is None else (rm - gm) / rm
         if gm is not None and frontier:
@@ -151,7 +176,7 @@ def _speed(row: dict[str, Any], key: str = "speedup_tokens") -> str:
     return f"{row.get('bound', '')}{value:.2f}" if key == "speedup_tokens" else f"{value:.2f}"
 
 
-def _losses(final: dict[Any, float]) -> str:
+def losses_text(final: dict[Any, float]) -> str:
     if not final:
         return "pending"
     values = list(final.values())
@@ -170,7 +195,8 @@ def table(results: dict[str, Any]) -> list[str]:
         per_text = "—" if not per or per["mean"] is None else f"{per['mean']:.2f} ± {per['std']:.2f}"
         lines.append(f"| {row['budget_tokens']:,} | {row['tokens_per_parameter']:.1f} | "
                      f"{'—' if row['random_lr'] is None else format(row['random_lr'], 'g')} ({tried}) | "
-                     f"{_losses(row['random_final'])} | {_losses(row['grown_final'])} | {gap} | {_speed(row)} | "
+                     f"{losses_text(row['random_final'])} | {losses_text(row['grown_final'])} | {gap} | "
+                     f"{_speed(row)} | "
                      f"{per_text} | {_speed(row, 'speedup_flops')} | {_speed(row, 'speedup_flops_incl_small')} | "
                      f"{', '.join(row['pending']) or '—'} |")
     return lines

@@ -143,6 +143,12 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
                 setup.init_model(config, 1000 + seed, tokenizer, models / model_for(arm, seed, preset))
 
 
+def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
+    """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
+    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_tokens is None or (
+        small_final_for(out, preset, a.small_tokens) / "trainer_state.json").exists()))
+
+
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
               command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write,
               kind: str = "sweep", collect: Callable[..., dict[str, Any]] | None = None,
@@ -160,8 +166,9 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    small_final = prepare(preset, out, data, say, tuple(sorted({a.small_tokens for a in sweep.arms if a.small_tokens})))
-    make_models(preset, sweep, out, say)
+    ready = sweep if train_runs else _trained_small(preset, sweep, out)  # a report trains no small model
+    small_final = prepare(preset, out, data, say, tuple(sorted({a.small_tokens for a in ready.arms if a.small_tokens})))
+    make_models(preset, ready, out, say)
     jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
     # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
     # compared every arm once instead of some twice and others not at all

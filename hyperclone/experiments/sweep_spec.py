@@ -45,7 +45,11 @@ from hyperclone.grow.plan import MODES
 from hyperclone.train.loop import SCHEDULES
 from hyperclone.train.moments import RESETS
 
-TOP_KEYS = ("preset", "seeds", "arms")
+TOP_KEYS = ("preset", "seeds", "arms", "compare")
+# how a sweep's grown arms are compared with random init: with the sweep's best random arm of their shape, read
+# off both runs' curves (sweep.md), or on a budget ladder's random frontier, the sweep run in the ladder's own
+# folder (search.md: budget-matched like the ladder itself; hyperclone.experiments.ladder_search)
+COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k")
@@ -82,6 +86,7 @@ class SweepArm:
 class Sweep:
     preset: str
     arms: tuple[SweepArm, ...]
+    compare: str = "best-random"  # one of COMPARE
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -225,4 +230,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         _fail(where, f"two arms are named {dup!r}")
-    return Sweep(preset=raw["preset"], arms=tuple(arms))
+    compare = raw.get("compare", "best-random")
+    if compare not in COMPARE:
+        _fail(where, f"compare must be one of {', '.join(COMPARE)}, got {compare!r}")
+    return Sweep(preset=raw["preset"], arms=tuple(arms), compare=compare)

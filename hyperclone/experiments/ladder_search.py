@@ -1,0 +1,118 @@
+"""Recipes searched at a budget ladder's budgets ("make it last"): a sweep file whose preset is a ladder preset,
+run in the ladder's own folder, is reported against the ladder's random frontier instead of one random curve.
+
+Every grown arm's final loss is placed on random init's final-loss-versus-budget curve exactly as the ladder
+places its default recipe (ladder.tokens_to_reach: budget-matched, not read off one WSD run's curve, whose loss
+falls mostly in its final decay). `incl. small` charges each arm the pretraining of the small model it grew
+from (an arm's small_tokens has a small model of its own). Writes search.md and search.json; runs that have not
+finished are listed as pending, so the report can be written while the search trains.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hyperclone.experiments import ladder, report
+from hyperclone.experiments.presets import Preset
+from hyperclone.experiments.setup import curve, model_stats, small_arm
+from hyperclone.experiments.sweep_models import reference_model
+from hyperclone.experiments.sweep_report import describe
+from hyperclone.experiments.sweep_spec import Sweep
+
+REPORT, RESULTS = "search.md", "search.json"
+METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed on the ladder's random frontier "
+          "(random init's LR-searched final loss at every budget of the ladder, each a full schedule): "
+          "speedup_tokens = tokens random needs to reach it / the arm's budget. " + ladder.METHOD.split(
+              "speedup_tokens(B) = tokens random needs to reach that loss / B. ")[1])
+
+
+def _small_flops(out: Path, preset: Preset, small_tokens: int | None, flops_per_token: float) -> float | None:
+    run = curve(out / "runs" / small_arm(preset, small_tokens).run_name, flops_per_token)
+    return run[-1]["flops"] if run else None
+
+
+def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
+    """search.json: every grown arm of `sweep` against the ladder's random frontier, and the best arm per budget
+    (lowest mean final loss among arms whose seeds have all finished, `provisional` while any has one seed)."""
+    ladder_arms = ladder.final_losses(ladder.ladder_sweep(preset.name), out)
+    chosen, frontier = ladder.random_frontier(ladder_arms)
+    arms = ladder.final_losses(sweep, out)
+    small = model_stats(out / "models" / "small-init", preset.seq_len)
+    rows = []
+    for arm in sweep.arms:
+        a = arms[arm.name]
+        if arm.init == "random" or any(r["arm"] == arm.name for r in rows):
+            continue
+        big = model_stats(out / "models" / reference_model(arm, preset), preset.seq_len)
+        gm = ladder.mean(a["final_val_loss"])
+        random_arm = chosen.get(arm.tokens)
+        rm = ladder.mean(ladder_arms[random_arm]["final_val_loss"]) if random_arm else None
+        row: dict[str, Any] = {
+            "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
+            "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
+            "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
+            "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
+        if gm is not None and frontier:
+            needed, bound = ladder.tokens_to_reach(gm, frontier)
+            small_flops = _small_flops(out, preset, arm.small_tokens, small["flops_per_token"])
+            grown_flops = arm.tokens * big["flops_per_token"]
+            row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
+                        "speedup_tokens_per_seed": report.spread([ladder.tokens_to_reach(v, frontier)[0] / arm.tokens
+                                                                  for v in a["final_val_loss"].values()]),
+                        "speedup_flops_incl_small": None if small_flops is None else
+                        needed * big["flops_per_token"] / (grown_flops + small_flops)})
+        rows.append(row)
+    return {"preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
+            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
+            "definitions": {"method": METHOD, "flops": report.FLOPS_FORMULA}}
+
+
+def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per budget: the arm with the lowest mean final loss; provisional unless every seed of every arm of that
+    budget has finished and it has at least two."""
+    found = {}
+    for budget in sorted({r["budget_tokens"] for r in rows}):
+        same = [r for r in rows if r["budget_tokens"] == budget and r["mean"] is not None]
+        if same:
+            top = min(same, key=lambda r: r["mean"])
+            settled = all(not r["pending"] for r in rows if r["budget_tokens"] == budget) and len(top["final"]) >= 2
+            found[str(budget)] = {"arm": top["arm"], "mean": top["mean"], "provisional": not settled}
+    return found
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    lines = ["| arm | recipe | peak LR | tokens / parameter | final loss (seeds) | gap to random | speedup_tokens "
+             "(budget-matched) | per seed | incl. small | pending seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results["arms"]:
+        gap = "—" if r["loss_gap"] is None else f"{r['loss_gap']:.1%}"
+        speed = "pending" if r.get("speedup_tokens") is None else f"{r['bound']}{r['speedup_tokens']:.2f}"
+        per = r.get("speedup_tokens_per_seed")
+        per_text = "—" if not per or per["mean"] is None else f"{per['mean']:.2f} ± {per['std']:.2f}"
+        small = r.get("speedup_flops_incl_small")
+        lines.append(f"| {r['arm']} | {r['recipe']} | {r['lr']:g} | {r['tokens_per_parameter']:.1f} | "
+                     f"{ladder.losses_text(r['final'])} | {gap} | {speed} | {per_text} | "
+                     f"{'—' if small is None else format(small, '.2f')} | "
+                     f"{', '.join(f's{s}' for s in r['pending']) or '—'} |")
+    return lines
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    out = Path(out)
+    (out / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    frontier = ", ".join(f"{b / 1e6:g}M: {loss:.3f}" for b, loss in results["frontier"])
+    lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
+             f"On {results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB). Random init's "
+             f"frontier (budget: final loss): {frontier}.", "", METHOD, "", *table(results), ""]
+    for budget, top in results["best"].items():
+        state = "provisional (seeds pending or only one)" if top["provisional"] else "settled"
+        lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")
+    lines.append("")
+    for key in ("machine", "date", "command"):
+        if key in results:
+            lines.append(f"{key}: {results[key]}")
+    (out / REPORT).write_text("\n".join(lines) + "\n")
+    return out / REPORT
+
