@@ -137,10 +137,13 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
                     "  - {name: grown-16m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
                     "lr: [2.0e-3]}\n"
                     "  - {name: last-small12.8m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
-                    "lr: 2.0e-3, small_tokens: 12800000}\n")
+                    "lr: 2.0e-3, small_tokens: 12800000}\n"
+                    "  - {name: random-6.4m, init: random, tokens: 6400000, lr: [4.0e-3], seeds: [0]}\n")
+    _fake_run(tmp_path, "random-6.4m-lr0.004-s0", 6_400_000, 2.7)  # the sweep's own LR beats the ladder's at 6.4M
     results = ladder_search.analyse(preset, load_sweep(spec), tmp_path)
     rows = {r["arm"]: r for r in results["arms"]}
-    points = sorted(frontier.items())
+    points = sorted({**frontier, 6_400_000: 2.7}.items())
+    assert results["frontier"] == points
     default, better = rows["grown-16m-lr0.002"], rows["last-small12.8m"]
     assert default["speedup_tokens"] == pytest.approx(ladder.tokens_to_reach(2.46, points)[0] / 16e6)
     assert default["bound"] == ">" and default["loss_gap"] == pytest.approx((2.5 - 2.46) / 2.5)
@@ -158,7 +161,7 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
 
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     """sweeps/prose-confirm.yaml: the ladder's 1.6M-token arms, defined exactly as in the ladder (so the code and
-    prose figures differ only in the corpus), with random's LR search."""
+    prose figures differ only in the corpus), with random's LR search and random at the budgets either side."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -166,8 +169,9 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     prose = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "prose-confirm.yaml")
     ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
     assert prose.preset == "cpu-ladder"
-    for arm in prose.arms:
+    for arm in prose.arms:  # the same recipe; the seeds may differ
         if arm.name in ladder_arms:
-            assert arm.as_dict() == ladder_arms[arm.name]
+            assert {**arm.as_dict(), "seeds": None} == {**ladder_arms[arm.name], "seeds": None}
+    assert prose.compare == "ladder"
     assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
-                                            "random-1.6m-lr0.004"}
+                                            "random-1.6m-lr0.004", "random-0.8m-lr0.002", "random-3.2m-lr0.002"}

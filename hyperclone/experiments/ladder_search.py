@@ -22,8 +22,9 @@ from hyperclone.experiments.sweep_report import describe
 from hyperclone.experiments.sweep_spec import Sweep
 
 REPORT, RESULTS = "search.md", "search.json"
-METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed on the ladder's random frontier "
-          "(random init's LR-searched final loss at every budget of the ladder, each a full schedule): "
+METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed on random init's frontier: its "
+          "final loss at every budget the ladder or this sweep trained, each a full schedule, at the budget's best "
+          "seed-0 learning rate: "
           "speedup_tokens = tokens random needs to reach it / the arm's budget. " + ladder.METHOD.split(
               "speedup_tokens(B) = tokens random needs to reach that loss / B. ")[1])
 
@@ -34,11 +35,14 @@ def _small_flops(out: Path, preset: Preset, small_tokens: int | None, flops_per_
 
 
 def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
-    """search.json: every grown arm of `sweep` against the ladder's random frontier, and the best arm per budget
+    """search.json: every grown arm of `sweep` against the random frontier of the ladder's and the sweep's random
+    arms (the best learning rate per budget, ladder.pick_random), and the best arm per budget
     (lowest mean final loss among arms whose seeds have all finished, `provisional` while any has one seed)."""
-    ladder_arms = ladder.final_losses(ladder.ladder_sweep(preset.name), out)
-    chosen, frontier = ladder.random_frontier(ladder_arms)
     arms = ladder.final_losses(sweep, out)
+    # random init: the ladder's arms and the sweep's own (more learning rates, other budgets), best LR per budget
+    randoms = {**ladder.final_losses(ladder.ladder_sweep(preset.name), out),
+               **{name: a for name, a in arms.items() if a["init"] == "random"}}
+    chosen, frontier = ladder.random_frontier(randoms)
     small = model_stats(out / "models" / "small-init", preset.seq_len)
     rows = []
     for arm in sweep.arms:
@@ -48,7 +52,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         big = model_stats(out / "models" / reference_model(arm, preset), preset.seq_len)
         gm = ladder.mean(a["final_val_loss"])
         random_arm = chosen.get(arm.tokens)
-        rm = ladder.mean(ladder_arms[random_arm]["final_val_loss"]) if random_arm else None
+        rm = ladder.mean(randoms[random_arm]["final_val_loss"]) if random_arm else None
         row: dict[str, Any] = {
             "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
