@@ -16,7 +16,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-REPORT_FILES = ("ladder.md", "ladder.json", "ladder_speedup.png")
+REPORT_FILES = ("ladder.md", "ladder.json", "ladder_speedup.png", "search.md", "search.json")  # search: compare: ladder
 RUN_FILES = ("metrics.jsonl", "train_summary.json", "sweep_arm.json", "final/trainer_state.json")
 
 
@@ -27,8 +27,9 @@ def save(out: Path, dest: Path) -> list[str]:
             shutil.copy2(out / name, dest / name)
     saved = []
     for run in sorted((out / "runs").iterdir()):
-        # the small model's run is retrained instead (its weights are what the grown models are made from)
-        if run.name == "small" or not (run / "final" / "trainer_state.json").exists():
+        # small models' runs (the preset's, and a search's small-<tokens>-s0) are retrained instead: their
+        # weights are what the grown models are made from
+        if run.name == "small" or run.name.startswith("small-") or not (run / "final" / "trainer_state.json").exists():
             continue
         for name in RUN_FILES:
             if (run / name).exists():

@@ -175,3 +175,25 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     assert prose.compare == "ladder"
     assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
                                             "random-1.6m-lr0.004", "random-0.8m-lr0.002", "random-3.2m-lr0.002"}
+
+
+def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tmp_path):
+    """benchmarks/ladder_snapshot.py: finished runs (and the search report) go into the repository and come back
+    into a fresh folder; unfinished runs and small models' runs (whose weights the snapshot does not hold) do not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ladder_snapshot.py"
+    spec = importlib.util.spec_from_file_location("ladder_snapshot", path)
+    snapshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snapshot)
+    out, dest, fresh = tmp_path / "out", tmp_path / "dest", tmp_path / "fresh"
+    for name in ("grown-16m-lr0.002-s0", "small", "small-12800000-s0"):
+        _fake_run(out, name, 16_000_000, 2.0)
+    (out / "runs" / "random-16m-lr0.002-s1").mkdir(parents=True)  # started, not finished
+    (out / "search.md").write_text("report")
+    assert snapshot.save(out, dest) == ["grown-16m-lr0.002-s0"]
+    assert (dest / "search.md").read_text() == "report"
+    assert snapshot.restore(fresh, dest) == ["grown-16m-lr0.002-s0"]
+    assert (fresh / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text() == (
+        out / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text()
