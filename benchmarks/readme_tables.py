@@ -277,6 +277,26 @@ def ladder() -> str:
     return "\n".join(lines)
 
 
+def _search(path: str) -> str:
+    from hyperclone.experiments import ladder_search
+
+    data = load(path)
+    lines = ladder_search.table(data)
+    frontier = ", ".join(f"{b / 1e6:g}M {loss:.3f}" for b, loss in data["frontier"])
+    lines += ["", f"Random init's frontier (budget, final loss at its best LR): {frontier}. "
+              f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
+              f"(`{Path(path).parent}/search.md`)."]
+    return "\n".join(lines)
+
+
+def ladder_search() -> str:
+    return _search("cpu-ladder/search.json")
+
+
+def prose() -> str:
+    return _search("prose-confirm/search.json")
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
