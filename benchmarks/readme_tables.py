@@ -269,10 +269,10 @@ def ladder() -> str:
     from hyperclone.experiments import ladder as ladder_report
 
     data = load("cpu-ladder/ladder.json")
-    done = sum(1 for row in data["budgets"] for _ in row["grown_final"]) + sum(
-        1 for row in data["budgets"] for _ in row["random_final"])
+    pending = sum(len(row["pending"]) for row in data["budgets"])
     lines = ladder_report.table(data)
-    lines += ["", f"Finished runs so far: {done} (the others are pending; `results/cpu-ladder/ladder.md`). "
+    lines += ["", f"{f'{pending} runs are pending' if pending else 'Every run has finished'} "
+              f"(`results/cpu-ladder/ladder.md`). "
               f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}`."]
     return "\n".join(lines)
 
