@@ -285,7 +285,7 @@ def _search(path: str) -> str:
     frontier = ", ".join(f"{b / 1e6:g}M {loss:.3f}" for b, loss in data["frontier"])
     lines += ["", f"Random init's frontier (budget, final loss at its best LR): {frontier}. "
               f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
-              f"(`{Path(path).parent}/search.md`)."]
+              f"(`results/{Path(path).parent}/search.md`)."]
     return "\n".join(lines)
 
 
@@ -304,7 +304,7 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, test_suite, fidelity, bench_verify,
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, prose, test_suite, fidelity, bench_verify,
                                   bench_grow, bench_write, bench_startup, cpu_tiny, sweep_cpu_tiny, sweep_others,
                                   headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
