@@ -22,9 +22,9 @@ RUN_FILES = ("metrics.jsonl", "train_summary.json", "sweep_arm.json", "final/tra
 
 def save(out: Path, dest: Path) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
-    for name in REPORT_FILES:
-        if (out / name).exists():
-            shutil.copy2(out / name, dest / name)
+    for path in [out / name for name in REPORT_FILES] + sorted(out.glob("search_val_loss_*.png")):
+        if path.exists():
+            shutil.copy2(path, dest / path.name)
     saved = []
     for run in sorted((out / "runs").iterdir()):
         # small models' runs (the preset's, and a search's small-<tokens>-s0) are retrained instead: their

@@ -304,9 +304,9 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, prose, test_suite, fidelity, bench_verify,
-                                  bench_grow, bench_write, bench_startup, cpu_tiny, sweep_cpu_tiny, sweep_others,
-                                  headtohead, headtohead_moe)}
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_search, prose, test_suite,
+                                  fidelity, bench_verify, bench_grow, bench_write, bench_startup, cpu_tiny,
+                                  sweep_cpu_tiny, sweep_others, headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 

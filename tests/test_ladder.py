@@ -157,6 +157,8 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
     assert results["best"]["16000000"] == {"arm": "last-small12.8m", "mean": 2.2, "provisional": True}
     report = ladder_search.write(results, tmp_path).read_text()
     assert "| last-small12.8m |" in report and "| s1 |" in report
+    assert "search_val_loss_16m.png" in report and (tmp_path / "search_val_loss_16m.png").exists()
+    assert [p["val_loss"] for p in results["curves"]["grown-16m-lr0.002"]] == [9.0, 2.46]  # seed mean
 
 
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():

@@ -68,7 +68,14 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                         "speedup_flops_incl_small": None if small_flops is None else
                         needed * big["flops_per_token"] / (grown_flops + small_flops)})
         rows.append(row)
+    curves = {name: report.mean_curve([curve(out / "runs" / f"{name}-s{seed}", 0.0) for seed in a["final_val_loss"]])
+              for name, a in arms.items() if a["final_val_loss"]}
+    curves.update({chosen[b]: report.mean_curve([curve(out / "runs" / f"{chosen[b]}-s{seed}", 0.0)
+                                                 for seed in randoms[chosen[b]]["final_val_loss"]])
+                   for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
     return {"preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
+            "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
+                       for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
             "definitions": {"method": METHOD, "flops": report.FLOPS_FORMULA}}
 
@@ -103,9 +110,43 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def plot(results: dict[str, Any], out: Path) -> list[Path]:
+    """search_val_loss_<budget>.png: the validation loss of every finished arm of a budget (seed mean) against
+    tokens, random init's arm of that budget dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for budget in sorted({r["budget_tokens"] for r in results["arms"]}):
+        names = [r["arm"] for r in results["arms"] if r["budget_tokens"] == budget and r["arm"] in results["curves"]]
+        random_arm = results.get("random_arms", {}).get(str(budget))
+        if not names:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name in ([random_arm] if random_arm in results["curves"] else []) + names:
+            c = results["curves"][name]
+            ax.plot([p["tokens"] for p in c], [p["val_loss"] for p in c], "--" if name == random_arm else "-",
+                    lw=1.4, label=name)
+        lo = min(p["val_loss"] for name in names for p in results["curves"][name])
+        ax.set_ylim(lo - 0.05, lo + 1.5)
+        ax.set_xlabel("tokens (big model)")
+        ax.set_ylabel("validation loss")
+        ax.set_title(f"recipes at {budget / 1e6:g}M tokens (seed mean); dashed = random init")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"search_val_loss_{budget / 1e6:g}m.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
     (out / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    pngs = plot(results, out)
     frontier = ", ".join(f"{b / 1e6:g}M: {loss:.3f}" for b, loss in results["frontier"])
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
              f"On {results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB). Random init's "
@@ -114,6 +155,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
         state = "provisional (seeds pending or only one)" if top["provisional"] else "settled"
         lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")
     lines.append("")
+    lines += [f"![validation loss against tokens]({png.name})" for png in pngs] + ([""] if pngs else [])
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
