@@ -67,3 +67,33 @@ def test_summarize_uses_seed_mean_curves_and_reports_spread():
     assert spread["speedup_tokens"]["n"] == 2 and spread["speedup_tokens"]["max"] == pytest.approx(2.0)
     assert spread["final_val_loss"]["random"]["mean"] == pytest.approx(2.8)
     assert spread["final_val_loss"]["grown-half"]["std"] == 0.0
+
+
+def test_write_text_atomic_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    from hyperclone.common import outputs
+
+    card = tmp_path / "README.md"
+    card.write_text("old card\n")
+    outputs.write_text_atomic(card, "new card\n")
+    assert card.read_text() == "new card\n"
+
+    def crash(*_args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        outputs.write_text_atomic(card, "half")
+    assert card.read_text() == "new card\n"  # never truncated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no temporary left behind
+
+
+def test_save_figure_writes_a_png_and_nothing_else(tmp_path):
+    plt = report.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = report.save_figure(fig, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+    assert not plt.get_fignums()  # closed

@@ -18,6 +18,7 @@ import typer
 from hyperclone import __version__
 from hyperclone.cli import choices, train_verbs
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.grow.options import DEFAULT_TOP_K
 
 app = typer.Typer(
@@ -143,7 +144,7 @@ def _record_verification(grown: Path, result: dict) -> None:
     card = Path(grown) / CARD_FILE
     if card.is_file() and os.access(card, os.W_OK):
         command = _command_line("verify") or "hyperclone verify SOURCE GROWN"
-        card.write_text(with_verification(card.read_text(), result, command))
+        write_text_atomic(card, with_verification(card.read_text(), result, command))
 
 
 def _grow_msg(src: str, out: Path, width: int, layers: int | None, ramp_steps: int, depth_start: int, seed: int,

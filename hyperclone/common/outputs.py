@@ -62,3 +62,19 @@ def atomic_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to path through a temporary file beside it, fsynced, then renamed over path: a crash leaves
+    either the old file or the new one, never a truncated one (a model card, a run's finished marker, a report)."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

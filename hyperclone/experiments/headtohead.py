@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_report import shape_text
@@ -189,10 +190,7 @@ def table(h2h: dict[str, Any]) -> list[str]:
 
 
 def plot(results: dict[str, Any], h2h: dict[str, Any], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     small = results["small_cost"]
     fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -211,10 +209,8 @@ def plot(results: dict[str, Any], h2h: dict[str, Any], out: Path) -> Path:
     ax_t.set_xlabel("tokens (final-shape model)")
     ax_f.set_xlabel("training FLOPs, growth arms charged the small model's pretraining")
     fig.suptitle("growth methods head to head: same final shape, same tokens; dotted = random's final loss")
-    fig.tight_layout()
     path = out / "headtohead_val_loss.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save_figure(fig, path)
     return path
 
 
@@ -235,7 +231,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
     h2h = summarize(results)
     results = {**results, "headtohead": h2h}
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / RESULTS_FILE, json.dumps(results, indent=1) + "\n")
     png = plot(results, h2h, out)
     p = results["preset"]
     small = results["models"]["small"]
@@ -279,5 +275,5 @@ def write(results: dict[str, Any], out: Path) -> Path:
         f"Reproduce: `{results['command']}`", "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

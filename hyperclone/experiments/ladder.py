@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats
@@ -203,10 +204,7 @@ def table(results: dict[str, Any]) -> list[str]:
 
 
 def plot(results: dict[str, Any], out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     points = [(r["tokens_per_parameter"], r["speedup_tokens"], r.get("bound", "")) for r in results["budgets"]
               if r.get("speedup_tokens") is not None]
@@ -223,16 +221,14 @@ def plot(results: dict[str, Any], out: Path) -> Path | None:
     ax.set_ylabel("speedup_tokens (budget-matched)")
     ax.set_title(f"Does the saving last? preset {results['preset']['name']}")
     ax.legend()
-    fig.tight_layout()
     path = out / "ladder_speedup.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, path, dpi=120)
     return path
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    (out / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
     png = plot(results, out)
     p, big = results["preset"], results["models"]["grown"]
     lines = [f"# Does the saving last? Budget ladder, preset `{p['name']}`", "",
@@ -247,5 +243,5 @@ def write(results: dict[str, Any], out: Path) -> Path:
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
-    (out / REPORT).write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / REPORT, "\n".join(lines) + "\n")
     return out / REPORT

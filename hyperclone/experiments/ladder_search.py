@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import ladder, report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
@@ -113,10 +114,7 @@ def table(results: dict[str, Any]) -> list[str]:
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
     """search_val_loss_<budget>.png: the validation loss of every finished arm of a budget (seed mean) against
     tokens, random init's arm of that budget dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     paths = []
     for budget in sorted({r["budget_tokens"] for r in results["arms"]}):
@@ -135,17 +133,15 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("validation loss")
         ax.set_title(f"recipes at {budget / 1e6:g}M tokens (seed mean); dashed = random init")
         ax.legend(fontsize=7)
-        fig.tight_layout()
         path = out / f"search_val_loss_{budget / 1e6:g}m.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        report.save_figure(fig, path)
         paths.append(path)
     return paths
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    (out / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
     pngs = plot(results, out)
     frontier = ", ".join(f"{b / 1e6:g}M: {loss:.3f}" for b, loss in results["frontier"])
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
@@ -159,6 +155,6 @@ def write(results: dict[str, Any], out: Path) -> Path:
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
-    (out / REPORT).write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / REPORT, "\n".join(lines) + "\n")
     return out / REPORT
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hyperclone.common.outputs import write_text_atomic
+
 FLOPS_FORMULA = ("C = (6·N + 6·n_layers·seq_len·d_attn) · tokens, with N the parameter count without the input "
                  "embedding table (the output projection is counted, it is a matmul per token) and d_attn = "
                  "heads × head_dim; the second term is the attention-score cost (Kaplan et al. 2020, forward "
@@ -119,16 +121,39 @@ ARM_STYLE = {"small": ("tab:gray", "small (pretraining)"), "grown": ("tab:blue",
              "grown-quarter": ("tab:purple", "grown, ¼ budget")}
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (reports are written on machines without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out fig, write it as PNG to a temporary file beside path and rename it into place, then close it."""
+    import os
+
+    plt = pyplot()
+    fig.tight_layout()
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return path
+
+
 def _style(arm: str) -> tuple[str, str]:
     return ARM_STYLE.get(arm, ("tab:olive", arm))
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
     """Validation loss against tokens, FLOPs and wall-clock time, every arm on each plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     small = results["arms"]["small"]["seeds"]
     offsets = results["small_cost"]
@@ -162,10 +187,8 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylim(lo - 0.1 * (hi - lo) - 0.05, max(hi, lo + 0.5))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
         path = out / name
-        fig.savefig(path)
-        plt.close(fig)
+        save_figure(fig, path)
         files.append(path)
     return files
 
@@ -206,7 +229,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write results.json, the PNG plots and report.md into out. Long: one line of the report after another,
     in the order the report reads."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
     plots = plot(results, out)
     p = results["preset"]
     m = results["models"]
@@ -289,5 +312,5 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.common.quiet import hf_quiet
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
@@ -183,7 +184,7 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
                                   "use a new --out or delete it")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1))
+        write_text_atomic(path, json.dumps(settings, indent=1))
 
 
 def add_wall_clock(out: Path, seconds: float, kind: str = "") -> float:
@@ -192,7 +193,7 @@ def add_wall_clock(out: Path, seconds: float, kind: str = "") -> float:
     path = out / f"wall_clock{'_' + kind if kind else ''}.json"
     runs = json.loads(path.read_text()) if path.exists() else []
     runs.append(round(seconds, 2))
-    path.write_text(json.dumps(runs))
+    write_text_atomic(path, json.dumps(runs))
     return float(sum(runs))
 
 
@@ -214,7 +215,7 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     if not info_file.exists():
         say("building the corpus")
         info_file.parent.mkdir(parents=True, exist_ok=True)
-        info_file.write_text(json.dumps(build_corpus(corpus, data, preset.corpus_bytes), indent=1))
+        write_text_atomic(info_file, json.dumps(build_corpus(corpus, data, preset.corpus_bytes), indent=1))
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")

@@ -22,6 +22,7 @@ from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import setup, sweep_report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_models import (
@@ -75,7 +76,7 @@ def _check_arm(run_dir: Path, arm: SweepArm) -> None:
                                   "that folder")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(arm.as_dict(), indent=1))
+        write_text_atomic(path, json.dumps(arm.as_dict(), indent=1))
 
 
 def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
@@ -174,10 +175,7 @@ def table(results: dict[str, Any]) -> list[str]:
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     paths = []
     for shape in sorted({a["shape"] for a in results["arms"].values()}):
@@ -197,16 +195,14 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         lo = min(min(p["val_loss"] for p in c) for cs in results["curves"].values() for c in cs.values())
         ax.set_ylim(lo - 0.05, lo + 1.5)
         path = out / f"sweep_val_loss_w{shape}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        report.save_figure(fig, path)
         paths.append(path)
     return paths
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    (out / "sweep.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(out / "sweep.json", json.dumps(results, indent=1))
     plots = plot(results, out)
     p = results["preset"]
     m = results["models"]
@@ -243,5 +239,5 @@ def write(results: dict[str, Any], out: Path) -> Path:
     lines += ["", f"Machine: {results['machine']}; sweep wall time {results['wall_clock_s']:.0f} s over every "
               f"invocation; date {results['date']}.", "", f"Reproduce: `{results['command']}`", ""]
     path = out / "sweep.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

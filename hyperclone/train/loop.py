@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
+from hyperclone.common.outputs import write_text_atomic
 from hyperclone.train import parallel
 from hyperclone.train import state as ts
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
@@ -660,7 +661,7 @@ class Run:
                        "data": {"cache": str(data.folder), "documents": data.n_docs, "tokens": data.n_tokens,
                                 "train_tokens": data.val_start, "val_tokens": data.n_tokens - data.val_start,
                                 "eval_tokens": self.n_val * self.cfg.seq_len}}
-            (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+            write_text_atomic(self.out / SUMMARY_FILE, json.dumps(summary, indent=1))
         if len(set(digests)) != 1:
             raise HyperCloneError("processes ended with different weights (DDP ranks out of sync)")
         val = float(self.val_loss) if self.val_loss is not None else float("nan")
