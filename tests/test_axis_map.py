@@ -28,7 +28,7 @@ MAPS = {
 }
 
 
-@pytest.mark.parametrize("mode", ["symmetric", "noisy", "diagonal"])
+@pytest.mark.parametrize("mode", ["symmetric", "noisy", "diagonal", "uneven"])
 @pytest.mark.parametrize("in_kind", list(MAPS))
 @pytest.mark.parametrize("out_kind", ["tile x2", "uneven copies", "weighted 1.5x", "layernorm mean", "identity"])
 def test_grow_matrix_preserves_function(mode, in_kind, out_kind):
@@ -46,14 +46,41 @@ def test_symmetric_tile_is_hypercloning_rule():
     assert torch.allclose(grow_matrix(w, tile_map(5, 10), tile_map(4, 8)), torch.tile(w, (2, 2)) / 2)
 
 
-@pytest.mark.parametrize("mode", ["noisy", "diagonal"])
+@pytest.mark.parametrize("mode", ["noisy", "diagonal", "uneven"])
 def test_symmetry_breaking_modes_differ_from_symmetric(mode):
     w = torch.randn(6, 8)
     args = (tile_map(6, 12), tile_map(8, 16))
     symmetric = grow_matrix(w, *args)
     broken = grow_matrix(w, *args, mode=mode, snr_db=0.0, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(symmetric, broken)
-    assert not torch.allclose(broken[:6], broken[6:]), "output copies must differ"
+    if mode == "uneven":  # LEMON: a neuron's copies keep its fan-in; their fan-out shares differ, so their
+        # gradients differ from the first step on
+        assert not torch.allclose(broken[:, :8], broken[:, 8:]), "the copies of an input must be read unevenly"
+    else:
+        assert not torch.allclose(broken[:6], broken[6:]), "output copies must differ"
+
+
+
+@pytest.mark.parametrize("in_kind", ["tile x2", "tile x3", "uneven copies", "weighted 1.5x"])
+def test_uneven_split_gives_each_copy_a_share_of_its_column(in_kind):
+    """LEMON's asymmetric split: every input copy of source column i holds share_c * W[:, i] (the same factor in
+    every row), the shares of a column's copies sum (scale-weighted) to one, and they differ from W/n at the
+    level --noise-db asks for (0 dB: deviations as large as the symmetric share itself)."""
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(64, 400, generator=gen, dtype=torch.float64).float()
+    in_map = MAPS[in_kind](400)
+    grown = grow_matrix(w, tile_map(64, 64), in_map, "uneven", snr_db=0.0, generator=gen).double()
+    idx = in_map.index
+    shares = grown / w.double()[:, idx]
+    assert torch.allclose(shares, shares[:1].expand_as(shares), atol=1e-5)  # one factor per column
+    share = shares[0]
+    total = torch.zeros(400, dtype=torch.float64).index_add_(0, idx, share * in_map.scale)
+    assert torch.allclose(total, torch.ones(400, dtype=torch.float64), atol=1e-5)
+    symmetric = in_map.reader()
+    multi = in_map.copies() > 1
+    deviation = (share - symmetric)[multi]
+    ratio = float(deviation.pow(2).mean().sqrt() / symmetric[multi].pow(2).mean().sqrt())
+    assert 0.8 < ratio < 1.25, ratio  # 0 dB
 
 
 def test_noise_level_follows_snr():

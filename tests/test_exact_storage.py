@@ -20,7 +20,7 @@ from hyperclone.grow.exact_split import kept_noise_power, split_columns, split_t
 from hyperclone.grow.verify import compare_models, load_causal_lm, verify, verify_length
 
 REL_TOL = 1e-4
-MODES = ("symmetric", "noisy", "diagonal")
+MODES = ("symmetric", "noisy", "diagonal", "uneven")
 
 
 def stored_dtypes(folder):

@@ -15,10 +15,12 @@ from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4
 CASES = [
-    # (mode, width, ffn): n = 3 and uneven FFN factors are covered, as are all three modes
+    # (mode, width, ffn): n = 3 and uneven FFN factors are covered, as are all four modes (uneven at its default
+    # level: no --noise-db)
     ("symmetric", 2, 2),
     ("noisy", 2, 3),
     ("diagonal", 3, 2),
+    ("uneven", 3, 3),
 ]
 
 

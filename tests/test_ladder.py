@@ -73,8 +73,8 @@ def test_the_packaged_ladder_parses():
 
 def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     """sweeps/cpu-ladder-last.yaml runs in the ladder's folder: every arm named like a ladder arm is defined exactly
-    as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates all train the
-    ladder's largest budget."""
+    as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates train the
+    ladder's largest budget, except the probe beside the ladder's default arm at its smallest budget."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -83,11 +83,13 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
     shared = [a for a in search.arms if a.name in ladder_arms]
     assert {a.name for a in shared} == {"random-16m-lr0.002", "grown-16m-lr0.002", "random-16m-lr0.001",
-                                        "random-16m-lr0.004"}
+                                        "random-16m-lr0.004", "grown-0.8m-lr0.002"}
     for arm in shared:
         assert arm.as_dict() == ladder_arms[arm.name]
     largest = max(a["tokens"] for a in ladder_arms.values())
-    assert all(a.tokens == largest for a in search.arms)
+    smallest = min(a["tokens"] for a in ladder_arms.values())
+    assert {a.name for a in search.arms if a.tokens != largest} == {"grown-0.8m-lr0.002", "uneven-0.8m"}
+    assert all(a.tokens == smallest for a in search.arms if a.tokens != largest)
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}
 
 

@@ -74,10 +74,11 @@ def grow_command(
     insert_after: InsertAfter = None,
     to: To = None,
     mode: Annotated[choices.Mode, typer.Option(
-        help="Weights: noisy (exact zero-sum noise; the measured best) | symmetric (HyperCloning's identical "
-        "copies) | diagonal.")] = choices.Mode.noisy,
-    noise_db: Annotated[float | None, typer.Option(help="Signal-to-noise ratio of --mode noisy, in dB (default 0).")
-                        ] = None,
+        help="Weights: noisy (exact zero-sum noise per weight; the measured best) | symmetric (HyperCloning's "
+        "identical copies) | diagonal (each output copy reads its own input copies) | uneven (LEMON-style: each "
+        "input copy of a neuron reads its own share of it, the shares summing to one).")] = choices.Mode.noisy,
+    noise_db: Annotated[float | None, typer.Option(
+        help="Signal-to-noise ratio of --mode noisy and --mode uneven, in dB (default 0).")] = None,
     tie: Annotated[choices.Tie, typer.Option(help="Tied embeddings: keep (exact, still tied) | untie.")
                    ] = choices.Tie.keep,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,

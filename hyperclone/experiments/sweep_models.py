@@ -12,7 +12,7 @@ from typing import Any
 
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_spec import MOE_KEYS, SweepArm
-from hyperclone.grow.options import DEFAULT_MODE, DEFAULT_TOP_K
+from hyperclone.grow.options import DEFAULT_MODE, DEFAULT_TOP_K, NOISE_MODES
 
 REFERENCE_GROWTH = {"mode": "symmetric"}  # grow options of each shape's reference model (its config only)
 
@@ -25,7 +25,7 @@ def shape_label(width: int, layers: int | None) -> str:
 def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> str:
     mode = opts.get("mode", DEFAULT_MODE)  # an arm without a mode gets hyperclone grow's default
     name = f"grown-w{shape_label(width, layers)}-{mode}"
-    if mode == "noisy":
+    if mode in NOISE_MODES:
         name += f"-{opts.get('noise_db', 'default')}db"
     for key in ("seed", "tie", "ffn"):
         if opts.get(key) is not None:

@@ -19,7 +19,7 @@ from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import arm_layers, arm_shape, arm_width, reference_model
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
-from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB
+from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB, NOISE_MODES
 from hyperclone.train.loop import read_metrics
 
 GOAL = {"shape": "2", "speedup_tokens": 2.0, "loss_gap": 0.03, "seeds": 2}
@@ -39,7 +39,7 @@ def describe(arm: SweepArm, preset: Preset) -> str:
         g = arm.grow
         mode = g.get("mode", DEFAULT_MODE)
         noise = g.get("noise_db", DEFAULT_NOISE_DB)
-        parts = [f"grown {mode}" + (f" {noise:g} dB" if mode == "noisy" else "")]
+        parts = [f"grown {mode}" + (f" {noise:g} dB" if mode in NOISE_MODES else "")]
         parts += [f"{k}={g[k]}" for k in ("tie", "ffn", "seed") if k in g]
         if deeper:
             parts.append("new layers " + ("stacked (G_stack)" if g.get("depth_mode") == "stack" else "as identity"))

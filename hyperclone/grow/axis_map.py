@@ -281,14 +281,18 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     symmetric: column k gets reader[k] (the HyperCloning W/n for n plain copies).
     diagonal: output copy p reads only the matching input copies (see diagonal_weights).
     noisy: symmetric plus noise that cancels on the copies, with standard deviation 10^(-snr_db/20)
-    times the RMS of one symmetric block. Arithmetic in float32 (torch's bfloat16/float16 kernels
-    compute in float32 too, so the fast path's in-place products round identically), in chunks of
-    about `chunk_elements` source values (2 MiB of float32: small enough to stay in cache and for the
-    allocator to reuse, so no chunk pays page faults); the result keeps weight's dtype. `out`, if
-    given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
+    times the RMS of one symmetric block.
+    uneven: LEMON-style asymmetric split (Wang et al. 2023, arXiv 2310.07999): every input copy of a source
+    column reads its own share of that column, reader + m with the deviations m zero-sum over the copies
+    (one per column, the same for every row), standard deviation 10^(-snr_db/20) times the symmetric share:
+    the copies of a neuron differ by a factor, not by noise per weight.
+    Arithmetic in float32 (torch's bfloat16/float16 kernels compute in float32 too, so the fast path's in-place
+    products round identically), in chunks of about `chunk_elements` source values (2 MiB of float32: small enough
+    to stay in cache and for the allocator to reuse, so no chunk pays page faults); the result keeps weight's dtype.
+    `out`, if given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
     """
-    if mode == "noisy" and snr_db is None:
-        raise ValueError("noisy mode needs snr_db")
+    if mode in ("noisy", "uneven") and snr_db is None:
+        raise ValueError(f"{mode} mode needs snr_db")
     shape = (out_map.size, in_map.size)
     if out is None:
         out = torch.empty(shape, dtype=weight.dtype)
@@ -301,7 +305,7 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         rms = float(torch.linalg.vector_norm(weight)) / math.sqrt(max(1, weight.numel()))
         std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
     chunk_rows = max(1, chunk_elements // max(1, weight.shape[1]))
-    if in_map.is_tile() and (mode != "diagonal" or in_map.tiles == 1):
+    if in_map.is_tile() and (mode not in ("diagonal", "uneven") or in_map.tiles == 1):
         if out_map.is_tile():  # whole copies of the rows: each row tile grown (or copied) on its own
             _grow_tiled(weight, list(out.view(out_map.tiles, weight.shape[0], in_map.size)), in_map.tiles, std,
                         generator, noise_pool, chunk_rows)
@@ -310,6 +314,10 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         return out
     rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
     reader = in_map.reader().float()
+    active = reader > 0  # the columns that carry their source (an uneven share may be 0 or negative)
+    relative_spread = 0.0
+    if mode == "uneven":
+        reader, relative_spread = _uneven_shares(in_map, reader, 10.0 ** (-snr_db / 20.0), generator)
     idx = in_map.index.clamp(min=0)
     valid = in_map.index >= 0
     # exact copies in a 16-bit dtype need the copies to sum to W unscaled (scale 1 on every copy)
@@ -336,10 +344,23 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
             if mode == "noisy":
                 block += projected_noise(block.shape[0], in_map, std, generator)
             if exact:
-                block = split_columns(source_rows, block, in_map.index, reader > 0, weight.dtype,
-                                      NOISE_SPREAD * std)
+                block = split_columns(source_rows, block, in_map.index, active, weight.dtype,
+                                      NOISE_SPREAD * std, relative_spread)
         out[start:start + chunk_rows] = block.to(weight.dtype)
     return out
+
+
+def _uneven_shares(in_map: AxisMap, reader: torch.Tensor, level: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
+    """Uneven growth's column shares [new] (float32) and how far they reach as a multiple of |W|: each copy's
+    symmetric share plus a deviation of `level` times its source's mean share, zero-sum (scale-weighted) over
+    the copies of a source. A source read by one copy keeps its share."""
+    valid = in_map.index >= 0
+    idx = in_map.index.clamp(min=0)
+    copies = torch.bincount(idx[valid], minlength=in_map.src_size).clamp(min=1).float()
+    mean_share = torch.zeros(in_map.src_size).index_add_(0, idx[valid], reader[valid]) / copies
+    deviation = projected_noise(1, in_map, level, generator)[0] * mean_share[idx]
+    return reader + deviation, NOISE_SPREAD * level * float(mean_share.max())
 
 
 def _draw(count: int, width: int, generator: torch.Generator | None, pool: NoisePool | None,

@@ -1,9 +1,9 @@
 """Copies of a weight that sum to it exactly in a 16-bit storage dtype.
 
-Growth splits a source weight W among the c copies of its input (W/c each for HyperCloning, W/c plus
-zero-sum noise for noisy growth). Rounded to bfloat16 or float16 one by one, the copies no longer sum
-to W: W/3 is not representable, and neither is W/2 + eta for most eta. The grown model then differs
-from the source by the rounding of every weight (0.9% of the logits on a random bf16 Llama).
+Growth splits a source weight W among the c copies of its input (W/c each for HyperCloning, W/c plus zero-sum
+noise for noisy growth, uneven shares of W for uneven growth). Rounded to bfloat16 or float16 one by one, the
+copies no longer sum to W: W/3 is not representable, and neither is W/2 + eta for most eta. The grown model
+then differs from the source by the rounding of every weight (0.9% of the logits on a random bf16 Llama).
 
 The split here is exact in real arithmetic. Work in integer units of a power-of-two grid g on which W
 is a whole number K = W / g. Every integer k with |k| <= P = 2^p (p: the dtype's significand bits,
@@ -48,19 +48,24 @@ def _power_of_two_floor_(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def grid(weight: torch.Tensor, copies: torch.Tensor | int, dtype: torch.dtype, spread: float = 0.0) -> torch.Tensor:
+def grid(weight: torch.Tensor, copies: torch.Tensor | int, dtype: torch.dtype, spread: float = 0.0,
+         relative_spread: float = 0.0) -> torch.Tensor:
     """float32 [weight.shape]: the power-of-two unit each element is split on (see the module doc).
 
     `weight` holds float32 values representable in `dtype`; `copies` broadcasts against it; `spread` is
-    how far (in absolute terms) the copies should be able to move from weight / copies. Bit operations on
+    how far (in absolute terms) the copies should be able to move from weight / copies, `relative_spread` how
+    far as a multiple of |weight| (uneven shares of a column: a deviation proportional to W). Bit operations on
     the float32 encoding (exponent field; lowest set bit of the significand), about 3x faster than
     frexp/ldexp."""
     p = SIGNIFICAND_BITS[dtype]
     magnitude = weight.abs()
     # in place wherever it can be: each temporary of a 2 MiB chunk costs page faults (half of this function's
     # time before; the values are the same bits)
-    unit = _power_of_two_floor_(torch.div(magnitude, copies).add_(spread)).mul_(2.0 ** (1 - p))  # at |W|/c + spread
-    if spread > 0.0:  # W must stay a whole number: no coarser than its lowest set bit
+    at = torch.div(magnitude, copies).add_(spread)
+    if relative_spread > 0.0:
+        at.add_(magnitude, alpha=relative_spread)
+    unit = _power_of_two_floor_(at).mul_(2.0 ** (1 - p))  # at |W|/c + spread (+ |W| relative_spread)
+    if spread > 0.0 or relative_spread > 0.0:  # W must stay a whole number: no coarser than its lowest set bit
         significand = weight.view(torch.int32).bitwise_and(0x7FFFFF).bitwise_or_(0x800000)
         lowest = torch.neg(significand).bitwise_and_(significand).float()
         lowest.mul_(_power_of_two_floor_(magnitude)).mul_(2.0**-23)
@@ -101,7 +106,7 @@ def split_tiles(weight: torch.Tensor, targets: list[torch.Tensor | None], dtype:
 
 
 def split_columns(weight: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, active: torch.Tensor,
-                  dtype: torch.dtype, spread: float = 0.0) -> torch.Tensor:
+                  dtype: torch.dtype, spread: float = 0.0, relative_spread: float = 0.0) -> torch.Tensor:
     """Column copies of a matrix, exact: weight [rows, src] (float32, representable in `dtype`),
     targets [rows, new] (float32), index [new] (source column of every new column, < 0 for none),
     active [new] (bool: the columns that carry the source; the others are 0). For every row and source
@@ -119,7 +124,7 @@ def split_columns(weight: torch.Tensor, targets: torch.Tensor, index: torch.Tens
         raise ValueError("a source column with non-zero weights has no active copy")
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(positions.numel()) - starts[sources]
-    unit = grid(weight, counts.clamp(min=1).float(), dtype, spread)
+    unit = grid(weight, counts.clamp(min=1).float(), dtype, spread, relative_spread)
     remaining = weight / unit
     out = torch.zeros(targets.shape, dtype=torch.float32)
     for r in range(int(counts.max()) if counts.numel() else 0):

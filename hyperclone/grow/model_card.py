@@ -18,8 +18,9 @@ def model_card(record: dict[str, Any], command: str | None) -> str:
     """README.md for a grown folder, from its hyperclone.json record."""
     src, new, spec = record["source"], record["grown"], record["spec"]
     base = record["source_path"]
-    mode = spec["mode"] + (f", zero-sum noise at {spec['noise_db'] if spec['noise_db'] is not None else 0} dB"
-                           if spec["mode"] == "noisy" else "")
+    level = spec["noise_db"] if spec["noise_db"] is not None else 0
+    mode = spec["mode"] + {"noisy": f", zero-sum noise at {level} dB",
+                           "uneven": f", uneven shares of each copied neuron at {level} dB"}.get(spec["mode"], "")
     exact = ("yes: evaluated in float32 it computes the source's function (to accumulation error)"
              if record["function_preserving"] else
              "no: " + ("; ".join(record["inexact_reasons"]) if record["inexact_reasons"]

@@ -1,6 +1,7 @@
 """The choices of `hyperclone grow`, as plain data (no torch import: the command line reads them for --help)."""
 
-MODES = ("symmetric", "noisy", "diagonal")
+MODES = ("symmetric", "noisy", "diagonal", "uneven")
+NOISE_MODES = ("noisy", "uneven")  # the modes --noise-db sets the level of
 TIE_CHOICES = ("keep", "untie")
 DEPTH_MODES = ("identity", "stack")
 # Output dtype: auto keeps the source's dtype where it can hold the growth exactly and writes float32 where it

@@ -33,6 +33,7 @@ from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's voc
     DEPTH_MODES,
     DTYPE_CHOICES,
     MODES,
+    NOISE_MODES,
     TIE_CHOICES,
 )
 
@@ -52,15 +53,15 @@ class GrowthSpec:
     depth_mode: str = "identity"  # identity: new blocks start as the identity; stack: copies of blocks (G_stack)
     insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
     target_vocab: int | None = None  # from --to: must equal the source's vocabulary
-    mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal
-    noise_db: float | None = None  # signal-to-noise ratio of noisy mode, in dB
+    mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal | uneven
+    noise_db: float | None = None  # signal-to-noise ratio of noisy and uneven mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
     seed: int = 0
     dtype: str = "auto"  # auto | source | float32: the dtype the grown tensors are written in
 
     @property
     def snr_db(self) -> float | None:
-        if self.mode != "noisy":
+        if self.mode not in NOISE_MODES:
             return None
         return DEFAULT_NOISE_DB if self.noise_db is None else self.noise_db
 
@@ -78,8 +79,8 @@ class GrowthSpec:
             raise HyperCloneError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.depth_mode not in DEPTH_MODES:
             raise HyperCloneError(f"--depth-mode must be one of {', '.join(DEPTH_MODES)}, got {self.depth_mode!r}")
-        if self.noise_db is not None and self.mode != "noisy":
-            raise HyperCloneError("--noise-db only applies to --mode noisy")
+        if self.noise_db is not None and self.mode not in NOISE_MODES:
+            raise HyperCloneError("--noise-db only applies to --mode noisy and --mode uneven")
         if self.snr_db is not None and not math.isfinite(self.snr_db):
             raise HyperCloneError("--noise-db must be a finite number")
         if self.insert_after is not None and self.depth_mode != "identity":
