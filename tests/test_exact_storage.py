@@ -117,6 +117,27 @@ def test_noise_survives_the_exact_split():
     assert kept_noise_power(parts, weight / 2, targets) > 0.7
 
 
+
+@pytest.mark.parametrize("copies", [2, 3])
+def test_uneven_growth_tile_split_equals_the_column_split(copies):
+    """--mode uneven on n plain copies splits with split_tiles (about 4x faster); on the same targets it gives the
+    column split's copies bit for bit, and the copies sum to W exactly."""
+    from hyperclone.grow.exact_split import grid
+
+    generator = torch.Generator().manual_seed(copies)
+    weight = (0.02 * torch.randn(64, 300, generator=generator)).to(torch.bfloat16).float()
+    index = torch.arange(300 * copies) % 300
+    shares = 1 / copies + 0.5 / copies * torch.randn(300 * copies, generator=generator)
+    targets = weight[:, index] * shares
+    spread = 4 * 0.5 / copies
+    by_columns = split_columns(weight, targets, index, torch.ones(300 * copies, dtype=torch.bool), torch.bfloat16,
+                               0.0, spread)
+    tiles = split_tiles(weight, [targets[:, j * 300:(j + 1) * 300] for j in range(copies - 1)] + [None],
+                        torch.bfloat16, unit=grid(weight, copies, torch.bfloat16, 0.0, spread))
+    assert torch.equal(torch.cat(tiles, 1), by_columns)
+    assert torch.equal(sum(t.double() for t in tiles), weight.double())
+
+
 def test_split_columns_with_uneven_copies_and_inactive_columns():
     generator = torch.Generator().manual_seed(1)
     weight = (0.02 * torch.randn(16, 3, generator=generator)).to(torch.bfloat16).float()
