@@ -122,7 +122,7 @@ def test_noise_survives_the_exact_split():
 def test_uneven_growth_tile_split_equals_the_column_split(copies):
     """--mode uneven on n plain copies splits with split_tiles (about 4x faster); on the same targets it gives the
     column split's copies bit for bit, and the copies sum to W exactly."""
-    from hyperclone.grow.exact_split import grid
+    from hyperclone.grow.axis_map import _split_uneven_tiles
 
     generator = torch.Generator().manual_seed(copies)
     weight = (0.02 * torch.randn(64, 300, generator=generator)).to(torch.bfloat16).float()
@@ -132,10 +132,9 @@ def test_uneven_growth_tile_split_equals_the_column_split(copies):
     spread = 4 * 0.5 / copies
     by_columns = split_columns(weight, targets, index, torch.ones(300 * copies, dtype=torch.bool), torch.bfloat16,
                                0.0, spread)
-    tiles = split_tiles(weight, [targets[:, j * 300:(j + 1) * 300] for j in range(copies - 1)] + [None],
-                        torch.bfloat16, unit=grid(weight, copies, torch.bfloat16, 0.0, spread))
-    assert torch.equal(torch.cat(tiles, 1), by_columns)
-    assert torch.equal(sum(t.double() for t in tiles), weight.double())
+    by_tiles = _split_uneven_tiles(weight, targets, copies, torch.bfloat16, spread)
+    assert torch.equal(by_tiles, by_columns)
+    assert torch.equal(sum(t.double() for t in by_tiles.split(300, 1)), weight.double())
 
 
 def test_split_columns_with_uneven_copies_and_inactive_columns():

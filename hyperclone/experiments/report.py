@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,8 +134,6 @@ def pyplot():
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Lay out fig, write it as PNG to a temporary file beside path and rename it into place, then close it."""
-    import os
-
     plt = pyplot()
     fig.tight_layout()
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"

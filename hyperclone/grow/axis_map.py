@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from hyperclone.grow.exact_split import grid, needs_exact_split, split_columns, split_tiles
+from hyperclone.grow.options import NOISE_MODES
 
 MEAN = -1
 # exact copies in 16-bit dtypes may move this many noise standard deviations from W/n before clipping
@@ -291,7 +292,7 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
     to stay in cache and for the allocator to reuse, so no chunk pays page faults); the result keeps weight's dtype.
     `out`, if given, is a preallocated [out_map.size, in_map.size] tensor of weight's dtype to write into.
     """
-    if mode in ("noisy", "uneven") and snr_db is None:
+    if mode in NOISE_MODES and snr_db is None:
         raise ValueError(f"{mode} mode needs snr_db")
     shape = (out_map.size, in_map.size)
     if out is None:
