@@ -67,14 +67,14 @@ def test_report_marks_pending_runs_and_bounds(tmp_path):
 def test_the_packaged_ladder_parses():
     sweep = ladder.ladder_sweep("cpu-ladder")
     budgets = {a.tokens for a in sweep.arms}
-    assert min(budgets) == 800_000 and max(budgets) == 16_000_000
+    assert min(budgets) == 400_000 and max(budgets) == 16_000_000
     assert all(a.grow == {"mode": "noisy", "noise_db": 0} for a in sweep.arms if a.init == "grown")
 
 
 def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     """sweeps/cpu-ladder-last.yaml runs in the ladder's folder: every arm named like a ladder arm is defined exactly
     as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates train the
-    ladder's largest budget, except the probe beside the ladder's default arm at its smallest budget."""
+    ladder's largest budget, except the probe beside the ladder's default arm at 0.8M tokens."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -87,9 +87,8 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     for arm in shared:
         assert arm.as_dict() == ladder_arms[arm.name]
     largest = max(a["tokens"] for a in ladder_arms.values())
-    smallest = min(a["tokens"] for a in ladder_arms.values())
     assert {a.name for a in search.arms if a.tokens != largest} == {"grown-0.8m-lr0.002", "uneven-0.8m"}
-    assert all(a.tokens == smallest for a in search.arms if a.tokens != largest)
+    assert all(a.tokens == 800_000 for a in search.arms if a.tokens != largest)
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}
 
 
@@ -124,7 +123,7 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
                     num_key_value_heads=2, vocab_size=256).save_pretrained(tmp_path / "models" / folder)
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "corpus.json").write_text(json.dumps({"description": "a test corpus", "bytes": 10**6}))
-    frontier = {800_000: 4.0, 1_600_000: 3.5, 3_200_000: 3.1, 6_400_000: 2.8, 16_000_000: 2.5}
+    frontier = {400_000: 4.6, 800_000: 4.0, 1_600_000: 3.5, 3_200_000: 3.1, 6_400_000: 2.8, 16_000_000: 2.5}
     for arm in ladder.ladder_sweep("cpu-ladder").arms:
         for seed in arm.seeds:
             if arm.init == "random":
