@@ -32,6 +32,32 @@ def test_the_lower_bound_falls_back_to_the_largest_budget_where_random_does_not_
     assert ladder.tokens_to_reach(3.0, FRONTIER[1:]) == (16_000_000.0, ">")  # one segment: no trend to rely on
 
 
+def test_head_start_is_the_start_loss_placed_on_the_frontier_and_kept_compares_the_final_loss_with_it():
+    """A grown model starting at random's loss halfway (in loss) between 0.8M and 3.2M has a head start of their
+    geometric mean, 1.6M tokens; at budget 3.2M, keeping it is worth 1 + 1.6/3.2 = 1.5x, and a final loss that
+    random needs 4.0M tokens for kept (4.0 - 3.2) / 1.6 = half of it."""
+    row = ladder.head_start((4.70 + 3.81) / 2, 4_000_000.0, "", 3_200_000, FRONTIER)
+    assert row["head_start_tokens"] == pytest.approx(1_600_000) and row["head_start_bound"] == ""
+    assert row["speedup_if_kept"] == pytest.approx(1.5) and row["kept"] == pytest.approx(0.5)
+    assert row["kept_bound"] == ""
+    assert ladder.head_start_cells(row) == "1.60M | 1.50 | 0.50"
+
+
+def test_kept_carries_the_bounds_of_its_terms_and_is_withheld_when_they_conflict():
+    """kept = (needed - B) / head start: a needed lower bound and a head-start upper bound (a start above random's
+    smallest budget) both make a gain's fraction a lower bound; a needed upper bound against a head-start upper
+    bound says nothing; for a loss (needed < B) a smaller head start makes the fraction more negative."""
+    above = 5.0  # above random's loss at 0.8M: head start < 0.8M
+    gained = ladder.head_start(above, 20_000_000.0, ">", 16_000_000, FRONTIER)
+    assert gained["head_start_bound"] == "<" and gained["kept_bound"] == ">"
+    assert gained["kept"] == pytest.approx(4_000_000 / 800_000)
+    assert ladder.head_start_cells(gained) == "<0.80M | <1.05 | >5.00"
+    assert ladder.head_start(above, 20_000_000.0, "<", 16_000_000, FRONTIER)["kept"] is None
+    lost = ladder.head_start(above, 12_000_000.0, "", 16_000_000, FRONTIER)
+    assert lost["kept_bound"] == "<" and lost["kept"] == pytest.approx(-5.0)
+    assert ladder.head_start(None, 1.0, "", 1, FRONTIER) == {}
+
+
 def test_random_arm_of_a_budget_is_the_best_seed0_learning_rate():
     arms = {
         "random-a": {"init": "random", "tokens": 10, "lr": 1e-3, "final_val_loss": {0: 4.0, 1: 3.0}},
@@ -92,12 +118,12 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}
 
 
-def _fake_run(out, name: str, tokens: int, loss: float) -> None:
+def _fake_run(out, name: str, tokens: int, loss: float, start: float = 9.0) -> None:
     import json
 
     run = out / "runs" / name
     (run / "final").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "tokens": 0, "val_loss": 9.0, "elapsed_s": 0.0}) + "\n"
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "tokens": 0, "val_loss": start, "elapsed_s": 0.0}) + "\n"
                                        + json.dumps({"step": 9, "tokens": tokens, "val_loss": loss, "elapsed_s": 1.0})
                                        + "\n")
     (run / "final" / "trainer_state.json").write_text("{}")
@@ -130,9 +156,9 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
                 _fake_run(tmp_path, f"{arm.name}-s{seed}", arm.tokens, frontier[arm.tokens] + (arm.lr != 2e-3) * 0.1)
     _fake_run(tmp_path, "small", 800_000, 5.0)
     _fake_run(tmp_path, "small-12800000-s0", 12_800_000, 4.0)
-    for name, loss in (("grown-16m-lr0.002-s0", 2.45), ("grown-16m-lr0.002-s1", 2.47),
-                       ("last-small12.8m-s0", 2.2)):
+    for name, loss in (("grown-16m-lr0.002-s0", 2.45), ("grown-16m-lr0.002-s1", 2.47)):
         _fake_run(tmp_path, name, 16_000_000, loss)
+    _fake_run(tmp_path, "last-small12.8m-s0", 16_000_000, 2.2, start=3.3)  # halfway between random's 1.6M and 3.2M
     spec = tmp_path / "search.yaml"
     spec.write_text("preset: cpu-ladder\nseeds: [0, 1]\narms:\n"
                     "  - {name: grown-16m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
@@ -156,8 +182,12 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
         assert row["speedup_flops_incl_small"] == pytest.approx(
             needed / (16e6 * big["flops_per_token"] + small_tokens * small["flops_per_token"]))
     assert results["best"]["16000000"] == {"arm": "last-small12.8m", "mean": 2.2, "provisional": True}
+    head_start = math.sqrt(1.6e6 * 3.2e6)
+    assert better["start_loss"] == 3.3 and better["head_start_tokens"] == pytest.approx(head_start)
+    assert better["kept"] == pytest.approx((better["speedup_tokens"] - 1) * 16e6 / head_start)
+    assert default["head_start_bound"] == "<" and default["head_start_tokens"] == 400_000  # starts above all
     report = ladder_search.write(results, tmp_path).read_text()
-    assert "| last-small12.8m |" in report and "| s1 |" in report
+    assert "| last-small12.8m |" in report and "| s1 |" in report and f"| {head_start / 1e6:.2f}M | " in report
     assert "search_val_loss_16m.png" in report and (tmp_path / "search_val_loss_16m.png").exists()
     assert [p["val_loss"] for p in results["curves"]["grown-16m-lr0.002"]] == [9.0, 2.46]  # seed mean
 

@@ -14,7 +14,10 @@ segment extended in log-tokens where random's frontier flattens with budget over
 that keeps flattening needs at least that many tokens), else B_max / B; if it is above random's loss at the
 smallest budget, only an upper bound (< B_min / B). FLOPs use the grown model's
 FLOPs per token for both (same shape); `incl. small` adds the small model's pretraining FLOPs to the grown side.
-Runs that have not finished are reported as pending, so the report can be written while the ladder runs.
+The head start is what growth hands the big model before its first step: the tokens random needs, on the same
+frontier, to reach the loss the grown model starts at. 1 + head start / B is the speed-up of a grown model that
+keeps that head start and gains nothing more (it falls as 1/B), and `kept` says how much of it the final loss
+kept. Runs that have not finished are reported as pending, so the report can be written while the ladder runs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ METHOD = ("Each budget is a full schedule of its own. The speed-up at budget B c
           "flattening needs at least that many tokens), else the largest budget; \"<x\" an upper bound. "
           "speedup_flops uses the grown shape's FLOPs per token on both sides; incl. small also charges the small "
           "model's pretraining. Per seed: each grown seed's loss placed on the seed-mean random curve.")
+HEAD_START = ("Head start: the tokens random needs, on the same frontier, to reach the loss the grown model starts at "
+              "(its validation loss before its first step); 1 + head start / B is the speed-up of a grown model that "
+              "keeps its head start and gains nothing more; kept = (tokens random needs to reach the grown final "
+              "loss - B) / head start: 1 keeps the head start, below 1 loses part of it, above 1 gains on top of it.")
 LADDERS = {"cpu-ladder": "cpu-ladder.yaml"}  # presets that are ladders, and their arms (package data)
 REPORT, RESULTS = "ladder.md", "ladder.json"
 
@@ -125,6 +132,37 @@ def tokens_to_reach(loss: float, frontier: list[tuple[int, float]]) -> tuple[flo
     return float(frontier[0][0]), ""  # equal to the smallest budget's loss
 
 
+def start_loss(out: Path, name: str, seeds: Any) -> float | None:
+    """The validation loss an arm starts at (logged before its first step), mean over the seeds that logged it."""
+    curves = [curve(out / "runs" / f"{name}-s{seed}", 0.0) for seed in seeds]
+    starts = [c[0]["val_loss"] for c in curves if c and c[0]["tokens"] == 0]
+    return statistics.fmean(starts) if starts else None
+
+
+def _kept_bound(needed_bound: str, start_bound: str, gained: float) -> str | None:
+    """The bound on kept = gained / head start (gained = tokens random needs - B) from the bounds on its terms:
+    "" exact, ">" or "<", None where the two push it opposite ways."""
+    sides = {needed_bound} if needed_bound else set()
+    if start_bound:  # a smaller head start makes a positive fraction larger and a negative one smaller
+        sides.add({"<": ">", ">": "<"}[start_bound] if gained >= 0 else start_bound)
+    return "" if not sides else sides.pop() if len(sides) == 1 else None
+
+
+def head_start(start: float | None, needed: float | None, needed_bound: str, budget: int,
+               frontier: list[tuple[int, float]]) -> dict[str, Any]:
+    """A row's head-start fields (see HEAD_START): the start loss, the tokens random needs to reach it (and its
+    bound), the speed-up that keeping it would give, and the fraction `kept` (None where its bounds conflict)."""
+    if start is None or not frontier:
+        return {}
+    tokens, bound = tokens_to_reach(start, frontier)
+    row = {"start_loss": start, "head_start_tokens": tokens, "head_start_bound": bound,
+           "speedup_if_kept": 1 + tokens / budget, "kept": None, "kept_bound": ""}
+    kept_bound = None if needed is None else _kept_bound(needed_bound, bound, needed - budget)
+    if kept_bound is not None:
+        row["kept"], row["kept_bound"] = (needed - budget) / tokens, kept_bound
+    return row
+
+
 def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     """ladder.json: per budget, random (LR-searched where it was) against grown, and the budget-matched speed-ups.
     Long: one record per budget with its documented fields, then the costs."""
@@ -163,11 +201,12 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             row["speedup_flops"] = needed * big["flops_per_token"] / grown_flops
             row["speedup_flops_incl_small"] = (None if small_flops is None else
                                                needed * big["flops_per_token"] / (grown_flops + small_flops))
+            row.update(head_start(start_loss(out, grown[0], g["seeds"]), needed, bound, budget, frontier))
         rows.append(row)
     return {"preset": preset.as_dict(), "models": {"small": small, "grown": big},
             "small_cost": {"tokens": small_run[-1]["tokens"] if small_run else None, "flops": small_flops},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()), "frontier": frontier,
-            "budgets": rows, "definitions": {"method": METHOD, "flops": report.FLOPS_FORMULA}}
+            "budgets": rows, "definitions": {"method": METHOD, "head_start": HEAD_START, "flops": report.FLOPS_FORMULA}}
 
 
 def _speed(row: dict[str, Any], key: str = "speedup_tokens") -> str:
@@ -185,10 +224,19 @@ def losses_text(final: dict[Any, float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {sd:.3f} ({len(values)})"
 
 
+def head_start_cells(row: dict[str, Any]) -> str:
+    """The head start, the speed-up keeping it would give, and how much was kept, as three table cells."""
+    if row.get("head_start_tokens") is None:
+        return "— | — | —"
+    bound = row["head_start_bound"]
+    kept = "—" if row["kept"] is None else f"{row['kept_bound']}{row['kept']:.2f}"
+    return f"{bound}{row['head_start_tokens'] / 1e6:.2f}M | {bound}{row['speedup_if_kept']:.2f} | {kept}"
+
+
 def table(results: dict[str, Any]) -> list[str]:
     lines = ["| budget (tokens) | tokens / parameter | random: LR (tried) | random final loss (seeds) | grown final "
              "loss (seeds) | gap | speedup_tokens (budget-matched) | per seed | speedup_flops | incl. small | "
-             "pending runs |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "head start | if kept | kept | pending runs |", "|---:|---:|---|" + "---:|" * 10 + "---|"]
     for row in results["budgets"]:
         tried = "/".join(f"{lr:g}" for lr in row["random_lrs_tried"])
         gap = "—" if row["loss_gap"] is None else f"{row['loss_gap']:.1%}"
@@ -199,7 +247,7 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"{losses_text(row['random_final'])} | {losses_text(row['grown_final'])} | {gap} | "
                      f"{_speed(row)} | "
                      f"{per_text} | {_speed(row, 'speedup_flops')} | {_speed(row, 'speedup_flops_incl_small')} | "
-                     f"{', '.join(row['pending']) or '—'} |")
+                     f"{head_start_cells(row)} | {', '.join(row['pending']) or '—'} |")
     return lines
 
 
@@ -212,6 +260,10 @@ def plot(results: dict[str, Any], out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C1", label="grown (default recipe)")
+    kept = [(r["tokens_per_parameter"], r["speedup_if_kept"]) for r in results["budgets"] if r.get("speedup_if_kept")]
+    if kept:
+        ax.plot([p[0] for p in kept], [p[1] for p in kept], ":", color="C0",
+                label="1 + head start / B (the head start kept, nothing more)")
     for x, y, bound in points:
         if bound:
             ax.annotate(bound, (x, y), textcoords="offset points", xytext=(4, 4))
@@ -237,7 +289,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
              f"pretrained for {results['small_cost']['tokens'] or 0:,} tokens) at every budget, each a full "
              f"{p['schedule']} schedule of its own, {p['batch_tokens']:,} tokens per step, on "
              f"{results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB).", "",
-             METHOD, "", *table(results), ""]
+             METHOD, "", HEAD_START, "", *table(results), ""]
     if png is not None:
         lines += [f"![speed-up against budget]({png.name})", ""]
     for key in ("machine", "date", "command"):

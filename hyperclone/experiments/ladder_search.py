@@ -68,6 +68,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                                                                   for v in a["final_val_loss"].values()]),
                         "speedup_flops_incl_small": None if small_flops is None else
                         needed * big["flops_per_token"] / (grown_flops + small_flops)})
+            row.update(ladder.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
+                                         frontier))
         rows.append(row)
     curves = {name: report.mean_curve([curve(out / "runs" / f"{name}-s{seed}", 0.0) for seed in a["final_val_loss"]])
               for name, a in arms.items() if a["final_val_loss"]}
@@ -78,7 +80,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
-            "definitions": {"method": METHOD, "flops": report.FLOPS_FORMULA}}
+            "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,8 +98,8 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> list[str]:
     lines = ["| arm | recipe | peak LR | tokens / parameter | final loss (seeds) | gap to random | speedup_tokens "
-             "(budget-matched) | per seed | incl. small | pending seeds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "(budget-matched) | per seed | incl. small | head start | if kept | kept | pending seeds |",
+             "|---|---|" + "---:|" * 10 + "---|"]
     for r in results["arms"]:
         gap = "—" if r["loss_gap"] is None else f"{r['loss_gap']:.1%}"
         speed = "pending" if r.get("speedup_tokens") is None else f"{r['bound']}{r['speedup_tokens']:.2f}"
@@ -106,7 +108,7 @@ def table(results: dict[str, Any]) -> list[str]:
         small = r.get("speedup_flops_incl_small")
         lines.append(f"| {r['arm']} | {r['recipe']} | {r['lr']:g} | {r['tokens_per_parameter']:.1f} | "
                      f"{ladder.losses_text(r['final'])} | {gap} | {speed} | {per_text} | "
-                     f"{'—' if small is None else format(small, '.2f')} | "
+                     f"{'—' if small is None else format(small, '.2f')} | {ladder.head_start_cells(r)} | "
                      f"{', '.join(f's{s}' for s in r['pending']) or '—'} |")
     return lines
 
@@ -146,7 +148,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     frontier = ", ".join(f"{b / 1e6:g}M: {loss:.3f}" for b, loss in results["frontier"])
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
              f"On {results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB). Random init's "
-             f"frontier (budget: final loss): {frontier}.", "", METHOD, "", *table(results), ""]
+             f"frontier (budget: final loss): {frontier}.", "", METHOD, "", ladder.HEAD_START, "", *table(results), ""]
     for budget, top in results["best"].items():
         state = "provisional (seeds pending or only one)" if top["provisional"] else "settled"
         lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")
