@@ -1,4 +1,4 @@
-"""The budget ladder: does the saving last? Random init against grown at budgets from about 0.5 to 10+ tokens
+"""The budget ladder: does the saving last? Random init against grown at budgets from about 0.25 to 10+ tokens
 per parameter, each budget a full schedule of its own (no reading a shorter budget off a longer run's curve).
 
 A ladder is a sweep (hyperclone.experiments.sweep) whose arms differ in `tokens`: `random-<budget>` and
