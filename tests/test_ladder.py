@@ -115,7 +115,7 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     largest = max(a["tokens"] for a in ladder_arms.values())
     assert {a.name for a in search.arms if a.tokens != largest} == {"grown-0.8m-lr0.002", "uneven-0.8m"}
     assert all(a.tokens == 800_000 for a in search.arms if a.tokens != largest)
-    assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000}
+    assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000, 51_200_000}
 
 
 def _fake_run(out, name: str, tokens: int, loss: float, start: float = 9.0) -> None:
