@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,17 +35,22 @@ def test_gpu_kit_smoke(tmp_path: Path) -> None:
     assert _positive(results["peak"]["tflops"])
     assert results["corpus"]["tokens"] > 0
 
-    # (a) three loops, each with a measured rate, an MFU and finite losses
+    # (a) four loops (bare and hyperclone train, each eager and compiled), each with a measured rate, an MFU and
+    # finite losses
     tp = results["throughput"]
     assert tp["model"]["params"] > 0 and tp["model"]["flops_per_token"] > 0
-    for key in ("bare_eager", "bare_compile", "hyperclone_train"):
+    for key in ("bare_eager", "bare_compile", "hyperclone_train", "hyperclone_train_compile"):
         row = tp["variants"][key]
         assert "error" not in row, row
         assert _positive(row["tokens_per_s"]) and _positive(row["mfu"]) and _positive(row["mfu_vs_reference"])
         assert row["losses"] and all(math.isfinite(v) for v in row["losses"])
-    hc = tp["variants"]["hyperclone_train"]
-    assert hc["intervals_used"] >= 1 and all(_positive(v) for v in hc["interval_rates"])
-    assert (out / "runs" / "throughput-hyperclone" / "metrics.jsonl").is_file()
+    hc, compiled = tp["variants"]["hyperclone_train"], tp["variants"]["hyperclone_train_compile"]
+    for row, run in ((hc, "throughput-hyperclone"), (compiled, "throughput-hyperclone-compile")):
+        assert row["intervals_used"] >= 1 and all(_positive(v) for v in row["interval_rates"])
+        assert (out / "runs" / run / "metrics.jsonl").is_file()
+    assert "--compile" in compiled["command"] and "--compile" not in hc["command"]
+    # the same run compiled: the same losses (fp32; tests/test_train.py checks compiled == eager step by step)
+    assert compiled["losses"] == pytest.approx(hc["losses"], rel=1e-4)
 
     # (b) the ladder point: every run finished with finite losses; growth kept the function
     lad = results["ladder"]
@@ -70,6 +77,7 @@ def test_gpu_kit_smoke(tmp_path: Path) -> None:
     report = (out / "gpu_kit.md").read_text()
     assert "SMOKE RUN" in report and env_rec["torch"] in report
     assert f"{tp['variants']['hyperclone_train']['tokens_per_s']:,.0f}" in report
+    assert f"{compiled['tokens_per_s']:,.0f}" in report and "no --compile flag" not in report
     assert f"{lad['runs']['grown-s0']['final_val_loss']:.4f}" in report
     png = (out / "gpu_kit.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -462,8 +462,6 @@ def part_throughput(ctx: Context, results: dict[str, Any]) -> None:
         "model": stats, "seq_len": s.tp_seq, "sequences_per_step": s.tp_batch, "tokens_per_step": step_tokens,
         "dtype": s.dtype, "flops_formula": FLOPS_FORMULA, "peak_tflops": ctx.peak_tflops,
         "reference_peak_tflops": REFERENCE_PEAK_TFLOPS, "variants": {},
-        "hyperclone_compile": "hyperclone train has no --compile flag: it runs the model eagerly; its row is set "
-                              "against both bare variants",
     }
     results["throughput"] = res
     clock.say(f"(a) building the {stats['params'] / 1e6:.2f}M-parameter llama")
@@ -485,15 +483,33 @@ def part_throughput(ctx: Context, results: dict[str, Any]) -> None:
         add_mfu(row, stats["flops_per_token"], ctx.peak_tflops)
         res["variants"][f"bare_{variant}"] = row
 
-    clock.say("(a) hyperclone train")
-    run = ctx.work / "runs" / "throughput-hyperclone"
+    for variant in ("eager", "compile"):
+        clock.say(f"(a) hyperclone train, {variant}")
+        key = "hyperclone_train" if variant == "eager" else "hyperclone_train_compile"
+        res["variants"][key] = hc_throughput(ctx, model_dir, variant, stats, step_tokens)
+    base = res["variants"]["bare_eager"].get("tokens_per_s")
+    for r in res["variants"].values():
+        if base and r.get("tokens_per_s"):
+            r["vs_bare_eager"] = r["tokens_per_s"] / base
+    shutil.rmtree(model_dir, ignore_errors=True)
+    clock.phase("(a) throughput", start)
+
+
+def hc_throughput(ctx: Context, model_dir: Path, variant: str, stats: dict[str, Any], step_tokens: int
+                  ) -> dict[str, Any]:
+    """One `hyperclone train` run on the throughput model, eager or with `--compile` (inductor, every decoder
+    block): tokens/s from its own metrics.jsonl (steady_rate), MFU, losses; its light files kept under OUT."""
+    s, clock = ctx.sizes, ctx.clock
+    suffix = "" if variant == "eager" else f"-{variant}"
+    run = ctx.work / "runs" / f"throughput-hyperclone{suffix}"
     cmd = hc_train(model_dir, ctx, run, s.hc_steps * step_tokens, step_tokens, s.tp_seq, 3e-4, 0, 10**9, step_tokens,
-                   s.hc_log_every)
-    child = Child("hyperclone_train", cmd, ctx.out / "logs" / "throughput-hyperclone.log")
+                   s.hc_log_every) + (["--compile"] if variant == "compile" else [])
+    child = Child(f"hyperclone_train{suffix}", cmd, ctx.out / "logs" / f"throughput-hyperclone{suffix}.log")
     child.wait(min(s.hc_timeout_s, max(30.0, clock.left() - 150.0 - s.report_reserve_s)))
     metrics = read_metrics(run)
-    keep_run_files(run, ctx.out / "runs" / "throughput-hyperclone")
-    row: dict[str, Any] = {"variant": "hyperclone", "loop": "hyperclone train (eager)", "command": shown(cmd),
+    keep_run_files(run, ctx.out / "runs" / f"throughput-hyperclone{suffix}")
+    how = "eager" if variant == "eager" else "--compile: torch.compile (inductor) per decoder block"
+    row: dict[str, Any] = {"variant": f"hyperclone{suffix}", "loop": f"hyperclone train ({how})", "command": shown(cmd),
                            "process_wall_s": child.wall_s, "status": child.status(), "log_every": s.hc_log_every,
                            "steps": max((m["step"] for m in metrics), default=0), "step_tokens": step_tokens,
                            "losses": [m["train_loss"] for m in metrics if m.get("train_loss") is not None],
@@ -504,14 +520,8 @@ def part_throughput(ctx: Context, results: dict[str, Any]) -> None:
     if child.rc != 0 or not row["tokens_per_s"]:
         row["error"] = child.status()
     add_mfu(row, stats["flops_per_token"], ctx.peak_tflops)
-    res["variants"]["hyperclone_train"] = row
-    base = res["variants"]["bare_eager"].get("tokens_per_s")
-    for r in res["variants"].values():
-        if base and r.get("tokens_per_s"):
-            r["vs_bare_eager"] = r["tokens_per_s"] / base
-    shutil.rmtree(model_dir, ignore_errors=True)
     shutil.rmtree(run, ignore_errors=True)
-    clock.phase("(a) throughput", start)
+    return row
 
 
 # ----------------------------------------------------------------------------- (b) ladder point

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# the throughput loops, in the report's order: the bare PyTorch loop and hyperclone train, each eager and compiled
+VARIANTS = ("bare_eager", "bare_compile", "hyperclone_train", "hyperclone_train_compile")
+VARIANT_COLOURS = {"bare_eager": "tab:gray", "bare_compile": "tab:olive", "hyperclone_train": "tab:blue",
+                   "hyperclone_train_compile": "tab:cyan"}
+
 
 def _f(x: Any, spec: str = ".3f", none: str = "—") -> str:
     return none if x is None else format(x, spec)
@@ -65,7 +70,7 @@ def throughput_section(tp: dict[str, Any]) -> list[str]:
     lines.append("| loop | tokens/s | step | model TFLOP/s | MFU (measured peak) | MFU (790 TFLOP/s) "
                  "| vs bare eager | notes |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
-    for key in ("bare_eager", "bare_compile", "hyperclone_train"):
+    for key in VARIANTS:
         v = tp["variants"].get(key)
         if not v:
             continue
@@ -75,7 +80,7 @@ def throughput_section(tp: dict[str, Any]) -> list[str]:
                          f"{v['first_step_s']:.2f} s" + (" (compilation)" if key == "bare_compile" else ""))
             if v.get("peak_memory_gib"):
                 notes.append(f"peak memory {v['peak_memory_gib']:.1f} GiB")
-        if key == "hyperclone_train" and v.get("interval_rates"):
+        if key.startswith("hyperclone") and v.get("interval_rates"):
             notes.append(f"median of {v['intervals_used']} log intervals of {v['log_every']} steps after the "
                          f"first (its own metrics.jsonl); {v['steps']} steps, process {v['process_wall_s']:.0f} s")
         step_ms = _f(v.get("step_s") and 1000 * v["step_s"], ".1f")
@@ -83,7 +88,9 @@ def throughput_section(tp: dict[str, Any]) -> list[str]:
                      f"{_f(v.get('model_tflops'), '.3g')} | {_pct(v.get('mfu'))} | "
                      f"{_pct(v.get('mfu_vs_reference'))} | {_f(v.get('vs_bare_eager'), '.2f')} | "
                      f"{'; '.join(notes)} |")
-    return lines + ["", f"{tp['hyperclone_compile']}.", ""]
+    if tp.get("hyperclone_compile"):  # kits before hyperclone train had --compile said so here
+        lines += ["", f"{tp['hyperclone_compile']}."]
+    return lines + [""]
 
 
 def ladder_setup(lad: dict[str, Any]) -> list[str]:
@@ -172,9 +179,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     tp = (r.get("throughput") or {}).get("variants", {})
-    names = [k for k in ("bare_eager", "bare_compile", "hyperclone_train") if tp.get(k, {}).get("tokens_per_s")]
+    names = [k for k in VARIANTS if tp.get(k, {}).get("tokens_per_s")]
     vals = [tp[k]["tokens_per_s"] for k in names]
-    bars = ax1.bar(range(len(names)), vals, color=["tab:gray", "tab:olive", "tab:blue"][: len(names)])
+    bars = ax1.bar(range(len(names)), vals, color=[VARIANT_COLOURS[k] for k in names])
     for b, k in zip(bars, names, strict=True):
         ax1.annotate(f"MFU {100 * tp[k].get('mfu', 0):.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
                      ha="center", va="bottom", fontsize=9)
