@@ -165,7 +165,7 @@ def experiment_command(
     out: Annotated[Path, typer.Option("--out", help="Experiment folder; rerunning resumes unfinished runs.")],
     preset: Annotated[str | None, typer.Option(
         "--preset", help="cpu-tiny (the preset comparison; timings in results/cpu-tiny), cpu-ladder (the budget "
-                         "ladder: random vs grown at 0.8M-16M tokens, hours on a CPU; resumable), or gpu-small "
+                         "ladder: random vs grown at 0.4M-16M tokens, hours on a CPU; resumable), or gpu-small "
                          "(sized for one H100, not yet run).")] = None,
     sweep: Annotated[Path | None, typer.Option(
         "--sweep", help="YAML/JSON file of arms (recipes) to compare with random init; writes sweep.md/.json.")
