@@ -30,9 +30,18 @@ if (cd "$src" && "$venv/bin/python" -m pip install -q --no-deps --no-build-isola
 fi
 out=$(mktemp -d)
 (cd "$src" && PYTHON="$venv/bin/python" OUT="$out" bash benchmarks/gpu/run.sh --smoke)
-"$venv/bin/python" - "$out/gpu_kit.json" "$json" "$install" "$started" "$(git -C "$repo" rev-parse HEAD)" <<'PY'
-import importlib.util, json, os, platform, sys, tempfile, time
+PYTHONPATH="$src" "$venv/bin/python" - "$out/gpu_kit.json" "$json" "$install" "$started" "$(git -C "$repo" rev-parse HEAD)" <<'PY'
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
 from importlib import metadata
+from pathlib import Path
+
+from hyperclone.common.outputs import write_text_atomic
+
 kit = json.load(open(sys.argv[1]))
 tp = kit["throughput"]["variants"]
 record = {
@@ -48,17 +57,9 @@ record = {
     "ladder_runs_ok": sorted(k for k, v in kit["ladder"]["runs"].items() if v["status"] == "ok"),
     "wall_s": round(time.time() - int(sys.argv[4])),
 }
-ok = not kit["errors"] and len(record["loops_measured"]) == 4
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(sys.argv[2])))
-with os.fdopen(fd, "w") as f:
-    json.dump(record, f, indent=1)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-if not ok:
-    os.unlink(tmp)
+if kit["errors"] or len(record["loops_measured"]) != 4:
     sys.exit(f"the kit did not pass in the device's package set: {record['kit_errors'] or record['loops_measured']}")
-os.replace(tmp, sys.argv[2])
+write_text_atomic(Path(sys.argv[2]), json.dumps(record, indent=1) + "\n")
 print(json.dumps(record, indent=1))
 PY
 rm -rf "$out"

@@ -88,8 +88,6 @@ def throughput_section(tp: dict[str, Any]) -> list[str]:
                      f"{_f(v.get('model_tflops'), '.3g')} | {_pct(v.get('mfu'))} | "
                      f"{_pct(v.get('mfu_vs_reference'))} | {_f(v.get('vs_bare_eager'), '.2f')} | "
                      f"{'; '.join(notes)} |")
-    if tp.get("hyperclone_compile"):  # kits before hyperclone train had --compile said so here
-        lines += ["", f"{tp['hyperclone_compile']}."]
     return lines + [""]
 
 
