@@ -54,6 +54,8 @@ def test_parse_expands_learning_rates_and_fills_defaults():
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "layers": 0}]}, "layers must be a positive integer"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_tokens": 1000}]}, "only applies to init: grown"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_tokens": 0}]}, "small_tokens must be a positive"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_decay": "no"}]}, "small_decay must be true or false"),
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_decay": False}]}, "small_decay .* only applies"),
     ({"compare": "frontier"}, "compare must be one of best-random, ladder"),
 ])
 def test_bad_sweep_files_give_one_line(change, message):
@@ -71,7 +73,8 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
-        "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens)"]
+        "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens, "
+        "small_decay)"]
     assert not (tmp_path / "out").exists()
 
 
@@ -148,3 +151,33 @@ def test_an_arm_grows_from_a_small_model_of_its_own_budget(tmp_path):
     assert arms["grown"]["small_cost"]["tokens"] == MICRO.small_tokens
     assert (out / "models" / f"grown-w2-noisy-defaultdb-small{budget}" / "config.json").exists()
     assert f"small model pretrained {budget:,} tokens" in (out / "sweep.md").read_text()
+
+
+def test_an_arm_grows_from_the_small_model_without_its_decay(tmp_path):
+    """small_decay: false: the arm's small model is pretrained for the preset's budget from the same init and data
+    but keeps its peak learning rate to the end (runs/small-nodecay-s0): identical to the preset's small model
+    through warmup, never decayed after it; the arm starts at that model's loss (exact growth) and is charged
+    its tokens."""
+    corpus = make_corpus(tmp_path / "corpus")
+    sweep = {"preset": "micro", "seeds": [0], "arms": [
+        {"name": "random", "init": "random", "lr": 2e-3},
+        {"name": "grown", "init": "grown", "lr": 2e-3},
+        {"name": "stable-small", "init": "grown", "lr": 2e-3, "small_decay": False}]}
+    out = tmp_path / "out"
+    res = run_sweep(MICRO, parse_sweep(sweep), out, data=[corpus])
+    own = [m for m in map(json.loads, (out / "runs" / "small-nodecay-s0" / "metrics.jsonl").read_text().splitlines())]
+    preset_small = [json.loads(line) for line in (out / "runs" / "small" / "metrics.jsonl").read_text().splitlines()]
+    warm = round(MICRO.warmup * MICRO.small_tokens // MICRO.batch_tokens)
+    assert [m["train_loss"] for m in own if m["step"] <= warm] == [m["train_loss"] for m in preset_small
+                                                                   if m["step"] <= warm]
+    assert all(m["lr"] == MICRO.small_lr for m in own if m["step"] > warm)
+    assert preset_small[-1]["lr"] < 0.2 * MICRO.small_lr  # the preset's small model did decay
+    own_final = [m for m in own if m.get("val_loss") is not None][-1]
+    assert own_final["tokens"] == res["small_curve"][-1]["tokens"]
+    assert own_final["val_loss"] != res["small_curve"][-1]["val_loss"]
+    arms = res["arms"]
+    assert abs(arms["stable-small"]["start_val_loss"] - own_final["val_loss"]) < 1e-3
+    assert abs(arms["grown"]["start_val_loss"] - res["small_curve"][-1]["val_loss"]) < 1e-3
+    assert arms["stable-small"]["small_cost"]["tokens"] == MICRO.small_tokens
+    assert (out / "models" / "grown-w2-noisy-defaultdb-nodecay" / "config.json").exists()
+    assert "small model without its learning-rate decay" in (out / "sweep.md").read_text()

@@ -4,8 +4,8 @@ run in the ladder's own folder, is reported against the ladder's random frontier
 Every grown arm's final loss is placed on random init's final-loss-versus-budget curve exactly as the ladder
 places its default recipe (ladder.tokens_to_reach: budget-matched, not read off one WSD run's curve, whose loss
 falls mostly in its final decay). `incl. small` charges each arm the pretraining of the small model it grew
-from (an arm's small_tokens has a small model of its own). Writes search.md and search.json; runs that have not
-finished are listed as pending, so the report can be written while the search trains.
+from (an arm's small_tokens or small_decay has a small model of its own). Writes search.md and search.json; runs
+that have not finished are listed as pending, so the report can be written while the search trains.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import reference_model
 from hyperclone.experiments.sweep_report import describe
-from hyperclone.experiments.sweep_spec import Sweep
+from hyperclone.experiments.sweep_spec import Sweep, SweepArm
 
 REPORT, RESULTS = "search.md", "search.json"
 METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed on random init's frontier: its "
@@ -30,8 +30,8 @@ METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed 
               "speedup_tokens(B) = tokens random needs to reach that loss / B. ")[1])
 
 
-def _small_flops(out: Path, preset: Preset, small_tokens: int | None, flops_per_token: float) -> float | None:
-    run = curve(out / "runs" / small_arm(preset, small_tokens).run_name, flops_per_token)
+def _small_flops(out: Path, preset: Preset, arm: SweepArm, flops_per_token: float) -> float | None:
+    run = curve(out / "runs" / small_arm(preset, arm.small_tokens, arm.small_decay).run_name, flops_per_token)
     return run[-1]["flops"] if run else None
 
 
@@ -57,11 +57,12 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         row: dict[str, Any] = {
             "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
+            "small_decay": arm.small_decay,
             "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
             "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
         if gm is not None and frontier:
             needed, bound = ladder.tokens_to_reach(gm, frontier)
-            small_flops = _small_flops(out, preset, arm.small_tokens, small["flops_per_token"])
+            small_flops = _small_flops(out, preset, arm, small["flops_per_token"])
             grown_flops = arm.tokens * big["flops_per_token"]
             row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
                         "speedup_tokens_per_seed": report.spread([ladder.tokens_to_reach(v, frontier)[0] / arm.tokens

@@ -149,6 +149,7 @@ class Arm:
     seed: int
     tokens: int
     lr: float
+    min_lr_ratio: float | None = None  # None: TrainConfig's; 1.0 keeps the peak learning rate to the end
 
     @property
     def run_name(self) -> str:
@@ -162,7 +163,8 @@ def arm_train_config(preset: Preset, arm: Arm, model: Path, out: Path, corpus: P
                        seq_len=preset.seq_len, eval_every=max(1, steps // preset.evals_per_run),
                        eval_tokens=preset.eval_tokens, save_every=max(1, steps // 16), keep_checkpoints=1,
                        log_every=max(1, steps // 100), seed=arm.seed, dtype=preset.dtype, resume=True,
-                       cache_dir=out / "cache", progress=progress, extra={"arm": arm.name})
+                       cache_dir=out / "cache", progress=progress, extra={"arm": arm.name},
+                       **({} if arm.min_lr_ratio is None else {"min_lr_ratio": arm.min_lr_ratio}))
 
 
 def machine() -> str:
@@ -226,9 +228,13 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
 
 
-def small_arm(preset: Preset, tokens: int | None = None) -> Arm:
+def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True) -> Arm:
     """The small model's pretraining run: the preset's budget in DIR/runs/small, another budget (a sweep arm's
-    small_tokens) in DIR/runs/small-<tokens>-s0, from the same initialisation and learning rate."""
-    if tokens is None or tokens == preset.small_tokens:
+    small_tokens) in DIR/runs/small-<tokens>-s0, from the same initialisation and learning rate. decay=False
+    (a sweep arm's small_decay: false) keeps the peak learning rate to the end, in DIR/runs/small[-<tokens>]-nodecay-s0:
+    on the preset's WSD schedule, the stable-phase model its decay would start from, trained as long."""
+    own = tokens is None or tokens == preset.small_tokens
+    if own and decay:
         return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)
-    return Arm(f"small-{tokens}", "small-init", 0, tokens, preset.small_lr)
+    name = "small" + ("" if own else f"-{tokens}") + ("" if decay else "-nodecay")
+    return Arm(name, "small-init", 0, tokens or preset.small_tokens, preset.small_lr, None if decay else 1.0)

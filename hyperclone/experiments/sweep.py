@@ -70,7 +70,7 @@ def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
-        old = {"layers": None, "msg": {}, "small_tokens": None, **json.loads(path.read_text())}
+        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
                                   "that folder")
@@ -91,15 +91,15 @@ def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:
 
 
 def prepare(preset: Preset, out: Path, data: list[Path] | None, say,
-            small_budgets: tuple[int, ...] = ()) -> Path:
-    """Corpus, tokenizer and the small model (with its final moments), and one more small model per budget
-    in `small_budgets` (arms' small_tokens; setup.small_arm names their runs); returns the preset's small
-    run's final folder."""
+            small_models: tuple[tuple[int | None, bool], ...] = ()) -> Path:
+    """Corpus, tokenizer and the small model (with its final moments), and one more small model per
+    (budget, decay) in `small_models` (arms' small_tokens and small_decay; setup.small_arm names their runs);
+    returns the preset's small run's final folder."""
     prepared = setup.prepare(preset, out, data, say)
     say("training the small model (reused when already trained)")
     finals = {}
-    for tokens in (None, *small_budgets):
-        arm = setup.small_arm(preset, tokens)
+    for tokens, decay in ((None, True), *small_models):
+        arm = setup.small_arm(preset, tokens, decay)
         if arm.run_name not in finals:
             cfg = replace(setup.arm_train_config(preset, arm, prepared.small_init, out, prepared.corpus,
                                                  progress=False), save_moments=True)
@@ -107,9 +107,15 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say,
     return finals["small"]
 
 
-def small_final_for(out: Path, preset: Preset, small_tokens: int | None) -> Path:
+def small_final_for(out: Path, preset: Preset, small_tokens: int | None, small_decay: bool = True) -> Path:
     """The final folder of the small model an arm grows from (trained by prepare)."""
-    return out / "runs" / setup.small_arm(preset, small_tokens).run_name / "final"
+    return out / "runs" / setup.small_arm(preset, small_tokens, small_decay).run_name / "final"
+
+
+def small_models(sweep: Sweep) -> tuple[tuple[int | None, bool], ...]:
+    """The (budget, decay) of every small model the sweep's arms grow from other than the preset's own."""
+    return tuple(sorted({(a.small_tokens, a.small_decay) for a in sweep.arms
+                         if a.small_tokens or not a.small_decay}, key=lambda m: (m[0] or 0, m[1])))
 
 
 def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
@@ -120,18 +126,19 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
     models = out / "models"
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
 
-    def key(arm: SweepArm, opts: dict[str, Any], small_tokens: int | None) -> tuple[int, int, str, int]:
+    def key(arm: SweepArm, opts: dict[str, Any], small: tuple[int | None, bool]) -> tuple[int, int, str, int, bool]:
         return (arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True),
-                small_tokens or 0)
+                small[0] or 0, small[1])
 
-    needed = {key(a, a.grow, a.small_tokens) for a in sweep.arms if a.init == "grown"}
-    carried = {key(a, a.grow, a.small_tokens) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
-    needed |= {key(a, reference_growth(a), None) for a in sweep.arms}  # each shape's config: random init, stats
-    for width, layers, opts_json, small_tokens in sorted(needed):
+    needed = {key(a, a.grow, (a.small_tokens, a.small_decay)) for a in sweep.arms if a.init == "grown"}
+    carried = {key(a, a.grow, (a.small_tokens, a.small_decay)) for a in sweep.arms
+               if a.init == "grown" and a.moments == "carry"}
+    needed |= {key(a, reference_growth(a), (None, True)) for a in sweep.arms}  # each shape's config: random, stats
+    for width, layers, opts_json, small_tokens, small_decay in sorted(needed):
         opts = json.loads(opts_json)
-        folder = models / (grown_name(width, opts, layers or None) + small_suffix(small_tokens or None))
-        source = small_final_for(out, preset, small_tokens or None)
-        moments = (width, layers, opts_json, small_tokens) in carried
+        folder = models / (grown_name(width, opts, layers or None) + small_suffix(small_tokens or None, small_decay))
+        source = small_final_for(out, preset, small_tokens or None, small_decay)
+        moments = (width, layers, opts_json, small_tokens, small_decay) in carried
         if not (folder / "config.json").exists() or (moments and not (folder / MOMENTS_FILE).exists()):
             say(f"growing {folder.name}")
             depth = {"layers": layers} if layers else {}
@@ -146,8 +153,8 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
 
 def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
     """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
-    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_tokens is None or (
-        small_final_for(out, preset, a.small_tokens) / "trainer_state.json").exists()))
+    return replace(sweep, arms=tuple(a for a in sweep.arms if (a.small_tokens is None and a.small_decay) or (
+        small_final_for(out, preset, a.small_tokens, a.small_decay) / "trainer_state.json").exists()))
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
@@ -168,7 +175,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
     ready = sweep if train_runs else _trained_small(preset, sweep, out)  # a report trains no small model
-    small_final = prepare(preset, out, data, say, tuple(sorted({a.small_tokens for a in ready.arms if a.small_tokens})))
+    small_final = prepare(preset, out, data, say, small_models(ready))
     make_models(preset, ready, out, say)
     jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
     # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
@@ -179,7 +186,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         arm = sweep.arms[a]
         cfg = train_config(preset, arm, seed, out, small_final)
         _check_arm(cfg.out, arm)
-        small = small_final_for(out, preset, arm.small_tokens)
+        small = small_final_for(out, preset, arm.small_tokens, arm.small_decay)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]

@@ -1,7 +1,7 @@
 """Which model folder (under DIR/models) each sweep arm starts from, and the final shape it trains.
 
 Names are data the sweep and its report share: a grown model per (shape, grow options, small model's
-budget when an arm sets small_tokens), a random
+budget and schedule when an arm sets small_tokens or small_decay), a random
 init per (shape, seed), an MSG start per (arm, seed). A shape is the width factor and, when the arm
 deepens the model, the final number of layers ("2" or "2-L8").
 """
@@ -35,9 +35,10 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
     return name + moe_suffix(opts)
 
 
-def small_suffix(small_tokens: int | None) -> str:
-    """"-small3200000" for a model grown from a small model pretrained for 3.2M tokens instead of the preset's."""
-    return "" if small_tokens is None else f"-small{small_tokens}"
+def small_suffix(small_tokens: int | None, small_decay: bool = True) -> str:
+    """"-small3200000" for a model grown from a small model pretrained for 3.2M tokens instead of the preset's;
+    "-nodecay" added for one trained without the learning-rate decay."""
+    return ("" if small_tokens is None else f"-small{small_tokens}") + ("" if small_decay else "-nodecay")
 
 
 def moe_suffix(opts: dict[str, Any]) -> str:
@@ -67,7 +68,7 @@ def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
     """The folder under DIR/models the arm starts from (for msg: its MSG start, written by the run)."""
     w, layers = arm_width(arm, preset), arm_layers(arm, preset)
     if arm.init == "grown":
-        return grown_name(w, arm.grow, layers) + small_suffix(arm.small_tokens)
+        return grown_name(w, arm.grow, layers) + small_suffix(arm.small_tokens, arm.small_decay)
     if arm.init == "msg":
         return f"msg-{arm.name}-s{seed}"
     return f"random-w{shape_label(w, layers)}{moe_suffix(arm.grow)}-s{seed}"

@@ -47,6 +47,8 @@ def describe(arm: SweepArm, preset: Preset) -> str:
             parts.append("carried moments" + (" (first reset)" if arm.moments_reset == "first" else ""))
     if arm.small_tokens:
         parts.append(f"small model pretrained {arm.small_tokens:,} tokens")
+    if not arm.small_decay:
+        parts.append("small model without its learning-rate decay")
     warm = preset.warmup if arm.warmup is None else arm.warmup
     parts.append(f"{arm.schedule or preset.schedule}, warmup {warm:g}")
     if arm.tokens:
@@ -102,24 +104,26 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
         if randoms:
             best_random[shape] = min(randoms, key=lambda n: arms[n]["final_val_loss"]["mean"])
     small_cost = (small_curve[-1]["tokens"], small_curve[-1]["flops"], small_curve[-1]["elapsed_s"])
-    small_costs = {None: small_cost}  # per small model budget (an arm's small_tokens)
+    small_costs = {(None, True): small_cost}  # per small model (an arm's small_tokens and small_decay)
     for arm in sweep.arms:
-        if arm.init != "random" and arm.small_tokens not in small_costs:
-            own = curve(out / "runs" / small_arm(preset, arm.small_tokens).run_name, small_stats["flops_per_token"])
-            small_costs[arm.small_tokens] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
+        if arm.init != "random" and (arm.small_tokens, arm.small_decay) not in small_costs:
+            own = curve(out / "runs" / small_arm(preset, arm.small_tokens, arm.small_decay).run_name,
+                        small_stats["flops_per_token"])
+            small_costs[arm.small_tokens, arm.small_decay] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
     for arm in sweep.arms:
         name, a = arm.name, arms[arm.name]
         ref = best_random.get(a["shape"])
         if ref is None or a["init"] == "random":
             continue
-        a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), small_costs[arm.small_tokens], strict=True))
+        own_small = small_costs[arm.small_tokens, arm.small_decay]
+        a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), own_small, strict=True))
         common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
         if not common:
             continue
         g_mean = report.mean_curve([curves[name][s] for s in common])
         r_mean = report.mean_curve([curves[ref][s] for s in common])
-        top = report.speedups(g_mean, r_mean, *small_costs[arm.small_tokens])
-        per_seed = [report.speedups(curves[name][s], curves[ref][s], *small_costs[arm.small_tokens])["speedup_tokens"]
+        top = report.speedups(g_mean, r_mean, *own_small)
+        per_seed = [report.speedups(curves[name][s], curves[ref][s], *own_small)["speedup_tokens"]
                     for s in common]
         gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
         a["vs_best_random"] = {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,

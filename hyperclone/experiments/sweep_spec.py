@@ -20,6 +20,9 @@ arms:
   - name: better-small    # grown from a small model pretrained for 4x the preset's budget (trained once,
     init: grown           # in DIR/runs/small-<tokens>-s0, and charged to this arm's "incl. small")
     small_tokens: 3200000
+  - name: stable-small    # grown from the preset's small model trained without the learning-rate decay (its
+    init: grown           # peak to the end: the stable-phase checkpoint a WSD run would decay from), in
+    small_decay: false    # DIR/runs/small-nodecay-s0 (with small_tokens: small-<tokens>-nodecay-s0)
   - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
     init: grown
     layers: 8
@@ -51,7 +54,8 @@ TOP_KEYS = ("preset", "seeds", "arms", "compare")
 # folder (search.md: budget-matched like the ladder itself; hyperclone.experiments.ladder_search)
 COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
-            "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens")
+            "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens",
+            "small_decay")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k")
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
@@ -77,6 +81,7 @@ class SweepArm:
     moments: str = "fresh"
     moments_reset: str = "none"
     small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
+    small_decay: bool = True  # False: the small model keeps its peak learning rate to the end (no decay)
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -217,6 +222,11 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             if a["init"] == "random":
                 _fail(here, "small_tokens (the small model's budget) only applies to init: grown or msg")
             small_tokens = int(_number(here, "small_tokens", small_tokens))
+        small_decay = a.get("small_decay", True)
+        if not isinstance(small_decay, bool):
+            _fail(here, f"small_decay must be true or false, got {small_decay!r}")
+        if not small_decay and a["init"] == "random":
+            _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
         for lr in lr_values:
             arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
             arms.append(SweepArm(
@@ -225,7 +235,8 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 decay_frac=_number(here, "decay_frac", a.get("decay_frac", 0.2)),
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
-                moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens))
+                moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
+                small_decay=small_decay))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
