@@ -282,8 +282,7 @@ def _search(path: str) -> str:
 
     data = load(path)
     lines = ladder_search.table(data)
-    frontier = ", ".join(f"{b / 1e6:g}M {loss:.3f}" for b, loss in data["frontier"])
-    lines += ["", f"Random init's frontier (budget, final loss at its best LR): {frontier}. "
+    lines += ["", f"Random init's frontier (budget: final loss at its best LR): {ladder_search.frontier_text(data)}. "
               f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
               f"(`results/{Path(path).parent}/search.md`)."]
     return "\n".join(lines)

@@ -189,12 +189,16 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
     report = ladder_search.write(results, tmp_path).read_text()
     assert "| last-small12.8m |" in report and "| s1 |" in report and f"| {head_start / 1e6:.2f}M | " in report
     assert "search_val_loss_16m.png" in report and (tmp_path / "search_val_loss_16m.png").exists()
+    # the frontier names how many seeds stand behind each point: the sweep's one-seed LR arm at 6.4M
+    assert results["random_seeds"]["6400000"] == [0] and results["random_seeds"]["16000000"] == [0, 1]
+    assert "6.4M: 2.700 (1 seed), 16M: 2.500 (2 seeds)." in report
     assert [p["val_loss"] for p in results["curves"]["grown-16m-lr0.002"]] == [9.0, 2.46]  # seed mean
 
 
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     """sweeps/prose-confirm.yaml: the ladder's 1.6M-token arms, defined exactly as in the ladder (so the code and
-    prose figures differ only in the corpus), with random's LR search and random at the budgets either side."""
+    prose figures differ only in the corpus), with random's LR search, random at the budgets either side and at 0.4M (below the small model's loss, so the
+    head start is bracketed)."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -207,7 +211,8 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
             assert {**arm.as_dict(), "seeds": None} == {**ladder_arms[arm.name], "seeds": None}
     assert prose.compare == "ladder"
     assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
-                                            "random-1.6m-lr0.004", "random-0.8m-lr0.002", "random-3.2m-lr0.002"}
+                                            "random-1.6m-lr0.004", "random-0.4m-lr0.002", "random-0.8m-lr0.002",
+                                            "random-3.2m-lr0.002"}
 
 
 def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tmp_path):

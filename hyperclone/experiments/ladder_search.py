@@ -80,6 +80,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     return {"preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
+            "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
 
@@ -95,6 +96,13 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
             settled = all(not r["pending"] for r in rows if r["budget_tokens"] == budget) and len(top["final"]) >= 2
             found[str(budget)] = {"arm": top["arm"], "mean": top["mean"], "provisional": not settled}
     return found
+
+
+def frontier_text(results: dict[str, Any]) -> str:
+    """"0.4M: 3.857 (2 seeds), ...": random's frontier with the seeds behind each point (its chosen arm's)."""
+    seeds = results.get("random_seeds", {})
+    return ", ".join(f"{b / 1e6:g}M: {loss:.3f}" + (f" ({len(seeds[str(b)])} seed{'s' * (len(seeds[str(b)]) != 1)})"
+                                                    if str(b) in seeds else "") for b, loss in results["frontier"])
 
 
 def table(results: dict[str, Any]) -> list[str]:
@@ -146,7 +154,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
     write_text_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
     pngs = plot(results, out)
-    frontier = ", ".join(f"{b / 1e6:g}M: {loss:.3f}" for b, loss in results["frontier"])
+    frontier = frontier_text(results)
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
              f"On {results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB). Random init's "
              f"frontier (budget: final loss): {frontier}.", "", METHOD, "", ladder.HEAD_START, "", *table(results), ""]
