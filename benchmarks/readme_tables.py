@@ -282,7 +282,8 @@ def _search(path: str) -> str:
 
     data = load(path)
     lines = ladder_search.table(data)
-    lines += ["", f"Random init's frontier (budget: final loss at its best LR): {ladder_search.frontier_text(data)}. "
+    frontier = ladder_search.frontier_text(data)
+    lines += ["", f"Random init's frontier (budget: final loss at its best learning rate or schedule): {frontier}. "
               f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
               f"(`results/{Path(path).parent}/search.md`)."]
     return "\n".join(lines)

@@ -197,8 +197,8 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
 
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     """sweeps/prose-confirm.yaml: the ladder's 1.6M-token arms, defined exactly as in the ladder (so the code and
-    prose figures differ only in the corpus), with random's LR search, random at the budgets either side and at 0.4M (below the small model's loss, so the
-    head start is bracketed)."""
+    prose figures differ only in the corpus), with random's LR search, random at the budgets either side and at
+    0.4M (below the small model's loss, so the head start is bracketed)."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
