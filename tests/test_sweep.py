@@ -165,7 +165,7 @@ def test_an_arm_grows_from_the_small_model_without_its_decay(tmp_path):
         {"name": "stable-small", "init": "grown", "lr": 2e-3, "small_decay": False}]}
     out = tmp_path / "out"
     res = run_sweep(MICRO, parse_sweep(sweep), out, data=[corpus])
-    own = [m for m in map(json.loads, (out / "runs" / "small-nodecay-s0" / "metrics.jsonl").read_text().splitlines())]
+    own = [json.loads(line) for line in (out / "runs" / "small-nodecay-s0" / "metrics.jsonl").read_text().splitlines()]
     preset_small = [json.loads(line) for line in (out / "runs" / "small" / "metrics.jsonl").read_text().splitlines()]
     warm = round(MICRO.warmup * MICRO.small_tokens // MICRO.batch_tokens)
     assert [m["train_loss"] for m in own if m["step"] <= warm] == [m["train_loss"] for m in preset_small

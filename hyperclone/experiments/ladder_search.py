@@ -31,7 +31,7 @@ METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed 
 
 
 def _small_flops(out: Path, preset: Preset, arm: SweepArm, flops_per_token: float) -> float | None:
-    run = curve(out / "runs" / small_arm(preset, arm.small_tokens, arm.small_decay).run_name, flops_per_token)
+    run = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, flops_per_token)
     return run[-1]["flops"] if run else None
 
 
@@ -100,9 +100,11 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def frontier_text(results: dict[str, Any]) -> str:
     """"0.4M: 3.857 (2 seeds), ...": random's frontier with the seeds behind each point (its chosen arm's)."""
-    seeds = results.get("random_seeds", {})
-    return ", ".join(f"{b / 1e6:g}M: {loss:.3f}" + (f" ({len(seeds[str(b)])} seed{'s' * (len(seeds[str(b)]) != 1)})"
-                                                    if str(b) in seeds else "") for b, loss in results["frontier"])
+    points = []
+    for budget, loss in results["frontier"]:
+        n = len(results.get("random_seeds", {}).get(str(budget), []))
+        points.append(f"{budget / 1e6:g}M: {loss:.3f}" + (f" ({n} seed{'s' if n != 1 else ''})" if n else ""))
+    return ", ".join(points)
 
 
 def table(results: dict[str, Any]) -> list[str]:

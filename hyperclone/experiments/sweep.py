@@ -114,8 +114,8 @@ def small_final_for(out: Path, preset: Preset, small_tokens: int | None, small_d
 
 def small_models(sweep: Sweep) -> tuple[tuple[int | None, bool], ...]:
     """The (budget, decay) of every small model the sweep's arms grow from other than the preset's own."""
-    return tuple(sorted({(a.small_tokens, a.small_decay) for a in sweep.arms
-                         if a.small_tokens or not a.small_decay}, key=lambda m: (m[0] or 0, m[1])))
+    return tuple(sorted({a.small_model for a in sweep.arms if a.small_model != (None, True)},
+                        key=lambda m: (m[0] or 0, m[1])))
 
 
 def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
@@ -130,9 +130,8 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
         return (arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True),
                 small[0] or 0, small[1])
 
-    needed = {key(a, a.grow, (a.small_tokens, a.small_decay)) for a in sweep.arms if a.init == "grown"}
-    carried = {key(a, a.grow, (a.small_tokens, a.small_decay)) for a in sweep.arms
-               if a.init == "grown" and a.moments == "carry"}
+    needed = {key(a, a.grow, a.small_model) for a in sweep.arms if a.init == "grown"}
+    carried = {key(a, a.grow, a.small_model) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
     needed |= {key(a, reference_growth(a), (None, True)) for a in sweep.arms}  # each shape's config: random, stats
     for width, layers, opts_json, small_tokens, small_decay in sorted(needed):
         opts = json.loads(opts_json)
@@ -153,8 +152,8 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
 
 def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
     """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
-    return replace(sweep, arms=tuple(a for a in sweep.arms if (a.small_tokens is None and a.small_decay) or (
-        small_final_for(out, preset, a.small_tokens, a.small_decay) / "trainer_state.json").exists()))
+    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == (None, True) or (
+        small_final_for(out, preset, *a.small_model) / "trainer_state.json").exists()))
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
@@ -186,7 +185,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         arm = sweep.arms[a]
         cfg = train_config(preset, arm, seed, out, small_final)
         _check_arm(cfg.out, arm)
-        small = small_final_for(out, preset, arm.small_tokens, arm.small_decay)
+        small = small_final_for(out, preset, *arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]

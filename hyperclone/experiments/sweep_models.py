@@ -68,7 +68,7 @@ def model_for(arm: SweepArm, seed: int, preset: Preset) -> str:
     """The folder under DIR/models the arm starts from (for msg: its MSG start, written by the run)."""
     w, layers = arm_width(arm, preset), arm_layers(arm, preset)
     if arm.init == "grown":
-        return grown_name(w, arm.grow, layers) + small_suffix(arm.small_tokens, arm.small_decay)
+        return grown_name(w, arm.grow, layers) + small_suffix(*arm.small_model)
     if arm.init == "msg":
         return f"msg-{arm.name}-s{seed}"
     return f"random-w{shape_label(w, layers)}{moe_suffix(arm.grow)}-s{seed}"

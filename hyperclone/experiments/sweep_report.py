@@ -106,16 +106,15 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
     small_cost = (small_curve[-1]["tokens"], small_curve[-1]["flops"], small_curve[-1]["elapsed_s"])
     small_costs = {(None, True): small_cost}  # per small model (an arm's small_tokens and small_decay)
     for arm in sweep.arms:
-        if arm.init != "random" and (arm.small_tokens, arm.small_decay) not in small_costs:
-            own = curve(out / "runs" / small_arm(preset, arm.small_tokens, arm.small_decay).run_name,
-                        small_stats["flops_per_token"])
-            small_costs[arm.small_tokens, arm.small_decay] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
+        if arm.init != "random" and arm.small_model not in small_costs:
+            own = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, small_stats["flops_per_token"])
+            small_costs[arm.small_model] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
     for arm in sweep.arms:
         name, a = arm.name, arms[arm.name]
         ref = best_random.get(a["shape"])
         if ref is None or a["init"] == "random":
             continue
-        own_small = small_costs[arm.small_tokens, arm.small_decay]
+        own_small = small_costs[arm.small_model]
         a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), own_small, strict=True))
         common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
         if not common:

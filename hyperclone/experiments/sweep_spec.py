@@ -83,6 +83,11 @@ class SweepArm:
     small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
     small_decay: bool = True  # False: the small model keeps its peak learning rate to the end (no decay)
 
+    @property
+    def small_model(self) -> tuple[int | None, bool]:
+        """(budget, decay) of the small model the arm grows from: (None, True) is the preset's own."""
+        return self.small_tokens, self.small_decay
+
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
