@@ -19,7 +19,7 @@ from train_helpers import make_corpus, make_model, make_tokenizer
 
 import hyperclone.train.loop as train_mod
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.train.loop import TrainConfig, lr_at, read_metrics, train
+from hyperclone.train.loop import TrainConfig, decay_start, lr_at, read_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 60
@@ -218,6 +218,7 @@ def _not_causal(folder: Path) -> Path:
     ("binary_corpus", "binary file"),
     ("existing_run", "already holds a training run"),
     ("bad_schedule", "--schedule must be one of"),
+    ("stable_on_cosine", "--save-stable needs --schedule wsd"),
     ("resume_other_recipe", "different recipe: lr was 0.003, now 0.001"),
     ("resume_other_data", "data .* changed"),
 ])
@@ -254,6 +255,8 @@ def test_bad_input_is_one_clear_error(setup, reference, tmp_path, case, message)
     elif case == "resume_other_data":
         other = make_corpus(tmp_path / "other", n_files=2, seed=1)
         cfg = replace(reference[0], resume=True, data=[other])
+    elif case == "stable_on_cosine":
+        cfg = replace(cfg, save_stable=True)
     else:
         cfg = replace(cfg, schedule="linear")
     with pytest.raises(HyperCloneError, match=message):
@@ -289,6 +292,26 @@ def test_lr_schedules():
     wsd = [lr_at(s, 100, replace(cfg, schedule="wsd", decay_frac=0.2)) for s in range(100)]
     assert wsd[9:80] == [1.0] * 71 and wsd[80] < 1.0 and wsd[-1] == pytest.approx(0.1)
     assert lr_at(0, 100, replace(cfg, warmup=0.05)) == pytest.approx(0.2)  # fraction of the steps
+    assert decay_start(100, replace(cfg, schedule="wsd", decay_frac=0.2)) == 80
+
+
+def test_save_stable_exports_the_model_the_wsd_decay_starts_from(setup, tmp_path):
+    """--save-stable: OUT/stable holds the model after the steps before WSD's decay, equal to the same recipe
+    trained without decay (min_lr_ratio 1.0) exported at that step, also when the run was stopped and resumed
+    before it; the decayed final model is another."""
+    cfg = base_config(setup, tmp_path / "wsd", schedule="wsd", save_stable=True)
+    start = decay_start(STEPS, cfg)
+    assert 0 < start < STEPS and start % cfg.save_every != 0
+    train(replace(cfg, stop_after=start - 3))  # killed after a checkpoint before the decay, then resumed
+    assert not (cfg.out / "stable").exists()
+    train(replace(cfg, resume=True))
+    flat = base_config(setup, tmp_path / "flat", schedule="wsd", min_lr_ratio=1.0, save_hf_every=start)
+    train(flat)
+    stable, reference = weights(cfg.out / "stable"), weights(flat.out / "hf" / f"step-{start:07d}")
+    assert stable.keys() == reference.keys() and all(torch.equal(stable[k], reference[k]) for k in stable)
+    assert json.loads((cfg.out / "stable" / "trainer_state.json").read_text())["step"] == start
+    final = weights(cfg.out / "final")
+    assert any(not torch.equal(final[k], stable[k]) for k in stable)
 
 
 def test_rng_files_load_without_pickle_code_old_and_new(tmp_path):

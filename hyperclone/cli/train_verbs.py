@@ -88,6 +88,9 @@ def train_command(
     ] = choices.SaveDtype.fp32,
     save_hf_every: Annotated[int | None, typer.Option(
         "--save-hf-every", help="Also export a plain checkpoint folder every N steps, under OUT/hf/.")] = None,
+    save_stable: Annotated[bool, typer.Option(
+        "--save-stable", help="wsd: also export the model the decay starts from (the end of the stable phase), "
+                              "under OUT/stable/: a small model to grow from before its anneal.")] = False,
     compile_blocks: Annotated[bool, typer.Option(
         "--compile", help="torch.compile every decoder block (inductor; the first steps pay the compile time).")
     ] = False,
@@ -125,7 +128,8 @@ def train_command(
         moments_from=moments_from, moments_reset=choices.value(moments_reset),
         step_hook=MSG_HOOK if msg else None, strategy=choices.value(strategy), cpu_offload=cpu_offload,
         activation_checkpointing=activation_checkpointing, attn=choices.value(attn),
-        save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, compile=compile_blocks,
+        save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, save_stable=save_stable,
+        compile=compile_blocks,
         log=tuple(choices.value(x) for x in log or ())))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "

@@ -45,6 +45,7 @@ from hyperclone.train.options import DTYPES, LOG_SINKS, RESETS, SCHEDULES  # noq
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
+STABLE_DIR = "stable"  # --save-stable: the model a wsd run's decay starts from
 
 # Recipe fields that must not change when a run is resumed (they change the result).
 _RECIPE_KEYS = ("tokens", "lr", "min_lr_ratio", "warmup", "schedule", "decay_frac", "batch_tokens", "seq_len",
@@ -98,6 +99,7 @@ class TrainConfig:
     attn: str | None = None  # attention implementation passed to transformers (sdpa, eager, flash_attention_2)
     save_dtype: str = "fp32"  # dtype of the exported plain checkpoints (final/, hf/step-*)
     save_hf_every: int | None = None  # also export a plain checkpoint every N steps (under hf/)
+    save_stable: bool = False  # wsd: also export the model its decay starts from (under stable/), to grow from
     compile: bool = False  # torch.compile every decoder block (nn.Module.compile: parameter names unchanged)
     log: tuple[str, ...] = ()  # sinks besides metrics.jsonl: tensorboard (events under out/tensorboard)
 
@@ -116,6 +118,11 @@ class TrainResult:
     elapsed_s: float
 
 
+def decay_start(total: int, cfg: TrainConfig) -> int:
+    """wsd: the first optimizer step of the final decay; the steps before it run at warmup or peak."""
+    return max(warmup_steps(cfg, total), total - max(1, round(cfg.decay_frac * total)))
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based) of `total`."""
     warm = warmup_steps(cfg, total)
@@ -125,8 +132,7 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "cosine":
         p = (step - warm + 1) / max(1, total - warm)
         return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-    decay = max(1, round(cfg.decay_frac * total))
-    start = max(warm, total - decay)
+    start = decay_start(total, cfg)
     if step < start:
         return cfg.lr
     p = (step - start + 1) / max(1, total - start)
@@ -218,6 +224,8 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError("--cpu-offload needs --strategy fsdp")
     if cfg.save_hf_every is not None and cfg.save_hf_every <= 0:
         raise HyperCloneError(f"--save-hf-every must be positive, got {cfg.save_hf_every}")
+    if cfg.save_stable and cfg.schedule != "wsd":
+        raise HyperCloneError("--save-stable needs --schedule wsd (it saves the model the wsd decay starts from)")
     load_step_hook(cfg.step_hook)
 
 
@@ -593,12 +601,12 @@ class Run:
             ts.prune(self.out, self.cfg.keep_checkpoints)
         procs.barrier()
 
-    def export(self, step: int) -> None:
-        """--save-hf-every: a plain checkpoint folder under out/hf/step-N (gathered from the shards)."""
+    def export(self, step: int, dest: Path | None = None) -> None:
+        """A plain checkpoint folder (gathered from the shards): out/hf/step-N for --save-hf-every, or dest."""
         procs = self.procs
         full = parallel.full_state_dict(self.model) if self.cfg.strategy == "fsdp" else self.model.state_dict()
         if procs.main:
-            dest = self.out / "hf" / f"step-{step:07d}"
+            dest = dest or self.out / "hf" / f"step-{step:07d}"
             tmp = ts.begin_save(dest)
             parallel.export_hf(tmp, self.model_dir, full, self.tokenizer, self.cfg.save_dtype)
             ts.finish_save(tmp, dest, None, self.tokenizer, None, {"step": step, "tokens": self.tokens,
@@ -697,7 +705,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             do_eval = step % cfg.eval_every == 0 or step == total
             do_save = step % cfg.save_every == 0 and step < total
             do_export = bool(cfg.save_hf_every) and step % cfg.save_hf_every == 0
-            if not (step % cfg.log_every == 0 or do_eval or do_save or do_export or step == total):
+            do_stable = cfg.save_stable and step == decay_start(total, cfg)
+            if not (step % cfg.log_every == 0 or do_eval or do_save or do_export or do_stable or step == total):
                 continue
             stats = procs.sum_(loss_acc.clone())
             if stats[2] > 0 or not math.isfinite(float(stats[0])):
@@ -712,6 +721,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
                                "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
                                "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3)})
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+            if do_stable:  # before the checkpoint of this step, so a resumed run past it has always exported it
+                run.export(step, run.out / STABLE_DIR)
             if do_save:
                 run.save(ts.step_dir(run.out, step))
                 run.last_good = ts.step_dir(run.out, step)
