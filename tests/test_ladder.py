@@ -198,7 +198,8 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     """sweeps/prose-confirm.yaml: the ladder's 1.6M-token arms, defined exactly as in the ladder (so the code and
     prose figures differ only in the corpus), with random's LR search, random at the budgets either side and at
-    0.4M (below the small model's loss, so the head start is bracketed)."""
+    0.4M (below the small model's loss, so the head start is bracketed), and the code search's winner (cosine) beside
+    random init on cosine."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -212,7 +213,9 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     assert prose.compare == "ladder"
     assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
                                             "random-1.6m-lr0.004", "random-0.4m-lr0.002", "random-0.8m-lr0.002",
-                                            "random-3.2m-lr0.002"}
+                                            "random-3.2m-lr0.002", "grown-1.6m-cosine", "random-1.6m-cosine"}
+    cosine = {a.name: a for a in prose.arms if a.schedule == "cosine"}
+    assert set(cosine) == {"grown-1.6m-cosine", "random-1.6m-cosine"}  # the search's winner, and random's schedule
 
 
 def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tmp_path):
