@@ -100,7 +100,8 @@ def test_the_packaged_ladder_parses():
 def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     """sweeps/cpu-ladder-last.yaml runs in the ladder's folder: every arm named like a ladder arm is defined exactly
     as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates train the
-    ladder's largest budget, except the probe beside the ladder's default arm at 0.8M tokens."""
+    ladder's largest budget, except the probe beside the ladder's default arm at 0.8M tokens and the cosine pair at
+    1.6M tokens (the prose confirmation's budget)."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -113,8 +114,9 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     for arm in shared:
         assert arm.as_dict() == ladder_arms[arm.name]
     largest = max(a["tokens"] for a in ladder_arms.values())
-    assert {a.name for a in search.arms if a.tokens != largest} == {"grown-0.8m-lr0.002", "uneven-0.8m"}
-    assert all(a.tokens == 800_000 for a in search.arms if a.tokens != largest)
+    assert {a.name: a.tokens for a in search.arms if a.tokens != largest} == {
+        "grown-0.8m-lr0.002": 800_000, "uneven-0.8m": 800_000, "grown-1.6m-cosine": 1_600_000,
+        "random-1.6m-cosine": 1_600_000}
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000, 51_200_000}
 
 
