@@ -216,8 +216,8 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
     assert {a.name for a in prose.arms} == {"random-1.6m-lr0.002", "grown-1.6m-lr0.002", "random-1.6m-lr0.001",
                                             "random-1.6m-lr0.004", "random-0.4m-lr0.002", "random-0.8m-lr0.002",
                                             "random-3.2m-lr0.002", "grown-1.6m-cosine", "random-1.6m-cosine"}
-    cosine = {a.name: a for a in prose.arms if a.schedule == "cosine"}
-    assert set(cosine) == {"grown-1.6m-cosine", "random-1.6m-cosine"}  # the search's winner, and random's schedule
+    cosine = {a.name for a in prose.arms if a.schedule == "cosine"}
+    assert cosine == {"grown-1.6m-cosine", "random-1.6m-cosine"}  # the search's winner, and random's schedule
 
 
 def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tmp_path):

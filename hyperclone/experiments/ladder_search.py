@@ -81,6 +81,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
+            "random_finals": {name: a["final_val_loss"] for name, a in arms.items()
+                              if a["init"] == "random" and a["final_val_loss"]},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
 
@@ -160,6 +162,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
              f"On {results['corpus']['description']} ({results['corpus']['bytes'] / 1e6:.1f} MB). Random init's "
              f"frontier (budget: final loss): {frontier}.", "", METHOD, "", ladder.HEAD_START, "", *table(results), ""]
+    if results.get("random_finals"):
+        lines += ["Random init's arms in this sweep (final loss, seeds): " + ", ".join(
+            f"{name} {ladder.losses_text(finals)}" for name, finals in results["random_finals"].items()) + ".", ""]
     for budget, top in results["best"].items():
         state = "provisional (seeds pending or only one)" if top["provisional"] else "settled"
         lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")

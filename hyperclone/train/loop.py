@@ -688,6 +688,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     loss_acc = torch.zeros(3, dtype=torch.float64, device=procs.device)  # sum of losses, steps, non-finite count
     interval_tokens, interval_start, session_steps = 0, time.perf_counter(), 0
     total = run.layout.total
+    stable_step = decay_start(total, cfg) if cfg.save_stable else None  # --save-stable: export after this step
     bar = tqdm(total=total, initial=run.step, disable=not (procs.main and cfg.progress), unit="step",
                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     try:
@@ -705,7 +706,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             do_eval = step % cfg.eval_every == 0 or step == total
             do_save = step % cfg.save_every == 0 and step < total
             do_export = bool(cfg.save_hf_every) and step % cfg.save_hf_every == 0
-            do_stable = cfg.save_stable and step == decay_start(total, cfg)
+            do_stable = step == stable_step
             if not (step % cfg.log_every == 0 or do_eval or do_save or do_export or do_stable or step == total):
                 continue
             stats = procs.sum_(loss_acc.clone())
@@ -726,7 +727,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             if do_save:
                 run.save(ts.step_dir(run.out, step))
                 run.last_good = ts.step_dir(run.out, step)
-            if cfg.save_hf_every and step % cfg.save_hf_every == 0 and step < total:
+            if do_export and step < total:
                 run.export(step)
             interval_tokens, interval_start = 0, time.perf_counter()
     finally:
