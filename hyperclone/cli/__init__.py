@@ -109,6 +109,11 @@ def grow_command(
         "exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe; combines with --width and "
         "--layers.")] = None,
     top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
+    perturb: Annotated[str | None, typer.Option(
+        help="Give up exactness on purpose to break the copies' symmetry: mix:R (W <- (1-R) W + R W_init, "
+        "G_stack's fresh-init mixing) | shrink:LAMBDA,SIGMA (W <- LAMBDA W + SIGMA W_init, shrink and perturb); "
+        "W_init drawn as the family's own init (normal, std initializer_range). Matrices only; recorded in "
+        "hyperclone.json as not function-preserving.")] = None,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""
     from hyperclone.common.allocator import keep_freed_memory
@@ -123,7 +128,7 @@ def grow_command(
     result = grow(src, out, width=width, ffn=ffn, mode=choices.value(mode), noise_db=noise_db, tie=choices.value(tie),
                   seed=seed, overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size,
                   progress=not quiet, dtype=choices.value(dtype), moments_from=moments_from, revision=revision,
-                  command=_command_line("grow"), experts=experts, top_k=top_k, to=to, **targets)
+                  command=_command_line("grow"), experts=experts, top_k=top_k, to=to, perturb=perturb, **targets)
     provenance = json.loads((result / "hyperclone.json").read_text())
     for note in provenance["notes"]:
         if "float32" in note or "NOT exact" in note:

@@ -97,6 +97,14 @@ def train_command(
     log: Annotated[list[choices.LogSink] | None, typer.Option(
         "--log", help="Also log to: tensorboard (events under OUT/tensorboard; needs the tensorboard package). "
                       "metrics.jsonl is always written.")] = None,
+    teacher: Annotated[Path | None, typer.Option(
+        "--teacher", help="Distillation anchor: a checkpoint folder with the same vocabulary (the small model a "
+                          "grown model came from); loss = (1 - a) CE + a KL(teacher || model), forward only.")
+    ] = None,
+    kd_alpha: Annotated[float, typer.Option(
+        "--kd-alpha", help="--teacher: the distillation weight a at step 0, in (0, 1].")] = 0.5,
+    kd_until: Annotated[float, typer.Option(
+        "--kd-until", help="--teacher: a falls linearly to 0 at this fraction of the run's steps.")] = 0.3,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print parameters, tokens per step and bytes per process for weights, gradients and "
                           "AdamW state under ddp and fsdp for this many processes ($WORLD_SIZE, or --processes); "
@@ -129,8 +137,8 @@ def train_command(
         step_hook=MSG_HOOK if msg else None, strategy=choices.value(strategy), cpu_offload=cpu_offload,
         activation_checkpointing=activation_checkpointing, attn=choices.value(attn),
         save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, save_stable=save_stable,
-        compile=compile_blocks,
-        log=tuple(choices.value(x) for x in log or ())))
+        compile=compile_blocks, teacher=teacher, kd_alpha=kd_alpha if teacher is not None else 0.0,
+        kd_until=kd_until, log=tuple(choices.value(x) for x in log or ())))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

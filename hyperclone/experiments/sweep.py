@@ -63,14 +63,16 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
                    warmup=preset.warmup if arm.warmup is None else arm.warmup,
                    schedule=arm.schedule or preset.schedule, decay_frac=arm.decay_frac, min_lr_ratio=arm.min_lr_ratio,
                    moments_from=base.model if arm.moments == "carry" else None, moments_reset=arm.moments_reset,
-                   extra={"arm": arm.name, "sweep": arm.as_dict()})
+                   teacher=small_final if arm.kd else None, kd_alpha=float(arm.kd.get("alpha", 0.0)),
+                   kd_until=float(arm.kd.get("until", 0.3)), extra={"arm": arm.name, "sweep": arm.as_dict()})
 
 
 def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
-        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, **json.loads(path.read_text())}
+        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "kd": {},
+               **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
                                   "that folder")
@@ -183,7 +185,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
                    key=lambda job: job[:2])
     for _, a, seed in order:
         arm = sweep.arms[a]
-        cfg = train_config(preset, arm, seed, out, small_final)
+        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, *arm.small_model))
         _check_arm(cfg.out, arm)
         small = small_final_for(out, preset, *arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))

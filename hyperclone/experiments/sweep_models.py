@@ -32,6 +32,8 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
             name += f"-{key}{opts[key]}"
     if opts.get("depth_mode") is not None:
         name += f"-{opts['depth_mode']}"
+    if opts.get("perturb") is not None:  # "mix:0.2" -> "-mix0.2", "shrink:0.8,0.01" -> "-shrink0.8_0.01"
+        name += "-" + str(opts["perturb"]).replace(":", "").replace(",", "_")
     return name + moe_suffix(opts)
 
 

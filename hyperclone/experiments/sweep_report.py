@@ -45,6 +45,11 @@ def describe(arm: SweepArm, preset: Preset) -> str:
             parts.append("new layers " + ("stacked (G_stack)" if g.get("depth_mode") == "stack" else "as identity"))
         if arm.moments == "carry":
             parts.append("carried moments" + (" (first reset)" if arm.moments_reset == "first" else ""))
+        if g.get("perturb"):
+            parts.append(f"perturbed {g['perturb']} (not exact)")
+        if arm.kd:
+            parts.append(f"distilled from the small model (alpha {arm.kd['alpha']:g} to 0 at "
+                         f"{arm.kd.get('until', 0.3):g} of the run)")
     if arm.small_tokens:
         parts.append(f"small model pretrained {arm.small_tokens:,} tokens")
     if not arm.small_decay:

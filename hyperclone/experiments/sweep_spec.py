@@ -23,6 +23,12 @@ arms:
   - name: stable-small    # grown from the preset's small model trained without the learning-rate decay (its
     init: grown           # peak to the end: the stable-phase checkpoint a WSD run would decay from), in
     small_decay: false    # DIR/runs/small-nodecay-s0 (with small_tokens: small-<tokens>-nodecay-s0)
+  - name: mix             # not function-preserving on purpose: 20% of a fresh init mixed into every matrix
+    init: grown
+    grow: {mode: noisy, noise_db: 0, perturb: "mix:0.2"}
+  - name: kd              # distillation anchor toward the small model it grew from (train --teacher)
+    init: grown
+    kd: {alpha: 0.5, until: 0.3}
   - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
     init: grown
     layers: 8
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.plan import MODES
 from hyperclone.train.loop import SCHEDULES
 from hyperclone.train.moments import RESETS
@@ -55,8 +62,9 @@ TOP_KEYS = ("preset", "seeds", "arms", "compare")
 COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens",
-            "small_decay")
-GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k")
+            "small_decay", "kd")
+GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k", "perturb")
+KD_KEYS = ("alpha", "until")  # the distillation anchor toward the arm's own small model (train --teacher)
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
 INITS = ("grown", "random", "msg")
@@ -82,6 +90,7 @@ class SweepArm:
     moments_reset: str = "none"
     small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
     small_decay: bool = True  # False: the small model keeps its peak learning rate to the end (no decay)
+    kd: dict[str, Any] = field(default_factory=dict)  # alpha, until: distil from the small model it grew from
 
     @property
     def small_model(self) -> tuple[int | None, bool]:
@@ -232,6 +241,21 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             _fail(here, f"small_decay must be true or false, got {small_decay!r}")
         if not small_decay and a["init"] == "random":
             _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
+        kd_opts = a.get("kd", {}) or {}
+        if not isinstance(kd_opts, dict):
+            _fail(here, "kd must be a mapping with alpha and until")
+        _unknown(f"{here}: kd", kd_opts, KD_KEYS)
+        if kd_opts and a["init"] != "grown":
+            _fail(here, "kd (distillation from the small model) only applies to init: grown")
+        if kd_opts and not 0 < _number(here, "kd.alpha", kd_opts.get("alpha")) <= 1:
+            _fail(here, f"kd.alpha must be in (0, 1], got {kd_opts.get('alpha')!r}")
+        if "until" in kd_opts and not 0 < _number(here, "kd.until", kd_opts["until"]) <= 1:
+            _fail(here, f"kd.until must be in (0, 1], got {kd_opts['until']!r}")
+        if "perturb" in grow_opts:
+            try:
+                parse_perturbation(grow_opts["perturb"])
+            except HyperCloneError as err:
+                _fail(here, f"grow.perturb: {err}")
         for lr in lr_values:
             arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
             arms.append(SweepArm(
@@ -241,7 +265,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
                 moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
-                small_decay=small_decay))
+                small_decay=small_decay, kd=dict(kd_opts)))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from hyperclone import __version__
+from hyperclone.common.copies import COPIES_FILE, CopyAxis, CopyLayout, write_copies
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import PROVENANCE_FILE
 from hyperclone.common.outputs import atomic_folder, check_output
@@ -26,6 +27,7 @@ from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
 from hyperclone.grow.options import DEFAULT_TOP_K
+from hyperclone.grow.perturb import init_std, parse_perturbation
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
 
@@ -161,6 +163,24 @@ def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_
     return upcycle.moe_config(dense_config, target, experts, top_k), summary
 
 
+def copy_layout(plan: Plan) -> CopyLayout:
+    """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
+    units and the source position of every position on that axis; and the residual stream's map (the hidden
+    axis of the token embedding, when it is the hidden size)."""
+    axes = []
+    for recipe in plan.recipes:
+        if recipe.kind == "zero" or len(recipe.maps) < 2:
+            continue
+        for axis, amap in enumerate(recipe.maps):
+            if amap.size > amap.src_size and int(amap.copies().max()) >= 2:
+                axes.append(CopyAxis(recipe.out_name, axis, amap.index))
+                break
+    embeddings = {rule.name for rule in plan.family.tensors if rule.role == "embedding" and not rule.per_layer}
+    residual = next((r.maps[-1].index for r in plan.recipes if r.out_name in embeddings
+                     and r.maps[-1].size == plan.grown.hidden), None)
+    return CopyLayout(axes, residual)
+
+
 def check_free_space(out: Path, nbytes: int) -> None:
     """Refuse at once when the planned output cannot fit on OUT's disk (with 1% and 64 MiB to spare)."""
     free = shutil.disk_usage(out.absolute().parent).free
@@ -174,7 +194,7 @@ def copy_side_files(src: Path, dst: Path) -> None:
     source's model card (the grown folder gets its own)."""
     for path in sorted(src.iterdir()):
         if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE,
-                                                                               CARD_FILE):
+                                                                               CARD_FILE, COPIES_FILE):
             shutil.copy2(path, dst / path.name)
 
 
@@ -214,7 +234,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
          progress: bool = False, dtype: str = "auto", moments_from: str | Path | None = None,
          revision: str | None = None, command: str | None = None, experts: int | None = None,
-         top_k: int = DEFAULT_TOP_K, to: str | Path | None = None, **targets: Any) -> Path:
+         top_k: int = DEFAULT_TOP_K, to: str | Path | None = None, perturb: str | None = None,
+         **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, Hub id `org/name` at `revision`, .gguf file or built-in name)
     into `out`; return `out`. `command` is recorded in the model card (the CLI passes its own).
 
@@ -225,6 +246,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     `experts`, `top_k`: upcycle every MLP into that many experts with renormalised top-k routing
     (hyperclone.grow.upcycle), together with the width and depth growth.
     `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
+    `perturb`: mix:R or shrink:LAMBDA,SIGMA, moving every grown matrix toward a fresh initialisation
+    (hyperclone.grow.perturb; the result is recorded as not function-preserving).
     `targets` are absolute sizes or depth options of GrowthSpec: hidden_size, ffn_size, heads, kv_heads,
     head_dim, layers, depth_mode, insert_after.
     """
@@ -234,8 +257,9 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
         raise TypeError(f"grow() got unexpected arguments {sorted(unknown)}")
     started = time.perf_counter()
     spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, mode=mode, noise_db=noise_db, tie=tie,
-                      seed=seed, dtype=dtype, **targets)
+                      seed=seed, dtype=dtype, perturb=perturb, **targets)
     spec.validate()
+    perturbation = parse_perturbation(perturb)
     max_shard = parse_size(shard_size)
     out = Path(out)
     check_output(out, overwrite)
@@ -266,6 +290,9 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                     target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
                               if recipe.out_name in in_buffers else None)
                     grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
+                    if perturbation is not None:
+                        moved = perturbation.apply(grown, recipe.out_name, init_std(source.raw_config), spec.seed)
+                        grown = grown.copy_(moved) if grown is target else moved
                     background.write(recipe.out_name, grown)  # returns once the previous tensor is written
                     if target is None:
                         buffers.release()
@@ -282,5 +309,6 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             if moe is not None:
                 record["upcycled"] = moe
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            write_copies(tmp, copy_layout(plan))
             (tmp / CARD_FILE).write_text(model_card(record, command))
     return out

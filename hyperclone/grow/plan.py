@@ -36,6 +36,7 @@ from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's voc
     NOISE_MODES,
     TIE_CHOICES,
 )
+from hyperclone.grow.perturb import parse_perturbation
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class GrowthSpec:
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
     seed: int = 0
     dtype: str = "auto"  # auto | source | float32: the dtype the grown tensors are written in
+    perturb: str | None = None  # mix:R | shrink:LAMBDA,SIGMA (hyperclone.grow.perturb): not function-preserving
 
     @property
     def snr_db(self) -> float | None:
@@ -85,6 +87,7 @@ class GrowthSpec:
             raise HyperCloneError("--noise-db must be a finite number")
         if self.insert_after is not None and self.depth_mode != "identity":
             raise HyperCloneError("--insert-after only applies to --depth-mode identity")
+        parse_perturbation(self.perturb)
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ class Plan:
     @property
     def function_preserving(self) -> bool:
         """The grown checkpoint, evaluated in float32, computes the source's function (to accumulation error)."""
-        return not self.stacked and not self.storage_inexact
+        return not self.stacked and not self.storage_inexact and self.spec.perturb is None
 
     @property
     def output_dtypes(self) -> list[str]:
@@ -451,6 +454,9 @@ def plan_notes(spec: GrowthSpec, tied: bool, dims: Dims, grown: Dims) -> list[st
     if grown.layers > dims.layers:
         kinds = "identity blocks" if spec.depth_mode == "identity" else "stacked copies (not function-preserving)"
         notes.append(f"{grown.layers - dims.layers} new layers as {kinds}")
+    if spec.perturb is not None:
+        notes.append(f"weight matrices perturbed toward a fresh initialisation ({spec.perturb}): NOT exact, "
+                     "not function-preserving on purpose")
     return notes
 
 

@@ -34,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hyperclone.common.copies import activation_divergence, copy_divergence, read_copies
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
@@ -46,11 +47,12 @@ from hyperclone.train.options import DTYPES, LOG_SINKS, RESETS, SCHEDULES  # noq
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 STABLE_DIR = "stable"  # --save-stable: the model a wsd run's decay starts from
+DIVERGENCE_SEQS = 4  # validation sequences whose hidden states measure a grown model's copy divergence
 
 # Recipe fields that must not change when a run is resumed (they change the result).
 _RECIPE_KEYS = ("tokens", "lr", "min_lr_ratio", "warmup", "schedule", "decay_frac", "batch_tokens", "seq_len",
                 "seed", "weight_decay", "grad_clip", "beta1", "beta2", "val_fraction", "eval_tokens", "text_field",
-                "moments_from", "moments_reset")
+                "moments_from", "moments_reset", "teacher", "kd_alpha", "kd_until")
 
 
 @dataclass
@@ -102,6 +104,12 @@ class TrainConfig:
     save_stable: bool = False  # wsd: also export the model its decay starts from (under stable/), to grow from
     compile: bool = False  # torch.compile every decoder block (nn.Module.compile: parameter names unchanged)
     log: tuple[str, ...] = ()  # sinks besides metrics.jsonl: tensorboard (events under out/tensorboard)
+    # distillation anchor (knowledge inheritance, arXiv 2105.13880): loss = (1 - a) CE + a KL(teacher || model),
+    # a = kd_alpha at step 0 decaying linearly to 0 at kd_until of the run's steps; the teacher (a checkpoint
+    # folder with the same vocabulary, e.g. the small model a grown model came from) runs forward only
+    teacher: Path | None = None
+    kd_alpha: float = 0.0
+    kd_until: float = 0.3
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,6 +145,20 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
         return cfg.lr
     p = (step - start + 1) / max(1, total - start)
     return cfg.lr + (lo - cfg.lr) * min(1.0, p)
+
+
+def kd_weight(step: int, total: int, cfg: TrainConfig) -> float:
+    """The distillation weight a of optimizer step `step` (0-based) of `total`: kd_alpha falling linearly to 0
+    at kd_until * total steps; 0 without a teacher."""
+    if cfg.teacher is None or cfg.kd_alpha <= 0:
+        return 0.0
+    end = cfg.kd_until * total
+    return cfg.kd_alpha * max(0.0, 1.0 - step / end) if end > 0 else 0.0
+
+
+def kd_steps(step: int, total: int, cfg: TrainConfig) -> int:
+    """How many of the first `step` optimizer steps ran the teacher (a > 0)."""
+    return sum(1 for s in range(step) if kd_weight(s, total, cfg) > 0)
 
 
 def warmup_steps(cfg: TrainConfig, total: int) -> int:
@@ -224,6 +246,12 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError("--cpu-offload needs --strategy fsdp")
     if cfg.save_hf_every is not None and cfg.save_hf_every <= 0:
         raise HyperCloneError(f"--save-hf-every must be positive, got {cfg.save_hf_every}")
+    if cfg.teacher is not None and not 0 < cfg.kd_alpha <= 1:
+        raise HyperCloneError(f"--kd-alpha must be in (0, 1] with --teacher, got {cfg.kd_alpha}")
+    if cfg.teacher is None and cfg.kd_alpha != 0:
+        raise HyperCloneError("--kd-alpha needs --teacher (the model to distil from)")
+    if not 0 < cfg.kd_until <= 1:
+        raise HyperCloneError(f"--kd-until must be in (0, 1] (a fraction of the run's steps), got {cfg.kd_until}")
     if cfg.save_stable and cfg.schedule != "wsd":
         raise HyperCloneError("--save-stable needs --schedule wsd (it saves the model the wsd decay starts from)")
     load_step_hook(cfg.step_hook)
@@ -322,6 +350,21 @@ class Processes:
 def causal_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=x, use_cache=False).logits
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, alpha: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """((1 - alpha) CE + alpha KL(p_teacher || p_model), CE), both means over the tokens, in float32. Where the
+    teacher's vocabulary is narrower than the model's (a padded embedding), the model's extra logits count in
+    its softmax and the teacher gives them probability 0."""
+    flat = logits.float().view(-1, logits.size(-1))
+    ce = F.cross_entropy(flat, y.reshape(-1))
+    if alpha == 0:
+        return ce, ce
+    log_p = F.log_softmax(flat, dim=-1)[:, : teacher_logits.size(-1)]
+    log_t = F.log_softmax(teacher_logits.float().view(-1, teacher_logits.size(-1)), dim=-1)
+    kl = (log_t.exp() * (log_t - log_p)).sum(-1).mean()
+    return (1 - alpha) * ce + alpha * kl, ce
 
 
 def _bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -545,6 +588,35 @@ class Run:
         self.metrics = MetricsLog(self.out / METRICS_FILE, procs.main,
                                   self.step if self.start_ckpt is not None else None, tuple(cfg.log))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # a grown model's copy layout (copies.json): how far its copies have drifted apart is logged at every
+        # evaluation; not under FSDP, where each rank holds a shard of every tensor
+        self.copies = None if fsdp else read_copies(self.model_dir)
+        self.teacher = None
+        self.teacher_tokens = kd_steps(self.step, self.layout.total, cfg) * self.layout.step_tokens  # so far
+        if cfg.teacher is not None:  # every process holds the whole teacher: it is the small model
+            teacher_config = check_model_dir(Path(cfg.teacher))
+            if teacher_config.vocab_size > self.config.vocab_size:
+                raise HyperCloneError(f"--teacher {cfg.teacher} has a vocabulary of {teacher_config.vocab_size}, more "
+                                      f"than the model's {self.config.vocab_size}: distillation needs the same tokens")
+            self.teacher = load_model(Path(cfg.teacher), procs.device, cfg.attn).eval().requires_grad_(False)
+
+    def divergence(self) -> dict[str, Any]:
+        """For a grown model's metrics line: how far its copies have drifted apart, in the weights (per tensor
+        group, "copy_divergence") and in the hidden states of the first DIVERGENCE_SEQS validation sequences
+        (per layer, "activation_divergence"); {} for a model that was not grown."""
+        if self.copies is None:
+            return {}
+        found: dict[str, Any] = {"copy_divergence": copy_divergence(self.model.state_dict(), self.copies.axes)}
+        if self.copies.residual is not None:
+            seq, n = self.cfg.seq_len, min(DIVERGENCE_SEQS, self.n_val)
+            rows = np.stack([self.data.val[w * seq : w * seq + seq] for w in range(n)]).astype(np.int64)
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                states = self.model(input_ids=torch.from_numpy(rows).to(self.procs.device), use_cache=False,
+                                    output_hidden_states=True).hidden_states
+            self.model.train()
+            found["activation_divergence"] = activation_divergence(list(states), self.copies.residual)
+        return found
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.session_start
@@ -620,15 +692,24 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         wins = self.sampler.windows(self.step * layout.global_seqs + procs.rank * layout.per_rank, layout.per_rank)
+        alpha = kd_weight(self.step, layout.total, self.cfg)  # 0 without a teacher and past kd_until
+        if alpha > 0:
+            self.teacher_tokens += layout.step_tokens
         step_loss = torch.zeros((), dtype=torch.float64, device=procs.device)
         for m in range(layout.accum):
             x, y = self.sampler.batch(wins[m * layout.micro : (m + 1) * layout.micro])
             x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
             with parallel.no_sync(self.fwd, self.cfg.strategy, procs.world, m == layout.accum - 1):
                 with self.autocast():
-                    loss = causal_lm_loss(self.fwd, x, y) / layout.accum
-                loss.backward()
-            step_loss += loss.detach().double()
+                    if alpha == 0:
+                        loss = ce = causal_lm_loss(self.fwd, x, y)
+                    else:
+                        with torch.no_grad():
+                            teacher_logits = self.teacher(input_ids=x, use_cache=False).logits
+                        loss, ce = distillation_loss(self.fwd(input_ids=x, use_cache=False).logits, teacher_logits,
+                                                     y, alpha)
+                (loss / layout.accum).backward()
+            step_loss += (ce / layout.accum).detach().double()  # the logged training loss is the CE part
         if self.cfg.grad_clip > 0:
             gnorm = parallel.clip_norm(self.params, self.cfg.grad_clip)
             step_loss = step_loss + (gnorm.double() - gnorm.double())  # nan/inf norm poisons the loss
@@ -666,6 +747,9 @@ class Run:
                        "micro_batch": layout.micro, "device": str(procs.device),
                        "autocast_bf16": self.autocast is not contextlib.nullcontext, "bf16": self.bf16,
                        "strategy": self.cfg.strategy, "state_bytes_per_process": sizes, "extra": self.cfg.extra,
+                       "teacher": None if self.teacher is None else {
+                           "model": str(self.cfg.teacher), "forward_tokens": self.teacher_tokens,
+                           "parameters": sum(p.numel() for p in self.teacher.parameters())},
                        "data": {"cache": str(data.folder), "documents": data.n_docs, "tokens": data.n_tokens,
                                 "train_tokens": data.val_start, "val_tokens": data.n_tokens - data.val_start,
                                 "eval_tokens": self.n_val * self.cfg.seq_len}}
@@ -684,7 +768,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     if run.step == 0:
         run.val_loss = run.evaluate()
         run.metrics.write({"step": 0, "tokens": 0, "train_loss": None, "val_loss": round(run.val_loss, 6),
-                           "lr": 0.0, "tokens_per_s": None, "elapsed_s": round(run.elapsed(), 3)})
+                           "lr": 0.0, "tokens_per_s": None, "elapsed_s": round(run.elapsed(), 3),
+                           **run.divergence()})
     loss_acc = torch.zeros(3, dtype=torch.float64, device=procs.device)  # sum of losses, steps, non-finite count
     interval_tokens, interval_start, session_steps = 0, time.perf_counter(), 0
     total = run.layout.total
@@ -697,6 +782,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
                 return TrainResult(run.out, run.last_good or run.out, run.step, run.tokens, float("nan"),
                                    run.elapsed())
             lr = lr_at(run.step, total, cfg)
+            kd = kd_weight(run.step, total, cfg)
             step_loss = run.optimizer_step(lr)
             session_steps += 1
             interval_tokens += run.layout.step_tokens
@@ -720,7 +806,9 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             run.val_loss = run.evaluate() if do_eval else None
             run.metrics.write({"step": step, "tokens": run.tokens, "train_loss": round(train_loss, 6),
                                "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
-                               "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3)})
+                               "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3),
+                               **({"kd_alpha": round(kd, 6)} if cfg.teacher is not None else {}),
+                               **(run.divergence() if do_eval else {})})
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
             if do_stable:  # before the checkpoint of this step, so a resumed run past it has always exported it
                 run.export(step, run.out / STABLE_DIR)
