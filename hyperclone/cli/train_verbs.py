@@ -68,7 +68,8 @@ def train_command(
         "--moments-from", help="Start AdamW from the moments.pt in this folder (shapes of MODEL_DIR): a folder "
                                "written by grow --moments-from, or a run's final/ folder of the same model.")] = None,
     moments_reset: Annotated[choices.MomentsReset, typer.Option(
-        "--moments-reset", help="none, or first: zero the carried first moment, keep the second.")
+        "--moments-reset", help="none | first: zero the carried first moment, keep the second | copies: zero both "
+                                "outside copy block 0 of a grown model (asymmetric continuation).")
     ] = choices.MomentsReset.none,
     msg: Annotated[bool, typer.Option(
         "--msg", help="MODEL_DIR is an MSG start (grow --method msg): ramp its masks during training and fold "
@@ -105,6 +106,14 @@ def train_command(
         "--kd-alpha", help="--teacher: the distillation weight a at step 0, in (0, 1].")] = 0.5,
     kd_until: Annotated[float, typer.Option(
         "--kd-until", help="--teacher: a falls linearly to 0 at this fraction of the run's steps.")] = 0.3,
+    copies_lr: Annotated[float | None, typer.Option(
+        "--copies-lr", help="Asymmetric continuation of a grown model (SPARKLING): the copies outside copy block 0 "
+                            "(the small model's own elements) train at a learning rate rising to this multiple of "
+                            "the schedule's (e.g. 1.3); with --moments-from and --moments-reset copies, only block 0 "
+                            "keeps the carried AdamW moments. ddp only.")] = None,
+    copies_warmup: Annotated[float, typer.Option(
+        "--copies-warmup", help="--copies-lr: fraction of the run's steps over which the copies' multiplier rises "
+                                "from 1.")] = 0.02,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print parameters, tokens per step and bytes per process for weights, gradients and "
                           "AdamW state under ddp and fsdp for this many processes ($WORLD_SIZE, or --processes); "
@@ -138,7 +147,8 @@ def train_command(
         activation_checkpointing=activation_checkpointing, attn=choices.value(attn),
         save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, save_stable=save_stable,
         compile=compile_blocks, teacher=teacher, kd_alpha=kd_alpha if teacher is not None else 0.0,
-        kd_until=kd_until, log=tuple(choices.value(x) for x in log or ())))
+        kd_until=kd_until, copies_lr=copies_lr, copies_warmup=copies_warmup,
+        log=tuple(choices.value(x) for x in log or ())))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

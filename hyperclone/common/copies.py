@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,13 @@ _LAYER = re.compile(r"\.\d+\.")
 class CopyLayout:
     axes: list[CopyAxis]
     residual: torch.Tensor | None  # int64 [grown hidden]: source hidden position of each position (-1: none)
+    # every grown tensor (norm weights too): the source position of each position, per axis
+    maps: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+
+    def original_masks(self) -> dict[str, torch.Tensor]:
+        """{tensor name: bool mask of copy block 0}: the elements that are the first copy of their source
+        element along every axis (the small model's own block; SPARKLING's "original")."""
+        return {name: original_mask(maps) for name, maps in self.maps.items()}
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,16 @@ def encode(layout: CopyLayout) -> dict[str, Any]:
 
     tensors = {a.name: {"axis": a.axis, "map": map_id(a.index)} for a in layout.axes}
     residual = None if layout.residual is None else map_id(layout.residual)
-    return {"format": 1, "maps": maps, "tensors": tensors, "residual": residual}
+    grown = {name: [map_id(index) for index in per_axis] for name, per_axis in layout.maps.items()}
+    return {"format": 1, "maps": maps, "tensors": tensors, "residual": residual, "grown": grown}
 
 
 def decode(raw: dict[str, Any]) -> CopyLayout:
     maps = [torch.arange(m["size"]) % m["tile"] if "tile" in m else torch.tensor(m["index"], dtype=torch.int64)
             for m in raw["maps"]]
     axes = [CopyAxis(name, int(t["axis"]), maps[int(t["map"])]) for name, t in raw["tensors"].items()]
-    return CopyLayout(axes, None if raw.get("residual") is None else maps[int(raw["residual"])])
+    grown = {name: tuple(maps[int(i)] for i in ids) for name, ids in raw.get("grown", {}).items()}
+    return CopyLayout(axes, None if raw.get("residual") is None else maps[int(raw["residual"])], grown)
 
 
 def write_copies(folder: Path, layout: CopyLayout) -> None:
@@ -94,6 +103,17 @@ def _first_copy(index: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(index.numel())
     first.scatter_reduce_(0, index[valid], positions[valid], reduce="amin")
     return torch.where(valid, first[index.clamp(min=0)], torch.full_like(index, -1))
+
+
+def original_mask(maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Bool mask over a tensor whose axes have these index maps: True where the element is copy 0 of its
+    source element along every axis (positions holding a mean, -1, are never original)."""
+    mask = torch.ones((), dtype=torch.bool)
+    for index in maps:
+        first = _first_copy(index)
+        axis_orig = (index >= 0) & (first == torch.arange(index.numel()))
+        mask = mask.unsqueeze(-1) & axis_orig
+    return mask
 
 
 def pair_stats(tensor: torch.Tensor, axis: int, index: torch.Tensor) -> tuple[float, float, int]:

@@ -64,14 +64,15 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
                    schedule=arm.schedule or preset.schedule, decay_frac=arm.decay_frac, min_lr_ratio=arm.min_lr_ratio,
                    moments_from=base.model if arm.moments == "carry" else None, moments_reset=arm.moments_reset,
                    teacher=small_final if arm.kd else None, kd_alpha=float(arm.kd.get("alpha", 0.0)),
-                   kd_until=float(arm.kd.get("until", 0.3)), extra={"arm": arm.name, "sweep": arm.as_dict()})
+                   kd_until=float(arm.kd.get("until", 0.3)), copies_lr=arm.copies.get("lr"),
+                   copies_warmup=float(arm.copies.get("warmup", 0.02)), extra={"arm": arm.name, "sweep": arm.as_dict()})
 
 
 def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
-        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "kd": {},
+        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "kd": {}, "copies": {},
                **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "

@@ -44,9 +44,13 @@ def describe(arm: SweepArm, preset: Preset) -> str:
         if deeper:
             parts.append("new layers " + ("stacked (G_stack)" if g.get("depth_mode") == "stack" else "as identity"))
         if arm.moments == "carry":
-            parts.append("carried moments" + (" (first reset)" if arm.moments_reset == "first" else ""))
+            parts.append("carried moments" + {"first": " (first reset)", "copies": " (copy block 0 only)"}.get(
+                arm.moments_reset, ""))
         if g.get("perturb"):
             parts.append(f"perturbed {g['perturb']} (not exact)")
+        if arm.copies:
+            parts.append(f"asymmetric continuation (copies re-warm to {arm.copies['lr']:g}x the LR over "
+                         f"{arm.copies.get('warmup', 0.02):g} of the run)")
         if arm.kd:
             parts.append(f"distilled from the small model (alpha {arm.kd['alpha']:g} to 0 at "
                          f"{arm.kd.get('until', 0.3):g} of the run)")

@@ -29,6 +29,11 @@ arms:
   - name: kd              # distillation anchor toward the small model it grew from (train --teacher)
     init: grown
     kd: {alpha: 0.5, until: 0.3}
+  - name: sparkling       # asymmetric continuation: copy block 0 keeps the carried moments, the other copies
+    init: grown           # start from zero moments and re-warm to 1.3x the learning rate over 2% of the steps
+    moments: carry
+    moments_reset: copies
+    copies: {lr: 1.3, warmup: 0.02}
   - name: stack           # final shape: width x2 and 8 layers, new layers as copies of the stack (G_stack)
     init: grown
     layers: 8
@@ -62,8 +67,9 @@ TOP_KEYS = ("preset", "seeds", "arms", "compare")
 COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens",
-            "small_decay", "kd")
+            "small_decay", "kd", "copies")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k", "perturb")
+COPIES_KEYS = ("lr", "warmup")  # asymmetric continuation: the copies' LR multiplier and its rise (train --copies-lr)
 KD_KEYS = ("alpha", "until")  # the distillation anchor toward the arm's own small model (train --teacher)
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
@@ -91,6 +97,7 @@ class SweepArm:
     small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
     small_decay: bool = True  # False: the small model keeps its peak learning rate to the end (no decay)
     kd: dict[str, Any] = field(default_factory=dict)  # alpha, until: distil from the small model it grew from
+    copies: dict[str, Any] = field(default_factory=dict)  # lr (rho), warmup: asymmetric continuation
 
     @property
     def small_model(self) -> tuple[int | None, bool]:
@@ -251,6 +258,16 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             _fail(here, f"kd.alpha must be in (0, 1], got {kd_opts.get('alpha')!r}")
         if "until" in kd_opts and not 0 < _number(here, "kd.until", kd_opts["until"]) <= 1:
             _fail(here, f"kd.until must be in (0, 1], got {kd_opts['until']!r}")
+        copies_opts = a.get("copies", {}) or {}
+        if not isinstance(copies_opts, dict):
+            _fail(here, "copies must be a mapping with lr and warmup")
+        _unknown(f"{here}: copies", copies_opts, COPIES_KEYS)
+        if copies_opts and a["init"] != "grown":
+            _fail(here, "copies (asymmetric continuation) only applies to init: grown")
+        if copies_opts:
+            _number(here, "copies.lr", copies_opts.get("lr"))
+            if not 0 <= _number(here, "copies.warmup", copies_opts.get("warmup", 0.02), positive=False) <= 1:
+                _fail(here, f"copies.warmup must be in [0, 1], got {copies_opts['warmup']!r}")
         if "perturb" in grow_opts:
             try:
                 parse_perturbation(grow_opts["perturb"])
@@ -265,7 +282,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
                 moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
-                small_decay=small_decay, kd=dict(kd_opts)))
+                small_decay=small_decay, kd=dict(kd_opts), copies=dict(copies_opts)))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:

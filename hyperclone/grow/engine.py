@@ -165,9 +165,10 @@ def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_
 
 def copy_layout(plan: Plan) -> CopyLayout:
     """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
-    units and the source position of every position on that axis; and the residual stream's map (the hidden
-    axis of the token embedding, when it is the hidden size)."""
+    units and the source position of every position on that axis; the residual stream's map (the hidden
+    axis of the token embedding, when it is the hidden size); and every grown tensor's map per axis."""
     axes = []
+    maps = {r.out_name: tuple(m.index for m in r.maps) for r in plan.recipes if r.kind not in ("zero", "router")}
     for recipe in plan.recipes:
         if recipe.kind == "zero" or len(recipe.maps) < 2:
             continue
@@ -178,7 +179,7 @@ def copy_layout(plan: Plan) -> CopyLayout:
     embeddings = {rule.name for rule in plan.family.tensors if rule.role == "embedding" and not rule.per_layer}
     residual = next((r.maps[-1].index for r in plan.recipes if r.out_name in embeddings
                      and r.maps[-1].size == plan.grown.hidden), None)
-    return CopyLayout(axes, residual)
+    return CopyLayout(axes, residual, maps)
 
 
 def check_free_space(out: Path, nbytes: int) -> None:

@@ -38,7 +38,7 @@ from hyperclone.common.copies import activation_divergence, copy_divergence, rea
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
-from hyperclone.train import parallel
+from hyperclone.train import asymmetric, parallel
 from hyperclone.train import state as ts
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
 from hyperclone.train.moments import apply_moments, load_moments, optimizer_moments
@@ -52,7 +52,7 @@ DIVERGENCE_SEQS = 4  # validation sequences whose hidden states measure a grown 
 # Recipe fields that must not change when a run is resumed (they change the result).
 _RECIPE_KEYS = ("tokens", "lr", "min_lr_ratio", "warmup", "schedule", "decay_frac", "batch_tokens", "seq_len",
                 "seed", "weight_decay", "grad_clip", "beta1", "beta2", "val_fraction", "eval_tokens", "text_field",
-                "moments_from", "moments_reset", "teacher", "kd_alpha", "kd_until")
+                "moments_from", "moments_reset", "teacher", "kd_alpha", "kd_until", "copies_lr", "copies_warmup")
 
 
 @dataclass
@@ -110,6 +110,10 @@ class TrainConfig:
     teacher: Path | None = None
     kd_alpha: float = 0.0
     kd_until: float = 0.3
+    # asymmetric continuation of a grown model (train/asymmetric.py): the copies outside copy block 0 train at
+    # a learning rate rising to copies_lr x the schedule's over copies_warmup of the steps; None: off
+    copies_lr: float | None = None
+    copies_warmup: float = 0.02
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -227,6 +231,11 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"--moments-reset must be one of {', '.join(RESETS)}, not {cfg.moments_reset!r}")
     if cfg.moments_reset != "none" and cfg.moments_from is None:
         raise HyperCloneError("--moments-reset needs --moments-from")
+    if cfg.copies_lr is not None and not cfg.copies_lr > 0:
+        raise HyperCloneError(f"--copies-lr must be positive, got {cfg.copies_lr}")
+    if not 0 <= cfg.copies_warmup <= 1:
+        raise HyperCloneError(f"--copies-warmup must be in [0, 1] (a fraction of the run's steps), got "
+                              f"{cfg.copies_warmup}")
     bad_sinks = [s for s in cfg.log if s not in LOG_SINKS]
     if bad_sinks:
         raise HyperCloneError(f"--log must be one of {', '.join(LOG_SINKS)}, not {bad_sinks[0]!r}")
@@ -238,7 +247,8 @@ def validate(cfg: TrainConfig) -> None:
         raise HyperCloneError(f"--attn must be one of {', '.join(parallel.ATTENTION)}, not {cfg.attn!r}")
     if cfg.strategy == "fsdp":
         unsupported = [flag for flag, on in (("--moments-from", cfg.moments_from is not None),
-                                              ("--save-moments", cfg.save_moments), ("--msg", cfg.step_hook))
+                                              ("--save-moments", cfg.save_moments), ("--msg", cfg.step_hook),
+                                              ("--copies-lr", cfg.copies_lr is not None))
                        if on]
         if unsupported:
             raise HyperCloneError(f"{unsupported[0]} is not supported with --strategy fsdp yet; use --strategy ddp")
@@ -573,8 +583,18 @@ class Run:
             else:
                 ts.load_optimizer(self.start_ckpt, self.optimizer, procs.device)
             ts.load_rank_rng(self.start_ckpt, procs.rank)
-        elif cfg.moments_from is not None:
-            apply_moments(self.model, self.optimizer, load_moments(Path(cfg.moments_from)), cfg.moments_reset)
+        self.copy_factors: dict[str, torch.Tensor] = {}
+        if cfg.copies_lr is not None or cfg.moments_reset == "copies":
+            layout = read_copies(self.model_dir)
+            if layout is None or not layout.maps:
+                raise HyperCloneError(f"--copies-lr and --moments-reset copies need a grown model: {self.model_dir} "
+                                      "has no copies.json with its copy maps (grow it with this hyperclone)")
+            self.copy_factors = asymmetric.copy_factors(self.model, layout)
+        if self.start_ckpt is None and cfg.moments_from is not None:
+            reset = "none" if cfg.moments_reset == "copies" else cfg.moments_reset
+            apply_moments(self.model, self.optimizer, load_moments(Path(cfg.moments_from)), reset)
+            if cfg.moments_reset == "copies":
+                asymmetric.zero_copy_moments(self.optimizer, self.model, self.copy_factors)
         self.step_hook = load_step_hook(cfg.step_hook) or (lambda *_: None)
         self.step_hook(self.model, self.step, self.layout.total)
         self.fwd = self.model
@@ -713,7 +733,13 @@ class Run:
         if self.cfg.grad_clip > 0:
             gnorm = parallel.clip_norm(self.params, self.cfg.grad_clip)
             step_loss = step_loss + (gnorm.double() - gnorm.double())  # nan/inf norm poisons the loss
-        self.optimizer.step()
+        if self.cfg.copies_lr is None:
+            self.optimizer.step()
+        else:  # the copies' step at copies_multiplier x lr (exact: AdamW's step is linear in lr)
+            before = asymmetric.snapshot(self.model, self.copy_factors)
+            self.optimizer.step()
+            mult = asymmetric.copies_multiplier(self.step, layout.total, self.cfg.copies_lr, self.cfg.copies_warmup)
+            asymmetric.scale_update(self.model, before, self.copy_factors, mult)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += layout.step_tokens

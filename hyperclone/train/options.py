@@ -2,7 +2,7 @@
 
 SCHEDULES = ("cosine", "wsd")
 DTYPES = ("auto", "fp32", "bf16")
-RESETS = ("none", "first")  # carried AdamW moments: which one to zero
+RESETS = ("none", "first", "copies")  # carried AdamW moments: which to zero (copies: outside copy block 0)
 STRATEGIES = ("ddp", "fsdp")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 SAVE_DTYPES = ("fp32", "bf16")

@@ -1,0 +1,135 @@
+"""Why a grown model keeps (or loses) its head start, read off the runs a search trained (issue 25, item 1).
+
+Two measurements, both from the runs' metrics.jsonl:
+
+* **Learning speed at equal loss**: for every level L of a grid, the tokens a run needs to go from validation
+  loss L to L - DROP, read off its curve (linear interpolation between evaluations, report.x_to_reach). Only the
+  evaluations at the peak learning rate count (WSD's stable phase), so that a run's final decay, where the loss
+  falls fastest, does not pass for learning speed; a run without a stable phase (cosine) uses every evaluation
+  after step 0. A level is measured only where the curve starts above it. Fewer tokens = faster learning; a grown
+  model that needs more tokens than random init at the same loss learns slower per token.
+* **Copy divergence** of grown runs (hyperclone.common.copies, logged by the training loop at every evaluation):
+  the per-token cosine between copies of the hidden units in each layer's hidden state (1: the copies are still
+  one neuron) and the weight cosine per tensor group.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hyperclone.experiments import report
+from hyperclone.train.loop import read_metrics
+
+DROP = 0.1
+LEVELS = tuple(round(3.2 - 0.1 * i, 2) for i in range(19))  # 3.2 ... 1.4
+PEAK = 0.999  # an evaluation at >= PEAK x the run's largest learning rate is in the stable phase
+
+
+def stable_points(metrics: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(tokens, val_loss) of the evaluations at the peak learning rate (all after step 0 if fewer than 3)."""
+    vals = [m for m in metrics if m.get("val_loss") is not None and m["step"] > 0]
+    peak = max((m["lr"] for m in metrics), default=0.0)
+    stable = [m for m in vals if m["lr"] >= PEAK * peak]
+    return [(m["tokens"], m["val_loss"]) for m in (stable if len(stable) >= 3 else vals)]
+
+
+def tokens_per_drop(points: list[tuple[float, float]], levels=LEVELS, drop: float = DROP) -> dict[str, float]:
+    """{L: tokens from the first crossing of L to the first crossing of L - drop} for the levels the curve
+    starts above and reaches L - drop of."""
+    if len(points) < 2:
+        return {}
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    found = {}
+    for level in levels:
+        if ys[0] <= level:
+            continue
+        start, end = report.x_to_reach(xs, ys, level), report.x_to_reach(xs, ys, level - drop)
+        if start is not None and end is not None:
+            found[f"{level:.2f}"] = end - start
+    return found
+
+
+def learning_speed(run_dirs: list[Path]) -> dict[str, float]:
+    """Seed mean of tokens_per_drop over the runs that measure each level."""
+    per_run = [tokens_per_drop(stable_points(read_metrics(d))) for d in run_dirs]
+    levels = sorted({k for r in per_run for k in r}, key=float, reverse=True)
+    return {k: statistics.fmean(r[k] for r in per_run if k in r) for k in levels}
+
+
+def divergence_trace(run_dir: Path) -> list[dict[str, Any]]:
+    """[{tokens, activation: {h<i>: cos}, weights: {group: cos}}] at every evaluation that logged it."""
+    trace = []
+    for m in read_metrics(run_dir):
+        if "activation_divergence" in m or "copy_divergence" in m:
+            trace.append({"tokens": m["tokens"],
+                          "activation": {k: v["cos"] for k, v in m.get("activation_divergence", {}).items()},
+                          "weights": {k: v["cos"] for k, v in m.get("copy_divergence", {}).items()}})
+    return trace
+
+
+def divergence_summary(trace: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean and lowest hidden-state cosine over the layers and mean weight cosine, at the start and the end."""
+    if not trace:
+        return None
+
+    def at(point: dict[str, Any]) -> dict[str, Any]:
+        acts = list(point["activation"].values())
+        return {"tokens": point["tokens"], "activation_mean": statistics.fmean(acts) if acts else None,
+                "activation_min": min(acts) if acts else None,
+                "weights_mean": statistics.fmean(point["weights"].values()) if point["weights"] else None}
+
+    return {"start": at(trace[0]), "end": at(trace[-1])}
+
+
+def speed_table(speeds: dict[str, dict[str, float]], random_arm: str | None) -> list[str]:
+    """Markdown: one row per loss level, one column per arm (tokens in millions to fall 0.1)."""
+    names = ([random_arm] if random_arm in speeds else []) + [n for n in speeds if n != random_arm]
+    levels = sorted({k for s in speeds.values() for k in s}, key=float, reverse=True)
+    if not names or not levels:
+        return []
+    lines = ["| loss L | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for level in levels:
+        cells = [f"{speeds[n][level] / 1e6:.2f}M" if level in speeds[n] else "—" for n in names]
+        lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_speed(speeds: dict[str, dict[str, float]], random_arm: str | None, budget: int, out: Path) -> Path | None:
+    if not speeds:
+        return None
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in speeds.items():
+        if s:
+            levels = sorted(s, key=float)
+            ax.plot([float(level) for level in levels], [s[level] / 1e6 for level in levels],
+                    "--o" if name == random_arm else "-o", ms=3, lw=1.3, label=name)
+    ax.invert_xaxis()
+    ax.set_xlabel("validation loss L (falling to the right)")
+    ax.set_ylabel(f"tokens to fall from L to L - {DROP:g} (M), peak LR")
+    ax.set_title(f"learning speed at equal loss, {budget / 1e6:g}M-token runs; dashed = random init")
+    ax.legend(fontsize=7)
+    return report.save_figure(fig, out / f"diagnosis_learning_speed_{budget / 1e6:g}m.png")
+
+
+def plot_divergence(traces: dict[str, list[dict[str, Any]]], out: Path) -> Path | None:
+    traces = {n: t for n, t in traces.items() if t}
+    if not traces:
+        return None
+    plt = report.pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, trace in traces.items():
+        xs = [p["tokens"] / 1e6 for p in trace]
+        acts = [statistics.fmean(p["activation"].values()) if p["activation"] else float("nan") for p in trace]
+        weights = [statistics.fmean(p["weights"].values()) if p["weights"] else float("nan") for p in trace]
+        left.plot(xs, acts, lw=1.3, label=name)
+        right.plot(xs, weights, lw=1.3, label=name)
+    left.set_title("hidden units: cosine of copies (mean over layers)")
+    right.set_title("weights: cosine of copied rows (mean over groups)")
+    for ax in (left, right):
+        ax.set_xlabel("tokens (M)")
+        ax.set_ylabel("cosine")
+        ax.legend(fontsize=7)
+    return report.save_figure(fig, out / "diagnosis_copy_divergence.png")
