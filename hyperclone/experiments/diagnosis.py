@@ -2,12 +2,14 @@
 
 Two measurements, both from the runs' metrics.jsonl:
 
-* **Learning speed at equal loss**: for every level L of a grid, the tokens a run needs to go from validation
-  loss L to L - DROP, read off its curve (linear interpolation between evaluations, report.x_to_reach). Only the
-  evaluations at the peak learning rate count (WSD's stable phase), so that a run's final decay, where the loss
-  falls fastest, does not pass for learning speed; a run without a stable phase (cosine) uses every evaluation
-  after step 0. A level is measured only where the curve starts above it. Fewer tokens = faster learning; a grown
-  model that needs more tokens than random init at the same loss learns slower per token.
+* **Learning speed at equal loss**: for every level L of a grid, the tokens a run needs to go from loss L to
+  L - DROP, read off its curve (linear interpolation, report.x_to_reach). Only the points at the peak learning
+  rate count (WSD's stable phase), so that a run's final decay, where the loss falls fastest, does not pass for
+  learning speed; a run without a stable phase (cosine) uses every point after step 0. A level is measured only
+  where the curve starts above it. Fewer tokens = faster learning. Two curves are read: the validation loss (16
+  evaluations a run in the ladder presets, and measured on the first eval_tokens of the validation split) and
+  the training loss (logged every log_every steps on the run's own batches, the same batches for every arm of a
+  seed; smoothed by a centred running mean of TRAIN_WINDOW points), which resolves about 30k tokens.
 * **Copy divergence** of grown runs (hyperclone.common.copies, logged by the training loop at every evaluation):
   the per-token cosine between copies of the hidden units in each layer's hidden state (1: the copies are still
   one neuron) and the weight cosine per tensor group.
@@ -23,7 +25,14 @@ from hyperclone.experiments import report
 from hyperclone.train.loop import read_metrics
 
 DROP = 0.1
-LEVELS = tuple(round(3.2 - 0.1 * i, 2) for i in range(19))  # 3.2 ... 1.4
+LEVELS = tuple(round(3.2 - 0.1 * i, 2) for i in range(19))  # validation loss 3.2 ... 1.4
+TRAIN_LEVELS = tuple(round(4.0 - 0.1 * i, 2) for i in range(21))  # training loss 4.0 ... 2.0
+TRAIN_WINDOW = 11  # log points in the training loss's running mean
+SPEED_METHOD = ("Learning speed at equal loss: the tokens a run needs to fall 0.1 from loss L, read off its curve "
+                "at the peak learning rate only (WSD's stable phase; every point for cosine), seed means; fewer is "
+                "faster. On the training loss (the run's own batches, the same for every arm of a seed, logged every "
+                "15 steps and smoothed over 11 log points: ~30k-token resolution) and on the validation loss (16 "
+                "evaluations a run, on the first 8,192 tokens of the validation split).")
 PEAK = 0.999  # an evaluation at >= PEAK x the run's largest learning rate is in the stable phase
 
 
@@ -33,6 +42,18 @@ def stable_points(metrics: list[dict[str, Any]]) -> list[tuple[float, float]]:
     peak = max((m["lr"] for m in metrics), default=0.0)
     stable = [m for m in vals if m["lr"] >= PEAK * peak]
     return [(m["tokens"], m["val_loss"]) for m in (stable if len(stable) >= 3 else vals)]
+
+
+def train_points(metrics: list[dict[str, Any]], window: int = TRAIN_WINDOW) -> list[tuple[float, float]]:
+    """(tokens, training loss smoothed by a centred running mean of `window` log points), at the peak learning
+    rate (every logged point if the stable phase holds fewer than 3 windows)."""
+    logged = [m for m in metrics if m.get("train_loss") is not None]
+    peak = max((m["lr"] for m in logged), default=0.0)
+    stable = [m for m in logged if m["lr"] >= PEAK * peak]
+    pts = [(m["tokens"], m["train_loss"]) for m in (stable if len(stable) >= 3 * window else logged)]
+    half = window // 2
+    return [(pts[i][0], statistics.fmean(p[1] for p in pts[i - half : i + half + 1]))
+            for i in range(half, len(pts) - half)]
 
 
 def tokens_per_drop(points: list[tuple[float, float]], levels=LEVELS, drop: float = DROP) -> dict[str, float]:
@@ -51,9 +72,12 @@ def tokens_per_drop(points: list[tuple[float, float]], levels=LEVELS, drop: floa
     return found
 
 
-def learning_speed(run_dirs: list[Path]) -> dict[str, float]:
-    """Seed mean of tokens_per_drop over the runs that measure each level."""
-    per_run = [tokens_per_drop(stable_points(read_metrics(d))) for d in run_dirs]
+def learning_speed(run_dirs: list[Path], curve: str = "val") -> dict[str, float]:
+    """Seed mean of tokens_per_drop over the runs that measure each level; curve: val | train."""
+    if curve == "val":
+        per_run = [tokens_per_drop(stable_points(read_metrics(d))) for d in run_dirs]
+    else:
+        per_run = [tokens_per_drop(train_points(read_metrics(d)), TRAIN_LEVELS) for d in run_dirs]
     levels = sorted({k for r in per_run for k in r}, key=float, reverse=True)
     return {k: statistics.fmean(r[k] for r in per_run if k in r) for k in levels}
 
@@ -96,21 +120,24 @@ def speed_table(speeds: dict[str, dict[str, float]], random_arm: str | None) -> 
     return lines
 
 
-def plot_speed(speeds: dict[str, dict[str, float]], random_arm: str | None, budget: int, out: Path) -> Path | None:
-    if not speeds:
+def plot_speed(speeds: dict[str, dict[str, dict[str, float]]], random_arm: str | None, budget: int,
+               out: Path) -> Path | None:
+    """speeds: {"train": {arm: {L: tokens}}, "val": ...}; one panel per curve."""
+    if not any(speeds.values()):
         return None
     plt = report.pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, s in speeds.items():
-        if s:
-            levels = sorted(s, key=float)
-            ax.plot([float(level) for level in levels], [s[level] / 1e6 for level in levels],
-                    "--o" if name == random_arm else "-o", ms=3, lw=1.3, label=name)
-    ax.invert_xaxis()
-    ax.set_xlabel("validation loss L (falling to the right)")
-    ax.set_ylabel(f"tokens to fall from L to L - {DROP:g} (M), peak LR")
-    ax.set_title(f"learning speed at equal loss, {budget / 1e6:g}M-token runs; dashed = random init")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(speeds), figsize=(6 * len(speeds), 4.5))
+    for ax, (curve, by_arm) in zip(list(getattr(axes, "flat", [axes])), speeds.items(), strict=True):
+        for name, s in by_arm.items():
+            if s:
+                levels = sorted(s, key=float)
+                ax.plot([float(level) for level in levels], [s[level] / 1e6 for level in levels],
+                        "--o" if name == random_arm else "-o", ms=3, lw=1.3, label=name)
+        ax.invert_xaxis()
+        ax.set_xlabel(f"{'training' if curve == 'train' else 'validation'} loss L (falling to the right)")
+        ax.set_ylabel(f"tokens to fall from L to L - {DROP:g} (M), peak LR")
+        ax.set_title(f"{curve} loss, {budget / 1e6:g}M-token runs; dashed = random init", fontsize=9)
+        ax.legend(fontsize=6)
     return report.save_figure(fig, out / f"diagnosis_learning_speed_{budget / 1e6:g}m.png")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.outputs import write_text_atomic
-from hyperclone.experiments import ladder, report
+from hyperclone.experiments import diagnosis, ladder, report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import reference_model
@@ -78,6 +78,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                                                  for seed in randoms[chosen[b]]["final_val_loss"]])
                    for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
     return {"preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
+            "diagnosis": diagnose(out, rows, chosen, {**randoms, **arms}),
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
@@ -85,6 +86,64 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                               if a["init"] == "random" and a["final_val_loss"]},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
+
+
+def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None],
+             finals: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Learning speed at equal loss per budget (random's arm of that budget and every grown arm, on the training
+    and the validation loss, seed means) and the copy divergence of every grown arm that logged it (seed 0)."""
+    def dirs(name: str) -> list[Path]:
+        return [out / "runs" / f"{name}-s{seed}" for seed in sorted(finals.get(name, {}).get("final_val_loss", {}))]
+
+    speed = {}
+    for budget in sorted({r["budget_tokens"] for r in rows}):
+        random_arm = chosen.get(budget)
+        # random's frontier arm first, then random init's other runs at this budget (other schedules and learning
+        # rates: a WSD arm's peer is random on WSD), then the grown arms
+        randoms = [n for n, a in finals.items() if a["init"] == "random" and a["tokens"] == budget
+                   and a["final_val_loss"] and n != random_arm]
+        names = ([random_arm] if random_arm else []) + sorted(randoms) + [
+            r["arm"] for r in rows if r["budget_tokens"] == budget and r["final"]]
+        speed[str(budget)] = {"random_arm": random_arm, "random_arms": [random_arm, *sorted(randoms)], "speed": {
+            kind: {n: diagnosis.learning_speed(dirs(n), kind) for n in names} for kind in ("train", "val")}}
+    traces = {r["arm"]: diagnosis.divergence_trace(out / "runs" / f"{r['arm']}-s0") for r in rows}
+    traces = {name: t for name, t in traces.items() if t}
+    return {"learning_speed": speed, "divergence": traces,
+            "divergence_summary": {name: diagnosis.divergence_summary(t) for name, t in traces.items()},
+            "definitions": {"learning_speed": diagnosis.SPEED_METHOD, "drop": diagnosis.DROP}}
+
+
+def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
+    """The report's diagnosis section: learning-speed tables and plots per budget, the copy-divergence table."""
+    diag = results.get("diagnosis")
+    if not diag:
+        return []
+    lines = ["## Diagnosis", "", diag["definitions"]["learning_speed"], ""]
+    for budget, entry in diag["learning_speed"].items():
+        for kind in ("train", "val"):
+            table_lines = diagnosis.speed_table(entry["speed"][kind], entry["random_arm"])
+            if table_lines:
+                lines += [f"{int(budget) / 1e6:g}M-token runs, {kind} loss (seed means):", "", *table_lines, ""]
+        png = diagnosis.plot_speed(entry["speed"], entry["random_arm"], int(budget), out)
+        if png:
+            lines += [f"![learning speed at equal loss]({png.name})", ""]
+    if diag["divergence_summary"]:
+        lines += ["Copy divergence (seed 0): per-token cosine between the copies of the hidden units (mean over the "
+                  "layers' hidden states, and the lowest layer), and the weights' copied rows (mean over tensor "
+                  "groups), at the first and the last evaluation.", "",
+                  "| arm | hidden cos, start | hidden cos, end (lowest layer) | weight cos, start | weight cos, end |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, summ in diag["divergence_summary"].items():
+            a, b = summ["start"], summ["end"]
+            lines.append(f"| {name} | {_num(a['activation_mean'])} | {_num(b['activation_mean'])} "
+                         f"({_num(b['activation_min'])}) | {_num(a['weights_mean'])} | {_num(b['weights_mean'])} |")
+        png = diagnosis.plot_divergence(diag["divergence"], out)
+        lines += ["", f"![copy divergence]({png.name})", ""] if png else [""]
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,6 +229,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")
     lines.append("")
     lines += [f"![validation loss against tokens]({png.name})" for png in pngs] + ([""] if pngs else [])
+    lines += diagnosis_lines(results, out)
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")

@@ -27,7 +27,7 @@ from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
 from hyperclone.grow.options import DEFAULT_TOP_K
-from hyperclone.grow.perturb import init_std, parse_perturbation
+from hyperclone.grow.perturb import Perturbation, init_std, parse_perturbation
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
 
@@ -182,6 +182,15 @@ def copy_layout(plan: Plan) -> CopyLayout:
     return CopyLayout(axes, residual, maps)
 
 
+def perturbed(grown: torch.Tensor, target: torch.Tensor | None, name: str, perturbation: Perturbation | None,
+              raw_config: dict[str, Any], seed: int) -> torch.Tensor:
+    """grow --perturb: the grown tensor moved toward a fresh init (into its output buffer when it has one)."""
+    if perturbation is None:
+        return grown
+    moved = perturbation.apply(grown, name, init_std(raw_config), seed)
+    return grown.copy_(moved) if grown is target else moved
+
+
 def check_free_space(out: Path, nbytes: int) -> None:
     """Refuse at once when the planned output cannot fit on OUT's disk (with 1% and 64 MiB to spare)."""
     free = shutil.disk_usage(out.absolute().parent).free
@@ -291,9 +300,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                     target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
                               if recipe.out_name in in_buffers else None)
                     grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
-                    if perturbation is not None:
-                        moved = perturbation.apply(grown, recipe.out_name, init_std(source.raw_config), spec.seed)
-                        grown = grown.copy_(moved) if grown is target else moved
+                    grown = perturbed(grown, target, recipe.out_name, perturbation, source.raw_config, spec.seed)
                     background.write(recipe.out_name, grown)  # returns once the previous tensor is written
                     if target is None:
                         buffers.release()

@@ -808,7 +808,6 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
                 return TrainResult(run.out, run.last_good or run.out, run.step, run.tokens, float("nan"),
                                    run.elapsed())
             lr = lr_at(run.step, total, cfg)
-            kd = kd_weight(run.step, total, cfg)
             step_loss = run.optimizer_step(lr)
             session_steps += 1
             interval_tokens += run.layout.step_tokens
@@ -833,7 +832,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             run.metrics.write({"step": step, "tokens": run.tokens, "train_loss": round(train_loss, 6),
                                "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
                                "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3),
-                               **({"kd_alpha": round(kd, 6)} if cfg.teacher is not None else {}),
+                               **({"kd_alpha": round(kd_weight(step - 1, total, cfg), 6)} if cfg.teacher else {}),
                                **(run.divergence() if do_eval else {})})
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
             if do_stable:  # before the checkpoint of this step, so a resumed run past it has always exported it
