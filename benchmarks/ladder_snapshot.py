@@ -16,13 +16,15 @@ import argparse
 import shutil
 from pathlib import Path
 
-REPORT_FILES = ("ladder.md", "ladder.json", "ladder_speedup.png", "search.md", "search.json")  # search: compare: ladder
 RUN_FILES = ("metrics.jsonl", "train_summary.json", "sweep_arm.json", "final/trainer_state.json")
 
 
 def save(out: Path, dest: Path) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
-    for path in [out / name for name in REPORT_FILES] + sorted(out.glob("search_val_loss_*.png")):
+    # the ladder's and every search's report (search.md, a sweep's `report:` stem such as keep.md) and plots
+    reports = [p for p in sorted(out.glob("*.md")) + sorted(out.glob("*.json")) + sorted(out.glob("*.png"))
+               if p.name != "experiment.json" and not p.name.startswith("wall_clock")]
+    for path in reports:
         if path.exists():
             shutil.copy2(path, dest / path.name)
     saved = []

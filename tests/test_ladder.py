@@ -195,6 +195,10 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
     assert results["random_seeds"]["6400000"] == [0] and results["random_seeds"]["16000000"] == [0, 1]
     assert "6.4M: 2.700 (1 seed), 16M: 2.500 (2 seeds)." in report
     assert [p["val_loss"] for p in results["curves"]["grown-16m-lr0.002"]] == [9.0, 2.46]  # seed mean
+    # a sweep's `report:` names its own files, so two searches in one ladder folder do not overwrite each other
+    named = ladder_search.write({**results, "report": "keep"}, tmp_path)
+    assert named == tmp_path / "keep.md" and (tmp_path / "keep.json").exists()
+    assert (tmp_path / "keep_val_loss_16m.png").exists() and "## Diagnosis" in named.read_text()
 
 
 def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():

@@ -57,6 +57,8 @@ def test_parse_expands_learning_rates_and_fills_defaults():
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_decay": "no"}]}, "small_decay must be true or false"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_decay": False}]}, "small_decay .* only applies"),
     ({"compare": "frontier"}, "compare must be one of best-random, ladder"),
+    ({"report": "keep"}, "report .* needs compare: ladder"),
+    ({"compare": "ladder", "report": "a.b"}, "report must be a file stem"),
 ])
 def test_bad_sweep_files_give_one_line(change, message):
     with pytest.raises(HyperCloneError, match=message) as err:

@@ -174,7 +174,7 @@ def _sweep_file(sweep: Path, preset: str | None, out: Path, data: list[Path] | N
                                   f"got {spec.preset}")
         run_sweep(get_preset(spec.preset), spec, out, data=data, jobs=jobs, command=command, kind=kind,
                   collect=ladder_search.analyse, writer=ladder_search.write, train_runs=not report_only)
-        typer.echo(f"report: {Path(out) / ladder_search.REPORT}")
+        typer.echo(f"report: {Path(out) / (spec.report + '.md')}")
         return
     if report_only:
         raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "

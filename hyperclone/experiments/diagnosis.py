@@ -39,8 +39,8 @@ PEAK = 0.999  # an evaluation at >= PEAK x the run's largest learning rate is in
 def stable_points(metrics: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """(tokens, val_loss) of the evaluations at the peak learning rate (all after step 0 if fewer than 3)."""
     vals = [m for m in metrics if m.get("val_loss") is not None and m["step"] > 0]
-    peak = max((m["lr"] for m in metrics), default=0.0)
-    stable = [m for m in vals if m["lr"] >= PEAK * peak]
+    peak = max((m.get("lr") or 0.0 for m in metrics), default=0.0)
+    stable = [m for m in vals if (m.get("lr") or 0.0) >= PEAK * peak]
     return [(m["tokens"], m["val_loss"]) for m in (stable if len(stable) >= 3 else vals)]
 
 
@@ -48,8 +48,8 @@ def train_points(metrics: list[dict[str, Any]], window: int = TRAIN_WINDOW) -> l
     """(tokens, training loss smoothed by a centred running mean of `window` log points), at the peak learning
     rate (every logged point if the stable phase holds fewer than 3 windows)."""
     logged = [m for m in metrics if m.get("train_loss") is not None]
-    peak = max((m["lr"] for m in logged), default=0.0)
-    stable = [m for m in logged if m["lr"] >= PEAK * peak]
+    peak = max((m.get("lr") or 0.0 for m in logged), default=0.0)
+    stable = [m for m in logged if (m.get("lr") or 0.0) >= PEAK * peak]
     pts = [(m["tokens"], m["train_loss"]) for m in (stable if len(stable) >= 3 * window else logged)]
     half = window // 2
     return [(pts[i][0], statistics.fmean(p[1] for p in pts[i - half : i + half + 1]))
@@ -121,7 +121,7 @@ def speed_table(speeds: dict[str, dict[str, float]], random_arm: str | None) -> 
 
 
 def plot_speed(speeds: dict[str, dict[str, dict[str, float]]], random_arm: str | None, budget: int,
-               out: Path) -> Path | None:
+               out: Path, stem: str = "search") -> Path | None:
     """speeds: {"train": {arm: {L: tokens}}, "val": ...}; one panel per curve."""
     if not any(speeds.values()):
         return None
@@ -137,11 +137,12 @@ def plot_speed(speeds: dict[str, dict[str, dict[str, float]]], random_arm: str |
         ax.set_xlabel(f"{'training' if curve == 'train' else 'validation'} loss L (falling to the right)")
         ax.set_ylabel(f"tokens to fall from L to L - {DROP:g} (M), peak LR")
         ax.set_title(f"{curve} loss, {budget / 1e6:g}M-token runs; dashed = random init", fontsize=9)
-        ax.legend(fontsize=6)
-    return report.save_figure(fig, out / f"diagnosis_learning_speed_{budget / 1e6:g}m.png")
+        if ax.lines:
+            ax.legend(fontsize=6)
+    return report.save_figure(fig, out / f"{stem}_learning_speed_{budget / 1e6:g}m.png")
 
 
-def plot_divergence(traces: dict[str, list[dict[str, Any]]], out: Path) -> Path | None:
+def plot_divergence(traces: dict[str, list[dict[str, Any]]], out: Path, stem: str = "search") -> Path | None:
     traces = {n: t for n, t in traces.items() if t}
     if not traces:
         return None
@@ -159,4 +160,4 @@ def plot_divergence(traces: dict[str, list[dict[str, Any]]], out: Path) -> Path 
         ax.set_xlabel("tokens (M)")
         ax.set_ylabel("cosine")
         ax.legend(fontsize=7)
-    return report.save_figure(fig, out / "diagnosis_copy_divergence.png")
+    return report.save_figure(fig, out / f"{stem}_copy_divergence.png")

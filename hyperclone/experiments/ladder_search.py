@@ -22,7 +22,7 @@ from hyperclone.experiments.sweep_models import reference_model
 from hyperclone.experiments.sweep_report import describe
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
 
-REPORT, RESULTS = "search.md", "search.json"
+REPORT = "search"  # default file stem: search.md, search.json, search_*.png (a sweep's `report:` names another)
 METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed on random init's frontier: its "
           "final loss at every budget the ladder or this sweep trained, each a full schedule, at the budget's best "
           "seed-0 learning rate: "
@@ -77,7 +77,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     curves.update({chosen[b]: report.mean_curve([curve(out / "runs" / f"{chosen[b]}-s{seed}", 0.0)
                                                  for seed in randoms[chosen[b]]["final_val_loss"]])
                    for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
-    return {"preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
+    return {"report": sweep.report, "preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
             "diagnosis": diagnose(out, rows, chosen, {**randoms, **arms}),
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
@@ -124,7 +124,7 @@ def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
             table_lines = diagnosis.speed_table(entry["speed"][kind], entry["random_arm"])
             if table_lines:
                 lines += [f"{int(budget) / 1e6:g}M-token runs, {kind} loss (seed means):", "", *table_lines, ""]
-        png = diagnosis.plot_speed(entry["speed"], entry["random_arm"], int(budget), out)
+        png = diagnosis.plot_speed(entry["speed"], entry["random_arm"], int(budget), out, results.get("report", REPORT))
         if png:
             lines += [f"![learning speed at equal loss]({png.name})", ""]
     if diag["divergence_summary"]:
@@ -137,7 +137,7 @@ def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
             a, b = summ["start"], summ["end"]
             lines.append(f"| {name} | {_num(a['activation_mean'])} | {_num(b['activation_mean'])} "
                          f"({_num(b['activation_min'])}) | {_num(a['weights_mean'])} | {_num(b['weights_mean'])} |")
-        png = diagnosis.plot_divergence(diag["divergence"], out)
+        png = diagnosis.plot_divergence(diag["divergence"], out, results.get("report", REPORT))
         lines += ["", f"![copy divergence]({png.name})", ""] if png else [""]
     return lines
 
@@ -207,7 +207,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("validation loss")
         ax.set_title(f"recipes at {budget / 1e6:g}M tokens (seed mean); dashed = random init")
         ax.legend(fontsize=7)
-        path = out / f"search_val_loss_{budget / 1e6:g}m.png"
+        path = out / f"{results.get('report', REPORT)}_val_loss_{budget / 1e6:g}m.png"
         report.save_figure(fig, path)
         paths.append(path)
     return paths
@@ -215,7 +215,8 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    write_text_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
+    stem = results.get("report", REPORT)
+    write_text_atomic(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
     pngs = plot(results, out)
     frontier = frontier_text(results)
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
@@ -233,6 +234,6 @@ def write(results: dict[str, Any], out: Path) -> Path:
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
-    write_text_atomic(out / REPORT, "\n".join(lines) + "\n")
-    return out / REPORT
+    write_text_atomic(out / f"{stem}.md", "\n".join(lines) + "\n")
+    return out / f"{stem}.md"
 

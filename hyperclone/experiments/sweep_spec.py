@@ -60,7 +60,7 @@ from hyperclone.grow.plan import MODES
 from hyperclone.train.loop import SCHEDULES
 from hyperclone.train.moments import RESETS
 
-TOP_KEYS = ("preset", "seeds", "arms", "compare")
+TOP_KEYS = ("preset", "seeds", "arms", "compare", "report")
 # how a sweep's grown arms are compared with random init: with the sweep's best random arm of their shape, read
 # off both runs' curves (sweep.md), or on a budget ladder's random frontier, the sweep run in the ladder's own
 # folder (search.md: budget-matched like the ladder itself; hyperclone.experiments.ladder_search)
@@ -113,6 +113,7 @@ class Sweep:
     preset: str
     arms: tuple[SweepArm, ...]
     compare: str = "best-random"  # one of COMPARE
+    report: str = "search"  # compare: ladder: the report's file stem (search.md, search.json, search_*.png)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -290,4 +291,9 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
     compare = raw.get("compare", "best-random")
     if compare not in COMPARE:
         _fail(where, f"compare must be one of {', '.join(COMPARE)}, got {compare!r}")
-    return Sweep(preset=raw["preset"], arms=tuple(arms), compare=compare)
+    report = raw.get("report", "search")
+    if not isinstance(report, str) or not report or any(c in report for c in "/\\ .") or report == "sweep":
+        _fail(where, f"report must be a file stem without dots, spaces or slashes (not 'sweep'), got {report!r}")
+    if "report" in raw and compare != "ladder":
+        _fail(where, "report (the search report's name) needs compare: ladder")
+    return Sweep(preset=raw["preset"], arms=tuple(arms), compare=compare, report=report)
