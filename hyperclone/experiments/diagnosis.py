@@ -72,6 +72,16 @@ def tokens_per_drop(points: list[tuple[float, float]], levels=LEVELS, drop: floa
     return found
 
 
+END_LOGS = 10  # log points of the training loss averaged for a run's end (150 steps, ~300k tokens in cpu-ladder)
+
+
+def final_train_loss(run_dir: Path, logs: int = END_LOGS) -> float | None:
+    """The mean training loss of a run's last `logs` log points: on the same batches for every arm of a seed, and
+    within the first epoch a held-out estimate 37x the size of the cpu-ladder's 8,192-token validation set."""
+    losses = [m["train_loss"] for m in read_metrics(run_dir) if m.get("train_loss") is not None]
+    return statistics.fmean(losses[-logs:]) if len(losses) >= logs else None
+
+
 def learning_speed(run_dirs: list[Path], curve: str = "val") -> dict[str, float]:
     """Seed mean of tokens_per_drop over the runs that measure each level; curve: val | train."""
     if curve == "val":

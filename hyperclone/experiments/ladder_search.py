@@ -59,6 +59,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
             "small_decay": arm.small_decay,
             "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
+            "final_train": {s: diagnosis.final_train_loss(out / "runs" / f"{arm.name}-s{s}")
+                            for s in a["final_val_loss"]},
             "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
         if gm is not None and frontier:
             needed, bound = ladder.tokens_to_reach(gm, frontier)
@@ -84,6 +86,9 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
             "random_finals": {name: a["final_val_loss"] for name, a in arms.items()
                               if a["init"] == "random" and a["final_val_loss"]},
+            "random_train": {name: {s: diagnosis.final_train_loss(out / "runs" / f"{name}-s{s}")
+                                    for s in a["final_val_loss"]}
+                             for name, a in arms.items() if a["init"] == "random" and a["final_val_loss"]},
             "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
 
@@ -142,6 +147,11 @@ def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def _train_text(final_train: dict[Any, float | None]) -> str:
+    values = {s: v for s, v in final_train.items() if v is not None}
+    return ladder.losses_text(values) if values else "—"
+
+
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -169,9 +179,11 @@ def frontier_text(results: dict[str, Any]) -> str:
 
 
 def table(results: dict[str, Any]) -> list[str]:
+    train = any(r.get("final_train") for r in results["arms"])  # reports since issue 25 have the training loss
     lines = ["| arm | recipe | peak LR | tokens / parameter | final loss (seeds) | gap to random | speedup_tokens "
-             "(budget-matched) | per seed | incl. small | head start | if kept | kept | pending seeds |",
-             "|---|---|" + "---:|" * 10 + "---|"]
+             "(budget-matched) | per seed | incl. small | head start | if kept | kept |"
+             + (" train loss, last 10 logs (seeds) |" if train else "") + " pending seeds |",
+             "|---|---|" + "---:|" * (11 if train else 10) + "---|"]
     for r in results["arms"]:
         gap = "—" if r["loss_gap"] is None else f"{r['loss_gap']:.1%}"
         speed = "pending" if r.get("speedup_tokens") is None else f"{r['bound']}{r['speedup_tokens']:.2f}"
@@ -181,7 +193,8 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {r['arm']} | {r['recipe']} | {r['lr']:g} | {r['tokens_per_parameter']:.1f} | "
                      f"{ladder.losses_text(r['final'])} | {gap} | {speed} | {per_text} | "
                      f"{'—' if small is None else format(small, '.2f')} | {ladder.head_start_cells(r)} | "
-                     f"{', '.join(f's{s}' for s in r['pending']) or '—'} |")
+                     + (f"{_train_text(r.get('final_train') or {})} | " if train else "")
+                     + f"{', '.join(f's{s}' for s in r['pending']) or '—'} |")
     return lines
 
 
@@ -225,6 +238,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
     if results.get("random_finals"):
         lines += ["Random init's arms in this sweep (final loss, seeds): " + ", ".join(
             f"{name} {ladder.losses_text(finals)}" for name, finals in results["random_finals"].items()) + ".", ""]
+    if results.get("random_train"):
+        lines += ["Their training loss over the last 10 logs: " + ", ".join(
+            f"{name} {_train_text(t)}" for name, t in results["random_train"].items()) + ".", ""]
     for budget, top in results["best"].items():
         state = "provisional (seeds pending or only one)" if top["provisional"] else "settled"
         lines.append(f"Lowest final loss at {int(budget):,} tokens: {top['arm']} ({top['mean']:.3f}; {state}).")
