@@ -4,8 +4,10 @@ run in the ladder's own folder, is reported against the ladder's random frontier
 Every grown arm's final loss is placed on random init's final-loss-versus-budget curve exactly as the ladder
 places its default recipe (ladder.tokens_to_reach: budget-matched, not read off one WSD run's curve, whose loss
 falls mostly in its final decay). `incl. small` charges each arm the pretraining of the small model it grew
-from (an arm's small_tokens or small_decay has a small model of its own). Writes search.md and search.json; runs
-that have not finished are listed as pending, so the report can be written while the search trains.
+from (an arm's small_tokens or small_decay has a small model of its own) and, for a distilled arm, its teacher's
+forward passes. Writes search.md and search.json (or the sweep's `report:` stem); runs that have not finished are
+listed as pending, so the report can be written while the search trains. The report's Diagnosis section
+(hyperclone.experiments.diagnosis) reads learning speed at equal loss and the copy divergence off the runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed 
 def _small_flops(out: Path, preset: Preset, arm: SweepArm, flops_per_token: float) -> float | None:
     run = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, flops_per_token)
     return run[-1]["flops"] if run else None
+
+
+def _teacher_tokens(out: Path, arm: SweepArm, seeds: Any) -> float:
+    """Mean tokens a distilled arm's teacher ran forward on (train_summary.json), 0 for other arms."""
+    found = []
+    for seed in seeds:
+        path = out / "runs" / f"{arm.name}-s{seed}" / "train_summary.json"
+        teacher = json.loads(path.read_text()).get("teacher") if path.exists() else None
+        found.append(teacher["forward_tokens"] if teacher else 0)
+    return sum(found) / len(found) if found else 0.0
 
 
 def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
@@ -65,7 +77,9 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         if gm is not None and frontier:
             needed, bound = ladder.tokens_to_reach(gm, frontier)
             small_flops = _small_flops(out, preset, arm, small["flops_per_token"])
-            grown_flops = arm.tokens * big["flops_per_token"]
+            # a distilled arm also pays its teacher's forward passes (a third of a training step's FLOPs per token)
+            grown_flops = arm.tokens * big["flops_per_token"] + _teacher_tokens(out, arm, a["final_val_loss"]) * (
+                small["flops_per_token"] / 3)
             row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
                         "speedup_tokens_per_seed": report.spread([ladder.tokens_to_reach(v, frontier)[0] / arm.tokens
                                                                   for v in a["final_val_loss"].values()]),
