@@ -167,8 +167,12 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
                     "lr: [2.0e-3]}\n"
                     "  - {name: last-small12.8m, init: grown, grow: {mode: noisy, noise_db: 0}, tokens: 16000000, "
                     "lr: 2.0e-3, small_tokens: 12800000}\n"
-                    "  - {name: random-6.4m, init: random, tokens: 6400000, lr: [4.0e-3], seeds: [0]}\n")
+                    "  - {name: random-6.4m, init: random, tokens: 6400000, lr: [4.0e-3], seeds: [0]}\n"
+                    "  - {name: kd, init: grown, kd: {alpha: 0.5}, tokens: 16000000, lr: 2.0e-3, seeds: [0]}\n")
     _fake_run(tmp_path, "random-6.4m-lr0.004-s0", 6_400_000, 2.7)  # the sweep's own LR beats the ladder's at 6.4M
+    _fake_run(tmp_path, "kd-s0", 16_000_000, 2.45)
+    (tmp_path / "runs" / "kd-s0" / "train_summary.json").write_text(json.dumps({"teacher": {
+        "forward_tokens": 4_800_000}}))
     results = ladder_search.analyse(preset, load_sweep(spec), tmp_path)
     rows = {r["arm"]: r for r in results["arms"]}
     points = sorted({**frontier, 6_400_000: 2.7}.items())
@@ -183,6 +187,9 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
         needed = row["speedup_tokens"] * 16e6 * big["flops_per_token"]
         assert row["speedup_flops_incl_small"] == pytest.approx(
             needed / (16e6 * big["flops_per_token"] + small_tokens * small["flops_per_token"]))
+    kd = rows["kd"]  # a distilled arm also pays its teacher's forward passes: a third of the small model's FLOPs
+    assert kd["speedup_flops_incl_small"] == pytest.approx(kd["speedup_tokens"] * 16e6 * big["flops_per_token"] / (
+        16e6 * big["flops_per_token"] + (800_000 + 4_800_000 / 3) * small["flops_per_token"]))
     assert results["best"]["16000000"] == {"arm": "last-small12.8m", "mean": 2.2, "provisional": True}
     head_start = math.sqrt(1.6e6 * 3.2e6)
     assert better["start_loss"] == 3.3 and better["head_start_tokens"] == pytest.approx(head_start)
