@@ -82,6 +82,41 @@ def final_train_loss(run_dir: Path, logs: int = END_LOGS) -> float | None:
     return statistics.fmean(losses[-logs:]) if len(losses) >= logs else None
 
 
+LEAD_AT = (0.1, 0.25, 0.5, 0.75)  # fractions of a run at which its lead over random init is read
+
+
+def smoothed_train(run_dir: Path, window: int = TRAIN_WINDOW) -> list[tuple[float, float]]:
+    """(tokens, training loss) over the whole run, smoothed by a centred running mean of `window` log points."""
+    pts = [(m["tokens"], m["train_loss"]) for m in read_metrics(run_dir) if m.get("train_loss") is not None]
+    half = window // 2
+    return [(pts[i][0], statistics.fmean(p[1] for p in pts[i - half : i + half + 1]))
+            for i in range(half, len(pts) - half)]
+
+
+def lead(grown: list[tuple[float, float]], random: list[tuple[float, float]], at=LEAD_AT) -> dict[str, float | None]:
+    """{fraction: tokens random init needs to reach the grown run's (smoothed training) loss at that fraction of
+    the grown run, minus the tokens the grown run has trained}; None where random never gets there. Read on the
+    same seed and schedule, this is how much of the head start a grown run still holds at each point."""
+    if not grown or not random:
+        return {}
+    xs, ys = [p[0] for p in random], [p[1] for p in random]
+    end = grown[-1][0]
+    found: dict[str, float | None] = {}
+    for frac in at:
+        tokens, loss = min(grown, key=lambda p: abs(p[0] - frac * end))
+        needed = report.x_to_reach(xs, ys, loss)
+        found[f"{frac:g}"] = None if needed is None else needed - tokens
+    return found
+
+
+def seed_mean_lead(pairs: list[tuple[Path, Path]]) -> dict[str, float | None]:
+    """lead() averaged over (grown run, random run) pairs of the same seed."""
+    per = [lead(smoothed_train(g), smoothed_train(r)) for g, r in pairs]
+    keys = [f"{f:g}" for f in LEAD_AT]
+    return {k: (statistics.fmean(v[k] for v in per if v.get(k) is not None)
+                if any(v.get(k) is not None for v in per) else None) for k in keys}
+
+
 def learning_speed(run_dirs: list[Path], curve: str = "val") -> dict[str, float]:
     """Seed mean of tokens_per_drop over the runs that measure each level; curve: val | train."""
     if curve == "val":

@@ -72,7 +72,8 @@ def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
     for arm in sweep.arms:
         done = {s: curve(out / "runs" / f"{arm.name}-s{s}", 0.0)[-1]["val_loss"] for s in arm.seeds
                 if _finished(out, arm, s)}
-        arms[arm.name] = {"init": arm.init, "tokens": arm.tokens, "lr": arm.lr, "seeds": list(arm.seeds),
+        arms[arm.name] = {"init": arm.init, "tokens": arm.tokens, "lr": arm.lr, "schedule": arm.schedule,
+                          "seeds": list(arm.seeds),
                           "final_val_loss": done, "pending": [s for s in arm.seeds if s not in done]}
     return arms
 

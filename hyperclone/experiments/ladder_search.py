@@ -69,7 +69,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         row: dict[str, Any] = {
             "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
-            "small_decay": arm.small_decay,
+            "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule,
             "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
             "final_train": {s: diagnosis.final_train_loss(out / "runs" / f"{arm.name}-s{s}")
                             for s in a["final_val_loss"]},
@@ -94,7 +94,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                                                  for seed in randoms[chosen[b]]["final_val_loss"]])
                    for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
     return {"report": sweep.report, "preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
-            "diagnosis": diagnose(out, rows, chosen, {**randoms, **arms}),
+            "diagnosis": diagnose(out, rows, chosen, {name: {**a, "schedule": a["schedule"] or preset.schedule}
+                                                      for name, a in {**randoms, **arms}.items()}),
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
@@ -125,9 +126,17 @@ def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None
             r["arm"] for r in rows if r["budget_tokens"] == budget and r["final"]]
         speed[str(budget)] = {"random_arm": random_arm, "random_arms": [random_arm, *sorted(randoms)], "speed": {
             kind: {n: diagnosis.learning_speed(dirs(n), kind) for n in names} for kind in ("train", "val")}}
+    leads = {}
+    for r in rows:  # against random init on the same recipe (budget, schedule, peak LR), seed by seed
+        peer = next((n for n in speed[str(r["budget_tokens"])]["random_arms"] if n and finals[n]["schedule"] ==
+                     r["schedule"] and finals[n]["lr"] == r["lr"]), None)
+        pairs = [(out / "runs" / f"{r['arm']}-s{s}", out / "runs" / f"{peer}-s{s}") for s in r["final"]
+                 if peer and s in finals[peer]["final_val_loss"]]
+        if pairs:
+            leads[r["arm"]] = {"random_arm": peer, "seeds": len(pairs), "lead": diagnosis.seed_mean_lead(pairs)}
     traces = {r["arm"]: diagnosis.divergence_trace(out / "runs" / f"{r['arm']}-s0") for r in rows}
     traces = {name: t for name, t in traces.items() if t}
-    return {"learning_speed": speed, "divergence": traces,
+    return {"learning_speed": speed, "lead": leads, "divergence": traces,
             "divergence_summary": {name: diagnosis.divergence_summary(t) for name, t in traces.items()},
             "definitions": {"learning_speed": diagnosis.SPEED_METHOD, "drop": diagnosis.DROP}}
 
@@ -146,6 +155,18 @@ def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
         png = diagnosis.plot_speed(entry["speed"], entry["random_arm"], int(budget), out, results.get("report", REPORT))
         if png:
             lines += [f"![learning speed at equal loss]({png.name})", ""]
+    if diag.get("lead"):
+        fracs = list(next(iter(diag["lead"].values()))["lead"])
+        lines += ["Lead over random init: the tokens random init (same budget, schedule, peak LR and seed) needs to reach the "
+                  "grown arm's smoothed training loss at each point of the grown run, minus the tokens the grown arm "
+                  "has trained; at step 0 it is the head start (table above). A lead that stays flat after the "
+                  "re-warmup is a head start kept; one that shrinks is a grown model learning slower.", "",
+                  "| arm | random peer (seeds) | " + " | ".join(f"lead at {float(f):.0%} of the run" for f in fracs)
+                  + " |", "|---|---|" + "---:|" * len(fracs)]
+        for name, entry in diag["lead"].items():
+            cells = ["—" if v is None else f"{v / 1e6:+.2f}M" for v in entry["lead"].values()]
+            lines.append(f"| {name} | {entry['random_arm']} ({entry['seeds']}) | " + " | ".join(cells) + " |")
+        lines.append("")
     if diag["divergence_summary"]:
         lines += ["Copy divergence (seed 0): per-token cosine between the copies of the hidden units (mean over the "
                   "layers' hidden states, and the lowest layer), and the weights' copied rows (mean over tensor "
