@@ -28,7 +28,7 @@ from hyperclone.common.copies import (
     read_copies,
 )
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.experiments.diagnosis import stable_points, tokens_per_drop
+from hyperclone.experiments.diagnosis import lead, stable_points, tokens_per_drop
 from hyperclone.experiments.sweep_spec import parse_sweep
 from hyperclone.grow.engine import grow
 from hyperclone.grow.perturb import parse_perturbation
@@ -300,3 +300,12 @@ def test_sweep_arms_take_perturb_kd_and_copies():
             parse_sweep({"preset": "micro", "arms": [{"name": "a", "init": "grown", "lr": 1e-3, **arm}]})
     with pytest.raises(HyperCloneError, match="only applies to init: grown"):
         parse_sweep({"preset": "micro", "arms": [{"name": "a", "init": "random", "lr": 1e-3, "kd": {"alpha": 1}}]})
+
+
+def test_lead_is_the_tokens_random_needs_minus_the_tokens_trained():
+    """Random falls 0.1 per 100 tokens from 4.0; the grown run sits at 3.5 after 100 tokens of its 400 (random
+    needs 500 for it: lead 400) and at 3.2 after 300 (random: 800, lead 500); random never reaches 1.0."""
+    random = [(t, 4.0 - t / 1000) for t in range(0, 1001, 100)]
+    grown = [(0, 3.6), (100, 3.5), (200, 3.3), (300, 3.2), (400, 1.0)]
+    found = lead(grown, random, at=(0.25, 0.75, 1.0))
+    assert found == {"0.25": pytest.approx(400.0), "0.75": pytest.approx(500.0), "1": None}
