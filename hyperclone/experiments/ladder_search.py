@@ -157,12 +157,14 @@ def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
             lines += [f"![learning speed at equal loss]({png.name})", ""]
     if diag.get("lead"):
         fracs = list(next(iter(diag["lead"].values()))["lead"])
-        lines += ["Lead over random init: the tokens random init (same budget, schedule, peak LR and seed) needs to reach the "
-                  "grown arm's smoothed training loss at each point of the grown run, minus the tokens the grown arm "
-                  "has trained; at step 0 it is the head start (table above). A lead that stays flat after the "
-                  "re-warmup is a head start kept; one that shrinks is a grown model learning slower.", "",
-                  "| arm | random peer (seeds) | " + " | ".join(f"lead at {float(f):.0%} of the run" for f in fracs)
-                  + " |", "|---|---|" + "---:|" * len(fracs)]
+        lines += ["Lead over random init: the tokens random init (same budget, schedule, peak LR and seed) needs "
+                  "to reach the grown arm's smoothed training loss at each point of the grown run, minus the "
+                  "tokens the grown arm has trained; at step 0 it is the head start (table above). A lead that "
+                  "stays flat after the re-warmup is a head start kept; one that shrinks is a grown model learning "
+                  "slower.", "",
+                  "| arm | random peer (seeds) | " + " | ".join(f"lead at {float(f):.0%} of the run"
+                                                               for f in fracs) + " |",
+                  "|---|---|" + "---:|" * len(fracs)]
         for name, entry in diag["lead"].items():
             cells = ["—" if v is None else f"{v / 1e6:+.2f}M" for v in entry["lead"].values()]
             lines.append(f"| {name} | {entry['random_arm']} ({entry['seeds']}) | " + " | ".join(cells) + " |")

@@ -30,8 +30,13 @@ from hyperclone.grow.stream_file import StreamFile
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "C64": torch.complex64,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
 }
+# bits per element of every dtype the safetensors format defines (F4 and F6 pack below a byte: no torch dtype here)
+DTYPE_BITS: dict[str, int] = {**{name: torch.empty((), dtype=d).element_size() * 8 for name, d in DTYPES.items()},
+                              "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -62,39 +67,104 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses larger headers too
+USIZE = 2**64  # the library's offsets and dimensions are usize: integers in [0, 2**64)
+
+
+def _usize(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < USIZE
+
+
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """Parse and validate a safetensors header; raise HyperCloneError on a truncated or corrupt file."""
+    """Parse and validate a safetensors header by the safetensors library's own rules (safetensors/src/tensor.rs:
+    read_metadata and Metadata::validate), so that every file the library refuses is refused here too, with one
+    line: an 8-byte little-endian length of at most 100 MB inside the file, a UTF-8 JSON object, `__metadata__`
+    absent, null or a map of strings to strings, every other entry {dtype, shape, data_offsets} with a known dtype,
+    non-negative integer dimensions and two integer offsets, the tensors' byte ranges contiguous from 0 in offset
+    order with sizes matching shape x dtype, and the data ending exactly at the end of the file."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise HyperCloneError(f"{path}: not a safetensors file (shorter than its header)")
         (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(size - 8, 100_000_000):
-            raise HyperCloneError(f"{path}: corrupt or truncated safetensors header")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HyperCloneError(f"{path}: corrupt safetensors header ({exc.__class__.__name__})") from None
+        if header_len > MAX_HEADER:
+            raise HyperCloneError(f"{path}: corrupt safetensors header (declared length {header_len:,} bytes is over "
+                                  "the 100 MB limit)")
+        if header_len > size - 8:
+            raise HyperCloneError(f"{path}: corrupt or truncated safetensors header (declared length {header_len:,} "
+                                  f"bytes, the file has {size - 8:,} after the length)")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise HyperCloneError(f"{path}: corrupt safetensors header ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
-        raise HyperCloneError(f"{path}: corrupt safetensors header")
+        raise HyperCloneError(f"{path}: corrupt safetensors header (not a JSON object)")
+    _check_metadata(path, header.get("__metadata__"))
     base = 8 + header_len
-    infos = {}
+    entries = []
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            start, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r}") from None
-        if end - start != _numel(shape) * _itemsize(dtype) or start < 0:
+        if name != "__metadata__":
+            entries.append(_entry(path, name, entry))
+    infos = {}
+    expected = 0
+    for name, dtype, shape, start, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if start != expected or end < start:
+            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r} (its data_offsets [{start}, {end}] "
+                                  f"do not start where the previous tensor ends, at {expected})")
+        expected = end
+        nbits = _checked_numel(path, name, shape) * DTYPE_BITS[dtype]
+        if nbits >= USIZE:
+            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r} (its size overflows 64 bits)")
+        if nbits % 8 or end - start != nbits // 8:
             raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r} (size does not match shape)")
-        if base + end > size:
-            raise HyperCloneError(f"{path}: truncated safetensors file ({name!r} ends past the end of the file)")
-        infos[name] = TensorInfo(name, shape, dtype, path, base + start, base + end)
+        infos[name] = TensorInfo(name, shape, DTYPES[dtype], path, base + start, base + end)
+    if base + expected != size:
+        where = "ends past the end of the file" if base + expected > size else "leaves bytes after the last tensor"
+        raise HyperCloneError(f"{path}: {'truncated' if base + expected > size else 'corrupt'} safetensors file "
+                              f"(its data {where}: {base + expected:,} bytes declared, {size:,} in the file)")
     return infos
+
+
+def _checked_numel(path: Path, name: str, shape: tuple[int, ...]) -> int:
+    """The element count, refused as the library refuses it: when the running product of the dimensions, in order,
+    overflows 64 bits (even if a later dimension is 0), or when a dimension does not fit torch's int64."""
+    n = 1
+    for dim in shape:
+        n *= dim
+        if n >= USIZE or dim >= 2**63:
+            raise HyperCloneError(f"{path}: corrupt safetensors entry for {name!r} (its shape {list(shape)} "
+                                  "overflows 64 bits)")
+    return n
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; the format's JSON does not
+
+
+def _check_metadata(path: Path, metadata: object) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise HyperCloneError(f"{path}: corrupt safetensors header (__metadata__ must map strings to strings)")
+
+
+def _entry(path: Path, name: str, entry: object) -> tuple[str, str, tuple[int, ...], int, int]:
+    """(name, dtype name, shape, start, end) of one header entry, every field checked."""
+    bad = f"{path}: corrupt safetensors entry for {name!r}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise HyperCloneError(f"{bad} (it needs dtype, shape and data_offsets)")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise HyperCloneError(f"{bad} (unknown dtype {dtype!r})")
+    if dtype not in DTYPES:
+        raise HyperCloneError(f"{bad} (dtype {dtype} has no torch type to read it into)")
+    if not isinstance(shape, list) or not all(_usize(d) for d in shape):
+        raise HyperCloneError(f"{bad} (shape must be a list of non-negative integers)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_usize(x) for x in offsets):
+        raise HyperCloneError(f"{bad} (data_offsets must be two non-negative integers)")
+    return name, dtype, tuple(shape), offsets[0], offsets[1]
 
 
 class SourceWeights:
