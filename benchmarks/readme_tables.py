@@ -1,9 +1,10 @@
-"""Write the README's measured tables from the committed results files, so every figure is reproduced.
+"""Write the measured tables of README.md and docs/*.md from the committed results files, so every figure is
+reproduced.
 
-Each block of README.md between `<!-- table: NAME -->` and `<!-- /table -->` is the output of the function
-NAME below, fed only by files under results/. Run after a benchmark or experiment rewrites its results:
+Each block between `<!-- table: NAME -->` and `<!-- /table -->` is the output of the function NAME below, fed
+only by files under results/. Run after a benchmark or experiment rewrites its results:
 
-    python benchmarks/readme_tables.py           # rewrite the blocks in README.md
+    python benchmarks/readme_tables.py           # rewrite the blocks in README.md and docs/*.md
     python benchmarks/readme_tables.py --check   # exit 1 if a block differs (tests/test_layout.py runs this)
 """
 
@@ -297,6 +298,52 @@ def prose() -> str:
     return _search("prose-confirm/search.json")
 
 
+def keep() -> str:
+    return _search("cpu-ladder/keep.json")
+
+
+KEEP_LEADS = ("grown-16m-lr0.002", "last-small12.8m", "last-small51.2m", "keep-default-3.2m")
+
+
+def keep_diagnosis() -> str:
+    """The lead over random init of the ladder's default and the better small models, and the copy divergence."""
+    data = load("cpu-ladder/keep.json")
+    diag = data["diagnosis"]
+    rows = {r["arm"]: r for r in data["arms"]}
+    fracs = list(next(iter(diag["lead"].values()))["lead"])
+    lines = ["| arm | small model | head start at step 0 (validation frontier) | "
+             + " | ".join(f"lead at {float(f):.0%} (training loss)" for f in fracs) + " | random peer (seeds) |",
+             "|---|---:|---:|" + "---:|" * len(fracs) + "---|"]
+    for name in KEEP_LEADS:
+        if name in diag["lead"]:
+            entry, row = diag["lead"][name], rows[name]
+            cells = ["—" if v is None else f"{v / 1e6:+.2f}M" for v in entry["lead"].values()]
+            start = row.get("head_start_tokens")
+            lines.append(f"| {name} | {row['small_tokens'] / 1e6:g}M tokens | "
+                         f"{'—' if start is None else format(start / 1e6, '.2f') + 'M'} | " + " | ".join(cells)
+                         + f" | {entry['random_arm']} ({entry['seeds']}) |")
+    summ = diag["divergence_summary"].get("keep-default-3.2m")
+    if summ:
+        a, b = summ["start"], summ["end"]
+        lines += ["", f"Copy divergence of the default at 3.2M tokens (seed 0): hidden-unit cosine "
+                  f"{a['activation_mean']:.3f} at step 0, {b['activation_mean']:.3f} at the end (lowest layer "
+                  f"{b['activation_min']:.3f}); copied weight rows {a['weights_mean']:.3f} → {b['weights_mean']:.3f}."]
+    lines += ["", f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
+              "(`results/cpu-ladder/keep.md`)."]
+    return "\n".join(lines)
+
+
+def fuzz() -> str:
+    data = load("fuzz_safetensors.json")
+    return "\n".join([
+        "| cases | refused as the library refuses | accepted, tensors equal | disagreements | tracebacks | "
+        "multi-line errors |", "|---:|---:|---:|---:|---:|---:|",
+        f"| {data['cases']:,} | {data['refused_as_reference']:,} | {data['accepted_and_equal']:,} | "
+        f"{data['disagreements']} | {data['tracebacks']} | {data['multi_line_errors']} |", "",
+        f"safetensors {data['safetensors']}, torch {data['torch']}, {data['machine']}, {data['date']}, "
+        f"{data['seconds']:.0f} s: `{data['command']}` (`results/fuzz_safetensors.json`)."])
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
@@ -304,7 +351,8 @@ def test_suite() -> str:
             f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
 
 
-BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_search, prose, test_suite,
+BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_search, prose, keep,
+                                  keep_diagnosis, fuzz, test_suite,
                                   fidelity, bench_verify, bench_grow, bench_write, bench_startup, cpu_tiny,
                                   sweep_cpu_tiny, sweep_others, headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
@@ -326,24 +374,34 @@ def render(text: str, missing: list[str]) -> str:
     return PATTERN.sub(block, text)
 
 
+def documents() -> list[Path]:
+    """README.md and every page under docs/: the files whose tables this script writes."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs instead of rewriting it")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a document differs instead of rewriting it")
     args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text()
     no_file: list[str] = []
-    new = render(text, no_file)
-    found = {m.group(2) for m in PATTERN.finditer(text)}
+    found: set[str] = set()
+    stale = []
+    for doc in documents():
+        text = doc.read_text()
+        new = render(text, no_file)
+        found |= {m.group(2) for m in PATTERN.finditer(text)}
+        if new != text:
+            stale.append(doc.relative_to(ROOT).as_posix())
+            if not args.check:
+                doc.write_text(new)
     absent = sorted(set(BLOCKS) - found)
     if args.check:
-        if new != text or absent or no_file:
-            print("README.md tables are out of date: run python benchmarks/readme_tables.py"
-                  + (f" (blocks missing from README.md: {absent})" if absent else "")
+        if stale or absent or no_file:
+            print(f"tables out of date in {', '.join(stale) or 'no file'}: run python benchmarks/readme_tables.py"
+                  + (f" (blocks in no document: {absent})" if absent else "")
                   + (f" (results files missing: {no_file})" if no_file else ""))
             sys.exit(1)
         return
-    readme.write_text(new)
     if no_file:
         print(f"kept as they were, their results files are missing: {', '.join(no_file)}")
 

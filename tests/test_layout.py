@@ -117,8 +117,9 @@ def test_long_functions_say_why():
 
 
 def readme_paths() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    candidates = set(re.findall(r"`((?:hyperclone|tests|benchmarks|results|sweeps)/[\w./\-*]+)`", text))
+    """Paths named in README.md and docs/*.md."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    candidates = set(re.findall(r"`((?:hyperclone|tests|benchmarks|results|sweeps|docs)/[\w./\-*]+)`", text))
     candidates |= set(re.findall(r"\b((?:results|sweeps|benchmarks)/[\w.\-/]+\.(?:json|md|yaml|py|png|sh))", text))
     return sorted(candidates)
 
