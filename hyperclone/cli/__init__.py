@@ -19,7 +19,7 @@ from hyperclone import __version__
 from hyperclone.cli import choices, train_verbs
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.outputs import write_text_atomic
-from hyperclone.grow.options import DEFAULT_TOP_K
+from hyperclone.grow.options import DEFAULT_SHARD_SIZE, DEFAULT_TOP_K
 
 app = typer.Typer(
     name="hyperclone",
@@ -84,7 +84,7 @@ def grow_command(
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
-    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "50GB",
+    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = DEFAULT_SHARD_SIZE,
     moments_from: Annotated[Path | None, typer.Option(
         help="A run's final/ folder with the source's AdamW moments (train --save-moments): grow them too, into "
         "OUT/moments.pt, for train --moments-from OUT.")] = None,

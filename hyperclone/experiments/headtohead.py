@@ -29,6 +29,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hyperclone.baselines.msg.layout import RAMP_FRAC
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import report
@@ -46,7 +47,7 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "stack": ("noisy HyperCloning for width, layer stacking (G_stack) for depth",
               {"init": "grown", "grow": {"mode": "noisy", "noise_db": 0, "depth_mode": "stack"}}),
     "msg": ("Masked Structural Growth, masks ramped over the first 10% of the run",
-            {"init": "msg", "msg": {"ramp_frac": 0.1}}),
+            {"init": "msg", "msg": {"ramp_frac": RAMP_FRAC}}),
     "upcycle": ("the hyperclone arm with every MLP upcycled into 4 experts, top-1 (exact: the same function; "
                 "the active parameters per token are the dense arms')",
                 {"init": "grown", "grow": {"mode": "noisy", "noise_db": 0, "experts": 4, "top_k": 1}}),

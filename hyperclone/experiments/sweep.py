@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from hyperclone.baselines.msg.layout import RAMP_FRAC
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
@@ -50,7 +51,8 @@ def msg_job(arm: SweepArm, cfg: TrainConfig, small_final: Path, preset: Preset) 
 
     total = max(1, cfg.tokens // cfg.batch_tokens)
     stages = msg_stages(total, arm_width(arm, preset), arm_layers(arm, preset),
-                        ramp_frac=arm.msg.get("ramp_frac", 0.1), depth_start_frac=arm.msg.get("depth_start_frac", 0.0))
+                        ramp_frac=arm.msg.get("ramp_frac", RAMP_FRAC),
+                        depth_start_frac=arm.msg.get("depth_start_frac", 0.0))
     return {"small": small_final, "start_dir": cfg.model, "stages": stages}
 
 

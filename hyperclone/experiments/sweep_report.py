@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hyperclone.baselines.msg.layout import RAMP_FRAC
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
@@ -32,7 +33,7 @@ def describe(arm: SweepArm, preset: Preset) -> str:
         parts = ["random init"]
     elif arm.init == "msg":
         m = arm.msg
-        parts = [f"MSG, masks ramped over {m.get('ramp_frac', 0.1):g} of the run"]
+        parts = [f"MSG, masks ramped over {m.get('ramp_frac', RAMP_FRAC):g} of the run"]
         if deeper and m.get("depth_start_frac", 0.0) > 0:
             parts.append(f"layers from {m['depth_start_frac']:g} of the run")
     else:

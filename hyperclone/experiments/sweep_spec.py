@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.options import DEPTH_MODES
 from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.plan import MODES
 from hyperclone.train.loop import SCHEDULES
@@ -74,7 +75,6 @@ KD_KEYS = ("alpha", "until")  # the distillation anchor toward the arm's own sma
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
 INITS = ("grown", "random", "msg")
-DEPTH_MODES = ("identity", "stack")
 
 
 @dataclass(frozen=True)

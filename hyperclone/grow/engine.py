@@ -26,12 +26,10 @@ from hyperclone.common.sizes import parse_size
 from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
-from hyperclone.grow.options import DEFAULT_TOP_K
+from hyperclone.grow.options import DEFAULT_SHARD_SIZE, DEFAULT_TOP_K
 from hyperclone.grow.perturb import Perturbation, init_std, parse_perturbation
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
 from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
-
-DEFAULT_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
 
 
 def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None,

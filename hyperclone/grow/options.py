@@ -12,3 +12,4 @@ DTYPE_CHOICES = ("auto", "source", "float32")
 DEFAULT_MODE = "noisy"
 DEFAULT_NOISE_DB = 0.0
 DEFAULT_TOP_K = 2  # --experts: experts each token is routed to (Mixtral's choice)
+DEFAULT_SHARD_SIZE = "50GB"  # --shard-size: transformers 5's save_pretrained default

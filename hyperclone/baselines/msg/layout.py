@@ -34,6 +34,8 @@ from hyperclone.grow.plan import Dims, GrowthSpec, layer_plan, source_dims, targ
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox", "gpt2")
 CONFIG_KEY = "msg_growth"  # config.json key holding a Layout while masks are live; removed when folded
 
+RAMP_FRAC = 0.1  # default share of a run over which an MSG stage ramps its masks from 0 to 1
+
 
 @dataclass(frozen=True)
 class Stage:

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from hyperclone.baselines.msg.layout import CONFIG_KEY, Stage, make_layout
+from hyperclone.baselines.msg.layout import CONFIG_KEY, RAMP_FRAC, Stage, make_layout
 from hyperclone.baselines.msg.masked import prepare_msg
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.plan import GrowthSpec
@@ -21,7 +21,7 @@ from hyperclone.train.loop import TrainConfig, TrainResult, train
 HOOK = "hyperclone.baselines.msg.masked:train_hook"
 
 
-def msg_stages(total_steps: int, width: int = 2, layers: int | None = None, ramp_frac: float = 0.1,
+def msg_stages(total_steps: int, width: int = 2, layers: int | None = None, ramp_frac: float = RAMP_FRAC,
                depth_start_frac: float = 0.0) -> list[Stage]:
     """The usual schedules as stages: width growth ramped over the first `ramp_frac` of the run, and (if
     `layers` is given) depth growth starting at `depth_start_frac` of the run with a ramp of the same length.
@@ -55,7 +55,7 @@ def _prepared_layout_matches(small: Path, start_dir: Path, stages: list[Stage]) 
 
 
 def run_msg_arm(cfg: TrainConfig, small: str | Path, start_dir: str | Path, stages: list[Stage] | None = None,
-                width: int = 2, layers: int | None = None, ramp_frac: float = 0.1, seed: int | None = None
+                width: int = 2, layers: int | None = None, ramp_frac: float = RAMP_FRAC, seed: int | None = None
                 ) -> TrainResult:
     """Train an MSG arm with the recipe `cfg` (its `model` is ignored): the MSG start checkpoint of `small`
     (the trained small model's folder) is written to `start_dir` once (kept and checked on reruns, so the
