@@ -89,8 +89,8 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             raise HyperCloneError(f"{path}: not a safetensors file (shorter than its header)")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > MAX_HEADER:
-            raise HyperCloneError(f"{path}: corrupt safetensors header (declared length {header_len:,} bytes is over "
-                                  "the 100 MB limit)")
+            raise HyperCloneError(f"{path}: corrupt or truncated safetensors header (declared length "
+                                  f"{header_len:,} bytes is over the 100 MB limit)")
         if header_len > size - 8:
             raise HyperCloneError(f"{path}: corrupt or truncated safetensors header (declared length {header_len:,} "
                                   f"bytes, the file has {size - 8:,} after the length)")
