@@ -322,6 +322,21 @@ def keep_diagnosis() -> str:
             lines.append(f"| {name} | {row['small_tokens'] / 1e6:g}M tokens | "
                          f"{'—' if start is None else format(start / 1e6, '.2f') + 'M'} | " + " | ".join(cells)
                          + f" | {entry['random_arm']} ({entry['seeds']}) |")
+    speed = diag["learning_speed"].get("16000000", {}).get("speed", {}).get("train", {})
+    names = [n for n in ("random-16m-lr0.002", "grown-16m-lr0.002", "last-small12.8m", "last-small51.2m") if n in speed]
+    levels = [lv for lv in ("2.80", "2.70", "2.60") if any(lv in speed[n] for n in names)]
+    if names and levels:
+        lines += ["", "Tokens to fall 0.1 from training loss L at the peak learning rate, 16M-token runs (seed means):",
+                  "",
+                  "| L | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        lines += [f"| {lv} | " + " | ".join(f"{speed[n][lv] / 1e6:.2f}M" if lv in speed[n] else "—" for n in names)
+                  + " |" for lv in levels]
+    if "grown-3.2m-lr0.002" in rows and "keep-default-3.2m" in rows:
+        old, new = rows["grown-3.2m-lr0.002"], rows["keep-default-3.2m"]
+        lines += ["", "The same run on two machines (the ladder's grown-3.2m seed 0, and keep-default-3.2m here: same "
+                  f"data, seed and recipe): final validation loss {old['final']['0']:.4f} against "
+                  f"{new['final']['0']:.4f}, training loss over the last 10 logs {old['final_train']['0']:.4f} against "
+                  f"{new['final_train']['0']:.4f}."]
     summ = diag["divergence_summary"].get("keep-default-3.2m")
     if summ:
         a, b = summ["start"], summ["end"]
