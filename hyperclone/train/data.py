@@ -73,8 +73,9 @@ def list_sources(paths: Sequence[str | Path]) -> list[Path]:
         path = Path(raw).expanduser()
         if path.is_file():
             if not _readable(path):
-                raise HyperCloneError(f"{path} is a binary file, not text; pass text, .jsonl(.gz/.zst), .parquet, "
-                                      ".arrow or a folder of them")
+                what = "a binary file" if b"\0" in path.read_bytes()[:_SNIFF_BYTES] else "not UTF-8 text"
+                raise HyperCloneError(f"{path} is {what}; pass UTF-8 text, .jsonl(.gz/.zst), .parquet, .arrow or a "
+                                      "folder of them")
             found.append(path.resolve())
         elif path.is_dir() and readers.is_dataset_folder(path):
             found.extend(p.resolve() for p in readers.dataset_files(path))
@@ -168,6 +169,7 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     n_docs = n_tokens = 0
+    digest = hashlib.sha256()  # of tokens.bin as written: open_tokens checks it, so a changed cache is not trained on
     try:
         with open(tmp / "tokens.bin", "wb") as out:
             batch: list[str] = []
@@ -176,7 +178,9 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
                 nonlocal n_tokens
                 ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
                 flat = np.concatenate([np.asarray([*seq, eos], dtype=dtype) for seq in ids])
-                out.write(flat.tobytes())
+                raw = flat.tobytes()
+                out.write(raw)
+                digest.update(raw)
                 n_tokens += flat.shape[0]
                 batch.clear()
 
@@ -191,10 +195,16 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
                         flush()
                 if batch:
                     flush()
+            out.flush()
+            os.fsync(out.fileno())
         meta = dict(format=CACHE_FORMAT, n_tokens=n_tokens, n_docs=n_docs, dtype=np.dtype(dtype).name,
                     vocab_size=vocab, eos_token_id=eos, text_field=text_field,
-                    tokenizer=tokenizer_fingerprint(tokenizer), sources=[str(p) for p in sources])
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+                    tokenizer=tokenizer_fingerprint(tokenizer), sources=[str(p) for p in sources],
+                    sha256=digest.hexdigest())
+        with open(tmp / "meta.json", "w") as handle:
+            handle.write(json.dumps(meta, indent=1))
+            handle.flush()
+            os.fsync(handle.fileno())
         if folder.exists():  # a concurrent builder won; ours is identical
             shutil.rmtree(tmp)
         else:
@@ -205,12 +215,32 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
     return n_tokens
 
 
-def open_tokens(folder: Path, cached: bool) -> TokenData:
+def open_tokens(folder: Path, cached: bool, verify: bool = True) -> TokenData:
+    """The token stream of a cache folder. Its size must match meta.json; with verify (the process that loads
+    the data for everyone), its sha256 too, when meta.json has one (caches written before the check have none and
+    are read unchecked): a cache changed after it was written is refused, not trained on. Hashing reads the file
+    once (about a second per GB)."""
     meta = json.loads((folder / "meta.json").read_text())
     if meta["n_tokens"] == 0:
         raise HyperCloneError(f"the corpus holds no text (sources: {', '.join(meta['sources'][:3])}...)")
+    path = folder / "tokens.bin"
+    expected = meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
+    if path.stat().st_size != expected:
+        raise HyperCloneError(f"{path} changed after it was written ({path.stat().st_size:,} bytes, meta.json says "
+                              f"{expected:,}); delete {folder} to tokenize again")
+    if verify and meta.get("sha256") and file_sha256(path) != meta["sha256"]:
+        raise HyperCloneError(f"{path} changed after it was written (its sha256 is not the one in meta.json); "
+                              f"delete {folder} to tokenize again")
     mm = np.memmap(folder / "tokens.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
     return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached)
+
+
+def file_sha256(path: Path, block: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def is_token_cache(path: Path) -> bool:
@@ -218,7 +248,7 @@ def is_token_cache(path: Path) -> bool:
     return path.is_dir() and (path / "meta.json").is_file() and (path / "tokens.bin").is_file()
 
 
-def open_token_cache(folder: Path, tokenizer) -> TokenData:
+def open_token_cache(folder: Path, tokenizer, verify: bool = True) -> TokenData:
     """A prepared token cache, checked against the tokenizer that will train on it."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -230,7 +260,7 @@ def open_token_cache(folder: Path, tokenizer) -> TokenData:
     if meta.get("tokenizer") not in (None, tokenizer_fingerprint(tokenizer)):
         raise HyperCloneError(f"{folder} was tokenized with another tokenizer than the model's; tokenize again "
                               "with --tokenizer MODEL_DIR")
-    return open_tokens(folder, True)
+    return open_tokens(folder, True, verify)
 
 
 def tokenize(paths: Sequence[str | Path], tokenizer, out: Path, text_field: str = "text") -> TokenData:
@@ -250,7 +280,7 @@ def load_corpus(paths: Sequence[str | Path], tokenizer, cache_dir: Path | None =
     With build=False the cache must already exist (used by non-zero ranks after rank 0 built it).
     """
     if len(paths) == 1 and is_token_cache(Path(paths[0])):
-        return open_token_cache(Path(paths[0]), tokenizer)
+        return open_token_cache(Path(paths[0]), tokenizer, verify=build)
     sources = list_sources(paths)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / cache_key(sources, tokenizer, text_field)
@@ -260,7 +290,7 @@ def load_corpus(paths: Sequence[str | Path], tokenizer, cache_dir: Path | None =
             raise HyperCloneError(f"token cache {folder} is missing (rank 0 failed to build it?)")
         print(f"tokenizing {len(sources)} file(s) into {folder}", file=sys.stderr)
         build_tokens(sources, tokenizer, folder, text_field)
-    return open_tokens(folder, cached)
+    return open_tokens(folder, cached, verify=build and cached)  # a cache built just now was hashed as written
 
 
 class WindowSampler:

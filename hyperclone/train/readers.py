@@ -56,17 +56,55 @@ def dataset_files(folder: Path) -> list[Path]:
 
 
 def _open_text(path: Path, label: str) -> io.TextIOBase:
+    """Strict UTF-8: a byte that is not UTF-8 stops the read with one line naming the file and the position
+    (iter_file), rather than entering the token cache as a replacement character."""
     if label.endswith("gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8")
     if label.endswith("zst"):
+        return io.TextIOWrapper(io.BufferedReader(_ZstdFrames(path)), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst file, every frame in turn, refusing a file that ends inside a frame
+    (zstandard's stream_reader returns a truncated file's prefix without a word)."""
+
+    def __init__(self, path: Path):
         try:
             import zstandard
         except ImportError:
             raise HyperCloneError(f"{path}: reading .zst files needs the zstandard package (pip install "
                                   "zstandard)") from None
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        self.path, self.zstd = path, zstandard
+        self.handle = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.frame = zstandard.ZstdDecompressor().decompressobj()
+        self.pending, self.started = b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            chunk = self.frame.unused_data if self.frame.eof else b""
+            if self.frame.eof:
+                if not chunk:
+                    chunk = self.handle.read(1 << 20)
+                    if not chunk:
+                        return 0  # the last frame ended with the file
+                self.frame = self.zstd.ZstdDecompressor().decompressobj()
+            else:
+                chunk = self.handle.read(1 << 20)
+                if not chunk:
+                    raise HyperCloneError(f"{self.path}: truncated zstd file (it ends inside a frame)")
+            self.pending = self.frame.decompress(chunk)
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
 
 
 def _jsonl(path: Path, label: str, text_field: str) -> Iterator[str]:
@@ -136,6 +174,9 @@ def iter_file(path: Path, text_field: str = "text") -> Iterator[str]:
                 yield text
     except HyperCloneError:
         raise
+    except UnicodeDecodeError as exc:
+        raise HyperCloneError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start} "
+                              "of a decoded block; convert it to UTF-8)") from None
     except Exception as exc:  # bad gzip/zlib/zstd data, truncated or corrupt Parquet/Arrow: the file is unreadable
         reason = str(exc).splitlines()[0] if str(exc) else "corrupt"
         raise HyperCloneError(f"{path}: cannot read it ({type(exc).__name__}: {reason})") from None
