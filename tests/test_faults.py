@@ -30,7 +30,8 @@ def _zst(data: bytes) -> bytes:
 
 
 DAMAGED = {
-    "bad-line.jsonl": (lambda: DOCS[:500] + b'{"text": broken\n' + DOCS[500:1000], r"bad-line.jsonl:\d+ is not valid JSON"),
+    "bad-line.jsonl": (lambda: DOCS[:500] + b'{"text": broken\n' + DOCS[500:1000],
+                       r"bad-line.jsonl:\d+ is not valid JSON"),
     "no-field.jsonl": (lambda: b'{"body": "x"}\n', r"no-field.jsonl:1 has no string field 'text'"),
     "latin1.txt": (lambda: "caf\u00e9 ".encode("latin-1") * 10, r"latin1.txt is not UTF-8 text"),
     "late-latin1.txt": (lambda: b"x = 1\n" * 20000 + "caf\u00e9".encode("latin-1"), r"late-latin1.txt: not UTF-8 text"),
