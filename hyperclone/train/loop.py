@@ -665,9 +665,14 @@ class Run:
     def save(self, dest: Path, resumable: bool = True) -> None:
         """A resumable checkpoint (weights or DCP shards, optimizer, every rank's RNG, trainer state written
         last), or the final plain model (resumable=False)."""
-        procs, total, fsdp = self.procs, self.layout.total, self.cfg.strategy == "fsdp"
-        self.step_hook(self.model, self.step, total)
+        self.step_hook(self.model, self.step, self.layout.total)
         tmp = ts.tmp_dir(dest)
+        with ts.saving(tmp, dest, self.last_good):  # a full disk: one line, the partial folder removed
+            self._write(tmp, dest, resumable)
+
+    def _write(self, tmp: Path, dest: Path, resumable: bool) -> None:
+        """The files of save(), written into tmp and swapped into dest."""
+        procs, total, fsdp = self.procs, self.layout.total, self.cfg.strategy == "fsdp"
         if procs.main:
             ts.begin_save(dest)
         procs.barrier()

@@ -17,12 +17,15 @@ interrupted save are ignored and removed by the next one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,41 @@ def prune(out: Path, keep: int) -> None:
 
 def tmp_dir(dest: Path) -> Path:
     return dest.parent / f".tmp-{dest.name}"
+
+
+DISK_FULL_FREE = 1 << 20  # bytes: less free than this after a failed write means the disk filled up
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC anywhere in the exception's chain, or its text (the
+    safetensors writer's "No space left on device (os error 28)"), or, for torch.save's bare RuntimeError
+    ("unexpected pos"), a device with less than DISK_FULL_FREE bytes left."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left" in str(seen) or "os error 28" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_FREE
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def saving(tmp: Path, dest: Path, last_good: Path | None) -> Iterator[None]:
+    """Around a checkpoint save: if it fails, its temporary folder goes (the space it took is given back, and no
+    partial folder is left); a full disk becomes one OSError line naming the last complete checkpoint, which the
+    save never touched (dest is replaced only by a complete folder)."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full(exc, dest.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        kept = f"the last complete checkpoint, {last_good}, is intact" if last_good else "no checkpoint was saved yet"
+        raise OSError(errno.ENOSPC, f"no space left on the device while saving {dest.name} ({kept}); free space, "
+                                    "then rerun with --resume", str(dest.parent)) from None
 
 
 def begin_save(dest: Path) -> Path:
