@@ -184,3 +184,18 @@ def test_fsdp_evaluates_windows_that_do_not_split_evenly(setup, tmp_path):
 
 def evals(out: Path) -> dict[int, float]:
     return {m["step"]: m["val_loss"] for m in read_metrics(out) if m["val_loss"] is not None}
+
+
+def test_distillation_under_fsdp_matches_one_process(setup, tmp_path):
+    """--teacher under FSDP2 (the teacher replicated on each process) gives the one-process losses, and differs
+    from the same run without the teacher."""
+    _, _, model = setup  # the base model is its own teacher here: KL to its starting point
+    kd = ("--teacher", str(model), "--kd-alpha", "0.5", "--kd-until", "0.5")
+    launch(setup, tmp_path / "one", 1, *kd)
+    launch(setup, tmp_path / "two", 2, "--strategy", "fsdp", *kd)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    for step in one:
+        assert abs(one[step] - two[step]) <= REL * one[step], (step, one[step], two[step])
+    launch(setup, tmp_path / "plain", 1)
+    assert losses(tmp_path / "plain") != one

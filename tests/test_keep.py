@@ -309,3 +309,25 @@ def test_lead_is_the_tokens_random_needs_minus_the_tokens_trained():
     grown = [(0, 3.6), (100, 3.5), (200, 3.3), (300, 3.2), (400, 1.0)]
     found = lead(grown, random, at=(0.25, 0.75, 1.0))
     assert found == {"0.25": pytest.approx(400.0), "0.75": pytest.approx(500.0), "1": None}
+
+
+def test_asymmetric_continuation_under_ddp_matches_one_process(small, tmp_path):
+    """Two DDP processes apply the same copy factors as one process: the same losses step by step."""
+    import os
+
+    root, corpus, _, grown = small
+    repo = Path(__file__).resolve().parents[1]
+    common = ["-m", "hyperclone.cli", "train", str(grown), "--data", str(corpus), "--tokens", str(256 * 12),
+              "--batch-tokens", "256", "--seq-len", "32", "--eval-every", "6", "--eval-tokens", "256",
+              "--log-every", "1", "--lr", "3e-3", "--warmup", "0", "--cache-dir", str(root / "cache"),
+              "--no-progress", "--moments-from", str(grown), "--moments-reset", "copies", "--copies-lr", "1.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    for out, prefix in (("one", [sys.executable]), ("two", [sys.executable, "-m", "torch.distributed.run",
+                                                            "--standalone", "--nproc-per-node", "2"])):
+        done = subprocess.run([*prefix, *common, "--out", str(tmp_path / out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = ([m["train_loss"] for m in read_metrics(tmp_path / name) if m["train_loss"] is not None]
+                for name in ("one", "two"))
+    assert len(one) == len(two) == 12
+    assert all(abs(a - b) <= 1e-4 * a for a, b in zip(one, two, strict=True))  # fp32: the ranks reorder sums only
