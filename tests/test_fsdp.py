@@ -199,3 +199,69 @@ def test_distillation_under_fsdp_matches_one_process(setup, tmp_path):
         assert abs(one[step] - two[step]) <= REL * one[step], (step, one[step], two[step])
     launch(setup, tmp_path / "plain", 1)
     assert losses(tmp_path / "plain") != one
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_train_like_one_node_and_resume_on_one(setup, runs, tmp_path):
+    """Two torchrun agents on this machine, each a 'node' of one process, meeting through c10d rendezvous on the
+    loopback address (the flags a real two-node job uses, with the head node's address): FSDP gives the losses of
+    one node with two processes; the job stopped after a checkpoint resumes on one node with two processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    port = _free_port()
+    out = tmp_path / "two-nodes"
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hc-test",
+            "-m", "hyperclone.cli", *args(setup, out, "--strategy", "fsdp", "--stop-after", "12")]
+    agents = [subprocess.Popen(node, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    for agent in agents:
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err[-3000:]
+    launch(setup, out, 2, "--strategy", "fsdp", "--resume")  # the rest of the run on one node
+    whole, split = losses(runs / "fsdp2"), losses(out)
+    assert sorted(split) == sorted(whole)
+    for step in whole:
+        assert abs(whole[step] - split[step]) <= REL * whole[step], (step, whole[step], split[step])
+
+
+def test_a_killed_node_then_a_restarted_job_resumes_from_the_last_checkpoint(setup, runs, tmp_path):
+    """kill -9 of one node's agent (and its worker) once a checkpoint exists: the other node's job stops with an
+    error; the job started again on both nodes resumes from the last complete checkpoint and ends with the
+    losses of an uninterrupted run."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = tmp_path / "killed"
+
+    def start(*extra: str) -> list[subprocess.Popen]:
+        port = _free_port()
+        node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hc-kill",
+                "-m", "hyperclone.cli", *args(setup, out, "--strategy", "fsdp", *extra)]
+        return [subprocess.Popen(node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True) for _ in range(2)]
+
+    agents = start()
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "step-0000010" / "trainer_state.json").exists():
+        assert time.time() < deadline and all(a.poll() is None for a in agents), "no checkpoint before the kill"
+        time.sleep(0.05)  # the run needs seconds from this checkpoint to its end; the kill comes well before
+    os.killpg(agents[0].pid, signal.SIGKILL)  # the agent and its worker: the node is gone
+    agents[0].wait()
+    agents[1].communicate(timeout=300)
+    assert agents[1].returncode != 0  # the surviving node's job fails instead of hanging
+    for agent in start("--resume"):
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err[-3000:]
+    whole, resumed = losses(runs / "fsdp2"), losses(out)
+    assert sorted(resumed) == sorted(whole)
+    for step in whole:
+        assert abs(whole[step] - resumed[step]) <= REL * whole[step], (step, whole[step], resumed[step])
