@@ -81,3 +81,38 @@ def test_the_cli_refuses_a_damaged_file_in_one_line_and_writes_nothing(tmp_path,
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "model.safetensors" in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+CONFIG_KEYS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size", "num_hidden_layers",
+               "vocab_size", "head_dim", "rms_norm_eps", "tie_word_embeddings", "model_type", "rope_theta")
+CONFIG_VALUES = (None, "12", 3.5, -4, 0, [], {}, True, 10**12)
+
+
+def test_config_json_of_wrong_types_is_refused_in_one_line_never_a_traceback(tmp_path, capsys):
+    """Every growable config key set to a value of the wrong type or size (string, float, negative, zero, list,
+    dict, bool, 10**12): `inspect` and `grow` either work (transformers' defaults fill a null) or refuse with one
+    line and exit 2, writing nothing; never a traceback or a terabyte allocation."""
+    from test_cli import run
+    from tiny_models import make_tiny
+
+    src = make_tiny("llama", tmp_path / "src")
+    capsys.readouterr()  # make_tiny's own progress output
+    base = json.loads((src / "config.json").read_text())
+    refused = 0
+    for key in CONFIG_KEYS:
+        for value in CONFIG_VALUES:
+            (src / "config.json").write_text(json.dumps({**base, key: value}))
+            out = tmp_path / "out"
+            for verb in (["inspect", str(src)], ["grow", str(src), str(out), "--width", "2", "--overwrite"]):
+                code, _, err = run(verb, capsys)
+                assert code in (0, 2), (key, value, verb[0], err[-500:])
+                if code == 2:
+                    refused += 1
+                    lines = err.strip().splitlines()
+                    assert len(lines) == 1 and lines[0].startswith("hyperclone: error:"), (key, value, err)
+                    assert not out.exists() or verb[0] == "inspect", (key, value)
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+    assert refused > 100  # most of them are refused; a null or a harmless float is filled or used as it is

@@ -125,8 +125,9 @@ def source_dims(family: Family, config: Any) -> Dims:
     if ffn is None and family.ffn_default_multiple:
         ffn = family.ffn_default_multiple * hidden
     values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
-    for slot, value in values.items():
-        if not isinstance(value, int) or value < 1:
+    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed") if get(slot) is not None}
+    for slot, value in {**values, **optional}.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
     kv_heads = get("kv_heads") or heads
     head_dim = get("head_dim") or hidden // heads
@@ -134,6 +135,23 @@ def source_dims(family: Family, config: Any) -> Dims:
         raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden)
+
+
+def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -> None:
+    """Refuse, before any map is built, dimensions no tensor of the checkpoint can hold (a config.json that says
+    hidden_size 10**12 would otherwise have the planner allocate terabytes): every width at most the longest
+    tensor axis, the layer count at most the number of tensors."""
+    longest = max((d for t in tensors.values() for d in t.shape), default=0)
+    keys = family.config_keys
+    widths = {"hidden": dims.hidden, "ffn": dims.ffn, "heads": dims.heads, "kv_heads": dims.kv_heads,
+              "head_dim": dims.head_dim, "vocab": dims.vocab, "embed": dims.embed}
+    for slot, value in widths.items():
+        if value > longest:
+            raise HyperCloneError(f"config.json: {keys.get(slot, slot)} = {value:,} is larger than every tensor "
+                                  f"axis of the checkpoint (the longest is {longest:,}): config and weights disagree")
+    if dims.layers > len(tensors):
+        raise HyperCloneError(f"config.json: {keys.get('layers', 'layers')} = {dims.layers:,} but the checkpoint "
+                              f"holds only {len(tensors):,} tensors: config and weights disagree")
 
 
 def _ratio(numerator: int, denominator: int, what: str, give: str) -> int:
@@ -472,6 +490,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     """
     spec.validate()
     dims = source_dims(family, config)
+    check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
     layers = layer_plan(dims, grown, spec)
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))

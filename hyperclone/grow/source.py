@@ -102,6 +102,8 @@ def read_raw_config(folder: Path) -> dict[str, Any]:
         raise HyperCloneError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise HyperCloneError(f"{path}: not a config object")
+    if not isinstance(raw.get("model_type", ""), str):
+        raise HyperCloneError(f"{path}: model_type must be a string, got {raw['model_type']!r}")
     return raw
 
 
