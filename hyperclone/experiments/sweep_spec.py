@@ -152,6 +152,18 @@ def _number(where: str, key: str, value: Any, positive: bool = True) -> float:
     return float(value)
 
 
+def _options(here: str, arm: dict[str, Any], key: str, allowed: tuple[str, ...], not_mapping: str, init: str,
+             wrong_init: str) -> dict[str, Any]:
+    """An arm's nested options (msg, kd, copies): a mapping of known keys, on arms of `init` only."""
+    opts = arm.get(key, {}) or {}
+    if not isinstance(opts, dict):
+        _fail(here, not_mapping)
+    _unknown(f"{here}: {key}", opts, allowed)
+    if opts and arm["init"] != init:
+        _fail(here, wrong_init)
+    return opts
+
+
 def _seeds(where: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
                                                              for s in value):
@@ -202,12 +214,8 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 _fail(here, f"grow.{key} must be a positive integer, got {grow_opts[key]!r}")
         if "top_k" in grow_opts and "experts" not in grow_opts:
             _fail(here, "grow.top_k needs grow.experts")
-        msg_opts = a.get("msg", {}) or {}
-        if not isinstance(msg_opts, dict):
-            _fail(here, "msg must be a mapping of MSG options")
-        _unknown(f"{here}: msg", msg_opts, MSG_KEYS)
-        if msg_opts and a["init"] != "msg":
-            _fail(here, "msg options only apply to init: msg")
+        msg_opts = _options(here, a, "msg", MSG_KEYS, "msg must be a mapping of MSG options", "msg",
+                            "msg options only apply to init: msg")
         if "ramp_frac" in msg_opts and not 0 < _number(here, "msg.ramp_frac", msg_opts["ramp_frac"]) <= 1:
             _fail(here, f"msg.ramp_frac must be in (0, 1], got {msg_opts['ramp_frac']!r}")
         if "depth_start_frac" in msg_opts and not 0 <= _number(
@@ -249,22 +257,14 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             _fail(here, f"small_decay must be true or false, got {small_decay!r}")
         if not small_decay and a["init"] == "random":
             _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
-        kd_opts = a.get("kd", {}) or {}
-        if not isinstance(kd_opts, dict):
-            _fail(here, "kd must be a mapping with alpha and until")
-        _unknown(f"{here}: kd", kd_opts, KD_KEYS)
-        if kd_opts and a["init"] != "grown":
-            _fail(here, "kd (distillation from the small model) only applies to init: grown")
+        kd_opts = _options(here, a, "kd", KD_KEYS, "kd must be a mapping with alpha and until", "grown",
+                           "kd (distillation from the small model) only applies to init: grown")
         if kd_opts and not 0 < _number(here, "kd.alpha", kd_opts.get("alpha")) <= 1:
             _fail(here, f"kd.alpha must be in (0, 1], got {kd_opts.get('alpha')!r}")
         if "until" in kd_opts and not 0 < _number(here, "kd.until", kd_opts["until"]) <= 1:
             _fail(here, f"kd.until must be in (0, 1], got {kd_opts['until']!r}")
-        copies_opts = a.get("copies", {}) or {}
-        if not isinstance(copies_opts, dict):
-            _fail(here, "copies must be a mapping with lr and warmup")
-        _unknown(f"{here}: copies", copies_opts, COPIES_KEYS)
-        if copies_opts and a["init"] != "grown":
-            _fail(here, "copies (asymmetric continuation) only applies to init: grown")
+        copies_opts = _options(here, a, "copies", COPIES_KEYS, "copies must be a mapping with lr and warmup", "grown",
+                               "copies (asymmetric continuation) only applies to init: grown")
         if copies_opts:
             _number(here, "copies.lr", copies_opts.get("lr"))
             if not 0 <= _number(here, "copies.warmup", copies_opts.get("warmup", 0.02), positive=False) <= 1:
