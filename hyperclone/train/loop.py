@@ -624,7 +624,7 @@ class Run:
         """For a grown model's metrics line: how far its copies have drifted apart, in the weights (per tensor
         group, "copy_divergence") and in the hidden states of the first DIVERGENCE_SEQS validation sequences
         (per layer, "activation_divergence"); {} for a model that was not grown."""
-        if self.copies is None:
+        if self.copies is None or not self.procs.main:  # only rank 0 writes metrics.jsonl
             return {}
         found: dict[str, Any] = {"copy_divergence": copy_divergence(self.model.state_dict(), self.copies.axes)}
         if self.copies.residual is not None:
