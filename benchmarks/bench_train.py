@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyperclone.experiments.setup import stdlib_files, train_tokenizer  # noqa: E402
+from hyperclone.experiments.corpora import stdlib_files  # noqa: E402
+from hyperclone.experiments.setup import train_tokenizer  # noqa: E402
 from hyperclone.train.data import WindowSampler, load_corpus  # noqa: E402
 from hyperclone.train.loop import TrainConfig, causal_lm_loss, param_groups, train  # noqa: E402
 

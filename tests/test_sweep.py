@@ -56,6 +56,10 @@ def test_parse_expands_learning_rates_and_fills_defaults():
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_tokens": 0}]}, "small_tokens must be a positive"),
     ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_decay": "no"}]}, "small_decay must be true or false"),
     ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_decay": False}]}, "small_decay .* only applies"),
+    ({"arms": [{"name": "a", "init": "random", "lr": 1e-3, "small_corpus": "site-packages"}]},
+     "small_corpus .* only applies"),
+    ({"arms": [{"name": "a", "init": "grown", "lr": 1e-3, "small_corpus": "pypi"}]},
+     "small_corpus must be one of site-packages, got 'pypi'"),
     ({"compare": "frontier"}, "compare must be one of best-random, ladder"),
     ({"report": "keep"}, "report .* needs compare: ladder"),
     ({"compare": "ladder", "report": "a.b"}, "report must be a file stem"),
@@ -76,7 +80,7 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
         "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens, "
-        "small_decay, kd, copies)"]
+        "small_decay, small_corpus, kd, copies)"]
     assert not (tmp_path / "out").exists()
 
 
@@ -183,3 +187,43 @@ def test_an_arm_grows_from_the_small_model_without_its_decay(tmp_path):
     assert arms["stable-small"]["small_cost"]["tokens"] == MICRO.small_tokens
     assert (out / "models" / "grown-w2-noisy-defaultdb-nodecay" / "config.json").exists()
     assert "small model without its learning-rate decay" in (out / "sweep.md").read_text()
+
+
+def test_an_arm_grows_from_a_small_model_pretrained_on_a_public_corpus(tmp_path, monkeypatch):
+    """small_corpus: the arm's small model is pretrained on a public corpus (here a stand-in for site-packages:
+    three files, one of them a copy, one not UTF-8) with the experiment's tokenizer, in
+    runs/small-<tokens>-site-packages-s0; the arm starts at that model's loss on the experiment's own validation
+    text (exact growth), not on the corpus it was pretrained on, and is charged its tokens."""
+    from hyperclone.experiments import corpora
+
+    corpus = make_corpus(tmp_path / "corpus")
+    public = tmp_path / "site-packages"
+    public.mkdir()
+    text = "".join(f"def f{i}(x):\n    return x * {i} + {i * 7}\n\n" for i in range(400))
+    (public / "a.py").write_text(text)
+    (public / "copy.py").write_text(text)  # a vendored copy: read once
+    (public / "latin1.py").write_bytes(b"# caf\xe9\n" * 10)  # not UTF-8: skipped
+    monkeypatch.setattr(corpora, "site_packages_files", lambda: sorted(public.iterdir()))
+    budget = MICRO.small_tokens // 2
+    sweep = {"preset": "micro", "seeds": [0], "arms": [
+        {"name": "random", "init": "random", "lr": 2e-3},
+        {"name": "public-small", "init": "grown", "lr": 2e-3, "small_tokens": budget,
+         "small_corpus": "site-packages"}]}
+    out = tmp_path / "out"
+    res = run_sweep(MICRO, parse_sweep(sweep), out, data=[corpus])
+    info = json.loads((out / "corpus" / "site-packages.json").read_text())
+    assert info["documents"] == 1 and info["bytes"] == len(text)
+    lines = (out / "corpus" / "site-packages.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [text]
+    run = out / "runs" / f"small-{budget}-site-packages-s0"
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["tokens"] == budget
+    own_val = [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+               if m.get("val_loss") is not None][-1]["val_loss"]
+    arm = res["arms"]["public-small"]
+    grown = out / "models" / f"grown-w2-noisy-defaultdb-small{budget}-site-packages"
+    assert (grown / "config.json").exists()
+    # its validation loss on its own corpus differs from where the grown arm starts (the experiment's text)
+    assert abs(arm["start_val_loss"] - own_val) > 1e-3
+    assert arm["small_cost"]["tokens"] == budget
+    assert f"small model pretrained {budget:,} tokens on site-packages" in (out / "sweep.md").read_text()

@@ -235,7 +235,7 @@ def measure_peak(n: int) -> dict[str, Any]:
 
 
 def python_sources(site_packages: bool) -> tuple[list[Path], str]:
-    from hyperclone.experiments.setup import stdlib_files
+    from hyperclone.experiments.corpora import stdlib_files
 
     files = set(stdlib_files())
     desc = f"the Python {platform.python_version()} standard library sources ({sysconfig.get_paths()['stdlib']})"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import random
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,52 +18,13 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.common.quiet import hf_quiet
 from hyperclone.experiments import report
+from hyperclone.experiments.corpora import PUBLIC_CORPORA, build_corpus, public_corpus
 from hyperclone.experiments.presets import Preset
-from hyperclone.train.data import iter_documents, list_sources
+from hyperclone.train.data import iter_documents
 from hyperclone.train.loop import TrainConfig, read_metrics
 
 EOT = "<|endoftext|>"
 SETTINGS_FILE = "experiment.json"
-
-
-def stdlib_files() -> list[Path]:
-    """The running interpreter's standard-library .py files (site-packages excluded), sorted."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts) and p.is_file())
-
-
-def build_corpus(dest: Path, data: list[Path] | None, max_bytes: int) -> dict[str, Any]:
-    """Write up to max_bytes of documents to dest (jsonl, one {"text"} per document) and describe them."""
-    if data:
-        docs = iter_documents(list_sources(data))
-        description = "the text in " + ", ".join(str(p) for p in data)
-    else:
-        files = stdlib_files()
-        random.Random(0).shuffle(files)
-        docs = (p.read_text(encoding="utf-8", errors="replace") for p in files)
-        stdlib = sysconfig.get_paths()["stdlib"]
-        description = f"the Python {platform.python_version()} standard library sources ({stdlib})"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    n_docs = n_bytes = 0
-    tmp = dest.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for text in docs:
-            if not text.strip():
-                continue
-            size = len(text.encode("utf-8"))
-            if n_bytes + size > max_bytes and n_docs > 0:
-                if n_bytes >= 0.9 * max_bytes:
-                    break
-                continue  # a large document would overshoot the cap; smaller ones may still fit
-            fh.write(json.dumps({"text": text}) + "\n")
-            n_docs += 1
-            n_bytes += size
-    if n_docs == 0:
-        tmp.unlink()
-        raise HyperCloneError(f"no text found for the corpus in {description}")
-    tmp.replace(dest)
-    return {"description": f"{description}, capped at {max_bytes / 1e6:g} MB", "documents": n_docs, "bytes": n_bytes}
 
 
 def train_tokenizer(corpus: Path, vocab_size: int, folder: Path):
@@ -228,13 +187,29 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
 
 
-def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True) -> Arm:
+def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True, corpus: str | None = None) -> Arm:
     """The small model's pretraining run: the preset's budget in DIR/runs/small, another budget (a sweep arm's
     small_tokens) in DIR/runs/small-<tokens>-s0, from the same initialisation and learning rate. decay=False
     (a sweep arm's small_decay: false) keeps the peak learning rate to the end, in DIR/runs/small[-<tokens>]-nodecay-s0:
-    on the preset's WSD schedule, the stable-phase model its decay would start from, trained as long."""
+    on the preset's WSD schedule, the stable-phase model its decay would start from, trained as long. corpus (a
+    sweep arm's small_corpus, a name in PUBLIC_CORPORA) pretrains it on that corpus instead of the experiment's:
+    DIR/runs/small[-<tokens>]-<corpus>[-nodecay]-s0."""
     own = tokens is None or tokens == preset.small_tokens
-    if own and decay:
+    if own and decay and corpus is None:
         return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)
-    name = "small" + ("" if own else f"-{tokens}") + ("" if decay else "-nodecay")
+    name = ("small" + ("" if own else f"-{tokens}") + ("" if corpus is None else f"-{corpus}")
+            + ("" if decay else "-nodecay"))
     return Arm(name, "small-init", 0, tokens or preset.small_tokens, preset.small_lr, None if decay else 1.0)
+
+
+def public_corpus_file(out: Path, name: str, say) -> Path:
+    """DIR/corpus/<name>.jsonl, the public corpus `name` (PUBLIC_CORPORA), written once and described beside it
+    in <name>.json."""
+    if name not in PUBLIC_CORPORA:
+        raise HyperCloneError(f"unknown public corpus {name!r}; choose one of {', '.join(PUBLIC_CORPORA)}")
+    corpus = out / "corpus" / f"{name}.jsonl"
+    info_file = corpus.with_suffix(".json")
+    if not info_file.exists():
+        say(f"building the public corpus {name}")
+        write_text_atomic(info_file, json.dumps(public_corpus(corpus, name), indent=1))
+    return corpus

@@ -35,7 +35,7 @@ from hyperclone.experiments.sweep_models import (
     reference_model,
     small_suffix,
 )
-from hyperclone.experiments.sweep_spec import Sweep, SweepArm
+from hyperclone.experiments.sweep_spec import PRESET_SMALL, SmallModel, Sweep, SweepArm
 from hyperclone.train.loop import TrainConfig, train
 
 ARM_FILE = "sweep_arm.json"
@@ -74,7 +74,8 @@ def _check_arm(run_dir: Path, arm: SweepArm) -> None:
     path = run_dir / ARM_FILE
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
-        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "kd": {}, "copies": {},
+        old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "small_corpus": None, "kd": {},
+               "copies": {},
                **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
@@ -96,31 +97,32 @@ def _run(job: tuple[TrainConfig, dict[str, Any] | None]) -> str:
 
 
 def prepare(preset: Preset, out: Path, data: list[Path] | None, say,
-            small_models: tuple[tuple[int | None, bool], ...] = ()) -> Path:
-    """Corpus, tokenizer and the small model (with its final moments), and one more small model per
-    (budget, decay) in `small_models` (arms' small_tokens and small_decay; setup.small_arm names their runs);
+            small_models: tuple[SmallModel, ...] = ()) -> Path:
+    """Corpus, tokenizer and the small model (with its final moments), and one more small model per entry of
+    `small_models` (arms' small_tokens, small_decay and small_corpus; setup.small_arm names their runs);
     returns the preset's small run's final folder."""
     prepared = setup.prepare(preset, out, data, say)
     say("training the small model (reused when already trained)")
     finals = {}
-    for tokens, decay in ((None, True), *small_models):
-        arm = setup.small_arm(preset, tokens, decay)
+    for tokens, decay, corpus in (PRESET_SMALL, *small_models):
+        arm = setup.small_arm(preset, tokens, decay, corpus)
         if arm.run_name not in finals:
-            cfg = replace(setup.arm_train_config(preset, arm, prepared.small_init, out, prepared.corpus,
-                                                 progress=False), save_moments=True)
+            text = prepared.corpus if corpus is None else setup.public_corpus_file(out, corpus, say)
+            cfg = replace(setup.arm_train_config(preset, arm, prepared.small_init, out, text, progress=False),
+                          save_moments=True)
             finals[arm.run_name] = train(cfg).final
     return finals["small"]
 
 
-def small_final_for(out: Path, preset: Preset, small_tokens: int | None, small_decay: bool = True) -> Path:
+def small_final_for(out: Path, preset: Preset, small: SmallModel = PRESET_SMALL) -> Path:
     """The final folder of the small model an arm grows from (trained by prepare)."""
-    return out / "runs" / setup.small_arm(preset, small_tokens, small_decay).run_name / "final"
+    return out / "runs" / setup.small_arm(preset, *small).run_name / "final"
 
 
-def small_models(sweep: Sweep) -> tuple[tuple[int | None, bool], ...]:
-    """The (budget, decay) of every small model the sweep's arms grow from other than the preset's own."""
-    return tuple(sorted({a.small_model for a in sweep.arms if a.small_model != (None, True)},
-                        key=lambda m: (m[0] or 0, m[1])))
+def small_models(sweep: Sweep) -> tuple[SmallModel, ...]:
+    """Every small model the sweep's arms grow from other than the preset's own."""
+    return tuple(sorted({a.small_model for a in sweep.arms if a.small_model != PRESET_SMALL},
+                        key=lambda m: (m.tokens or 0, m.decay, m.corpus or "")))
 
 
 def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
@@ -131,18 +133,20 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
     models = out / "models"
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
 
-    def key(arm: SweepArm, opts: dict[str, Any], small: tuple[int | None, bool]) -> tuple[int, int, str, int, bool]:
+    def key(arm: SweepArm, opts: dict[str, Any], small: SmallModel) -> tuple[int, int, str, int, bool, str]:
         return (arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True),
-                small[0] or 0, small[1])
+                small.tokens or 0, small.decay, small.corpus or "")
 
     needed = {key(a, a.grow, a.small_model) for a in sweep.arms if a.init == "grown"}
     carried = {key(a, a.grow, a.small_model) for a in sweep.arms if a.init == "grown" and a.moments == "carry"}
-    needed |= {key(a, reference_growth(a), (None, True)) for a in sweep.arms}  # each shape's config: random, stats
-    for width, layers, opts_json, small_tokens, small_decay in sorted(needed):
+    needed |= {key(a, reference_growth(a), PRESET_SMALL) for a in sweep.arms}  # each shape's config: random, stats
+    for needed_key in sorted(needed):
+        width, layers, opts_json, small_tokens, small_decay, small_corpus = needed_key
+        small = SmallModel(small_tokens or None, small_decay, small_corpus or None)
         opts = json.loads(opts_json)
-        folder = models / (grown_name(width, opts, layers or None) + small_suffix(small_tokens or None, small_decay))
-        source = small_final_for(out, preset, small_tokens or None, small_decay)
-        moments = (width, layers, opts_json, small_tokens, small_decay) in carried
+        folder = models / (grown_name(width, opts, layers or None) + small_suffix(*small))
+        source = small_final_for(out, preset, small)
+        moments = needed_key in carried
         if not (folder / "config.json").exists() or (moments and not (folder / MOMENTS_FILE).exists()):
             say(f"growing {folder.name}")
             depth = {"layers": layers} if layers else {}
@@ -157,8 +161,8 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
 
 def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
     """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
-    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == (None, True) or (
-        small_final_for(out, preset, *a.small_model) / "trainer_state.json").exists()))
+    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == PRESET_SMALL or (
+        small_final_for(out, preset, a.small_model) / "trainer_state.json").exists()))
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
@@ -188,9 +192,9 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
                    key=lambda job: job[:2])
     for _, a, seed in order:
         arm = sweep.arms[a]
-        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, *arm.small_model))
+        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, arm.small_model))
         _check_arm(cfg.out, arm)
-        small = small_final_for(out, preset, *arm.small_model)
+        small = small_final_for(out, preset, arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]

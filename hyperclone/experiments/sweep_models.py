@@ -37,10 +37,12 @@ def grown_name(width: int, opts: dict[str, Any], layers: int | None = None) -> s
     return name + moe_suffix(opts)
 
 
-def small_suffix(small_tokens: int | None, small_decay: bool = True) -> str:
+def small_suffix(small_tokens: int | None, small_decay: bool = True, small_corpus: str | None = None) -> str:
     """"-small3200000" for a model grown from a small model pretrained for 3.2M tokens instead of the preset's;
-    "-nodecay" added for one trained without the learning-rate decay."""
-    return ("" if small_tokens is None else f"-small{small_tokens}") + ("" if small_decay else "-nodecay")
+    "-site-packages" added for one pretrained on that public corpus, "-nodecay" for one trained without the
+    learning-rate decay."""
+    return (("" if small_tokens is None else f"-small{small_tokens}")
+            + ("" if small_corpus is None else f"-{small_corpus}") + ("" if small_decay else "-nodecay"))
 
 
 def moe_suffix(opts: dict[str, Any]) -> str:

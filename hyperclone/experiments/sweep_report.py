@@ -19,7 +19,7 @@ from hyperclone.experiments import report
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import arm_layers, arm_shape, arm_width, reference_model
-from hyperclone.experiments.sweep_spec import Sweep, SweepArm
+from hyperclone.experiments.sweep_spec import PRESET_SMALL, Sweep, SweepArm
 from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB, NOISE_MODES
 from hyperclone.train.loop import read_metrics
 
@@ -56,7 +56,10 @@ def describe(arm: SweepArm, preset: Preset) -> str:
             parts.append(f"distilled from the small model (alpha {arm.kd['alpha']:g} to 0 at "
                          f"{arm.kd.get('until', 0.3):g} of the run)")
     if arm.small_tokens:
-        parts.append(f"small model pretrained {arm.small_tokens:,} tokens")
+        parts.append(f"small model pretrained {arm.small_tokens:,} tokens"
+                     + (f" on {arm.small_corpus}" if arm.small_corpus else ""))
+    elif arm.small_corpus:
+        parts.append(f"small model pretrained on {arm.small_corpus}")
     if not arm.small_decay:
         parts.append("small model without its learning-rate decay")
     warm = preset.warmup if arm.warmup is None else arm.warmup
@@ -114,7 +117,7 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
         if randoms:
             best_random[shape] = min(randoms, key=lambda n: arms[n]["final_val_loss"]["mean"])
     small_cost = (small_curve[-1]["tokens"], small_curve[-1]["flops"], small_curve[-1]["elapsed_s"])
-    small_costs = {(None, True): small_cost}  # per small model (an arm's small_tokens and small_decay)
+    small_costs = {PRESET_SMALL: small_cost}  # per small model (an arm's small_tokens, _decay and _corpus)
     for arm in sweep.arms:
         if arm.init != "random" and arm.small_model not in small_costs:
             own = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, small_stats["flops_per_token"])

@@ -20,6 +20,10 @@ arms:
   - name: better-small    # grown from a small model pretrained for 4x the preset's budget (trained once,
     init: grown           # in DIR/runs/small-<tokens>-s0, and charged to this arm's "incl. small")
     small_tokens: 3200000
+  - name: public-small    # grown from a small model pretrained on another corpus that the experiment's never
+    init: grown           # repeats (a public model, trained on other text): small-<tokens>-site-packages-s0
+    small_tokens: 12800000
+    small_corpus: site-packages
   - name: stable-small    # grown from the preset's small model trained without the learning-rate decay (its
     init: grown           # peak to the end: the stable-phase checkpoint a WSD run would decay from), in
     small_decay: false    # DIR/runs/small-nodecay-s0 (with small_tokens: small-<tokens>-nodecay-s0)
@@ -52,9 +56,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.experiments.corpora import PUBLIC_CORPORA
 from hyperclone.grow.options import DEPTH_MODES
 from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.plan import MODES
@@ -68,13 +73,25 @@ TOP_KEYS = ("preset", "seeds", "arms", "compare", "report")
 COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens",
-            "small_decay", "kd", "copies")
+            "small_decay", "small_corpus", "kd", "copies")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k", "perturb")
 COPIES_KEYS = ("lr", "warmup")  # asymmetric continuation: the copies' LR multiplier and its rise (train --copies-lr)
 KD_KEYS = ("alpha", "until")  # the distillation anchor toward the arm's own small model (train --teacher)
 MOE_KEYS = ("experts", "top_k")  # the only grow keys of a random arm: the mixture-of-experts shape it starts at
 MSG_KEYS = ("ramp_frac", "depth_start_frac")
 INITS = ("grown", "random", "msg")
+
+
+class SmallModel(NamedTuple):
+    """Which small model an arm grows from: its pretraining budget (None: the preset's), whether its learning
+    rate decays, and the corpus it was pretrained on (None: the experiment's own; else a name in PUBLIC_CORPORA)."""
+
+    tokens: int | None = None
+    decay: bool = True
+    corpus: str | None = None
+
+
+PRESET_SMALL = SmallModel()  # the preset's own small model
 
 
 @dataclass(frozen=True)
@@ -96,13 +113,14 @@ class SweepArm:
     moments_reset: str = "none"
     small_tokens: int | None = None  # the small model's pretraining budget (grown, msg); None: the preset's
     small_decay: bool = True  # False: the small model keeps its peak learning rate to the end (no decay)
+    small_corpus: str | None = None  # the small model pretrained on this public corpus instead of the experiment's
     kd: dict[str, Any] = field(default_factory=dict)  # alpha, until: distil from the small model it grew from
     copies: dict[str, Any] = field(default_factory=dict)  # lr (rho), warmup: asymmetric continuation
 
     @property
-    def small_model(self) -> tuple[int | None, bool]:
-        """(budget, decay) of the small model the arm grows from: (None, True) is the preset's own."""
-        return self.small_tokens, self.small_decay
+    def small_model(self) -> SmallModel:
+        """The small model the arm grows from; PRESET_SMALL is the preset's own."""
+        return SmallModel(self.small_tokens, self.small_decay, self.small_corpus)
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -257,6 +275,12 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             _fail(here, f"small_decay must be true or false, got {small_decay!r}")
         if not small_decay and a["init"] == "random":
             _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
+        small_corpus = a.get("small_corpus")
+        if small_corpus is not None:
+            if a["init"] == "random":
+                _fail(here, "small_corpus (the small model's corpus) only applies to init: grown or msg")
+            if small_corpus not in PUBLIC_CORPORA:
+                _fail(here, f"small_corpus must be one of {', '.join(PUBLIC_CORPORA)}, got {small_corpus!r}")
         kd_opts = _options(here, a, "kd", KD_KEYS, "kd must be a mapping with alpha and until", "grown",
                            "kd (distillation from the small model) only applies to init: grown")
         if kd_opts and not 0 < _number(here, "kd.alpha", kd_opts.get("alpha")) <= 1:
@@ -283,7 +307,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                 min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
                 moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
-                small_decay=small_decay, kd=dict(kd_opts), copies=dict(copies_opts)))
+                small_decay=small_decay, small_corpus=small_corpus, kd=dict(kd_opts), copies=dict(copies_opts)))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
