@@ -18,12 +18,12 @@ everything new by a factor c that ramps from 0 to 1 during training:
 - layers: a new layer computes c*block(x) + (1-c)*x.
 
 At c = 0 the model computes the small model's function; at c = 1 every mask is the identity and
-`fold()` removes them, leaving the plain transformers model. Masks live only in forward hooks and
-patched `forward` attributes, never in the state dict, so every checkpoint is loadable by plain
-transformers; while masks are live, the layout is kept in config.json under `msg_growth` so a
+`fold()` removes them, leaving the plain transformers model. Masks live only in forward hooks (a
+masked norm is a hook that replaces the norm's output), never in the state dict, so every checkpoint is
+loadable by plain transformers; while masks are live, the layout is kept in config.json under `msg_growth` so a
 training run can re-install them on resume, and folding deletes that key.
 
-Training: `train_hook` (the `step_hook` of hyperclone.train.loop.TrainConfig) attaches the masks from
+Training: `train_hook` (the `step_hook` of hyperclone.train.config.TrainConfig) attaches the masks from
 config.json, sets every stage's mask for the step, and folds once every ramp is over, so every
 checkpoint saved after the ramp is plain.
 """
@@ -68,7 +68,6 @@ class MaskedModel:
         self.layout = layout
         self.c = [1.0] * (layout.n_stages + 1)  # per stage; stage 0 (the small model) is always 1
         self._handles: list[Any] = []
-        self._patched: list[nn.Module] = []
         self._hidden_owner = layout.axis_stage("hidden")
         self._ffn_owner = layout.axis_stage("ffn")
         hd = layout.dim(-1, "head_dim")
@@ -135,7 +134,7 @@ class MaskedModel:
                      contract: int | None) -> None:
         if role in ("norm", "final_norm"):
             if axes == (("hidden",),):
-                self._patch_norm(module)
+                self._mask_norm(module)
             return
         if role == "lm_head":
             return
@@ -170,7 +169,7 @@ class MaskedModel:
 
         return hook
 
-    def _patch_norm(self, module: nn.Module) -> None:
+    def _mask_norm(self, module: nn.Module) -> None:
         family = self.layout.family
         offset = family.norm_offset
         if isinstance(module, nn.LayerNorm):
@@ -198,8 +197,9 @@ class MaskedModel:
                 if offset:  # Gemma: (1 + w), multiplied in fp32
                     return (y * (offset + module.weight.float()) * m).to(x.dtype)
                 return module.weight * (y * m).to(x.dtype)
-        module.forward = forward
-        self._patched.append(module)
+        # a forward hook that replaces the output rather than an instance attribute `forward`: transformers >= 5.2x
+        # with the `kernels` package kernelizes norm layers on their first call, which drops an instance forward
+        self._handles.append(module.register_forward_hook(lambda mod, args, out: forward(args[0])))
 
     def fold(self) -> nn.Module:
         """Remove every mask (they must all be 1) and return the plain transformers model."""
@@ -207,9 +207,7 @@ class MaskedModel:
             raise HyperCloneError(f"MSG masks are not all 1 (stage masks {self.c[1:]}); finish the ramp first")
         for handle in self._handles:
             handle.remove()
-        for module in self._patched:
-            del module.forward
-        self._handles, self._patched = [], []
+        self._handles = []
         if hasattr(self.model.config, CONFIG_KEY):
             delattr(self.model.config, CONFIG_KEY)
         _ATTACHED.pop(self.model, None)
@@ -217,7 +215,7 @@ class MaskedModel:
 
     @property
     def folded(self) -> bool:
-        return not self._handles and not self._patched
+        return not self._handles
 
     @classmethod
     def attach(cls, model: nn.Module) -> MaskedModel:
