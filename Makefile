@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with only Python 3.11:
 #   make demo  - set up .venv, grow SmolLM2-135M 2x and verify the grown model is exact
-#   make test  - set up .venv and run the test suite
+#   make test  - set up .venv and run the test suite (all of it: what CI runs)
+#   make test-fast - the same without the tests marked slow (multi-process, multi-minute; a few minutes in all)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo-out
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 $(BIN)/hyperclone: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check hyperclone tests benchmarks

@@ -107,7 +107,7 @@ def streaming_grow(src: Path, out: Path, mode: str) -> tuple[float, float]:
 IN_MEMORY = """
 import torch
 from transformers import AutoModelForCausalLM
-from hyperclone.grow.engine import grow_tensor
+from hyperclone.grow.tensor_rule import grow_tensor
 from hyperclone.grow.plan import GrowthSpec, make_plan
 from hyperclone.grow.source import open_source
 src, out = {src!r}, {out!r}

@@ -36,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyperclone.experiments.corpora import stdlib_files  # noqa: E402
 from hyperclone.experiments.setup import train_tokenizer  # noqa: E402
+from hyperclone.train.config import TrainConfig  # noqa: E402
 from hyperclone.train.data import WindowSampler, load_corpus  # noqa: E402
-from hyperclone.train.loop import TrainConfig, causal_lm_loss, param_groups, train  # noqa: E402
+from hyperclone.train.loop import param_groups, train  # noqa: E402
+from hyperclone.train.losses import causal_lm_loss  # noqa: E402
 
 
 def build(root: Path, args) -> tuple[Path, Path]:

@@ -31,6 +31,7 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(args.clone)], check=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.clone, capture_output=True,
                             text=True, check=True).stdout.strip()
+    load = os.getloadavg()[0]  # other work on the machine slows the run: recorded beside the time
     start = time.perf_counter()
     done = subprocess.run(["bash", ".ci/run"], cwd=args.clone, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -44,6 +45,7 @@ def main() -> None:
         record = {"benchmark": "time_test_suite", "date": time.strftime("%Y-%m-%d"), "commit": commit,
                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "ci_exit": done.returncode,
                   "ci_wall_s": round(seconds, 1), "pytest_summary": tests, "pytest_s": pytest_s,
+                  "load_average_at_start": round(load, 2),
                   "command": "python benchmarks/time_test_suite.py --json results/test_suite.json"}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     sys.exit(done.returncode)

@@ -205,3 +205,42 @@ def test_grow_keeps_freed_memory_on_glibc():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     expected = "True" if platform.libc_ver()[0] == "glibc" else result.stdout.strip()
     assert result.stdout.strip() == expected
+
+
+def test_train_options_default_to_the_config_dataclass():
+    """Every default once: each `hyperclone train` option defaults to its TrainConfig field's default (the API,
+    the CLI and sweep files read the same value), apart from the listed ones, each with its reason."""
+    import enum
+    import inspect as pyinspect
+    from dataclasses import MISSING, fields
+
+    from hyperclone.cli.train_verbs import train_command
+    from hyperclone.common.sizes import parse_count
+    from hyperclone.train.config import TrainConfig
+
+    option_of = {"compile": "compile_blocks", "step_hook": "msg"}  # field -> option parameter
+    not_options = {"extra": "free-form tags for the API and sweeps", "beta1": "AdamW betas: the API only",
+                   "beta2": "AdamW betas: the API only"}
+    differs = {"kd_alpha": "0.5 applies once --teacher is given; the field's 0.0 means no teacher",
+               "step_hook": "--msg (off) sets the MSG hook; the field's None is no hook"}
+    params = pyinspect.signature(train_command).parameters
+    wrong = []
+    for f in fields(TrainConfig):
+        if f.default is MISSING and f.default_factory is MISSING:
+            continue  # required: model, data, out, tokens
+        if f.name in not_options:
+            assert f.name not in params
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        option = params[option_of.get(f.name, f.name)].default
+        option = option.value if isinstance(option, enum.Enum) else option
+        if f.name in ("batch_tokens", "eval_tokens"):
+            option = parse_count(option)
+        if f.name == "log":
+            option = tuple(option or ())
+        if f.name in differs:
+            assert option != default, f"{f.name}: now equal, drop it from `differs`"
+        elif option != default:
+            wrong.append(f"{f.name}: --{option_of.get(f.name, f.name).replace('_', '-')} defaults to {option!r}, "
+                         f"TrainConfig to {default!r}")
+    assert not wrong, "\n".join(wrong)

@@ -9,10 +9,10 @@ import pytest
 from train_helpers import make_corpus
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math
 from hyperclone.experiments.presets import PRESETS, Preset, get_preset
 from hyperclone.experiments.runner import plan_arms, run_experiment
-from hyperclone.train.loop import read_metrics
+from hyperclone.train.metrics import read_metrics
 
 MICRO = Preset(name="micro", description="test only", corpus_bytes=200_000, vocab_size=300,
                hidden=32, layers=2, heads=2, kv_heads=2, ffn=64, width=2,
@@ -63,10 +63,10 @@ def test_results_are_consistent(experiment):
         assert [p["tokens"] for p in g] == [p["tokens"] for p in r]
     half = read_metrics(out / "runs" / "grown-half-s0")
     assert half[-1]["tokens"] == MICRO.tokens // 2 and half[-1]["lr"] == pytest.approx(MICRO.lr * 0.1)
-    # the headline numbers are what report.summarize computes from the stored curves
+    # the headline numbers are what curve_math.summarize computes from the stored curves
     curves = {name: {int(s): run["curve"] for s, run in arm["seeds"].items()}
               for name, arm in arms.items() if name != "small"}
-    again = report.summarize(curves, arms["small"]["seeds"]["0"]["curve"],
+    again = curve_math.summarize(curves, arms["small"]["seeds"]["0"]["curve"],
                              small_elapsed=results["small_cost"]["elapsed_s"])
     for key in ("speedup_tokens", "speedup_flops", "speedup_tokens_incl_small", "target_val_loss"):
         assert again[key] == results[key]

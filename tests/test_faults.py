@@ -113,7 +113,8 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_one_line(tmp_pa
     from dataclasses import replace
 
     from hyperclone.train import state as ts
-    from hyperclone.train.loop import TrainConfig, train
+    from hyperclone.train.config import TrainConfig
+    from hyperclone.train.loop import train
 
     corpus = make_corpus(tmp_path / "corpus")
     model = make_model(tmp_path / "model", corpus)
@@ -136,6 +137,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_one_line(tmp_pa
     assert ts.latest_checkpoint(cfg.out).name == "step-0000010" and ts.read_state(ts.latest_checkpoint(cfg.out))
 
 
+@pytest.mark.slow
 def test_a_full_disk_then_resume_once_space_is_back(tmp_path):
     """On a real full disk (a 2.5 MB tmpfs; mounting one needs root, so the test says so and skips without it):
     exit 1 and one line, the step-10 checkpoint intact; with the disk grown, --resume finishes the run and its
@@ -160,7 +162,7 @@ def test_a_full_disk_then_resume_once_space_is_back(tmp_path):
         whole = subprocess.run(_train_args(model, corpus, tmp_path / "whole", tmp_path / "cache"),
                                capture_output=True, text=True)
         assert whole.returncode == 0
-        from hyperclone.train.loop import read_metrics
+        from hyperclone.train.metrics import read_metrics
 
         def losses(out):
             return [(m["step"], m["train_loss"], m["val_loss"]) for m in read_metrics(out)]

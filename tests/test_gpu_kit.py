@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the GPU evidence kit end to end on CPU: ~80 s
+
 REPO = Path(__file__).resolve().parents[1]
 
 

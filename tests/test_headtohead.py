@@ -19,6 +19,8 @@ from hyperclone.experiments import headtohead
 from hyperclone.experiments.setup import model_stats
 from hyperclone.experiments.sweep import run_sweep
 
+pytestmark = pytest.mark.slow  # six arms trained end to end
+
 REPO = Path(__file__).resolve().parents[1]
 ONE_SEED = replace(MICRO, seeds=(0,))
 

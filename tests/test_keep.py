@@ -28,12 +28,16 @@ from hyperclone.common.copies import (
     read_copies,
 )
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.experiments.diagnosis import lead, stable_points, tokens_per_drop
+from hyperclone.experiments.curve_math import lead, stable_points, tokens_per_drop
 from hyperclone.experiments.sweep_spec import parse_sweep
 from hyperclone.grow.engine import grow
 from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.train import asymmetric
-from hyperclone.train.loop import TrainConfig, distillation_loss, kd_steps, kd_weight, read_metrics, train
+from hyperclone.train.config import TrainConfig
+from hyperclone.train.loop import train
+from hyperclone.train.losses import distillation_loss
+from hyperclone.train.metrics import read_metrics
+from hyperclone.train.schedule import kd_steps, kd_weight
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +315,7 @@ def test_lead_is_the_tokens_random_needs_minus_the_tokens_trained():
     assert found == {"0.25": pytest.approx(400.0), "0.75": pytest.approx(500.0), "1": None}
 
 
+@pytest.mark.slow
 def test_asymmetric_continuation_under_ddp_matches_one_process(small, tmp_path):
     """Two DDP processes apply the same copy factors as one process: the same losses step by step."""
     import os

@@ -4,15 +4,15 @@ import math
 
 import pytest
 
-from hyperclone.experiments import ladder
+from hyperclone.experiments import curve_math, ladder
 
 FRONTIER = [(800_000, 4.70), (3_200_000, 3.81), (16_000_000, 3.30)]
 
 
 def test_tokens_to_reach_interpolates_in_log_tokens():
-    tokens, bound = ladder.tokens_to_reach(3.81, FRONTIER)
+    tokens, bound = curve_math.tokens_to_reach(3.81, FRONTIER)
     assert bound == "" and tokens == pytest.approx(3_200_000)
-    tokens, _ = ladder.tokens_to_reach((4.70 + 3.81) / 2, FRONTIER)  # halfway in loss -> geometric mean of budgets
+    tokens, _ = curve_math.tokens_to_reach((4.70 + 3.81) / 2, FRONTIER)  # halfway in loss -> geometric mean of budgets
     assert tokens == pytest.approx(math.sqrt(800_000 * 3_200_000))
 
 
@@ -20,23 +20,23 @@ def test_tokens_to_reach_gives_bounds_outside_the_measured_budgets():
     # FRONTIER flattens (0.64 then 0.32 nats of loss per e-fold of tokens): below its last loss the bound extends
     # the last segment, so 0.16 nats lower needs e^(0.16 / 0.317) more tokens than 16M
     per_log_token = (3.81 - 3.30) / math.log(5)
-    tokens, bound = ladder.tokens_to_reach(3.14, FRONTIER)
+    tokens, bound = curve_math.tokens_to_reach(3.14, FRONTIER)
     assert bound == ">" and tokens == pytest.approx(16_000_000 * math.exp(0.16 / per_log_token))
-    assert ladder.tokens_to_reach(5.0, FRONTIER) == (800_000.0, "<")
+    assert curve_math.tokens_to_reach(5.0, FRONTIER) == (800_000.0, "<")
 
 
 def test_the_lower_bound_falls_back_to_the_largest_budget_where_random_does_not_flatten():
     steepening = [(800_000, 4.70), (3_200_000, 4.50), (16_000_000, 3.30)]
-    assert not ladder.flattens(steepening) and ladder.flattens(FRONTIER)
-    assert ladder.tokens_to_reach(3.0, steepening) == (16_000_000.0, ">")
-    assert ladder.tokens_to_reach(3.0, FRONTIER[1:]) == (16_000_000.0, ">")  # one segment: no trend to rely on
+    assert not curve_math.flattens(steepening) and curve_math.flattens(FRONTIER)
+    assert curve_math.tokens_to_reach(3.0, steepening) == (16_000_000.0, ">")
+    assert curve_math.tokens_to_reach(3.0, FRONTIER[1:]) == (16_000_000.0, ">")  # one segment: no trend to rely on
 
 
 def test_head_start_is_the_start_loss_placed_on_the_frontier_and_kept_compares_the_final_loss_with_it():
     """A grown model starting at random's loss halfway (in loss) between 0.8M and 3.2M has a head start of their
     geometric mean, 1.6M tokens; at budget 3.2M, keeping it is worth 1 + 1.6/3.2 = 1.5x, and a final loss that
     random needs 4.0M tokens for kept (4.0 - 3.2) / 1.6 = half of it."""
-    row = ladder.head_start((4.70 + 3.81) / 2, 4_000_000.0, "", 3_200_000, FRONTIER)
+    row = curve_math.head_start((4.70 + 3.81) / 2, 4_000_000.0, "", 3_200_000, FRONTIER)
     assert row["head_start_tokens"] == pytest.approx(1_600_000) and row["head_start_bound"] == ""
     assert row["speedup_if_kept"] == pytest.approx(1.5) and row["kept"] == pytest.approx(0.5)
     assert row["kept_bound"] == ""
@@ -48,14 +48,14 @@ def test_kept_carries_the_bounds_of_its_terms_and_is_withheld_when_they_conflict
     smallest budget) both make a gain's fraction a lower bound; a needed upper bound against a head-start upper
     bound says nothing; for a loss (needed < B) a smaller head start makes the fraction more negative."""
     above = 5.0  # above random's loss at 0.8M: head start < 0.8M
-    gained = ladder.head_start(above, 20_000_000.0, ">", 16_000_000, FRONTIER)
+    gained = curve_math.head_start(above, 20_000_000.0, ">", 16_000_000, FRONTIER)
     assert gained["head_start_bound"] == "<" and gained["kept_bound"] == ">"
     assert gained["kept"] == pytest.approx(4_000_000 / 800_000)
     assert ladder.head_start_cells(gained) == "<0.80M | <1.05 | >5.00"
-    assert ladder.head_start(above, 20_000_000.0, "<", 16_000_000, FRONTIER)["kept"] is None
-    lost = ladder.head_start(above, 12_000_000.0, "", 16_000_000, FRONTIER)
+    assert curve_math.head_start(above, 20_000_000.0, "<", 16_000_000, FRONTIER)["kept"] is None
+    lost = curve_math.head_start(above, 12_000_000.0, "", 16_000_000, FRONTIER)
     assert lost["kept_bound"] == "<" and lost["kept"] == pytest.approx(-5.0)
-    assert ladder.head_start(None, 1.0, "", 1, FRONTIER) == {}
+    assert curve_math.head_start(None, 1.0, "", 1, FRONTIER) == {}
 
 
 def test_random_arm_of_a_budget_is_the_best_seed0_learning_rate():
@@ -65,8 +65,8 @@ def test_random_arm_of_a_budget_is_the_best_seed0_learning_rate():
         "random-c": {"init": "random", "tokens": 20, "lr": 2e-3, "final_val_loss": {}},
         "grown": {"init": "grown", "tokens": 10, "lr": 2e-3, "final_val_loss": {0: 1.0}},
     }
-    assert ladder.pick_random(arms, 10) == "random-b"
-    assert ladder.pick_random(arms, 20) is None
+    assert curve_math.pick_random(arms, 10) == "random-b"
+    assert curve_math.pick_random(arms, 20) is None
 
 
 def test_report_marks_pending_runs_and_bounds(tmp_path):
@@ -133,7 +133,7 @@ def _fake_run(out, name: str, tokens: int, loss: float, start: float = 9.0) -> N
 
 def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier(tmp_path):
     """ladder_search on a folder laid out as the ladder and a search leave it (runs' metrics and final states,
-    models' configs): each arm's mean final loss goes through ladder.tokens_to_reach on the ladder's random
+    models' configs): each arm's mean final loss goes through curve_math.tokens_to_reach on the ladder's random
     frontier, incl. small charges the small model the arm grew from, unfinished seeds are pending and the best
     arm stays provisional while any are."""
     import json
@@ -178,7 +178,7 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
     points = sorted({**frontier, 6_400_000: 2.7}.items())
     assert results["frontier"] == points
     default, better = rows["grown-16m-lr0.002"], rows["last-small12.8m"]
-    assert default["speedup_tokens"] == pytest.approx(ladder.tokens_to_reach(2.46, points)[0] / 16e6)
+    assert default["speedup_tokens"] == pytest.approx(curve_math.tokens_to_reach(2.46, points)[0] / 16e6)
     assert default["bound"] == ">" and default["loss_gap"] == pytest.approx((2.5 - 2.46) / 2.5)
     assert better["pending"] == [1] and better["speedup_tokens"] > default["speedup_tokens"]
     big, small = model_stats(tmp_path / "models" / "grown-w2-symmetric", preset.seq_len), model_stats(

@@ -91,6 +91,58 @@ def test_no_module_uses_another_modules_private_names():
     assert not bad, "\n".join(bad)
 
 
+def import_graph() -> dict[str, set[str]]:
+    """hyperclone module -> the hyperclone modules it imports (at any depth, lazy imports included)."""
+    names = {".".join(("hyperclone", *parts)).removesuffix(".__init__") for _, parts in modules()}
+    graph: dict[str, set[str]] = {}
+    for path, parts in modules():
+        edges = set()
+        for module, imported_names, _ in imported(ast.parse(path.read_text())):
+            found = {f"{module}.{n}" for n in imported_names if f"{module}.{n}" in names}
+            edges |= found or ({module} if module in names else set())
+        graph[".".join(("hyperclone", *parts)).removesuffix(".__init__")] = edges
+    return graph
+
+
+def test_no_import_circle():
+    """No module reaches itself through its imports (lazy ones too): every package reads in one direction."""
+    graph, circles = import_graph(), []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                circles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, "\n".join(circles)
+
+
+def test_the_training_loop_is_short_and_never_asks_for_the_strategy():
+    """train/loop.py reads the same for one process and many: the strategy object (train/parallel.py) owns
+    what differs, so the loop never compares the strategy's name."""
+    source = (PACKAGE / "train" / "loop.py").read_text()
+    assert len(source.splitlines()) <= 350
+    assert not re.search(r"strategy\s*[!=]=|[!=]=\s*['\"](fsdp|ddp)['\"]", source)
+
+
+def test_the_studies_arithmetic_is_pure():
+    """experiments/curve_math.py, the arithmetic every study shares, imports only the standard library's number
+    modules and touches no file: the studies read runs and write pages around it."""
+    source = (PACKAGE / "experiments" / "curve_math.py").read_text()
+    tree = ast.parse(source)
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert modules <= {"__future__", "math", "statistics", "collections.abc", "typing"}, modules
+    assert not re.search(r"\bopen\(|read_text|write_text|Path\b", source)
+
+
 def test_train_wing_never_imports_the_growth_engine_at_run_time():
     """A fresh interpreter that imports the training loop has loaded no growth module."""
     code = ("import sys, hyperclone.train.loop, hyperclone.train.data, hyperclone.train.moments; "
@@ -128,6 +180,15 @@ def readme_paths() -> list[str]:
 def test_every_path_the_readme_names_exists(path):
     matches = list(ROOT.glob(path)) if "*" in path else [ROOT / path.rstrip("/")]
     assert matches and all(m.exists() for m in matches), path
+
+
+def test_the_readme_is_short_and_links_only_existing_docs():
+    """README.md stays a page a newcomer reads (<= 250 lines); the details live in docs/, every page it links
+    exists."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    links = re.findall(r"\]\((docs/[\w.\-]+\.md)(?:#[\w\-]+)?\)", text)
+    assert links and all((ROOT / link).is_file() for link in links), links
 
 
 def test_readme_tables_match_the_results_files():

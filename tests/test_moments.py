@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from train_helpers import make_corpus, make_model
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.common.files import MOMENTS_FILE
+from hyperclone.common.files import MOMENTS_FILE, load_moments
 from hyperclone.grow.engine import grow
 from hyperclone.grow.moments import grow_moments, grown_spec
-from hyperclone.train.loop import TrainConfig, train
-from hyperclone.train.moments import load_moments
+from hyperclone.train.config import TrainConfig
+from hyperclone.train.loop import train
 
 STEPS = 16
 

@@ -199,7 +199,8 @@ def msg_runs(tmp_path_factory):
 
     from train_helpers import make_corpus, make_model
 
-    from hyperclone.train.loop import TrainConfig, train
+    from hyperclone.train.config import TrainConfig
+    from hyperclone.train.loop import train
 
     root = tmp_path_factory.mktemp("msgtrain")
     corpus = make_corpus(root / "corpus", n_files=3, lines=150)
@@ -217,7 +218,7 @@ def msg_runs(tmp_path_factory):
 
 
 def test_training_ramps_the_masks_and_saves_plain_checkpoints_after_the_ramp(msg_runs):
-    from hyperclone.train.loop import read_metrics
+    from hyperclone.train.metrics import read_metrics
 
     root, full, _, plain = msg_runs
     # the masks are on before the first evaluation: the grown model starts at the small model's loss
@@ -244,7 +245,7 @@ def test_msg_arm_trains_with_the_recipe_and_resumes(msg_runs, tmp_path):
     from dataclasses import replace
 
     from hyperclone.baselines.msg.run import msg_stages, run_msg_arm
-    from hyperclone.train.loop import TrainConfig
+    from hyperclone.train.config import TrainConfig
 
     root = msg_runs[0]
     small = root / "small"

@@ -8,8 +8,11 @@ import os
 import socket
 import time
 
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.slow  # process groups outwaiting their timeouts
 
 GROUP_TIMEOUT_S = 2
 RANK0_WORK_S = 6  # three times the training group's timeout
@@ -24,7 +27,7 @@ def _free_port() -> int:
 def _rank(rank: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
-    from hyperclone.train.loop import Processes
+    from hyperclone.train.processes import Processes
 
     procs = Processes()
     try:

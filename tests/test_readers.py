@@ -14,7 +14,7 @@ from train_helpers import make_corpus, make_model
 
 from hyperclone.cli import main
 from hyperclone.train.data import load_corpus
-from hyperclone.train.loop import load_tokenizer
+from hyperclone.train.inputs import load_tokenizer
 
 DOCS = [f"def f{i}(x):\n    return x + {i}  # document {i} " + "é" * (i % 3) for i in range(200)] + [""]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math, report
 
 
 def curve(losses, tokens_per_point=100, flops_per_token=10.0, seconds_per_token=0.01):
@@ -14,23 +14,23 @@ def curve(losses, tokens_per_point=100, flops_per_token=10.0, seconds_per_token=
 
 def test_x_to_reach_interpolates_linearly():
     xs, ys = [0, 100, 200, 300], [5.0, 4.0, 3.0, 2.5]
-    assert report.x_to_reach(xs, ys, 3.5) == pytest.approx(150.0)
-    assert report.x_to_reach(xs, ys, 3.0) == pytest.approx(200.0)
-    assert report.x_to_reach(xs, ys, 2.75) == pytest.approx(250.0)
-    assert report.x_to_reach(xs, ys, 5.5) == 0.0  # already there at the start
-    assert report.x_to_reach(xs, ys, 2.0) is None  # never reached
+    assert curve_math.x_to_reach(xs, ys, 3.5) == pytest.approx(150.0)
+    assert curve_math.x_to_reach(xs, ys, 3.0) == pytest.approx(200.0)
+    assert curve_math.x_to_reach(xs, ys, 2.75) == pytest.approx(250.0)
+    assert curve_math.x_to_reach(xs, ys, 5.5) == 0.0  # already there at the start
+    assert curve_math.x_to_reach(xs, ys, 2.0) is None  # never reached
 
 
 def test_x_to_reach_takes_the_first_crossing_and_skips_missing_points():
     xs, ys = [0, 100, 200, 300], [5.0, 3.0, 4.0, 2.0]
-    assert report.x_to_reach(xs, ys, 3.5) == pytest.approx(75.0)
-    assert report.x_to_reach([0, 100, 200], [5.0, None, 3.0], 4.0) == pytest.approx(100.0)
+    assert curve_math.x_to_reach(xs, ys, 3.5) == pytest.approx(75.0)
+    assert curve_math.x_to_reach([0, 100, 200], [5.0, None, 3.0], 4.0) == pytest.approx(100.0)
 
 
 def test_speedups_on_synthetic_curves():
     random = curve([6.0, 5.0, 4.0, 3.5, 3.0])  # final 3.0 at 400 tokens
     grown = curve([4.0, 3.5, 3.0, 2.8, 2.6])  # reaches 3.0 at 200 tokens
-    s = report.speedups(grown, random, small_tokens=200, small_flops=500.0, small_elapsed=1.0)
+    s = curve_math.speedups(grown, random, small_tokens=200, small_flops=500.0, small_elapsed=1.0)
     assert s["target_val_loss"] == 3.0
     assert s["grown_tokens_to_target"] == pytest.approx(200)
     assert s["speedup_tokens"] == pytest.approx(2.0)
@@ -43,7 +43,7 @@ def test_speedups_on_synthetic_curves():
 def test_speedup_is_null_when_never_reached():
     random = curve([6.0, 4.0, 2.0])
     grown = curve([4.0, 3.0, 2.5])
-    s = report.speedups(grown, random, 100, 100.0, 1.0)
+    s = curve_math.speedups(grown, random, 100, 100.0, 1.0)
     assert s["grown_tokens_to_target"] is None
     assert s["speedup_tokens"] is None and s["speedup_flops"] is None and s["speedup_tokens_incl_small"] is None
 
@@ -55,7 +55,7 @@ def test_summarize_uses_seed_mean_curves_and_reports_spread():
         "grown-half": {0: curve([4.0, 2.5], tokens_per_point=100)},
     }
     small = curve([7.0, 4.0], tokens_per_point=50, flops_per_token=2.5)
-    out = report.summarize(arms, small)
+    out = curve_math.summarize(arms, small)
     # mean random final = 2.8; mean grown = [4.0, 3.2, 2.1] reaches 2.8 at 100 + 0.4/1.1*100 tokens
     assert out["target_val_loss"] == pytest.approx(2.8)
     assert out["grown_tokens_to_target"] == pytest.approx(100 + 0.4 / 1.1 * 100)

@@ -9,6 +9,8 @@ import torch
 from hyperclone.grow.engine import grow
 from hyperclone.grow.verify import compare_models, load_causal_lm
 
+pytestmark = pytest.mark.slow  # the real 135M model grown and compared in fp32: ~25 s a case
+
 
 @pytest.fixture(scope="module")
 def source_model(smollm2_folder):

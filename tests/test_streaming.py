@@ -97,7 +97,8 @@ def test_reader_maps_each_tensor_copy_on_write_and_reads_where_it_cannot_map(tmp
 def _reference_tensors(src, spec):
     """Every output tensor computed on its own, with no shared buffers and no background writes."""
     from hyperclone.grow.axis_map import NoisePool
-    from hyperclone.grow.engine import grow_tensor, plan_growth
+    from hyperclone.grow.planning import plan_growth
+    from hyperclone.grow.tensor_rule import grow_tensor
 
     plan, source = plan_growth(src, spec)
     pool = NoisePool(spec.seed) if spec.mode == "noisy" else None

@@ -19,7 +19,10 @@ from train_helpers import make_corpus, make_model, make_tokenizer
 
 import hyperclone.train.loop as train_mod
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.train.loop import TrainConfig, decay_start, lr_at, read_metrics, train
+from hyperclone.train.config import TrainConfig
+from hyperclone.train.loop import train
+from hyperclone.train.metrics import read_metrics
+from hyperclone.train.schedule import decay_start, lr_at
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 60
@@ -111,6 +114,7 @@ def test_resume_after_stop_matches_uninterrupted_run(setup, reference, tmp_path)
     assert comparable(read_metrics(cfg.out)) == comparable(read_metrics(ref_cfg.out))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(setup, reference, tmp_path):
     """A real `kill -9` of the CLI process right after its first checkpoint, then --resume."""
     ref_cfg, ref = reference
@@ -146,6 +150,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_processes_on_gloo(setup, reference, tmp_path, launcher):
     ref_cfg, ref = reference
@@ -363,6 +368,7 @@ def test_log_sink_must_be_known(setup, tmp_path):
         train(base_config(setup, tmp_path / "run", log=("wandb",)))
 
 
+@pytest.mark.slow
 def test_compiled_blocks_train_like_eager(setup, tmp_path):
     """--compile (inductor, every decoder block): the same per-step losses and final weights as eager, fp32.
     Inductor fuses and reorders float32 arithmetic, so equality is within a tolerance: measured on the 2-core

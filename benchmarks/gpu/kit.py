@@ -529,7 +529,8 @@ def hc_throughput(ctx: Context, model_dir: Path, variant: str, stats: dict[str, 
 
 def calibrate(ctx: Context, config, name: str, batch_tokens: int) -> dict[str, Any]:
     """tokens/s of the training loop on a shape: a few steps of hyperclone.train.loop.train, in this process."""
-    from hyperclone.train.loop import TrainConfig, train
+    from hyperclone.train.config import TrainConfig
+    from hyperclone.train.loop import train
 
     s = ctx.sizes
     folder = ctx.work / "calibrate" / name
@@ -599,7 +600,7 @@ def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
 def speedup(grown: list[dict[str, Any]], random_: list[dict[str, Any]], small_tokens: int, small_fpt: float,
             grown_fpt: float) -> dict[str, Any]:
     target = random_[-1]["val_loss"]
-    from hyperclone.experiments.report import x_to_reach
+    from hyperclone.experiments.curve_math import x_to_reach
 
     need = x_to_reach([p["tokens"] for p in grown], [p["val_loss"] for p in grown], target)
     budget = random_[-1]["tokens"]

@@ -123,7 +123,8 @@ def train_command(
 ) -> None:
     """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch)."""
     from hyperclone.baselines.msg.layout import CONFIG_KEY
-    from hyperclone.train.loop import TrainConfig, train
+    from hyperclone.train.config import TrainConfig
+    from hyperclone.train.loop import train
 
     if dry_run:
         from hyperclone.train.plan_memory import dry_run_report
@@ -270,7 +271,7 @@ def tokenize_command(
     """Tokenize a corpus once into a token cache that train --data CACHE reads directly (no process waits for
     tokenization when many start at once)."""
     from hyperclone.train.data import tokenize
-    from hyperclone.train.loop import load_tokenizer
+    from hyperclone.train.inputs import load_tokenizer
 
     data_out = tokenize(list(data), load_tokenizer(tokenizer), out, text_field)
     typer.echo(f"wrote {out}: {data_out.n_tokens:,} tokens in {data_out.n_docs:,} documents")

@@ -25,3 +25,17 @@ def read_provenance_spec(model_dir: str | Path) -> dict[str, Any] | None:
     if raw.get("insert_after") is not None:
         raw["insert_after"] = tuple(raw["insert_after"])
     return raw
+
+
+def load_moments(folder: Path) -> dict[str, dict[str, Any]]:
+    """The AdamW moments in folder/moments.pt ({param name: {"step", "exp_avg", "exp_avg_sq"}}), the one reader
+    of that file: grow --moments-from reads a small model's, train --moments-from a grown model's."""
+    import torch
+
+    from hyperclone.common.errors import HyperCloneError
+
+    path = Path(folder) / MOMENTS_FILE
+    if not path.is_file():
+        raise HyperCloneError(f"{folder} has no {MOMENTS_FILE}: train the run it comes from with --save-moments "
+                              "(a grown model gets its moments from hyperclone grow --moments-from RUN/final)")
+    return torch.load(path, map_location="cpu", weights_only=True)

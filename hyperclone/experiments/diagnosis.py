@@ -3,7 +3,7 @@
 Two measurements, both from the runs' metrics.jsonl:
 
 * **Learning speed at equal loss**: for every level L of a grid, the tokens a run needs to go from loss L to
-  L - DROP, read off its curve (linear interpolation, report.x_to_reach). Only the points at the peak learning
+  L - DROP, read off its curve (linear interpolation, curve_math.x_to_reach). Only the points at the peak learning
   rate count (WSD's stable phase), so that a run's final decay, where the loss falls fastest, does not pass for
   learning speed; a run without a stable phase (cosine) uses every point after step 0. A level is measured only
   where the curve starts above it. Fewer tokens = faster learning. Two curves are read: the validation loss (16
@@ -21,55 +21,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from hyperclone.experiments import report
-from hyperclone.train.loop import read_metrics
+from hyperclone.experiments import curve_math, report
+from hyperclone.train.metrics import read_metrics
 
-DROP = 0.1
-LEVELS = tuple(round(3.2 - 0.1 * i, 2) for i in range(19))  # validation loss 3.2 ... 1.4
 TRAIN_LEVELS = tuple(round(4.0 - 0.1 * i, 2) for i in range(21))  # training loss 4.0 ... 2.0
-TRAIN_WINDOW = 11  # log points in the training loss's running mean
 SPEED_METHOD = ("Learning speed at equal loss: the tokens a run needs to fall 0.1 from loss L, read off its curve "
                 "at the peak learning rate only (WSD's stable phase; every point for cosine), seed means; fewer is "
                 "faster. On the training loss (the run's own batches, the same for every arm of a seed, logged every "
                 "15 steps and smoothed over 11 log points: ~30k-token resolution) and on the validation loss (16 "
                 "evaluations a run, on the first 8,192 tokens of the validation split).")
-PEAK = 0.999  # an evaluation at >= PEAK x the run's largest learning rate is in the stable phase
-
-
-def stable_points(metrics: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(tokens, val_loss) of the evaluations at the peak learning rate (all after step 0 if fewer than 3)."""
-    vals = [m for m in metrics if m.get("val_loss") is not None and m["step"] > 0]
-    peak = max((m.get("lr") or 0.0 for m in metrics), default=0.0)
-    stable = [m for m in vals if (m.get("lr") or 0.0) >= PEAK * peak]
-    return [(m["tokens"], m["val_loss"]) for m in (stable if len(stable) >= 3 else vals)]
-
-
-def train_points(metrics: list[dict[str, Any]], window: int = TRAIN_WINDOW) -> list[tuple[float, float]]:
-    """(tokens, training loss smoothed by a centred running mean of `window` log points), at the peak learning
-    rate (every logged point if the stable phase holds fewer than 3 windows)."""
-    logged = [m for m in metrics if m.get("train_loss") is not None]
-    peak = max((m.get("lr") or 0.0 for m in logged), default=0.0)
-    stable = [m for m in logged if (m.get("lr") or 0.0) >= PEAK * peak]
-    pts = [(m["tokens"], m["train_loss"]) for m in (stable if len(stable) >= 3 * window else logged)]
-    half = window // 2
-    return [(pts[i][0], statistics.fmean(p[1] for p in pts[i - half : i + half + 1]))
-            for i in range(half, len(pts) - half)]
-
-
-def tokens_per_drop(points: list[tuple[float, float]], levels=LEVELS, drop: float = DROP) -> dict[str, float]:
-    """{L: tokens from the first crossing of L to the first crossing of L - drop} for the levels the curve
-    starts above and reaches L - drop of."""
-    if len(points) < 2:
-        return {}
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    found = {}
-    for level in levels:
-        if ys[0] <= level:
-            continue
-        start, end = report.x_to_reach(xs, ys, level), report.x_to_reach(xs, ys, level - drop)
-        if start is not None and end is not None:
-            found[f"{level:.2f}"] = end - start
-    return found
 
 
 END_LOGS = 10  # log points of the training loss averaged for a run's end (150 steps, ~300k tokens in cpu-ladder)
@@ -82,37 +42,16 @@ def final_train_loss(run_dir: Path, logs: int = END_LOGS) -> float | None:
     return statistics.fmean(losses[-logs:]) if len(losses) >= logs else None
 
 
-LEAD_AT = (0.1, 0.25, 0.5, 0.75)  # fractions of a run at which its lead over random init is read
-
-
-def smoothed_train(run_dir: Path, window: int = TRAIN_WINDOW) -> list[tuple[float, float]]:
+def smoothed_train(run_dir: Path, window: int = curve_math.TRAIN_WINDOW) -> list[tuple[float, float]]:
     """(tokens, training loss) over the whole run, smoothed by a centred running mean of `window` log points."""
-    pts = [(m["tokens"], m["train_loss"]) for m in read_metrics(run_dir) if m.get("train_loss") is not None]
-    half = window // 2
-    return [(pts[i][0], statistics.fmean(p[1] for p in pts[i - half : i + half + 1]))
-            for i in range(half, len(pts) - half)]
-
-
-def lead(grown: list[tuple[float, float]], random: list[tuple[float, float]], at=LEAD_AT) -> dict[str, float | None]:
-    """{fraction: tokens random init needs to reach the grown run's (smoothed training) loss at that fraction of
-    the grown run, minus the tokens the grown run has trained}; None where random never gets there. Read on the
-    same seed and schedule, this is how much of the head start a grown run still holds at each point."""
-    if not grown or not random:
-        return {}
-    xs, ys = [p[0] for p in random], [p[1] for p in random]
-    end = grown[-1][0]
-    found: dict[str, float | None] = {}
-    for frac in at:
-        tokens, loss = min(grown, key=lambda p: abs(p[0] - frac * end))
-        needed = report.x_to_reach(xs, ys, loss)
-        found[f"{frac:g}"] = None if needed is None else needed - tokens
-    return found
+    return curve_math.running_mean([(m["tokens"], m["train_loss"]) for m in read_metrics(run_dir)
+                                if m.get("train_loss") is not None], window)
 
 
 def seed_mean_lead(pairs: list[tuple[Path, Path]]) -> dict[str, float | None]:
     """lead() averaged over (grown run, random run) pairs of the same seed."""
-    per = [lead(smoothed_train(g), smoothed_train(r)) for g, r in pairs]
-    keys = [f"{f:g}" for f in LEAD_AT]
+    per = [curve_math.lead(smoothed_train(g), smoothed_train(r)) for g, r in pairs]
+    keys = [f"{f:g}" for f in curve_math.LEAD_AT]
     return {k: (statistics.fmean(v[k] for v in per if v.get(k) is not None)
                 if any(v.get(k) is not None for v in per) else None) for k in keys}
 
@@ -120,9 +59,9 @@ def seed_mean_lead(pairs: list[tuple[Path, Path]]) -> dict[str, float | None]:
 def learning_speed(run_dirs: list[Path], curve: str = "val") -> dict[str, float]:
     """Seed mean of tokens_per_drop over the runs that measure each level; curve: val | train."""
     if curve == "val":
-        per_run = [tokens_per_drop(stable_points(read_metrics(d))) for d in run_dirs]
+        per_run = [curve_math.tokens_per_drop(curve_math.stable_points(read_metrics(d))) for d in run_dirs]
     else:
-        per_run = [tokens_per_drop(train_points(read_metrics(d)), TRAIN_LEVELS) for d in run_dirs]
+        per_run = [curve_math.tokens_per_drop(curve_math.train_points(read_metrics(d)), TRAIN_LEVELS) for d in run_dirs]
     levels = sorted({k for r in per_run for k in r}, key=float, reverse=True)
     return {k: statistics.fmean(r[k] for r in per_run if k in r) for k in levels}
 
@@ -180,7 +119,7 @@ def plot_speed(speeds: dict[str, dict[str, dict[str, float]]], random_arm: str |
                         "--o" if name == random_arm else "-o", ms=3, lw=1.3, label=name)
         ax.invert_xaxis()
         ax.set_xlabel(f"{'training' if curve == 'train' else 'validation'} loss L (falling to the right)")
-        ax.set_ylabel(f"tokens to fall from L to L - {DROP:g} (M), peak LR")
+        ax.set_ylabel(f"tokens to fall from L to L - {curve_math.DROP:g} (M), peak LR")
         ax.set_title(f"{curve} loss, {budget / 1e6:g}M-token runs; dashed = random init", fontsize=9)
         if ax.lines:
             ax.legend(fontsize=6)

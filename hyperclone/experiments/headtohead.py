@@ -31,8 +31,8 @@ from typing import Any
 
 from hyperclone.baselines.msg.layout import RAMP_FRAC
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.common.outputs import write_text_atomic
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math, report
+from hyperclone.experiments.output import write_page, write_results
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_report import shape_text
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
@@ -88,17 +88,17 @@ def build_sweep(preset: Preset, names: list[str], layers: int | None = None) -> 
     return Sweep(preset=preset.name, arms=tuple(arms))
 
 
-def _tokens_to(curve: report.Curve, target: float) -> float | None:
-    return report.x_to_reach([p["tokens"] for p in curve], [p["val_loss"] for p in curve], target)
+def _tokens_to(curve: curve_math.Curve, target: float) -> float | None:
+    return curve_math.x_to_reach([p["tokens"] for p in curve], [p["val_loss"] for p in curve], target)
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """The head-to-head numbers from the sweep's collected results (pure bookkeeping): every arm against
-    random with hyperclone.experiments.report.speedups, growth arms charged the small model's pretraining."""
+    random with hyperclone.experiments.curve_math.speedups, growth arms charged the small model's pretraining."""
     arms = results["arms"]
     curves = results["curves"]
     small = results["small_cost"]
-    random_mean = report.mean_curve(list(curves["random"].values()))
+    random_mean = curve_math.mean_curve(list(curves["random"].values()))
     target = random_mean[-1]["val_loss"]
     growth = [n for n, a in arms.items() if a["init"] != "random"]
 
@@ -110,16 +110,16 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     growth_target = max((arms[n]["final_val_loss"]["mean"] for n in growth), default=None)
     reference = "msg" if "msg" in growth else None
     rows: dict[str, Any] = {}
-    means = {name: report.mean_curve(list(curves[name].values())) for name in arms}
+    means = {name: curve_math.mean_curve(list(curves[name].values())) for name in arms}
     for name, a in arms.items():
         mean = means[name]
         cost = small_cost_of(a)
-        s = report.speedups(mean, random_mean, *cost)
+        s = curve_math.speedups(mean, random_mean, *cost)
         flops, wall = s["grown_flops_to_target"], s["grown_elapsed_s_to_target"]
-        # per seed: the one rule of every report (hyperclone.experiments.report.summarize): each seed against
+        # per seed: the one rule of every report (hyperclone.experiments.curve_math.summarize): each seed against
         # the random run with the same seed, whose own final loss is that seed's target
         seeds = [k for k in curves[name] if k in curves["random"]]
-        per_seed = [report.speedups(curves[name][k], curves["random"][k], *cost) for k in seeds]
+        per_seed = [curve_math.speedups(curves[name][k], curves["random"][k], *cost) for k in seeds]
         per_seed_tokens = [p["grown_tokens_to_target"] for p in per_seed]
         rows[name] = {
             "recipe": a["recipe"],
@@ -129,7 +129,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "tokens_to_target": s["grown_tokens_to_target"],
             "tokens_to_target_per_seed": per_seed_tokens,
             "speedup_tokens": s["speedup_tokens"],
-            "speedup_tokens_per_seed": report.spread([p["speedup_tokens"] for p in per_seed]),
+            "speedup_tokens_per_seed": curve_math.spread([p["speedup_tokens"] for p in per_seed]),
             "flops_to_target_incl_small": None if flops is None else flops + cost[1],
             "speedup_flops_incl_small": s["speedup_flops"],
             "speedup_tokens_incl_small": s["speedup_tokens_incl_small"],
@@ -143,12 +143,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if MOE_BASELINE in curves:  # mixture-of-experts arms against random init of their own shape too
         for name, a in arms.items():
             if a.get("shape") == arms[MOE_BASELINE].get("shape") and name != MOE_BASELINE:
-                s = report.speedups(means[name], means[MOE_BASELINE], *small_cost_of(a))
+                s = curve_math.speedups(means[name], means[MOE_BASELINE], *small_cost_of(a))
                 rows[name]["speedup_tokens_vs_random_moe"] = s["speedup_tokens"]
                 rows[name]["reached_random_moe_at_start"] = s["reached_at_start"]
     if reference is not None and rows[reference]["tokens_to_growth_target"]:
         for row in rows.values():
-            row["speedup_tokens_vs_msg"] = report.ratio(rows[reference]["tokens_to_growth_target"],
+            row["speedup_tokens_vs_msg"] = curve_math.ratio(rows[reference]["tokens_to_growth_target"],
                                                         row["tokens_to_growth_target"])
     return {"target_val_loss": target, "growth_target_val_loss": growth_target, "random_tokens":
             random_mean[-1]["tokens"], "random_flops": random_mean[-1]["flops"], "arms": rows}
@@ -196,7 +196,7 @@ def plot(results: dict[str, Any], h2h: dict[str, Any], out: Path) -> Path:
     small = results["small_cost"]
     fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(12, 4.8))
     for name in h2h["arms"]:
-        c = report.mean_curve(list(results["curves"][name].values()))
+        c = curve_math.mean_curve(list(results["curves"][name].values()))
         style = "--" if name == "random" else "-"
         extra = 0.0 if name == "random" else small["flops"]
         ax_t.plot([p["tokens"] for p in c], [p["val_loss"] for p in c], style, label=name)
@@ -232,7 +232,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
     h2h = summarize(results)
     results = {**results, "headtohead": h2h}
-    write_text_atomic(out / RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+    write_results(out / RESULTS_FILE, results)
     png = plot(results, h2h, out)
     p = results["preset"]
     small = results["models"]["small"]
@@ -276,5 +276,4 @@ def write(results: dict[str, Any], out: Path) -> Path:
         f"Reproduce: `{results['command']}`", "",
     ]
     path = out / "report.md"
-    write_text_atomic(path, "\n".join(lines))
-    return path
+    return write_page(path, lines)

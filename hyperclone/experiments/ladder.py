@@ -23,15 +23,15 @@ kept. Runs that have not finished are reported as pending, so the report can be 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.common.outputs import write_text_atomic
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math, report
+from hyperclone.experiments.folder import ExperimentDir
+from hyperclone.experiments.output import write_page, write_results
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats
 from hyperclone.experiments.sweep_models import reference_model
@@ -63,14 +63,14 @@ def ladder_sweep(preset_name: str) -> Sweep:
 
 
 def _finished(out: Path, arm: SweepArm, seed: int) -> bool:
-    return (out / "runs" / f"{arm.name}-s{seed}" / "final" / "trainer_state.json").exists()
+    return ExperimentDir.finished(ExperimentDir(out).arm_run(arm.name, seed))
 
 
 def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
     """Per arm: init, budget, lr and the final validation loss of every finished seed (pending seeds listed)."""
     arms = {}
     for arm in sweep.arms:
-        done = {s: curve(out / "runs" / f"{arm.name}-s{s}", 0.0)[-1]["val_loss"] for s in arm.seeds
+        done = {s: curve(ExperimentDir(out).arm_run(arm.name, s), 0.0)[-1]["val_loss"] for s in arm.seeds
                 if _finished(out, arm, s)}
         arms[arm.name] = {"init": arm.init, "tokens": arm.tokens, "lr": arm.lr, "schedule": arm.schedule,
                           "seeds": list(arm.seeds),
@@ -78,103 +78,25 @@ def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
     return arms
 
 
-def mean(values: dict[int, float]) -> float | None:
-    return statistics.fmean(values.values()) if values else None
-
-
-def pick_random(arms: dict[str, dict[str, Any]], budget: int) -> str | None:
-    """The random arm of a budget: among its learning rates, the lowest seed-0 final loss (or the lowest mean
-    where no seed 0 has finished)."""
-    candidates = [n for n, a in arms.items() if a["init"] == "random" and a["tokens"] == budget
-                  and a["final_val_loss"]]
-    with_seed0 = [n for n in candidates if 0 in arms[n]["final_val_loss"]]
-    if with_seed0:
-        return min(with_seed0, key=lambda n: arms[n]["final_val_loss"][0])
-    return min(candidates, key=lambda n: mean(arms[n]["final_val_loss"]), default=None)
-
-
-def random_frontier(arms: dict[str, dict[str, Any]]) -> tuple[dict[int, str | None], list[tuple[int, float]]]:
-    """Random init's arm at every budget (pick_random) and its seed-mean final loss per budget, by budget."""
-    budgets = sorted({a["tokens"] for a in arms.values()})
-    chosen = {b: pick_random(arms, b) for b in budgets}
-    return chosen, [(b, mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]]
-
-
-def flattens(frontier: list[tuple[int, float]]) -> bool:
-    """Whether random's frontier is convex in log-tokens: each segment gains less loss per doubling of the
-    budget than the one before (what makes extending its last segment a lower bound)."""
-    slopes = [(l0 - l1) / (math.log(b1) - math.log(b0))
-              for (b0, l0), (b1, l1) in zip(frontier, frontier[1:], strict=False)]
-    return len(slopes) >= 2 and all(s > 0 for s in slopes) and all(
-        later <= earlier for earlier, later in zip(slopes, slopes[1:], strict=False))
-
-
-def tokens_to_reach(loss: float, frontier: list[tuple[int, float]]) -> tuple[float | None, str]:
-    """Tokens random needs to reach `loss` on its budget frontier [(budget, final loss)] sorted by budget:
-    (tokens, "") when bracketed, else a bound and ">" or "<". Below the largest budget's loss the lower bound is
-    random's last segment extended in log-tokens where the frontier flattens (see `flattens`; a curve that keeps
-    flattening needs at least that many tokens), else the largest budget itself."""
-    if not frontier:
-        return None, ""
-    if loss < frontier[-1][1]:
-        if flattens(frontier):
-            (b0, l0), (b1, l1) = frontier[-2:]
-            per_log_token = (l0 - l1) / (math.log(b1) - math.log(b0))
-            return math.exp(math.log(b1) + (l1 - loss) / per_log_token), ">"
-        return float(frontier[-1][0]), ">"
-    if loss > frontier[0][1]:
-        return float(frontier[0][0]), "<"
-    for (b0, l0), (b1, l1) in zip(frontier, frontier[1:], strict=False):
-        if l1 <= loss <= l0:
-            if l0 == l1:
-                return float(b0), ""
-            t = (l0 - loss) / (l0 - l1)
-            return math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))), ""
-    return float(frontier[0][0]), ""  # equal to the smallest budget's loss
-
-
 def start_loss(out: Path, name: str, seeds: Any) -> float | None:
     """The validation loss an arm starts at (logged before its first step), mean over the seeds that logged it."""
-    curves = [curve(out / "runs" / f"{name}-s{seed}", 0.0) for seed in seeds]
+    curves = [curve(ExperimentDir(out).arm_run(name, seed), 0.0) for seed in seeds]
     starts = [c[0]["val_loss"] for c in curves if c and c[0]["tokens"] == 0]
     return statistics.fmean(starts) if starts else None
-
-
-def _kept_bound(needed_bound: str, start_bound: str, gained: float) -> str | None:
-    """The bound on kept = gained / head start (gained = tokens random needs - B) from the bounds on its terms:
-    "" exact, ">" or "<", None where the two push it opposite ways."""
-    sides = {needed_bound} if needed_bound else set()
-    if start_bound:  # a smaller head start makes a positive fraction larger and a negative one smaller
-        sides.add({"<": ">", ">": "<"}[start_bound] if gained >= 0 else start_bound)
-    return "" if not sides else sides.pop() if len(sides) == 1 else None
-
-
-def head_start(start: float | None, needed: float | None, needed_bound: str, budget: int,
-               frontier: list[tuple[int, float]]) -> dict[str, Any]:
-    """A row's head-start fields (see HEAD_START): the start loss, the tokens random needs to reach it (and its
-    bound), the speed-up that keeping it would give, and the fraction `kept` (None where its bounds conflict)."""
-    if start is None or not frontier:
-        return {}
-    tokens, bound = tokens_to_reach(start, frontier)
-    row = {"start_loss": start, "head_start_tokens": tokens, "head_start_bound": bound,
-           "speedup_if_kept": 1 + tokens / budget, "kept": None, "kept_bound": ""}
-    kept_bound = None if needed is None else _kept_bound(needed_bound, bound, needed - budget)
-    if kept_bound is not None:
-        row["kept"], row["kept_bound"] = (needed - budget) / tokens, kept_bound
-    return row
 
 
 def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     """ladder.json: per budget, random (LR-searched where it was) against grown, and the budget-matched speed-ups.
     Long: one record per budget with its documented fields, then the costs."""
+    folder = ExperimentDir(out)
     arms = final_losses(sweep, out)
     grown_arm = next(a for a in sweep.arms if a.init == "grown")
-    big = model_stats(out / "models" / reference_model(grown_arm, preset), preset.seq_len)
-    small = model_stats(out / "models" / "small-init", preset.seq_len)
-    small_run = curve(out / "runs" / "small", small["flops_per_token"])
+    big = model_stats(folder.model(reference_model(grown_arm, preset)), preset.seq_len)
+    small = model_stats(folder.small_init, preset.seq_len)
+    small_run = curve(folder.run("small"), small["flops_per_token"])
     small_flops = small_run[-1]["flops"] if small_run else None
     budgets = sorted({a["tokens"] for a in arms.values()})
-    chosen, frontier = random_frontier(arms)
+    chosen, frontier = curve_math.random_frontier(arms)
     rows = []
     for budget in budgets:
         grown = [n for n, a in arms.items() if a["init"] == "grown" and a["tokens"] == budget]
@@ -189,24 +111,24 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "grown_final": g["final_val_loss"] if g else {},
             "pending": sorted(f"{n}-s{s}" for n, a in arms.items() if a["tokens"] == budget for s in a["pending"]),
         }
-        rm, gm = mean(row["random_final"]), mean(row["grown_final"])
+        rm, gm = curve_math.mean(row["random_final"]), curve_math.mean(row["grown_final"])
         row["random_mean"], row["grown_mean"] = rm, gm
         row["loss_gap"] = None if rm is None or gm is None else (rm - gm) / rm
         if gm is not None and frontier:
-            needed, bound = tokens_to_reach(gm, frontier)
+            needed, bound = curve_math.tokens_to_reach(gm, frontier)
             row["random_tokens_to_grown_loss"], row["bound"] = needed, bound
             row["speedup_tokens"] = needed / budget
-            row["speedup_tokens_per_seed"] = report.spread(
-                [tokens_to_reach(v, frontier)[0] / budget for v in row["grown_final"].values()])
+            row["speedup_tokens_per_seed"] = curve_math.spread(
+                [curve_math.tokens_to_reach(v, frontier)[0] / budget for v in row["grown_final"].values()])
             grown_flops = budget * big["flops_per_token"]
             row["speedup_flops"] = needed * big["flops_per_token"] / grown_flops
             row["speedup_flops_incl_small"] = (None if small_flops is None else
                                                needed * big["flops_per_token"] / (grown_flops + small_flops))
-            row.update(head_start(start_loss(out, grown[0], g["seeds"]), needed, bound, budget, frontier))
+            row.update(curve_math.head_start(start_loss(out, grown[0], g["seeds"]), needed, bound, budget, frontier))
         rows.append(row)
     return {"preset": preset.as_dict(), "models": {"small": small, "grown": big},
             "small_cost": {"tokens": small_run[-1]["tokens"] if small_run else None, "flops": small_flops},
-            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()), "frontier": frontier,
+            "corpus": json.loads((folder.corpus_info).read_text()), "frontier": frontier,
             "budgets": rows, "definitions": {"method": METHOD, "head_start": HEAD_START, "flops": report.FLOPS_FORMULA}}
 
 
@@ -281,7 +203,7 @@ def plot(results: dict[str, Any], out: Path) -> Path | None:
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    write_text_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
+    write_results(out / RESULTS, results)
     png = plot(results, out)
     p, big = results["preset"], results["models"]["grown"]
     lines = [f"# Does the saving last? Budget ladder, preset `{p['name']}`", "",
@@ -296,5 +218,4 @@ def write(results: dict[str, Any], out: Path) -> Path:
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
-    write_text_atomic(out / REPORT, "\n".join(lines) + "\n")
-    return out / REPORT
+    return write_page(out / REPORT, lines)

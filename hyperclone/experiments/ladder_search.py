@@ -2,7 +2,7 @@
 run in the ladder's own folder, is reported against the ladder's random frontier instead of one random curve.
 
 Every grown arm's final loss is placed on random init's final-loss-versus-budget curve exactly as the ladder
-places its default recipe (ladder.tokens_to_reach: budget-matched, not read off one WSD run's curve, whose loss
+places its default recipe (curve_math.tokens_to_reach: budget-matched, not read off one WSD run's curve, whose loss
 falls mostly in its final decay). `incl. small` charges each arm the pretraining of the small model it grew
 from (an arm's small_tokens or small_decay has a small model of its own) and, for a distilled arm, its teacher's
 forward passes. Writes search.md and search.json (or the sweep's `report:` stem); runs that have not finished are
@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hyperclone.common.outputs import write_text_atomic
-from hyperclone.experiments import diagnosis, ladder, report
+from hyperclone.experiments import curve_math, diagnosis, ladder, report
+from hyperclone.experiments.folder import ExperimentDir
+from hyperclone.experiments.output import write_page, write_results
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import reference_model
@@ -33,7 +34,7 @@ METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed 
 
 
 def _small_flops(out: Path, preset: Preset, arm: SweepArm, flops_per_token: float) -> float | None:
-    run = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, flops_per_token)
+    run = curve(ExperimentDir(out).run(small_arm(preset, *arm.small_model).run_name), flops_per_token)
     return run[-1]["flops"] if run else None
 
 
@@ -41,7 +42,7 @@ def _teacher_tokens(out: Path, arm: SweepArm, seeds: Any) -> float:
     """Mean tokens a distilled arm's teacher ran forward on (train_summary.json), 0 for other arms."""
     found = []
     for seed in seeds:
-        path = out / "runs" / f"{arm.name}-s{seed}" / "train_summary.json"
+        path = ExperimentDir(out).arm_run(arm.name, seed) / "train_summary.json"
         teacher = json.loads(path.read_text()).get("teacher") if path.exists() else None
         found.append(teacher["forward_tokens"] if teacher else 0)
     return sum(found) / len(found) if found else 0.0
@@ -49,48 +50,50 @@ def _teacher_tokens(out: Path, arm: SweepArm, seeds: Any) -> float:
 
 def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     """search.json: every grown arm of `sweep` against the random frontier of the ladder's and the sweep's random
-    arms (the best learning rate per budget, ladder.pick_random), and the best arm per budget
+    arms (the best learning rate per budget, curve_math.pick_random), and the best arm per budget
     (lowest mean final loss among arms whose seeds have all finished, `provisional` while any has one seed)."""
+    folder = ExperimentDir(out)
     arms = ladder.final_losses(sweep, out)
     # random init: the ladder's arms and the sweep's own (more learning rates, other budgets), best LR per budget
     randoms = {**ladder.final_losses(ladder.ladder_sweep(preset.name), out),
                **{name: a for name, a in arms.items() if a["init"] == "random"}}
-    chosen, frontier = ladder.random_frontier(randoms)
-    small = model_stats(out / "models" / "small-init", preset.seq_len)
+    chosen, frontier = curve_math.random_frontier(randoms)
+    small = model_stats(folder.small_init, preset.seq_len)
     rows = []
     for arm in sweep.arms:
         a = arms[arm.name]
         if arm.init == "random" or any(r["arm"] == arm.name for r in rows):
             continue
-        big = model_stats(out / "models" / reference_model(arm, preset), preset.seq_len)
-        gm = ladder.mean(a["final_val_loss"])
+        big = model_stats(folder.model(reference_model(arm, preset)), preset.seq_len)
+        gm = curve_math.mean(a["final_val_loss"])
         random_arm = chosen.get(arm.tokens)
-        rm = ladder.mean(randoms[random_arm]["final_val_loss"]) if random_arm else None
+        rm = curve_math.mean(randoms[random_arm]["final_val_loss"]) if random_arm else None
         row: dict[str, Any] = {
             "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
             "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule,
             "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
-            "final_train": {s: diagnosis.final_train_loss(out / "runs" / f"{arm.name}-s{s}")
+            "final_train": {s: diagnosis.final_train_loss(folder.arm_run(arm.name, s))
                             for s in a["final_val_loss"]},
             "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
         if gm is not None and frontier:
-            needed, bound = ladder.tokens_to_reach(gm, frontier)
+            needed, bound = curve_math.tokens_to_reach(gm, frontier)
             small_flops = _small_flops(out, preset, arm, small["flops_per_token"])
             # a distilled arm also pays its teacher's forward passes (a third of a training step's FLOPs per token)
             grown_flops = arm.tokens * big["flops_per_token"] + _teacher_tokens(out, arm, a["final_val_loss"]) * (
                 small["flops_per_token"] / 3)
             row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
-                        "speedup_tokens_per_seed": report.spread([ladder.tokens_to_reach(v, frontier)[0] / arm.tokens
-                                                                  for v in a["final_val_loss"].values()]),
+                        "speedup_tokens_per_seed": curve_math.spread(
+                            [curve_math.tokens_to_reach(v, frontier)[0] / arm.tokens
+                             for v in a["final_val_loss"].values()]),
                         "speedup_flops_incl_small": None if small_flops is None else
                         needed * big["flops_per_token"] / (grown_flops + small_flops)})
-            row.update(ladder.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
+            row.update(curve_math.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
                                          frontier))
         rows.append(row)
-    curves = {name: report.mean_curve([curve(out / "runs" / f"{name}-s{seed}", 0.0) for seed in a["final_val_loss"]])
+    curves = {name: curve_math.mean_curve([curve(folder.arm_run(name, seed), 0.0) for seed in a["final_val_loss"]])
               for name, a in arms.items() if a["final_val_loss"]}
-    curves.update({chosen[b]: report.mean_curve([curve(out / "runs" / f"{chosen[b]}-s{seed}", 0.0)
+    curves.update({chosen[b]: curve_math.mean_curve([curve(folder.arm_run(chosen[b], seed), 0.0)
                                                  for seed in randoms[chosen[b]]["final_val_loss"]])
                    for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
     return {"report": sweep.report, "preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
@@ -101,10 +104,10 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
             "random_finals": {name: a["final_val_loss"] for name, a in arms.items()
                               if a["init"] == "random" and a["final_val_loss"]},
-            "random_train": {name: {s: diagnosis.final_train_loss(out / "runs" / f"{name}-s{s}")
+            "random_train": {name: {s: diagnosis.final_train_loss(folder.arm_run(name, s))
                                     for s in a["final_val_loss"]}
                              for name, a in arms.items() if a["init"] == "random" and a["final_val_loss"]},
-            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
+            "corpus": json.loads((folder.corpus_info).read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
 
 
@@ -112,8 +115,9 @@ def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None
              finals: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Learning speed at equal loss per budget (random's arm of that budget and every grown arm, on the training
     and the validation loss, seed means) and the copy divergence of every grown arm that logged it (seed 0)."""
+    folder = ExperimentDir(out)
     def dirs(name: str) -> list[Path]:
-        return [out / "runs" / f"{name}-s{seed}" for seed in sorted(finals.get(name, {}).get("final_val_loss", {}))]
+        return [folder.arm_run(name, seed) for seed in sorted(finals.get(name, {}).get("final_val_loss", {}))]
 
     speed = {}
     for budget in sorted({r["budget_tokens"] for r in rows}):
@@ -130,15 +134,15 @@ def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None
     for r in rows:  # against random init on the same recipe (budget, schedule, peak LR), seed by seed
         peer = next((n for n in speed[str(r["budget_tokens"])]["random_arms"] if n and finals[n]["schedule"] ==
                      r["schedule"] and finals[n]["lr"] == r["lr"]), None)
-        pairs = [(out / "runs" / f"{r['arm']}-s{s}", out / "runs" / f"{peer}-s{s}") for s in r["final"]
+        pairs = [(folder.arm_run(r['arm'], s), folder.arm_run(peer, s)) for s in r["final"]
                  if peer and s in finals[peer]["final_val_loss"]]
         if pairs:
             leads[r["arm"]] = {"random_arm": peer, "seeds": len(pairs), "lead": diagnosis.seed_mean_lead(pairs)}
-    traces = {r["arm"]: diagnosis.divergence_trace(out / "runs" / f"{r['arm']}-s0") for r in rows}
+    traces = {r["arm"]: diagnosis.divergence_trace(folder.run(f"{r['arm']}-s0")) for r in rows}
     traces = {name: t for name, t in traces.items() if t}
     return {"learning_speed": speed, "lead": leads, "divergence": traces,
             "divergence_summary": {name: diagnosis.divergence_summary(t) for name, t in traces.items()},
-            "definitions": {"learning_speed": diagnosis.SPEED_METHOD, "drop": diagnosis.DROP}}
+            "definitions": {"learning_speed": diagnosis.SPEED_METHOD, "drop": curve_math.DROP}}
 
 
 def diagnosis_lines(results: dict[str, Any], out: Path) -> list[str]:
@@ -266,7 +270,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
     stem = results.get("report", REPORT)
-    write_text_atomic(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    write_results(out / f"{stem}.json", results)
     pngs = plot(results, out)
     frontier = frontier_text(results)
     lines = [f"# Recipes at the budget ladder's budgets, preset `{results['preset']['name']}`", "",
@@ -287,6 +291,5 @@ def write(results: dict[str, Any], out: Path) -> Path:
     for key in ("machine", "date", "command"):
         if key in results:
             lines.append(f"{key}: {results[key]}")
-    write_text_atomic(out / f"{stem}.md", "\n".join(lines) + "\n")
-    return out / f"{stem}.md"
+    return write_page(out / f"{stem}.md", lines)
 

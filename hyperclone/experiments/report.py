@@ -6,113 +6,18 @@ elapsed seconds), so it is unit-tested on synthetic curves.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hyperclone.common.outputs import write_text_atomic
+from hyperclone.experiments import curve_math
+from hyperclone.experiments.output import write_page, write_results
 
 FLOPS_FORMULA = ("C = (6·N + 6·n_layers·seq_len·d_attn) · tokens, with N the parameter count without the input "
                  "embedding table (the output projection is counted, it is a matmul per token) and d_attn = "
                  "heads × head_dim; the second term is the attention-score cost (Kaplan et al. 2020, forward "
                  "2·n_layers·n_ctx·d_attn, ×3 for training)")
-
-Curve = list[dict[str, Any]]  # points: {"tokens", "val_loss", "flops", "elapsed_s", ...}
-
-
-def x_to_reach(xs: Sequence[float], ys: Sequence[float], target: float) -> float | None:
-    """First x at which the curve y(x) reaches y <= target, linearly interpolated; None if it never does."""
-    prev = None
-    for x, y in zip(xs, ys, strict=True):
-        if y is None or not math.isfinite(y):
-            continue
-        if y <= target:
-            if prev is None:
-                return float(x)
-            x0, y0 = prev
-            return float(x0 + (y0 - target) / (y0 - y) * (x - x0)) if y0 != y else float(x)
-        prev = (x, y)
-    return None
-
-
-def ratio(reference: float, needed: float | None) -> float | None:
-    if needed is None or needed <= 0:
-        return None
-    return reference / needed
-
-
-def mean_curve(curves: Sequence[Curve]) -> Curve:
-    """Point-wise mean of curves evaluated at the same steps (seeds of one arm)."""
-    if not curves:
-        return []
-    n = min(len(c) for c in curves)
-    out = []
-    for i in range(n):
-        pts = [c[i] for c in curves]
-        point = {k: statistics.fmean(p[k] for p in pts) for k in ("tokens", "val_loss", "flops", "elapsed_s")}
-        out.append(point)
-    return out
-
-
-def spread(values: Sequence[float | None]) -> dict[str, Any]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"n": len(values), "reached": 0, "mean": None, "std": None, "min": None, "max": None}
-    return {"n": len(values), "reached": len(vals), "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "min": min(vals), "max": max(vals)}
-
-
-def speedups(grown: Curve, random: Curve, small_tokens: float, small_flops: float, small_elapsed: float) -> dict:
-    """Speedups of the grown arm over the random arm, both curves of the same full budget.
-
-    The target is random's final validation loss. speedup_tokens compares tokens of the big model
-    only; the *_incl_small variants (and speedup_flops, which only differs from speedup_tokens
-    once the small model's cost is added) charge the grown arm for pretraining the small model.
-    """
-    target = random[-1]["val_loss"]
-    xs = [p["tokens"] for p in grown]
-    ys = [p["val_loss"] for p in grown]
-    need_tokens = x_to_reach(xs, ys, target)
-    need_flops = x_to_reach([p["flops"] for p in grown], ys, target)
-    need_time = x_to_reach([p["elapsed_s"] for p in grown], ys, target)
-    return {
-        "target_val_loss": target,
-        "grown_tokens_to_target": need_tokens,
-        "grown_flops_to_target": need_flops,
-        "grown_elapsed_s_to_target": need_time,
-        "reached_at_start": need_tokens == 0.0,
-        "speedup_tokens": ratio(random[-1]["tokens"], need_tokens),
-        "speedup_tokens_incl_small": ratio(random[-1]["tokens"], None if need_tokens is None
-                                           else need_tokens + small_tokens),
-        "speedup_flops": ratio(random[-1]["flops"], None if need_flops is None else need_flops + small_flops),
-        "speedup_wall_clock_incl_small": ratio(random[-1]["elapsed_s"], None if need_time is None
-                                               else need_time + small_elapsed),
-    }
-
-
-def summarize(arms: dict[str, dict[int, Curve]], small_curve: Curve, headline: tuple[str, str] = ("grown", "random"),
-              small_elapsed: float | None = None) -> dict[str, Any]:
-    """Top-level numbers: speedups on the seed-mean curves, per-seed speedups and the seed spread."""
-    grown_name, random_name = headline
-    small_tokens = small_curve[-1]["tokens"]
-    small_flops = small_curve[-1]["flops"]
-    small_s = small_curve[-1]["elapsed_s"] if small_elapsed is None else small_elapsed
-    g_mean = mean_curve(list(arms[grown_name].values()))
-    r_mean = mean_curve(list(arms[random_name].values()))
-    top = speedups(g_mean, r_mean, small_tokens, small_flops, small_s)
-    per_seed = []
-    for seed in sorted(set(arms[grown_name]) & set(arms[random_name])):
-        s = speedups(arms[grown_name][seed], arms[random_name][seed], small_tokens, small_flops, small_s)
-        per_seed.append({"seed": seed, **s})
-    keys = ("speedup_tokens", "speedup_tokens_incl_small", "speedup_flops", "speedup_wall_clock_incl_small")
-    seed_spread: dict[str, Any] = {k: spread([p[k] for p in per_seed]) for k in keys}
-    seed_spread["final_val_loss"] = {name: spread([c[-1]["val_loss"] for c in curves.values()])
-                                     for name, curves in arms.items()}
-    return {**top, "per_seed": per_seed, "seed_spread": seed_spread}
 
 
 # ----------------------------------------------------------------------------- files
@@ -228,7 +133,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write results.json, the PNG plots and report.md into out. Long: one line of the report after another,
     in the order the report reads."""
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_results(out / "results.json", results)
     plots = plot(results, out)
     p = results["preset"]
     m = results["models"]
@@ -282,7 +187,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "|---|---|---:|---:|---:|---:|",
     ]
     for arm, info in results["arms"].items():
-        s = results["seed_spread"]["final_val_loss"].get(arm) or spread(
+        s = results["seed_spread"]["final_val_loss"].get(arm) or curve_math.spread(
             [r["final_val_loss"] for r in info["seeds"].values()])
         wall = statistics.fmean(r["wall_s"] for r in info["seeds"].values())
         start = {"small": "random init (small)", "grown": "grown small model", "random": "random init"}
@@ -311,5 +216,4 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
     ]
     path = out / "report.md"
-    write_text_atomic(path, "\n".join(lines))
-    return path
+    return write_page(path, lines)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.files import read_provenance
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math, report
+from hyperclone.experiments.folder import SMALL_INIT, ExperimentDir
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import (
     Arm,
@@ -38,7 +39,8 @@ from hyperclone.experiments.setup import (
     prepare,
     small_arm,
 )
-from hyperclone.train.loop import SUMMARY_FILE, train
+from hyperclone.train.loop import train
+from hyperclone.train.metrics import SUMMARY_FILE
 
 # The preset experiment measures HyperCloning as published (identical copies); recipes are compared with
 # --sweep, where arms without a mode get hyperclone grow's default. Said in results.json and report.md.
@@ -58,29 +60,22 @@ def plan_arms(preset: Preset) -> list[Arm]:
     return arms
 
 
-
-
-
-
-
-
-
-
 def collect_results(preset: Preset, out: Path, arms: list[Arm], grow_s: float,
                     corpus_info: dict[str, Any]) -> dict[str, Any]:
     """results.json of a finished preset experiment (curves of every arm, the headline speed-ups, costs).
     Long: one dict, read top to bottom, whose keys are the file's documented fields."""
-    models = out / "models"
-    small_stats = model_stats(models / "small-init", preset.seq_len)
+    folder = ExperimentDir(out)
+    models = folder.models
+    small_stats = model_stats(folder.small_init, preset.seq_len)
     big_stats = model_stats(models / "grown", preset.seq_len)
-    summary = json.loads((out / "runs" / "small" / SUMMARY_FILE).read_text())
+    summary = json.loads((folder.run("small") / SUMMARY_FILE).read_text())
     results_arms: dict[str, Any] = {}
-    curves: dict[str, dict[int, report.Curve]] = {}
+    curves: dict[str, dict[int, curve_math.Curve]] = {}
     for arm in arms:
         stats = small_stats if arm.name == "small" else big_stats
-        c = curve(out / "runs" / arm.run_name, stats["flops_per_token"])
+        c = curve(folder.run(arm.run_name), stats["flops_per_token"])
         curves.setdefault(arm.name, {})[arm.seed] = c
-        entry = results_arms.setdefault(arm.name, {"model": arm.model if arm.model != "small-init" else "small",
+        entry = results_arms.setdefault(arm.name, {"model": arm.model if arm.model != SMALL_INIT else "small",
                                                    "from_small": arm.model == "grown", "budget_tokens": arm.tokens,
                                                    "lr": arm.lr, "seeds": {}})
         entry["seeds"][str(arm.seed)] = {"final_val_loss": c[-1]["val_loss"], "wall_s": c[-1]["elapsed_s"],
@@ -88,7 +83,7 @@ def collect_results(preset: Preset, out: Path, arms: list[Arm], grow_s: float,
     small_curve = curves["small"][0]
     small_cost = {"tokens": small_curve[-1]["tokens"], "flops": small_curve[-1]["flops"],
                   "elapsed_s": small_curve[-1]["elapsed_s"] + grow_s}
-    headline = report.summarize({k: v for k, v in curves.items() if k != "small"}, small_curve,
+    headline = curve_math.summarize({k: v for k, v in curves.items() if k != "small"}, small_curve,
                                 small_elapsed=small_cost["elapsed_s"])
     results = {
         "preset": preset.as_dict(),
@@ -138,7 +133,7 @@ def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = No
 
     prepared = prepare(preset, out, data, say)
     corpus, corpus_info, tokenizer = prepared.corpus, prepared.corpus_info, prepared.tokenizer
-    models = out / "models"
+    models = ExperimentDir(out).models
     arms = plan_arms(preset)
     runs: dict[str, Any] = {}
     for i, arm in enumerate(arms, 1):

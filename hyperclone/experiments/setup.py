@@ -17,14 +17,15 @@ import torch
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.common.quiet import hf_quiet
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math
 from hyperclone.experiments.corpora import PUBLIC_CORPORA, build_corpus, public_corpus
+from hyperclone.experiments.folder import SMALL_INIT, ExperimentDir
 from hyperclone.experiments.presets import Preset
+from hyperclone.train.config import TrainConfig
 from hyperclone.train.data import iter_documents
-from hyperclone.train.loop import TrainConfig, read_metrics
+from hyperclone.train.metrics import read_metrics
 
 EOT = "<|endoftext|>"
-SETTINGS_FILE = "experiment.json"
 
 
 def train_tokenizer(corpus: Path, vocab_size: int, folder: Path):
@@ -95,7 +96,7 @@ def model_stats(folder: Path, seq_len: int) -> dict[str, Any]:
             "flops_per_token": 6 * n + 6 * config.num_hidden_layers * seq_len * d_attn}
 
 
-def curve(run_dir: Path, flops_per_token: float) -> report.Curve:
+def curve(run_dir: Path, flops_per_token: float) -> curve_math.Curve:
     return [{"step": m["step"], "tokens": m["tokens"], "val_loss": m["val_loss"], "elapsed_s": m["elapsed_s"],
              "flops": m["tokens"] * flops_per_token}
             for m in read_metrics(run_dir) if m.get("val_loss") is not None]
@@ -116,13 +117,14 @@ class Arm:
 
 
 def arm_train_config(preset: Preset, arm: Arm, model: Path, out: Path, corpus: Path, progress: bool) -> TrainConfig:
+    folder = ExperimentDir(out)
     steps = max(1, arm.tokens // preset.batch_tokens)
-    return TrainConfig(model=model, data=[corpus], out=out / "runs" / arm.run_name, tokens=arm.tokens, lr=arm.lr,
+    return TrainConfig(model=model, data=[corpus], out=folder.run(arm.run_name), tokens=arm.tokens, lr=arm.lr,
                        warmup=preset.warmup, schedule=preset.schedule, batch_tokens=preset.batch_tokens,
                        seq_len=preset.seq_len, eval_every=max(1, steps // preset.evals_per_run),
                        eval_tokens=preset.eval_tokens, save_every=max(1, steps // 16), keep_checkpoints=1,
                        log_every=max(1, steps // 100), seed=arm.seed, dtype=preset.dtype, resume=True,
-                       cache_dir=out / "cache", progress=progress, extra={"arm": arm.name},
+                       cache_dir=folder.cache, progress=progress, extra={"arm": arm.name},
                        **({} if arm.min_lr_ratio is None else {"min_lr_ratio": arm.min_lr_ratio}))
 
 
@@ -136,7 +138,7 @@ def machine() -> str:
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    path = out / SETTINGS_FILE
+    path = ExperimentDir(out).settings
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if path.exists():
         old = json.loads(path.read_text())
@@ -169,21 +171,22 @@ class Prepared:
 
 def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared:
     """Corpus, tokenizer and the small model's initialisation in `out` (each reused when present)."""
+    folder = ExperimentDir(out)
     from transformers import AutoTokenizer
 
-    corpus = out / "corpus" / "corpus.jsonl"
-    info_file = out / "corpus" / "corpus.json"
+    corpus = folder.corpus
+    info_file = folder.corpus_info
     if not info_file.exists():
         say("building the corpus")
         info_file.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(info_file, json.dumps(build_corpus(corpus, data, preset.corpus_bytes), indent=1))
-    tok_dir = out / "tokenizer"
+    tok_dir = folder.tokenizer
     if not (tok_dir / "tokenizer.json").exists():
         say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")
         train_tokenizer(corpus, preset.vocab_size, tok_dir)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    small_init = init_model(small_config(preset, tokenizer), 0, tokenizer, out / "models" / "small-init")
+    (folder.models).mkdir(parents=True, exist_ok=True)
+    small_init = init_model(small_config(preset, tokenizer), 0, tokenizer, folder.small_init)
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
 
 
@@ -196,10 +199,10 @@ def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True, cor
     DIR/runs/small[-<tokens>]-<corpus>[-nodecay]-s0."""
     own = tokens is None or tokens == preset.small_tokens
     if own and decay and corpus is None:
-        return Arm("small", "small-init", 0, preset.small_tokens, preset.small_lr)
+        return Arm("small", SMALL_INIT, 0, preset.small_tokens, preset.small_lr)
     name = ("small" + ("" if own else f"-{tokens}") + ("" if corpus is None else f"-{corpus}")
             + ("" if decay else "-nodecay"))
-    return Arm(name, "small-init", 0, tokens or preset.small_tokens, preset.small_lr, None if decay else 1.0)
+    return Arm(name, SMALL_INIT, 0, tokens or preset.small_tokens, preset.small_lr, None if decay else 1.0)
 
 
 def public_corpus_file(out: Path, name: str, say) -> Path:
@@ -207,7 +210,7 @@ def public_corpus_file(out: Path, name: str, say) -> Path:
     in <name>.json."""
     if name not in PUBLIC_CORPORA:
         raise HyperCloneError(f"unknown public corpus {name!r}; choose one of {', '.join(PUBLIC_CORPORA)}")
-    corpus = out / "corpus" / f"{name}.jsonl"
+    corpus = ExperimentDir(out).public_corpus(name)
     info_file = corpus.with_suffix(".json")
     if not info_file.exists():
         say(f"building the public corpus {name}")

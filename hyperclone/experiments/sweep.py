@@ -25,6 +25,7 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.experiments import setup, sweep_report
+from hyperclone.experiments.folder import ExperimentDir
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.sweep_models import (
     arm_layers,
@@ -36,7 +37,9 @@ from hyperclone.experiments.sweep_models import (
     small_suffix,
 )
 from hyperclone.experiments.sweep_spec import PRESET_SMALL, SmallModel, Sweep, SweepArm
-from hyperclone.train.loop import TrainConfig, train
+from hyperclone.train.config import TrainConfig
+from hyperclone.train.config import default as train_default
+from hyperclone.train.loop import train
 
 ARM_FILE = "sweep_arm.json"
 
@@ -57,17 +60,19 @@ def msg_job(arm: SweepArm, cfg: TrainConfig, small_final: Path, preset: Preset) 
 
 
 def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_final: Path) -> TrainConfig:
+    folder = ExperimentDir(out)
     tokens = arm.tokens or preset.tokens
     base = setup.arm_train_config(preset, setup.Arm(arm.name, arm.init, seed, tokens, arm.lr),
-                            out / "models" / model_for(arm, seed, preset), out, out / "corpus" / "corpus.jsonl",
+                            folder.model(model_for(arm, seed, preset)), out, folder.corpus,
                             progress=False)
-    return replace(base, out=out / "runs" / run_name(arm, seed),
+    return replace(base, out=folder.run(run_name(arm, seed)),
                    warmup=preset.warmup if arm.warmup is None else arm.warmup,
                    schedule=arm.schedule or preset.schedule, decay_frac=arm.decay_frac, min_lr_ratio=arm.min_lr_ratio,
                    moments_from=base.model if arm.moments == "carry" else None, moments_reset=arm.moments_reset,
                    teacher=small_final if arm.kd else None, kd_alpha=float(arm.kd.get("alpha", 0.0)),
-                   kd_until=float(arm.kd.get("until", 0.3)), copies_lr=arm.copies.get("lr"),
-                   copies_warmup=float(arm.copies.get("warmup", 0.02)), extra={"arm": arm.name, "sweep": arm.as_dict()})
+                   kd_until=float(arm.kd.get("until", train_default("kd_until"))), copies_lr=arm.copies.get("lr"),
+                   copies_warmup=float(arm.copies.get("warmup", train_default("copies_warmup"))),
+                   extra={"arm": arm.name, "sweep": arm.as_dict()})
 
 
 def _check_arm(run_dir: Path, arm: SweepArm) -> None:
@@ -116,7 +121,7 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say,
 
 def small_final_for(out: Path, preset: Preset, small: SmallModel = PRESET_SMALL) -> Path:
     """The final folder of the small model an arm grows from (trained by prepare)."""
-    return out / "runs" / setup.small_arm(preset, *small).run_name / "final"
+    return ExperimentDir.final(ExperimentDir(out).run(setup.small_arm(preset, *small).run_name))
 
 
 def small_models(sweep: Sweep) -> tuple[SmallModel, ...]:
@@ -130,8 +135,9 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
 
     from hyperclone.grow.engine import grow
 
-    models = out / "models"
-    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    folder = ExperimentDir(out)
+    models = folder.models
+    tokenizer = AutoTokenizer.from_pretrained(folder.tokenizer)
 
     def key(arm: SweepArm, opts: dict[str, Any], small: SmallModel) -> tuple[int, int, str, int, bool, str]:
         return (arm_width(arm, preset), arm_layers(arm, preset) or 0, json.dumps(opts, sort_keys=True),
@@ -161,8 +167,8 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
 
 def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
     """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
-    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == PRESET_SMALL or (
-        small_final_for(out, preset, a.small_model) / "trainer_state.json").exists()))
+    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == PRESET_SMALL or ExperimentDir.finished(
+        small_final_for(out, preset, a.small_model).parent)))
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
@@ -197,7 +203,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         small = small_final_for(out, preset, arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
-    todo = [j for j in jobs_list if not (j[0].out / "final" / "trainer_state.json").exists()]
+    todo = [j for j in jobs_list if not ExperimentDir.finished(j[0].out)]
     say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
     if not train_runs:
         if todo and collect is None:  # only the ladder's report shows unfinished runs (as pending)

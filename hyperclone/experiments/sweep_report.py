@@ -3,7 +3,7 @@
 Fair baseline: the random arms get their own learning-rate search; "best" is the lowest seed-mean
 final validation loss among the random arms of a shape at the full budget. Each grown arm is compared
 with it on the seeds both ran (same tokens, same data order per seed): speedup_tokens is read off
-the seed-mean curves (hyperclone.experiments.report.speedups), the per-seed speedups give the spread.
+the seed-mean curves (hyperclone.experiments.curve_math.speedups), the per-seed speedups give the spread.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.baselines.msg.layout import RAMP_FRAC
-from hyperclone.common.outputs import write_text_atomic
-from hyperclone.experiments import report
+from hyperclone.experiments import curve_math, report
+from hyperclone.experiments.folder import ExperimentDir
+from hyperclone.experiments.output import write_page, write_results
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import curve, model_stats, small_arm
 from hyperclone.experiments.sweep_models import arm_layers, arm_shape, arm_width, reference_model
 from hyperclone.experiments.sweep_spec import PRESET_SMALL, Sweep, SweepArm
 from hyperclone.grow.plan import DEFAULT_MODE, DEFAULT_NOISE_DB, NOISE_MODES
-from hyperclone.train.loop import read_metrics
+from hyperclone.train.config import default as train_default
+from hyperclone.train.metrics import read_metrics
 
 GOAL = {"shape": "2", "speedup_tokens": 2.0, "loss_gap": 0.03, "seeds": 2}
 
@@ -51,10 +53,10 @@ def describe(arm: SweepArm, preset: Preset) -> str:
             parts.append(f"perturbed {g['perturb']} (not exact)")
         if arm.copies:
             parts.append(f"asymmetric continuation (copies re-warm to {arm.copies['lr']:g}x the LR over "
-                         f"{arm.copies.get('warmup', 0.02):g} of the run)")
+                         f"{arm.copies.get('warmup', train_default('copies_warmup')):g} of the run)")
         if arm.kd:
             parts.append(f"distilled from the small model (alpha {arm.kd['alpha']:g} to 0 at "
-                         f"{arm.kd.get('until', 0.3):g} of the run)")
+                         f"{arm.kd.get('until', train_default('kd_until')):g} of the run)")
     if arm.small_tokens:
         parts.append(f"small model pretrained {arm.small_tokens:,} tokens"
                      + (f" on {arm.small_corpus}" if arm.small_corpus else ""))
@@ -89,17 +91,18 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
     Arms are compared within a final shape ("2", "2-L8": see sweep_models). Every arm of a shape is
     costed with that shape's FLOPs per token from its first step: MSG trains the full target model
     with masks, so its masked compute counts as compute."""
+    folder = ExperimentDir(out)
     small_run = small_final.parent
-    small_stats = model_stats(out / "models" / "small-init", preset.seq_len)
+    small_stats = model_stats(folder.small_init, preset.seq_len)
     small_curve = curve(small_run, small_stats["flops_per_token"])
     stats: dict[str, dict[str, Any]] = {}
     arms: dict[str, Any] = {}
-    curves: dict[str, dict[int, report.Curve]] = {}
+    curves: dict[str, dict[int, curve_math.Curve]] = {}
     for arm in sweep.arms:
         shape = arm_shape(arm, preset)
         if shape not in stats:
-            stats[shape] = model_stats(out / "models" / reference_model(arm, preset), preset.seq_len)
-        curves[arm.name] = {s: curve(out / "runs" / f"{arm.name}-s{s}", stats[shape]["flops_per_token"])
+            stats[shape] = model_stats(folder.model(reference_model(arm, preset)), preset.seq_len)
+        curves[arm.name] = {s: curve(folder.arm_run(arm.name, s), stats[shape]["flops_per_token"])
                             for s in arm.seeds}
         finals = [c[-1]["val_loss"] for c in curves[arm.name].values()]
         m, sd = _mean_std(finals)
@@ -120,7 +123,7 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
     small_costs = {PRESET_SMALL: small_cost}  # per small model (an arm's small_tokens, _decay and _corpus)
     for arm in sweep.arms:
         if arm.init != "random" and arm.small_model not in small_costs:
-            own = curve(out / "runs" / small_arm(preset, *arm.small_model).run_name, small_stats["flops_per_token"])
+            own = curve(folder.run(small_arm(preset, *arm.small_model).run_name), small_stats["flops_per_token"])
             small_costs[arm.small_model] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
     for arm in sweep.arms:
         name, a = arm.name, arms[arm.name]
@@ -132,14 +135,14 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
         common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
         if not common:
             continue
-        g_mean = report.mean_curve([curves[name][s] for s in common])
-        r_mean = report.mean_curve([curves[ref][s] for s in common])
-        top = report.speedups(g_mean, r_mean, *own_small)
-        per_seed = [report.speedups(curves[name][s], curves[ref][s], *own_small)["speedup_tokens"]
+        g_mean = curve_math.mean_curve([curves[name][s] for s in common])
+        r_mean = curve_math.mean_curve([curves[ref][s] for s in common])
+        top = curve_math.speedups(g_mean, r_mean, *own_small)
+        per_seed = [curve_math.speedups(curves[name][s], curves[ref][s], *own_small)["speedup_tokens"]
                     for s in common]
         gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
         a["vs_best_random"] = {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,
-                               "speedup_tokens_per_seed": report.spread(per_seed)}
+                               "speedup_tokens_per_seed": curve_math.spread(per_seed)}
     winners: dict[str, str] = {}
     for shape in sorted(stats):
         cands = [n for n, a in arms.items() if a["shape"] == shape and "vs_best_random" in a]
@@ -158,7 +161,7 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
     return {"preset": preset.as_dict(), "arms": arms, "best_random": best_random, "winner": winners, "goal": goal,
             "models": {"small": small_stats, "shapes": stats},
             "small_cost": {"tokens": small_cost[0], "flops": small_cost[1], "elapsed_s": small_cost[2]},
-            "corpus": json.loads((out / "corpus" / "corpus.json").read_text()),
+            "corpus": json.loads((folder.corpus_info).read_text()),
             "curves": {n: {str(s): c for s, c in cs.items()} for n, cs in curves.items()},
             "small_curve": small_curve, "small_run_metrics": len(read_metrics(small_run))}
 
@@ -200,7 +203,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         for name, a in results["arms"].items():
             if a["shape"] != shape:
                 continue
-            c = report.mean_curve(list(results["curves"][name].values()))
+            c = curve_math.mean_curve(list(results["curves"][name].values()))
             lw, alpha = (2.2, 1.0) if name in best else (0.9, 0.55)
             style = "--" if a["init"] == "random" else "-"
             ax.plot([p["tokens"] for p in c], [p["val_loss"] for p in c], style, lw=lw, alpha=alpha, label=name)
@@ -218,7 +221,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 
 def write(results: dict[str, Any], out: Path) -> Path:
     out = Path(out)
-    write_text_atomic(out / "sweep.json", json.dumps(results, indent=1))
+    write_results(out / "sweep.json", results)
     plots = plot(results, out)
     p = results["preset"]
     m = results["models"]
@@ -255,5 +258,4 @@ def write(results: dict[str, Any], out: Path) -> Path:
     lines += ["", f"Machine: {results['machine']}; sweep wall time {results['wall_clock_s']:.0f} s over every "
               f"invocation; date {results['date']}.", "", f"Reproduce: `{results['command']}`", ""]
     path = out / "sweep.md"
-    write_text_atomic(path, "\n".join(lines))
-    return path
+    return write_page(path, lines)

@@ -63,8 +63,9 @@ from hyperclone.experiments.corpora import PUBLIC_CORPORA
 from hyperclone.grow.options import DEPTH_MODES
 from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.plan import MODES
-from hyperclone.train.loop import SCHEDULES
+from hyperclone.train.config import default as train_default
 from hyperclone.train.moments import RESETS
+from hyperclone.train.options import SCHEDULES
 
 TOP_KEYS = ("preset", "seeds", "arms", "compare", "report")
 # how a sweep's grown arms are compared with random init: with the sweep's best random arm of their shape, read
@@ -105,8 +106,8 @@ class SweepArm:
     tokens: int | None = None  # None: the preset's
     warmup: float | None = None  # None: the preset's
     schedule: str | None = None
-    decay_frac: float = 0.2
-    min_lr_ratio: float = 0.1
+    decay_frac: float = train_default("decay_frac")
+    min_lr_ratio: float = train_default("min_lr_ratio")
     grow: dict[str, Any] = field(default_factory=dict)
     msg: dict[str, Any] = field(default_factory=dict)  # init msg: ramp_frac, depth_start_frac
     moments: str = "fresh"
@@ -291,7 +292,8 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                                "copies (asymmetric continuation) only applies to init: grown")
         if copies_opts:
             _number(here, "copies.lr", copies_opts.get("lr"))
-            if not 0 <= _number(here, "copies.warmup", copies_opts.get("warmup", 0.02), positive=False) <= 1:
+            warm = copies_opts.get("warmup", train_default("copies_warmup"))
+            if not 0 <= _number(here, "copies.warmup", warm, positive=False) <= 1:
                 _fail(here, f"copies.warmup must be in [0, 1], got {copies_opts['warmup']!r}")
         if "perturb" in grow_opts:
             try:
@@ -303,8 +305,9 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             arms.append(SweepArm(
                 name=arm_name, init=a["init"], lr=lr, seeds=_seeds(here, a["seeds"]) if "seeds" in a else seeds,
                 width=width, layers=layers, tokens=tokens, warmup=warmup, schedule=a.get("schedule"),
-                decay_frac=_number(here, "decay_frac", a.get("decay_frac", 0.2)),
-                min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", 0.1), positive=False),
+                decay_frac=_number(here, "decay_frac", a.get("decay_frac", SweepArm.decay_frac)),
+                min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", SweepArm.min_lr_ratio),
+                                     positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
                 moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
                 small_decay=small_decay, small_corpus=small_corpus, kd=dict(kd_opts), copies=dict(copies_opts)))

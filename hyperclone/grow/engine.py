@@ -10,7 +10,6 @@ import json
 import math
 import shutil
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,66 +17,28 @@ import torch
 from tqdm import tqdm
 
 from hyperclone import __version__
-from hyperclone.common.copies import COPIES_FILE, CopyAxis, CopyLayout, write_copies
+from hyperclone.common.copies import COPIES_FILE, write_copies
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import PROVENANCE_FILE
 from hyperclone.common.outputs import atomic_folder, check_output
 from hyperclone.common.sizes import parse_size
-from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
+from hyperclone.grow.axis_map import NoisePool
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
+from hyperclone.grow.moments import write_grown_moments
 from hyperclone.grow.options import DEFAULT_SHARD_SIZE, DEFAULT_TOP_K
-from hyperclone.grow.perturb import Perturbation, init_std, parse_perturbation
-from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe, make_plan, spec_with_target_config
-from hyperclone.grow.source import HUB_ID, is_weight_file, open_source, resolve_gguf, source_folder
-
-
-def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply one recipe to its source tensor (pure: the result depends only on its arguments).
-
-    `out`: a preallocated contiguous tensor of the output's shape and dtype that linear, zero and emit
-    recipes write into (and return); norms return a new tensor. The result has the recipe's dtype (the
-    source's, or float32 under --dtype float32 and where 16 bits cannot hold the growth exactly)."""
-    if tensor.dtype != recipe.dtype:
-        tensor = tensor.to(recipe.dtype)
-    if recipe.kind == "zero":
-        return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
-    if recipe.kind == "router":  # a new MoE router: seeded normal of std recipe.scale (hyperclone.grow.upcycle)
-        generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
-        values = torch.randn(recipe.out_shape, generator=generator).mul_(recipe.scale).to(tensor.dtype)
-        return values if out is None else out.copy_(values)
-    if recipe.kind == "norm":
-        (amap,) = recipe.maps
-        grown = gather(tensor, 0, amap, apply_scale=False)  # norm weights are gathered, never scaled by s_k
-        if recipe.zero_mean_positions and bool((amap.index < 0).any()):
-            grown = grown.clone()
-            grown[amap.index < 0] = 0
-        if recipe.divide_by_map_scale:
-            grown = (grown.float() / amap.scale.float()).to(tensor.dtype)
-        return scale_norm_weight(grown, recipe.scale, recipe.norm_offset)
-    if recipe.kind == "emit":
-        moved = [dim for dim, amap in enumerate(recipe.maps) if not amap.is_identity()]
-        if out is not None and len(moved) == 1:  # embeddings: one grown axis, written straight into out
-            grown = gather(tensor, moved[0], recipe.maps[moved[0]], out=out)
-        else:
-            grown = tensor
-            for dim, amap in enumerate(recipe.maps):
-                grown = gather(grown, dim, amap)
-            grown = grown if out is None else out.copy_(grown)
-        if recipe.scale == 1.0:
-            return grown
-        # in place in the weight's dtype rounds as the float32 product does (torch computes it in float32)
-        return grown.mul_(recipe.scale) if grown is out else (grown.float() * recipe.scale).to(tensor.dtype)
-    if tensor.ndim != 2 or recipe.contract is None:
-        raise HyperCloneError(f"{recipe.src_name}: a linear recipe needs a matrix")
-    out_map, in_map = recipe.maps[1 - recipe.contract], recipe.maps[recipe.contract]
-    generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
-    matrix = tensor if recipe.contract == 1 else tensor.t()
-    if recipe.contract == 1:
-        return grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool, out=out)
-    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool).t()
-    return grown.contiguous() if out is None else out.copy_(grown)
+from hyperclone.grow.perturb import parse_perturbation
+from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Recipe
+from hyperclone.grow.planning import (
+    apply_upcycling,
+    copy_layout,
+    default_width,
+    grown_config,
+    plan_growth,
+    provenance,
+)
+from hyperclone.grow.source import HUB_ID, is_weight_file, resolve_gguf, source_folder
+from hyperclone.grow.tensor_rule import grow_tensor, perturbed
 
 
 class OutputBuffers:
@@ -128,67 +89,6 @@ def buffered(recipe: Recipe, nbytes: int) -> bool:
     return recipe.kind != "norm" and nbytes >= BUFFER_MIN_BYTES
 
 
-def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
-    config = dict(raw_config)
-    config.update(plan.config_updates)
-    config.pop("quantization_config", None)
-    return config
-
-
-def provenance(src: str | Path, plan: Plan, grow_s: float) -> dict[str, Any]:
-    return {"hyperclone_version": __version__, "source_path": str(src),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "grow_s": round(grow_s, 3), **plan.summary()}
-
-
-def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_k: int
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Turn the plan's MLPs into experts (in place) and the grown config into the MoE family's; returns the
-    config and the MoE summary for hyperclone.json."""
-    from hyperclone.grow import upcycle
-    from hyperclone.grow.axis_map import tile_map
-
-    target = upcycle.check({**dense_config, "model_type": plan.family.model_type}, experts, top_k)
-    dense_parameters = plan.grown_parameters
-    per_expert = sum(math.prod(r.out_shape) for r in plan.recipes if upcycle.MLP.match(r.out_name))
-    plan.recipes = upcycle.upcycle_recipes(plan.recipes, experts, target,
-                                           tile_map(plan.grown.hidden, plan.grown.hidden))
-    total = plan.grown_parameters
-    summary = {"target": target, "experts": experts, "top_k": top_k, "router_std": upcycle.ROUTER_STD,
-               "renormalised_top_k": True, "dense_parameters": dense_parameters, "total_parameters": total,
-               "active_parameters_per_token": total - (experts - top_k) * per_expert}
-    plan.notes.append(f"MLPs upcycled into {experts} experts ({target}, top-{top_k}, renormalised): "
-                      f"{total:,} parameters, {summary['active_parameters_per_token']:,} active per token")
-    return upcycle.moe_config(dense_config, target, experts, top_k), summary
-
-
-def copy_layout(plan: Plan) -> CopyLayout:
-    """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
-    units and the source position of every position on that axis; the residual stream's map (the hidden
-    axis of the token embedding, when it is the hidden size); and every grown tensor's map per axis."""
-    axes = []
-    maps = {r.out_name: tuple(m.index for m in r.maps) for r in plan.recipes if r.kind not in ("zero", "router")}
-    for recipe in plan.recipes:
-        if recipe.kind == "zero" or len(recipe.maps) < 2:
-            continue
-        for axis, amap in enumerate(recipe.maps):
-            if amap.size > amap.src_size and int(amap.copies().max()) >= 2:
-                axes.append(CopyAxis(recipe.out_name, axis, amap.index))
-                break
-    embeddings = {rule.name for rule in plan.family.tensors if rule.role == "embedding" and not rule.per_layer}
-    residual = next((r.maps[-1].index for r in plan.recipes if r.out_name in embeddings
-                     and r.maps[-1].size == plan.grown.hidden), None)
-    return CopyLayout(axes, residual, maps)
-
-
-def perturbed(grown: torch.Tensor, target: torch.Tensor | None, name: str, perturbation: Perturbation | None,
-              raw_config: dict[str, Any], seed: int) -> torch.Tensor:
-    """grow --perturb: the grown tensor moved toward a fresh init (into its output buffer when it has one)."""
-    if perturbation is None:
-        return grown
-    moved = perturbation.apply(grown, name, init_std(raw_config), seed)
-    return grown.copy_(moved) if grown is target else moved
-
-
 def check_free_space(out: Path, nbytes: int) -> None:
     """Refuse at once when the planned output cannot fit on OUT's disk (with 1% and 64 MiB to spare)."""
     free = shutil.disk_usage(out.absolute().parent).free
@@ -204,37 +104,6 @@ def copy_side_files(src: Path, dst: Path) -> None:
         if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE,
                                                                                CARD_FILE, COPIES_FILE):
             shutil.copy2(path, dst / path.name)
-
-
-def read_target_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        target = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HyperCloneError(f"--to: no such file: {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HyperCloneError(f"--to: {path} is not valid JSON ({exc})") from None
-    if not isinstance(target, dict):
-        raise HyperCloneError(f"--to: {path} is not a config object")
-    return target
-
-
-def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
-                to: str | Path | None = None) -> tuple[Plan, Any]:
-    source = open_source(src, allow_pickle=allow_pickle)
-    if to is not None:
-        spec = spec_with_target_config(spec, source.family, read_target_config(to))
-    return source.planned(lambda config: make_plan(source.family, config, source.weights.infos, spec)), source
-
-
-def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:
-    """--width defaults to 2, or to 1 when a target size or config is given (so --layers 32 only deepens)."""
-    if width is not None:
-        return width
-    sizes = ("hidden_size", "ffn_size", "heads", "kv_heads", "head_dim", "layers")
-    return 1 if to is not None or any(targets.get(k) is not None for k in sizes) else 2
 
 
 def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None,
@@ -307,8 +176,6 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             copy_side_files(folder, tmp)
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             if moments_from is not None:
-                from hyperclone.grow.moments import write_grown_moments
-
                 write_grown_moments(Path(moments_from), spec, tmp)
             record = provenance(src, plan, time.perf_counter() - started)  # grow_s: growth time up to here
             record["revision"] = revision

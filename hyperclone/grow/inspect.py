@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.engine import apply_upcycling, default_width, grown_config, plan_growth
 from hyperclone.grow.options import DEFAULT_TOP_K
 from hyperclone.grow.plan import GrowthSpec, make_plan
+from hyperclone.grow.planning import apply_upcycling, default_width, grown_config, plan_growth
 from hyperclone.grow.source import open_source, source_folder
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.common.files import MOMENTS_FILE, read_provenance_spec
+from hyperclone.common.files import MOMENTS_FILE, load_moments, read_provenance_spec
+from hyperclone.grow.planning import plan_growth
+from hyperclone.grow.tensor_rule import grow_tensor
 
 
 def grown_spec(model_dir: Path) -> Any | None:
@@ -36,8 +38,6 @@ def grown_spec(model_dir: Path) -> Any | None:
 
 def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc)."""
-    from hyperclone.grow.engine import grow_tensor, plan_growth
-
     sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
     plan, _ = plan_growth(Path(src_folder), sym)
     out: dict[str, dict[str, Any]] = {}
@@ -66,17 +66,10 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
     return out
 
 
-def load_small_moments(run_final: Path) -> dict[str, dict[str, Any]]:
-    path = Path(run_final) / MOMENTS_FILE
-    if not path.is_file():
-        raise HyperCloneError(f"{run_final} has no {MOMENTS_FILE}: train the small model with --save-moments")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def write_grown_moments(run_final: Path, spec: Any, destination: Path) -> Path:
     """Grow the moments saved in a small model's run (run_final/moments.pt, beside that model) with `spec`
     and write them to destination/moments.pt; returns the file."""
-    grown = grow_moments(Path(run_final), spec, load_small_moments(run_final))
+    grown = grow_moments(Path(run_final), spec, load_moments(run_final))
     path = Path(destination) / MOMENTS_FILE
     torch.save(grown, path)
     return path

@@ -181,8 +181,8 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
                        length: int | None = None, batch: int = 1) -> BlockVerifyResult:
     """Block-by-block check of a grown folder against its source (see the module doc)."""
     from hyperclone.common.files import PROVENANCE_FILE, read_provenance_spec
-    from hyperclone.grow.engine import plan_growth
     from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.planning import plan_growth
     from hyperclone.grow.source import source_folder
     from hyperclone.grow.verify import verify_length
 

@@ -9,13 +9,11 @@ hyperclone.grow.moments), so training never needs the growth engine.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.train.options import RESETS
 
 
@@ -28,14 +26,6 @@ def optimizer_moments(model, optimizer) -> dict[str, dict[str, Any]]:
             out[name] = {"step": float(st["step"]), "exp_avg": st["exp_avg"].detach().cpu().clone(),
                          "exp_avg_sq": st["exp_avg_sq"].detach().cpu().clone()}
     return out
-
-
-def load_moments(folder: Path) -> dict[str, dict[str, Any]]:
-    path = Path(folder) / MOMENTS_FILE
-    if not path.is_file():
-        raise HyperCloneError(f"{folder} has no {MOMENTS_FILE}: train the source run with --save-moments, and "
-                              "grow the moments with the model (hyperclone grow --moments-from RUN/final)")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def apply_moments(model, optimizer, moments: dict[str, dict[str, Any]], reset: str = "none") -> int:

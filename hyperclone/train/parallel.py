@@ -16,6 +16,10 @@ Checkpoints under FSDP are torch.distributed.checkpoint (DCP) folders: every ran
 the model and optimizer, so a run can resume on a different number of processes (DCP reshards on load).
 The final model, and every `--save-hf-every` steps, is gathered on rank 0 and written as a plain
 transformers folder in `--save-dtype`.
+
+The loop never asks which strategy it runs: `make_strategy` picks one object once (one process, DDP or FSDP2)
+and it owns loading, wrapping, autocast, gradient sync during accumulation, the checkpoint's model and optimizer
+files, the full-state export, how evaluation is split, and the ranks' weight digests at the end.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch.distributed as dist
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.quiet import hf_quiet
-from hyperclone.train.options import ATTENTION, SAVE_DTYPES, STRATEGIES  # noqa: F401 (re-exported)
+from hyperclone.train import state as ts
 
 DCP_FOLDER = "dcp"
 
@@ -102,18 +106,6 @@ def load_sharded(path: Path, device: torch.device, rank: int, world: int, bf16: 
             dist.broadcast(buffer, src=0)
     del full, buffers
     return model
-
-
-def no_sync(model: torch.nn.Module, strategy: str, world: int, last_micro_batch: bool):
-    """Skip the gradient reduction on all but the last micro-batch of a step."""
-    if world == 1 or last_micro_batch:
-        if strategy == "fsdp":
-            model.set_requires_gradient_sync(True)
-        return contextlib.nullcontext()
-    if strategy == "fsdp":
-        model.set_requires_gradient_sync(False)
-        return contextlib.nullcontext()
-    return model.no_sync()
 
 
 def local_bytes(tensors) -> int:
@@ -193,3 +185,168 @@ def bytes_estimate(params: int, world: int, strategy: str) -> dict[str, float]:
     grads = 4 * params * share
     adam = 8 * params * share
     return {"weights": weights, "gradients": grads, "optimizer": adam, "total": weights + grads + adam}
+
+
+def params_digest_of(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and float32 values: equal on every rank when the replicas agree."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class SingleProcess:
+    """One process holding the whole model: bf16 through autocast, checkpoints hold its weights and the AdamW
+    state as files (train/state.py)."""
+
+    name = "ddp"  # what checkpoints record: replicas, whatever their number
+    whole_model = True  # each process holds every tensor whole (a grown model's copy divergence can be read)
+
+    def __init__(self, procs, bf16: bool):
+        self.procs, self.bf16 = procs, bf16
+
+    @staticmethod
+    def refuse(cfg) -> None:
+        """A one-line error for a flag this strategy cannot honour."""
+        if cfg.cpu_offload:
+            raise HyperCloneError("--cpu-offload needs --strategy fsdp")
+
+    def load(self, model_dir: Path, start_ckpt: Path | None, cfg) -> torch.nn.Module:
+        model = load_config_model(start_ckpt or model_dir, cfg.attn, meta=False).to(self.procs.device)
+        if cfg.compile:
+            compile_blocks(model)
+        return model
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the forward and backward run through."""
+        return model
+
+    def autocast(self):
+        """A context for the forward passes: bf16 autocast where bf16 is on."""
+        if self.bf16:
+            return torch.autocast(self.procs.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def autocasts(self) -> bool:
+        return self.bf16
+
+    def no_sync(self, fwd: torch.nn.Module, last_micro_batch: bool):
+        """Skip the gradient reduction on all but the last micro-batch of a step."""
+        return contextlib.nullcontext()
+
+    def load_state(self, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        ts.load_optimizer(ckpt, optimizer, self.procs.device)  # the weights came with load()
+
+    def save_state(self, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """This strategy's own files of a resumable checkpoint (none: rank 0 writes weights and optimizer)."""
+
+    def checkpoint_files(self, model, optimizer, resumable: bool):
+        """(weights, optimizer) rank 0's checkpoint writer saves as files: the model, and the optimizer when the
+        checkpoint is resumable."""
+        return model, optimizer if resumable else None
+
+    def full_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole model's state dict (on rank 0)."""
+        return model.state_dict()
+
+    def export_state(self, model: torch.nn.Module, save_dtype: str) -> dict[str, torch.Tensor] | None:
+        """The state the final folder is exported from, or None when the model's own save writes it (fp32)."""
+        return model.state_dict() if save_dtype != "fp32" else None
+
+    def eval_chunks(self, chunks: list[list[int]], n_val: int, micro: int) -> list[list[int]]:
+        return chunks
+
+    def digests(self, model: torch.nn.Module, final_digest: str | None) -> list[str]:
+        """Every rank's digest of its final weights."""
+        return self.procs.gather(params_digest_of(model.state_dict()))
+
+
+class DDP(SingleProcess):
+    """A replica per process (DistributedDataParallel), gradients averaged at the last micro-batch."""
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = self.procs.device
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def no_sync(self, fwd: torch.nn.Module, last_micro_batch: bool):
+        return contextlib.nullcontext() if last_micro_batch else fwd.no_sync()
+
+
+class FSDP(SingleProcess):
+    """FSDP2: every tensor sharded over the processes (see the module's docstring); bf16 through its
+    mixed-precision policy, checkpoints as DCP folders."""
+
+    name = "fsdp"
+    whole_model = False
+
+    @staticmethod
+    def refuse(cfg) -> None:
+        unsupported = [flag for flag, on in (("--moments-from", cfg.moments_from is not None),
+                                              ("--save-moments", cfg.save_moments), ("--msg", cfg.step_hook),
+                                              ("--copies-lr", cfg.copies_lr is not None)) if on]
+        if unsupported:
+            raise HyperCloneError(f"{unsupported[0]} is not supported with --strategy fsdp yet; use --strategy ddp")
+
+    def load(self, model_dir: Path, start_ckpt: Path | None, cfg) -> torch.nn.Module:
+        procs = self.procs
+        procs.ensure_group()  # a device mesh needs a group, even of one process
+        # weights from the base model (rank 0 reads, the others receive their shards); a resumed run's come
+        # with load_state
+        return load_sharded(model_dir, procs.device, procs.rank, procs.world, self.bf16, cfg.cpu_offload, cfg.attn,
+                            cfg.compile)
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    @property
+    def autocasts(self) -> bool:
+        return False
+
+    def no_sync(self, fwd: torch.nn.Module, last_micro_batch: bool):
+        if self.procs.world > 1:
+            fwd.set_requires_gradient_sync(last_micro_batch)
+        return contextlib.nullcontext()
+
+    def load_state(self, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        load_dcp(ckpt, model, optimizer)
+
+    def save_state(self, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        save_dcp(folder, model, optimizer)
+
+    def checkpoint_files(self, model, optimizer, resumable: bool):
+        return None, None  # the DCP shards hold both
+
+    def full_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return full_state_dict(model)
+
+    def export_state(self, model: torch.nn.Module, save_dtype: str) -> dict[str, torch.Tensor]:
+        return full_state_dict(model)
+
+    def eval_chunks(self, chunks: list[list[int]], n_val: int, micro: int) -> list[list[int]]:
+        """Every forward is a collective: all ranks run as many, the extra ones empty (they count 0)."""
+        import math
+
+        most = math.ceil(math.ceil(n_val / self.procs.world) / micro)
+        return chunks + [[]] * (most - len(chunks))
+
+    def digests(self, model: torch.nn.Module, final_digest: str | None) -> list[str]:
+        return [final_digest]  # one gathered model, digested on rank 0: the shards cannot disagree
+
+
+def strategy_class(name: str) -> type[SingleProcess]:
+    """The class --strategy names (ddp covers one process and many)."""
+    return FSDP if name == "fsdp" else DDP
+
+
+def make_strategy(name: str, procs, bf16: bool) -> SingleProcess:
+    """The strategy a run uses, chosen once: FSDP2 for --strategy fsdp, else DDP over several processes or
+    the plain model in one."""
+    if name == "fsdp":
+        return FSDP(procs, bf16)
+    return DDP(procs, bf16) if procs.world > 1 else SingleProcess(procs, bf16)

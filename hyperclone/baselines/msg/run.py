@@ -16,7 +16,8 @@ from hyperclone.baselines.msg.layout import CONFIG_KEY, RAMP_FRAC, Stage, make_l
 from hyperclone.baselines.msg.masked import prepare_msg
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.plan import GrowthSpec
-from hyperclone.train.loop import TrainConfig, TrainResult, train
+from hyperclone.train.config import TrainConfig, TrainResult
+from hyperclone.train.loop import train
 
 HOOK = "hyperclone.baselines.msg.masked:train_hook"
 

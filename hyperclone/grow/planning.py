@@ -1,0 +1,100 @@
+"""Planning a growth beyond the per-tensor recipes of plan.py: opening the source and planning it (`plan_growth`,
+with a target config read from --to), the grown config, dense MLPs turned into experts, the copy layout that
+copies.json records, hyperclone.json's provenance, and --width's default."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hyperclone import __version__
+from hyperclone.common.copies import CopyAxis, CopyLayout
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.plan import GrowthSpec, Plan, make_plan, spec_with_target_config
+from hyperclone.grow.source import open_source
+
+
+def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    config = dict(raw_config)
+    config.update(plan.config_updates)
+    config.pop("quantization_config", None)
+    return config
+
+
+def provenance(src: str | Path, plan: Plan, grow_s: float) -> dict[str, Any]:
+    return {"hyperclone_version": __version__, "source_path": str(src),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "grow_s": round(grow_s, 3), **plan.summary()}
+
+
+def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_k: int
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Turn the plan's MLPs into experts (in place) and the grown config into the MoE family's; returns the
+    config and the MoE summary for hyperclone.json."""
+    from hyperclone.grow import upcycle
+    from hyperclone.grow.axis_map import tile_map
+
+    target = upcycle.check({**dense_config, "model_type": plan.family.model_type}, experts, top_k)
+    dense_parameters = plan.grown_parameters
+    per_expert = sum(math.prod(r.out_shape) for r in plan.recipes if upcycle.MLP.match(r.out_name))
+    plan.recipes = upcycle.upcycle_recipes(plan.recipes, experts, target,
+                                           tile_map(plan.grown.hidden, plan.grown.hidden))
+    total = plan.grown_parameters
+    summary = {"target": target, "experts": experts, "top_k": top_k, "router_std": upcycle.ROUTER_STD,
+               "renormalised_top_k": True, "dense_parameters": dense_parameters, "total_parameters": total,
+               "active_parameters_per_token": total - (experts - top_k) * per_expert}
+    plan.notes.append(f"MLPs upcycled into {experts} experts ({target}, top-{top_k}, renormalised): "
+                      f"{total:,} parameters, {summary['active_parameters_per_token']:,} active per token")
+    return upcycle.moe_config(dense_config, target, experts, top_k), summary
+
+
+def copy_layout(plan: Plan) -> CopyLayout:
+    """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
+    units and the source position of every position on that axis; the residual stream's map (the hidden
+    axis of the token embedding, when it is the hidden size); and every grown tensor's map per axis."""
+    axes = []
+    maps = {r.out_name: tuple(m.index for m in r.maps) for r in plan.recipes if r.kind not in ("zero", "router")}
+    for recipe in plan.recipes:
+        if recipe.kind == "zero" or len(recipe.maps) < 2:
+            continue
+        for axis, amap in enumerate(recipe.maps):
+            if amap.size > amap.src_size and int(amap.copies().max()) >= 2:
+                axes.append(CopyAxis(recipe.out_name, axis, amap.index))
+                break
+    embeddings = {rule.name for rule in plan.family.tensors if rule.role == "embedding" and not rule.per_layer}
+    residual = next((r.maps[-1].index for r in plan.recipes if r.out_name in embeddings
+                     and r.maps[-1].size == plan.grown.hidden), None)
+    return CopyLayout(axes, residual, maps)
+
+
+def read_target_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        target = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HyperCloneError(f"--to: no such file: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HyperCloneError(f"--to: {path} is not valid JSON ({exc})") from None
+    if not isinstance(target, dict):
+        raise HyperCloneError(f"--to: {path} is not a config object")
+    return target
+
+
+def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
+                to: str | Path | None = None) -> tuple[Plan, Any]:
+    source = open_source(src, allow_pickle=allow_pickle)
+    if to is not None:
+        spec = spec_with_target_config(spec, source.family, read_target_config(to))
+    return source.planned(lambda config: make_plan(source.family, config, source.weights.infos, spec)), source
+
+
+def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:
+    """--width defaults to 2, or to 1 when a target size or config is given (so --layers 32 only deepens)."""
+    if width is not None:
+        return width
+    sizes = ("hidden_size", "ffn_size", "heads", "kv_heads", "head_dim", "layers")
+    return 1 if to is not None or any(targets.get(k) is not None for k in sizes) else 2

@@ -1,0 +1,71 @@
+"""The tensor rule of growth: one recipe applied to one source tensor, a pure function (the streaming engine
+calls it per tensor, the moments rule per AdamW state), and `--perturb`'s move toward a fresh init."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
+from hyperclone.grow.perturb import Perturbation, init_std
+from hyperclone.grow.plan import GrowthSpec, Recipe
+
+
+def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply one recipe to its source tensor (pure: the result depends only on its arguments).
+
+    `out`: a preallocated contiguous tensor of the output's shape and dtype that linear, zero and emit
+    recipes write into (and return); norms return a new tensor. The result has the recipe's dtype (the
+    source's, or float32 under --dtype float32 and where 16 bits cannot hold the growth exactly)."""
+    if tensor.dtype != recipe.dtype:
+        tensor = tensor.to(recipe.dtype)
+    if recipe.kind == "zero":
+        return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
+    if recipe.kind == "router":  # a new MoE router: seeded normal of std recipe.scale (hyperclone.grow.upcycle)
+        generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
+        values = torch.randn(recipe.out_shape, generator=generator).mul_(recipe.scale).to(tensor.dtype)
+        return values if out is None else out.copy_(values)
+    if recipe.kind == "norm":
+        (amap,) = recipe.maps
+        grown = gather(tensor, 0, amap, apply_scale=False)  # norm weights are gathered, never scaled by s_k
+        if recipe.zero_mean_positions and bool((amap.index < 0).any()):
+            grown = grown.clone()
+            grown[amap.index < 0] = 0
+        if recipe.divide_by_map_scale:
+            grown = (grown.float() / amap.scale.float()).to(tensor.dtype)
+        return scale_norm_weight(grown, recipe.scale, recipe.norm_offset)
+    if recipe.kind == "emit":
+        moved = [dim for dim, amap in enumerate(recipe.maps) if not amap.is_identity()]
+        if out is not None and len(moved) == 1:  # embeddings: one grown axis, written straight into out
+            grown = gather(tensor, moved[0], recipe.maps[moved[0]], out=out)
+        else:
+            grown = tensor
+            for dim, amap in enumerate(recipe.maps):
+                grown = gather(grown, dim, amap)
+            grown = grown if out is None else out.copy_(grown)
+        if recipe.scale == 1.0:
+            return grown
+        # in place in the weight's dtype rounds as the float32 product does (torch computes it in float32)
+        return grown.mul_(recipe.scale) if grown is out else (grown.float() * recipe.scale).to(tensor.dtype)
+    if tensor.ndim != 2 or recipe.contract is None:
+        raise HyperCloneError(f"{recipe.src_name}: a linear recipe needs a matrix")
+    out_map, in_map = recipe.maps[1 - recipe.contract], recipe.maps[recipe.contract]
+    generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
+    matrix = tensor if recipe.contract == 1 else tensor.t()
+    if recipe.contract == 1:
+        return grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool, out=out)
+    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool).t()
+    return grown.contiguous() if out is None else out.copy_(grown)
+
+
+def perturbed(grown: torch.Tensor, target: torch.Tensor | None, name: str, perturbation: Perturbation | None,
+              raw_config: dict[str, Any], seed: int) -> torch.Tensor:
+    """grow --perturb: the grown tensor moved toward a fresh init (into its output buffer when it has one)."""
+    if perturbation is None:
+        return grown
+    moved = perturbation.apply(grown, name, init_std(raw_config), seed)
+    return grown.copy_(moved) if grown is target else moved

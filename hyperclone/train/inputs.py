@@ -1,0 +1,102 @@
+"""What a run checks before it trains: the checkpoint folder and its tokenizer, the batch layout over the
+processes, and a checkpoint to resume from against the recipe. Each failure is one line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.train import state as ts
+from hyperclone.train.config import TrainConfig
+
+
+def check_model_dir(path: Path):
+    """Validate a checkpoint folder and return its config, or raise a one-line error."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    path = Path(path)
+    if not path.is_dir():
+        raise HyperCloneError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise HyperCloneError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise HyperCloneError(f"{path} has no weight files (*.safetensors or pytorch_model.bin)")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, OSError) as err:
+        raise HyperCloneError(f"cannot read {path}/config.json: {str(err).splitlines()[0]}") from None
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise HyperCloneError(f"{path} holds a {config.model_type!r} model, which is not a causal LM "
+                              "(AutoModelForCausalLM cannot load it)")
+    return config
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not any((Path(path) / n).exists() for n in names):
+        raise HyperCloneError(f"{path} has no tokenizer files (tokenizer.json...); training needs the model's "
+                              "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (ValueError, OSError, KeyError) as err:
+        raise HyperCloneError(f"cannot load the tokenizer in {path}: {str(err).splitlines()[0]}") from None
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one optimizer step's batch is split: sequences over processes, then micro-batches."""
+
+    global_seqs: int  # sequences per optimizer step, all processes together
+    per_rank: int
+    micro: int  # sequences per forward/backward
+    accum: int  # micro-batches per optimizer step
+    step_tokens: int
+    total: int  # optimizer steps of the run
+
+
+def batch_layout(cfg: TrainConfig, world: int) -> BatchLayout:
+    global_seqs = cfg.batch_tokens // cfg.seq_len
+    if global_seqs % world:
+        raise HyperCloneError(f"--batch-tokens / --seq-len = {global_seqs} sequences cannot be split evenly over "
+                              f"{world} processes")
+    per_rank = global_seqs // world
+    micro = min(cfg.micro_batch or per_rank, per_rank)
+    if per_rank % micro:
+        raise HyperCloneError(f"--micro-batch {micro} does not divide the {per_rank} sequences each process gets")
+    step_tokens = global_seqs * cfg.seq_len
+    return BatchLayout(global_seqs, per_rank, micro, per_rank // micro, step_tokens, cfg.tokens // step_tokens)
+
+
+def check_model(cfg: TrainConfig, model_dir: Path):
+    """The model's config and tokenizer, checked against the recipe."""
+    config = check_model_dir(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise HyperCloneError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is only {vocab}")
+    max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if max_pos is not None and cfg.seq_len > max_pos:
+        raise HyperCloneError(f"--seq-len {cfg.seq_len} exceeds the model's maximum of {max_pos} positions")
+    return config, tokenizer
+
+
+def resume_state(cfg: TrainConfig, start_ckpt: Path | None, data_folder: Path, total: int) -> dict[str, Any]:
+    """Step, tokens and elapsed time to start from: zeros, or the checkpoint's (checked against the recipe)."""
+    if start_ckpt is None:
+        return {"step": 0, "tokens": 0, "elapsed_s": 0.0}
+    state = ts.read_state(start_ckpt)
+    changed = {k: (v, cfg.recipe()[k]) for k, v in state["recipe"].items() if cfg.recipe().get(k) != v}
+    if changed:
+        desc = ", ".join(f"{k} was {a}, now {b}" for k, (a, b) in changed.items())
+        raise HyperCloneError(f"cannot resume {cfg.out} with a different recipe: {desc}")
+    if state.get("strategy", "ddp") != cfg.strategy:
+        raise HyperCloneError(f"cannot resume {cfg.out}: its checkpoints were written with --strategy "
+                              f"{state.get('strategy', 'ddp')}, not {cfg.strategy}")
+    if Path(state["data_cache"]).name != data_folder.name:
+        raise HyperCloneError(f"cannot resume {cfg.out}: the data (or the tokenizer) changed since the checkpoint")
+    return state
