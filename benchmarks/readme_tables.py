@@ -359,15 +359,33 @@ def fuzz() -> str:
         f"{data['seconds']:.0f} s: `{data['command']}` (`results/fuzz_safetensors.json`)."])
 
 
+def fuzz_index() -> str:
+    data = load("fuzz_index.json")
+    return "\n".join([
+        "| cases | refused as transformers refuses | accepted, tensors equal | refused by a stricter rule | "
+        "disagreements | tracebacks | multi-line errors |", "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {data['cases']:,} | {data['refused_as_reference']:,} | {data['accepted_and_equal']:,} | "
+        f"{data['refused_by_rule']:,} | {data['disagreements']} | {data['tracebacks']} | {data['multi_line_errors']} |",
+        "", f"transformers {data['transformers']}, safetensors {data['safetensors']}, torch {data['torch']}, "
+        f"{data['machine']}, {data['date']}, {data['seconds']:.0f} s: `{data['command']}` "
+        "(`results/fuzz_index.json`)."])
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
             f"{duration(data['ci_wall_s'])}, of which pytest {duration(data['pytest_s'])} ({data['pytest_summary']}), "
-            f"on {data['machine']}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
+            f"on {data['machine']}{busy(data)}, {data['date']}, commit {data['commit']}: `{data['command']}`.")
+
+
+def busy(data: dict) -> str:
+    """The machine's load when the run started, where it was recorded and other work was running."""
+    load = data.get("load_average_at_start")
+    return f" (load average {load:.1f} at the start: other runs shared the cores)" if load and load >= 1.0 else ""
 
 
 BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_search, prose, keep,
-                                  keep_diagnosis, fuzz, test_suite,
+                                  keep_diagnosis, fuzz, fuzz_index, test_suite,
                                   fidelity, bench_verify, bench_grow, bench_write, bench_startup, cpu_tiny,
                                   sweep_cpu_tiny, sweep_others, headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)

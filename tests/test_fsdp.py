@@ -4,6 +4,7 @@ same or a different number of processes, a plain exported model, and the dry run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import make_corpus, make_model
 
-from hyperclone.train.loop import read_metrics
+from hyperclone.train.metrics import read_metrics
+
+pytestmark = pytest.mark.slow  # multi-process FSDP2 and two-node runs under torchrun: minutes on 2 cores
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 20
@@ -209,6 +212,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid (read from /proc): torchrun starts each worker in a session of its own, so killing
+    the agent's process group leaves its worker running."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def test_two_nodes_train_like_one_node_and_resume_on_one(setup, runs, tmp_path):
     """Two torchrun agents on this machine, each a 'node' of one process, meeting through c10d rendezvous on the
     loopback address (the flags a real two-node job uses, with the head node's address): FSDP gives the losses of
@@ -232,32 +253,50 @@ def test_two_nodes_train_like_one_node_and_resume_on_one(setup, runs, tmp_path):
 
 
 def test_a_killed_node_then_a_restarted_job_resumes_from_the_last_checkpoint(setup, runs, tmp_path):
-    """kill -9 of one node's agent (and its worker) once a checkpoint exists: the other node's job stops with an
+    """kill -9 of one node (its agent and its worker) once a checkpoint exists: the other node's job stops with an
     error; the job started again on both nodes resumes from the last complete checkpoint and ends with the
-    losses of an uninterrupted run."""
+    losses of an uninterrupted run. The node killed is the one that does not host the c10d rendezvous store:
+    the host is the rendezvous's single point of failure (torchrun's documentation; etcd is its highly available
+    backend), and a node that loses it waits out the rendezvous timeouts instead of stopping at once."""
     import signal
+    import socket
     import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "killed"
 
     def start(*extra: str) -> list[subprocess.Popen]:
+        """The host node's agent first (it binds the store's port), the other once the store listens."""
         port = _free_port()
         node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hc-kill",
                 "-m", "hyperclone.cli", *args(setup, out, "--strategy", "fsdp", *extra)]
-        return [subprocess.Popen(node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True) for _ in range(2)]
 
-    agents = start()
+        def launch_node() -> subprocess.Popen:
+            return subprocess.Popen(node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+
+        host = launch_node()
+        deadline = time.time() + 120
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.time() < deadline and host.poll() is None, "the host node's store never listened"
+            time.sleep(0.05)
+        return [host, launch_node()]
+
+    host, other = start()
     deadline = time.time() + 240
     while not (out / "checkpoints" / "step-0000010" / "trainer_state.json").exists():
-        assert time.time() < deadline and all(a.poll() is None for a in agents), "no checkpoint before the kill"
+        assert time.time() < deadline and host.poll() is None and other.poll() is None, "no checkpoint before the kill"
         time.sleep(0.05)  # the run needs seconds from this checkpoint to its end; the kill comes well before
-    os.killpg(agents[0].pid, signal.SIGKILL)  # the agent and its worker: the node is gone
-    agents[0].wait()
-    agents[1].communicate(timeout=300)
-    assert agents[1].returncode != 0  # the surviving node's job fails instead of hanging
+    for pid in [other.pid, *_descendants(other.pid)]:  # the agent and its worker (a session of its own)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    other.wait()
+    host.communicate(timeout=300)
+    assert host.returncode != 0  # the surviving node's job fails instead of hanging
     for agent in start("--resume"):
         _, err = agent.communicate(timeout=300)
         assert agent.returncode == 0, err[-3000:]
@@ -265,3 +304,41 @@ def test_a_killed_node_then_a_restarted_job_resumes_from_the_last_checkpoint(set
     assert sorted(resumed) == sorted(whole)
     for step in whole:
         assert abs(whole[step] - resumed[step]) <= REL * whole[step], (step, whole[step], resumed[step])
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_kill_during_a_save_resumes_from_the_last_complete_checkpoint(setup, runs, tmp_path, strategy):
+    """kill -9 of a two-process job while rank 0 is inside the save of step 15 (every file of it written, the folder
+    not yet marked complete: tests/pause_in_save.py holds it there): step 10 stays the last complete checkpoint,
+    the half-written folder is not one, and --resume ends with the losses of an uninterrupted run."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out, marker = tmp_path / "killed", tmp_path / "inside-the-save"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(REPO / "tests" / "pause_in_save.py"), str(marker), "step-0000015",
+           *args(setup, out, "--strategy", strategy, "--save-every", "5", "--keep-checkpoints", "3")]
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    deadline = time.time() + 240
+    while not marker.exists():
+        assert time.time() < deadline and job.poll() is None, "the job never reached the save"
+        time.sleep(0.05)
+    for pid in [job.pid, *_descendants(job.pid)]:  # torchrun and both workers (each in a session of its own)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    job.wait()
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "step-0000010" / "trainer_state.json").is_file()
+    assert not (checkpoints / "step-0000015").exists()
+    held = checkpoints / ".tmp-step-0000015"
+    assert held.is_dir() and not (held / "trainer_state.json").exists()  # written, never marked complete
+    done = launch(setup, out, 2, "--strategy", strategy, "--save-every", "5", "--keep-checkpoints", "3", "--resume")
+    assert "resuming from" in done.stderr and "step-0000010" in done.stderr
+    assert not held.exists() and (checkpoints / "step-0000015" / "trainer_state.json").is_file()  # saved again
+    reference = losses(runs / ("fsdp2" if strategy == "fsdp" else "single-ddp"))
+    resumed = losses(out)
+    assert sorted(resumed) == sorted(reference)
+    for step in reference:
+        assert abs(reference[step] - resumed[step]) <= REL * reference[step], (step, reference[step], resumed[step])

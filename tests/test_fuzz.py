@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import fuzz_index  # noqa: E402
 import fuzz_safetensors  # noqa: E402
 
 
@@ -29,6 +30,17 @@ def test_the_reader_refuses_what_the_library_refuses_and_reads_what_it_reads(see
     assert result["disagreements"] == 0 and result["tracebacks"] == 0, result["examples"]
     assert result["multi_line_errors"] == 0
     assert result["refused_as_reference"] > 50 and result["accepted_and_equal"] > 50  # both sides exercised
+
+
+def test_the_index_reader_refuses_what_transformers_refuses_and_reads_what_it_reads():
+    """Sharded checkpoints with mutated index files (benchmarks/fuzz_index.py; the long run's counts are
+    results/fuzz_index.json): refused where transformers' strict loading refuses, or by one of hyperclone's named
+    stricter rules; otherwise the same tensors bit for bit."""
+    result = fuzz_index.run(300, seed=1)
+    assert result["cases"] == 300
+    assert result["disagreements"] == 0 and result["tracebacks"] == 0, result["examples"]
+    assert result["multi_line_errors"] == 0
+    assert result["refused_as_reference"] > 50 and result["accepted_and_equal"] > 20  # both sides exercised
 
 
 def _model(folder: Path) -> Path:

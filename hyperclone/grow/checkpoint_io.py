@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -178,37 +179,49 @@ class SourceWeights:
         self.folder = folder
         self.infos: dict[str, TensorInfo] = {}
         self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
-        files = self._weight_files(folder, allow_pickle)
+        found: dict[str, list[Path]] = {}  # tensor name -> the files that hold it
+        files, index = self._weight_files(folder, allow_pickle)
         for file in files:
             if file.suffix == ".safetensors":
-                self.infos.update(read_safetensors_header(file))
+                infos = read_safetensors_header(file)
             else:
-                state = self._load_pickle(file)
-                for name, tensor in state.items():
-                    self.infos[name] = TensorInfo(name, tuple(tensor.shape), tensor.dtype, file)
+                infos = {name: TensorInfo(name, tuple(t.shape), t.dtype, file)
+                         for name, t in self._load_pickle(file).items()}
+            for name in infos:
+                found.setdefault(name, []).append(file)
+            self.infos.update(infos)
+        if index is not None:
+            check_index(index, read_index(index), found)
+        twice = sorted(name for name, files in found.items() if len(files) > 1)
+        if twice:
+            raise HyperCloneError(f"{folder}: tensor {twice[0]!r} is in more than one weight file "
+                                  f"({', '.join(f.name for f in found[twice[0]])})")
         if not self.infos:
             raise HyperCloneError(f"{folder}: the checkpoint holds no tensors")
 
     @staticmethod
-    def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+    def _weight_files(folder: Path, allow_pickle: bool) -> tuple[list[Path], Path | None]:
+        """The weight files to read, and the index file that lists them (None without one)."""
         index = folder / "model.safetensors.index.json"
         if index.exists():
-            return _files_from_index(index)
+            return sorted(set(read_index(index).values())), index
         single = folder / "model.safetensors"
         if single.exists():
-            return [single]
+            return [single], None
         shards = sorted(folder.glob("*.safetensors"))
         if shards:
-            return shards
-        pickles = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").exists() else []
-        if (folder / "pytorch_model.bin.index.json").exists():
-            pickles = _files_from_index(folder / "pytorch_model.bin.index.json")
+            return shards, None
+        pickle_index = folder / "pytorch_model.bin.index.json"
+        if pickle_index.exists():
+            pickles, index = sorted(set(read_index(pickle_index).values())), pickle_index
+        else:
+            pickles, index = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").exists() else [], None
         if pickles:
             if not allow_pickle:
                 raise HyperCloneError(
                     f"{folder}: weights are a pickle checkpoint (.bin); pass --allow-pickle to read them "
                     "(loaded with weights_only=True)")
-            return pickles
+            return pickles, index
         raise HyperCloneError(f"{folder}: no model weights found (expected model.safetensors or shards)")
 
     def _load_pickle(self, file: Path) -> dict[str, torch.Tensor]:
@@ -252,20 +265,71 @@ def map_range(path: Path, start: int, length: int, dtype: torch.dtype) -> torch.
     return torch.frombuffer(mapped, dtype=dtype, count=length // dtype.itemsize, offset=start - aligned)
 
 
-def _files_from_index(index: Path) -> list[Path]:
+def read_index(index: Path) -> dict[str, Path]:
+    """The weight map of a sharded checkpoint's index file: tensor name -> shard file. Refused in one line: an
+    index that is not UTF-8 JSON, has no "weight_map" object of string names and string shard files, names a
+    shard outside the checkpoint folder, or one that is missing."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise HyperCloneError(f"{index}: corrupt index file") from None
+        raw = json.loads(index.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HyperCloneError(f"{index}: corrupt index file (not UTF-8 JSON)") from None
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise HyperCloneError(f"{index}: corrupt index file (no \"weight_map\" object of tensor names)")
     root = index.parent.resolve()
-    for name in set(weight_map.values()):
-        if not isinstance(name, str) or Path(name).is_absolute() or root not in (root / name).resolve().parents:
+    for tensor, name in weight_map.items():
+        if not isinstance(name, str) or not name:
+            raise HyperCloneError(f"{index}: corrupt index file (the shard of {tensor!r} is {name!r}, not a file name)")
+        if Path(name).is_absolute() or root not in (root / name).resolve().parents:
             raise HyperCloneError(f"{index}: shard {name!r} is outside the checkpoint folder; refusing to follow it")
-    files = sorted({index.parent / name for name in weight_map.values()})
-    missing = [f.name for f in files if not f.exists()]
+    shards = {name: index.parent / name for name in weight_map.values()}
+    missing = sorted(name for name, path in shards.items() if not path.is_file())
     if missing:
         raise HyperCloneError(f"{index}: shard files missing: {', '.join(missing)}")
-    return files
+    unnamed = sorted(path.name for path in _shard_set(shards.values()) if path.name not in shards)
+    if unnamed:  # the set says N shards and one of them holds no tensor the index lists: an entry was lost
+        raise HyperCloneError(f"{index}: shard {unnamed[0]} belongs to the same set but the index lists none of "
+                              "its tensors")
+    return {tensor: shards[name] for tensor, name in weight_map.items()}
+
+
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d+)-of-(?P<n>\d+)(?P<ext>\.\w+)$")
+
+
+def _shard_set(named: Iterable[Path]) -> list[Path]:
+    """Every file of the numbered sets (`model-00002-of-00003.safetensors`) that the named shards belong to,
+    as far as they exist in the folder."""
+    found: set[Path] = set()
+    for path in named:
+        match = _SHARD_NAME.match(path.name)
+        if match is None:
+            continue
+        width, count = len(match["k"]), int(match["n"])
+        for k in range(1, count + 1):
+            sibling = path.with_name(f"{match['stem']}-{k:0{width}d}-of-{match['n']}{match['ext']}")
+            if sibling.is_file():
+                found.add(sibling)
+    return sorted(found)
+
+
+def check_index(index: Path, weight_map: dict[str, Path], found: dict[str, list[Path]]) -> None:
+    """The shards hold exactly the tensors the index says, each in the shard it names and in no other (found:
+    tensor name -> the shards that hold it). torch's load_sharded_checkpoint(strict=True) checks the same names."""
+    twice = sorted(name for name, files in found.items() if len(files) > 1)
+    if twice:
+        raise HyperCloneError(f"{index}: tensor {twice[0]!r} is in more than one shard "
+                              f"({', '.join(f.name for f in found[twice[0]])})")
+    unlisted = sorted(set(found) - set(weight_map))
+    if unlisted:
+        raise HyperCloneError(f"{index}: shard {found[unlisted[0]][0].name} holds {unlisted[0]!r}, which the index "
+                              "does not list")
+    absent = sorted(set(weight_map) - set(found))
+    if absent:
+        raise HyperCloneError(f"{index}: {absent[0]!r} is listed in {weight_map[absent[0]].name} but no shard holds it")
+    moved = sorted(name for name, files in found.items() if files[0].name != weight_map[name].name)
+    if moved:
+        raise HyperCloneError(f"{index}: {moved[0]!r} is listed in {weight_map[moved[0]].name} but stored in "
+                              f"{found[moved[0]][0].name}")
 
 
 @dataclass(frozen=True)
