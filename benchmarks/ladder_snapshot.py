@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 RUN_FILES = ("metrics.jsonl", "train_summary.json", "sweep_arm.json", "final/trainer_state.json")
+SMALL_RUN_FILES = ("metrics.jsonl", "train_summary.json")
 
 
 def save(out: Path, dest: Path) -> list[str]:
@@ -29,16 +30,19 @@ def save(out: Path, dest: Path) -> list[str]:
             shutil.copy2(path, dest / path.name)
     saved = []
     for run in sorted((out / "runs").iterdir()):
-        # small models' runs (the preset's, and a search's small-<tokens>-s0) are retrained instead: their
-        # weights are what the grown models are made from
-        if run.name == "small" or run.name.startswith("small-") or not (run / "final" / "trainer_state.json").exists():
+        if not (run / "final" / "trainer_state.json").exists():
             continue
-        for name in RUN_FILES:
+        # small models' runs (the preset's, and a search's small-<tokens>-s0) are retrained on restore (their
+        # weights are what the grown models are made from), so they are kept without the file that marks them
+        # finished: their curves still give the reports the small model's cost (incl. small) with --report-only
+        small = run.name == "small" or run.name.startswith("small-")
+        for name in SMALL_RUN_FILES if small else RUN_FILES:
             if (run / name).exists():
                 target = dest / "runs" / run.name / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run / name, target)
-        saved.append(run.name)
+        if not small:
+            saved.append(run.name)
     return saved
 
 
@@ -46,8 +50,8 @@ def restore(out: Path, dest: Path) -> list[str]:
     restored = []
     for run in sorted((dest / "runs").iterdir()) if (dest / "runs").is_dir() else []:
         target = out / "runs" / run.name
-        if (target / "final" / "trainer_state.json").exists():
-            continue
+        if (target / "final" / "trainer_state.json").exists() or not (run / "final" / "trainer_state.json").exists():
+            continue  # done already, or a small model's curve (retrained by the command)
         shutil.copytree(run, target, dirs_exist_ok=True)
         restored.append(run.name)
     return restored

@@ -233,7 +233,8 @@ def test_the_prose_sweep_repeats_the_ladders_budget_on_another_corpus():
 
 def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tmp_path):
     """benchmarks/ladder_snapshot.py: finished runs (and the search report) go into the repository and come back
-    into a fresh folder; unfinished runs and small models' runs (whose weights the snapshot does not hold) do not."""
+    into a fresh folder; unfinished runs do not, nor do small models' runs (whose weights the snapshot does not
+    hold: only their curves are kept, for the reports' small-model cost)."""
     import importlib.util
     from pathlib import Path
 
@@ -248,6 +249,8 @@ def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tm
     (out / "search.md").write_text("report")
     assert snapshot.save(out, dest) == ["grown-16m-lr0.002-s0"]
     assert (dest / "search.md").read_text() == "report"
+    small = dest / "runs" / "small-12800000-s0"  # its curve (the small model's cost for the reports), not finished
+    assert (small / "metrics.jsonl").is_file() and not (small / "final").exists()
     assert snapshot.restore(fresh, dest) == ["grown-16m-lr0.002-s0"]
     assert (fresh / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text() == (
         out / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text()
