@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import FAMILIES, make_tiny
+from tiny_models import FAMILIES, MOE_FAMILIES, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.grow.engine import grow
@@ -172,7 +172,7 @@ def test_bf16_growth_is_exact_in_float32(tmp_path, family, mode, width):
         assert provenance["output_dtypes"] == ["float32"] and stored_dtypes(out) == {"F32"}
         assert any("written in float32" in note for note in provenance["notes"])
         assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
-    if family in ("llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "opt") and width == 2:
+    if family in ("llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "opt", *MOE_FAMILIES) and width == 2:
         assert provenance["output_dtypes"] == ["bfloat16"]  # no factor bf16 cannot hold: stays bf16
 
 

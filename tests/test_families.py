@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FAMILIES, make_tiny
+from tiny_models import FAMILIES, MOE_FAMILIES, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -224,3 +224,118 @@ def test_to_target_config(tmp_path):
     (tmp_path / "target.json").write_text(json.dumps(target))
     with pytest.raises(HyperCloneError, match="vocabulary"):
         grow(src, tmp_path / "out2", to=tmp_path / "target.json")
+
+
+# ---- mixtures of experts as sources ---------------------------------------------------------------------
+
+MOE_GROWTHS = [dict(width=2, ffn=3, mode="noisy", noise_db=0.0),
+               dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100, mode="uneven")]
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+@pytest.mark.parametrize("options", MOE_GROWTHS, ids=["x2-ffn3-noisy", "uneven-1.5x"])
+def test_moe_routing_is_unchanged(tmp_path, family, options):
+    """The router reads the residual stream like any input projection, so a function-preserving copy of the
+    hidden state gives it the same logits: every token picks the same experts with the same weights."""
+    src = make_tiny(family, tmp_path / "src")
+    out = grow(src, tmp_path / "out", seed=2, **options)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    tokens = torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = source(tokens, output_router_logits=True).router_logits
+        after = grown(tokens, output_router_logits=True).router_logits
+    top_k = source.config.num_experts_per_tok
+    assert len(before) == len(after) == source.config.num_hidden_layers and top_k == 2
+    for a, b in zip(before, after, strict=True):
+        assert a.shape == b.shape == (48, 4)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        chosen = a.topk(top_k, dim=-1).indices.sort(-1).values
+        assert torch.equal(chosen, b.topk(top_k, dim=-1).indices.sort(-1).values)
+        assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
+    assert compare_models(source, grown, tolerance=REL_TOL).ok
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
+    src = make_tiny(family, tmp_path / "src")
+    before = json.loads((src / "config.json").read_text())
+    out = grow(src, tmp_path / "out", width=2, ffn=3)
+    after = json.loads((out / "config.json").read_text())
+    experts = "num_local_experts" if "num_local_experts" in before else "num_experts"
+    assert after[experts] == before[experts] == 4 and after["num_experts_per_tok"] == 2
+    for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size"):
+        if key in before:
+            assert after[key] == 3 * before[key]
+    grown = load_causal_lm(out)
+    routers = [p for name, p in grown.named_parameters() if name.endswith(".gate.weight")]
+    assert routers and all(p.shape == (4, 96) for p in routers)
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters())
+    assert provenance["source"]["experts"] == provenance["grown"]["experts"] == 4
+
+
+def test_an_upcycled_model_grows_again(tmp_path):
+    """llama -> Mixtral upcycled, then the Mixtral grown in width: still the dense model's function."""
+    src = make_tiny("llama", tmp_path / "src", attention_bias=False, mlp_bias=False)
+    moe = grow(src, tmp_path / "moe", width=1, experts=4, top_k=2, mode="noisy", seed=1)
+    out = grow(moe, tmp_path / "out", width=2, ffn=2, mode="noisy", seed=2)
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
+@pytest.mark.parametrize("family,overrides,message", [
+    ("qwen3_moe", dict(decoder_sparse_step=2), "decoder_sparse_step=2 cannot be grown"),
+    ("qwen2_moe", dict(mlp_only_layers=[1]), "mlp_only_layers=\\[1\\] cannot be grown"),
+])
+def test_moe_with_dense_layers_is_refused(tmp_path, family, overrides, message):
+    src = make_tiny(family, tmp_path / "src", **overrides)
+    with pytest.raises(HyperCloneError, match=message):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fused_expert_tensors_are_refused(tmp_path):
+    """transformers holds experts as fused 3-D tensors in memory and loads files in that layout too; files written
+    by save_pretrained (and the Hub's) hold one tensor per expert, which is what is grown."""
+    from safetensors.torch import save_file
+
+    src = make_tiny("qwen3_moe", tmp_path / "src")
+    state = {k: v.contiguous() for k, v in load_causal_lm(src).state_dict().items()}
+    assert "model.layers.0.mlp.experts.gate_up_proj" in state
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="fused 3-D expert tensors .* save_pretrained"):
+        grow(src, tmp_path / "out", width=2)
+
+
+def test_to_target_with_other_expert_count_is_refused(tmp_path):
+    src = make_tiny("mixtral", tmp_path / "src")
+    target = json.loads((src / "config.json").read_text())
+    target.update(hidden_size=96, num_attention_heads=12, num_key_value_heads=4, intermediate_size=80,
+                  num_local_experts=8)
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    with pytest.raises(HyperCloneError, match="keeps the number of experts"):
+        grow(src, tmp_path / "out", to=tmp_path / "target.json")
+    target["num_local_experts"] = 4
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    out = grow(src, tmp_path / "out", to=tmp_path / "target.json")
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == 80
+    assert compare_models(load_causal_lm(src), load_causal_lm(out)).ok
+
+
+@pytest.mark.parametrize("change", [
+    {"refuse": [{"key": "x", "reason": "r"}]},  # neither equals nor unless
+    {"refuse": [{"key": "x", "equals": 1, "unless": [1], "reason": "r"}]},
+    {"refuse": [{"key": "x", "unless": 1, "reason": "r"}]},
+    {"refuse": [{"tensor": "(", "reason": "r"}]},
+    {"config": {"hidden": "hidden_size", "ffn": "moe_intermediate_size", "heads": "num_attention_heads",
+                "layers": "num_hidden_layers", "vocab": "vocab_size"}},  # {expert} names without the experts slot
+])
+def test_moe_table_mistakes_fail_loudly(change):
+    import re
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family
+
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("qwen3_moe.json").read_text())
+    _parse_family(raw)
+    with pytest.raises((ValueError, re.error)):
+        _parse_family({**raw, **change})

@@ -163,7 +163,23 @@ def test_plans_from_the_stated_config_equal_plans_from_transformers(tmp_path, fa
         assert stated_plans == 6
 
 
-STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2"}
+STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2",
+                     "qwen3_moe"}  # transformers 5.25 writes num_experts as num_local_experts (the Hub: num_experts)
+
+
+def test_a_hub_style_qwen3_moe_config_plans_without_transformers(tmp_path):
+    """Qwen3-MoE config.json as the Hub states it (num_experts): planned from the file, the same plan."""
+    from hyperclone.grow.plan import GrowthSpec, make_plan
+    from hyperclone.grow.source import StatedConfig, open_source
+
+    src = make_tiny("qwen3_moe", tmp_path / "src")
+    raw = json.loads((src / "config.json").read_text())
+    raw["num_experts"] = raw.pop("num_local_experts")
+    (src / "config.json").write_text(json.dumps(raw))
+    source = open_source(src)
+    stated = make_plan(source.family, StatedConfig(source.raw_config), source.weights.infos, GrowthSpec(width=2))
+    assert repr(stated) == repr(make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=2)))
+    assert stated.grown.experts == 4 and stated.grown.ffn == 80
 
 
 def test_a_depth_growth_plans_with_transformers(tmp_path):

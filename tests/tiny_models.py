@@ -78,7 +78,20 @@ TINY_CONFIGS: dict[str, dict] = {
                         original_max_position_embeddings=32, rope_theta=10000.0)),
     "stablelm": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                      num_hidden_layers=2, use_qkv_bias=True, use_parallel_residual=True, partial_rotary_factor=0.5),
+    # mixtures of experts: 4 experts, top-2, every layer routed; renormalised top-k (Qwen3-MoE, Mixtral always)
+    # and not (OLMoE, Qwen2-MoE, whose shared expert has its own width and sigmoid gate)
+    "qwen3_moe": dict(hidden_size=48, moe_intermediate_size=40, intermediate_size=80, num_attention_heads=6,
+                      num_key_value_heads=2, head_dim=8, num_hidden_layers=2, num_experts=4, num_experts_per_tok=2,
+                      norm_topk_prob=True, attention_bias=True),
+    "mixtral": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                    num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+    "olmoe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=3.0),
+    "qwen2_moe": dict(hidden_size=48, moe_intermediate_size=40, intermediate_size=80,
+                      shared_expert_intermediate_size=20, num_attention_heads=6, num_key_value_heads=2,
+                      num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
 }
+MOE_FAMILIES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 
 FAMILIES = sorted(TINY_CONFIGS)
 

@@ -46,7 +46,8 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"family      {info['family']}",
         f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
         f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
-        f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}",
+        f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}"
+        + _moe_dims(dims),
         f"tied        {'yes' if info['tied_embeddings'] else 'no'}",
         "",
         "legal growths (any positive integers --width N --ffn M; N = M shown):",
@@ -61,6 +62,17 @@ def format_inspection(info: dict[str, Any]) -> str:
                      + ("" if g["exact"] else "  NOT exact"))
         lines.extend(f"        note: {note}" for note in g["notes"])
     return "\n".join(lines)
+
+
+MOE_SLOTS = ("experts", "dense_ffn", "shared_ffn")
+
+
+def _moe_dims(dims: dict[str, Any]) -> str:
+    """A mixture of experts' extra dimensions, for the dimensions line ('' for a dense model)."""
+    if not dims.get("experts"):
+        return ""
+    extra = "".join(f", {slot.replace('_', ' ')} {dims[slot]}" for slot in MOE_SLOTS[1:] if dims.get(slot))
+    return f", experts {dims['experts']} (ffn: each expert's width){extra}"
 
 
 def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
@@ -85,6 +97,10 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
         maps_note.append("heads are copied unevenly; the output projection divides by each head's copy count")
     if plan.grown.head_dim != plan.source.head_dim:
         maps_note.append("head_dim grows: q and k scaled so q.k absorbs the change of 1/sqrt(head_dim)")
+    if plan.source.experts:
+        maps_note.append(f"mixture of experts: the {plan.source.experts} experts are kept and each grows like a dense "
+                         "MLP; the router reads the residual stream like any input projection, so its logits and the "
+                         "routing are unchanged")
     summary["constructions"] = maps_note
     summary["config_updates"] = plan.config_updates
     return summary
@@ -93,8 +109,9 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
 def format_plan(info: dict[str, Any]) -> str:
     src, new = info["source"], info["grown"]
     lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
-    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers"):
-        lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS):
+        if src.get(key) is not None:
+            lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
     lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "
                  f"({info['output_bytes'] / 1e9:.2f} GB written)")
     if info["function_preserving"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -26,7 +27,7 @@ from hyperclone.grow.axis_map import (
 )
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
-from hyperclone.grow.families import Family, TensorRule
+from hyperclone.grow.families import FFN_SLOTS, Family, TensorRule
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
     DEFAULT_NOISE_DB,
@@ -54,6 +55,7 @@ class GrowthSpec:
     depth_mode: str = "identity"  # identity: new blocks start as the identity; stack: copies of blocks (G_stack)
     insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
     target_vocab: int | None = None  # from --to: must equal the source's vocabulary
+    target_experts: int | None = None  # from --to: must equal the source's number of experts
     mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal | uneven
     noise_db: float | None = None  # signal-to-noise ratio of noisy and uneven mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
@@ -103,13 +105,17 @@ class Dims:
     vocab: int
     positions: int | None
     embed: int  # OPT's word_embed_proj_dim; equals hidden elsewhere
+    experts: int | None = None  # routed experts of a mixture of experts (kept by width growth)
+    dense_ffn: int | None = None  # a MoE family's dense MLP width (Qwen-MoE intermediate_size)
+    shared_ffn: int | None = None  # the shared expert's width (Qwen2-MoE)
 
 
 def check_supported(family: Family, config: Any) -> None:
     """Refuse a configuration the family table does not describe exactly (the table's "refuse" list)."""
-    for key, value, reason in family.refuse:
-        if getattr(config, key, None) == value:
-            raise HyperCloneError(f"{family.model_type} with {key}={json.dumps(value)} cannot be grown: {reason}")
+    for refusal in family.refuse:
+        if refusal.key is not None and refusal.applies_to_config(value := getattr(config, refusal.key, None)):
+            raise HyperCloneError(f"{family.model_type} with {refusal.key}={json.dumps(value)} cannot be grown: "
+                                  f"{refusal.reason}")
 
 
 def source_dims(family: Family, config: Any) -> Dims:
@@ -125,7 +131,8 @@ def source_dims(family: Family, config: Any) -> Dims:
     if ffn is None and family.ffn_default_multiple:
         ffn = family.ffn_default_multiple * hidden
     values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
-    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed") if get(slot) is not None}
+    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS)
+                if get(slot) is not None}
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
@@ -134,7 +141,8 @@ def source_dims(family: Family, config: Any) -> Dims:
     if heads % kv_heads:
         raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
-                vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden)
+                vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
+                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS)})
 
 
 def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -> None:
@@ -194,11 +202,23 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
     if spec.target_vocab is not None and spec.target_vocab != dims.vocab:
         raise HyperCloneError(f"the target vocabulary ({spec.target_vocab}) differs from the source's ({dims.vocab}); "
                               "growth keeps the tokenizer")
+    if spec.target_experts is not None and spec.target_experts != dims.experts:
+        raise HyperCloneError(f"the target has {spec.target_experts} experts, the source {dims.experts}; width "
+                              "growth keeps the number of experts")
     grown = Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers,
                  vocab=dims.vocab, positions=dims.positions,
-                 embed=hidden if dims.embed == dims.hidden else dims.embed)
+                 embed=hidden if dims.embed == dims.hidden else dims.embed, experts=dims.experts,
+                 **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS})
     _check_reachable(family, dims, grown)
     return grown
+
+
+def _with_ffn(family: Family, slot: str, width: int | None, old_ffn: int, new_ffn: int) -> int | None:
+    """Another MLP width of the model (a MoE's dense layers, its shared expert) grown by the MLP width's factor."""
+    if width is None:
+        return None
+    return _ratio(width * new_ffn, old_ffn, f"{family.config_keys[slot]} grown with the MLP width",
+                  "an MLP width that keeps it whole")
 
 
 def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
@@ -249,7 +269,7 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
     clash = [k for k in updates if getattr(spec, k) is not None]
     if clash:
         raise HyperCloneError(f"--to and --{clash[0].replace('_', '-')} both give the {clash[0].replace('_', ' ')}")
-    return replace(spec, target_vocab=vocab, **updates)
+    return replace(spec, target_vocab=vocab, target_experts=read("experts"), **updates)
 
 
 def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, bool]]:
@@ -341,8 +361,10 @@ class Plan:
                 "output_bytes": sum(t.nbytes for t in self.outputs), "layers": self.layers, "notes": self.notes}
 
 
-def expand_names(family: Family, layers: list[tuple[int, bool]] | int) -> list[tuple[str, str, TensorRule, bool]]:
-    """(output name, source name, rule, identity layer?) for every tensor the family table describes."""
+def expand_names(family: Family, layers: list[tuple[int, bool]] | int,
+                 experts: int | None = None) -> list[tuple[str, str, TensorRule, bool]]:
+    """(output name, source name, rule, identity layer?) for every tensor the family table describes;
+    a name with {expert} once per routed expert."""
     if isinstance(layers, int):
         layers = [(i, False) for i in range(layers)]
     names = []
@@ -351,13 +373,21 @@ def expand_names(family: Family, layers: list[tuple[int, bool]] | int) -> list[t
             names.append((rule.name, rule.name, rule, False))
     for new_index, (src_index, identity) in enumerate(layers):
         for rule in family.tensors:
-            if rule.per_layer:
-                names.append((rule.name.replace("{layer}", str(new_index)),
-                              rule.name.replace("{layer}", str(src_index)), rule, identity))
+            if not rule.per_layer:
+                continue
+            for template in _per_expert(rule.name, experts if rule.per_expert else None):
+                names.append((template.replace("{layer}", str(new_index)),
+                              template.replace("{layer}", str(src_index)), rule, identity))
     for rule in family.tensors:
         if not rule.per_layer and rule.role != "embedding":
             names.append((rule.name, rule.name, rule, False))
     return names
+
+
+def _per_expert(name: str, experts: int | None) -> list[str]:
+    if experts is None:
+        return [name]
+    return [name.replace("{expert}", str(expert)) for expert in range(experts)]
 
 
 class AxisMaps:
@@ -401,6 +431,9 @@ class AxisMaps:
             "kv_heads": kv_heads,
             "one": tile_map(1, 1),
             "ffn": tile_map(dims.ffn, grown.ffn),
+            **{slot: tile_map(getattr(dims, slot), getattr(grown, slot))
+               for slot in FFN_SLOTS if getattr(dims, slot) is not None},
+            **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
             "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
             "vocab": tile_map(dims.vocab, dims.vocab),
             "positions": tile_map(positions, positions),
@@ -443,6 +476,9 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
     for name, info in tensors.items():
         if family.is_ignored(name):
             continue
+        refused = next((r for r in family.refuse if r.tensor is not None and re.search(r.tensor, name)), None)
+        if refused is not None:
+            raise HyperCloneError(f"{family.model_type}: {name} cannot be grown: {refused.reason}")
         rule = source_rules.get(name)
         if rule is None:
             raise HyperCloneError(f"config and weights disagree: unexpected tensor {name!r} for a "
@@ -495,7 +531,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     layers = layer_plan(dims, grown, spec)
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     maps = AxisMaps(family, dims, grown)
-    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers)}
+    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts)}
 
     present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
 
@@ -511,7 +547,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     notes = plan_notes(spec, tied, dims, grown)
     writers = residual_writers(family)
     recipes = []
-    for out_name, src_name, rule, identity in expand_names(family, layers):
+    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts):
         if src_name not in present:
             continue
         info = present[src_name]
@@ -620,6 +656,9 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         updates[keys["head_dim"]] = grown.head_dim
     if "embed" in keys:
         updates[keys["embed"]] = grown.embed
+    for slot in FFN_SLOTS:
+        if getattr(grown, slot) is not None:
+            updates[keys[slot]] = getattr(grown, slot)
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
     if maps.layernorm_scale != 1.0:

@@ -9,7 +9,9 @@ experts differ while each is exact). Mixtral always renormalises; Qwen3-MoE and 
 projection is zero), so only the routed experts contribute. The router is new: a seeded normal of standard
 deviation ROUTER_STD (transformers' initializer_range default), recorded in hyperclone.json.
 
-Architecture knowledge as data: UPCYCLE maps a dense source family to its MoE target and names the tensors.
+Architecture knowledge as data: UPCYCLE maps a dense source family to its MoE target; the target's tensor names
+(experts, router, shared expert and its gate) and config keys are read from the target's own family table
+(hyperclone/grow/families/<target>.json, the table that grows MoE sources), so they are written once.
 Out of scope (stated): expert-parallel layouts, capacity limits / token dropping (transformers' eager MoE
 computes every routed token), and families whose router cannot renormalise (refused).
 """
@@ -21,36 +23,24 @@ from dataclasses import replace
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.families import Family, get_family
 
 ROUTER_STD = 0.02
 MLP = re.compile(r"^model\.layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.(weight|bias)$")
 
+# What the target tables do not say: the class, the top-k renormalisation switch, the dense MLP part each expert
+# tensor copies (the expert tensor's last name component), config values, and whether attention may have biases.
+# A target with a shared expert (Qwen2-MoE) gets one of the MLP's shape, silent (zero down projection, zero gate).
 TARGETS: dict[str, dict[str, Any]] = {
-    "mixtral": {
-        "architecture": "MixtralForCausalLM", "experts_key": "num_local_experts", "norm_topk": None,
-        "expert": "model.layers.{layer}.block_sparse_moe.experts.{expert}.{part}.weight",
-        "parts": {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
-        "router": "model.layers.{layer}.block_sparse_moe.gate.weight", "ffn_key": "intermediate_size",
-        "config": {}, "no_attention_bias": True,
-    },
-    "qwen3_moe": {
-        "architecture": "Qwen3MoeForCausalLM", "experts_key": "num_experts", "norm_topk": "norm_topk_prob",
-        "expert": "model.layers.{layer}.mlp.experts.{expert}.{part}.weight",
-        "parts": {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"},
-        "router": "model.layers.{layer}.mlp.gate.weight", "ffn_key": "moe_intermediate_size",
-        "config": {"decoder_sparse_step": 1, "mlp_only_layers": []}, "no_attention_bias": False,
-    },
-    "qwen2_moe": {
-        "architecture": "Qwen2MoeForCausalLM", "experts_key": "num_experts", "norm_topk": "norm_topk_prob",
-        "expert": "model.layers.{layer}.mlp.experts.{expert}.{part}.weight",
-        "parts": {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"},
-        "router": "model.layers.{layer}.mlp.gate.weight", "ffn_key": "moe_intermediate_size",
-        "config": {"decoder_sparse_step": 1, "mlp_only_layers": []}, "no_attention_bias": False,
-        # the shared expert: same shape as the MLP, silent (zero down projection, zero gate)
-        "shared": {"parts": "model.layers.{layer}.mlp.shared_expert.{part}.weight",
-                   "gate": "model.layers.{layer}.mlp.shared_expert_gate.weight",
-                   "size_key": "shared_expert_intermediate_size"},
-    },
+    "mixtral": {"architecture": "MixtralForCausalLM", "norm_topk": None,
+                "parts": {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
+                "config": {}, "no_attention_bias": True},
+    "qwen3_moe": {"architecture": "Qwen3MoeForCausalLM", "norm_topk": "norm_topk_prob",
+                  "parts": {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"},
+                  "config": {"decoder_sparse_step": 1, "mlp_only_layers": []}, "no_attention_bias": False},
+    "qwen2_moe": {"architecture": "Qwen2MoeForCausalLM", "norm_topk": "norm_topk_prob",
+                  "parts": {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"},
+                  "config": {"decoder_sparse_step": 1, "mlp_only_layers": []}, "no_attention_bias": False},
 }
 UPCYCLE = {"llama": "mixtral", "mistral": "mixtral", "qwen3": "qwen3_moe", "qwen2": "qwen2_moe"}
 
@@ -77,12 +67,26 @@ def check(raw_config: dict[str, Any], experts: int, top_k: int) -> str:
     return target
 
 
+def _template(family: Family, part: str, shared: bool = False) -> str:
+    """The target table's name template of an expert's (or the shared expert's) `part` weight."""
+    for rule in family.tensors:
+        is_shared = any("shared_ffn" in axis for axis in rule.axes)
+        if rule.name.endswith(f".{part}.weight") and (is_shared if shared else rule.per_expert):
+            return rule.name
+    raise HyperCloneError(f"{family.model_type}: its table has no {'shared ' if shared else ''}expert {part}")
+
+
+def _role(family: Family, role: str) -> str | None:
+    return next((rule.name for rule in family.tensors if rule.role == role), None)
+
+
 def upcycle_recipes(recipes: list, experts: int, target: str, router_map) -> list:
     """The plan's recipes with every MLP tensor written once per expert, plus a router per layer (and the
     silent shared expert of Qwen2-MoE). Other tensors are unchanged."""
     from hyperclone.grow.axis_map import tile_map
 
-    spec = TARGETS[target]
+    spec, family = TARGETS[target], get_family(target)
+    shared_gate = _role(family, "shared_gate")
     out, routed = [], set()
     for recipe in recipes:
         match = MLP.match(recipe.out_name)
@@ -91,19 +95,19 @@ def upcycle_recipes(recipes: list, experts: int, target: str, router_map) -> lis
             continue
         layer, part, _ = match.groups()
         for expert in range(experts):
-            name = spec["expert"].format(layer=layer, expert=expert, part=spec["parts"][part])
+            name = _template(family, spec["parts"][part]).format(layer=layer, expert=expert)
             out.append(replace(recipe, out_name=name))
-        if "shared" in spec:
-            name = spec["shared"]["parts"].format(layer=layer, part=part)
+        if shared_gate is not None:
+            name = _template(family, part, shared=True).format(layer=layer)
             out.append(replace(recipe, out_name=name, kind="zero") if part == "down_proj"
                        else replace(recipe, out_name=name))
         if layer not in routed:
             routed.add(layer)
             maps = (tile_map(experts, experts), router_map)
-            out.append(replace(recipe, out_name=spec["router"].format(layer=layer), maps=maps, contract=None,
-                               kind="router", scale=ROUTER_STD))
-            if "shared" in spec:
-                gate = spec["shared"]["gate"].format(layer=layer)
+            out.append(replace(recipe, out_name=_role(family, "router").format(layer=layer), maps=maps,
+                               contract=None, kind="router", scale=ROUTER_STD))
+            if shared_gate is not None:
+                gate = shared_gate.format(layer=layer)
                 out.append(replace(recipe, out_name=gate, maps=(tile_map(1, 1), router_map), contract=None,
                                    kind="zero"))
     return out
@@ -114,17 +118,17 @@ def moe_config(dense: dict[str, Any], target: str, experts: int, top_k: int) -> 
     target class's own defaults, e.g. Mixtral's rope_theta, must not leak in), then the expert settings."""
     from transformers import AutoConfig
 
-    spec = TARGETS[target]
+    spec, keys = TARGETS[target], get_family(target).config_keys
     fields = {k: v for k, v in dense.items()
               if k not in ("model_type", "architectures", "transformers_version", "auto_map", "mlp_bias")}
     fields.update(spec["config"])
-    fields[spec["experts_key"]] = experts
+    fields[keys["experts"]] = experts
     fields["num_experts_per_tok"] = top_k
-    fields[spec["ffn_key"]] = dense["intermediate_size"]
+    fields[keys["ffn"]] = dense["intermediate_size"]
     if spec["norm_topk"]:
         fields[spec["norm_topk"]] = True
-    if "shared" in spec:
-        fields[spec["shared"]["size_key"]] = dense["intermediate_size"]
+    if "shared_ffn" in keys:
+        fields[keys["shared_ffn"]] = dense["intermediate_size"]
     config = AutoConfig.for_model(target, **fields).to_dict()
     config["architectures"] = [spec["architecture"]]
     return config

@@ -14,9 +14,14 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    query heads, then its key head, then its value head
   heads, kv_heads  one position per query head / KV head (Cohere's q/k norm weights [heads, head_dim])
   one              a single position, kept (Apertus' xIELU parameters of shape [1])
-  ffn              MLP width
+  ffn              MLP width (in a mixture of experts: each routed expert's width)
+  dense_ffn        the width of a MoE family's dense MLP layers (Qwen-MoE intermediate_size); grows with ffn
+  shared_ffn       the shared expert's width (Qwen2-MoE); grows with ffn
+  experts          one position per routed expert (the router's output): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   vocab, positions, head_dim                               kept
+A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
+``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store.
 A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_proj); each section
 is grown on its own and the results are concatenated in the same order.
 
@@ -25,13 +30,17 @@ is grown on its own and the results are concatenated in the same order.
 Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
 ``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
 place where tied embeddings are rescaled), ``norm`` (any other norm weight or bias), ``weight``
-(linear weights and biases, learned position embeddings).
+(linear weights and biases, learned position embeddings), ``router`` (a MoE router: reads the residual
+stream, one logit per expert) and ``shared_gate`` (Qwen2-MoE's sigmoid gate of the shared expert); a router
+and a shared gate grow like any linear layer reading the residual stream, and their outputs are kept.
 
 Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must preserve),
 ``norm_eps_key`` (the config key of the norms' epsilon, null when the model hard-codes it),
 ``rope`` (rotary embeddings: head_dim may only grow without them), and optionally ``refuse``: a list of
 ``{"key": config key, "equals": value, "reason": text}``; a source whose config has that value is refused
-with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi).
+with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi). With
+``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers);
+with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused.
 """
 
 from __future__ import annotations
@@ -44,17 +53,19 @@ from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 
-AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "embed", "vocab",
-              "positions", "head_dim", "heads", "kv_heads", "one")
-ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm")
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
+              "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one")
+ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
-CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed")
+CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
+                "experts", "dense_ffn", "shared_ffn")
+FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse"}
-REFUSE_KEYS = {"key", "equals", "reason"}
+REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,26 @@ class TensorRule:
     @property
     def per_layer(self) -> bool:
         return "{layer}" in self.name
+
+    @property
+    def per_expert(self) -> bool:
+        return "{expert}" in self.name
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A configuration (config key equal to, or outside of, values) or a tensor layout the table refuses."""
+
+    reason: str
+    key: str | None = None
+    equals: Any = None
+    unless: tuple[Any, ...] | None = None
+    tensor: str | None = None  # a regex over tensor names
+
+    def applies_to_config(self, value: Any) -> bool:
+        if self.key is None:
+            return False
+        return value not in self.unless if self.unless is not None else value == self.equals
 
 
 @dataclass(frozen=True)
@@ -85,7 +116,7 @@ class Family:
     final_norm_parametric: bool = True  # False when the final norm has no weight (OLMo v1)
     ffn_default_multiple: int | None = None  # GPT-2: n_inner None means 4 x hidden
     position_offset: int = 0  # OPT's learned positions have 2 extra rows
-    refuse: tuple[tuple[str, Any, str], ...] = ()  # (config key, value, reason): configurations refused
+    refuse: tuple[Refusal, ...] = ()  # configurations and tensor layouts refused
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -123,15 +154,13 @@ def _parse_family(raw: dict) -> Family:
         raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
     if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
         raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
-    refuse = raw.get("refuse", [])
-    if not isinstance(refuse, list) or any(
-            not isinstance(r, dict) or set(r) != REFUSE_KEYS or not isinstance(r["key"], str)
-            or not isinstance(r["reason"], str) or not r["reason"] for r in refuse):
-        raise ValueError(f"family {name}: refuse must be a list of {{key, equals, reason}} objects")
+    tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
+    if any(t.per_expert for t in tensors) and "experts" not in config_keys:
+        raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
     return Family(
         model_type=raw["model_type"],
         config_keys=config_keys,
-        tensors=tuple(_parse_rule(name, t) for t in raw["tensors"]),
+        tensors=tensors,
         norm=raw["norm"],
         norm_eps_key=raw["norm_eps_key"],
         rope=raw["rope"],
@@ -142,8 +171,26 @@ def _parse_family(raw: dict) -> Family:
         final_norm_parametric=bool(raw.get("final_norm_parametric", True)),
         ffn_default_multiple=raw.get("ffn_default_multiple"),
         position_offset=int(raw.get("position_offset", 0)),
-        refuse=tuple((r["key"], r["equals"], r["reason"]) for r in refuse),
+        refuse=tuple(_parse_refusal(name, r) for r in raw.get("refuse", [])),
     )
+
+
+def _valid_refusal(raw: Any) -> bool:
+    if not isinstance(raw, dict) or not isinstance(raw.get("reason"), str) or not raw["reason"]:
+        return False
+    if set(raw) - {"reason"} not in REFUSE_CONDITIONS or not isinstance(raw.get("unless", []), list):
+        return False
+    return all(isinstance(raw.get(k, ""), str) for k in ("key", "tensor"))
+
+
+def _parse_refusal(family: str, raw: Any) -> Refusal:
+    if not _valid_refusal(raw):
+        raise ValueError(f"family {family}: refuse must be a list of {{key, equals | unless, reason}} or "
+                         "{tensor, reason} objects")
+    if "tensor" in raw:
+        re.compile(raw["tensor"])  # a bad pattern fails when the tables load, not when a checkpoint is read
+    unless = tuple(raw["unless"]) if "unless" in raw else None
+    return Refusal(raw["reason"], raw.get("key"), raw.get("equals"), unless, raw.get("tensor"))
 
 
 def _load_all() -> dict[str, Family]:
