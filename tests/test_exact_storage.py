@@ -358,6 +358,11 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
     ("opt", dict(width=2, layers=3)),
     ("gemma3_text", dict(width=2)),  # a rotary table per layer type
     ("olmo3", dict(width=2, layers=3)),
+    # mixtures of experts: per-expert tensors on disk, fused 3-D experts in memory (the tables' in_memory)
+    ("mixtral", dict(width=2, layers=3)),
+    ("qwen3_moe", dict(width=3)),
+    ("olmoe", dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)),
+    ("qwen2_moe", dict(width=2, ffn=3)),
 ])
 def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)

@@ -70,6 +70,29 @@ def _config_with_layers(config: Any, layers_key: str, count: int) -> Any:
     return small
 
 
+def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, experts: int | None
+                     ) -> dict[str, torch.Tensor]:
+    """One block's tensors as read from the checkpoint, renamed and fused where transformers holds them otherwise in
+    memory (the family table's in_memory: a MoE's per-expert weights stacked, gate and up rows joined)."""
+    fused: dict[str, list[torch.Tensor | None]] = {}
+    for rule in family.tensors if family is not None else ():
+        if rule.in_memory is None or not rule.per_layer:
+            continue
+        target, section, sections = rule.in_memory
+        name = rule.name.replace("{layer}", str(layer))
+        names = [name.replace("{expert}", str(e)) for e in range(experts or 0)] if rule.per_expert else [name]
+        if not all(n in state for n in names):
+            continue
+        parts = [state.pop(n) for n in names]
+        fused.setdefault(target.replace("{layer}", str(layer)), [None] * sections)[section] = (
+            torch.stack(parts) if rule.per_expert else parts[0])
+    for name, sections in fused.items():
+        if any(part is None for part in sections):
+            raise HyperCloneError(f"{name}: the checkpoint lacks some of its sections")
+        state[name] = sections[0] if len(sections) == 1 else torch.cat(sections, dim=-2)
+    return state
+
+
 class LazyModel:
     """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
 
@@ -77,9 +100,13 @@ class LazyModel:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from hyperclone.grow.checkpoint_io import SourceWeights
+        from hyperclone.grow.families import FAMILIES
 
         self.weights = SourceWeights(Path(folder), allow_pickle=False)
         self.config = AutoConfig.from_pretrained(folder)
+        self.family = FAMILIES.get(self.config.model_type)
+        experts_key = self.family.config_keys.get("experts") if self.family is not None else None
+        self.experts = getattr(self.config, experts_key) if experts_key else None
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
         self.count = getattr(self.config, layers_key)
         one = _config_with_layers(self.config, layers_key, 1)
@@ -102,6 +129,8 @@ class LazyModel:
         self.model.tie_weights()
         # the real config for masks and per-layer types; placeholders for every layer
         self.config._attn_implementation = small._attn_implementation
+        if getattr(small, "_experts_implementation", None) is not None:  # a mixture of experts' dispatch
+            self.config._experts_implementation = small._experts_implementation
         self.model.config = self.config
         for module in self.model.modules():
             if getattr(module, "config", None) is small:
@@ -132,8 +161,9 @@ class LazyModel:
         with torch.device("meta"):
             layer = self.layer_class(self.config, index)
         prefix = f"{self.prefix}.{index}."
-        state = {name.removeprefix(prefix): self.weights.read(name).float()
-                 for name in self.weights.infos if name.startswith(prefix)}
+        state = {name: self.weights.read(name).float() for name in self.weights.infos if name.startswith(prefix)}
+        state = in_memory_layout(self.family, state, index, self.experts)
+        state = {name.removeprefix(prefix): tensor for name, tensor in state.items()}
         layer.load_state_dict(state, assign=True, strict=True)
         meta = [name for name, b in layer.named_buffers() if b.is_meta]
         if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again

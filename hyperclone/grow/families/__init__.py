@@ -22,6 +22,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   vocab, positions, head_dim                               kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store.
+``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
+(transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
+gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
 A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_proj); each section
 is grown on its own and the results are concatenated in the same order.
 
@@ -61,7 +64,7 @@ CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "voc
                 "experts", "dense_ffn", "shared_ffn")
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
-TENSOR_KEYS = {"name", "axes", "contract", "role", "optional"}
+TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse"}
@@ -75,6 +78,7 @@ class TensorRule:
     contract: int | None = None
     role: str = "weight"
     optional: bool = False
+    in_memory: tuple[str, int, int] | None = None  # (name in memory, section, sections): see the module doc
 
     @property
     def per_layer(self) -> bool:
@@ -137,7 +141,13 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     contract = raw.get("contract")
     if contract is not None and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix")
-    return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)))
+    in_memory = raw.get("in_memory")
+    if in_memory is not None and not (isinstance(in_memory, list) and len(in_memory) == 3
+                                      and isinstance(in_memory[0], str) and isinstance(in_memory[2], int)
+                                      and isinstance(in_memory[1], int) and 0 <= in_memory[1] < in_memory[2]):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: in_memory must be [name, section, sections]")
+    return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
+                      tuple(in_memory) if in_memory else None)
 
 
 def _parse_family(raw: dict) -> Family:
