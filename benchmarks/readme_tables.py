@@ -371,6 +371,20 @@ def fuzz_index() -> str:
         "(`results/fuzz_index.json`)."])
 
 
+def fuzz_gguf() -> str:
+    data = load("fuzz_gguf.json")
+    return "\n".join([
+        "| cases | refused as transformers refuses | accepted, tensors equal | refused by a stricter rule | "
+        "disagreements | tracebacks | multi-line errors | output left behind |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {data['cases']:,} | {data['refused_as_reference']:,} | {data['accepted_and_equal']:,} | "
+        f"{data['refused_by_rule']:,} | {data['disagreements']} | {data['tracebacks']} | {data['multi_line_errors']} | "
+        f"{data['left_output']} |",
+        "", f"transformers {data['transformers']}, gguf {data['gguf']}, torch {data['torch']}, "
+        f"{data['machine']}, {data['date']}, {data['seconds']:.0f} s: `{data['command']}` "
+        "(`results/fuzz_gguf.json`)."])
+
+
 def test_suite() -> str:
     data = load("test_suite.json")
     return (f"`make test` from a fresh clone (`bash .ci/run`: install into a new .venv, then the tests) took "
@@ -385,7 +399,7 @@ def busy(data: dict) -> str:
 
 
 BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_search, prose, keep,
-                                  keep_diagnosis, fuzz, fuzz_index, test_suite,
+                                  keep_diagnosis, fuzz, fuzz_index, fuzz_gguf, test_suite,
                                   fidelity, bench_verify, bench_grow, bench_write, bench_startup, cpu_tiny,
                                   sweep_cpu_tiny, sweep_others, headtohead, headtohead_moe)}
 PATTERN = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import fuzz_gguf  # noqa: E402
 import fuzz_index  # noqa: E402
 import fuzz_safetensors  # noqa: E402
 
@@ -41,6 +42,50 @@ def test_the_index_reader_refuses_what_transformers_refuses_and_reads_what_it_re
     assert result["disagreements"] == 0 and result["tracebacks"] == 0, result["examples"]
     assert result["multi_line_errors"] == 0
     assert result["refused_as_reference"] > 50 and result["accepted_and_equal"] > 20  # both sides exercised
+
+
+def test_convert_refuses_what_transformers_refuses_in_a_damaged_gguf_file():
+    """Damaged tiny GGUF files through `convert_gguf` (benchmarks/fuzz_gguf.py; the long run's counts are
+    results/fuzz_gguf.json): refused in one line with no output where transformers cannot load them, refused by rule
+    where transformers would start parameters at random, otherwise the same tensors bit for bit."""
+    result = fuzz_gguf.run(80, seed=1)
+    assert result["cases"] == 80
+    assert result["disagreements"] == 0 and result["tracebacks"] == 0, result["examples"]
+    assert result["multi_line_errors"] == 0 and result["left_output"] == 0
+    assert result["refused_as_reference"] > 20 and result["accepted_and_equal"] > 5  # both sides exercised
+
+
+def test_convert_refuses_a_gguf_file_that_lacks_a_tensor(tmp_path):
+    """A GGUF file without one layer's query projection: transformers loads it and starts that matrix at random
+    (a warning only); `hyperclone convert` refuses in one line, exit 2, and writes nothing."""
+    import gguf
+    import numpy as np
+
+    full = tmp_path / "full.gguf"
+    fuzz_gguf.write_tiny(full, seed=0)
+    reader = gguf.GGUFReader(str(full))
+    writer = gguf.GGUFWriter(str(tmp_path / "model.gguf"), "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value = field.contents()
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, kind, sub_type=sub)
+    for tensor in reader.tensors:
+        if tensor.name != "blk.0.attn_q.weight":
+            writer.add_tensor(tensor.name, np.array(tensor.data).reshape(tuple(reversed(tensor.shape.tolist()))))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", "convert", str(tmp_path / "model.gguf"), str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "q_proj" in lines[0] and "at random" in lines[0], done.stderr
+    assert not out.exists()
 
 
 def _model(folder: Path) -> Path:
