@@ -41,8 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fuzz_safetensors import ours  # noqa: E402 - the same reading: what grow, inspect and verify use
+
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
-from hyperclone.grow.checkpoint_io import SourceWeights  # noqa: E402
 
 INDEX = "model.safetensors.index.json"
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
@@ -144,14 +145,6 @@ def reference(folder: Path, names: set[str]) -> dict[str, torch.Tensor] | Except
         return state
     except Exception as exc:  # noqa: BLE001 - any refusal of the reference counts as a refusal
         return exc
-
-
-def ours(folder: Path) -> dict[str, torch.Tensor] | HyperCloneError:
-    try:
-        weights = SourceWeights(folder)
-        return {name: weights.read(name).clone() for name in weights.infos}
-    except HyperCloneError as err:
-        return err
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
