@@ -90,8 +90,34 @@ TINY_CONFIGS: dict[str, dict] = {
     "qwen2_moe": dict(hidden_size=48, moe_intermediate_size=40, intermediate_size=80,
                       shared_expert_intermediate_size=20, num_attention_heads=6, num_key_value_heads=2,
                       num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
+    # DeepSeek-V3: latent attention (q LoRA, shared rope key, no-rope/rope/value parts of each head), a dense first
+    # layer then experts with a shared expert, sigmoid scores with a correction bias, group-limited top-k, scaled
+    "deepseek_v3": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                        num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+                        norm_topk_prob=True, routed_scaling_factor=2.5),
+    # DeepSeek-V2(-Lite): no q LoRA (q_proj reads the residual), biased MLPs, softmax scores not renormalised,
+    # group-limited greedy top-k
+    "deepseek_v2": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                        num_key_value_heads=6, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=2, n_group=2, topk_group=1,
+                        topk_method="group_limited_greedy", mlp_bias=True, routed_scaling_factor=1.5),
+    # GLM-4.7-Flash: DeepSeek-V3's latent attention and experts, dense layers listed per layer (mlp_layer_types)
+    "glm4_moe_lite": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                          num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
+                          qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3,
+                          mlp_layer_types=["dense", "sparse", "sparse"], n_routed_experts=4, num_experts_per_tok=2,
+                          n_shared_experts=1, n_group=2, topk_group=1, norm_topk_prob=True),
+    # GLM-4.5: grouped-query attention with q/k norms, biases and half-rotary heads, DeepSeek-V3's experts
+    "glm4_moe": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                     num_key_value_heads=2, head_dim=8, num_hidden_layers=3, first_k_dense_replace=1,
+                     n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                     norm_topk_prob=True, use_qk_norm=True, attention_bias=True, routed_scaling_factor=2.5,
+                     partial_rotary_factor=0.5),
 }
-MOE_FAMILIES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "glm4_moe_lite", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -119,6 +145,9 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(0.2 * torch.randn(param.shape, generator=gen))
+        for name, buffer in model.named_buffers():  # DeepSeek's router correction bias steers which experts run
+            if name.endswith("e_score_correction_bias"):
+                buffer.copy_(0.3 * torch.randn(buffer.shape, generator=gen))
 
 
 def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.float32, seed: int = 0,

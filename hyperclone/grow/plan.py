@@ -27,7 +27,8 @@ from hyperclone.grow.axis_map import (
 )
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
-from hyperclone.grow.families import FFN_SLOTS, Family, TensorRule
+from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, Family, TensorRule
+from hyperclone.grow.layer_kinds import read_layer_kinds, write_layer_kinds
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
     DEFAULT_NOISE_DB,
@@ -108,6 +109,11 @@ class Dims:
     experts: int | None = None  # routed experts of a mixture of experts (kept by width growth)
     dense_ffn: int | None = None  # a MoE family's dense MLP width (Qwen-MoE intermediate_size)
     shared_ffn: int | None = None  # the shared expert's width (Qwen2-MoE)
+    layer_kinds: tuple[str, ...] | None = None  # each block's kind, for blocks of more than one kind
+    q_lora: int | None = None  # latent attention (DeepSeek MLA): the query's compressed width (None: no q LoRA)
+    kv_lora: int | None = None  # ... the keys' and values' compressed width
+    qk_rope: int | None = None  # ... the rope part of each query and key head (head_dim holds the no-rope part)
+    v_head_dim: int | None = None  # ... each value head's width
 
 
 def check_supported(family: Family, config: Any) -> None:
@@ -124,14 +130,22 @@ def source_dims(family: Family, config: Any) -> Dims:
     keys = family.config_keys
 
     def get(slot: str) -> Any:
-        return getattr(config, keys[slot], None) if slot in keys else None
+        """A slot's value; a key written "a*b" is the product of two config values (DeepSeek's shared experts:
+        n_shared_experts * moe_intermediate_size)."""
+        if slot not in keys:
+            return None
+        factors = [getattr(config, key, None) for key in keys[slot].split("*")]
+        if len(factors) > 1 and all(isinstance(f, int) and not isinstance(f, bool) for f in factors):
+            return math.prod(factors)
+        return factors[0] if len(factors) == 1 else None
 
     hidden, heads = get("hidden"), get("heads")
     ffn = get("ffn")
     if ffn is None and family.ffn_default_multiple:
         ffn = family.ffn_default_multiple * hidden
     values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
-    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS)
+    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
+                                             *LATENT_SLOTS)
                 if get(slot) is not None}
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -140,9 +154,10 @@ def source_dims(family: Family, config: Any) -> Dims:
     head_dim = get("head_dim") or hidden // heads
     if heads % kv_heads:
         raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
+    kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
-                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS)})
+                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds)
 
 
 def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -> None:
@@ -208,7 +223,8 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
     grown = Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers,
                  vocab=dims.vocab, positions=dims.positions,
                  embed=hidden if dims.embed == dims.hidden else dims.embed, experts=dims.experts,
-                 **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS})
+                 **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS},
+                 **{slot: getattr(dims, slot) for slot in LATENT_SLOTS})
     _check_reachable(family, dims, grown)
     return grown
 
@@ -361,10 +377,11 @@ class Plan:
                 "output_bytes": sum(t.nbytes for t in self.outputs), "layers": self.layers, "notes": self.notes}
 
 
-def expand_names(family: Family, layers: list[tuple[int, bool]] | int,
-                 experts: int | None = None) -> list[tuple[str, str, TensorRule, bool]]:
+def expand_names(family: Family, layers: list[tuple[int, bool]] | int, experts: int | None = None,
+                 kinds: tuple[str, ...] | None = None) -> list[tuple[str, str, TensorRule, bool]]:
     """(output name, source name, rule, identity layer?) for every tensor the family table describes;
-    a name with {expert} once per routed expert."""
+    a name with {expert} once per routed expert; a rule for some layer kinds only in the source blocks of those
+    kinds (`kinds`: the source's)."""
     if isinstance(layers, int):
         layers = [(i, False) for i in range(layers)]
     names = []
@@ -373,7 +390,7 @@ def expand_names(family: Family, layers: list[tuple[int, bool]] | int,
             names.append((rule.name, rule.name, rule, False))
     for new_index, (src_index, identity) in enumerate(layers):
         for rule in family.tensors:
-            if not rule.per_layer:
+            if not rule.per_layer or (rule.layers is not None and kinds[src_index] not in rule.layers):
                 continue
             for template in _per_expert(rule.name, experts if rule.per_expert else None):
                 names.append((template.replace("{layer}", str(new_index)),
@@ -439,6 +456,8 @@ class AxisMaps:
             "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
         }
+        if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
+            self.by_kind.update(_latent_attention_maps(dims, q_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
             self.by_kind["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
 
@@ -448,6 +467,23 @@ class AxisMaps:
 
     def source_shape(self, rule: TensorRule) -> tuple[int, ...]:
         return tuple(m.src_size for m in self.for_rule(rule))
+
+
+def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
+    """DeepSeek's multi-head latent attention. The compressed projections (q_a, kv_a) read the residual stream and
+    their widths stay; the up-projections (q_b, kv_b) emit one block per head, and a copied head copies its whole
+    block (no-rope part, rope part, value part), so the attention of every copy equals its source head's; o_proj
+    reads the copies divided among them. The rope key is one shared head (MQA-like) and stays."""
+    nope, rope, value = dims.head_dim, dims.qk_rope, dims.v_head_dim
+    if rope is None or value is None:
+        raise HyperCloneError("latent attention needs qk_rope_head_dim and v_head_dim in config.json")
+    maps = {"mla_q": block_map(q_heads, tile_map(nope + rope, nope + rope)),
+            "mla_kv": block_map(q_heads, tile_map(nope + value, nope + value)),
+            "mla_attn": block_map(q_heads, tile_map(value, value)),
+            "kv_lora": tile_map(dims.kv_lora, dims.kv_lora), "qk_rope": tile_map(rope, rope)}
+    if dims.q_lora is not None:
+        maps["q_lora"] = tile_map(dims.q_lora, dims.q_lora)
+    return maps
 
 
 def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:
@@ -529,9 +565,12 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
     layers = layer_plan(dims, grown, spec)
+    if dims.layer_kinds is not None:
+        grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     maps = AxisMaps(family, dims, grown)
-    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts)}
+    source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts,
+                                                                           dims.layer_kinds)}
 
     present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
 
@@ -547,7 +586,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     notes = plan_notes(spec, tied, dims, grown)
     writers = residual_writers(family)
     recipes = []
-    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts):
+    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds):
         if src_name not in present:
             continue
         info = present[src_name]
@@ -657,7 +696,7 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     if "embed" in keys:
         updates[keys["embed"]] = grown.embed
     for slot in FFN_SLOTS:
-        if getattr(grown, slot) is not None:
+        if getattr(grown, slot) is not None and "*" not in keys[slot]:  # a product follows its factors
             updates[keys[slot]] = getattr(grown, slot)
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
@@ -667,4 +706,6 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
             if isinstance(value, list) and len(value) == dims.layers and key != "architectures":
                 updates[key] = [value[src] for src, _ in layers]
+    if family.layer_kinds is not None:
+        updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds))
     return updates

@@ -18,10 +18,17 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   dense_ffn        the width of a MoE family's dense MLP layers (Qwen-MoE intermediate_size); grows with ffn
   shared_ffn       the shared expert's width (Qwen2-MoE); grows with ffn
   experts          one position per routed expert (the router's output): kept
+  mla_q            latent attention (DeepSeek MLA): query heads x (head_dim + qk_rope), head_dim being the
+                   config's qk_nope_head_dim; each head's no-rope and rope parts move together with their head
+  mla_kv           latent attention's key/value up-projection: heads x (head_dim + v_head_dim)
+  mla_attn         latent attention's output read by o_proj: heads x v_head_dim
+  q_lora, kv_lora, qk_rope   latent attention's compressed widths and its shared rope key: kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   vocab, positions, head_dim                               kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
-``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store.
+``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
+optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
+absent; read when experts are split, hyperclone.grow.segment).
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
@@ -44,6 +51,8 @@ Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must
 with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi). With
 ``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers);
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused.
+``layer_kinds`` (hybrid and partly-dense models): how the config says which kind each block is; a tensor rule with
+``"layers": [kinds]`` exists only in blocks of those kinds (hyperclone.grow.layer_kinds).
 """
 
 from __future__ import annotations
@@ -55,19 +64,22 @@ from importlib import resources
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
-              "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one")
+              "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
+              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
-                "experts", "dense_ffn", "shared_ffn")
+                "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k")
+LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim")  # latent attention's widths: kept by growth
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
-TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory"}
+TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope", "refuse"}
+               "norm_eps_key", "rope", "refuse", "layer_kinds"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
 
 
@@ -79,6 +91,7 @@ class TensorRule:
     role: str = "weight"
     optional: bool = False
     in_memory: tuple[str, int, int] | None = None  # (name in memory, section, sections): see the module doc
+    layers: tuple[str, ...] | None = None  # the layer kinds that hold this tensor (None: every layer)
 
     @property
     def per_layer(self) -> bool:
@@ -121,6 +134,7 @@ class Family:
     ffn_default_multiple: int | None = None  # GPT-2: n_inner None means 4 x hidden
     position_offset: int = 0  # OPT's learned positions have 2 extra rows
     refuse: tuple[Refusal, ...] = ()  # configurations and tensor layouts refused
+    layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -146,8 +160,13 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
                                       and isinstance(in_memory[0], str) and isinstance(in_memory[2], int)
                                       and isinstance(in_memory[1], int) and 0 <= in_memory[1] < in_memory[2]):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: in_memory must be [name, section, sections]")
+    layers = raw.get("layers")
+    if layers is not None and not (isinstance(layers, list) and layers and all(isinstance(k, str) for k in layers)):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: layers must be a list of layer kinds")
+    if layers is not None and "{layer}" not in raw["name"]:
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: layers only applies to per-layer tensors")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
-                      tuple(in_memory) if in_memory else None)
+                      tuple(in_memory) if in_memory else None, tuple(layers) if layers else None)
 
 
 def _parse_family(raw: dict) -> Family:
@@ -167,6 +186,13 @@ def _parse_family(raw: dict) -> Family:
     tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
     if any(t.per_expert for t in tensors) and "experts" not in config_keys:
         raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
+    layer_kinds = parse_layer_kinds(name, raw["layer_kinds"]) if "layer_kinds" in raw else None
+    named = {kind for t in tensors for kind in t.layers or ()}
+    if named and layer_kinds is None:
+        raise ValueError(f"family {name}: tensors name layer kinds but the table has no layer_kinds")
+    known = layer_kinds.kinds if layer_kinds is not None else None
+    if known is not None and named - set(known):
+        raise ValueError(f"family {name}: layer kinds {sorted(named - set(known))} are not in layer_kinds")
     return Family(
         model_type=raw["model_type"],
         config_keys=config_keys,
@@ -182,6 +208,7 @@ def _parse_family(raw: dict) -> Family:
         ffn_default_multiple=raw.get("ffn_default_multiple"),
         position_offset=int(raw.get("position_offset", 0)),
         refuse=tuple(_parse_refusal(name, r) for r in raw.get("refuse", [])),
+        layer_kinds=layer_kinds,
     )
 
 

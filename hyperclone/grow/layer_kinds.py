@@ -1,0 +1,116 @@
+"""Layers of more than one kind: which kind each block is, read from the config, and written back after depth growth.
+
+Hybrid and mixture-of-experts checkpoints do not repeat one block: DeepSeek's first k layers have a dense MLP and
+the rest experts, Qwen-MoE lists its dense layers, Bamba names its attention layers among Mamba2 layers,
+Granite-4 hybrids and Qwen3-Next list a type per layer, Nemotron-H spells the stack as a string ("M-M*-").
+Each config says it its own way; a family table's ``layer_kinds`` names the way and the key:
+
+  {"list": "layer_types"}                              one entry per layer, the entry is the kind
+  {"list": "layer_types", "values": {"mamba": "ssm"}}  ... translated (an entry missing from values is refused)
+  {"pattern": "hybrid_override_pattern",
+   "values": {"M": "mamba", "*": "attention"}}         one character per layer
+  {"indices": "attn_layer_indices",
+   "inside": "attention", "outside": "mamba"}          the layers listed have one kind, the others another
+  {"prefix": "first_k_dense_replace",
+   "inside": "dense", "outside": "moe"}                the first N layers have one kind, the others another
+
+and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds. Under depth growth every new
+block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
+say (stacked copies that break a dense prefix) is refused in one line. Pure functions: nothing here reads files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hyperclone.common.errors import HyperCloneError
+
+ENCODINGS = ("list", "pattern", "indices", "prefix")
+
+
+@dataclass(frozen=True)
+class LayerKinds:
+    encoding: str  # one of ENCODINGS
+    key: str  # the config key that holds it
+    values: tuple[tuple[Any, str], ...] = ()  # list / pattern: config value -> kind (empty: the value is the kind)
+    inside: str = ""  # indices / prefix: the kind of the layers named
+    outside: str = ""  # ... and of the others
+
+    @property
+    def kinds(self) -> tuple[str, ...] | None:
+        """Every kind this encoding can name (None: any value of a list is a kind of its own)."""
+        if self.encoding in ("indices", "prefix"):
+            return (self.inside, self.outside)
+        return tuple(dict.fromkeys(kind for _, kind in self.values)) or None
+
+
+def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
+    """A family table's ``layer_kinds`` object; a malformed one is a ValueError when the tables load."""
+    encodings = [e for e in ENCODINGS if isinstance(raw, dict) and e in raw]
+    if len(encodings) != 1 or not isinstance(raw[encodings[0]], str):
+        raise ValueError(f"family {family}: layer_kinds must name exactly one of {', '.join(ENCODINGS)} with its "
+                         "config key")
+    encoding = encodings[0]
+    allowed = {encoding, "values"} if encoding in ("list", "pattern") else {encoding, "inside", "outside"}
+    if set(raw) - allowed:
+        raise ValueError(f"family {family}: layer_kinds {encoding} takes {sorted(allowed)}, not "
+                         f"{sorted(set(raw) - allowed)}")
+    values = raw.get("values", {})
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ValueError(f"family {family}: layer_kinds values must map config values to kind names")
+    if encoding == "pattern" and (not values or any(len(k) != 1 for k in values)):
+        raise ValueError(f"family {family}: layer_kinds pattern needs values for single characters")
+    if encoding in ("indices", "prefix") and not (isinstance(raw.get("inside"), str)
+                                                  and isinstance(raw.get("outside"), str)):
+        raise ValueError(f"family {family}: layer_kinds {encoding} needs inside and outside kinds")
+    return LayerKinds(encoding, raw[encoding], tuple(values.items()), raw.get("inside", ""), raw.get("outside", ""))
+
+
+def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
+    """The kind of every block of a source checkpoint, or a one-line refusal when the config cannot say it."""
+    value = getattr(config, spec.key, None)
+    where = f"config.json: {spec.key}"
+    if spec.encoding in ("list", "pattern"):
+        shaped = isinstance(value, str) if spec.encoding == "pattern" else isinstance(value, (list, tuple))
+        entries = list(value) if shaped else None
+        if entries is None or len(entries) != layers:
+            raise HyperCloneError(f"{where} must give one entry per layer ({layers}), got {value!r}")
+        table = dict(spec.values)
+        if not table:
+            return tuple(str(entry) for entry in entries)
+        unknown = next((entry for entry in entries if entry not in table), None)
+        if unknown is not None:
+            raise HyperCloneError(f"{where}: layer kind {unknown!r} is not described (known: "
+                                  f"{', '.join(map(repr, table))})")
+        return tuple(table[entry] for entry in entries)
+    if spec.encoding == "indices":
+        named = [] if value is None else value
+        if not isinstance(named, (list, tuple)) or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in named):
+            raise HyperCloneError(f"{where} must list layer indices from 0 to {layers - 1}, got {value!r}")
+        return tuple(spec.inside if i in set(named) else spec.outside for i in range(layers))
+    count = 0 if value is None else value
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= layers:
+        raise HyperCloneError(f"{where} must be a layer count from 0 to {layers}, got {value!r}")
+    return tuple(spec.inside if i < count else spec.outside for i in range(layers))
+
+
+def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding."""
+    if spec.encoding in ("list", "pattern"):
+        source = getattr(config, spec.key)
+        back: dict[str, Any] = {}
+        for entry in source:  # the source's own spelling of each kind (first one wins)
+            kind = dict(spec.values).get(entry, entry) if spec.values else str(entry)
+            back.setdefault(kind, entry)
+        entries = [back[kind] for kind in kinds]
+        return {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
+    if spec.encoding == "indices":
+        return {spec.key: [i for i, kind in enumerate(kinds) if kind == spec.inside]}
+    count = sum(kind == spec.inside for kind in kinds)
+    if any(kind == spec.inside for kind in kinds[count:]):
+        raise HyperCloneError(f"{spec.key}: the grown layers would put {spec.inside} blocks after "
+                              f"{spec.outside} ones, which {spec.key} cannot say; insert the new layers with "
+                              "--depth-mode identity")
+    return {spec.key: count}
