@@ -105,10 +105,14 @@ def grow_command(
         help="With a Hub id (org/name): the branch, tag or commit to use from the Hugging Face cache or Hub.")
     ] = None,
     experts: Annotated[int | None, typer.Option(
-        help="Upcycle every MLP into this many experts (copies of it behind a new router, renormalised top-k: "
-        "exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe; combines with --width and "
-        "--layers.")] = None,
-    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
+        help="Dense source: upcycle every MLP into this many experts (copies of it behind a new router, "
+        "renormalised top-k: exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe. "
+        "Mixture-of-experts source with E experts (mixtral, olmoe, qwen2_moe, qwen3_moe): split each expert into "
+        "m = N/E experts of 1/m of its MLP width (fine-grained experts; N a multiple of E, top-k becomes k x m; "
+        "exact). Either way combines with --width, --ffn and --layers.")] = None,
+    top_k: Annotated[int | None, typer.Option(
+        help=f"--experts on a dense source: experts each token is routed to (default {DEFAULT_TOP_K}). On a "
+        "mixture of experts top-k becomes k x m by itself.")] = None,
     perturb: Annotated[str | None, typer.Option(
         help="Give up exactness on purpose to break the copies' symmetry: mix:R (W <- (1-R) W + R W_init, "
         "G_stack's fresh-init mixing) | shrink:LAMBDA,SIGMA (W <- LAMBDA W + SIGMA W_init, shrink and perturb); "
@@ -131,7 +135,7 @@ def grow_command(
                   command=_command_line("grow"), experts=experts, top_k=top_k, to=to, perturb=perturb, **targets)
     provenance = json.loads((result / "hyperclone.json").read_text())
     for note in provenance["notes"]:
-        if "float32" in note or "NOT exact" in note:
+        if "float32" in note or "NOT exact" in note or "experts_implementation" in note:
             typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {result}")
 
@@ -225,9 +229,11 @@ def inspect_command(
                    ] = choices.Tie.keep,
     dtype: Annotated[choices.GrowDtype, typer.Option(help="Explain the plan for this output dtype.")
                      ] = choices.GrowDtype.auto,
-    experts: Annotated[int | None, typer.Option(help="Explain the plan with the MLPs upcycled into N experts.")
-                       ] = None,
-    top_k: Annotated[int, typer.Option(help="--experts: experts each token is routed to.")] = DEFAULT_TOP_K,
+    experts: Annotated[int | None, typer.Option(
+        help="Explain the plan with N experts: a dense source's MLPs upcycled into N experts, or a mixture's E "
+        "experts each split into N/E segments.")] = None,
+    top_k: Annotated[int | None, typer.Option(
+        help=f"--experts on a dense source: experts each token is routed to (default {DEFAULT_TOP_K}).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle (.bin) weights, with weights_only=True.")] = False,
 ) -> None:
     """Print family, dimensions and parameter count; with a target (--to, --width, --hidden-size, ...),

@@ -26,11 +26,11 @@ from hyperclone.grow.axis_map import NoisePool
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
 from hyperclone.grow.moments import write_grown_moments
-from hyperclone.grow.options import DEFAULT_SHARD_SIZE, DEFAULT_TOP_K
+from hyperclone.grow.options import DEFAULT_SHARD_SIZE
 from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Recipe
 from hyperclone.grow.planning import (
-    apply_upcycling,
+    apply_experts,
     copy_layout,
     default_width,
     grown_config,
@@ -111,7 +111,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
          progress: bool = False, dtype: str = "auto", moments_from: str | Path | None = None,
          revision: str | None = None, command: str | None = None, experts: int | None = None,
-         top_k: int = DEFAULT_TOP_K, to: str | Path | None = None, perturb: str | None = None,
+         top_k: int | None = None, to: str | Path | None = None, perturb: str | None = None,
          **targets: Any) -> Path:
     """Grow the checkpoint at `src` (folder, Hub id `org/name` at `revision`, .gguf file or built-in name)
     into `out`; return `out`. `command` is recorded in the model card (the CLI passes its own).
@@ -120,8 +120,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     `moments_from`: a run's final folder holding the source model's AdamW moments (moments.pt); they are
     grown with the rule gradients follow (hyperclone.grow.moments) and written to OUT/moments.pt, for
     `hyperclone train OUT --moments-from OUT`.
-    `experts`, `top_k`: upcycle every MLP into that many experts with renormalised top-k routing
-    (hyperclone.grow.upcycle), together with the width and depth growth.
+    `experts`, `top_k`: a dense source has every MLP upcycled into that many experts with renormalised top-k
+    routing (hyperclone.grow.upcycle; top_k default DEFAULT_TOP_K); a mixture of experts with E experts has each
+    split into experts / E = m segments and top-k becomes k x m (hyperclone.grow.segment; top_k must be left out or
+    equal that). Either way together with the width and depth growth.
     `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
     `perturb`: mix:R or shrink:LAMBDA,SIGMA, moving every grown matrix toward a fresh initialisation
     (hyperclone.grow.perturb; the result is recorded as not function-preserving).
@@ -148,7 +150,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
         config = grown_config(source.raw_config, plan)
         moe = None
         if experts is not None:
-            config, moe = apply_upcycling(plan, config, experts, top_k)
+            config, moe_key, moe = apply_experts(plan, config, experts, top_k)
+            if moments_from is not None and moe_key == "segmented":
+                raise HyperCloneError("--moments-from with --experts on a mixture of experts: carrying AdamW "
+                                      "moments over to split experts is not supported")
         check_free_space(out, sum(t.nbytes for t in plan.outputs))
         noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
         sizes = {t.name: t.nbytes for t in plan.outputs}
@@ -180,7 +185,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             record = provenance(src, plan, time.perf_counter() - started)  # grow_s: growth time up to here
             record["revision"] = revision
             if moe is not None:
-                record["upcycled"] = moe
+                record[moe_key] = moe
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
             write_copies(tmp, copy_layout(plan))
             (tmp / CARD_FILE).write_text(model_card(record, command))

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.options import DEFAULT_TOP_K
 from hyperclone.grow.plan import GrowthSpec, make_plan
-from hyperclone.grow.planning import apply_upcycling, default_width, grown_config, plan_growth
+from hyperclone.grow.planning import apply_experts, default_width, grown_config, plan_growth
 from hyperclone.grow.source import open_source, source_folder
 
 
@@ -77,17 +76,19 @@ def _moe_dims(dims: dict[str, Any]) -> str:
 
 def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
                  allow_pickle: bool = False, tie: str = "keep", dtype: str = "auto", experts: int | None = None,
-                 top_k: int = DEFAULT_TOP_K, **targets: Any) -> dict[str, Any]:
-    """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable."""
+                 top_k: int | None = None, **targets: Any) -> dict[str, Any]:
+    """The growth plan for a target, as `grow` would execute it; raises HyperCloneError if unreachable.
+    `experts`: upcycle a dense source, or split a mixture's experts (see hyperclone.grow.planning.apply_experts)."""
     spec = GrowthSpec(width=default_width(width, to, targets), ffn=ffn, tie=tie, dtype=dtype, **targets)
     spec.validate()
     with source_folder(src) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
-    moe = None
+    moe_key, moe = "upcycled", None
     if experts is not None:
-        _, moe = apply_upcycling(plan, grown_config(source.raw_config, plan), experts, top_k)
+        _, moe_key, moe = apply_experts(plan, grown_config(source.raw_config, plan), experts, top_k)
     summary = plan.summary()
-    summary["upcycled"] = moe
+    summary["upcycled"] = summary["segmented"] = None
+    summary[moe_key] = moe
     maps_note = []
     if plan.grown.hidden % plan.source.hidden:
         maps_note.append("hidden size is not a multiple: " + (
@@ -97,7 +98,12 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
         maps_note.append("heads are copied unevenly; the output projection divides by each head's copy count")
     if plan.grown.head_dim != plan.source.head_dim:
         maps_note.append("head_dim grows: q and k scaled so q.k absorbs the change of 1/sqrt(head_dim)")
-    if plan.source.experts:
+    if moe_key == "segmented":
+        maps_note.append(f"mixture of experts, split: every expert's neurons cut into {moe['segments_per_expert']} "
+                         "segments, each a new expert with its expert's router row; softmax gives each segment 1/m "
+                         "of its expert's probability, the down projections multiply by m, so the function is "
+                         "unchanged (except on exact router ties between experts: hyperclone.grow.segment)")
+    elif plan.source.experts:
         maps_note.append(f"mixture of experts: the {plan.source.experts} experts are kept and each grows like a dense "
                          "MLP; the router reads the residual stream like any input projection, so its logits and the "
                          "routing are unchanged")
@@ -126,6 +132,13 @@ def format_plan(info: dict[str, Any]) -> str:
         moe = info["upcycled"]
         lines.append(f"experts     {moe['experts']} per MLP ({moe['target']}, top-{moe['top_k']}, renormalised): "
                      f"{moe['total_parameters']:,} parameters, {moe['active_parameters_per_token']:,} active per token")
+    if info.get("segmented"):
+        seg = info["segmented"]
+        lines.append(f"experts     {seg['experts_from']} -> {seg['experts']}: each split into "
+                     f"{seg['segments_per_expert']} segments of width {seg['expert_width']}, "
+                     f"top-{seg['top_k_from']} -> top-{seg['top_k']}, down projections "
+                     f"x{seg['down_projection_factor']}: {seg['total_parameters']:,} parameters, "
+                     f"{seg['active_parameters_per_token']:,} active per token")
     if info["grown"]["layers"] != info["source"]["layers"]:
         layer_text = ", ".join(f"{src_layer}{'*' if identity else ''}" for src_layer, identity in info["layers"])
         lines.append(f"layers      source of each new layer (* identity block): {layer_text}")

@@ -50,6 +50,22 @@ def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_
     return upcycle.moe_config(dense_config, target, experts, top_k), summary
 
 
+def apply_experts(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None
+                  ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """--experts: a dense source is upcycled into that many experts (top_k: --top-k, default DEFAULT_TOP_K); a
+    mixture of experts has each of its experts split into experts / E segments (hyperclone.grow.segment). Returns
+    the grown config, the hyperclone.json key of the summary ("upcycled" or "segmented") and the summary."""
+    if plan.source.experts:
+        from hyperclone.grow.segment import segment_plan
+
+        config, summary = segment_plan(plan, config, experts, top_k)
+        return config, "segmented", summary
+    from hyperclone.grow.options import DEFAULT_TOP_K
+
+    config, summary = apply_upcycling(plan, config, experts, DEFAULT_TOP_K if top_k is None else top_k)
+    return config, "upcycled", summary
+
+
 def copy_layout(plan: Plan) -> CopyLayout:
     """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
     units and the source position of every position on that axis; the residual stream's map (the hidden

@@ -12,6 +12,7 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.axis_map import NoisePool, gather, grow_matrix, scale_norm_weight
 from hyperclone.grow.perturb import Perturbation, init_std
 from hyperclone.grow.plan import GrowthSpec, Recipe
+from hyperclone.grow.segment import SegmentRecipe, cut
 
 
 def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_pool: NoisePool | None = None,
@@ -21,6 +22,8 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
     `out`: a preallocated contiguous tensor of the output's shape and dtype that linear, zero and emit
     recipes write into (and return); norms return a new tensor. The result has the recipe's dtype (the
     source's, or float32 under --dtype float32 and where 16 bits cannot hold the growth exactly)."""
+    if isinstance(recipe, SegmentRecipe):  # a fine-grained expert: cut from its whole grown expert (segment.py)
+        return cut(grow_tensor(recipe.whole(), tensor, spec, noise_pool), recipe, out)
     if tensor.dtype != recipe.dtype:
         tensor = tensor.to(recipe.dtype)
     if recipe.kind == "zero":

@@ -1,0 +1,254 @@
+"""More experts, exactly: fine-grained expert segmentation of a mixture-of-experts source
+(`hyperclone grow SRC OUT --experts E2` when SRC already has E experts), alone or with width and depth growth.
+
+m = E2 / E must be a whole number of at least 2. Each source expert e (after any width growth of its MLP, to
+width f) is cut into m experts e*m .. e*m + m - 1: segment s holds neurons s*f/m .. (s+1)*f/m - 1 of e, i.e.
+those rows of its gate and up projections and those columns of its down projection (f must divide by m). The
+router's row of e is copied to each of its segments (as is any per-expert router bias: every tensor the family
+table gives an `experts` axis); the config's expert count becomes E*m, each expert's width f/m and top-k k*m.
+
+Why it is exact, for routers that take a softmax over all experts, then the top k, then optionally renormalise
+the k weights to sum to 1 (ROUTING; read off transformers 5's modeling code of each family):
+- the m segments of e have e's logit, so each gets probability exp(l_e) / (m * sum_j exp(l_j)) = p_e / m, and
+  top-(k*m) takes the m segments of each of the k experts the source takes (but see ties below);
+- without renormalisation a segment's weight is p_e / m; with it, (p_e / m) / sum over the k*m chosen of p / m =
+  (p_e / m) / sum_topk(p). Either way it is 1/m of the weight e had in the source;
+- expert e's output is down(act(gate x) * up x), a sum over its neurons, so it is the sum of its segments'
+  outputs; every segment's down projection is multiplied by m, and the m segments together give e's output with
+  e's weight. Qwen2-MoE's shared expert and its sigmoid gate read the residual stream outside the routing and
+  are not segmented (they grow with the width as usual).
+The factor m is exact in bf16/fp16 for powers of two; for any other m a 16-bit down projection times m rounds,
+so --dtype auto writes float32 and --dtype source records the output as not exact (as plan.py does for its own
+factors). Every segment is cut from the one grown tensor of its expert (noise seeded by the expert's name), so
+noisy growth's zero-sum noise still cancels across the segments.
+
+Ties: top-(k*m) picks all m segments of an expert together because they have identical logits (the router
+rows are equal, and the matmul gave bitwise-equal logits for them on CPU and CUDA). When two DIFFERENT source
+experts have exactly equal probability at the k-th place, the source's torch.topk takes one of them and the
+grown model's takes m of their 2m tied segments, in an order torch.topk does not promise. Measured with two equal
+router rows in a tiny Mixtral split x2 (benchmarks/split_experts.py; 15 of 48 tokens tied in layer 0): on CPU
+(torch 2.13), whose topk breaks ties in an order that depends on the input's length, the grown model took the
+other expert at 4 of the 15, so it is NOT exact there (relative logit error 0.91); torch.topk([0.2, 0.2, 0.4,
+0.1], 2) takes experts 2 and 1 while top-4 of its split takes expert 2 and one segment each of experts 0 and 1 (a
+partial set). On CUDA (H200, torch 2.11) topk took tied values lowest index first in both models: all 15 the
+source's expert, exact (3.5e-7). tests/test_segment.py::test_exact_tie_between_two_experts keeps the CPU
+measurement. Exact ties need equal router rows (an untrained zero-initialised router) or a measure-zero
+coincidence; away from them the grown model takes exactly the source's experts.
+
+Out of scope (refused or not described here): group-limited routing (DeepSeek's n_group/topk_group), sigmoid
+scores with a correction bias, capacity limits, families not in ROUTING, per-expert tensors with no MLP-width
+axis (an expert's output bias), carrying AdamW moments over (--moments-from).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.axis_map import AxisMap
+from hyperclone.grow.exact_split import needs_exact_split
+from hyperclone.grow.families import Family, TensorRule
+from hyperclone.grow.plan import Plan, Recipe
+
+# Families whose router computes softmax over all experts, takes the top k and, if the value says so, renormalises
+# the k weights: True (always), a config key (when that key is true) or False (never). Only these are segmented.
+ROUTING: dict[str, bool | str] = {
+    "mixtral": True,  # MixtralTopKRouter: softmax, topk, always divided by the sum of the top k
+    "olmoe": "norm_topk_prob",  # OlmoeTopKRouter
+    "qwen2_moe": "norm_topk_prob",  # Qwen2MoeTopKRouter; the shared expert and its gate sit outside the routing
+    "qwen3_moe": "norm_topk_prob",  # Qwen3MoeTopKRouter
+}
+TOP_K_KEY = "num_experts_per_tok"  # the top-k config key when a family table has no "top_k" slot
+GROUPED_MM_ALIGN = 16  # torch's grouped_mm (transformers 5's default experts kernel) needs 16-byte row strides
+
+
+@dataclass(frozen=True)
+class SegmentRecipe(Recipe):
+    """An output tensor cut from a grown tensor: the whole tensor is grown as `whole_maps` say, under the name
+    `whole_name` (which seeds its noise, so all segments of one expert are cut from the same grown tensor), then
+    the positions `index` along `axis` are kept and multiplied by `factor`. `maps` describe the output itself.
+    Each of an expert's m segments grows the whole expert tensor again (m times the work on expert tensors, for a
+    tensor rule that stays a pure function of its recipe)."""
+
+    whole_maps: tuple[AxisMap, ...] = ()
+    whole_name: str = ""
+    axis: int = 0
+    index: torch.Tensor | None = None
+    factor: float = 1.0
+    expert: int | None = None  # the new expert this tensor belongs to (None: a router)
+
+    def whole(self) -> Recipe:
+        """The plain recipe of the whole grown tensor this one is cut from."""
+        base = {f.name: getattr(self, f.name) for f in fields(Recipe)}
+        return Recipe(**{**base, "out_name": self.whole_name, "maps": self.whole_maps})
+
+
+def cut(whole: torch.Tensor, recipe: SegmentRecipe, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The segment of a grown whole tensor (into `out` when given)."""
+    piece = whole.index_select(recipe.axis, recipe.index)
+    if recipe.factor != 1.0:
+        piece.mul_(recipe.factor)  # exact for powers of two; otherwise float32 or recorded (storage_reason)
+    return piece if out is None else out.copy_(piece)
+
+
+def _experts_axis(rule: TensorRule) -> int | None:
+    """The axis of a tensor that has one position per routed expert (a router, a router bias), or None."""
+    hits = [i for i, axis in enumerate(rule.axes) if "experts" in axis]
+    if not hits:
+        return None
+    if len(hits) > 1 or rule.axes[hits[0]] != ("experts",):
+        raise HyperCloneError(f"{rule.name}: an experts axis that is fused or repeated cannot be segmented")
+    return hits[0]
+
+
+def _ffn_axis(rule: TensorRule) -> int:
+    """The MLP-width axis of a per-expert tensor, the one segmentation cuts."""
+    hits = [i for i, axis in enumerate(rule.axes) if axis == ("ffn",)]
+    if len(hits) != 1 or any("ffn" in axis for axis in rule.axes if axis != ("ffn",)):
+        raise HyperCloneError(f"{rule.name}: a per-expert tensor without exactly one unfused MLP-width axis cannot "
+                              "be segmented")
+    return hits[0]
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{layer\}|\{expert\})", template)
+    body = "".join(f"(?P<{p[1:-1]}>\\d+)" if p in ("{layer}", "{expert}") else re.escape(p) for p in parts)
+    return re.compile(f"^{body}$")
+
+
+def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -> tuple[int, str, int]:
+    """(segments per expert m, the top-k config key, the source's top-k), or a one-line refusal."""
+    family, source = plan.family, plan.source.experts
+    if family.model_type not in ROUTING:
+        raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is exact "
+                              f"only for softmax top-k routers, described for {', '.join(sorted(ROUTING))}")
+    if isinstance(experts, bool) or not isinstance(experts, int) or experts % source or experts < 2 * source:
+        raise HyperCloneError(f"--experts {experts}: the source has {source} experts, each split into m = "
+                              f"{experts}/{source} segments, so --experts must be a multiple of {source} of at "
+                              f"least {2 * source}")
+    m = experts // source
+    if plan.grown.ffn % m:
+        grown = f" grown to {plan.grown.ffn}" if plan.grown.ffn != plan.source.ffn else ""
+        raise HyperCloneError(f"--experts {experts}: each expert's MLP width ({plan.source.ffn}{grown}) does not "
+                              f"split into {m} equal segments; give an MLP width divisible by {m} (--ffn, --ffn-size)")
+    key = family.config_keys.get("top_k", TOP_K_KEY)
+    k = config.get(key)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= source:
+        raise HyperCloneError(f"config.json: {key} must be an integer from 1 to {source}, got {k!r}")
+    if top_k is not None and top_k != k * m:
+        raise HyperCloneError(f"--top-k {top_k}: splitting each of {source} experts into {m} routes every token to "
+                              f"{k} x {m} = {k * m} segments, which is what keeps the function; leave --top-k out")
+    for rule in family.tensors:
+        if rule.per_expert:
+            _ffn_axis(rule)
+        _experts_axis(rule)
+    return m, key, k
+
+
+def _segment(recipe: Recipe, name: str, axis: int, index: torch.Tensor, factor: float,
+             expert: int | None = None) -> SegmentRecipe:
+    maps = tuple(AxisMap(amap.index[index], amap.scale[index], amap.src_size) if i == axis else amap
+                 for i, amap in enumerate(recipe.maps))
+    base = {f.name: getattr(recipe, f.name) for f in fields(Recipe)}
+    return SegmentRecipe(**{**base, "out_name": name, "maps": maps}, whole_maps=recipe.maps,
+                         whole_name=recipe.out_name, axis=axis, index=index, factor=factor, expert=expert)
+
+
+def segment_recipes(recipes: list[Recipe], family: Family, m: int) -> list[Recipe]:
+    """The plan's recipes with every per-expert tensor cut into m segments (expert e -> e*m + s, the down
+    projection times m) and every tensor with an experts axis (the router) repeating each expert's position m
+    times. Other tensors are unchanged."""
+    rules = [(rule, _pattern(rule.name)) for rule in family.tensors
+             if rule.per_expert or _experts_axis(rule) is not None]
+    out: list[Recipe] = []
+    for recipe in recipes:
+        hit = next(((rule, match) for rule, pattern in rules if (match := pattern.match(recipe.out_name))), None)
+        if hit is None:
+            out.append(recipe)
+            continue
+        rule, match = hit
+        if not rule.per_expert:
+            axis = _experts_axis(rule)
+            index = torch.arange(recipe.maps[axis].size).repeat_interleave(m)
+            out.append(_segment(recipe, recipe.out_name, axis, index, 1.0))
+            continue
+        axis = _ffn_axis(rule)
+        width = recipe.maps[axis].size // m
+        factor = float(m) if axis == recipe.contract else 1.0  # the axis the down projection reads
+        name = rule.name.replace("{layer}", match.group("layer")) if rule.per_layer else rule.name
+        expert = int(match.group("expert"))
+        for s in range(m):
+            out.append(_segment(recipe, name.replace("{expert}", str(expert * m + s)), axis,
+                                torch.arange(s * width, (s + 1) * width), factor, expert * m + s))
+    return out
+
+
+def storage_reason(recipes: list[Recipe], m: int) -> str | None:
+    """Why the output dtype cannot hold the down projections times m exactly (m not a power of two, 16 bits)."""
+    if m & (m - 1) == 0:
+        return None
+    scaled = next((r for r in recipes if isinstance(r, SegmentRecipe) and r.factor != 1.0 and r.kind != "zero"
+                   and needs_exact_split(r.dtype)), None)
+    if scaled is None:
+        return None
+    return (f"{str(scaled.dtype).removeprefix('torch.')} cannot hold expert down projections multiplied by {m} "
+            f"(not a power of two), e.g. {scaled.out_name}")
+
+
+def _aliases(model_type: str, key: str) -> set[str]:
+    """`key` and the names transformers' config class maps to the same attribute (Qwen3-MoE saves num_experts as
+    num_local_experts): a config.json may hold either, and every one it holds must say the new value."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        attribute_map = getattr(CONFIG_MAPPING[model_type], "attribute_map", {}) or {}
+    except KeyError:
+        return {key}
+    return {key} | {alias for alias, target in attribute_map.items() if target == key} | (
+        {attribute_map[key]} if key in attribute_map else set())
+
+
+def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Segment the plan's experts (in place: recipes, grown dimensions, config updates, notes, dtype); returns the
+    grown config with the new expert count, expert width and top-k, and the summary for hyperclone.json."""
+    m, top_k_key, k = check(plan, config, experts, top_k)
+    family, source = plan.family, plan.source.experts
+    plan.recipes = segment_recipes(plan.recipes, family, m)
+    width = plan.grown.ffn // m
+    updates: dict[str, Any] = {}
+    for key, value in ((family.config_keys["experts"], experts), (family.config_keys["ffn"], width),
+                       (top_k_key, k * m)):
+        updates.update({name: value for name in _aliases(family.model_type, key) if name == key or name in config})
+    reason = storage_reason(plan.recipes, m)
+    if reason is not None and plan.spec.dtype == "source":
+        plan.storage_inexact.append(reason)
+        plan.notes.append("NOT exact in the storage dtype (--dtype source): " + reason)
+    elif reason is not None:
+        plan.recipes = [replace(r, dtype=torch.float32) for r in plan.recipes]
+        plan.notes.append("written in float32, where the growth is exact: " + reason)
+        updates["dtype"] = "float32"
+    plan.config_updates.update(updates)
+    plan.grown = replace(plan.grown, experts=experts, ffn=width)
+    itemsize = next(r.dtype.itemsize for r in plan.recipes if isinstance(r, SegmentRecipe) and r.expert is not None)
+    if width * itemsize % GROUPED_MM_ALIGN:
+        plan.notes.append(f"each expert's width {width} x {itemsize} bytes is not a multiple of {GROUPED_MM_ALIGN} "
+                          "bytes, which transformers' default experts kernel (grouped_mm) needs: load the model with "
+                          "experts_implementation='eager'")
+    renorm = ROUTING[family.model_type]
+    renormalised = renorm if isinstance(renorm, bool) else bool(config.get(renorm, False))
+    per_segment = sum(math.prod(r.out_shape) for r in plan.recipes  # one expert's parameters, over all layers
+                      if isinstance(r, SegmentRecipe) and r.expert is not None) // experts
+    total = plan.grown_parameters
+    summary = {"experts_from": source, "experts": experts, "segments_per_expert": m, "top_k_from": k,
+               "top_k": k * m, "expert_width": width, "down_projection_factor": m,
+               "renormalised_top_k": renormalised, "total_parameters": total,
+               "active_parameters_per_token": total - (experts - k * m) * per_segment}
+    plan.notes.append(f"each of the {source} experts split into {m} segments of width {width}: {experts} experts, "
+                      f"top-{k * m} (was top-{k}), segments' down projections x{m}")
+    return {**config, **updates}, summary

@@ -1,0 +1,212 @@
+"""More experts, exactly (hyperclone grow SRC OUT --experts E2 on a mixture of experts with E experts): each expert
+split into m = E2/E segments of its MLP width, router rows copied, top-k times m, down projections times m; alone,
+with width (and depth) growth, fp32 and bf16; the saved checkpoint, loaded back by transformers, gives the source's
+logits (<= 1e-4 relative, both run in fp32) and the same greedy tokens. Refusals leave nothing behind; exact router
+ties between two experts are the documented exception (hyperclone.grow.segment)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tiny_models import MOE_FAMILIES, make_tiny
+
+from hyperclone.cli import main
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import grow
+from hyperclone.grow.inspect import explain_plan, format_plan
+from hyperclone.grow.segment import ROUTING
+from hyperclone.grow.verify import compare_models, load_causal_lm
+
+REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
+EXPERT_KEY = {"mixtral": "num_local_experts"}  # every other tiny MoE states num_experts
+WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
+SPLIT_FAMILIES = sorted(ROUTING)  # softmax top-k routers
+OTHER_MOE = [family for family in MOE_FAMILIES if family not in ROUTING]  # e.g. group-limited routing: refused
+
+
+def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return list(model(tokens, output_router_logits=True).router_logits)
+
+
+def tokens() -> torch.Tensor:
+    return torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("family", SPLIT_FAMILIES)
+@pytest.mark.parametrize("width", [1, 2])
+def test_split_experts_compute_the_source_function(tmp_path, family, width):
+    src = make_tiny(family, tmp_path / "src")
+    before = json.loads((src / "config.json").read_text())
+    extra = {"layers": 3} if width == 2 and family == "qwen2_moe" else {}  # an identity block too
+    out = grow(src, tmp_path / "out", width=width, experts=8, seed=5, **extra)
+    config = json.loads((out / "config.json").read_text())
+    width_key = WIDTH_KEY.get(family, "intermediate_size")
+    assert config[EXPERT_KEY.get(family, "num_experts")] == 8 and config["num_experts_per_tok"] == 4
+    assert config[width_key] == before[width_key] * width // 2
+    if family == "qwen2_moe":  # the shared expert is not split: it grows with the width
+        assert config["shared_expert_intermediate_size"] == 20 * width
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+    record = json.loads((out / "hyperclone.json").read_text())
+    split = record["segmented"]
+    assert record["function_preserving"] and record["output_dtypes"] == ["float32"]
+    assert (split["experts_from"], split["experts"], split["segments_per_expert"]) == (4, 8, 2)
+    assert (split["top_k_from"], split["top_k"], split["down_projection_factor"]) == (2, 4, 2)
+    assert split["total_parameters"] == sum(p.numel() for p in grown.parameters())
+    assert record["grown"]["experts"] == 8 and record["grown"]["ffn"] == config[width_key]
+    # the router: every segment has its expert's logit, so top-4 takes both segments of the source's top-2
+    for a, b in zip(router_logits(source, tokens()), router_logits(grown, tokens()), strict=False):
+        assert torch.equal(b[:, 0::2], b[:, 1::2])  # the two segments of an expert: bitwise the same logit
+        assert (b[:, 0::2] - a).abs().max() <= 1e-5 * a.abs().max()
+        chosen = a.float().softmax(-1).topk(2, dim=-1).indices.sort(-1).values
+        segments = b.float().softmax(-1).topk(4, dim=-1).indices.sort(-1).values
+        assert torch.equal(segments[:, 0::2] // 2, chosen) and torch.equal(segments[:, 1::2] // 2, chosen)
+        break  # layer 0: the same input in both models
+
+
+def test_segments_are_cut_from_the_width_grown_expert(tmp_path):
+    """Noisy growth's zero-sum noise cancels over all copies of a neuron, which a segment holds only some of: each
+    segment is cut from the one grown tensor of its expert (same name, same noise), x m on the down projection."""
+    src = make_tiny("mixtral", tmp_path / "src")
+    plain = load_file(grow(src, tmp_path / "plain", width=2, ffn=3, seed=7) / "model.safetensors")
+    split = load_file(grow(src, tmp_path / "split", width=2, ffn=3, experts=8, seed=7) / "model.safetensors")
+    name = "model.layers.1.block_sparse_moe.experts.{}.{}.weight"
+    for expert in range(4):
+        for part, axis in (("w1", 0), ("w3", 0), ("w2", 1)):
+            pieces = [split[name.format(2 * expert + s, part)] for s in range(2)]
+            factor = 2.0 if part == "w2" else 1.0
+            assert torch.equal(torch.cat(pieces, axis) / factor, plain[name.format(expert, part)])
+    router = "model.layers.0.block_sparse_moe.gate.weight"
+    assert torch.equal(split[router], plain[router].repeat_interleave(2, 0))
+
+
+def test_three_segments_with_a_wider_mlp(tmp_path):
+    src = make_tiny("olmoe", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2, ffn=3, experts=12, seed=1)  # ffn 40 -> 120 -> 12 experts of 40
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_experts"], config["num_experts_per_tok"], config["intermediate_size"]) == (12, 6, 40)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result
+
+
+def test_bf16_source(tmp_path):
+    """x2 is exact in bf16: the output stays bf16 and is as exact as fp32 (both evaluated in fp32). x3 is not:
+    --dtype auto writes float32 (exact), --dtype source keeps bf16 and records the output as not exact."""
+    src = make_tiny("qwen3_moe", tmp_path / "src", dtype=torch.bfloat16)
+    source = load_causal_lm(src)
+    out = grow(src, tmp_path / "x2", width=2, experts=8, seed=2)
+    record = json.loads((out / "hyperclone.json").read_text())
+    assert record["output_dtypes"] == ["bfloat16"] and record["function_preserving"]
+    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result
+    out = grow(src, tmp_path / "x3", width=1, ffn=3, experts=12, seed=2)
+    record = json.loads((out / "hyperclone.json").read_text())
+    assert record["output_dtypes"] == ["float32"] and record["function_preserving"]
+    assert any("multiplied by 3" in note and "float32" in note for note in record["notes"])
+    assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).ok
+    out = grow(src, tmp_path / "x3-source", width=1, ffn=3, experts=12, seed=2, dtype="source")
+    record = json.loads((out / "hyperclone.json").read_text())
+    assert record["output_dtypes"] == ["bfloat16"] and not record["function_preserving"]
+    assert "multiplied by 3" in record["inexact_reasons"][0]
+    assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).rel_err > REL_TOL  # measured 1.6e-3
+
+
+def test_dense_to_fine_grained_in_two_passes_and_out_of_core_verify(tmp_path):
+    """A dense model upcycled (--experts 4 --top-k 2), then its experts split (--experts 16, with width growth):
+    still the dense model's function; verify --out-of-core checks a split model block by block."""
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny("qwen3", tmp_path / "src")
+    moe = grow(src, tmp_path / "moe", width=1, experts=4, top_k=2, seed=1)
+    out = grow(moe, tmp_path / "out", width=2, experts=16, seed=1)
+    assert json.loads((out / "config.json").read_text())["num_experts_per_tok"] == 8
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result
+    assert verify_out_of_core(moe, out).ok
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(experts=6), "must be a multiple of 4 of at least 8"),
+    (dict(experts=4), "must be a multiple of 4 of at least 8"),
+    (dict(experts=12), r"MLP width \(40\) does not split into 3 equal segments"),
+    (dict(experts=12, width=2), r"MLP width \(40 grown to 80\) does not split into 3"),
+    (dict(experts=8, top_k=2), "--top-k 2: .* 2 x 2 = 4 segments"),
+    (dict(experts=8, moments_from="nowhere"), "--moments-from with --experts on a mixture of experts"),
+])
+def test_refusals(tmp_path, options, message):
+    src = make_tiny("qwen2_moe", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match=message) as error:
+        grow(src, tmp_path / "out", **{"width": 1, **options})
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", OTHER_MOE)
+def test_other_routers_are_refused(tmp_path, family):
+    src = make_tiny(family, tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="exact only for softmax top-k routers"):
+        grow(src, tmp_path / "out", width=1, experts=8)
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_and_inspect(tmp_path, capsys):
+    src = make_tiny("mixtral", tmp_path / "src")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(src), "--experts", "8", "--width", "1"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    line = next(line for line in text.splitlines() if line.startswith("experts ") and "->" in line)
+    assert "4 -> 8: each split into 2 segments of width 20, top-2 -> top-4, down projections x2" in line
+    assert "num_local_experts\": 8" in text and "experts  " in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(src), "--experts", "12", "--width", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MLP width (40) does not split into 3 equal segments" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grow", str(src), str(tmp_path / "out"), "--experts", "8", "--width", "1", "--quiet"])
+    assert exit_info.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(src), str(tmp_path / "out")])
+    assert exit_info.value.code == 0 and json.loads(capsys.readouterr().out)["ok"] is True
+    # 4 segments of width 10: 40 bytes per float32 row, which transformers' grouped_mm kernel refuses; said so
+    info = explain_plan(src, width=1, experts=16)
+    assert any("experts_implementation='eager'" in note for note in info["notes"])
+    assert "16" in format_plan(info)
+
+
+def test_exact_tie_between_two_experts(tmp_path):
+    """The documented exception. Two experts with equal router rows always have equal logits; where they tie at
+    the k-th place the source's torch.topk takes one of them and the grown top-(k*m) takes m of their 2m tied
+    segments, in an order torch.topk does not promise. Measured (CPU, torch 2.13): the grown model takes the other
+    expert at some tied tokens (4 of 15 here), so it is NOT exact there; away from ties the choice is exactly the
+    source's. (On CUDA, H200 and torch 2.11, topk took ties lowest index first and this case was exact:
+    results/split_experts_cuda.json.)"""
+    src = make_tiny("mixtral", tmp_path / "src")
+    state = load_file(src / "model.safetensors")
+    for layer in range(2):
+        router = state[f"model.layers.{layer}.block_sparse_moe.gate.weight"]
+        router[2] = router[1]
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    out = grow(src, tmp_path / "out", width=1, experts=8, seed=0)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    a, b = router_logits(source, tokens())[0], router_logits(grown, tokens())[0]  # layer 0: the same input
+    assert torch.equal(a[:, 1], a[:, 2]) and torch.equal(b[:, 0::2], b[:, 1::2])
+    chosen = a.float().softmax(-1).topk(2, dim=-1).indices
+    segments = b.float().softmax(-1).topk(4, dim=-1).indices
+    tied = (chosen == 1).any(-1) ^ (chosen == 2).any(-1)  # exactly one of the two tied experts is taken
+    same = torch.tensor([set((s // 2).tolist()) == set(c.tolist()) for s, c in zip(segments, chosen, strict=True)])
+    assert int(tied.sum()) >= 5
+    assert bool(same[~tied].all())  # no tie: the source's experts, both segments of each
+    assert not bool(same[tied].all())  # a tie: sometimes the other expert
+    assert not compare_models(source, grown, tolerance=REL_TOL).ok
+    # and torch.topk may even take a partial set: one segment of each of two tied experts
+    probabilities = torch.tensor([[0.2, 0.2, 0.4, 0.1]])
+    split = (probabilities.repeat_interleave(2, -1) / 2).topk(4, dim=-1).indices[0] // 2
+    assert probabilities.topk(2, dim=-1).indices.tolist() == [[2, 1]]
+    assert sorted(split.tolist()) == [0, 1, 2, 2]
