@@ -144,8 +144,10 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
     if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):  # latent attention: one KV head per head
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)
-    if family == "glm4_moe":  # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
+    if family in ("glm4_moe", "dots1"):  # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
+    if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
+        return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
     if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
     return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)
@@ -289,12 +291,13 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     out = grow(src, tmp_path / "out", width=2, ffn=3)
     after = json.loads((out / "config.json").read_text())
     experts = next(k for k in ("num_local_experts", "num_experts", "n_routed_experts") if k in before)
-    assert after[experts] == before[experts] == 4 and after["num_experts_per_tok"] == 2
+    top_k = next(k for k in ("num_experts_per_tok", "moe_topk") if k in before)
+    assert after[experts] == before[experts] == 4 and after[top_k] == 2
     for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size"):
         if key in before:
             assert after[key] == 3 * before[key]
     grown = load_causal_lm(out)
-    routers = [p for name, p in grown.named_parameters() if name.endswith(".gate.weight")]
+    routers = [p for name, p in grown.named_parameters() if name.endswith((".gate.weight", ".gate.wg.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
     provenance = json.loads((out / "hyperclone.json").read_text())
     stored_buffers = sum(b.numel() for name, b in grown.named_buffers() if name.endswith("e_score_correction_bias"))

@@ -116,8 +116,18 @@ TINY_CONFIGS: dict[str, dict] = {
                      n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                      norm_topk_prob=True, use_qk_norm=True, attention_bias=True, routed_scaling_factor=2.5,
                      partial_rotary_factor=0.5),
+    # dots.llm1: GLM-4.5's layout with sliding-window layers, softmax-free sigmoid routing not renormalised
+    "dots1": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                  num_key_value_heads=2, head_dim=8, num_hidden_layers=3, first_k_dense_replace=1,
+                  n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=2, n_group=2, topk_group=1,
+                  norm_topk_prob=False, routed_scaling_factor=2.0, sliding_window=8, attention_bias=True,
+                  layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    # Hunyuan-A13B: experts and a shared MLP as wide as intermediate_size, q/k norms after rope, softmax top-k
+    "hunyuan_v1_moe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
+                           head_dim=8, num_hidden_layers=2, num_experts=4, moe_topk=2, use_qk_norm=True),
 }
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "glm4_moe_lite", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
+                "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 
 FAMILIES = sorted(TINY_CONFIGS)
 
