@@ -21,8 +21,11 @@ from hyperclone.grow.verify import compare_models, load_causal_lm
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
 EXPERT_KEY = {"mixtral": "num_local_experts"}  # every other tiny MoE states num_experts
 WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
-SPLIT_FAMILIES = sorted(ROUTING)  # softmax top-k routers
-OTHER_MOE = [family for family in MOE_FAMILIES if family not in ROUTING]  # e.g. group-limited routing: refused
+SPLIT_FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]  # softmax over all experts, checked in detail below
+# The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
+# the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight)
+OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
+                "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1)}
 
 
 def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -144,10 +147,35 @@ def test_refusals(tmp_path, options, message):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("family", OTHER_MOE)
-def test_other_routers_are_refused(tmp_path, family):
-    src = make_tiny(family, tmp_path / "src")
-    with pytest.raises(HyperCloneError, match="exact only for softmax top-k routers"):
+def test_every_moe_source_can_be_split():
+    assert sorted(ROUTING) == sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
+
+
+def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):
+    """Hunyuan's shared MLP reads intermediate_size, the experts' width: a split would shrink it too."""
+    src = make_tiny("hunyuan_v1_moe", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="shared_mlp.*experts' width"):
+        grow(src, tmp_path / "out", width=1, experts=8)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", sorted(OTHER_SPLITS))
+def test_sigmoid_grouped_and_latent_routers_split_exactly(tmp_path, family):
+    """DeepSeek, GLM, dots.llm1 and Hunyuan routers (sigmoid scores with a correction bias, group-limited top-k,
+    dense first layers, latent attention): split x2 with width x2, the source's function."""
+    overrides, factor = OTHER_SPLITS[family]
+    src = make_tiny(family, tmp_path / "src", **overrides)
+    out = grow(src, tmp_path / "out", width=2, experts=8, seed=4)
+    split = json.loads((out / "hyperclone.json").read_text())["segmented"]
+    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+
+
+def test_top_two_sum_groups_are_refused(tmp_path):
+    """DeepSeek-V3 scores a group by the sum of its two best experts; two segments of one expert change that sum."""
+    src = make_tiny("deepseek_v3", tmp_path / "src")  # n_group 2, topk_group 1
+    with pytest.raises(HyperCloneError, match="sum of its two best experts"):
         grow(src, tmp_path / "out", width=1, experts=8)
     assert not (tmp_path / "out").exists()
 

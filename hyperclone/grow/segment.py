@@ -35,9 +35,19 @@ source's expert, exact (3.5e-7). tests/test_segment.py::test_exact_tie_between_t
 measurement. Exact ties need equal router rows (an untrained zero-initialised router) or a measure-zero
 coincidence; away from them the grown model takes exactly the source's experts.
 
-Out of scope (refused or not described here): group-limited routing (DeepSeek's n_group/topk_group), sigmoid
-scores with a correction bias, capacity limits, families not in ROUTING, per-expert tensors with no MLP-width
-axis (an expert's output bias), carrying AdamW moments over (--moments-from).
+Sigmoid routers (DeepSeek-V3, GLM-4.5, GLM-4.7-Flash, dots.llm1) score each expert on its own: a segment's score is
+e's score s_e, not s_e / m, and the correction bias (an `experts` axis) is repeated with the router row. With
+renormalisation a segment's weight is s_e / (m * sum_topk(s)), 1/m of e's, so the down projections are multiplied
+by m as above; without it each segment keeps e's whole weight s_e (times routed_scaling_factor, unchanged) and the
+factor is 1. Group-limited routing: the m segments of an expert stay in its group (experts are numbered group by
+group, and e*m .. e*m + m - 1 fall in e's group). DeepSeek-V2's greedy groups score a group by its best expert,
+which every expert's segments divide by the same m, so the chosen groups are the source's; DeepSeek-V3's score a
+group by the sum of its two best scores, which two segments of one expert change (2 s_e instead of the best two
+experts' sum), so a sigmoid router with n_group > 1 and topk_group < n_group is refused.
+
+Out of scope (refused or not described here): capacity limits, families not in ROUTING, per-expert tensors with no
+MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), carrying
+AdamW moments over (--moments-from).
 """
 
 from __future__ import annotations
@@ -55,13 +65,19 @@ from hyperclone.grow.exact_split import needs_exact_split
 from hyperclone.grow.families import Family, TensorRule
 from hyperclone.grow.plan import Plan, Recipe
 
-# Families whose router computes softmax over all experts, takes the top k and, if the value says so, renormalises
-# the k weights: True (always), a config key (when that key is true) or False (never). Only these are segmented.
-ROUTING: dict[str, bool | str] = {
-    "mixtral": True,  # MixtralTopKRouter: softmax, topk, always divided by the sum of the top k
-    "olmoe": "norm_topk_prob",  # OlmoeTopKRouter
-    "qwen2_moe": "norm_topk_prob",  # Qwen2MoeTopKRouter; the shared expert and its gate sit outside the routing
-    "qwen3_moe": "norm_topk_prob",  # Qwen3MoeTopKRouter
+# Per family: the router's scores ("softmax" over all experts, or "sigmoid" per expert) and whether it renormalises
+# the top k weights: True (always), a config key (when that key is true) or False (never). Only these are segmented.
+ROUTING: dict[str, tuple[str, bool | str]] = {
+    "mixtral": ("softmax", True),  # MixtralTopKRouter: softmax, topk, always divided by the sum of the top k
+    "olmoe": ("softmax", "norm_topk_prob"),  # OlmoeTopKRouter
+    "qwen2_moe": ("softmax", "norm_topk_prob"),  # the shared expert and its gate sit outside the routing
+    "qwen3_moe": ("softmax", "norm_topk_prob"),  # Qwen3MoeTopKRouter
+    "hunyuan_v1_moe": ("softmax", True),  # HunYuanMoEV1Gate: softmax, topk, divided by the sum
+    "deepseek_v2": ("softmax", False),  # DeepseekV2TopkRouter: greedy or group-limited (best expert per group)
+    "deepseek_v3": ("sigmoid", "norm_topk_prob"),  # DeepseekV3TopkRouter: correction bias, top-2-sum groups
+    "glm4_moe": ("sigmoid", "norm_topk_prob"),
+    "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
+    "dots1": ("sigmoid", "norm_topk_prob"),
 }
 TOP_K_KEY = "num_experts_per_tok"  # the top-k config key when a family table has no "top_k" slot
 GROUPED_MM_ALIGN = 16  # torch's grouped_mm (transformers 5's default experts kernel) needs 16-byte row strides
@@ -125,8 +141,14 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
     """(segments per expert m, the top-k config key, the source's top-k), or a one-line refusal."""
     family, source = plan.family, plan.source.experts
     if family.model_type not in ROUTING:
-        raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is exact "
-                              f"only for softmax top-k routers, described for {', '.join(sorted(ROUTING))}")
+        raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is "
+                              f"described for {', '.join(sorted(ROUTING))}")
+    scores, _ = ROUTING[family.model_type]
+    groups, chosen = config.get("n_group") or 1, config.get("topk_group") or 1
+    if scores == "sigmoid" and groups > 1 and chosen < groups:
+        raise HyperCloneError(f"--experts on {family.model_type} with n_group {groups} and topk_group {chosen}: its "
+                              "router scores a group by the sum of its two best experts, which two segments of one "
+                              "expert change; splitting is exact with topk_group = n_group or n_group 1")
     if isinstance(experts, bool) or not isinstance(experts, int) or experts % source or experts < 2 * source:
         raise HyperCloneError(f"--experts {experts}: the source has {source} experts, each split into m = "
                               f"{experts}/{source} segments, so --experts must be a multiple of {source} of at "
@@ -146,6 +168,10 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
     for rule in family.tensors:
         if rule.per_expert:
             _ffn_axis(rule)
+        elif any("ffn" in axis for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
+            raise HyperCloneError(f"--experts on {family.model_type}: {rule.name} has the experts' width "
+                                  f"({family.config_keys['ffn']}), which splitting divides by {m}; it cannot say a "
+                                  "shared MLP of the old width")
         _experts_axis(rule)
     return m, key, k
 
@@ -159,7 +185,19 @@ def _segment(recipe: Recipe, name: str, axis: int, index: torch.Tensor, factor: 
                          whole_name=recipe.out_name, axis=axis, index=index, factor=factor, expert=expert)
 
 
-def segment_recipes(recipes: list[Recipe], family: Family, m: int) -> list[Recipe]:
+def renormalises(model_type: str, config: dict[str, Any]) -> bool:
+    """Whether this router divides its top-k weights by their sum (ROUTING)."""
+    renorm = ROUTING[model_type][1]
+    return renorm if isinstance(renorm, bool) else bool(config.get(renorm, False))
+
+
+def down_factor(model_type: str, config: dict[str, Any], m: int) -> int:
+    """What each segment's down projection is multiplied by: m where a segment's routing weight is 1/m of its
+    expert's (softmax scores, or renormalised sigmoid scores), 1 where it is the expert's whole weight."""
+    return m if ROUTING[model_type][0] == "softmax" or renormalises(model_type, config) else 1
+
+
+def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | None = None) -> list[Recipe]:
     """The plan's recipes with every per-expert tensor cut into m segments (expert e -> e*m + s, the down
     projection times m) and every tensor with an experts axis (the router) repeating each expert's position m
     times. Other tensors are unchanged."""
@@ -179,7 +217,7 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int) -> list[Recip
             continue
         axis = _ffn_axis(rule)
         width = recipe.maps[axis].size // m
-        factor = float(m) if axis == recipe.contract else 1.0  # the axis the down projection reads
+        factor = float(m if down is None else down) if axis == recipe.contract else 1.0  # what down projections read
         name = rule.name.replace("{layer}", match.group("layer")) if rule.per_layer else rule.name
         expert = int(match.group("expert"))
         for s in range(m):
@@ -219,12 +257,17 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
     grown config with the new expert count, expert width and top-k, and the summary for hyperclone.json."""
     m, top_k_key, k = check(plan, config, experts, top_k)
     family, source = plan.family, plan.source.experts
-    plan.recipes = segment_recipes(plan.recipes, family, m)
+    down = down_factor(family.model_type, config, m)
+    plan.recipes = segment_recipes(plan.recipes, family, m, down)
     width = plan.grown.ffn // m
     updates: dict[str, Any] = {}
     for key, value in ((family.config_keys["experts"], experts), (family.config_keys["ffn"], width),
                        (top_k_key, k * m)):
         updates.update({name: value for name in _aliases(family.model_type, key) if name == key or name in config})
+    shared = family.config_keys.get("shared_ffn", "")
+    factors = shared.split("*")
+    if len(factors) == 2 and factors[1] == family.config_keys["ffn"]:  # DeepSeek: n_shared_experts * expert width
+        updates[factors[0]] = config[factors[0]] * m  # the shared experts keep their width as each expert's shrinks
     reason = storage_reason(plan.recipes, m)
     if reason is not None and plan.spec.dtype == "source":
         plan.storage_inexact.append(reason)
@@ -240,15 +283,14 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
         plan.notes.append(f"each expert's width {width} x {itemsize} bytes is not a multiple of {GROUPED_MM_ALIGN} "
                           "bytes, which transformers' default experts kernel (grouped_mm) needs: load the model with "
                           "experts_implementation='eager'")
-    renorm = ROUTING[family.model_type]
-    renormalised = renorm if isinstance(renorm, bool) else bool(config.get(renorm, False))
+    renormalised = renormalises(family.model_type, config)
     per_segment = sum(math.prod(r.out_shape) for r in plan.recipes  # one expert's parameters, over all layers
                       if isinstance(r, SegmentRecipe) and r.expert is not None) // experts
     total = plan.grown_parameters
     summary = {"experts_from": source, "experts": experts, "segments_per_expert": m, "top_k_from": k,
-               "top_k": k * m, "expert_width": width, "down_projection_factor": m,
+               "top_k": k * m, "expert_width": width, "down_projection_factor": down,
                "renormalised_top_k": renormalised, "total_parameters": total,
                "active_parameters_per_token": total - (experts - k * m) * per_segment}
     plan.notes.append(f"each of the {source} experts split into {m} segments of width {width}: {experts} experts, "
-                      f"top-{k * m} (was top-{k}), segments' down projections x{m}")
+                      f"top-{k * m} (was top-{k}), segments' down projections x{down}")
     return {**config, **updates}, summary
