@@ -46,7 +46,7 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
         f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
         f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}"
-        + _moe_dims(dims),
+        + _moe_dims(dims) + _ssm_dims(dims),
         f"tied        {'yes' if info['tied_embeddings'] else 'no'}",
         "",
         "legal growths (any positive integers --width N --ffn M; N = M shown):",
@@ -72,6 +72,17 @@ def _moe_dims(dims: dict[str, Any]) -> str:
         return ""
     extra = "".join(f", {slot.replace('_', ' ')} {dims[slot]}" for slot in MOE_SLOTS[1:] if dims.get(slot))
     return f", experts {dims['experts']} (ffn: each expert's width){extra}"
+
+
+def _ssm_dims(dims: dict[str, Any]) -> str:
+    """A hybrid's Mamba2 mixers and which kind each block is, for the dimensions line ('' for others)."""
+    text = ""
+    if dims.get("ssm_heads"):
+        text += (f", Mamba2 heads {dims['ssm_heads']} x {dims['ssm_head_dim']} in {dims['ssm_groups']} groups "
+                 f"(state {dims['ssm_state']}, conv {dims['conv_kernel']})")
+    if dims.get("layer_kinds") and len(set(dims["layer_kinds"])) > 1:
+        text += f", layer kinds {' '.join(dims['layer_kinds'])}"
+    return text
 
 
 def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = None, to: str | Path | None = None,
@@ -107,15 +118,27 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
         maps_note.append(f"mixture of experts: the {plan.source.experts} experts are kept and each grows like a dense "
                          "MLP; the router reads the residual stream like any input projection, so its logits and the "
                          "routing are unchanged")
+    if plan.source.ssm_heads:
+        maps_note.append(_ssm_note(plan.source, plan.grown))
     summary["constructions"] = maps_note
     summary["config_updates"] = plan.config_updates
     return summary
 
 
+def _ssm_note(source: Any, grown: Any) -> str:
+    """How the Mamba2 mixers of a hybrid grow (hyperclone.grow.plan._mamba2_maps)."""
+    if grown.ssm_heads == source.ssm_heads:
+        return "Mamba2 mixers keep their heads: in_proj reads the grown residual stream, out_proj writes it"
+    return (f"Mamba2 mixers: {source.ssm_heads} -> {grown.ssm_heads} heads, each copied with its slices of in_proj "
+            f"(z, x, dt), its conv1d channels, dt_bias, A_log and D, ordered group by group so every copy reads "
+            f"its source head's B/C group; the {source.ssm_groups} groups, d_state and the conv kernel are kept; "
+            "out_proj divides by each head's copy count; a gated RMSNorm sees each group's mean square unchanged")
+
+
 def format_plan(info: dict[str, Any]) -> str:
     src, new = info["source"], info["grown"]
     lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
-    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS):
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads"):
         if src.get(key) is not None:
             lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
     lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "

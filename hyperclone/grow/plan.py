@@ -27,7 +27,7 @@ from hyperclone.grow.axis_map import (
 )
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
-from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, Family, TensorRule
+from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, SSM_SLOTS, Family, TensorRule
 from hyperclone.grow.layer_kinds import read_layer_kinds, write_layer_kinds
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
@@ -57,6 +57,7 @@ class GrowthSpec:
     insert_after: tuple[int, ...] | None = None  # identity blocks go after these source layers; None: spread evenly
     target_vocab: int | None = None  # from --to: must equal the source's vocabulary
     target_experts: int | None = None  # from --to: must equal the source's number of experts
+    ssm_heads: int | None = None  # from --to: Mamba2 heads (None: the source's times the hidden size's factor)
     mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal | uneven
     noise_db: float | None = None  # signal-to-noise ratio of noisy and uneven mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
@@ -73,7 +74,8 @@ class GrowthSpec:
     def validate(self) -> None:
         for label, value in (("--width", self.width), ("--ffn", self.ffn), ("--hidden-size", self.hidden_size),
                              ("--ffn-size", self.ffn_size), ("--heads", self.heads), ("--kv-heads", self.kv_heads),
-                             ("--head-dim", self.head_dim), ("--layers", self.layers)):
+                             ("--head-dim", self.head_dim), ("--layers", self.layers),
+                             ("--to's Mamba2 heads", self.ssm_heads)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise HyperCloneError(f"{label} must be a positive integer, got {value!r}")
         if self.mode not in MODES:
@@ -114,6 +116,12 @@ class Dims:
     kv_lora: int | None = None  # ... the keys' and values' compressed width
     qk_rope: int | None = None  # ... the rope part of each query and key head (head_dim holds the no-rope part)
     v_head_dim: int | None = None  # ... each value head's width
+    ssm_heads: int | None = None  # Mamba2 mixers (hybrid state-space families): heads, grown by copies
+    ssm_head_dim: int | None = None  # ... each head's width (kept)
+    ssm_groups: int | None = None  # ... B/C groups (n_groups, kept): head h reads group h // (heads / groups)
+    ssm_state: int | None = None  # ... d_state of each group (kept)
+    conv_kernel: int | None = None  # ... the depthwise convolution's width (kept)
+    ssm_expand: int | None = None  # ... inner width = ssm_expand x hidden when the config ties it (None: explicit)
 
 
 def check_supported(family: Family, config: Any) -> None:
@@ -157,7 +165,31 @@ def source_dims(family: Family, config: Any) -> Dims:
     kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
-                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds)
+                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds,
+                **_ssm_source_dims(family, get, hidden))
+
+
+def _ssm_source_dims(family: Family, get: Any, hidden: int) -> dict[str, int | None]:
+    """A Mamba2 mixer's widths from the config (empty for families without one), checked against each other."""
+    keys = family.config_keys
+    if "ssm_heads" not in keys:
+        return {}
+    values = {slot: get(slot) for slot in SSM_SLOTS}
+    for slot, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HyperCloneError(f"config.json: {keys[slot]} must be a positive integer, got {value!r}")
+    heads, head_dim, groups = values["ssm_heads"], values["ssm_head_dim"], values["ssm_groups"]
+    if heads % groups:
+        raise HyperCloneError(f"config.json: {heads} Mamba2 heads ({keys['ssm_heads']}) are not divisible by "
+                              f"{groups} groups ({keys['ssm_groups']})")
+    explicit = get("ssm_inner") if "ssm_inner" in keys else None
+    expand = get("ssm_expand") if explicit is None and "ssm_expand" in keys else None
+    inner = explicit if explicit is not None else (expand * hidden if isinstance(expand, int) else None)
+    if inner is not None and inner != heads * head_dim:
+        where = keys["ssm_inner"] if explicit is not None else f"{keys['ssm_expand']} x {keys['hidden']}"
+        raise HyperCloneError(f"config.json: the Mamba2 inner width {where} = {inner} is not {keys['ssm_heads']} x "
+                              f"{keys['ssm_head_dim']} = {heads * head_dim}")
+    return {**values, "ssm_expand": expand}
 
 
 def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -> None:
@@ -224,9 +256,35 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  vocab=dims.vocab, positions=dims.positions,
                  embed=hidden if dims.embed == dims.hidden else dims.embed, experts=dims.experts,
                  **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS},
-                 **{slot: getattr(dims, slot) for slot in LATENT_SLOTS})
+                 **{slot: getattr(dims, slot) for slot in LATENT_SLOTS},
+                 **({} if dims.ssm_heads is None else dict(
+                     ssm_heads=_ssm_heads(family, dims, hidden, spec.ssm_heads), ssm_head_dim=dims.ssm_head_dim,
+                     ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, conv_kernel=dims.conv_kernel,
+                     ssm_expand=dims.ssm_expand)))
     _check_reachable(family, dims, grown)
     return grown
+
+
+def _ssm_heads(family: Family, dims: Dims, hidden: int, requested: int | None) -> int:
+    """The grown Mamba2 head count: the source's times the hidden size's factor (the inner width of most hybrids is
+    expand x hidden), or a target config's. Every source head is copied into its own B/C group, so each group must
+    hold at least as many heads as before; the head width, the groups and the state size are kept."""
+    keys = family.config_keys
+    if requested is None:
+        if dims.ssm_heads * hidden % dims.hidden:
+            raise HyperCloneError(f"{keys['ssm_heads']} = {dims.ssm_heads} Mamba2 heads grown with the hidden size "
+                                  f"({dims.hidden} -> {hidden}) would not be a whole number; give a hidden size "
+                                  f"that keeps them whole")
+        requested = dims.ssm_heads * hidden // dims.hidden
+    if dims.ssm_expand is not None and requested * dims.ssm_head_dim != dims.ssm_expand * hidden:
+        raise HyperCloneError(f"{family.model_type}'s Mamba2 inner width is {keys['ssm_expand']} x {keys['hidden']} "
+                              f"= {dims.ssm_expand * hidden}, not {requested} heads x {dims.ssm_head_dim}")
+    if requested < dims.ssm_heads:
+        raise HyperCloneError(f"cannot shrink the Mamba2 heads from {dims.ssm_heads} to {requested}: growth only adds")
+    if requested % dims.ssm_groups:
+        raise HyperCloneError(f"{requested} Mamba2 heads do not divide into the {dims.ssm_groups} groups "
+                              f"({keys['ssm_groups']}, kept)")
+    return requested
 
 
 def _with_ffn(family: Family, slot: str, width: int | None, old_ffn: int, new_ffn: int) -> int | None:
@@ -277,7 +335,8 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
         return value
 
     values = dict(hidden_size=read("hidden"), ffn_size=read("ffn"), heads=read("heads"),
-                  kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"))
+                  kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"),
+                  ssm_heads=read("ssm_heads"))
     if values["hidden_size"] is None:
         raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
     vocab = read("vocab")
@@ -458,6 +517,8 @@ class AxisMaps:
         }
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             self.by_kind.update(_latent_attention_maps(dims, q_heads))
+        if dims.ssm_heads is not None:  # Mamba2 mixers: heads grow by copies inside their B/C groups
+            self.by_kind.update(_mamba2_maps(dims, grown))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
             self.by_kind["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
 
@@ -484,6 +545,34 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
     if dims.q_lora is not None:
         maps["q_lora"] = tile_map(dims.q_lora, dims.q_lora)
     return maps
+
+
+def _mamba2_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
+    """A Mamba2 mixer. in_proj reads the residual stream and emits [z | x B C | dt]; head h's slices of z and x, its
+    conv1d channels, its dt row, dt_bias, A_log and D move together, and head h reads B/C group h // (heads /
+    groups). The groups are kept: the grown heads are ordered group by group, each group's slots cycling through
+    its own source heads (gqa_head_maps with the groups as KV heads), so every copy runs its source head's scan
+    exactly. out_proj contracts over the inner width, divided among the copies. The gated RMSNorm normalises each
+    group: exact when every head of a group has the same number of copies (make_plan refuses otherwise)."""
+    heads, _ = gqa_head_maps(dims.ssm_heads, dims.ssm_groups, grown.ssm_heads, dims.ssm_groups)
+    groups = dims.ssm_groups * dims.ssm_state
+    return {"ssm_heads": heads, "ssm_inner": block_map(heads, tile_map(dims.ssm_head_dim, dims.ssm_head_dim)),
+            "ssm_groups": tile_map(groups, groups), "conv_kernel": tile_map(dims.conv_kernel, dims.conv_kernel)}
+
+
+def check_ssm_norm(family: Family, dims: Dims, grown: Dims, present: dict[str, TensorInfo],
+                   rules: dict[str, TensorRule]) -> None:
+    """Refuse uneven Mamba2 head copies under a gated RMSNorm: it normalises over each group's heads, so a head
+    copied more often than another would weigh more in its group's mean square."""
+    if dims.ssm_heads is None or grown.ssm_heads == dims.ssm_heads:
+        return
+    if not any(rules[name].role == "norm" and rules[name].axes[0] == ("ssm_inner",) for name in present):
+        return
+    old, new = dims.ssm_heads // dims.ssm_groups, grown.ssm_heads // dims.ssm_groups
+    if new % old:
+        raise HyperCloneError(f"{family.model_type}: the Mamba2 gated RMSNorm normalises over each group's heads; "
+                              f"{new} heads per group cannot hold the same number of copies of its {old} source "
+                              f"heads (grow the hidden size by a whole multiple)")
 
 
 def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:
@@ -573,6 +662,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
                                                                            dims.layer_kinds)}
 
     present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
+    check_ssm_norm(family, dims, grown, present, source_rules)
 
     a = embedding_multiplier_ratio(family, dims, grown)
     embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
@@ -698,13 +788,18 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     for slot in FFN_SLOTS:
         if getattr(grown, slot) is not None and "*" not in keys[slot]:  # a product follows its factors
             updates[keys[slot]] = getattr(grown, slot)
+    if grown.ssm_heads is not None:
+        updates[keys["ssm_heads"]] = grown.ssm_heads
+        if "ssm_inner" in keys and getattr(config, keys["ssm_inner"], None) is not None:
+            updates[keys["ssm_inner"]] = grown.ssm_heads * grown.ssm_head_dim
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
     if maps.layernorm_scale != 1.0:
         updates[family.norm_eps_key] = getattr(config, family.norm_eps_key) * maps.layernorm_scale**2
     if grown.layers != dims.layers:
         for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
-            if isinstance(value, list) and len(value) == dims.layers and key != "architectures":
+            if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
+                    and key not in family.kept_lists):
                 updates[key] = [value[src] for src, _ in layers]
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds))

@@ -57,13 +57,13 @@ def _find_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn
     raise HyperCloneError(f"{type(model).__name__}: no decoder layer list found for out-of-core verify")
 
 
-def _config_with_layers(config: Any, layers_key: str, count: int) -> Any:
-    """A copy of config with `count` layers (per-layer lists cut to match)."""
+def _config_with_layers(config: Any, layers_key: str, count: int, kept: tuple[str, ...] = ()) -> Any:
+    """A copy of config with `count` layers (per-layer lists cut to match; `kept`: lists that are not per layer)."""
     small = copy.deepcopy(config)
     full = getattr(config, layers_key)
     setattr(small, layers_key, count)
     for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
-        if isinstance(value, list) and len(value) == full and key != "architectures":
+        if isinstance(value, list) and len(value) == full and key != "architectures" and key not in kept:
             # layer_types keeps one entry of every kind: models build a rotary table per kind from it
             kept = value[:count] if key != "layer_types" else list(dict.fromkeys(value))
             setattr(small, key, kept)
@@ -109,15 +109,17 @@ class LazyModel:
         self.experts = getattr(self.config, experts_key) if experts_key else None
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
         self.count = getattr(self.config, layers_key)
-        one = _config_with_layers(self.config, layers_key, 1)
+        kept = self.family.kept_lists if self.family is not None else ()
+        one = _config_with_layers(self.config, layers_key, 1, kept)
         with torch.device("meta"):  # only to learn the decoder layer class and where the layers live
             probe = AutoModelForCausalLM.from_config(one)
         _, _, probe_layers = _find_layers(probe)
         self.layer_class = type(probe_layers[0])
         prefix = next(name for name, module in probe.named_modules() if module is probe_layers)
+        self.layer_buffers = self._model_made_buffers(one, probe_layers[0])
         del probe
         try:  # the model without decoder layers: embeddings, rotary tables, final norm, head
-            small = _config_with_layers(self.config, layers_key, 0)
+            small = _config_with_layers(self.config, layers_key, 0, kept)
             self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
         except (ValueError, IndexError, TypeError):  # a family that needs at least one layer
             small = one
@@ -157,6 +159,20 @@ class LazyModel:
             raise HyperCloneError(f"{folder}: tensors missing for out-of-core verify: {missing[:3]}")
         self.model.load_state_dict(state, strict=False, assign=True)  # assign: no second copy of the embeddings
 
+    def _model_made_buffers(self, one: Any, probed: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Buffers the model registers on its layers, which a layer built alone lacks (Falcon-H1's mup_vector, made
+        from the config): taken from a real one-layer model, once; empty (and nothing built) for other families."""
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            alone = {name for name, _ in self.layer_class(one, 0).named_buffers()}
+        extra = {name for name, _ in probed.named_buffers()} - alone
+        if not extra:
+            return {}
+        real = AutoModelForCausalLM.from_config(one, dtype=torch.float32)
+        first = _find_layers(real)[2][0]
+        return {name: buffer.clone() for name, buffer in first.named_buffers() if name in extra}
+
     def build(self, index: int) -> torch.nn.Module:
         with torch.device("meta"):
             layer = self.layer_class(self.config, index)
@@ -169,6 +185,9 @@ class LazyModel:
         if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again
             layer = self.layer_class(self.config, index)
             layer.load_state_dict(state, strict=True)
+        for name, buffer in self.layer_buffers.items():
+            owner, _, attr = name.rpartition(".")
+            layer.get_submodule(owner).register_buffer(attr, buffer.clone(), persistent=False)
         return layer.eval()
 
 

@@ -23,12 +23,22 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   mla_kv           latent attention's key/value up-projection: heads x (head_dim + v_head_dim)
   mla_attn         latent attention's output read by o_proj: heads x v_head_dim
   q_lora, kv_lora, qk_rope   latent attention's compressed widths and its shared rope key: kept
+  ssm_inner        a Mamba2 mixer's inner width, heads x head_dim (its gate z, its x inside xBC, its gated norm, the
+                   input of out_proj): heads are copied, each with its slice, ordered group by group so that every
+                   copy stays in its source head's B/C group
+  ssm_heads        one position per Mamba2 head (in_proj's dt rows, dt_bias, A_log, D): copied with their heads
+  ssm_groups       a Mamba2 mixer's B or C section, n_groups x d_state: kept
+  conv_kernel      the width of a depthwise causal convolution (conv1d weight [channels, 1, kernel]): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   vocab, positions, head_dim                               kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
 optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
 absent; read when experts are split, hyperclone.grow.segment).
+Mamba2 slots (hybrid state-space families): ``ssm_heads``, ``ssm_head_dim``, ``ssm_groups``, ``ssm_state``,
+``conv_kernel`` name the mixer's config keys; ``ssm_inner`` the key of an explicit inner width (Falcon-H1's
+mamba_d_ssm; null there means expand x hidden) and ``ssm_expand`` the key of the expansion factor when the inner width
+is expand x hidden. Mamba2 heads grow by the hidden size's factor (hyperclone.grow.plan._ssm_heads).
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
@@ -53,6 +63,8 @@ with the reason (a layout or feature the table does not describe exactly, e.g. F
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused.
 ``layer_kinds`` (hybrid and partly-dense models): how the config says which kind each block is; a tensor rule with
 ``"layers": [kinds]`` exists only in blocks of those kinds (hyperclone.grow.layer_kinds).
+``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
+entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
 
 from __future__ import annotations
@@ -68,18 +80,21 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
-              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn")
+              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
+              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
-                "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k")
+                "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
+                "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand")
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim")  # latent attention's widths: kept by growth
+SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope", "refuse", "layer_kinds"}
+               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
 
 
@@ -135,6 +150,7 @@ class Family:
     position_offset: int = 0  # OPT's learned positions have 2 extra rows
     refuse: tuple[Refusal, ...] = ()  # configurations and tensor layouts refused
     layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
+    kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -186,6 +202,9 @@ def _parse_family(raw: dict) -> Family:
     tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
     if any(t.per_expert for t in tensors) and "experts" not in config_keys:
         raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
+    ssm = [slot for slot in SSM_SLOTS if slot in config_keys]
+    if ssm and len(ssm) != len(SSM_SLOTS):
+        raise ValueError(f"family {name}: Mamba2 needs all of the config slots {', '.join(SSM_SLOTS)}")
     layer_kinds = parse_layer_kinds(name, raw["layer_kinds"]) if "layer_kinds" in raw else None
     named = {kind for t in tensors for kind in t.layers or ()}
     if named and layer_kinds is None:
@@ -209,6 +228,7 @@ def _parse_family(raw: dict) -> Family:
         position_offset=int(raw.get("position_offset", 0)),
         refuse=tuple(_parse_refusal(name, r) for r in raw.get("refuse", [])),
         layer_kinds=layer_kinds,
+        kept_lists=tuple(raw.get("kept_lists", ())),
     )
 
 

@@ -1,0 +1,124 @@
+"""Hybrid state-space sources (Mamba2 mixers beside or among attention layers): the variants of each family's mixer
+the main matrix (tests/test_families.py, which runs every family of tiny_models.TINY_CONFIGS) does not meet, the
+targets that are refused and why, and the tools around growth (inspect, out-of-core verify) on a hybrid.
+
+Mamba2 heads grow by the hidden size's factor, copied inside their B/C group (hyperclone.grow.plan._mamba2_maps);
+the gated RMSNorm normalises each group, so it needs every head of a group copied the same number of times.
+"""
+
+import json
+
+import pytest
+import torch
+from tiny_models import HYBRID_FAMILIES, make_tiny
+
+from hyperclone.cli import main
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify_blocks import verify_out_of_core
+
+REL_TOL = 1e-4
+UNEVEN = dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)  # 1.5x: every second Mamba2 head copied twice
+
+
+def assert_same_function(src, out):
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match and result.argmax_agreement == 1.0, result
+    return result
+
+
+# Falcon-H1 as configured by its releases (tiny_models), and the mixer options they do not use: no gated norm
+# (uneven head copies are then exact), the norm before the gate, an inner width tied to the hidden size
+FALCON_VARIANTS = {
+    "no-gated-norm": dict(mamba_rms_norm=False),
+    "norm-before-gate": dict(mamba_norm_before_gate=True),
+    "inner-from-expand": dict(mamba_d_ssm=None, mamba_n_heads=12, mamba_rms_norm=False),  # 2 x 48 = 12 heads x 8
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FALCON_VARIANTS))
+@pytest.mark.parametrize("growth", [dict(width=3, mode="diagonal"), dict(UNEVEN, layers=3, mode="noisy")])
+def test_falcon_h1_mixer_variants(tmp_path, variant, growth):
+    overrides = FALCON_VARIANTS[variant]
+    src = make_tiny("falcon_h1", tmp_path / "src", **overrides)
+    if "hidden_size" in growth and overrides.get("mamba_rms_norm", True):
+        with pytest.raises(HyperCloneError, match="gated RMSNorm normalises over each group's heads; 6 heads"):
+            grow(src, tmp_path / "out", seed=1, **growth)
+        return
+    out = grow(src, tmp_path / "out", seed=1, **growth)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    factor = config["hidden_size"] // 48 if config["hidden_size"] % 48 == 0 else 1.5
+    heads = json.loads((src / "config.json").read_text())["mamba_n_heads"]
+    assert config["mamba_n_heads"] == heads * factor and config["mamba_d_head"] == 8
+    assert config["mamba_n_groups"] == 2 and config["mamba_d_state"] == 8
+    assert config.get("mamba_d_ssm") in (None, config["mamba_n_heads"] * 8)
+    assert config["mlp_multipliers"] == [1.1, 0.9] and len(config["ssm_multipliers"]) == 5  # not per-layer lists
+
+
+def test_mamba2_heads_stay_in_their_group(tmp_path):
+    """Head h reads B/C group h // (heads / groups): the grown heads are ordered group by group, each group
+    holding copies of its own source heads (a plain tile order would put copies of group 1's heads in group 0)."""
+    from safetensors.torch import load_file
+
+    src = make_tiny("falcon_h1", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2, mode="symmetric")
+    before = load_file(src / "model.safetensors")["model.layers.0.mamba.A_log"]
+    after = load_file(out / "model.safetensors")["model.layers.0.mamba.A_log"]
+    assert torch.equal(after, before[[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]])
+
+
+@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+def test_identity_depth_keeps_the_layer_kinds(tmp_path, family):
+    src = make_tiny(family, tmp_path / "src")
+    layers = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+    out = grow(src, tmp_path / "out", layers=layers + 2, insert_after=(-1, layers - 1), width=2)
+    assert_same_function(src, out)
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    sources = [layer for layer, _ in provenance["layers"]]
+    kinds = provenance["source"]["layer_kinds"]
+    if kinds is not None:
+        assert provenance["grown"]["layer_kinds"] == [kinds[i] for i in sources]
+
+
+def test_falcon_h1_refusals(tmp_path):
+    src = make_tiny("falcon_h1", tmp_path / "src", mamba_rms_norm=False)
+    with pytest.raises(HyperCloneError, match="8 Mamba2 heads grown with the hidden size \\(48 -> 56\\) would not"):
+        grow(src, tmp_path / "out", hidden_size=56, heads=8, kv_heads=2, ffn_size=100)
+    assert not (tmp_path / "out").exists()
+
+
+def test_to_target_sets_the_mamba2_heads(tmp_path):
+    """A target config that keeps Falcon-H1's explicit inner width: the mixer keeps its heads, even under an uneven
+    hidden size with the gated norm."""
+    src = make_tiny("falcon_h1", tmp_path / "src")
+    target = json.loads((src / "config.json").read_text())
+    target.update(hidden_size=72, num_attention_heads=9, num_key_value_heads=3, intermediate_size=100)
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    out = grow(src, tmp_path / "out", to=tmp_path / "target.json")
+    config = json.loads((out / "config.json").read_text())
+    assert config["mamba_n_heads"] == 8 and config["mamba_d_ssm"] == 64 and config["hidden_size"] == 72
+    assert_same_function(src, out)
+
+
+@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+def test_inspect_explains_the_mixer(tmp_path, family, capsys):
+    src = make_tiny(family, tmp_path / "src")
+    with pytest.raises(SystemExit, match="0"):
+        main(["inspect", str(src)])
+    assert "Mamba2 heads" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="0"):
+        main(["inspect", str(src), "--width", "2", "--layers", "5"])
+    text = capsys.readouterr().out
+    assert "ssm_heads" in text and "ordered group by group" in text and "exact       yes" in text
+
+
+@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+def test_out_of_core_verify_runs_hybrid_blocks(tmp_path, family):
+    src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
+    out = grow(src, tmp_path / "out", width=2, layers=json.loads((src / "config.json").read_text())[
+        "num_hidden_layers"] + 1)
+    result = verify_out_of_core(src, out)
+    assert result.ok, result
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
