@@ -80,12 +80,24 @@ def test_identity_depth_keeps_the_layer_kinds(tmp_path, family):
     kinds = provenance["source"]["layer_kinds"]
     if kinds is not None:
         assert provenance["grown"]["layer_kinds"] == [kinds[i] for i in sources]
+    before, after = load_causal_lm(src).config.layer_types, load_causal_lm(out).config.layer_types
+    assert list(after) == [before[i] for i in sources]  # as transformers reads the grown config
 
 
 def test_falcon_h1_refusals(tmp_path):
     src = make_tiny("falcon_h1", tmp_path / "src", mamba_rms_norm=False)
     with pytest.raises(HyperCloneError, match="8 Mamba2 heads grown with the hidden size \\(48 -> 56\\) would not"):
         grow(src, tmp_path / "out", hidden_size=56, heads=8, kv_heads=2, ffn_size=100)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bamba_refusals(tmp_path):
+    """Bamba's inner width is expand x hidden and its gated norm always on: a 1.5x hidden size would copy every
+    second head of a group twice."""
+    src = make_tiny("bamba", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="9 heads per group cannot hold the same number of copies of its 6 "
+                                              "source heads \\(grow the hidden size by a whole multiple\\)$"):
+        grow(src, tmp_path / "out", **UNEVEN)
     assert not (tmp_path / "out").exists()
 
 

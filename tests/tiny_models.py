@@ -129,17 +129,22 @@ TINY_CONFIGS: dict[str, dict] = {
     # Falcon-H1: a Mamba2 mixer and attention in parallel in every layer, the gated RMSNorm its releases use, and
     # every µP multiplier away from 1 (mlp_multipliers has 2 entries, as many as the layers)
     "falcon_h1": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
-                      head_dim=8, num_hidden_layers=2, mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_n_groups=2,
-                      mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_rms_norm=True,
+                      head_dim=8, num_hidden_layers=2, mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8,
+                      mamba_n_groups=2, mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_rms_norm=True,
                       mamba_norm_before_gate=False, mamba_conv_bias=True, mamba_proj_bias=True, projectors_bias=True,
                       attention_bias=True, mlp_bias=True, embedding_multiplier=2.0, lm_head_multiplier=0.5,
                       key_multiplier=0.7, attention_in_multiplier=1.3, attention_out_multiplier=0.8,
                       ssm_in_multiplier=1.2, ssm_out_multiplier=0.9, mlp_multipliers=[1.1, 0.9],
                       ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.3]),
+    # Bamba: Mamba2 layers (inner width expand x hidden, gated norm always) with attention at attn_layer_indices
+    "bamba": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=3, attn_layer_indices=[1], mamba_n_heads=12, mamba_d_head=8, mamba_n_groups=2,
+                  mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_proj_bias=True, attention_bias=True,
+                  mlp_bias=True),
 }
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
                 "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
-HYBRID_FAMILIES = ("falcon_h1",)  # Mamba2 mixers among (or beside) attention
+HYBRID_FAMILIES = ("bamba", "falcon_h1")  # Mamba2 mixers among (or beside) attention
 
 FAMILIES = sorted(TINY_CONFIGS)
 

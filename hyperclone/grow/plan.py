@@ -572,7 +572,14 @@ def check_ssm_norm(family: Family, dims: Dims, grown: Dims, present: dict[str, T
     if new % old:
         raise HyperCloneError(f"{family.model_type}: the Mamba2 gated RMSNorm normalises over each group's heads; "
                               f"{new} heads per group cannot hold the same number of copies of its {old} source "
-                              f"heads (grow the hidden size by a whole multiple)")
+                              f"heads (grow the hidden size by a whole multiple{_keep_heads_hint(family, dims)})")
+
+
+def _keep_heads_hint(family: Family, dims: Dims) -> str:
+    """Where the config states the inner width on its own (Falcon-H1's mamba_d_ssm), a target may keep the heads."""
+    if dims.ssm_expand is not None:
+        return ""
+    return f", or give --to a config whose {family.config_keys['ssm_heads']} is a whole multiple of {dims.ssm_heads}"
 
 
 def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:

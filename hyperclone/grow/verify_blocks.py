@@ -17,6 +17,7 @@ the source's last hidden state and the logits are compared as in the in-memory v
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ class LazyModel:
         from transformers import AutoModelForCausalLM
 
         with torch.device("meta"):
-            alone = {name for name, _ in self.layer_class(one, 0).named_buffers()}
+            alone = {name for name, _ in self._new_layer(one, 0).named_buffers()}
         extra = {name for name, _ in probed.named_buffers()} - alone
         if not extra:
             return {}
@@ -173,9 +174,15 @@ class LazyModel:
         first = _find_layers(real)[2][0]
         return {name: buffer.clone() for name, buffer in first.named_buffers() if name in extra}
 
+    def _new_layer(self, config: Any, index: int) -> torch.nn.Module:
+        """A decoder layer of this model; a class told its kind apart from the config (Bamba's layer_type) gets it."""
+        if "layer_type" in inspect.signature(self.layer_class.__init__).parameters:
+            return self.layer_class(config, index, layer_type=config.layer_types[index])
+        return self.layer_class(config, index)
+
     def build(self, index: int) -> torch.nn.Module:
         with torch.device("meta"):
-            layer = self.layer_class(self.config, index)
+            layer = self._new_layer(self.config, index)
         prefix = f"{self.prefix}.{index}."
         state = {name: self.weights.read(name).float() for name in self.weights.infos if name.startswith(prefix)}
         state = in_memory_layout(self.family, state, index, self.experts)
@@ -183,7 +190,7 @@ class LazyModel:
         layer.load_state_dict(state, assign=True, strict=True)
         meta = [name for name, b in layer.named_buffers() if b.is_meta]
         if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again
-            layer = self.layer_class(self.config, index)
+            layer = self._new_layer(self.config, index)
             layer.load_state_dict(state, strict=True)
         for name, buffer in self.layer_buffers.items():
             owner, _, attr = name.rpartition(".")
