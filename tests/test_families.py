@@ -148,7 +148,7 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
     if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
-    if family == "bamba":  # ... and head_dim is hidden / heads: uneven KV groups instead (test_hybrids.py)
+    if family in ("bamba", "granitemoehybrid"):  # ... and head_dim is hidden / heads: uneven KV groups instead
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
     if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)

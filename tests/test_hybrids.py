@@ -134,3 +134,75 @@ def test_out_of_core_verify_runs_hybrid_blocks(tmp_path, family):
     result = verify_out_of_core(src, out)
     assert result.ok, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+
+
+# Granite-4.0-H: experts stored as stacked 3-D tensors (each expert's matrix grows on its own), or none at all
+# (Granite-4.0-H-Micro: num_local_experts 0, the shared MLP alone), or no Mamba2 layer (Granite-4.0-Micro)
+GRANITE_VARIANTS = {
+    "dense": dict(num_local_experts=0),
+    "attention-only": dict(num_local_experts=0, layer_types=["attention"] * 3),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(GRANITE_VARIANTS))
+@pytest.mark.parametrize("growth", [dict(width=2, ffn=3, mode="noisy"),
+                                    dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100, layers=4)])
+def test_granite_hybrid_variants(tmp_path, variant, growth):
+    src = make_tiny("granitemoehybrid", tmp_path / "src", **GRANITE_VARIANTS[variant])
+    out = grow(src, tmp_path / "out", seed=2, **growth)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_local_experts"] == 0 and config["mamba_n_heads"] == 24
+    assert config["shared_intermediate_size"] == 80 * (3 if "ffn" in growth else 100 / 40)
+
+
+@pytest.mark.parametrize("growth", [dict(width=3, mode="diagonal"), dict(hidden_size=96, heads=12, kv_heads=3,
+                                                                         ffn_size=60, mode="uneven")])
+def test_granite_routing_is_unchanged(tmp_path, growth):
+    """The router reads the residual stream like any input projection: every token takes the same experts with the
+    same weights; the stacked expert tensors keep their experts and grow each one's MLP."""
+    from safetensors import safe_open
+
+    src = make_tiny("granitemoehybrid", tmp_path / "src")
+    out = grow(src, tmp_path / "out", seed=4, **growth)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+
+    def keep(model, into):
+        for name, module in model.named_modules():
+            if name.endswith("block_sparse_moe.router"):
+                module.register_forward_hook(lambda m, args, output, n=name: into.__setitem__(n, output[0]))
+
+    before, after = {}, {}
+    keep(source, before)
+    keep(grown, after)
+    tokens = torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        source(tokens), grown(tokens)
+    assert sorted(before) == sorted(after) and len(before) == 3
+    for name, a in before.items():
+        b = after[name]
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        chosen = a.topk(2, dim=-1).indices.sort(-1).values
+        assert torch.equal(chosen, b.topk(2, dim=-1).indices.sort(-1).values)
+        assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.ok, result
+    ffn = json.loads((out / "config.json").read_text())["intermediate_size"]
+    with safe_open(out / "model.safetensors", "pt") as handle:
+        assert handle.get_slice("model.layers.0.block_sparse_moe.input_linear.weight").get_shape() == [
+            4, 2 * ffn, json.loads((out / "config.json").read_text())["hidden_size"]]
+
+
+def test_stacked_expert_tables_fail_loudly():
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family
+
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("granitemoehybrid.json").read_text())
+    _parse_family(raw)
+    for axes, contract in ((["ffn", "experts", "hidden"], 2), (["experts", "ffn", "hidden"], 1),
+                           (["experts", "ffn", "hidden+hidden"], 2)):
+        broken = [dict(t, axes=axes, contract=contract) if t["name"].endswith("input_linear.weight") and
+                  "block_sparse_moe" in t["name"] else t for t in raw["tensors"]]
+        with pytest.raises(ValueError, match="contract must name an unfused axis"):
+            _parse_family({**raw, "tensors": broken})

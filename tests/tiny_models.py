@@ -141,10 +141,20 @@ TINY_CONFIGS: dict[str, dict] = {
                   num_hidden_layers=3, attn_layer_indices=[1], mamba_n_heads=12, mamba_d_head=8, mamba_n_groups=2,
                   mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_proj_bias=True, attention_bias=True,
                   mlp_bias=True),
+    # Granite-4.0-H: Mamba2 and attention layers listed in layer_types (the Hub's "mamba"/"attention"), experts
+    # stored as stacked 3-D tensors beside a shared MLP, Granite's multipliers (num_local_experts=0: dense, in
+    # tests/test_hybrids.py)
+    "granitemoehybrid": dict(hidden_size=48, intermediate_size=40, shared_intermediate_size=80,
+                             num_attention_heads=6, num_key_value_heads=2, num_hidden_layers=3,
+                             layer_types=["mamba", "attention", "mamba"], num_local_experts=4, num_experts_per_tok=2,
+                             mamba_n_heads=12, mamba_d_head=8, mamba_n_groups=2, mamba_d_state=8, mamba_d_conv=4,
+                             mamba_chunk_size=8, mamba_proj_bias=True, position_embedding_type="rope",
+                             attention_bias=True, embedding_multiplier=3.0, residual_multiplier=0.5,
+                             attention_multiplier=0.2, logits_scaling=2.0),
 }
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
                 "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
-HYBRID_FAMILIES = ("bamba", "falcon_h1")  # Mamba2 mixers among (or beside) attention
+HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid")  # Mamba2 mixers among (or beside) attention
 
 FAMILIES = sorted(TINY_CONFIGS)
 

@@ -27,7 +27,7 @@ from hyperclone.grow.axis_map import (
 )
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
-from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, SSM_SLOTS, Family, TensorRule
+from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, SSM_SLOTS, Family, TensorRule, emitted_axis
 from hyperclone.grow.layer_kinds import read_layer_kinds, write_layer_kinds
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
@@ -155,6 +155,8 @@ def source_dims(family: Family, config: Any) -> Dims:
     optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
                                              *LATENT_SLOTS)
                 if get(slot) is not None}
+    if optional.get("experts") == 0:  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0)
+        del optional["experts"]
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
@@ -594,7 +596,7 @@ def residual_writers(family: Family) -> set[str]:
     matrices whose emitted axis is the hidden size, and their biases."""
     writers = set()
     for rule in family.tensors:
-        if rule.per_layer and rule.contract is not None and rule.axes[1 - rule.contract] == ("hidden",):
+        if rule.per_layer and rule.contract is not None and rule.axes[rule.emitted] == ("hidden",):
             writers.add(rule.name)
             writers.add(rule.name.removesuffix(".weight") + ".bias")
     return writers
@@ -734,7 +736,7 @@ def storage_inexact_reason(recipe: Recipe) -> str | None:
         return None
     maps = recipe.maps
     if recipe.kind == "linear":
-        out_map, in_map = maps[1 - recipe.contract], maps[recipe.contract]
+        out_map, in_map = maps[emitted_axis(len(maps), recipe.contract)], maps[recipe.contract]
         if bool((out_map.index < 0).any()):
             return "output rows holding a mean (LayerNorm hidden size not a multiple)"
         if not _is_power_of_two(out_map.scale):

@@ -46,7 +46,9 @@ A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_pro
 is grown on its own and the results are concatenated in the same order.
 
 ``contract`` is the axis a linear layer sums over (1 for nn.Linear [out, in], 0 for GPT-2's Conv1D
-[in, out]); it is divided among its copies so that n copies of an input sum back to one.
+[in, out]); it is divided among its copies so that n copies of an input sum back to one. A stack of expert
+matrices stored as one tensor [experts, out, in] (Granite's ``input_linear``) has contract 2: each expert's matrix
+grows on its own and the experts are kept.
 Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
 ``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
 place where tied embeddings are rescaled), ``norm`` (any other norm weight or bias), ``weight``
@@ -116,6 +118,16 @@ class TensorRule:
     def per_expert(self) -> bool:
         return "{expert}" in self.name
 
+    @property
+    def emitted(self) -> int | None:
+        """The axis a linear layer emits (None: not a linear layer)."""
+        return None if self.contract is None else emitted_axis(len(self.axes), self.contract)
+
+
+def emitted_axis(ndim: int, contract: int) -> int:
+    """The output axis of a linear layer's weight: the other axis of a matrix, axis 1 of [experts, out, in]."""
+    return 1 if ndim == 3 else 1 - contract
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -169,8 +181,12 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     if role not in ROLES:
         raise ValueError(f"family {family}: tensor {raw['name']!r} has unknown role {role!r}")
     contract = raw.get("contract")
-    if contract is not None and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
-        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix")
+    stacked = len(axes) == 3 and contract == 2 and axes[0] == ("experts",)  # [experts, out, in]
+    if contract is not None and not stacked and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix "
+                         "(or axis 2 of a stack of expert matrices [experts, out, in])")
+    if stacked and len(axes[2]) != 1:
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis")
     in_memory = raw.get("in_memory")
     if in_memory is not None and not (isinstance(in_memory, list) and len(in_memory) == 3
                                       and isinstance(in_memory[0], str) and isinstance(in_memory[2], int)
