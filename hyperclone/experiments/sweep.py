@@ -59,12 +59,13 @@ def msg_job(arm: SweepArm, cfg: TrainConfig, small_final: Path, preset: Preset) 
     return {"small": small_final, "start_dir": cfg.model, "stages": stages}
 
 
-def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_final: Path) -> TrainConfig:
+def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_final: Path,
+                 progress: bool = False) -> TrainConfig:
     folder = ExperimentDir(out)
     tokens = arm.tokens or preset.tokens
     base = setup.arm_train_config(preset, setup.Arm(arm.name, arm.init, seed, tokens, arm.lr),
                             folder.model(model_for(arm, seed, preset)), out, folder.corpus,
-                            progress=False)
+                            progress=progress)
     return replace(base, out=folder.run(run_name(arm, seed)),
                    warmup=preset.warmup if arm.warmup is None else arm.warmup,
                    schedule=arm.schedule or preset.schedule, decay_frac=arm.decay_frac, min_lr_ratio=arm.min_lr_ratio,
@@ -174,12 +175,13 @@ def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
               command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write,
               kind: str = "sweep", collect: Callable[..., dict[str, Any]] | None = None,
-              train_runs: bool = True) -> dict[str, Any]:
+              train_runs: bool = True, progress: bool = False) -> dict[str, Any]:
     """Run every arm x seed of the sweep in `out` (resuming), then write the report with `writer`
     (default: sweep.md, sweep.json and plots) and return the results it was given. `kind` names the
     wall-clock tally (wall_clock_<kind>.json) this invocation adds to. `collect(preset, sweep, out)` replaces
     sweep_report.collect (the budget ladder reports unfinished runs as pending); train_runs=False writes the
-    report from the runs that exist, training nothing."""
+    report from the runs that exist, training nothing. progress: progress bars while training (one job at a time).
+    Every study trains its arms here: the preset experiment (hyperclone.experiments.runner) is a sweep of its arms."""
     out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None
@@ -198,7 +200,8 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
                    key=lambda job: job[:2])
     for _, a, seed in order:
         arm = sweep.arms[a]
-        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, arm.small_model))
+        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, arm.small_model),
+                           progress and jobs == 1)
         _check_arm(cfg.out, arm)
         small = small_final_for(out, preset, arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
