@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FAMILIES, MOE_FAMILIES, make_tiny
+from tiny_models import FAMILIES, MOE_FAMILIES, UNTIED_ONLY, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -53,10 +53,12 @@ def rotated(options: list, family_index: int, case_index: int, allowed=lambda op
     return [next(o for o in options[start:] + options[:start] if allowed(o))]
 
 
-# OLMo v1 cannot keep tied embeddings exactly (see test_olmo_tied_keep_is_refused), so that pair is not generated.
+# OLMo v1 cannot keep tied embeddings exactly (see test_olmo_tied_keep_is_refused), so that pair is not generated;
+# NemotronH never ties (tests/test_hybrids.py::test_nemotron_h_refusals).
 MATRIX = [(family, mode, width, ffn, tied, tie) for f, family in enumerate(FAMILIES)
           for c, (mode, width, ffn) in enumerate(CASES)
-          for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam == "olmo" and o == (True, "keep")))]
+          for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam == "olmo" and o == (True, "keep"))
+                                     and not (fam in UNTIED_ONLY and o[0]))]
 
 
 @pytest.mark.parametrize("family,mode,width,ffn,tied,tie", MATRIX)
@@ -148,6 +150,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
     if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
+    if family == "nemotron_h":  # as Falcon-H1; experts 24 wide: 1.5x keeps the dense MLP (80) and shared (40) whole
+        return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=36)
     if family in ("bamba", "granitemoehybrid"):  # ... and head_dim is hidden / heads: uneven KV groups instead
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
     if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
@@ -164,7 +168,8 @@ TARGET_CASES = {
 }
 TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c, case in enumerate(TARGET_CASES)
                  for tied in rotated([False, True], f, c)
-                 if not (family == "olmo" and tied and not case.startswith("depth"))]
+                 if not (family == "olmo" and tied and not case.startswith("depth"))
+                 and not (family in UNTIED_ONLY and tied)]
 
 
 @pytest.mark.parametrize("family,case,tied", TARGET_MATRIX)

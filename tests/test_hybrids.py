@@ -72,7 +72,7 @@ def test_mamba2_heads_stay_in_their_group(tmp_path):
 @pytest.mark.parametrize("family", HYBRID_FAMILIES)
 def test_identity_depth_keeps_the_layer_kinds(tmp_path, family):
     src = make_tiny(family, tmp_path / "src")
-    layers = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+    layers = load_causal_lm(src).config.num_hidden_layers  # NemotronH's config.json states only its pattern
     out = grow(src, tmp_path / "out", layers=layers + 2, insert_after=(-1, layers - 1), width=2)
     assert_same_function(src, out)
     provenance = json.loads((out / "hyperclone.json").read_text())
@@ -129,8 +129,11 @@ def test_inspect_explains_the_mixer(tmp_path, family, capsys):
 @pytest.mark.parametrize("family", HYBRID_FAMILIES)
 def test_out_of_core_verify_runs_hybrid_blocks(tmp_path, family):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
-    out = grow(src, tmp_path / "out", width=2, layers=json.loads((src / "config.json").read_text())[
-        "num_hidden_layers"] + 1)
+    out = grow(src, tmp_path / "out", width=2, layers=load_causal_lm(src).config.num_hidden_layers + 1)
+    if family == "nemotron_h":  # stored under backbone., loaded as model.: refused in one line
+        with pytest.raises(HyperCloneError, match="does not store the decoder layers under model.layers .*in memory"):
+            verify_out_of_core(src, out)
+        return
     result = verify_out_of_core(src, out)
     assert result.ok, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
@@ -206,3 +209,52 @@ def test_stacked_expert_tables_fail_loudly():
                   "block_sparse_moe" in t["name"] else t for t in raw["tensors"]]
         with pytest.raises(ValueError, match="contract must name an unfused axis"):
             _parse_family({**raw, "tensors": broken})
+
+
+# Nemotron-H: a latent MoE (the experts read and write moe_latent_size between fc1/fc2_latent_proj) and not
+@pytest.mark.parametrize("latent", [None, 16])
+@pytest.mark.parametrize("growth", [dict(width=3, ffn=2, mode="uneven"), dict(UNEVEN, ffn_size=36, mode="noisy"),
+                                    dict(hidden_size=96, heads=8, kv_heads=2, head_dim=12, ffn_size=48)])
+def test_nemotron_h_variants(tmp_path, latent, growth):
+    """Also head_dim growth: NemotronH's attention has no RoPE (q.k absorbs the change of 1/sqrt(head_dim))."""
+    src = make_tiny("nemotron_h", tmp_path / "src", moe_latent_size=latent)
+    if growth.get("hidden_size") == 72:  # 12 Mamba2 heads x 1.5 under the gated norm: the target may keep them
+        with pytest.raises(HyperCloneError, match="or give --to a config whose mamba_num_heads is a whole multiple"):
+            grow(src, tmp_path / "out", **growth)
+        target = {**json.loads((src / "config.json").read_text()), "hidden_size": 72, "num_attention_heads": 9,
+                  "num_key_value_heads": 3, "moe_intermediate_size": 36}
+        (tmp_path / "target.json").write_text(json.dumps(target))
+        growth = dict(to=tmp_path / "target.json", mode="noisy")
+    out = grow(src, tmp_path / "out", seed=5, **growth)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["moe_latent_size"] == latent and config["n_routed_experts"] == 4
+
+
+@pytest.mark.parametrize("latent", [None, 16])
+def test_nemotron_h_identity_moe_block(tmp_path, latent):
+    """An identity copy of the MoE block zeroes what writes the residual stream: fc2_latent_proj with a latent
+    MoE (the experts' down projections keep their weights, so gradients reach both), the experts' down
+    projections without one; the shared expert's down projection either way."""
+    from safetensors.torch import load_file
+
+    src = make_tiny("nemotron_h", tmp_path / "src", moe_latent_size=latent)
+    out = grow(src, tmp_path / "out", layers=5, insert_after=(1,), width=2)
+    assert_same_function(src, out)
+    assert json.loads((out / "config.json").read_text())["hybrid_override_pattern"] == "MEE*-"
+    grown = load_file(out / "model.safetensors")
+    zero = lambda name: not bool(grown[f"backbone.layers.2.mixer.{name}"].any())  # noqa: E731
+    assert zero("shared_experts.down_proj.weight") and zero("shared_experts.down_proj.bias")
+    assert zero("experts.0.down_proj.weight") == (latent is None)
+    if latent is not None:
+        assert zero("fc2_latent_proj.weight") and zero("fc2_latent_proj.bias")
+    assert not zero("experts.0.up_proj.weight") and not zero("gate.weight")
+
+
+def test_nemotron_h_refusals(tmp_path):
+    src = make_tiny("nemotron_h", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    with pytest.raises(HyperCloneError, match="never ties lm_head to the embeddings"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()

@@ -151,10 +151,19 @@ TINY_CONFIGS: dict[str, dict] = {
                              mamba_chunk_size=8, mamba_proj_bias=True, position_embedding_type="rope",
                              attention_bias=True, embedding_multiplier=3.0, residual_multiplier=0.5,
                              attention_multiplier=0.2, logits_scaling=2.0),
+    # Nemotron-H: one mixer per block (hybrid_override_pattern "ME*-": Mamba2, experts, attention without RoPE, a
+    # squared-ReLU MLP), non-gated experts with a shared expert, sigmoid group-limited routing, biases (a latent
+    # MoE, moe_latent_size, in tests/test_hybrids.py); transformers' NemotronH never ties its embeddings
+    "nemotron_h": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                       layers_block_type=["linear_attention", "moe", "full_attention", "mlp"], mamba_num_heads=12,
+                       mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, n_routed_experts=4,
+                       num_experts_per_tok=2, moe_intermediate_size=24, moe_shared_expert_intermediate_size=40,
+                       n_group=2, topk_group=1, use_bias=True, mlp_bias=True, routed_scaling_factor=2.5),
 }
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
                 "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
-HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid")  # Mamba2 mixers among (or beside) attention
+HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
+UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
 
 FAMILIES = sorted(TINY_CONFIGS)
 

@@ -116,6 +116,7 @@ class Dims:
     kv_lora: int | None = None  # ... the keys' and values' compressed width
     qk_rope: int | None = None  # ... the rope part of each query and key head (head_dim holds the no-rope part)
     v_head_dim: int | None = None  # ... each value head's width
+    moe_latent: int | None = None  # a latent MoE's expert input width (Nemotron-H; None: the experts read hidden)
     ssm_heads: int | None = None  # Mamba2 mixers (hybrid state-space families): heads, grown by copies
     ssm_head_dim: int | None = None  # ... each head's width (kept)
     ssm_groups: int | None = None  # ... B/C groups (n_groups, kept): head h reads group h // (heads / groups)
@@ -516,6 +517,7 @@ class AxisMaps:
             "vocab": tile_map(dims.vocab, dims.vocab),
             "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
+            "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
         }
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             self.by_kind.update(_latent_attention_maps(dims, q_heads))
@@ -591,12 +593,14 @@ def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float
     return 1.0
 
 
-def residual_writers(family: Family) -> set[str]:
+def residual_writers(family: Family, dims: Dims | None = None) -> set[str]:
     """Per-layer tensors that write a block's output into the residual stream (zeroed in identity blocks):
-    matrices whose emitted axis is the hidden size, and their biases."""
+    matrices whose emitted axis is the hidden size, and their biases (a MoE's experts writing its latent width
+    when it has none, so they write the residual stream)."""
+    written = {("hidden",)} | ({("moe_latent",)} if dims is not None and dims.moe_latent is None else set())
     writers = set()
     for rule in family.tensors:
-        if rule.per_layer and rule.contract is not None and rule.axes[rule.emitted] == ("hidden",):
+        if rule.per_layer and rule.contract is not None and rule.axes[rule.emitted] in written:
             writers.add(rule.name)
             writers.add(rule.name.removesuffix(".weight") + ".bias")
     return writers
@@ -683,7 +687,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
         raise HyperCloneError(f"{family.model_type}: tied embeddings cannot be kept exactly here (the final norm "
                               "has no weight to absorb the rescale); use --tie untie")
     notes = plan_notes(spec, tied, dims, grown)
-    writers = residual_writers(family)
+    writers = residual_writers(family, dims)
     recipes = []
     for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds):
         if src_name not in present:

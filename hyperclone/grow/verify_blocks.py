@@ -119,6 +119,10 @@ class LazyModel:
         prefix = next(name for name, module in probe.named_modules() if module is probe_layers)
         self.layer_buffers = self._model_made_buffers(one, probe_layers[0])
         del probe
+        if not any(name.startswith(prefix + ".") for name in self.weights.infos):
+            raise HyperCloneError(f"{folder}: the checkpoint does not store the decoder layers under {prefix} "
+                                  "(transformers renames them on load), which out-of-core verify cannot follow; "
+                                  "verify in memory")
         try:  # the model without decoder layers: embeddings, rotary tables, final norm, head
             small = _config_with_layers(self.config, layers_key, 0, kept)
             self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()

@@ -30,6 +30,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   ssm_groups       a Mamba2 mixer's B or C section, n_groups x d_state: kept
   conv_kernel      the width of a depthwise causal convolution (conv1d weight [channels, 1, kernel]): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
+  moe_latent       the width a latent MoE's experts read and write (Nemotron-H moe_latent_size, between
+                   fc1_latent_proj and fc2_latent_proj): kept; without a latent size the experts read the residual
+                   stream and it is the hidden size
   vocab, positions, head_dim                               kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
@@ -83,13 +86,14 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
-              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel")
+              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
-                "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand")
-LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim")  # latent attention's widths: kept by growth
+                "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
+                "moe_latent")
+LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent")  # latent widths: kept by growth
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
