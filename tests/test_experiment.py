@@ -11,7 +11,8 @@ from train_helpers import make_corpus
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.experiments import curve_math
 from hyperclone.experiments.presets import PRESETS, Preset, get_preset
-from hyperclone.experiments.runner import plan_arms, run_experiment
+from hyperclone.experiments.runner import plan_arms
+from hyperclone.experiments.studies import run_experiment
 from hyperclone.train.metrics import read_metrics
 
 MICRO = Preset(name="micro", description="test only", corpus_bytes=200_000, vocab_size=300,

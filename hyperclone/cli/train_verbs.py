@@ -155,35 +155,6 @@ def train_command(
                    f"{result.final}")
 
 
-def _sweep_file(sweep: Path, preset: str | None, out: Path, data: list[Path] | None, jobs: int,
-                command: str | None, report_only: bool) -> None:
-    """experiment --sweep FILE: sweep.md, or search.md for a file with `compare: ladder` (run in the ladder's
-    folder, reported on its random frontier). One wall-clock tally per sweep file: several sweeps may share a
-    folder and its finished runs."""
-    from hyperclone.experiments import ladder, ladder_search
-    from hyperclone.experiments.presets import get_preset
-    from hyperclone.experiments.sweep import run_sweep
-    from hyperclone.experiments.sweep_spec import load_sweep
-
-    spec = load_sweep(sweep)
-    if preset is not None and preset != spec.preset:
-        raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
-    kind = f"sweep_{Path(sweep).stem}"
-    if spec.compare == "ladder":
-        if spec.preset not in ladder.LADDERS:
-            raise HyperCloneError(f"{sweep}: compare: ladder needs a ladder preset ({', '.join(ladder.LADDERS)}), "
-                                  f"got {spec.preset}")
-        run_sweep(get_preset(spec.preset), spec, out, data=data, jobs=jobs, command=command, kind=kind,
-                  collect=ladder_search.analyse, writer=ladder_search.write, train_runs=not report_only)
-        typer.echo(f"report: {Path(out) / (spec.report + '.md')}")
-        return
-    if report_only:
-        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "
-                              "compare: ladder, and to --arms")
-    res = run_sweep(get_preset(spec.preset), spec, out, data=data, jobs=jobs, command=command, kind=kind)
-    typer.echo(f"winners: {res['winner']}; report: {Path(out) / 'sweep.md'}")
-
-
 def experiment_command(
     out: Annotated[Path, typer.Option("--out", help="Experiment folder; rerunning resumes unfinished runs.")],
     preset: Annotated[str | None, typer.Option(
@@ -211,8 +182,7 @@ def experiment_command(
     """Pretrain a small model, grow it, train grown vs random init, write report.md/results.json/plots.
 
     --sweep compares post-growth recipes; --arms compares growth methods at one final shape."""
-    from hyperclone.experiments.presets import get_preset
-    from hyperclone.experiments.runner import run_experiment
+    from hyperclone.experiments import studies
 
     command = None
     if sys.argv[1:2] == ["experiment"]:
@@ -221,44 +191,10 @@ def experiment_command(
             shlex.quote(a) for a in sys.argv[1:] if a != "--report-only")  # the command that trains the runs
     if jobs < 1:
         raise HyperCloneError(f"--jobs must be positive, got {jobs}")
-    if sweep is not None and arms is not None:
-        raise HyperCloneError("give --sweep or --arms, not both")
-    if layers is not None and arms is None:
-        raise HyperCloneError("--layers only applies with --arms")
-    if arms is not None:
-        from hyperclone.experiments import headtohead
-        from hyperclone.experiments.sweep import run_sweep
-
-        if preset is None:
-            raise HyperCloneError("--arms needs --preset")
-        chosen = get_preset(preset)
-        spec = headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers)
-        res = run_sweep(chosen, spec, out, data=list(data) if data else None, jobs=jobs, command=command,
-                        writer=headtohead.write, kind="arms", train_runs=not report_only)
-        typer.echo(f"{headtohead.one_line(res)}; report: {Path(out) / 'report.md'}")
-        return
-    if preset is not None and sweep is None:
-        from hyperclone.experiments import ladder
-        from hyperclone.experiments.sweep import run_sweep
-
-        if preset in ladder.LADDERS:
-            res = run_sweep(get_preset(preset), ladder.ladder_sweep(preset), out,
-                            data=list(data) if data else None, jobs=jobs, command=command, kind="ladder",
-                            collect=ladder.analyse, writer=ladder.write, train_runs=not report_only)
-            typer.echo(f"report: {Path(out) / ladder.REPORT}")
-            return
-    if sweep is not None:
-        _sweep_file(sweep, preset, out, list(data) if data else None, jobs, command, report_only)
-        return
-    if report_only:
-        raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "
-                              "compare: ladder, and to --arms")
-    if preset is None:
-        raise HyperCloneError("experiment needs --preset or --sweep")
-    results = run_experiment(get_preset(preset), out, data=list(data) if data else None, progress=progress,
-                             command=command)
-    st = results["speedup_tokens"]
-    typer.echo(f"speedup_tokens {st if st is None else round(st, 3)}; report: {Path(out) / 'report.md'}")
+    chosen = studies.choose(preset, sweep, arms, layers)
+    results = studies.run(chosen, out, data=list(data) if data else None, jobs=jobs, command=command,
+                          report_only=report_only, progress=progress)
+    typer.echo(chosen.study.summary(results, Path(out), chosen.sweep))
 
 
 def tokenize_command(

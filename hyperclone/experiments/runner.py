@@ -12,8 +12,9 @@ Steps, all local (nothing is downloaded):
 6. report    DIR/results.json, DIR/report.md and PNG plots (hyperclone.experiments.report)
 
 The preset is a sweep of its arms (grown and random init at the full budget for every seed, the grown model at
-fractions of it): hyperclone.experiments.sweep trains them, as it trains every study's arms, and this module says
-which arms and what the preset's report reads from their runs. Each training run lives in DIR/runs/<arm>-s<seed>
+fractions of it): hyperclone.experiments.sweep trains them, as it trains every study's arms
+(hyperclone.experiments.studies: the registry, and run_experiment), and this module says which arms and what the
+preset's report reads from their runs. Each training run lives in DIR/runs/<arm>-s<seed>
 and is resumed rather than redone when the experiment is run again with the same settings.
 """
 
@@ -28,7 +29,6 @@ from hyperclone.experiments import curve_math, report
 from hyperclone.experiments.folder import ExperimentDir
 from hyperclone.experiments.presets import Preset
 from hyperclone.experiments.setup import Arm, curve, model_stats, small_arm
-from hyperclone.experiments.sweep import run_sweep
 from hyperclone.experiments.sweep_models import model_for
 from hyperclone.experiments.sweep_spec import Sweep, SweepArm
 from hyperclone.train.metrics import SUMMARY_FILE
@@ -117,12 +117,3 @@ def collect_results(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         "arms": results_arms,
     }
     return results
-
-
-def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = None, progress: bool = True,
-                   command: str | None = None) -> dict[str, Any]:
-    """Run (or finish) the whole experiment in `out`; returns the results written to out/results.json."""
-    out = Path(out)
-    return run_sweep(preset, preset_sweep(preset), out, data, jobs=1, progress=progress,
-                     command=command or f"hyperclone experiment --preset {preset.name} --out {out}",
-                     writer=report.write_report, kind="", collect=collect_results)
