@@ -69,7 +69,10 @@ def test_mamba2_heads_stay_in_their_group(tmp_path):
     assert torch.equal(after, before[[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]])
 
 
-@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+LAYERED = (*HYBRID_FAMILIES, "lfm2")  # and LFM2's short convolutions among attention layers
+
+
+@pytest.mark.parametrize("family", LAYERED)
 def test_identity_depth_keeps_the_layer_kinds(tmp_path, family):
     src = make_tiny(family, tmp_path / "src")
     layers = load_causal_lm(src).config.num_hidden_layers  # NemotronH's config.json states only its pattern
@@ -126,7 +129,7 @@ def test_inspect_explains_the_mixer(tmp_path, family, capsys):
     assert "ssm_heads" in text and "ordered group by group" in text and "exact       yes" in text
 
 
-@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+@pytest.mark.parametrize("family", LAYERED)
 def test_out_of_core_verify_runs_hybrid_blocks(tmp_path, family):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", width=2, layers=load_causal_lm(src).config.num_hidden_layers + 1)
@@ -258,3 +261,41 @@ def test_nemotron_h_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="never ties lm_head to the embeddings"):
         grow(src, tmp_path / "out", width=2)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("growth", [dict(UNEVEN, mode="uneven"), dict(width=2, ffn=3, mode="diagonal", layers=4)])
+def test_lfm2_short_convolutions(tmp_path, growth):
+    """LFM2's gated short convolution multiplies channels (B x, then C conv(.)): its channels are plain copies
+    (scale 1) even where the residual stream's copies are scaled for RMSNorm (1.5x), and out_proj divides by them.
+    The grown config states its MLP width (block_auto_adjust_ff_dim false)."""
+    src = make_tiny("lfm2", tmp_path / "src", tied=False)
+    out = grow(src, tmp_path / "out", seed=6, **growth)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["block_auto_adjust_ff_dim"] is False and config["intermediate_size"] == growth.get("ffn_size", 240)
+    assert load_causal_lm(out).model.layers[0].feed_forward.w1.out_features == config["intermediate_size"]
+
+
+def test_lfm2_full_attn_idxs_follow_the_layers(tmp_path):
+    """Hub LFM2 configs list the attention layers as full_attn_idxs too: rewritten with layer_types."""
+    src = make_tiny("lfm2", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "full_attn_idxs": [1]}))
+    out = grow(src, tmp_path / "out", layers=5, insert_after=(0, 1))
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == ["conv", "conv", "full_attention", "full_attention", "conv"]
+    assert config["full_attn_idxs"] == [2, 3]
+    assert_same_function(src, out)
+
+
+@pytest.mark.parametrize("raw", [
+    {"list": "layer_types", "indices_too": {"key": "full_attn_idxs"}},
+    {"list": "layer_types", "indices_too": ["full_attn_idxs", "attention"]},
+    {"indices": "attn_layer_indices", "inside": "attention", "outside": "mamba",
+     "indices_too": {"key": "x", "kind": "attention"}},
+])
+def test_layer_kinds_indices_too_fail_loudly(raw):
+    from hyperclone.grow.layer_kinds import parse_layer_kinds
+
+    with pytest.raises(ValueError, match="layer_kinds"):
+        parse_layer_kinds("test", raw)

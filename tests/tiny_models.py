@@ -159,6 +159,11 @@ TINY_CONFIGS: dict[str, dict] = {
                        mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, n_routed_experts=4,
                        num_experts_per_tok=2, moe_intermediate_size=24, moe_shared_expert_intermediate_size=40,
                        n_group=2, topk_group=1, use_bias=True, mlp_bias=True, routed_scaling_factor=2.5),
+    # LFM2: gated short convolutions (B, C, x from in_proj) and attention with q/k norms listed in layer_types, tied
+    # embeddings, the MLP width derived from intermediate_size (int(2/3 x 120) = 80, rounded to a multiple of 16)
+    "lfm2": dict(hidden_size=48, intermediate_size=120, block_multiple_of=16, num_attention_heads=6,
+                 num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
+                 conv_bias=True, conv_L_cache=3),
 }
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
                 "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")

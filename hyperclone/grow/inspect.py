@@ -120,6 +120,9 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
                          "routing are unchanged")
     if plan.source.ssm_heads:
         maps_note.append(_ssm_note(plan.source, plan.grown))
+    if any("conv_inner" in axis for rule in plan.family.tensors for axis in rule.axes):
+        maps_note.append("short convolutions: their channels (as wide as the hidden size) are plain copies, so the "
+                         "gates B·x and C·conv(·) stay exact per channel; out_proj divides by each channel's copies")
     summary["constructions"] = maps_note
     summary["config_updates"] = plan.config_updates
     return summary

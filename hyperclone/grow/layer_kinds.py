@@ -14,7 +14,9 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
   {"prefix": "first_k_dense_replace",
    "inside": "dense", "outside": "moe"}                the first N layers have one kind, the others another
 
-and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds. Under depth growth every new
+and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds. A list may name, with
+``"indices_too": {"key": "full_attn_idxs", "kind": "attention"}``, an older key that repeats the layers of one kind
+as indices (LFM2): where the config states it, it is rewritten with the list. Under depth growth every new
 block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
 say (stacked copies that break a dense prefix) is refused in one line. Pure functions: nothing here reads files.
 """
@@ -36,6 +38,7 @@ class LayerKinds:
     values: tuple[tuple[Any, str], ...] = ()  # list / pattern: config value -> kind (empty: the value is the kind)
     inside: str = ""  # indices / prefix: the kind of the layers named
     outside: str = ""  # ... and of the others
+    indices_too: tuple[str, str] | None = None  # list: (config key, kind) of a key listing that kind's layers too
 
     @property
     def kinds(self) -> tuple[str, ...] | None:
@@ -53,6 +56,7 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
                          "config key")
     encoding = encodings[0]
     allowed = {encoding, "values"} if encoding in ("list", "pattern") else {encoding, "inside", "outside"}
+    allowed |= {"indices_too"} if encoding == "list" else set()
     if set(raw) - allowed:
         raise ValueError(f"family {family}: layer_kinds {encoding} takes {sorted(allowed)}, not "
                          f"{sorted(set(raw) - allowed)}")
@@ -64,7 +68,12 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
     if encoding in ("indices", "prefix") and not (isinstance(raw.get("inside"), str)
                                                   and isinstance(raw.get("outside"), str)):
         raise ValueError(f"family {family}: layer_kinds {encoding} needs inside and outside kinds")
-    return LayerKinds(encoding, raw[encoding], tuple(values.items()), raw.get("inside", ""), raw.get("outside", ""))
+    also = raw.get("indices_too")
+    if also is not None and not (isinstance(also, dict) and set(also) == {"key", "kind"}
+                                 and all(isinstance(v, str) for v in also.values())):
+        raise ValueError(f"family {family}: layer_kinds indices_too must be {{key, kind}}")
+    return LayerKinds(encoding, raw[encoding], tuple(values.items()), raw.get("inside", ""), raw.get("outside", ""),
+                      (also["key"], also["kind"]) if also else None)
 
 
 def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
@@ -105,7 +114,11 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> 
             kind = dict(spec.values).get(entry, entry) if spec.values else str(entry)
             back.setdefault(kind, entry)
         entries = [back[kind] for kind in kinds]
-        return {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
+        updates = {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
+        moved = len(kinds) != len(source)  # (the same layers: the key, if stated, still holds)
+        if spec.indices_too is not None and moved and getattr(config, spec.indices_too[0], None) is not None:
+            updates[spec.indices_too[0]] = [i for i, kind in enumerate(kinds) if kind == spec.indices_too[1]]
+        return updates
     if spec.encoding == "indices":
         return {spec.key: [i for i, kind in enumerate(kinds) if kind == spec.inside]}
     count = sum(kind == spec.inside for kind in kinds)

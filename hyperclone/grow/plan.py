@@ -149,7 +149,7 @@ def source_dims(family: Family, config: Any) -> Dims:
         return factors[0] if len(factors) == 1 else None
 
     hidden, heads = get("hidden"), get("heads")
-    ffn = get("ffn")
+    ffn = adjusted_ffn(family, get("ffn"), lambda key: getattr(config, key, None))
     if ffn is None and family.ffn_default_multiple:
         ffn = family.ffn_default_multiple * hidden
     values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
@@ -172,11 +172,30 @@ def source_dims(family: Family, config: Any) -> Dims:
                 **_ssm_source_dims(family, get, hidden))
 
 
+def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
+    """The MLP's width from ffn's config value: itself, or LFM2's SwiGLU sizing when its flag is set (read(key) gives
+    a config value)."""
+    rule = family.ffn_auto_adjust
+    if rule is None or not isinstance(value, int) or not read(rule["flag"]):
+        return value
+    width = int(2 * value / 3)
+    multiplier, multiple = read(rule["multiplier"]), read(rule["multiple_of"])
+    if multiplier is not None:
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+            raise HyperCloneError(f"config.json: {rule['multiple_of']} must be a positive integer, got {multiple!r}")
+        width = int(multiplier * width)
+        width = multiple * ((width + multiple - 1) // multiple)
+    return width
+
+
 def _ssm_source_dims(family: Family, get: Any, hidden: int) -> dict[str, int | None]:
     """A Mamba2 mixer's widths from the config (empty for families without one), checked against each other."""
     keys = family.config_keys
-    if "ssm_heads" not in keys:
-        return {}
+    if "ssm_heads" not in keys:  # no Mamba2 mixer; maybe a short convolution (LFM2)
+        kernel = get("conv_kernel") if "conv_kernel" in keys else None
+        if kernel is not None and (not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1):
+            raise HyperCloneError(f"config.json: {keys['conv_kernel']} must be a positive integer, got {kernel!r}")
+        return {"conv_kernel": kernel} if kernel is not None else {}
     values = {slot: get(slot) for slot in SSM_SLOTS}
     for slot, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -260,10 +279,10 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  embed=hidden if dims.embed == dims.hidden else dims.embed, experts=dims.experts,
                  **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS},
                  **{slot: getattr(dims, slot) for slot in LATENT_SLOTS},
+                 conv_kernel=dims.conv_kernel,
                  **({} if dims.ssm_heads is None else dict(
                      ssm_heads=_ssm_heads(family, dims, hidden, spec.ssm_heads), ssm_head_dim=dims.ssm_head_dim,
-                     ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, conv_kernel=dims.conv_kernel,
-                     ssm_expand=dims.ssm_expand)))
+                     ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, ssm_expand=dims.ssm_expand)))
     _check_reachable(family, dims, grown)
     return grown
 
@@ -337,8 +356,8 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
             raise HyperCloneError(f"--to: {keys[slot]} must be a positive integer, got {value!r}")
         return value
 
-    values = dict(hidden_size=read("hidden"), ffn_size=read("ffn"), heads=read("heads"),
-                  kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"),
+    values = dict(hidden_size=read("hidden"), ffn_size=adjusted_ffn(family, read("ffn"), target.get),
+                  heads=read("heads"), kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"),
                   ssm_heads=read("ssm_heads"))
     if values["hidden_size"] is None:
         raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
@@ -518,7 +537,10 @@ class AxisMaps:
             "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
             "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
+            "conv_inner": tile_map(dims.hidden, grown.hidden),  # plain copies of channels (B x, C conv(.))
         }
+        if dims.conv_kernel is not None:
+            self.by_kind["conv_kernel"] = tile_map(dims.conv_kernel, dims.conv_kernel)
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             self.by_kind.update(_latent_attention_maps(dims, q_heads))
         if dims.ssm_heads is not None:  # Mamba2 mixers: heads grow by copies inside their B/C groups
@@ -561,7 +583,7 @@ def _mamba2_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
     heads, _ = gqa_head_maps(dims.ssm_heads, dims.ssm_groups, grown.ssm_heads, dims.ssm_groups)
     groups = dims.ssm_groups * dims.ssm_state
     return {"ssm_heads": heads, "ssm_inner": block_map(heads, tile_map(dims.ssm_head_dim, dims.ssm_head_dim)),
-            "ssm_groups": tile_map(groups, groups), "conv_kernel": tile_map(dims.conv_kernel, dims.conv_kernel)}
+            "ssm_groups": tile_map(groups, groups)}
 
 
 def check_ssm_norm(family: Family, dims: Dims, grown: Dims, present: dict[str, TensorInfo],
@@ -801,6 +823,8 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     for slot in FFN_SLOTS:
         if getattr(grown, slot) is not None and "*" not in keys[slot]:  # a product follows its factors
             updates[keys[slot]] = getattr(grown, slot)
+    if family.ffn_auto_adjust is not None:  # the grown config states the MLP's width itself
+        updates[family.ffn_auto_adjust["flag"]] = False
     if grown.ssm_heads is not None:
         updates[keys["ssm_heads"]] = grown.ssm_heads
         if "ssm_inner" in keys and getattr(config, keys["ssm_inner"], None) is not None:

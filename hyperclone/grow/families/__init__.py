@@ -30,6 +30,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   ssm_groups       a Mamba2 mixer's B or C section, n_groups x d_state: kept
   conv_kernel      the width of a depthwise causal convolution (conv1d weight [channels, 1, kernel]): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
+  conv_inner       the channels of a gated short convolution as wide as the hidden size (LFM2's in_proj emits B, C and
+                   x, each [hidden]; conv and out_proj read them): plain copies of the channels, scale 1, so B·x and
+                   C·conv(·) stay exact per channel; out_proj divides by the copies
   moe_latent       the width a latent MoE's experts read and write (Nemotron-H moe_latent_size, between
                    fc1_latent_proj and fc2_latent_proj): kept; without a latent size the experts read the residual
                    stream and it is the hidden size
@@ -68,6 +71,9 @@ with the reason (a layout or feature the table does not describe exactly, e.g. F
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused.
 ``layer_kinds`` (hybrid and partly-dense models): how the config says which kind each block is; a tensor rule with
 ``"layers": [kinds]`` exists only in blocks of those kinds (hyperclone.grow.layer_kinds).
+``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
+(LFM2): with the flag true the width is multiple_of x ceil(multiplier x int(2/3 x value) / multiple_of) (no rounding
+without a multiplier); the grown config states the width itself, with the flag false.
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -86,7 +92,7 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
-              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent")
+              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -100,7 +106,7 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists"}
+               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
 
 
@@ -167,6 +173,7 @@ class Family:
     refuse: tuple[Refusal, ...] = ()  # configurations and tensor layouts refused
     layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
     kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
+    ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -223,7 +230,7 @@ def _parse_family(raw: dict) -> Family:
     if any(t.per_expert for t in tensors) and "experts" not in config_keys:
         raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
     ssm = [slot for slot in SSM_SLOTS if slot in config_keys]
-    if ssm and len(ssm) != len(SSM_SLOTS):
+    if set(ssm) - {"conv_kernel"} and len(ssm) != len(SSM_SLOTS):  # a short convolution alone (LFM2) needs no SSM
         raise ValueError(f"family {name}: Mamba2 needs all of the config slots {', '.join(SSM_SLOTS)}")
     layer_kinds = parse_layer_kinds(name, raw["layer_kinds"]) if "layer_kinds" in raw else None
     named = {kind for t in tensors for kind in t.layers or ()}
@@ -249,7 +256,17 @@ def _parse_family(raw: dict) -> Family:
         refuse=tuple(_parse_refusal(name, r) for r in raw.get("refuse", [])),
         layer_kinds=layer_kinds,
         kept_lists=tuple(raw.get("kept_lists", ())),
+        ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
     )
+
+
+def _parse_ffn_auto_adjust(family: str, raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"flag", "multiplier", "multiple_of"} or not all(
+            isinstance(v, str) for v in raw.values()):
+        raise ValueError(f"family {family}: ffn_auto_adjust must name the config keys flag, multiplier, multiple_of")
+    return dict(raw)
 
 
 def _valid_refusal(raw: Any) -> bool:
