@@ -127,8 +127,13 @@ def test_micro_sweep_end_to_end_and_resume(tmp_path):
     assert "| carry |" in md and "(best random)" in md
     # rerun: nothing retrained; a changed arm under the same name is refused
     before = (out / "runs" / "carry-s0" / "metrics.jsonl").read_text()
-    run_sweep(MICRO, parse_sweep(SWEEP), out, data=[corpus])
+    rerun = run_sweep(MICRO, parse_sweep(SWEEP), out, data=[corpus])
     assert (out / "runs" / "carry-s0" / "metrics.jsonl").read_text() == before
+    # a report written from the finished runs trains nothing and adds no time to the wall-clock tally
+    tally = (out / "wall_clock_sweep.json").read_text()
+    report_only = run_sweep(MICRO, parse_sweep(SWEEP), out, data=[corpus], train_runs=False)
+    assert (out / "wall_clock_sweep.json").read_text() == tally
+    assert report_only["wall_clock_s"] == rerun["wall_clock_s"] == sum(json.loads(tally))
     changed = {**SWEEP, "arms": [{**SWEEP["arms"][3], "warmup": 0.2}]}
     with pytest.raises(HyperCloneError, match="arm 'carry' changed"):
         run_sweep(MICRO, parse_sweep(changed), out, data=[corpus])

@@ -150,13 +150,15 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
         write_text_atomic(path, json.dumps(settings, indent=1))
 
 
-def add_wall_clock(out: Path, seconds: float, kind: str = "") -> float:
+def add_wall_clock(out: Path, seconds: float | None, kind: str = "") -> float:
     """Total wall time over every invocation of one kind (preset experiment, sweep, head to head) that
-    worked on this experiment folder (reruns resume; kinds can share a folder and count separately)."""
+    worked on this experiment folder (reruns resume; kinds can share a folder and count separately). seconds=None
+    (a report written from finished runs, training nothing) reads the total without adding to it."""
     path = out / f"wall_clock{'_' + kind if kind else ''}.json"
     runs = json.loads(path.read_text()) if path.exists() else []
-    runs.append(round(seconds, 2))
-    write_text_atomic(path, json.dumps(runs))
+    if seconds is not None:
+        runs.append(round(seconds, 2))
+        write_text_atomic(path, json.dumps(runs))
     return float(sum(runs))
 
 

@@ -234,7 +234,7 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     results = (sweep_report.collect(preset, sweep, out, small_final) if collect is None
                else collect(preset, sweep, out))
     results.update({"machine": setup.machine(), "date": time.strftime("%Y-%m-%d"),
-                    "wall_clock_s": setup.add_wall_clock(out, time.perf_counter() - t0, kind),
+                    "wall_clock_s": setup.add_wall_clock(out, time.perf_counter() - t0 if train_runs else None, kind),
                     "command": command or f"hyperclone experiment --sweep FILE --out {out}"})
     say(f"done: {writer(results, out)}")
     return results
