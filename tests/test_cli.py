@@ -245,3 +245,16 @@ def test_train_options_default_to_the_config_dataclass():
             wrong.append(f"{f.name}: --{option_of.get(f.name, f.name).replace('_', '-')} defaults to {option!r}, "
                          f"TrainConfig to {default!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_record_from_a_newer_version_is_refused_in_one_line(tiny, tmp_path, capsys):
+    """verify --out-of-core re-plans the growth from hyperclone.json: options this version does not know are
+    refused, not dropped (a plan without them would not be the one that made the folder)."""
+    out = tmp_path / "out"
+    assert run(["grow", str(tiny), str(out), "--width", "2"], capsys)[0] == 0
+    record = json.loads((out / "hyperclone.json").read_text())
+    record["spec"]["future_option"] = 3
+    (out / "hyperclone.json").write_text(json.dumps(record))
+    code, _, err = run(["verify", str(tiny), str(out), "--out-of-core"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "does not know (future_option)" in err and "newer version" in err

@@ -30,10 +30,10 @@ from hyperclone.grow.tensor_rule import grow_tensor
 
 def grown_spec(model_dir: Path) -> Any | None:
     """The GrowthSpec recorded in model_dir's hyperclone.json, or None for a model that was not grown."""
-    from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.plan import spec_from_record
 
     raw = read_provenance_spec(model_dir)
-    return None if raw is None else GrowthSpec(**raw)
+    return None if raw is None else spec_from_record(raw)
 
 
 def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -93,6 +93,17 @@ class GrowthSpec:
         if self.insert_after is not None and self.depth_mode != "identity":
             raise HyperCloneError("--insert-after only applies to --depth-mode identity")
         parse_perturbation(self.perturb)
+
+
+def spec_from_record(raw: dict[str, Any]) -> GrowthSpec:
+    """The GrowthSpec a grown folder's hyperclone.json records; a record with fields this version does not know
+    (written by a newer hyperclone) is refused in one line rather than re-planned without them."""
+    known = {f.name for f in fields(GrowthSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise HyperCloneError(f"hyperclone.json records growth options this hyperclone does not know "
+                              f"({', '.join(unknown)}): it was written by a newer version; upgrade hyperclone")
+    return GrowthSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 @dataclass(frozen=True)

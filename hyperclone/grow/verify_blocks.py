@@ -241,7 +241,7 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
                        length: int | None = None, batch: int = 1) -> BlockVerifyResult:
     """Block-by-block check of a grown folder against its source (see the module doc)."""
     from hyperclone.common.files import PROVENANCE_FILE, read_provenance_spec
-    from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.plan import spec_from_record
     from hyperclone.grow.planning import plan_growth
     from hyperclone.grow.source import source_folder
     from hyperclone.grow.verify import verify_length
@@ -250,7 +250,7 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
     raw = read_provenance_spec(grown)
     if raw is None:
         raise HyperCloneError(f"{grown}: no {PROVENANCE_FILE}; out-of-core verify needs the growth plan")
-    spec = GrowthSpec(**raw)
+    spec = spec_from_record(raw)
     with source_folder(src) as folder:
         plan, _ = plan_growth(folder, spec)
         if plan.stacked:
