@@ -258,3 +258,11 @@ def test_a_record_from_a_newer_version_is_refused_in_one_line(tiny, tmp_path, ca
     code, _, err = run(["verify", str(tiny), str(out), "--out-of-core"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "does not know (future_option)" in err and "newer version" in err
+
+
+def test_inspect_shows_latent_attention_and_layer_kinds(tmp_path, capsys):
+    src = make_tiny("deepseek_v3", tmp_path / "src")
+    code, out, _ = run(["inspect", str(src)], capsys)
+    dims = next(line for line in out.splitlines() if line.startswith("dimensions"))
+    assert code == 0 and "latent attention: q LoRA 24, kv LoRA 16, rope 4" in dims and "value 6 per head" in dims
+    assert dims.endswith("layer kinds dense moe moe")

@@ -46,7 +46,7 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
         f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
         f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}"
-        + _moe_dims(dims) + _ssm_dims(dims),
+        + _moe_dims(dims) + _latent_dims(dims) + _ssm_dims(dims),
         f"tied        {'yes' if info['tied_embeddings'] else 'no'}",
         "",
         "legal growths (any positive integers --width N --ffn M; N = M shown):",
@@ -72,6 +72,15 @@ def _moe_dims(dims: dict[str, Any]) -> str:
         return ""
     extra = "".join(f", {slot.replace('_', ' ')} {dims[slot]}" for slot in MOE_SLOTS[1:] if dims.get(slot))
     return f", experts {dims['experts']} (ffn: each expert's width){extra}"
+
+
+def _latent_dims(dims: dict[str, Any]) -> str:
+    """Latent attention's widths (DeepSeek MLA; kept by growth, heads copied), for the dimensions line."""
+    if not dims.get("kv_lora"):
+        return ""
+    q_lora = f"q LoRA {dims['q_lora']}, " if dims.get("q_lora") else ""
+    return (f", latent attention: {q_lora}kv LoRA {dims['kv_lora']}, rope {dims['qk_rope']} per head and shared key, "
+            f"value {dims['v_head_dim']} per head (head_dim: the no-rope part)")
 
 
 def _ssm_dims(dims: dict[str, Any]) -> str:
