@@ -26,6 +26,10 @@ SPLIT_FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]  # softmax over 
 # the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight)
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1)}
+# The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
+# its top k; Nemotron-H's DeepSeek-V3 router (every group chosen), with and without its latent MoE and renormalisation
+HYBRID_SPLITS = {"granitemoehybrid": ({}, 2), "nemotron_h": (dict(topk_group=2), 2),
+                 "nemotron_h-latent": (dict(n_group=1, moe_latent_size=16, norm_topk_prob=False), 1)}
 
 
 def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -148,7 +152,8 @@ def test_refusals(tmp_path, options, message):
 
 
 def test_every_moe_source_can_be_split():
-    assert sorted(ROUTING) == sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
+    assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
+    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, "granitemoehybrid", "nemotron_h"])
 
 
 def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):
@@ -172,12 +177,54 @@ def test_sigmoid_grouped_and_latent_routers_split_exactly(tmp_path, family):
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
+@pytest.mark.parametrize("variant", sorted(HYBRID_SPLITS))
+@pytest.mark.parametrize("width", [1, 2])
+def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
+    """Granite-4 (experts stacked in one tensor per projection) and Nemotron-H (sigmoid, latent MoE): x2 experts,
+    alone and with width x2; the shared experts keep their own width key and grow with the width only."""
+    family = variant.split("-")[0]
+    overrides, factor = HYBRID_SPLITS[variant]
+    src = make_tiny(family, tmp_path / "src", **overrides)
+    before = json.loads((src / "config.json").read_text())
+    out = grow(src, tmp_path / "out", width=width, experts=8, seed=4)
+    config = json.loads((out / "config.json").read_text())
+    width_key, shared_key = (("intermediate_size", "shared_intermediate_size") if family == "granitemoehybrid" else
+                             ("moe_intermediate_size", "moe_shared_expert_intermediate_size"))
+    assert config[width_key] == before[width_key] * width // 2 and config["num_experts_per_tok"] == 4
+    assert config[shared_key] == before[shared_key] * width
+    split = json.loads((out / "hyperclone.json").read_text())["segmented"]
+    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
+    assert split["total_parameters"] == sum(t.numel() for t in load_file(out / "model.safetensors").values())
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+
+
+def test_stacked_experts_are_cut_in_place(tmp_path):
+    """Granite's [experts, 2f, hidden] gate-and-up and [experts, hidden, f] down tensors: segment s of expert e is
+    expert e*m + s, holding rows s of both the gate and the up section, cut from the width-grown expert."""
+    src = make_tiny("granitemoehybrid", tmp_path / "src")
+    plain = load_file(grow(src, tmp_path / "plain", width=2, seed=7) / "model.safetensors")
+    split = load_file(grow(src, tmp_path / "split", width=2, experts=8, seed=7) / "model.safetensors")
+    name = "model.layers.0.block_sparse_moe.{}.weight"
+    gate_up, down = plain[name.format("input_linear")], plain[name.format("output_linear")]
+    f = down.shape[2]
+    for expert in range(4):
+        pieces = [split[name.format("input_linear")][2 * expert + s] for s in range(2)]
+        gates = torch.cat([p[: f // 2] for p in pieces]), torch.cat([p[f // 2:] for p in pieces])
+        assert torch.equal(torch.cat(gates), gate_up[expert])
+        pieces = [split[name.format("output_linear")][2 * expert + s] for s in range(2)]
+        assert torch.equal(torch.cat(pieces, 1) / 2, down[expert])
+    router = "model.layers.0.block_sparse_moe.router.layer.weight"
+    assert torch.equal(split[router], plain[router].repeat_interleave(2, 0))
+
+
 def test_top_two_sum_groups_are_refused(tmp_path):
     """DeepSeek-V3 scores a group by the sum of its two best experts; two segments of one expert change that sum."""
-    src = make_tiny("deepseek_v3", tmp_path / "src")  # n_group 2, topk_group 1
-    with pytest.raises(HyperCloneError, match="sum of its two best experts"):
-        grow(src, tmp_path / "out", width=1, experts=8)
-    assert not (tmp_path / "out").exists()
+    for family in ("deepseek_v3", "nemotron_h"):  # n_group 2, topk_group 1
+        src = make_tiny(family, tmp_path / f"{family}-src")
+        with pytest.raises(HyperCloneError, match="sum of its two best experts"):
+            grow(src, tmp_path / family, width=1, experts=8)
+        assert not (tmp_path / family).exists()
 
 
 def test_command_line_and_inspect(tmp_path, capsys):

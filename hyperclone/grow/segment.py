@@ -17,6 +17,12 @@ the k weights to sum to 1 (ROUTING; read off transformers 5's modeling code of e
   outputs; every segment's down projection is multiplied by m, and the m segments together give e's output with
   e's weight. Qwen2-MoE's shared expert and its sigmoid gate read the residual stream outside the routing and
   are not segmented (they grow with the width as usual).
+Granite-4 (granitemoehybrid) takes the top k of the logits, then a softmax over those k: the same weights as a
+softmax over all experts renormalised over the top k, so the same argument holds. Its experts are stacked in one
+tensor per projection ([experts, 2f, hidden] gate and up, [experts, hidden, f] down, contract 2): each expert's
+slice is cut along its MLP-width axis (the gate and up sections alike) and segment s of expert e becomes slice
+e*m + s of the output's experts axis (SegmentRecipe.segments); the shared MLP has its own width key and is not
+segmented.
 The factor m is exact in bf16/fp16 for powers of two; for any other m a 16-bit down projection times m rounds,
 so --dtype auto writes float32 and --dtype source records the output as not exact (as plan.py does for its own
 factors). Every segment is cut from the one grown tensor of its expert (noise seeded by the expert's name), so
@@ -35,15 +41,18 @@ source's expert, exact (3.5e-7). tests/test_segment.py::test_exact_tie_between_t
 measurement. Exact ties need equal router rows (an untrained zero-initialised router) or a measure-zero
 coincidence; away from them the grown model takes exactly the source's experts.
 
-Sigmoid routers (DeepSeek-V3, GLM-4.5, GLM-4.7-Flash, dots.llm1) score each expert on its own: a segment's score is
-e's score s_e, not s_e / m, and the correction bias (an `experts` axis) is repeated with the router row. With
-renormalisation a segment's weight is s_e / (m * sum_topk(s)), 1/m of e's, so the down projections are multiplied
-by m as above; without it each segment keeps e's whole weight s_e (times routed_scaling_factor, unchanged) and the
-factor is 1. Group-limited routing: the m segments of an expert stay in its group (experts are numbered group by
-group, and e*m .. e*m + m - 1 fall in e's group). DeepSeek-V2's greedy groups score a group by its best expert,
-which every expert's segments divide by the same m, so the chosen groups are the source's; DeepSeek-V3's score a
-group by the sum of its two best scores, which two segments of one expert change (2 s_e instead of the best two
-experts' sum), so a sigmoid router with n_group > 1 and topk_group < n_group is refused.
+Sigmoid routers (DeepSeek-V3, GLM-4.5, GLM-4.7-Flash, dots.llm1, Nemotron-H) score each expert on its own: a
+segment's score is e's score s_e, not s_e / m, and the correction bias (an `experts` axis) is repeated with the
+router row. With renormalisation a segment's weight is s_e / (m * sum_topk(s)), 1/m of e's, so the down
+projections are multiplied by m as above; without it each segment keeps e's whole weight s_e (times
+routed_scaling_factor, unchanged) and the factor is 1. Group-limited routing: the m segments of an expert stay in
+its group (experts are numbered group by group, and e*m .. e*m + m - 1 fall in e's group). DeepSeek-V2's greedy
+groups score a group by its best expert, which every expert's segments divide by the same m, so the chosen groups
+are the source's; DeepSeek-V3's score a group by the sum of its two best scores, which two segments of one expert
+change (2 s_e instead of the best two experts' sum), so a sigmoid router with n_group > 1 and topk_group < n_group
+is refused (Nemotron-H's router is DeepSeek-V3's, so the same). Nemotron-H's non-gated experts (down(relu2(up x)))
+and its latent MoE (the experts read and write moe_latent_size through fc1/fc2_latent_proj, outside the routing)
+split alike: the cut is along the experts' own width; its shared expert has its own width key.
 
 Out of scope (refused or not described here): capacity limits, families not in ROUTING, per-expert tensors with no
 MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), carrying
@@ -78,6 +87,9 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "glm4_moe": ("sigmoid", "norm_topk_prob"),
     "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
     "dots1": ("sigmoid", "norm_topk_prob"),
+    # GraniteMoeHybridTopKRouter: the top k of the logits, then a softmax over those k (= softmax, top k, renormalised)
+    "granitemoehybrid": ("softmax", True),
+    "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
 }
 TOP_K_KEY = "num_experts_per_tok"  # the top-k config key when a family table has no "top_k" slot
 GROUPED_MM_ALIGN = 16  # torch's grouped_mm (transformers 5's default experts kernel) needs 16-byte row strides
@@ -96,7 +108,9 @@ class SegmentRecipe(Recipe):
     axis: int = 0
     index: torch.Tensor | None = None
     factor: float = 1.0
-    expert: int | None = None  # the new expert this tensor belongs to (None: a router)
+    expert: int | None = None  # the new expert this tensor belongs to (None: a router or a stacked expert tensor)
+    segments: int = 1  # > 1: a stacked expert tensor; `index` holds all m segments in order, each moved into the
+    # experts axis (0) after its expert: the cut [E, m*L, ...] becomes [E*m, L, ...] (expert e*m + s = segment s)
 
     def whole(self) -> Recipe:
         """The plain recipe of the whole grown tensor this one is cut from."""
@@ -107,6 +121,9 @@ class SegmentRecipe(Recipe):
 def cut(whole: torch.Tensor, recipe: SegmentRecipe, out: torch.Tensor | None = None) -> torch.Tensor:
     """The segment of a grown whole tensor (into `out` when given)."""
     piece = whole.index_select(recipe.axis, recipe.index)
+    if recipe.segments > 1:  # [E, ..., m*L, ...] -> [E, m, ..., L, ...] -> [E*m, ..., L, ...]
+        piece = piece.unflatten(recipe.axis, (recipe.segments, -1)).movedim(recipe.axis, 1).flatten(0, 1)
+        piece = piece.contiguous() if out is None else piece
     if recipe.factor != 1.0:
         piece.mul_(recipe.factor)  # exact for powers of two; otherwise float32 or recorded (storage_reason)
     return piece if out is None else out.copy_(piece)
@@ -123,12 +140,18 @@ def _experts_axis(rule: TensorRule) -> int | None:
 
 
 def _ffn_axis(rule: TensorRule) -> int:
-    """The MLP-width axis of a per-expert tensor, the one segmentation cuts."""
-    hits = [i for i, axis in enumerate(rule.axes) if axis == ("ffn",)]
-    if len(hits) != 1 or any("ffn" in axis for axis in rule.axes if axis != ("ffn",)):
-        raise HyperCloneError(f"{rule.name}: a per-expert tensor without exactly one unfused MLP-width axis cannot "
+    """The MLP-width axis of a per-expert tensor, the one segmentation cuts: ffn, or ffn+ffn (a fused gate and up
+    projection, each section cut alike)."""
+    hits = [i for i, axis in enumerate(rule.axes) if axis and set(axis) == {"ffn"}]
+    if len(hits) != 1 or any("ffn" in axis for i, axis in enumerate(rule.axes) if i != hits[0]):
+        raise HyperCloneError(f"{rule.name}: a per-expert tensor without exactly one MLP-width axis cannot "
                               "be segmented")
     return hits[0]
+
+
+def _stacked(rule: TensorRule) -> bool:
+    """Whether a tensor holds all experts stacked along its experts axis (Granite's [experts, out, in])."""
+    return not rule.per_expert and _experts_axis(rule) is not None and any("ffn" in axis for axis in rule.axes)
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -167,6 +190,11 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
                               f"{k} x {m} = {k * m} segments, which is what keeps the function; leave --top-k out")
     for rule in family.tensors:
         if rule.per_expert:
+            _ffn_axis(rule)
+        elif _stacked(rule):
+            if _experts_axis(rule) != 0:
+                raise HyperCloneError(f"{rule.name}: a stacked expert tensor whose experts axis is not the first "
+                                      "cannot be segmented")
             _ffn_axis(rule)
         elif any("ffn" in axis for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
             raise HyperCloneError(f"--experts on {family.model_type}: {rule.name} has the experts' width "
@@ -210,6 +238,9 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
             out.append(recipe)
             continue
         rule, match = hit
+        if _stacked(rule):  # all experts in one tensor: expert e's segments are e*m .. e*m + m - 1 of its axis 0
+            out.append(_stacked_segments(recipe, rule, m, down))
+            continue
         if not rule.per_expert:
             axis = _experts_axis(rule)
             index = torch.arange(recipe.maps[axis].size).repeat_interleave(m)
@@ -224,6 +255,27 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
             out.append(_segment(recipe, name.replace("{expert}", str(expert * m + s)), axis,
                                 torch.arange(s * width, (s + 1) * width), factor, expert * m + s))
     return out
+
+
+def _stacked_segments(recipe: Recipe, rule: TensorRule, m: int, down: int | None) -> SegmentRecipe:
+    """A stacked expert tensor [E, ...] cut into [E*m, ...]: every section of the MLP-width axis (gate, up) cut
+    into m, segment s of expert e at e*m + s, the down projection times m."""
+    axis = _ffn_axis(rule)
+    sections = len(rule.axes[axis])
+    amap = recipe.maps[axis]
+    section = amap.size // sections  # the grown MLP width
+    width = section // m
+    pieces = [torch.cat([p * section + torch.arange(s * width, (s + 1) * width) for p in range(sections)])
+              for s in range(m)]
+    index = torch.cat(pieces)
+    factor = float(m if down is None else down) if axis == recipe.contract else 1.0
+    experts = recipe.maps[0]
+    maps = list(recipe.maps)
+    maps[0] = AxisMap(experts.index.repeat_interleave(m), experts.scale.repeat_interleave(m), experts.src_size)
+    maps[axis] = AxisMap(amap.index[pieces[0]], amap.scale[pieces[0]], amap.src_size)  # segment 0's (sizes)
+    base = {f.name: getattr(recipe, f.name) for f in fields(Recipe)}
+    return SegmentRecipe(**{**base, "maps": tuple(maps)}, whole_maps=recipe.maps, whole_name=recipe.out_name,
+                         axis=axis, index=index, factor=factor, segments=m)
 
 
 def storage_reason(recipes: list[Recipe], m: int) -> str | None:
@@ -278,14 +330,15 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
         updates["dtype"] = "float32"
     plan.config_updates.update(updates)
     plan.grown = replace(plan.grown, experts=experts, ffn=width)
-    itemsize = next(r.dtype.itemsize for r in plan.recipes if isinstance(r, SegmentRecipe) and r.expert is not None)
+    itemsize = next(r.dtype.itemsize for r in plan.recipes
+                    if isinstance(r, SegmentRecipe) and (r.expert is not None or r.segments > 1))
     if width * itemsize % GROUPED_MM_ALIGN:
         plan.notes.append(f"each expert's width {width} x {itemsize} bytes is not a multiple of {GROUPED_MM_ALIGN} "
                           "bytes, which transformers' default experts kernel (grouped_mm) needs: load the model with "
                           "experts_implementation='eager'")
     renormalised = renormalises(family.model_type, config)
     per_segment = sum(math.prod(r.out_shape) for r in plan.recipes  # one expert's parameters, over all layers
-                      if isinstance(r, SegmentRecipe) and r.expert is not None) // experts
+                      if isinstance(r, SegmentRecipe) and (r.expert is not None or r.segments > 1)) // experts
     total = plan.grown_parameters
     summary = {"experts_from": source, "experts": experts, "segments_per_expert": m, "top_k_from": k,
                "top_k": k * m, "expert_width": width, "down_projection_factor": down,
