@@ -6,7 +6,12 @@ repository, and put them back into a new run folder so the ladder skips what is 
     OMP_NUM_THREADS=1 hyperclone experiment --preset cpu-ladder --out /tmp/hc/ladder --jobs 2
 
 A run is finished when its final/trainer_state.json exists; the sweep skips such runs, and the report reads only
-their metrics.jsonl. Corpus, tokenizer, small model and grown models are rebuilt deterministically by the command
+their metrics.jsonl. With the runs go the settings (experiment.json), the wall-clock tallies, the corpus's
+description and every model's config.json: all that `--report-only` reads, so every report regenerates from the
+repository's copy alone (tests/test_ladder.py checks the committed ones):
+
+    hyperclone experiment --sweep sweeps/cpu-ladder-last.yaml --out results/cpu-ladder --report-only
+ Corpus, tokenizer, small model and grown models are rebuilt deterministically by the command
 (same machine type and library versions). Weights and optimizer states are not copied.
 """
 
@@ -23,11 +28,14 @@ SMALL_RUN_FILES = ("metrics.jsonl", "train_summary.json")
 def save(out: Path, dest: Path) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
     # the ladder's and every search's report (search.md, a sweep's `report:` stem such as keep.md) and plots
-    reports = [p for p in sorted(out.glob("*.md")) + sorted(out.glob("*.json")) + sorted(out.glob("*.png"))
-               if p.name != "experiment.json" and not p.name.startswith("wall_clock")]
+    # with the settings, the wall-clock tallies, the corpus's description and every model's config: what
+    # `--report-only` reads besides the runs, so a report regenerates from the repository's copy alone
+    reports = sorted(out.glob("*.md")) + sorted(out.glob("*.json")) + sorted(out.glob("*.png"))
+    reports += sorted(out.glob("corpus/*.json")) + sorted(out.glob("models/*/config.json"))
     for path in reports:
-        if path.exists():
-            shutil.copy2(path, dest / path.name)
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     saved = []
     for run in sorted((out / "runs").iterdir()):
         if not (run / "final" / "trainer_state.json").exists():

@@ -183,13 +183,16 @@ def test_a_search_in_the_ladders_folder_is_placed_on_the_ladders_random_frontier
     assert better["pending"] == [1] and better["speedup_tokens"] > default["speedup_tokens"]
     big, small = model_stats(tmp_path / "models" / "grown-w2-symmetric", preset.seq_len), model_stats(
         tmp_path / "models" / "small-init", preset.seq_len)
-    for row, small_tokens in ((default, 800_000), (better, 12_800_000)):
+    def trained(tokens: int) -> int:  # whole batches: the tokens the small model's run trains on
+        return tokens // preset.batch_tokens * preset.batch_tokens
+
+    for row, small_tokens in ((default, trained(800_000)), (better, trained(12_800_000))):
         needed = row["speedup_tokens"] * 16e6 * big["flops_per_token"]
         assert row["speedup_flops_incl_small"] == pytest.approx(
             needed / (16e6 * big["flops_per_token"] + small_tokens * small["flops_per_token"]))
     kd = rows["kd"]  # a distilled arm also pays its teacher's forward passes: a third of the small model's FLOPs
     assert kd["speedup_flops_incl_small"] == pytest.approx(kd["speedup_tokens"] * 16e6 * big["flops_per_token"] / (
-        16e6 * big["flops_per_token"] + (800_000 + 4_800_000 / 3) * small["flops_per_token"]))
+        16e6 * big["flops_per_token"] + (trained(800_000) + 4_800_000 / 3) * small["flops_per_token"]))
     assert results["best"]["16000000"] == {"arm": "last-small12.8m", "mean": 2.2, "provisional": True}
     head_start = math.sqrt(1.6e6 * 3.2e6)
     assert better["start_loss"] == 3.3 and better["head_start_tokens"] == pytest.approx(head_start)
@@ -254,3 +257,49 @@ def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tm
     assert snapshot.restore(fresh, dest) == ["grown-16m-lr0.002-s0"]
     assert (fresh / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text() == (
         out / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text()
+
+
+REPORTS = {"ladder.md": (["--preset", "cpu-ladder"]), "search.md": ["--sweep", "sweeps/cpu-ladder-last.yaml"],
+           "keep.md": ["--sweep", "sweeps/cpu-ladder-keep.yaml"],
+           "disjoint.md": ["--sweep", "sweeps/cpu-ladder-disjoint.yaml"]}
+
+
+@pytest.mark.parametrize("report", sorted(REPORTS))
+def test_committed_ladder_reports_regenerate_from_the_committed_runs(tmp_path, report):
+    """Every cpu-ladder report in results/cpu-ladder is what `--report-only` writes from the runs, model configs,
+    settings and wall-clock tallies committed beside it (benchmarks/ladder_snapshot.py save): the same text but
+    for the date, command and machine lines (the report names where, when and on what it was written; the
+    machine line counts this process's torch threads)."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from hyperclone.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cpu-ladder"
+    shutil.copytree(root / "results" / "cpu-ladder", out)
+    result = CliRunner().invoke(app, ["experiment", *[str(root / a) if a.startswith("sweeps/") else a
+                                                      for a in REPORTS[report]], "--out", str(out), "--report-only"])
+    assert result.exit_code == 0, result.output
+
+    def body(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines()
+                if not line.startswith(("date: ", "command: ", "machine: "))]
+
+    assert body(out / report) == body(root / "results" / "cpu-ladder" / report)
+
+
+def test_report_only_on_a_folder_without_model_configs_is_refused_in_one_line(tmp_path, capsys):
+    """--report-only builds nothing: a folder that lacks what the report reads (the corpus's description, the
+    models' configs) is refused in one line, and nothing is written into it."""
+    from hyperclone.cli import main
+
+    out = tmp_path / "ladder"
+    out.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "--preset", "cpu-ladder", "--out", str(out), "--report-only"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--report-only:" in err and "lacks corpus/corpus.json" in err
+    assert len(err.strip().splitlines()) == 1 and list(out.iterdir()) == []

@@ -33,9 +33,10 @@ METHOD = ("Each grown arm's final loss (mean over its finished seeds) is placed 
               "speedup_tokens(B) = tokens random needs to reach that loss / B. ")[1])
 
 
-def _small_flops(out: Path, preset: Preset, arm: SweepArm, flops_per_token: float) -> float | None:
-    run = curve(ExperimentDir(out).run(small_arm(preset, *arm.small_model).run_name), flops_per_token)
-    return run[-1]["flops"] if run else None
+def _small_flops(preset: Preset, arm: SweepArm, flops_per_token: float) -> float:
+    """The small model's pretraining FLOPs, from the tokens its schedule trains on (its run's last logged tokens),
+    so a report charges it also where the small model's run folder is gone."""
+    return small_arm(preset, *arm.small_model).trained_tokens(preset) * flops_per_token
 
 
 def _teacher_tokens(out: Path, arm: SweepArm, seeds: Any) -> float:
@@ -78,7 +79,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
         if gm is not None and frontier:
             needed, bound = curve_math.tokens_to_reach(gm, frontier)
-            small_flops = _small_flops(out, preset, arm, small["flops_per_token"])
+            small_flops = _small_flops(preset, arm, small["flops_per_token"])
             # a distilled arm also pays its teacher's forward passes (a third of a training step's FLOPs per token)
             grown_flops = arm.tokens * big["flops_per_token"] + _teacher_tokens(out, arm, a["final_val_loss"]) * (
                 small["flops_per_token"] / 3)
@@ -86,8 +87,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                         "speedup_tokens_per_seed": curve_math.spread(
                             [curve_math.tokens_to_reach(v, frontier)[0] / arm.tokens
                              for v in a["final_val_loss"].values()]),
-                        "speedup_flops_incl_small": None if small_flops is None else
-                        needed * big["flops_per_token"] / (grown_flops + small_flops)})
+                        "speedup_flops_incl_small": needed * big["flops_per_token"] / (grown_flops + small_flops)})
             row.update(curve_math.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
                                          frontier))
         rows.append(row)

@@ -115,10 +115,14 @@ class Arm:
     def run_name(self) -> str:
         return self.name if self.name == "small" else f"{self.name}-s{self.seed}"
 
+    def trained_tokens(self, preset: Preset) -> int:
+        """The tokens its run trains on: whole batches of the preset's size (arm_train_config's steps)."""
+        return max(1, self.tokens // preset.batch_tokens) * preset.batch_tokens
+
 
 def arm_train_config(preset: Preset, arm: Arm, model: Path, out: Path, corpus: Path, progress: bool) -> TrainConfig:
     folder = ExperimentDir(out)
-    steps = max(1, arm.tokens // preset.batch_tokens)
+    steps = arm.trained_tokens(preset) // preset.batch_tokens
     return TrainConfig(model=model, data=[corpus], out=folder.run(arm.run_name), tokens=arm.tokens, lr=arm.lr,
                        warmup=preset.warmup, schedule=preset.schedule, batch_tokens=preset.batch_tokens,
                        seq_len=preset.seq_len, eval_every=max(1, steps // preset.evals_per_run),

@@ -57,6 +57,7 @@ class Chosen:
     preset: Preset
     sweep: Sweep
     kind: str
+    flags: str  # the command line's flags that choose it: the report's command when run through the Python API
 
 
 def choose(preset: str | None, sweep_file: Path | None, arms: str | None, layers: int | None) -> Chosen:
@@ -70,24 +71,28 @@ def choose(preset: str | None, sweep_file: Path | None, arms: str | None, layers
             raise HyperCloneError("--arms needs --preset")
         chosen = get_preset(preset)
         return Chosen(STUDIES["arms"], chosen, headtohead.build_sweep(chosen, headtohead.parse_arms(arms), layers),
-                      "arms")
+                      "arms", f"--preset {preset} --arms {arms}" + ("" if layers is None else f" --layers {layers}"))
     if sweep_file is not None:
         spec = load_sweep(sweep_file)
         if preset is not None and preset != spec.preset:
             raise HyperCloneError(f"--preset {preset} differs from the sweep file's preset {spec.preset}")
         kind = f"sweep_{Path(sweep_file).stem}"  # one tally per sweep file: several may share a folder
         if spec.compare != "ladder":
-            return Chosen(STUDIES["sweep"], get_preset(spec.preset), spec, kind)
+            return Chosen(STUDIES["sweep"], get_preset(spec.preset), spec, kind, f"--sweep {sweep_file}")
         if spec.preset not in ladder.LADDERS:
             raise HyperCloneError(f"{sweep_file}: compare: ladder needs a ladder preset "
                                   f"({', '.join(ladder.LADDERS)}), got {spec.preset}")
-        return Chosen(STUDIES["search"], get_preset(spec.preset), spec, kind)
+        return Chosen(STUDIES["search"], get_preset(spec.preset), spec, kind, f"--sweep {sweep_file}")
     if preset is None:
         raise HyperCloneError("experiment needs --preset or --sweep")
     if preset in ladder.LADDERS:
-        return Chosen(STUDIES["ladder"], get_preset(preset), ladder.ladder_sweep(preset), "ladder")
-    chosen = get_preset(preset)
-    return Chosen(STUDIES["preset"], chosen, runner.preset_sweep(chosen), "")
+        return Chosen(STUDIES["ladder"], get_preset(preset), ladder.ladder_sweep(preset), "ladder",
+                      f"--preset {preset}")
+    return _preset_study(get_preset(preset))
+
+
+def _preset_study(preset: Preset) -> Chosen:
+    return Chosen(STUDIES["preset"], preset, runner.preset_sweep(preset), "", f"--preset {preset.name}")
 
 
 def run(chosen: Chosen, out: Path, data: list[Path] | None = None, jobs: int = 1, command: str | None = None,
@@ -97,8 +102,8 @@ def run(chosen: Chosen, out: Path, data: list[Path] | None = None, jobs: int = 1
     if report_only and not study.report_only:
         raise HyperCloneError("--report-only applies to a ladder preset (cpu-ladder), to a sweep file with "
                               "compare: ladder, and to --arms")
-    if command is None and study.name == "preset":
-        command = f"hyperclone experiment --preset {chosen.preset.name} --out {out}"
+    command = command or f"hyperclone experiment {chosen.flags} --out {out}" + "".join(
+        f" --data {path}" for path in data or [])
     return run_sweep(chosen.preset, chosen.sweep, out, data=data, jobs=jobs, command=command,
                      writer=study.write, kind=chosen.kind, collect=study.analyse, train_runs=not report_only,
                      progress=progress)
@@ -107,5 +112,4 @@ def run(chosen: Chosen, out: Path, data: list[Path] | None = None, jobs: int = 1
 def run_experiment(preset: Preset, out: str | Path, data: list[Path] | None = None, progress: bool = True,
                    command: str | None = None) -> dict[str, Any]:
     """The preset study (Python API): run or finish it in `out`; returns the results written to results.json."""
-    chosen = Chosen(STUDIES["preset"], preset, runner.preset_sweep(preset), "")
-    return run(chosen, Path(out), data=data, command=command, progress=progress)
+    return run(_preset_study(preset), Path(out), data=data, command=command, progress=progress)

@@ -76,7 +76,9 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
                    extra={"arm": arm.name, "sweep": arm.as_dict()})
 
 
-def _check_arm(run_dir: Path, arm: SweepArm) -> None:
+def _check_arm(run_dir: Path, arm: SweepArm, record: bool = True) -> None:
+    """Refuse an arm whose recipe changed since its run folder was trained; record the recipe in a new one
+    (record=False, a report that trains nothing, writes nothing)."""
     path = run_dir / ARM_FILE
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
@@ -86,7 +88,7 @@ def _check_arm(run_dir: Path, arm: SweepArm) -> None:
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "
                                   "that folder")
-    else:
+    elif record:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(arm.as_dict(), indent=1))
 
@@ -166,10 +168,15 @@ def make_models(preset: Preset, sweep: Sweep, out: Path, say) -> None:
                 setup.init_model(config, 1000 + seed, tokenizer, models / model_for(arm, seed, preset))
 
 
-def _trained_small(preset: Preset, sweep: Sweep, out: Path) -> Sweep:
-    """The arms whose small model has finished its pretraining (all arms that grow from the preset's own)."""
-    return replace(sweep, arms=tuple(a for a in sweep.arms if a.small_model == PRESET_SMALL or ExperimentDir.finished(
-        small_final_for(out, preset, a.small_model).parent)))
+def _check_reportable(preset: Preset, sweep: Sweep, out: Path) -> None:
+    """--report-only reads runs and model configs only: refuse in one line a folder that lacks them."""
+    folder = ExperimentDir(out)
+    needed = [folder.corpus_info, folder.small_init / "config.json",
+              *{folder.model(reference_model(arm, preset)) / "config.json" for arm in sweep.arms}]
+    missing = [p for p in needed if not p.exists()]
+    if missing:
+        raise HyperCloneError(f"--report-only: {out} lacks {missing[0].relative_to(out)} (and {len(missing) - 1} "
+                              "more); run the command without --report-only to build them")
 
 
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
@@ -185,14 +192,18 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None
+    if not train_runs:  # a report reads runs and model configs, builds nothing (a committed snapshot will do)
+        _check_reportable(preset, sweep, out)
     setup.check_settings(out, {"preset": preset.as_dict(), "data": [str(p) for p in data] if data else None})
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    ready = sweep if train_runs else _trained_small(preset, sweep, out)  # a report trains no small model
-    small_final = prepare(preset, out, data, say, small_models(ready))
-    make_models(preset, ready, out, say)
+    if train_runs:
+        small_final = prepare(preset, out, data, say, small_models(sweep))
+        make_models(preset, sweep, out, say)
+    else:
+        small_final = small_final_for(out, preset)
     jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
     # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
     # compared every arm once instead of some twice and others not at all
@@ -202,12 +213,15 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         arm = sweep.arms[a]
         cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, arm.small_model),
                            progress and jobs == 1)
-        _check_arm(cfg.out, arm)
+        _check_arm(cfg.out, arm, record=train_runs)
         small = small_final_for(out, preset, arm.small_model)
         jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
     configs = [cfg for cfg, _ in jobs_list]
     todo = [j for j in jobs_list if not ExperimentDir.finished(j[0].out)]
-    say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
+    if train_runs:
+        say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
+    else:
+        say(f"{len(configs)} runs, {len(configs) - len(todo)} finished; {len(todo)} not (a report trains nothing)")
     if not train_runs:
         if todo and collect is None:  # only the ladder's report shows unfinished runs (as pending)
             names = ", ".join(cfg.out.name for cfg, _ in todo[:3])
