@@ -300,11 +300,13 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     experts = next(k for k in ("num_local_experts", "num_experts", "n_routed_experts") if k in before)
     top_k = next(k for k in ("num_experts_per_tok", "moe_topk") if k in before)
     assert after[experts] == before[experts] == 4 and after[top_k] == 2
-    for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size"):
+    for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size",
+                "shared_intermediate_size"):
         if key in before:
             assert after[key] == 3 * before[key]
     grown = load_causal_lm(out)
-    routers = [p for name, p in grown.named_parameters() if name.endswith((".gate.weight", ".gate.wg.weight"))]
+    routers = [p for name, p in grown.named_parameters()
+               if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
     provenance = json.loads((out / "hyperclone.json").read_text())
     stored_buffers = sum(b.numel() for name, b in grown.named_buffers() if name.endswith("e_score_correction_bias"))
@@ -329,6 +331,22 @@ def test_moe_with_dense_layers_is_refused(tmp_path, family, overrides, message):
     with pytest.raises(HyperCloneError, match=message):
         grow(src, tmp_path / "out", width=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_granitemoeshared_without_a_shared_mlp(tmp_path):
+    """shared_intermediate_size 0: transformers builds no shared MLP, so the table's shared_mlp tensors are neither
+    needed nor allowed; the grown config keeps 0."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny("granitemoeshared", tmp_path / "src", shared_intermediate_size=0)
+    out = grow(src, tmp_path / "out", width=2, ffn=3)
+    assert json.loads((out / "config.json").read_text())["shared_intermediate_size"] == 0
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    state = load_file(src / "model.safetensors")
+    state["model.layers.0.shared_mlp.output_linear.weight"] = torch.zeros(48, 80)
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="unexpected tensor 'model.layers.0.shared_mlp.output_linear.weight'"):
+        grow(src, tmp_path / "out2", width=2)
 
 
 def test_fused_expert_tensors_are_refused(tmp_path):

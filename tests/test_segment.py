@@ -19,9 +19,13 @@ from hyperclone.grow.segment import ROUTING
 from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
-EXPERT_KEY = {"mixtral": "num_local_experts"}  # every other tiny MoE states num_experts
+EXPERT_KEY = {"mixtral": "num_local_experts", "granitemoe": "num_local_experts",
+              "granitemoeshared": "num_local_experts"}  # every other tiny MoE states num_experts
 WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
-SPLIT_FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]  # softmax over all experts, checked in detail below
+# softmax over all experts (Granite MoE: over the top k logits, the same weights), checked in detail below
+SPLIT_FAMILIES = ["granitemoe", "granitemoeshared", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),
+              "granitemoeshared": ("shared_intermediate_size", 80)}  # (config key, tiny width)
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
 # the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight)
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
@@ -52,8 +56,9 @@ def test_split_experts_compute_the_source_function(tmp_path, family, width):
     width_key = WIDTH_KEY.get(family, "intermediate_size")
     assert config[EXPERT_KEY.get(family, "num_experts")] == 8 and config["num_experts_per_tok"] == 4
     assert config[width_key] == before[width_key] * width // 2
-    if family == "qwen2_moe":  # the shared expert is not split: it grows with the width
-        assert config["shared_expert_intermediate_size"] == 20 * width
+    if family in SHARED_KEY:  # the shared expert (MLP) is not split: it grows with the width
+        key, shared = SHARED_KEY[family]
+        assert before[key] == shared and config[key] == shared * width
     source, grown = load_causal_lm(src), load_causal_lm(out)
     result = compare_models(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result

@@ -90,6 +90,16 @@ TINY_CONFIGS: dict[str, dict] = {
     "qwen2_moe": dict(hidden_size=48, moe_intermediate_size=40, intermediate_size=80,
                       shared_expert_intermediate_size=20, num_attention_heads=6, num_key_value_heads=2,
                       num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
+    # Granite MoE (PowerMoE, Granite-3.0 MoE): experts stored as stacked 3-D tensors, softmax over the top k of the
+    # router's logits, Granite's multipliers; GraniteMoeShared adds a shared MLP with its own width
+    "granitemoe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
+                       num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, attention_bias=True,
+                       embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2,
+                       logits_scaling=2.0),
+    "granitemoeshared": dict(hidden_size=48, intermediate_size=40, shared_intermediate_size=80,
+                             num_attention_heads=6, num_key_value_heads=2, num_hidden_layers=2, num_local_experts=4,
+                             num_experts_per_tok=2, attention_bias=True, embedding_multiplier=3.0,
+                             residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=2.0),
     # DeepSeek-V3: latent attention (q LoRA, shared rope key, no-rope/rope/value parts of each head), a dense first
     # layer then experts with a shared expert, sigmoid scores with a correction bias, group-limited top-k, scaled
     "deepseek_v3": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
@@ -165,8 +175,8 @@ TINY_CONFIGS: dict[str, dict] = {
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),
 }
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "hunyuan_v1_moe",
-                "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "granitemoe", "granitemoeshared",
+                "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
 UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
 

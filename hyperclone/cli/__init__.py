@@ -107,7 +107,8 @@ def grow_command(
     experts: Annotated[int | None, typer.Option(
         help="Dense source: upcycle every MLP into this many experts (copies of it behind a new router, "
         "renormalised top-k: exact): llama/mistral -> mixtral, qwen3 -> qwen3_moe, qwen2 -> qwen2_moe. "
-        "Mixture-of-experts source with E experts (mixtral, olmoe, qwen2_moe, qwen3_moe): split each expert into "
+        "Mixture-of-experts source with E experts (mixtral, olmoe, qwen2_moe, qwen3_moe, granitemoe, "
+        "granitemoeshared, ...: docs/cli.md): split each expert into "
         "m = N/E experts of 1/m of its MLP width (fine-grained experts; N a multiple of E, top-k becomes k x m; "
         "exact). Either way combines with --width, --ffn and --layers.")] = None,
     top_k: Annotated[int | None, typer.Option(

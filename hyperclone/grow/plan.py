@@ -167,8 +167,9 @@ def source_dims(family: Family, config: Any) -> Dims:
     optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
                                              *LATENT_SLOTS)
                 if get(slot) is not None}
-    if optional.get("experts") == 0:  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0)
-        del optional["experts"]
+    for slot in ("experts", "shared_ffn"):  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0), no
+        if optional.get(slot) == 0:  # shared MLP (GraniteMoeShared's shared_intermediate_size: 0)
+            del optional[slot]
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
@@ -651,7 +652,7 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
         if refused is not None:
             raise HyperCloneError(f"{family.model_type}: {name} cannot be grown: {refused.reason}")
         rule = source_rules.get(name)
-        if rule is None:
+        if rule is None or _absent_slot(rule, dims):
             raise HyperCloneError(f"config and weights disagree: unexpected tensor {name!r} for a "
                                   f"{family.model_type} model with {dims.layers} layers")
         if rule.role == "lm_head" and tied:
@@ -661,8 +662,8 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
             raise HyperCloneError(f"config and weights disagree: {name} has shape {tuple(info.shape)}, "
                                   f"config implies {expected}")
         present[name] = info
-    missing = [name for name, rule in source_rules.items()
-               if name not in present and not rule.optional and not (rule.role == "lm_head" and tied)]
+    missing = [name for name, rule in source_rules.items() if name not in present and not rule.optional
+               and not (rule.role == "lm_head" and tied) and not _absent_slot(rule, dims)]
     if missing:
         raise HyperCloneError(f"config and weights disagree: missing tensor {missing[0]!r}"
                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
@@ -670,6 +671,12 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
         raise HyperCloneError("config and weights disagree: tie_word_embeddings is false but there is no "
                               "output projection in the weights")
     return present
+
+
+def _absent_slot(rule: TensorRule, dims: Dims) -> bool:
+    """Whether the tensor belongs to a part the config says the model does not have (a width or expert count of 0:
+    no experts, no shared MLP), so it is neither required nor allowed."""
+    return any(getattr(dims, kind) is None for axis in rule.axes for kind in axis if kind in ("experts", *FFN_SLOTS))
 
 
 def plan_notes(spec: GrowthSpec, tied: bool, dims: Dims, grown: Dims) -> list[str]:

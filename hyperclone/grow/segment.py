@@ -17,12 +17,13 @@ the k weights to sum to 1 (ROUTING; read off transformers 5's modeling code of e
   outputs; every segment's down projection is multiplied by m, and the m segments together give e's output with
   e's weight. Qwen2-MoE's shared expert and its sigmoid gate read the residual stream outside the routing and
   are not segmented (they grow with the width as usual).
-Granite-4 (granitemoehybrid) takes the top k of the logits, then a softmax over those k: the same weights as a
-softmax over all experts renormalised over the top k, so the same argument holds. Its experts are stacked in one
+Granite MoE and Granite-4 (granitemoe, granitemoeshared, granitemoehybrid) take the top k of the logits, then a
+softmax over those k: the same weights as a softmax over all experts renormalised over the top k, so the same
+argument holds. Their experts are stacked in one
 tensor per projection ([experts, 2f, hidden] gate and up, [experts, hidden, f] down, contract 2): each expert's
 slice is cut along its MLP-width axis (the gate and up sections alike) and segment s of expert e becomes slice
-e*m + s of the output's experts axis (SegmentRecipe.segments); the shared MLP has its own width key and is not
-segmented.
+e*m + s of the output's experts axis (SegmentRecipe.segments); the shared MLP (granitemoeshared,
+granitemoehybrid) has its own width key and is not segmented.
 The factor m is exact in bf16/fp16 for powers of two; for any other m a 16-bit down projection times m rounds,
 so --dtype auto writes float32 and --dtype source records the output as not exact (as plan.py does for its own
 factors). Every segment is cut from the one grown tensor of its expert (noise seeded by the expert's name), so
@@ -89,6 +90,8 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "dots1": ("sigmoid", "norm_topk_prob"),
     # GraniteMoeHybridTopKRouter: the top k of the logits, then a softmax over those k (= softmax, top k, renormalised)
     "granitemoehybrid": ("softmax", True),
+    "granitemoe": ("softmax", True),  # GraniteMoeTopKRouter: the same (top k of the logits, softmax over those k)
+    "granitemoeshared": ("softmax", True),  # GraniteMoe's router; the shared MLP sits outside the routing
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
 }
 TOP_K_KEY = "num_experts_per_tok"  # the top-k config key when a family table has no "top_k" slot

@@ -16,7 +16,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   one              a single position, kept (Apertus' xIELU parameters of shape [1])
   ffn              MLP width (in a mixture of experts: each routed expert's width)
   dense_ffn        the width of a MoE family's dense MLP layers (Qwen-MoE intermediate_size); grows with ffn
-  shared_ffn       the shared expert's width (Qwen2-MoE); grows with ffn
+  shared_ffn       the shared expert's width (Qwen2-MoE, GraniteMoeShared); grows with ffn; 0 in the config (as
+                   an experts count of 0): the model has none, and tensors with that axis are neither needed nor
+                   allowed
   experts          one position per routed expert (the router's output): kept
   mla_q            latent attention (DeepSeek MLA): query heads x (head_dim + qk_rope), head_dim being the
                    config's qk_nope_head_dim; each head's no-rope and rope parts move together with their head
