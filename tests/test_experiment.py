@@ -94,3 +94,28 @@ def test_presets_are_a_table():
     assert names == ["small", "grown-s0", "random-s0", "grown-s1", "random-s1", "grown-half-s0", "grown-quarter-s0"]
     with pytest.raises(HyperCloneError, match="unknown preset"):
         get_preset("huge")
+
+
+def test_compare_results_leaves_out_timing_and_reports_the_largest_difference(tmp_path):
+    """benchmarks/compare_results.py (a rerun against a committed result): timing fields never count, a changed
+    loss does, and the exit status says which."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_results.py"
+    committed = {"speedup_tokens": 2.6485, "wall_clock_s": 600.0, "date": "2026-11-28",
+                 "arms": {"grown": {"seeds": [{"curve": [{"tokens": 0, "val_loss": 4.99, "elapsed_s": 1.0}]}]}}}
+    rerun = json.loads(json.dumps(committed)) | {"wall_clock_s": 700.0, "date": "2026-12-05", "new_key": 1}
+    rerun["arms"]["grown"]["seeds"][0]["curve"][0]["elapsed_s"] = 2.0
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, data in zip(paths, (committed, rerun), strict=True):
+        path.write_text(json.dumps(data))
+    same = subprocess.run([sys.executable, str(script), *map(str, paths)], capture_output=True, text=True)
+    assert same.returncode == 0 and "identical: 3 values compared" in same.stdout and "/new_key" in same.stdout
+    rerun["arms"]["grown"]["seeds"][0]["curve"][0]["val_loss"] = 4.98
+    paths[1].write_text(json.dumps(rerun))
+    differ = subprocess.run([sys.executable, str(script), *map(str, paths)], capture_output=True, text=True)
+    assert differ.returncode == 1 and "1 of 3 values differ" in differ.stdout
+    assert "/arms/grown/seeds[0]/curve[0]/val_loss: 4.99 != 4.98" in differ.stdout

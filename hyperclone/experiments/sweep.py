@@ -179,6 +179,44 @@ def _check_reportable(preset: Preset, sweep: Sweep, out: Path) -> None:
                               "more); run the command without --report-only to build them")
 
 
+def _plan_jobs(preset: Preset, sweep: Sweep, out: Path, record: bool,
+               progress: bool) -> list[tuple[TrainConfig, dict[str, Any] | None]]:
+    """Every arm x seed as (training config, MSG settings or None): the first seed of every arm before the second
+    of any, in file order, so a long sweep stopped halfway has compared every arm once instead of some twice and
+    others not at all. record=False (a report) leaves new run folders unwritten."""
+    order = sorted(((rank, a, seed) for a, arm in enumerate(sweep.arms) for rank, seed in enumerate(arm.seeds)),
+                   key=lambda job: job[:2])
+    jobs_list = []
+    for _, a, seed in order:
+        arm = sweep.arms[a]
+        small = small_final_for(out, preset, arm.small_model)
+        cfg = train_config(preset, arm, seed, out, small, progress)
+        _check_arm(cfg.out, arm, record=record)
+        jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
+    return jobs_list
+
+
+def _train_jobs(todo: list[tuple[TrainConfig, dict[str, Any] | None]], jobs: int, say) -> None:
+    """Train the runs, `jobs` processes at a time; a failed run is reported at once and the others go on."""
+    if jobs > 1 and len(todo) > 1:
+        failed = []
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run, job): job[0].out.name for job in todo}  # run in this order
+            for i, done in enumerate(as_completed(futures), 1):
+                try:
+                    done.result()
+                    say(f"[{i}/{len(todo)}] finished {futures[done]}")
+                except Exception as exc:  # report it now, let the other runs go on
+                    failed.append(futures[done])
+                    say(f"[{i}/{len(todo)}] FAILED {futures[done]}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        if failed:
+            raise HyperCloneError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)} (rerun to retry)")
+    else:
+        for i, job in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] training {job[0].out.name}")
+            _run(job)
+
+
 def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | None = None, jobs: int = 1,
               command: str | None = None, writer: Callable[[dict[str, Any], Path], Path] = sweep_report.write,
               kind: str = "sweep", collect: Callable[..., dict[str, Any]] | None = None,
@@ -204,47 +242,18 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
         make_models(preset, sweep, out, say)
     else:
         small_final = small_final_for(out, preset)
-    jobs_list: list[tuple[TrainConfig, dict[str, Any] | None]] = []
-    # the first seed of every arm before the second of any, in file order: a long sweep stopped halfway has
-    # compared every arm once instead of some twice and others not at all
-    order = sorted(((rank, a, seed) for a, arm in enumerate(sweep.arms) for rank, seed in enumerate(arm.seeds)),
-                   key=lambda job: job[:2])
-    for _, a, seed in order:
-        arm = sweep.arms[a]
-        cfg = train_config(preset, arm, seed, out, small_final_for(out, preset, arm.small_model),
-                           progress and jobs == 1)
-        _check_arm(cfg.out, arm, record=train_runs)
-        small = small_final_for(out, preset, arm.small_model)
-        jobs_list.append((cfg, msg_job(arm, cfg, small, preset) if arm.init == "msg" else None))
-    configs = [cfg for cfg, _ in jobs_list]
+    jobs_list = _plan_jobs(preset, sweep, out, record=train_runs, progress=progress and jobs == 1)
     todo = [j for j in jobs_list if not ExperimentDir.finished(j[0].out)]
+    done = len(jobs_list) - len(todo)
     if train_runs:
-        say(f"{len(configs)} runs, {len(configs) - len(todo)} already finished; {len(todo)} to train, {jobs} at a time")
+        say(f"{len(jobs_list)} runs, {done} already finished; {len(todo)} to train, {jobs} at a time")
+        _train_jobs(todo, jobs, say)
     else:
-        say(f"{len(configs)} runs, {len(configs) - len(todo)} finished; {len(todo)} not (a report trains nothing)")
-    if not train_runs:
+        say(f"{len(jobs_list)} runs, {done} finished; {len(todo)} not (a report trains nothing)")
         if todo and collect is None:  # only the ladder's report shows unfinished runs (as pending)
             names = ", ".join(cfg.out.name for cfg, _ in todo[:3])
             raise HyperCloneError(f"--report-only: {len(todo)} runs have not finished ({names}...); run the "
                                   "command without --report-only to train them")
-        todo = []
-    if jobs > 1 and len(todo) > 1:
-        failed = []
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run, job): job[0].out.name for job in todo}  # run in this order
-            for i, done in enumerate(as_completed(futures), 1):
-                try:
-                    done.result()
-                    say(f"[{i}/{len(todo)}] finished {futures[done]}")
-                except Exception as exc:  # report it now, let the other runs go on
-                    failed.append(futures[done])
-                    say(f"[{i}/{len(todo)}] FAILED {futures[done]}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-        if failed:
-            raise HyperCloneError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)} (rerun to retry)")
-    else:
-        for i, job in enumerate(todo, 1):
-            say(f"[{i}/{len(todo)}] training {job[0].out.name}")
-            _run(job)
     results = (sweep_report.collect(preset, sweep, out, small_final) if collect is None
                else collect(preset, sweep, out))
     results.update({"machine": setup.machine(), "date": time.strftime("%Y-%m-%d"),
