@@ -297,8 +297,9 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     before = json.loads((src / "config.json").read_text())
     out = grow(src, tmp_path / "out", width=2, ffn=3)
     after = json.loads((out / "config.json").read_text())
-    experts = next(k for k in ("num_local_experts", "num_experts", "n_routed_experts") if k in before)
-    top_k = next(k for k in ("num_experts_per_tok", "moe_topk") if k in before)
+    experts = next(k for k in ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+                   if k in before)
+    top_k = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k") if k in before)
     assert after[experts] == before[experts] == 4 and after[top_k] == 2
     for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size",
                 "shared_intermediate_size"):
@@ -320,6 +321,84 @@ def test_an_upcycled_model_grows_again(tmp_path):
     moe = grow(src, tmp_path / "moe", width=1, experts=4, top_k=2, mode="noisy", seed=1)
     out = grow(moe, tmp_path / "out", width=2, ffn=2, mode="noisy", seed=2)
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
+def test_interval_layer_kinds_read_and_write():
+    """ERNIE 4.5 MoE's encoding: layer i holds experts when (i + 1) % interval == 0 and start <= i <= end (end -1:
+    the last layer). Written back with the source's own values where they still say the layers (an end that reached
+    the last layer moves with it), else the values that do, or refused in one line."""
+    from types import SimpleNamespace
+
+    from hyperclone.grow.layer_kinds import parse_layer_kinds, read_layer_kinds, write_layer_kinds
+
+    spec = parse_layer_kinds("test", {"interval": "moe_layer_interval", "start": "moe_layer_start_index",
+                                      "end": "moe_layer_end_index", "inside": "moe", "outside": "dense"})
+
+    def config(start, end, interval):
+        return SimpleNamespace(moe_layer_start_index=start, moe_layer_end_index=end, moe_layer_interval=interval)
+
+    d, m = "dense", "moe"
+    assert read_layer_kinds(spec, config(1, -1, 1), 4) == (d, m, m, m)
+    assert read_layer_kinds(spec, config(1, 3, 1), 4) == (d, m, m, m)
+    assert read_layer_kinds(spec, config(0, 4, 2), 6) == (d, m, d, m, d, d)
+    assert read_layer_kinds(spec, config(0, 99, 3), 6) == (d, d, m, d, d, m)
+    keys = ("moe_layer_start_index", "moe_layer_end_index", "moe_layer_interval")
+    assert write_layer_kinds(spec, config(1, 3, 1), (d, m, m, m), 4) == dict(zip(keys, (1, 3, 1), strict=True))
+    assert write_layer_kinds(spec, config(1, -1, 1), (d, m, m, m, m), 4) == dict(zip(keys, (1, 4, 1), strict=True))
+    assert write_layer_kinds(spec, config(1, 3, 1), (d, d, m, m, m), 4) == dict(zip(keys, (2, 4, 1), strict=True))
+    assert write_layer_kinds(spec, config(0, 4, 2), (d, m, d, m, d, d, d), 6) == dict(zip(keys, (0, 4, 2),
+                                                                                              strict=True))
+    assert write_layer_kinds(spec, config(1, 3, 2), (d, m, d, m) * 2, 4) == dict(zip(keys, (1, 7, 2), strict=True))
+    with pytest.raises(HyperCloneError, match="moe_layer_start_index/moe_layer_end_index/moe_layer_interval: .* "
+                                              "cannot say") as error:
+        write_layer_kinds(spec, config(1, 2, 1), (d, m, m, d, m, m), 3)  # stacked copies: a dense block between
+    assert "\n" not in str(error.value)
+    with pytest.raises(HyperCloneError, match="moe_layer_interval must be a positive integer, got 0"):
+        read_layer_kinds(spec, config(1, -1, 0), 4)
+    for raw in ({"interval": "moe_layer_interval", "inside": "moe", "outside": "dense"},  # no start and end keys
+                {"interval": "moe_layer_interval", "start": "a", "end": 3, "inside": "moe", "outside": "dense"},
+                {"prefix": "k", "start": "a", "end": "b", "inside": "moe", "outside": "dense"}):
+        with pytest.raises(ValueError, match="layer_kinds"):
+            parse_layer_kinds("test", raw)
+
+
+def test_ernie4_5_moe_layer_pattern_under_depth_growth(tmp_path):
+    """Identity layers take their source layer's kind and the config's start, end and interval say the new pattern;
+    stacked copies that put the dense first layer among expert layers are refused (nothing written), those of an
+    interval that the stack repeats are written."""
+    src = make_tiny("ernie4_5_moe", tmp_path / "src")  # dense, moe, moe
+    out = grow(src, tmp_path / "out", layers=5, insert_after=(-1, 1), width=2, seed=1)  # dense, dense, moe, moe, moe
+    config = json.loads((out / "config.json").read_text())
+    assert [config[k] for k in ("moe_layer_start_index", "moe_layer_end_index", "moe_layer_interval")] == [2, 4, 1]
+    grown = load_causal_lm(out)
+    assert [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in grown.model.layers] == [
+        False, False, True, True, True]
+    assert compare_models(load_causal_lm(src), grown, tolerance=REL_TOL).ok
+    with pytest.raises(HyperCloneError, match="would put moe blocks at 1, 2, 4, 5 of 6, which .* cannot say"):
+        grow(src, tmp_path / "stacked", layers=6, depth_mode="stack")
+    assert not (tmp_path / "stacked").exists()
+    src = make_tiny("ernie4_5_moe", tmp_path / "src2", num_hidden_layers=4, moe_layer_interval=2)  # d m d m
+    out = grow(src, tmp_path / "stacked2", layers=8, depth_mode="stack")
+    config = json.loads((out / "config.json").read_text())
+    assert [config[k] for k in ("moe_layer_start_index", "moe_layer_end_index", "moe_layer_interval")] == [1, 7, 2]
+    assert [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in load_causal_lm(out).model.layers] == [
+        False, True] * 4
+    with pytest.raises(HyperCloneError, match="would put moe blocks at 1, 2, 4 of 5"):
+        grow(src, tmp_path / "out3", layers=5, insert_after=(1,))  # a copy of an expert layer breaks the interval
+
+
+def test_ernie4_5_moe_multi_token_prediction_weights_are_refused(tmp_path):
+    """ERNIE checkpoints may carry an MTP layer (mtp_block.0..., mtp_emb_norm.0...) that transformers loads only for
+    speculative decoding; the table does not describe it, so it is refused in one line (save_pretrained drops it)."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny("ernie4_5_moe", tmp_path / "src")
+    state = load_file(src / "model.safetensors")
+    state["model.mtp_emb_norm.0.weight"] = torch.ones(48)
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="mtp_emb_norm.0.weight cannot be grown: multi-token prediction"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("family,overrides,message", [

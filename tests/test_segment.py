@@ -27,9 +27,10 @@ SPLIT_FAMILIES = ["granitemoe", "granitemoeshared", "mixtral", "olmoe", "qwen2_m
 SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),
               "granitemoeshared": ("shared_intermediate_size", 80)}  # (config key, tiny width)
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
-# the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight)
+# the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight);
+# ERNIE 4.5 MoE: softmax plus a correction bias choosing the top k (the bias divided by m, tested below)
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
-                "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1)}
+                "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2)}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
 # its top k; Nemotron-H's DeepSeek-V3 router (every group chosen), with and without its latent MoE and renormalisation
 HYBRID_SPLITS = {"granitemoehybrid": ({}, 2), "nemotron_h": (dict(topk_group=2), 2),
@@ -171,8 +172,9 @@ def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):
 
 @pytest.mark.parametrize("family", sorted(OTHER_SPLITS))
 def test_sigmoid_grouped_and_latent_routers_split_exactly(tmp_path, family):
-    """DeepSeek, GLM, dots.llm1 and Hunyuan routers (sigmoid scores with a correction bias, group-limited top-k,
-    dense first layers, latent attention): split x2 with width x2, the source's function."""
+    """DeepSeek, GLM, dots.llm1 and ERNIE routers (sigmoid scores with a correction bias, group-limited top-k,
+    softmax scores plus a correction bias, dense first layers, latent attention): split x2 with width x2, the
+    source's function."""
     overrides, factor = OTHER_SPLITS[family]
     src = make_tiny(family, tmp_path / "src", **overrides)
     out = grow(src, tmp_path / "out", width=2, experts=8, seed=4)
@@ -180,6 +182,37 @@ def test_sigmoid_grouped_and_latent_routers_split_exactly(tmp_path, family):
     assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
     result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+
+
+@pytest.mark.parametrize("width,experts", [(1, 8), (2, 8), (1, 12)])
+def test_ernie_correction_bias_is_divided_with_the_probabilities(tmp_path, monkeypatch, width, experts):
+    """ERNIE 4.5 MoE chooses the top k of softmax probabilities plus a correction bias: a segment's probability is
+    1/m of its expert's, so its bias is too (the source's order), the weights renormalise over the chosen segments
+    and the down projections are x m. The shared experts keep their width (moe_num_shared_experts x m). A bias
+    merely repeated, as for sigmoid routers, changes which experts run in the tiny model: not exact."""
+    import hyperclone.grow.segment as segment
+
+    m = experts // 4
+    src = make_tiny("ernie4_5_moe", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=width, experts=experts, seed=4, **({"ffn": 3} if m == 3 else {}))
+    config = json.loads((out / "config.json").read_text())
+    grown_ffn = 40 * width * (3 if m == 3 else 1)
+    assert (config["moe_num_experts"], config["moe_k"], config["moe_intermediate_size"]) == (experts, 2 * m,
+                                                                                              grown_ffn // m)
+    assert config["moe_num_shared_experts"] * config["moe_intermediate_size"] == 2 * grown_ffn
+    before, after = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    name = "model.layers.1.mlp.moe_statics.e_score_correction_bias"
+    assert torch.allclose(after[name], before[name].repeat_interleave(m, 1) / m, rtol=1e-7, atol=0)
+    record = json.loads((out / "hyperclone.json").read_text())
+    assert record["segmented"]["down_projection_factor"] == m and record["function_preserving"]
+    source = load_causal_lm(src)
+    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+    if (width, experts) == (1, 8):
+        monkeypatch.setattr(segment, "BIAS_ON_PROBABILITIES", set())
+        repeated = grow(src, tmp_path / "repeated", width=1, experts=8, seed=4)
+        assert torch.equal(load_file(repeated / "model.safetensors")[name], before[name].repeat_interleave(2, 1))
+        assert not compare_models(source, load_causal_lm(repeated), tolerance=REL_TOL).ok  # measured 0.27
 
 
 @pytest.mark.parametrize("variant", sorted(HYBRID_SPLITS))

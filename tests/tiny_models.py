@@ -132,6 +132,13 @@ TINY_CONFIGS: dict[str, dict] = {
                   n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=2, n_group=2, topk_group=1,
                   norm_topk_prob=False, routed_scaling_factor=2.0, sliding_window=8, attention_bias=True,
                   layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    # ERNIE 4.5 MoE: a dense first layer then experts (moe_layer_start_index/end_index/interval) with shared experts
+    # (moe_num_shared_experts x the expert width), softmax scores plus a correction bias choosing the top k, the top k
+    # renormalised; biases everywhere but the experts (use_bias: the output projection too)
+    "ernie4_5_moe": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=40, num_attention_heads=6,
+                         num_key_value_heads=2, head_dim=8, num_hidden_layers=3, moe_num_experts=4, moe_k=2,
+                         moe_num_shared_experts=2, moe_layer_start_index=1, moe_layer_end_index=-1,
+                         moe_layer_interval=1, use_bias=True),
     # Hunyuan-A13B: experts and a shared MLP as wide as intermediate_size, q/k norms after rope, softmax top-k
     "hunyuan_v1_moe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
                            head_dim=8, num_hidden_layers=2, num_experts=4, moe_topk=2, use_qk_norm=True),
@@ -175,8 +182,8 @@ TINY_CONFIGS: dict[str, dict] = {
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),
 }
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "glm4_moe_lite", "granitemoe", "granitemoeshared",
-                "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "granitemoe",
+                "granitemoeshared", "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
 UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
 
@@ -206,7 +213,8 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(0.2 * torch.randn(param.shape, generator=gen))
-        for name, buffer in model.named_buffers():  # DeepSeek's router correction bias steers which experts run
+        # DeepSeek's router correction bias steers which experts run (ERNIE's is a parameter: random above)
+        for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 buffer.copy_(0.3 * torch.randn(buffer.shape, generator=gen))
 

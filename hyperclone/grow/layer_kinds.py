@@ -13,12 +13,19 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
    "inside": "attention", "outside": "mamba"}          the layers listed have one kind, the others another
   {"prefix": "first_k_dense_replace",
    "inside": "dense", "outside": "moe"}                the first N layers have one kind, the others another
+  {"interval": "moe_layer_interval",
+   "start": "moe_layer_start_index",
+   "end": "moe_layer_end_index",
+   "inside": "moe", "outside": "dense"}               layer i has the inside kind when (i + 1) % interval == 0
+                                                       and start <= i <= end (ERNIE 4.5 MoE; end -1: the last
+                                                       layer), the others the outside kind
 
 and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds. A list may name, with
 ``"indices_too": {"key": "full_attn_idxs", "kind": "attention"}``, an older key that repeats the layers of one kind
 as indices (LFM2): where the config states it, it is rewritten with the list. Under depth growth every new
 block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
-say (stacked copies that break a dense prefix) is refused in one line. Pure functions: nothing here reads files.
+say (stacked copies that break a dense prefix, a copied layer that breaks an interval) is refused in one line.
+Pure functions: nothing here reads files.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 
-ENCODINGS = ("list", "pattern", "indices", "prefix")
+ENCODINGS = ("list", "pattern", "indices", "prefix", "interval")
+TWO_KINDS = ("indices", "prefix", "interval")  # encodings that name one inside and one outside kind
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,15 @@ class LayerKinds:
     encoding: str  # one of ENCODINGS
     key: str  # the config key that holds it
     values: tuple[tuple[Any, str], ...] = ()  # list / pattern: config value -> kind (empty: the value is the kind)
-    inside: str = ""  # indices / prefix: the kind of the layers named
+    inside: str = ""  # indices / prefix / interval: the kind of the layers named
     outside: str = ""  # ... and of the others
     indices_too: tuple[str, str] | None = None  # list: (config key, kind) of a key listing that kind's layers too
+    bounds: tuple[str, str] | None = None  # interval: the config keys of the first and last index it may hold
 
     @property
     def kinds(self) -> tuple[str, ...] | None:
         """Every kind this encoding can name (None: any value of a list is a kind of its own)."""
-        if self.encoding in ("indices", "prefix"):
+        if self.encoding in TWO_KINDS:
             return (self.inside, self.outside)
         return tuple(dict.fromkeys(kind for _, kind in self.values)) or None
 
@@ -57,6 +66,7 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
     encoding = encodings[0]
     allowed = {encoding, "values"} if encoding in ("list", "pattern") else {encoding, "inside", "outside"}
     allowed |= {"indices_too"} if encoding == "list" else set()
+    allowed |= {"start", "end"} if encoding == "interval" else set()
     if set(raw) - allowed:
         raise ValueError(f"family {family}: layer_kinds {encoding} takes {sorted(allowed)}, not "
                          f"{sorted(set(raw) - allowed)}")
@@ -65,15 +75,17 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
         raise ValueError(f"family {family}: layer_kinds values must map config values to kind names")
     if encoding == "pattern" and (not values or any(len(k) != 1 for k in values)):
         raise ValueError(f"family {family}: layer_kinds pattern needs values for single characters")
-    if encoding in ("indices", "prefix") and not (isinstance(raw.get("inside"), str)
-                                                  and isinstance(raw.get("outside"), str)):
+    if encoding in TWO_KINDS and not (isinstance(raw.get("inside"), str) and isinstance(raw.get("outside"), str)):
         raise ValueError(f"family {family}: layer_kinds {encoding} needs inside and outside kinds")
+    if encoding == "interval" and not all(isinstance(raw.get(k), str) for k in ("start", "end")):
+        raise ValueError(f"family {family}: layer_kinds interval needs the start and end config keys")
     also = raw.get("indices_too")
     if also is not None and not (isinstance(also, dict) and set(also) == {"key", "kind"}
                                  and all(isinstance(v, str) for v in also.values())):
         raise ValueError(f"family {family}: layer_kinds indices_too must be {{key, kind}}")
     return LayerKinds(encoding, raw[encoding], tuple(values.items()), raw.get("inside", ""), raw.get("outside", ""),
-                      (also["key"], also["kind"]) if also else None)
+                      (also["key"], also["kind"]) if also else None,
+                      (raw["start"], raw["end"]) if encoding == "interval" else None)
 
 
 def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
@@ -99,14 +111,19 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
                 isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in named):
             raise HyperCloneError(f"{where} must list layer indices from 0 to {layers - 1}, got {value!r}")
         return tuple(spec.inside if i in set(named) else spec.outside for i in range(layers))
+    if spec.encoding == "interval":
+        return _interval_kinds(spec, _read_interval(spec, config, layers), layers)
     count = 0 if value is None else value
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= layers:
         raise HyperCloneError(f"{where} must be a layer count from 0 to {layers}, got {value!r}")
     return tuple(spec.inside if i < count else spec.outside for i in range(layers))
 
 
-def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> dict[str, Any]:
-    """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding."""
+def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
+                      source_layers: int | None = None) -> dict[str, Any]:
+    """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding
+    (`source_layers`: the source's layer count, which an interval's end of -1 or past the end refers to; by
+    default the grown count)."""
     if spec.encoding in ("list", "pattern"):
         source = getattr(config, spec.key)
         back: dict[str, Any] = {}
@@ -121,9 +138,50 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> 
         return updates
     if spec.encoding == "indices":
         return {spec.key: [i for i, kind in enumerate(kinds) if kind == spec.inside]}
+    if spec.encoding == "interval":
+        return _write_interval(spec, config, kinds, len(kinds) if source_layers is None else source_layers)
     count = sum(kind == spec.inside for kind in kinds)
     if any(kind == spec.inside for kind in kinds[count:]):
         raise HyperCloneError(f"{spec.key}: the grown layers would put {spec.inside} blocks after "
                               f"{spec.outside} ones, which {spec.key} cannot say; insert the new layers with "
                               "--depth-mode identity")
     return {spec.key: count}
+
+
+def _read_interval(spec: LayerKinds, config: Any, layers: int) -> tuple[int, int, int]:
+    """(start, end, interval) as the config states them; an end of -1 is the last layer (as transformers reads it)."""
+    assert spec.bounds is not None
+    keys = (*spec.bounds, spec.key)
+    values = [getattr(config, key, None) for key in keys]
+    for key, value in zip(keys, values, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int) or (key == spec.key and value < 1):
+            least = "a positive integer" if key == spec.key else "an integer"
+            raise HyperCloneError(f"config.json: {key} must be {least}, got {value!r}")
+    start, end, interval = values
+    return start, layers - 1 if end == -1 else end, interval
+
+
+def _interval_kinds(spec: LayerKinds, bounds: tuple[int, int, int], layers: int) -> tuple[str, ...]:
+    start, end, interval = bounds
+    return tuple(spec.inside if (i + 1) % interval == 0 and start <= i <= end else spec.outside
+                 for i in range(layers))
+
+
+def _write_interval(spec: LayerKinds, config: Any, kinds: tuple[str, ...], source_layers: int) -> dict[str, Any]:
+    """The start, end and interval that say `kinds`, the source's own values first (its end, when it reached its
+    last layer, moved to the grown last layer), or a one-line refusal when none can."""
+    assert spec.bounds is not None
+    layers = len(kinds)
+    start, end, interval = _read_interval(spec, config, source_layers)
+    inside = [i for i, kind in enumerate(kinds) if kind == spec.inside]
+    starts = dict.fromkeys([start, *inside[:1], layers])
+    ends = dict.fromkeys([layers - 1 if end >= source_layers - 1 else end, *inside[-1:], layers - 1])
+    for step in dict.fromkeys([interval, *range(1, layers + 1)]):
+        for first in starts:
+            for final in ends:
+                if _interval_kinds(spec, (first, final, step), layers) == kinds:
+                    return {spec.bounds[0]: first, spec.bounds[1]: final, spec.key: step}
+    raise HyperCloneError(f"{spec.bounds[0]}/{spec.bounds[1]}/{spec.key}: the grown layers would put {spec.inside} "
+                          f"blocks at {', '.join(map(str, inside))} of {layers}, which a start index, an end index "
+                          "and an interval cannot say; insert identity layers where they keep the pattern "
+                          "(--insert-after) or grow only the width")

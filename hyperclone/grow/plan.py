@@ -857,5 +857,5 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
                     and key not in family.kept_lists):
                 updates[key] = [value[src] for src, _ in layers]
     if family.layer_kinds is not None:
-        updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds))
+        updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
     return updates

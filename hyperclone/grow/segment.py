@@ -55,6 +55,18 @@ is refused (Nemotron-H's router is DeepSeek-V3's, so the same). Nemotron-H's non
 and its latent MoE (the experts read and write moe_latent_size through fc1/fc2_latent_proj, outside the routing)
 split alike: the cut is along the experts' own width; its shared expert has its own width key.
 
+ERNIE 4.5 MoE's router adds its correction bias to the softmax probabilities to choose the top k (the weights are
+the probabilities alone, renormalised over the k with a floor of moe_norm_min). A segment's probability is p_e / m
+but a repeated bias would stay b_e, which changes the order (p = (0.6, 0.4), b = (0, 0.15), top-1: the source
+scores 0.6 and 0.55 and takes expert 0; split x2 with the bias repeated, the segments would score 0.3 and 0.35 and
+take expert 1's); so the bias is divided by m with the probabilities: each segment scores (p_e + b_e) / m, in the
+source's order, and top-(k*m) takes the source's experts. The renormalising sum
+over the k*m segments is the source's sum over k (the same floor applies), so a segment weighs 1/m of its expert
+and the down projections are multiplied by m (BIAS_ON_PROBABILITIES; exact in float32, where transformers keeps
+the bias, for powers of two, and as exact as the softmax's own rounding otherwise). Its shared experts
+(moe_num_shared_experts x the expert width) sit outside the routing and keep their width (moe_num_shared_experts x
+m, as DeepSeek's n_shared_experts).
+
 Out of scope (refused or not described here): capacity limits, families not in ROUTING, per-expert tensors with no
 MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), carrying
 AdamW moments over (--moments-from).
@@ -93,7 +105,13 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "granitemoe": ("softmax", True),  # GraniteMoeTopKRouter: the same (top k of the logits, softmax over those k)
     "granitemoeshared": ("softmax", True),  # GraniteMoe's router; the shared MLP sits outside the routing
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
+    # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
+    # their sum (at least moe_norm_min)
+    "ernie4_5_moe": ("softmax", True),
 }
+# Routers that add their correction bias (every non-router tensor with an experts axis) to the softmax probabilities
+# to choose the top k: a segment's probability is 1/m of its expert's, so its bias is divided by m too
+BIAS_ON_PROBABILITIES = {"ernie4_5_moe"}
 TOP_K_KEY = "num_experts_per_tok"  # the top-k config key when a family table has no "top_k" slot
 GROUPED_MM_ALIGN = 16  # torch's grouped_mm (transformers 5's default experts kernel) needs 16-byte row strides
 
@@ -247,7 +265,8 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
         if not rule.per_expert:
             axis = _experts_axis(rule)
             index = torch.arange(recipe.maps[axis].size).repeat_interleave(m)
-            out.append(_segment(recipe, recipe.out_name, axis, index, 1.0))
+            bias = rule.role != "router" and family.model_type in BIAS_ON_PROBABILITIES
+            out.append(_segment(recipe, recipe.out_name, axis, index, 1.0 / m if bias else 1.0))
             continue
         axis = _ffn_axis(rule)
         width = recipe.maps[axis].size // m
@@ -285,12 +304,13 @@ def storage_reason(recipes: list[Recipe], m: int) -> str | None:
     """Why the output dtype cannot hold the down projections times m exactly (m not a power of two, 16 bits)."""
     if m & (m - 1) == 0:
         return None
-    scaled = next((r for r in recipes if isinstance(r, SegmentRecipe) and r.factor != 1.0 and r.kind != "zero"
-                   and needs_exact_split(r.dtype)), None)
-    if scaled is None:
+    scaled = sorted((r for r in recipes if isinstance(r, SegmentRecipe) and r.factor != 1.0 and r.kind != "zero"
+                     and needs_exact_split(r.dtype)), key=lambda r: r.factor < 1.0)  # down projections first
+    if not scaled:
         return None
-    return (f"{str(scaled.dtype).removeprefix('torch.')} cannot hold expert down projections multiplied by {m} "
-            f"(not a power of two), e.g. {scaled.out_name}")
+    what = "expert down projections multiplied" if scaled[0].factor > 1.0 else "router correction biases divided"
+    return (f"{str(scaled[0].dtype).removeprefix('torch.')} cannot hold {what} by {m} (not a power of two), "
+            f"e.g. {scaled[0].out_name}")
 
 
 def _aliases(model_type: str, key: str) -> set[str]:
