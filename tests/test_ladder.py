@@ -261,7 +261,9 @@ def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tm
 
 REPORTS = {"ladder.md": (["--preset", "cpu-ladder"]), "search.md": ["--sweep", "sweeps/cpu-ladder-last.yaml"],
            "keep.md": ["--sweep", "sweeps/cpu-ladder-keep.yaml"],
-           "disjoint.md": ["--sweep", "sweeps/cpu-ladder-disjoint.yaml"]}
+           "disjoint.md": ["--sweep", "sweeps/cpu-ladder-disjoint.yaml"],
+           "rewarm.md": ["--sweep", "sweeps/cpu-ladder-rewarm.yaml"],
+           "methods.md": ["--sweep", "sweeps/cpu-ladder-methods.yaml"]}
 
 
 @pytest.mark.parametrize("report", sorted(REPORTS))
