@@ -19,7 +19,7 @@ from typing import Any
 
 # what differs between any two runs of the same command: when, where, how long
 TIMING_KEYS = {"date", "command", "machine", "wall_clock_s", "grow_s", "speedup_wall_clock_incl_small"}
-TIMING_PARTS = ("elapsed", "time", "tokens_per_s", "_s_")
+TIMING_PARTS = ("elapsed", "time", "_s_")
 
 
 def is_timing(key: str) -> bool:
@@ -29,23 +29,18 @@ def is_timing(key: str) -> bool:
 def compare(a: Any, b: Any, path: str = "") -> tuple[int, list[tuple[str, Any, Any]], list[str]]:
     """(values compared, [(path, a, b) that differ], [paths present on one side only])."""
     if isinstance(a, dict) and isinstance(b, dict):
-        count, diffs, one_sided = 0, [], []
-        for key in sorted(set(a) | set(b)):
-            if is_timing(key):
-                continue
-            if key not in a or key not in b:
-                one_sided.append(f"{path}/{key}")
-                continue
-            c, d, o = compare(a[key], b[key], f"{path}/{key}")
-            count, diffs, one_sided = count + c, diffs + d, one_sided + o
-        return count, diffs, one_sided
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        count, diffs, one_sided = 0, [], []
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            c, d, o = compare(x, y, f"{path}[{i}]")
-            count, diffs, one_sided = count + c, diffs + d, one_sided + o
-        return count, diffs, one_sided
-    return 1, [] if a == b else [(path, a, b)], []
+        keys = [key for key in sorted(set(a) | set(b)) if not is_timing(key)]
+        one_sided = [f"{path}/{key}" for key in keys if key not in a or key not in b]
+        pairs = [(a[key], b[key], f"{path}/{key}") for key in keys if key in a and key in b]
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        one_sided, pairs = [], [(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))]
+    else:
+        return 1, [] if a == b else [(path, a, b)], []
+    count, diffs = 0, []
+    for x, y, where in pairs:
+        c, d, o = compare(x, y, where)
+        count, diffs, one_sided = count + c, diffs + d, one_sided + o
+    return count, diffs, one_sided
 
 
 def size(diff: tuple[str, Any, Any]) -> float:
