@@ -38,8 +38,9 @@ from hyperclone.experiments.corpora import stdlib_files  # noqa: E402
 from hyperclone.experiments.setup import train_tokenizer  # noqa: E402
 from hyperclone.train.config import TrainConfig  # noqa: E402
 from hyperclone.train.data import WindowSampler, load_corpus  # noqa: E402
-from hyperclone.train.loop import param_groups, train  # noqa: E402
+from hyperclone.train.loop import train  # noqa: E402
 from hyperclone.train.losses import causal_lm_loss  # noqa: E402
+from hyperclone.train.lr_groups import param_groups  # noqa: E402
 
 
 def build(root: Path, args) -> tuple[Path, Path]:

@@ -204,6 +204,20 @@ def test_distillation_under_fsdp_matches_one_process(setup, tmp_path):
     assert losses(tmp_path / "plain") != one
 
 
+def test_lr_scale_under_fsdp_matches_one_process(setup, tmp_path):
+    """--lr-scale under FSDP2 (the groups built from the sharded model's names) gives the one-process losses, and
+    differs from the same run at one learning rate."""
+    scale = ("--lr-scale", "*proj.weight=0.25", "--lr-scale", "lm_head.weight=2")
+    launch(setup, tmp_path / "one", 1, *scale)
+    launch(setup, tmp_path / "two", 2, "--strategy", "fsdp", *scale)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    for step in one:
+        assert abs(one[step] - two[step]) <= REL * one[step], (step, one[step], two[step])
+    launch(setup, tmp_path / "plain", 1)
+    assert losses(tmp_path / "plain") != one
+
+
 def _free_port() -> int:
     import socket
 

@@ -114,6 +114,11 @@ def train_command(
     copies_warmup: Annotated[float, typer.Option(
         "--copies-warmup", help="--copies-lr: fraction of the run's steps over which the copies' multiplier rises "
                                 "from 1.")] = 0.02,
+    lr_scale: Annotated[list[str] | None, typer.Option(
+        "--lr-scale", metavar="GLOB=MULT",
+        help="Per-group learning rate, repeatable: the parameters whose names match the glob train at MULT x the "
+             "schedule's rate (first match wins, e.g. '*proj.weight=0.5' for a llama's attention and MLP "
+             "matrices); a glob matching nothing is refused.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print parameters, tokens per step and bytes per process for weights, gradients and "
                           "AdamW state under ddp and fsdp for this many processes ($WORLD_SIZE, or --processes); "
@@ -149,7 +154,7 @@ def train_command(
         save_dtype=choices.value(save_dtype), save_hf_every=save_hf_every, save_stable=save_stable,
         compile=compile_blocks, teacher=teacher, kd_alpha=kd_alpha if teacher is not None else 0.0,
         kd_until=kd_until, copies_lr=copies_lr, copies_warmup=copies_warmup,
-        log=tuple(choices.value(x) for x in log or ())))
+        lr_scale=tuple(lr_scale or ()), log=tuple(choices.value(x) for x in log or ())))
     if stop_after is None and int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"final val loss {result.final_val_loss:.4f} after {result.tokens:,} tokens; model in "
                    f"{result.final}")

@@ -73,6 +73,7 @@ def train_config(preset: Preset, arm: SweepArm, seed: int, out: Path, small_fina
                    teacher=small_final if arm.kd else None, kd_alpha=float(arm.kd.get("alpha", 0.0)),
                    kd_until=float(arm.kd.get("until", train_default("kd_until"))), copies_lr=arm.copies.get("lr"),
                    copies_warmup=float(arm.copies.get("warmup", train_default("copies_warmup"))),
+                   lr_scale=tuple(f"{glob}={mult!r}" for glob, mult in arm.lr_scale.items()),
                    extra={"arm": arm.name, "sweep": arm.as_dict()})
 
 
@@ -83,7 +84,7 @@ def _check_arm(run_dir: Path, arm: SweepArm, record: bool = True) -> None:
     if path.exists():
         # keys added after the first sweeps, at the value that means what those sweeps did
         old = {"layers": None, "msg": {}, "small_tokens": None, "small_decay": True, "small_corpus": None, "kd": {},
-               "copies": {},
+               "copies": {}, "lr_scale": {},
                **json.loads(path.read_text())}
         if {k: v for k, v in old.items() if k != "seeds"} != {k: v for k, v in arm.as_dict().items() if k != "seeds"}:
             raise HyperCloneError(f"arm {arm.name!r} changed since {run_dir} was trained; rename the arm or delete "

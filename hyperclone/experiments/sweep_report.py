@@ -57,6 +57,8 @@ def describe(arm: SweepArm, preset: Preset) -> str:
         if arm.kd:
             parts.append(f"distilled from the small model (alpha {arm.kd['alpha']:g} to 0 at "
                          f"{arm.kd.get('until', train_default('kd_until')):g} of the run)")
+    if arm.lr_scale:
+        parts.append("LR " + ", ".join(f"x{mult:g} on {glob}" for glob, mult in arm.lr_scale.items()))
     if arm.small_tokens:
         parts.append(f"small model pretrained {arm.small_tokens:,} tokens"
                      + (f" on {arm.small_corpus}" if arm.small_corpus else ""))

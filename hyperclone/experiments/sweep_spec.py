@@ -46,6 +46,9 @@ arms:
     init: msg             # over the first ramp_frac of the run; depth_start_frac > 0 grows depth as a later stage
     layers: 8
     msg: {ramp_frac: 0.1, depth_start_frac: 0}
+  - name: mup-like        # per-group learning rates (train --lr-scale), any init: the first matching glob sets
+    init: random          # a parameter's multiplier of the schedule's rate, the rest stay at 1x
+    lr_scale: {"*proj.weight": 0.5}
 ```
 
 Every error is one line naming the file and the arm.
@@ -74,7 +77,7 @@ TOP_KEYS = ("preset", "seeds", "arms", "compare", "report")
 COMPARE = ("best-random", "ladder")
 ARM_KEYS = ("name", "init", "lr", "seeds", "width", "layers", "tokens", "warmup", "schedule", "decay_frac",
             "min_lr_ratio", "grow", "msg", "moments", "moments_reset", "small_tokens",
-            "small_decay", "small_corpus", "kd", "copies")
+            "small_decay", "small_corpus", "kd", "copies", "lr_scale")
 GROW_KEYS = ("mode", "noise_db", "seed", "tie", "ffn", "depth_mode", "experts", "top_k", "perturb")
 COPIES_KEYS = ("lr", "warmup")  # asymmetric continuation: the copies' LR multiplier and its rise (train --copies-lr)
 KD_KEYS = ("alpha", "until")  # the distillation anchor toward the arm's own small model (train --teacher)
@@ -117,6 +120,7 @@ class SweepArm:
     small_corpus: str | None = None  # the small model pretrained on this public corpus instead of the experiment's
     kd: dict[str, Any] = field(default_factory=dict)  # alpha, until: distil from the small model it grew from
     copies: dict[str, Any] = field(default_factory=dict)  # lr (rho), warmup: asymmetric continuation
+    lr_scale: dict[str, float] = field(default_factory=dict)  # glob -> LR multiplier (train --lr-scale)
 
     @property
     def small_model(self) -> SmallModel:
@@ -181,6 +185,15 @@ def _options(here: str, arm: dict[str, Any], key: str, allowed: tuple[str, ...],
     if opts and arm["init"] != init:
         _fail(here, wrong_init)
     return opts
+
+
+def _lr_scale(here: str, value: Any) -> dict[str, float]:
+    """An arm's per-group learning rates: a mapping of parameter-name globs to positive multipliers."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        _fail(here, "lr_scale must be a mapping of parameter-name globs to multipliers, e.g. {'*proj.weight': 0.5}")
+    return {glob: _number(here, f"lr_scale[{glob!r}]", mult) for glob, mult in value.items()}
 
 
 def _seeds(where: str, value: Any) -> tuple[int, ...]:
@@ -295,6 +308,7 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
             warm = copies_opts.get("warmup", train_default("copies_warmup"))
             if not 0 <= _number(here, "copies.warmup", warm, positive=False) <= 1:
                 _fail(here, f"copies.warmup must be in [0, 1], got {copies_opts['warmup']!r}")
+        lr_scale = _lr_scale(here, a.get("lr_scale"))
         if "perturb" in grow_opts:
             try:
                 parse_perturbation(grow_opts["perturb"])
@@ -310,7 +324,8 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
                                      positive=False),
                 grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
                 moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
-                small_decay=small_decay, small_corpus=small_corpus, kd=dict(kd_opts), copies=dict(copies_opts)))
+                small_decay=small_decay, small_corpus=small_corpus, kd=dict(kd_opts), copies=dict(copies_opts),
+                lr_scale=lr_scale))
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:

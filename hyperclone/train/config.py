@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.train.lr_groups import parse_lr_scale
 from hyperclone.train.options import ATTENTION, DTYPES, LOG_SINKS, RESETS, SAVE_DTYPES, SCHEDULES, STRATEGIES
 from hyperclone.train.parallel import strategy_class
 
 # Recipe fields that must not change when a run is resumed (they change the result).
 RECIPE_KEYS = ("tokens", "lr", "min_lr_ratio", "warmup", "schedule", "decay_frac", "batch_tokens", "seq_len",
                 "seed", "weight_decay", "grad_clip", "beta1", "beta2", "val_fraction", "eval_tokens", "text_field",
-                "moments_from", "moments_reset", "teacher", "kd_alpha", "kd_until", "copies_lr", "copies_warmup")
+                "moments_from", "moments_reset", "teacher", "kd_alpha", "kd_until", "copies_lr", "copies_warmup",
+                "lr_scale")
 
 
 @dataclass
@@ -76,10 +78,14 @@ class TrainConfig:
     # a learning rate rising to copies_lr x the schedule's over copies_warmup of the steps; None: off
     copies_lr: float | None = None
     copies_warmup: float = 0.02
+    # per-group learning rates (train/lr_groups.py): "GLOB=MULT" rules, the first whose glob matches a parameter's
+    # name sets its multiplier of the schedule's learning rate
+    lr_scale: tuple[str, ...] = ()
 
     def recipe(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: str(d[k]) if isinstance(d[k], Path) else d[k] for k in RECIPE_KEYS}
+        plain = {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: plain[k] for k in RECIPE_KEYS}
 
 
 
@@ -126,6 +132,7 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 <= cfg.copies_warmup <= 1:
         raise HyperCloneError(f"--copies-warmup must be in [0, 1] (a fraction of the run's steps), got "
                               f"{cfg.copies_warmup}")
+    parse_lr_scale(cfg.lr_scale)
     bad_sinks = [s for s in cfg.log if s not in LOG_SINKS]
     if bad_sinks:
         raise HyperCloneError(f"--log must be one of {', '.join(LOG_SINKS)}, not {bad_sinks[0]!r}")

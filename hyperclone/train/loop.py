@@ -37,6 +37,7 @@ from hyperclone.train.config import TrainConfig, TrainResult, load_step_hook, va
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
 from hyperclone.train.inputs import batch_layout, check_model, resume_state
 from hyperclone.train.losses import causal_lm_loss, distillation_loss
+from hyperclone.train.lr_groups import param_groups, parse_lr_scale
 from hyperclone.train.metrics import METRICS_FILE, SUMMARY_FILE, MetricsLog, peak_rss_bytes, read_metrics
 from hyperclone.train.moments import optimizer_moments
 from hyperclone.train.processes import Processes
@@ -47,12 +48,6 @@ STABLE_DIR = "stable"  # --save-stable: the model a wsd run's decay starts from
 
 def bf16_on(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-
-
-def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -120,7 +115,8 @@ class Run:
         if cfg.activation_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay,
+                                                        parse_lr_scale(cfg.lr_scale)), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2), eps=1e-8)
         if self.start_ckpt is not None:
             strategy.load_state(self.start_ckpt, self.model, self.optimizer)
@@ -220,7 +216,7 @@ class Run:
         procs, layout = self.procs, self.layout
         self.step_hook(self.model, self.step, layout.total)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # --lr-scale: this group's multiplier
         wins = self.sampler.windows(self.step * layout.global_seqs + procs.rank * layout.per_rank, layout.per_rank)
         alpha = kd_weight(self.step, layout.total, self.cfg)  # 0 without a teacher and past kd_until
         if alpha > 0:
