@@ -263,7 +263,8 @@ REPORTS = {"ladder.md": (["--preset", "cpu-ladder"]), "search.md": ["--sweep", "
            "keep.md": ["--sweep", "sweeps/cpu-ladder-keep.yaml"],
            "disjoint.md": ["--sweep", "sweeps/cpu-ladder-disjoint.yaml"],
            "rewarm.md": ["--sweep", "sweeps/cpu-ladder-rewarm.yaml"],
-           "methods.md": ["--sweep", "sweeps/cpu-ladder-methods.yaml"]}
+           "methods.md": ["--sweep", "sweeps/cpu-ladder-methods.yaml"],
+           "lrgroups.md": ["--sweep", "sweeps/cpu-ladder-lrgroups.yaml"]}
 
 
 @pytest.mark.parametrize("report", sorted(REPORTS))

@@ -73,6 +73,7 @@ def final_losses(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
         done = {s: curve(ExperimentDir(out).arm_run(arm.name, s), 0.0)[-1]["val_loss"] for s in arm.seeds
                 if _finished(out, arm, s)}
         arms[arm.name] = {"init": arm.init, "tokens": arm.tokens, "lr": arm.lr, "schedule": arm.schedule,
+                          "lr_scale": arm.lr_scale,
                           "seeds": list(arm.seeds),
                           "final_val_loss": done, "pending": [s for s in arm.seeds if s not in done]}
     return arms

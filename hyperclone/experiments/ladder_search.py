@@ -72,7 +72,7 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
         row: dict[str, Any] = {
             "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
             "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
-            "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule,
+            "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule, "lr_scale": arm.lr_scale,
             "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
             "final_train": {s: diagnosis.final_train_loss(folder.arm_run(arm.name, s))
                             for s in a["final_val_loss"]},
@@ -131,14 +131,15 @@ def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None
         speed[str(budget)] = {"random_arm": random_arm, "random_arms": [random_arm, *sorted(randoms)], "speed": {
             kind: {n: diagnosis.learning_speed(dirs(n), kind) for n in names} for kind in ("train", "val")}}
     leads = {}
-    for r in rows:  # against random init on the same recipe (budget, schedule, peak LR), seed by seed
+    for r in rows:  # against random init on the same recipe (budget, schedule, peak LR, per-group LR), seed by seed
         peer = next((n for n in speed[str(r["budget_tokens"])]["random_arms"] if n and finals[n]["schedule"] ==
-                     r["schedule"] and finals[n]["lr"] == r["lr"]), None)
+                     r["schedule"] and finals[n]["lr"] == r["lr"] and finals[n]["lr_scale"] == r["lr_scale"]), None)
         pairs = [(folder.arm_run(r['arm'], s), folder.arm_run(peer, s)) for s in r["final"]
                  if peer and s in finals[peer]["final_val_loss"]]
         if pairs:
             leads[r["arm"]] = {"random_arm": peer, "seeds": len(pairs), "lead": diagnosis.seed_mean_lead(pairs)}
-    traces = {r["arm"]: diagnosis.divergence_trace(folder.run(f"{r['arm']}-s0")) for r in rows}
+    # seed 0's copy divergence, once that run has finished (a run still training is not reported half-way)
+    traces = {r["arm"]: diagnosis.divergence_trace(folder.run(f"{r['arm']}-s0")) for r in rows if 0 in r["final"]}
     traces = {name: t for name, t in traces.items() if t}
     return {"learning_speed": speed, "lead": leads, "divergence": traces,
             "divergence_summary": {name: diagnosis.divergence_summary(t) for name, t in traces.items()},
