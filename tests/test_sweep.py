@@ -80,7 +80,7 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"hyperclone: error: {path}: arm 'r': unknown key 'sedes' (allowed: name, init, lr, seeds, width, layers, "
         "tokens, warmup, schedule, decay_frac, min_lr_ratio, grow, msg, moments, moments_reset, small_tokens, "
-        "small_decay, small_corpus, kd, copies)"]
+        "small_decay, small_corpus, kd, copies, lr_scale)"]
     assert not (tmp_path / "out").exists()
 
 
