@@ -34,7 +34,11 @@ OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), 
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
 # its top k; Nemotron-H's DeepSeek-V3 router (every group chosen), with and without its latent MoE and renormalisation
 HYBRID_SPLITS = {"granitemoehybrid": ({}, 2), "nemotron_h": (dict(topk_group=2), 2),
-                 "nemotron_h-latent": (dict(n_group=1, moe_latent_size=16, norm_topk_prob=False), 1)}
+                 "nemotron_h-latent": (dict(n_group=1, moe_latent_size=16, norm_topk_prob=False), 1),
+                 "qwen3_next": ({}, 2), "qwen3_next-unnormalised": (dict(norm_topk_prob=False), 2)}
+HYBRID_WIDTH_KEYS = {"granitemoehybrid": ("intermediate_size", "shared_intermediate_size"),
+                     "nemotron_h": ("moe_intermediate_size", "moe_shared_expert_intermediate_size"),
+                     "qwen3_next": ("moe_intermediate_size", "shared_expert_intermediate_size")}
 
 
 def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -159,7 +163,7 @@ def test_refusals(tmp_path, options, message):
 
 def test_every_moe_source_can_be_split():
     assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
-    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, "granitemoehybrid", "nemotron_h"])
+    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, "granitemoehybrid", "nemotron_h", "qwen3_next"])
 
 
 def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):
@@ -218,7 +222,8 @@ def test_ernie_correction_bias_is_divided_with_the_probabilities(tmp_path, monke
 @pytest.mark.parametrize("variant", sorted(HYBRID_SPLITS))
 @pytest.mark.parametrize("width", [1, 2])
 def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
-    """Granite-4 (experts stacked in one tensor per projection) and Nemotron-H (sigmoid, latent MoE): x2 experts,
+    """Granite-4 (experts stacked in one tensor per projection), Nemotron-H (sigmoid, latent MoE) and Qwen3-Next
+    (softmax, with and without renormalisation, beside gated DeltaNet layers): x2 experts,
     alone and with width x2; the shared experts keep their own width key and grow with the width only."""
     family = variant.split("-")[0]
     overrides, factor = HYBRID_SPLITS[variant]
@@ -226,8 +231,7 @@ def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
     before = json.loads((src / "config.json").read_text())
     out = grow(src, tmp_path / "out", width=width, experts=8, seed=4)
     config = json.loads((out / "config.json").read_text())
-    width_key, shared_key = (("intermediate_size", "shared_intermediate_size") if family == "granitemoehybrid" else
-                             ("moe_intermediate_size", "moe_shared_expert_intermediate_size"))
+    width_key, shared_key = HYBRID_WIDTH_KEYS[family]
     assert config[width_key] == before[width_key] * width // 2 and config["num_experts_per_tok"] == 4
     assert config[shared_key] == before[shared_key] * width
     split = json.loads((out / "hyperclone.json").read_text())["segmented"]

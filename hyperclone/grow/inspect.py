@@ -89,6 +89,9 @@ def _ssm_dims(dims: dict[str, Any]) -> str:
     if dims.get("ssm_heads"):
         text += (f", Mamba2 heads {dims['ssm_heads']} x {dims['ssm_head_dim']} in {dims['ssm_groups']} groups "
                  f"(state {dims['ssm_state']}, conv {dims['conv_kernel']})")
+    if dims.get("lin_k_heads"):
+        text += (f", gated DeltaNet {dims['lin_k_heads']} key heads x {dims['lin_k_dim']}, {dims['lin_v_heads']} "
+                 f"value heads x {dims['lin_v_dim']} (conv {dims['conv_kernel']})")
     if dims.get("layer_kinds") and len(set(dims["layer_kinds"])) > 1:
         text += f", layer kinds {' '.join(dims['layer_kinds'])}"
     return text
@@ -129,6 +132,10 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
                          "routing are unchanged")
     if plan.source.ssm_heads:
         maps_note.append(_ssm_note(plan.source, plan.grown))
+    if plan.source.lin_k_heads:
+        maps_note.append(_linear_note(plan.source, plan.grown))
+    if any("q_gate" in axis for rule in plan.family.tensors for axis in rule.axes):
+        maps_note.append("gated attention: each query head's output gate is copied with its head")
     if any("conv_inner" in axis for rule in plan.family.tensors for axis in rule.axes):
         maps_note.append("short convolutions: their channels (as wide as the hidden size) are plain copies, so the "
                          "gates B·x and C·conv(·) stay exact per channel; out_proj divides by each channel's copies")
@@ -147,10 +154,19 @@ def _ssm_note(source: Any, grown: Any) -> str:
             "out_proj divides by each head's copy count; a gated RMSNorm sees each group's mean square unchanged")
 
 
+def _linear_note(source: Any, grown: Any) -> str:
+    """How the gated DeltaNet mixers grow (hyperclone.grow.linear_attention)."""
+    return (f"gated DeltaNet: {source.lin_k_heads}/{source.lin_v_heads} -> {grown.lin_k_heads}/{grown.lin_v_heads} "
+            "key/value heads, each key head copied with its query and key slices and conv channels, each value head "
+            "with its value and z slices, conv channels, a/b rows, A_log and dt_bias, inside a copy of its source key "
+            "head's group; the recurrence and the gated norm are per head; out_proj divides by each head's copies")
+
+
 def format_plan(info: dict[str, Any]) -> str:
     src, new = info["source"], info["grown"]
     lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
-    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads"):
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads", "lin_k_heads",
+                "lin_v_heads"):
         if src.get(key) is not None:
             lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
     lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "

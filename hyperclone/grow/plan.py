@@ -29,6 +29,7 @@ from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
 from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, SSM_SLOTS, Family, TensorRule, emitted_axis
 from hyperclone.grow.layer_kinds import read_layer_kinds, write_layer_kinds
+from hyperclone.grow.linear_attention import grown_linear_heads, linear_attention_maps, source_linear_dims
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
     DEFAULT_NOISE_DB,
@@ -58,6 +59,7 @@ class GrowthSpec:
     target_vocab: int | None = None  # from --to: must equal the source's vocabulary
     target_experts: int | None = None  # from --to: must equal the source's number of experts
     ssm_heads: int | None = None  # from --to: Mamba2 heads (None: the source's times the hidden size's factor)
+    lin_heads: tuple[int, int] | None = None  # from --to: gated DeltaNet key and value heads (None: by the factor)
     mode: str = DEFAULT_MODE  # noisy | symmetric | diagonal | uneven
     noise_db: float | None = None  # signal-to-noise ratio of noisy and uneven mode, in dB
     tie: str = "keep"  # keep | untie (only matters for tied embeddings)
@@ -75,7 +77,8 @@ class GrowthSpec:
         for label, value in (("--width", self.width), ("--ffn", self.ffn), ("--hidden-size", self.hidden_size),
                              ("--ffn-size", self.ffn_size), ("--heads", self.heads), ("--kv-heads", self.kv_heads),
                              ("--head-dim", self.head_dim), ("--layers", self.layers),
-                             ("--to's Mamba2 heads", self.ssm_heads)):
+                             ("--to's Mamba2 heads", self.ssm_heads),
+                             *(("--to's linear-attention heads", v) for v in self.lin_heads or ())):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise HyperCloneError(f"{label} must be a positive integer, got {value!r}")
         if self.mode not in MODES:
@@ -134,6 +137,10 @@ class Dims:
     ssm_state: int | None = None  # ... d_state of each group (kept)
     conv_kernel: int | None = None  # ... the depthwise convolution's width (kept)
     ssm_expand: int | None = None  # ... inner width = ssm_expand x hidden when the config ties it (None: explicit)
+    lin_k_heads: int | None = None  # gated DeltaNet mixers (linear attention): key heads, grown by copies
+    lin_v_heads: int | None = None  # ... value heads (a multiple of the key heads), grown by copies in their groups
+    lin_k_dim: int | None = None  # ... each key head's width (kept)
+    lin_v_dim: int | None = None  # ... each value head's width (kept)
 
 
 def check_supported(family: Family, config: Any) -> None:
@@ -181,7 +188,7 @@ def source_dims(family: Family, config: Any) -> Dims:
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
                 **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds,
-                **_ssm_source_dims(family, get, hidden))
+                **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
 
 
 def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
@@ -295,6 +302,11 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  **({} if dims.ssm_heads is None else dict(
                      ssm_heads=_ssm_heads(family, dims, hidden, spec.ssm_heads), ssm_head_dim=dims.ssm_head_dim,
                      ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, ssm_expand=dims.ssm_expand)))
+    if dims.lin_k_heads is not None:
+        new_k, new_v = grown_linear_heads(family.config_keys, dims.lin_k_heads, dims.lin_v_heads, dims.hidden,
+                                          hidden, spec.lin_heads)
+        grown = replace(grown, lin_k_heads=new_k, lin_v_heads=new_v, lin_k_dim=dims.lin_k_dim,
+                        lin_v_dim=dims.lin_v_dim)
     _check_reachable(family, dims, grown)
     return grown
 
@@ -371,6 +383,9 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
     values = dict(hidden_size=read("hidden"), ffn_size=adjusted_ffn(family, read("ffn"), target.get),
                   heads=read("heads"), kv_heads=read("kv_heads"), head_dim=read("head_dim"), layers=read("layers"),
                   ssm_heads=read("ssm_heads"))
+    lin_heads = (read("lin_k_heads"), read("lin_v_heads"))
+    if None not in lin_heads:
+        values["lin_heads"] = lin_heads
     if values["hidden_size"] is None:
         raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
     vocab = read("vocab")
@@ -537,6 +552,7 @@ class AxisMaps:
             "v": block_map(kv_heads, v_dim),
             "attn": block_map(q_heads, v_dim),
             "qkv_interleaved": block_map(q_heads, tile_map(3 * dims.head_dim, 3 * dims.head_dim)),
+            "q_gate": block_map(qk_heads, concat_maps([qk_dim, v_dim])),  # per head its query, then its gate
             "heads": q_heads,
             "kv_heads": kv_heads,
             "one": tile_map(1, 1),
@@ -557,6 +573,9 @@ class AxisMaps:
             self.by_kind.update(_latent_attention_maps(dims, q_heads))
         if dims.ssm_heads is not None:  # Mamba2 mixers: heads grow by copies inside their B/C groups
             self.by_kind.update(_mamba2_maps(dims, grown))
+        if dims.lin_k_heads is not None:  # gated DeltaNet mixers: key and value heads grow by copies
+            self.by_kind.update(linear_attention_maps(dims.lin_k_heads, dims.lin_v_heads, dims.lin_k_dim,
+                                                      dims.lin_v_dim, grown.lin_k_heads, grown.lin_v_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
             self.by_kind["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
 
@@ -847,6 +866,8 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         updates[keys["ssm_heads"]] = grown.ssm_heads
         if "ssm_inner" in keys and getattr(config, keys["ssm_inner"], None) is not None:
             updates[keys["ssm_inner"]] = grown.ssm_heads * grown.ssm_head_dim
+    if grown.lin_k_heads is not None:
+        updates[keys["lin_k_heads"]], updates[keys["lin_v_heads"]] = grown.lin_k_heads, grown.lin_v_heads
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
     if maps.layernorm_scale != 1.0:

@@ -38,6 +38,10 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   moe_latent       the width a latent MoE's experts read and write (Nemotron-H moe_latent_size, between
                    fc1_latent_proj and fc2_latent_proj): kept; without a latent size the experts read the residual
                    stream and it is the hidden size
+  q_gate           a gated attention's query projection (Qwen3.5, Qwen3-Next): per query head its query then its
+                   output gate, [heads, 2 x head_dim]; the gate multiplies the head's output, so it follows v's width
+  lin_qk, lin_v, lin_v_heads, lin_v_dim, lin_qkvz, lin_ba   a gated DeltaNet's widths (linear attention; Qwen3.5,
+                   Qwen3-Next): key and value heads copied as attention heads are (hyperclone.grow.linear_attention)
   vocab, positions, head_dim                               kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
@@ -47,6 +51,8 @@ Mamba2 slots (hybrid state-space families): ``ssm_heads``, ``ssm_head_dim``, ``s
 ``conv_kernel`` name the mixer's config keys; ``ssm_inner`` the key of an explicit inner width (Falcon-H1's
 mamba_d_ssm; null there means expand x hidden) and ``ssm_expand`` the key of the expansion factor when the inner width
 is expand x hidden. Mamba2 heads grow by the hidden size's factor (hyperclone.grow.plan._ssm_heads).
+Gated DeltaNet slots: ``lin_k_heads``, ``lin_v_heads``, ``lin_k_dim``, ``lin_v_dim`` (all four, with ``conv_kernel``):
+the key and value head counts grow by the hidden size's factor, the head widths are kept.
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
@@ -94,15 +100,17 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
-              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner")
+              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
+              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
-                "moe_latent")
+                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent")  # latent widths: kept by growth
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
+LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers"}
@@ -234,6 +242,10 @@ def _parse_family(raw: dict) -> Family:
     ssm = [slot for slot in SSM_SLOTS if slot in config_keys]
     if set(ssm) - {"conv_kernel"} and len(ssm) != len(SSM_SLOTS):  # a short convolution alone (LFM2) needs no SSM
         raise ValueError(f"family {name}: Mamba2 needs all of the config slots {', '.join(SSM_SLOTS)}")
+    linear = [slot for slot in LINEAR_SLOTS if slot in config_keys]
+    if linear and (len(linear) != len(LINEAR_SLOTS) or "conv_kernel" not in config_keys):
+        raise ValueError(f"family {name}: a gated DeltaNet needs all of the config slots {', '.join(LINEAR_SLOTS)} "
+                         "and conv_kernel")
     layer_kinds = parse_layer_kinds(name, raw["layer_kinds"]) if "layer_kinds" in raw else None
     named = {kind for t in tensors for kind in t.layers or ()}
     if named and layer_kinds is None:
