@@ -322,7 +322,7 @@ def ladder_lrgroups() -> str:
         split = [r for r in same if r.get("lr_scale") and r["mean"] is not None]
         best_split = min(split, key=lambda r: r["mean"]) if split else None
         random_split = {a: f for a, f in data["random_finals"].items() if "mup" in a and _budget_of(a) == budget}
-        split_random = min(random_split.items(), key=lambda kv: sum(kv[1].values()) / len(kv[1]), default=None)
+        split_random = min(random_split.items(), key=lambda kv: kv[1].get("0", float("inf")), default=None)  # seed 0
         lines.append(
             f"| {budget:,} | {rung['tokens_per_parameter']:.1f} | {ladder.losses_text(rung['random_final'])} | "
             f"{ladder.losses_text(split_random[1]) if split_random else '—'} | "
