@@ -309,9 +309,6 @@ def ladder_lrgroups() -> str:
     rungs = load("cpu-ladder/ladder.json")["budgets"]
     data = load("cpu-ladder/lrgroups.json")
 
-    def speed(row: dict) -> str:
-        return "pending" if row.get("speedup_tokens") is None else f"{row['bound']}{row['speedup_tokens']:.2f}"
-
     lines = ["| budget (tokens) | tokens / parameter | random, one rate (ladder) | random, matrices at half "
              "the peak | default: final loss | speed-up, ladder's frontier | speed-up, best frontier | grown, "
              "matrices at half the peak | its speed-up |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -321,23 +318,20 @@ def ladder_lrgroups() -> str:
         default = next((r for r in same if r["arm"] == rung["grown_arm"]), None)
         split = [r for r in same if r.get("lr_scale") and r["mean"] is not None]
         best_split = min(split, key=lambda r: r["mean"]) if split else None
-        random_split = {a: f for a, f in data["random_finals"].items() if "mup" in a and _budget_of(a) == budget}
+        recipes = data["random_recipes"]
+        random_split = {a: f for a, f in data["random_finals"].items()
+                        if recipes[a]["lr_scale"] and recipes[a]["budget_tokens"] == budget}
         split_random = min(random_split.items(), key=lambda kv: kv[1].get("0", float("inf")), default=None)  # seed 0
         lines.append(
             f"| {budget:,} | {rung['tokens_per_parameter']:.1f} | {ladder.losses_text(rung['random_final'])} | "
             f"{ladder.losses_text(split_random[1]) if split_random else '—'} | "
-            f"{ladder.losses_text(rung['grown_final'])} | {speed(rung)} | {speed(default) if default else '—'} | "
-            + (f"{ladder.losses_text(best_split['final'])} | {speed(best_split)} |"
+            f"{ladder.losses_text(rung['grown_final'])} | {ladder.speed_text(rung)} | "
+            f"{ladder.speed_text(default) if default else '—'} | "
+            + (f"{ladder.losses_text(best_split['final'])} | {ladder.speed_text(best_split)} |"
                if best_split else "— | — |"))
     lines += ["", f"Frontier searched with both: {data.get('machine', '')}, {data.get('date', '')}: "
               f"`{data.get('command', '')}` (`results/cpu-ladder/lrgroups.md`)."]
     return "\n".join(lines)
-
-
-def _budget_of(arm: str) -> int:
-    """400000 for 'random-mup-0.4m-lr0.004': the budget a sweep arm's name states."""
-    size = next(part for part in arm.split("-") if part.endswith("m") and part[:-1].replace(".", "").isdigit())
-    return round(float(size[:-1]) * 1e6)
 
 
 KEEP_LEADS = ("grown-16m-lr0.002", "last-small12.8m", "last-small51.2m", "keep-default-3.2m")

@@ -133,7 +133,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "budgets": rows, "definitions": {"method": METHOD, "head_start": HEAD_START, "flops": report.FLOPS_FORMULA}}
 
 
-def _speed(row: dict[str, Any], key: str = "speedup_tokens") -> str:
+def speed_text(row: dict[str, Any], key: str = "speedup_tokens") -> str:
+    """"pending", or a speed-up with its bound (">1.17": random's frontier never reached the grown loss)."""
     value = row.get(key)
     if value is None:
         return "pending"
@@ -169,8 +170,8 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {row['budget_tokens']:,} | {row['tokens_per_parameter']:.1f} | "
                      f"{'—' if row['random_lr'] is None else format(row['random_lr'], 'g')} ({tried}) | "
                      f"{losses_text(row['random_final'])} | {losses_text(row['grown_final'])} | {gap} | "
-                     f"{_speed(row)} | "
-                     f"{per_text} | {_speed(row, 'speedup_flops')} | {_speed(row, 'speedup_flops_incl_small')} | "
+                     f"{speed_text(row)} | {per_text} | {speed_text(row, 'speedup_flops')} | "
+                     f"{speed_text(row, 'speedup_flops_incl_small')} | "
                      f"{head_start_cells(row)} | {', '.join(row['pending']) or '—'} |")
     return lines
 

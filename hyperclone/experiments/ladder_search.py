@@ -104,6 +104,10 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
             "random_finals": {name: a["final_val_loss"] for name, a in arms.items()
                               if a["init"] == "random" and a["final_val_loss"]},
+            # what each of the sweep's random arms trained: a reader groups them by budget and rule, not by name
+            "random_recipes": {arm.name: {"budget_tokens": arm.tokens, "lr": arm.lr, "lr_scale": arm.lr_scale,
+                                          "schedule": arm.schedule or preset.schedule}
+                               for arm in sweep.arms if arm.init == "random" and arms[arm.name]["final_val_loss"]},
             "random_train": {name: {s: diagnosis.final_train_loss(folder.arm_run(name, s))
                                     for s in a["final_val_loss"]}
                              for name, a in arms.items() if a["init"] == "random" and a["final_val_loss"]},
@@ -228,12 +232,11 @@ def table(results: dict[str, Any]) -> list[str]:
              "|---|---|" + "---:|" * (11 if train else 10) + "---|"]
     for r in results["arms"]:
         gap = "—" if r["loss_gap"] is None else f"{r['loss_gap']:.1%}"
-        speed = "pending" if r.get("speedup_tokens") is None else f"{r['bound']}{r['speedup_tokens']:.2f}"
         per = r.get("speedup_tokens_per_seed")
         per_text = "—" if not per or per["mean"] is None else f"{per['mean']:.2f} ± {per['std']:.2f}"
         small = r.get("speedup_flops_incl_small")
         lines.append(f"| {r['arm']} | {r['recipe']} | {r['lr']:g} | {r['tokens_per_parameter']:.1f} | "
-                     f"{ladder.losses_text(r['final'])} | {gap} | {speed} | {per_text} | "
+                     f"{ladder.losses_text(r['final'])} | {gap} | {ladder.speed_text(r)} | {per_text} | "
                      f"{'—' if small is None else format(small, '.2f')} | {ladder.head_start_cells(r)} | "
                      + (f"{_train_text(r.get('final_train') or {})} | " if train else "")
                      + f"{', '.join(f's{s}' for s in r['pending']) or '—'} |")
