@@ -259,6 +259,36 @@ def test_snapshot_keeps_finished_runs_and_leaves_small_models_to_be_retrained(tm
         out / "runs" / "grown-16m-lr0.002-s0" / "metrics.jsonl").read_text()
 
 
+def test_snapshot_keeps_a_named_small_model_whole_so_a_fresh_folder_grows_from_the_same_weights(tmp_path):
+    """--keep-small RUN: that small model's final folder (weights, moments, the finished mark) and the folder's
+    tokenizer go into the repository and come back, so the sweep reuses it instead of retraining; a name that is
+    not a finished small-model run is refused in one line before anything is written."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ladder_snapshot.py"
+    spec = importlib.util.spec_from_file_location("ladder_snapshot", path)
+    snapshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snapshot)
+    out, dest, fresh = tmp_path / "out", tmp_path / "dest", tmp_path / "fresh"
+    for name in ("small", "small-51200000-s0"):
+        _fake_run(out, name, 51_200_000, 1.6)
+    weights = out / "runs" / "small-51200000-s0" / "final" / "model.safetensors"
+    weights.write_bytes(b"weights")
+    (out / "runs" / "small-51200000-s0" / "final" / "moments.pt").write_bytes(b"moments")
+    (out / "tokenizer").mkdir()
+    (out / "tokenizer" / "tokenizer.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no finished small-model run small-3200000-s0"):
+        snapshot.save(out, dest, ("small-3200000-s0",))
+    assert not dest.exists()
+    assert snapshot.save(out, dest, ("small-51200000-s0",)) == []
+    assert not (dest / "runs" / "small" / "final").exists()  # not named: its curve only, retrained on restore
+    assert snapshot.restore(fresh, dest) == ["small-51200000-s0"]
+    kept = fresh / "runs" / "small-51200000-s0" / "final"
+    assert (kept / "model.safetensors").read_bytes() == b"weights" and (kept / "moments.pt").read_bytes() == b"moments"
+    assert (kept / "trainer_state.json").is_file() and (fresh / "tokenizer" / "tokenizer.json").read_text() == "{}"
+
+
 REPORTS = {"ladder.md": (["--preset", "cpu-ladder"]), "search.md": ["--sweep", "sweeps/cpu-ladder-last.yaml"],
            "keep.md": ["--sweep", "sweeps/cpu-ladder-keep.yaml"],
            "disjoint.md": ["--sweep", "sweeps/cpu-ladder-disjoint.yaml"],
