@@ -116,3 +116,65 @@ def test_to_target_refusals(tmp_path, heads, message):
         grow(src, tmp_path / "out", to=tmp_path / "target.json")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(linear_num_value_heads=8), "--to: the target gives linear_num_value_heads without linear_num_key_heads; "
+                                     "give both$"),
+    (dict(linear_num_key_heads=4, linear_num_value_heads=8, linear_key_head_dim=16),
+     "--to: the target's linear_key_head_dim is 16, the source's 8; growth keeps it"),
+    (dict(linear_num_key_heads=4, linear_num_value_heads=8, linear_conv_kernel_dim=4),
+     "--to: the target's linear_conv_kernel_dim is 4, the source's 3; growth keeps it"),
+])
+def test_to_target_that_drops_a_head_count_or_changes_a_kept_size_is_refused(tmp_path, change, message):
+    """A target stating one of the two linear head counts, or another head width or conv kernel than the source's
+    (sizes growth keeps), would otherwise be written as a different model than the config says."""
+    src = make_tiny("qwen3_5_text", tmp_path / "src")
+    source = json.loads((src / "config.json").read_text())
+    assert (source["linear_key_head_dim"], source["linear_conv_kernel_dim"]) == (8, 3)
+    target = {**source, "hidden_size": 96, "num_attention_heads": 12, "num_key_value_heads": 4,
+              "intermediate_size": 160, **change}
+    target.pop("linear_num_key_heads") if "linear_num_key_heads" not in change else None
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    with pytest.raises(HyperCloneError, match=message) as error:
+        grow(src, tmp_path / "out", to=tmp_path / "target.json")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family, model_class", [("qwen3_5_text", "Qwen3_5ForCausalLM"),
+                                                 ("qwen3_next", "Qwen3NextForCausalLM")])
+def test_multi_token_prediction_weights_are_refused(tmp_path, family, model_class):
+    """Released Qwen3.5 and Qwen3-Next checkpoints carry an MTP block (mtp.*) that transformers does not load; it is
+    refused in one line, naming the way out."""
+    from safetensors.torch import save_file
+
+    src = make_tiny(family, tmp_path / "src")
+    state = load_file(src / "model.safetensors")
+    state["mtp.fc.weight"] = torch.zeros(48, 96)
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match=f"mtp.fc.weight.*multi-token prediction.*{model_class}") as error:
+        grow(src, tmp_path / "out", width=2)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_qwen3_next_without_experts_is_refused(tmp_path):
+    """num_experts 0 makes every Qwen3-Next layer a dense MLP, which the table does not describe: refused by its
+    config, before any tensor is read."""
+    src = make_tiny("qwen3_next", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "num_experts": 0}))
+    with pytest.raises(HyperCloneError, match="num_experts=0 cannot be grown: only checkpoints whose every") as error:
+        grow(src, tmp_path / "out", width=2)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attention_heads_wider_than_the_hidden_size_with_biases(tmp_path, family):
+    """Released checkpoints state head_dim apart from hidden_size (Qwen3-Next: 16 heads x 256 against 2048): here
+    6 x 12 = 72 against 48, with q/k/v/o biases, so the gated query's [query | gate] halves and their bias move per
+    head at a width the hidden size does not give."""
+    src = make_tiny(family, tmp_path / "src", head_dim=12, attention_bias=True)
+    assert load_file(src / "model.safetensors")["model.layers.1.self_attn.q_proj.bias"].shape == (6 * 12 * 2,)
+    assert_same_function(src, grow(src, tmp_path / "out", width=2))

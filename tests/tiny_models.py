@@ -176,10 +176,9 @@ TINY_CONFIGS: dict[str, dict] = {
                        mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, n_routed_experts=4,
                        num_experts_per_tok=2, moe_intermediate_size=24, moe_shared_expert_intermediate_size=40,
                        n_group=2, topk_group=1, use_bias=True, mlp_bias=True, routed_scaling_factor=2.5),
-    # LFM2: gated short convolutions (B, C, x from in_proj) and attention with q/k norms listed in layer_types, tied
-    # embeddings, the MLP width derived from intermediate_size (int(2/3 x 120) = 80, rounded to a multiple of 16)
     # Qwen3.5 (text): gated DeltaNet layers (2 key heads, 4 value heads of other widths, a 3-wide conv) around a
-    # gated attention layer (each query head with its output gate, q/k norms, partial rotary), (1 + w) norms
+    # gated attention layer (each query head with its output gate, q/k norms, partial rotary at the config's
+    # default factor 0.25), (1 + w) norms
     "qwen3_5_text": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
                          num_hidden_layers=3, layer_types=["linear_attention", "full_attention", "linear_attention"],
                          linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
@@ -191,6 +190,8 @@ TINY_CONFIGS: dict[str, dict] = {
                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
                        linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=4, num_experts_per_tok=2,
                        moe_intermediate_size=40, shared_expert_intermediate_size=20),
+    # LFM2: gated short convolutions (B, C, x from in_proj) and attention with q/k norms listed in layer_types, tied
+    # embeddings, the MLP width derived from intermediate_size (int(2/3 x 120) = 80, rounded to a multiple of 16)
     "lfm2": dict(hidden_size=48, intermediate_size=120, block_multiple_of=16, num_attention_heads=6,
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),

@@ -366,6 +366,21 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
         raise HyperCloneError(str(exc)) from None
 
 
+# sizes growth keeps at any width (each head's or state's own width, a kernel, a latent width, the position table):
+# a target config that states another value would describe a different model than the one written
+KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
+              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel")
+
+
+def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
+    """--to: refuse a target config that changes a size growth keeps (KEPT_SLOTS) where both configs state it."""
+    for slot in KEPT_SLOTS:
+        key = family.config_keys.get(slot)
+        if key in source and key in target and source[key] != target[key]:
+            raise HyperCloneError(f"--to: the target's {key} is {target[key]!r}, the source's {source[key]!r}; "
+                                  "growth keeps it (only widths, head counts and layers grow)")
+
+
 def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, Any]) -> GrowthSpec:
     """Fill the absolute sizes of `spec` from a target config.json (e.g. the config of the next model size
     of the same family). Only the growable dimensions are read; the vocabulary must match."""
@@ -386,6 +401,9 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
     lin_heads = (read("lin_k_heads"), read("lin_v_heads"))
     if None not in lin_heads:
         values["lin_heads"] = lin_heads
+    elif lin_heads != (None, None):
+        given, missing = (("lin_k_heads", "lin_v_heads") if lin_heads[1] is None else ("lin_v_heads", "lin_k_heads"))
+        raise HyperCloneError(f"--to: the target gives {keys[given]} without {keys[missing]}; give both")
     if values["hidden_size"] is None:
         raise HyperCloneError(f"--to: the target config has no {keys['hidden']}")
     vocab = read("vocab")

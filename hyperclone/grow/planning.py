@@ -13,7 +13,7 @@ from typing import Any
 from hyperclone import __version__
 from hyperclone.common.copies import CopyAxis, CopyLayout
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.plan import GrowthSpec, Plan, make_plan, spec_with_target_config
+from hyperclone.grow.plan import GrowthSpec, Plan, make_plan, refuse_changed_kept_sizes, spec_with_target_config
 from hyperclone.grow.source import open_source
 
 
@@ -104,7 +104,9 @@ def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
                 to: str | Path | None = None) -> tuple[Plan, Any]:
     source = open_source(src, allow_pickle=allow_pickle)
     if to is not None:
-        spec = spec_with_target_config(spec, source.family, read_target_config(to))
+        target = read_target_config(to)
+        refuse_changed_kept_sizes(source.family, source.raw_config, target)
+        spec = spec_with_target_config(spec, source.family, target)
     return source.planned(lambda config: make_plan(source.family, config, source.weights.infos, spec)), source
 
 
