@@ -178,3 +178,23 @@ def test_attention_heads_wider_than_the_hidden_size_with_biases(tmp_path, family
     src = make_tiny(family, tmp_path / "src", head_dim=12, attention_bias=True)
     assert load_file(src / "model.safetensors")["model.layers.1.self_attn.q_proj.bias"].shape == (6 * 12 * 2,)
     assert_same_function(src, grow(src, tmp_path / "out", width=2))
+
+
+def test_the_gated_norm_states_its_own_offset_and_a_misplaced_one_fails_loudly():
+    """The gated RMSNorm multiplies by its stored weight in (1 + w) families: its rule says offset 0; a norm_offset
+    on a tensor that is not a norm, or not a number, is a table mistake."""
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family, get_family
+
+    family = get_family("qwen3_5_text")
+    offsets = {r.name.split(".", 3)[-1]: r.offset(family.norm_offset) for r in family.tensors if r.role == "norm"}
+    assert family.norm_offset == 1.0 and offsets["linear_attn.norm.weight"] == 0.0
+    assert offsets["input_layernorm.weight"] == 1.0
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("qwen3_5_text.json").read_text())
+    rules = {t["name"].split(".", 3)[-1]: t for t in raw["tensors"]}
+    for broken in ({**rules["linear_attn.in_proj_qkv.weight"], "norm_offset": 0.0},  # a matrix
+                   {**rules["input_layernorm.weight"], "norm_offset": "0"}):  # not a number
+        tensors = [broken if t["name"] == broken["name"] else t for t in raw["tensors"]]
+        with pytest.raises(ValueError, match="norm_offset is a number, on a norm only"):
+            _parse_family({**raw, "tensors": tensors})

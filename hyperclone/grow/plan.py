@@ -781,7 +781,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
                 scale *= final_scale
             divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
             recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
-                                  0.0 if is_bias else family.norm_offset, is_bias, divide, info.dtype))
+                                  0.0 if is_bias else rule.offset(family.norm_offset), is_bias, divide, info.dtype))
         elif rule.contract is None:
             scale = a if rule.role == "embedding" else 1.0
             recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))

@@ -56,6 +56,8 @@ the key and value head counts grow by the hidden size's factor, the head widths 
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
+``norm_offset`` (on a norm): the offset that norm applies where it is not the family's ``norm_offset`` (Qwen3.5's
+gated RMSNorm multiplies by its stored weight where the family's other norms apply 1 + weight).
 A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_proj); each section
 is grown on its own and the results are concatenated in the same order.
 
@@ -113,7 +115,7 @@ SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kerne
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
-TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers"}
+TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust"}
@@ -129,6 +131,13 @@ class TensorRule:
     optional: bool = False
     in_memory: tuple[str, int, int] | None = None  # (name in memory, section, sections): see the module doc
     layers: tuple[str, ...] | None = None  # the layer kinds that hold this tensor (None: every layer)
+    # a norm's own offset where it is not the family's: Qwen3.5's gated RMSNorm of the linear-attention output
+    # multiplies by its stored weight in a family whose other norms apply (1 + weight)
+    norm_offset: float | None = None
+
+    def offset(self, family_offset: float) -> float:
+        """The offset this norm applies to its stored weight."""
+        return family_offset if self.norm_offset is None else self.norm_offset
 
     @property
     def per_layer(self) -> bool:
@@ -218,8 +227,12 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: layers must be a list of layer kinds")
     if layers is not None and "{layer}" not in raw["name"]:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: layers only applies to per-layer tensors")
+    norm_offset = raw.get("norm_offset")
+    if norm_offset is not None and (role != "norm" or not isinstance(norm_offset, (int, float))):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: norm_offset is a number, on a norm only")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
-                      tuple(in_memory) if in_memory else None, tuple(layers) if layers else None)
+                      tuple(in_memory) if in_memory else None, tuple(layers) if layers else None,
+                      None if norm_offset is None else float(norm_offset))
 
 
 def _parse_family(raw: dict) -> Family:
