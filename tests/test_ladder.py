@@ -100,8 +100,9 @@ def test_the_packaged_ladder_parses():
 def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     """sweeps/cpu-ladder-last.yaml runs in the ladder's folder: every arm named like a ladder arm is defined exactly
     as the ladder's (else the sweep would refuse the folder's runs as changed), and its candidates train the
-    ladder's largest budget, except the probe beside the ladder's default arm at 0.8M tokens and the cosine pair at
-    1.6M tokens (the prose confirmation's budget)."""
+    ladder's largest budget, except the probe beside the ladder's default arm at 0.8M tokens, the cosine pair at
+    1.6M tokens (the prose confirmation's budget) and random init one rung above the ladder (25.6M tokens), which
+    measures the frontier the 16M-token arms below random's 16M loss are read on."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -116,7 +117,7 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     largest = max(a["tokens"] for a in ladder_arms.values())
     assert {a.name: a.tokens for a in search.arms if a.tokens != largest} == {
         "grown-0.8m-lr0.002": 800_000, "uneven-0.8m": 800_000, "grown-1.6m-cosine": 1_600_000,
-        "random-1.6m-cosine": 1_600_000}
+        "random-1.6m-cosine": 1_600_000, "random-25.6m-lr0.001": 25_600_000, "random-25.6m-lr0.002": 25_600_000}
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000, 51_200_000}
 
 
