@@ -308,6 +308,7 @@ def ladder_lrgroups() -> str:
 
     rungs = load("cpu-ladder/ladder.json")["budgets"]
     data = load("cpu-ladder/lrgroups.json")
+    recipes = data["random_recipes"]
 
     lines = ["| budget (tokens) | tokens / parameter | random, one rate (ladder) | random, matrices at half "
              "the peak | default: final loss | speed-up, ladder's frontier | speed-up, best frontier | grown, "
@@ -318,7 +319,6 @@ def ladder_lrgroups() -> str:
         default = next((r for r in same if r["arm"] == rung["grown_arm"]), None)
         split = [r for r in same if r.get("lr_scale") and r["mean"] is not None]
         best_split = min(split, key=lambda r: r["mean"]) if split else None
-        recipes = data["random_recipes"]
         random_split = {a: f for a, f in data["random_finals"].items()
                         if recipes[a]["lr_scale"] and recipes[a]["budget_tokens"] == budget}
         split_random = min(random_split.items(), key=lambda kv: kv[1].get("0", float("inf")), default=None)  # seed 0

@@ -134,7 +134,8 @@ def test_to_target_that_drops_a_head_count_or_changes_a_kept_size_is_refused(tmp
     assert (source["linear_key_head_dim"], source["linear_conv_kernel_dim"]) == (8, 3)
     target = {**source, "hidden_size": 96, "num_attention_heads": 12, "num_key_value_heads": 4,
               "intermediate_size": 160, **change}
-    target.pop("linear_num_key_heads") if "linear_num_key_heads" not in change else None
+    if "linear_num_key_heads" not in change:
+        del target["linear_num_key_heads"]
     (tmp_path / "target.json").write_text(json.dumps(target))
     with pytest.raises(HyperCloneError, match=message) as error:
         grow(src, tmp_path / "out", to=tmp_path / "target.json")
