@@ -203,9 +203,148 @@ def _seeds(where: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _positive_int(here: str, key: str, value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        _fail(here, f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _arm_grow(here: str, a: dict[str, Any]) -> dict[str, Any]:
+    """The arm's grow options (hyperclone.grow.engine's), checked; a random arm takes only its MoE shape."""
+    grow_opts = a.get("grow", {}) or {}
+    if not isinstance(grow_opts, dict):
+        _fail(here, "grow must be a mapping of grow options")
+    _unknown(f"{here}: grow", grow_opts, GROW_KEYS)
+    shape_only = a["init"] == "random" and set(grow_opts) <= set(MOE_KEYS)
+    if a["init"] != "grown" and ((grow_opts and not shape_only) or a.get("moments", "fresh") != "fresh"):
+        _fail(here, "grow and moments only apply to init: grown (a random arm takes grow: {experts, top_k}, "
+                    "its mixture-of-experts shape)")
+    for key in MOE_KEYS:
+        if key in grow_opts:
+            _positive_int(here, f"grow.{key}", grow_opts[key])
+    if "top_k" in grow_opts and "experts" not in grow_opts:
+        _fail(here, "grow.top_k needs grow.experts")
+    if grow_opts.get("depth_mode", "identity") not in DEPTH_MODES:
+        _fail(here, f"grow.depth_mode must be one of {', '.join(DEPTH_MODES)}, got {grow_opts['depth_mode']!r}")
+    if grow_opts.get("mode", "symmetric") not in MODES:
+        _fail(here, f"grow.mode must be one of {', '.join(MODES)}, got {grow_opts.get('mode')!r}")
+    if "noise_db" in grow_opts:
+        _number(here, "grow.noise_db", grow_opts["noise_db"], positive=False)
+    if "perturb" in grow_opts:
+        try:
+            parse_perturbation(grow_opts["perturb"])
+        except HyperCloneError as err:
+            _fail(here, f"grow.perturb: {err}")
+    return dict(grow_opts)
+
+
+def _arm_msg(here: str, a: dict[str, Any]) -> dict[str, Any]:
+    msg_opts = _options(here, a, "msg", MSG_KEYS, "msg must be a mapping of MSG options", "msg",
+                        "msg options only apply to init: msg")
+    if "ramp_frac" in msg_opts and not 0 < _number(here, "msg.ramp_frac", msg_opts["ramp_frac"]) <= 1:
+        _fail(here, f"msg.ramp_frac must be in (0, 1], got {msg_opts['ramp_frac']!r}")
+    if "depth_start_frac" in msg_opts and not 0 <= _number(
+            here, "msg.depth_start_frac", msg_opts["depth_start_frac"], positive=False) < 1:
+        _fail(here, f"msg.depth_start_frac must be in [0, 1), got {msg_opts['depth_start_frac']!r}")
+    return dict(msg_opts)
+
+
+def _arm_moments(here: str, a: dict[str, Any]) -> tuple[str, str]:
+    """(moments, moments_reset): whether the small model's AdamW moments are carried, and which are zeroed."""
+    if a.get("moments", "fresh") not in ("fresh", "carry"):
+        _fail(here, f"moments must be fresh or carry, got {a.get('moments')!r}")
+    if a.get("moments_reset", "none") not in RESETS:
+        _fail(here, f"moments_reset must be one of {', '.join(RESETS)}, got {a.get('moments_reset')!r}")
+    if a.get("moments_reset", "none") != "none" and a.get("moments") != "carry":
+        _fail(here, "moments_reset needs moments: carry")
+    return a.get("moments", "fresh"), a.get("moments_reset", "none")
+
+
+def _arm_small_model(here: str, a: dict[str, Any]) -> tuple[int | None, bool, str | None]:
+    """(small_tokens, small_decay, small_corpus): which small model a grown or MSG arm starts from."""
+    small_tokens = a.get("small_tokens")
+    if small_tokens is not None:
+        if a["init"] == "random":
+            _fail(here, "small_tokens (the small model's budget) only applies to init: grown or msg")
+        small_tokens = int(_number(here, "small_tokens", small_tokens))
+    small_decay = a.get("small_decay", True)
+    if not isinstance(small_decay, bool):
+        _fail(here, f"small_decay must be true or false, got {small_decay!r}")
+    if not small_decay and a["init"] == "random":
+        _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
+    small_corpus = a.get("small_corpus")
+    if small_corpus is not None:
+        if a["init"] == "random":
+            _fail(here, "small_corpus (the small model's corpus) only applies to init: grown or msg")
+        if small_corpus not in PUBLIC_CORPORA:
+            _fail(here, f"small_corpus must be one of {', '.join(PUBLIC_CORPORA)}, got {small_corpus!r}")
+    return small_tokens, small_decay, small_corpus
+
+
+def _arm_kd_copies(here: str, a: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(kd, copies): the distillation anchor's and asymmetric continuation's options of a grown arm."""
+    kd_opts = _options(here, a, "kd", KD_KEYS, "kd must be a mapping with alpha and until", "grown",
+                       "kd (distillation from the small model) only applies to init: grown")
+    if kd_opts and not 0 < _number(here, "kd.alpha", kd_opts.get("alpha")) <= 1:
+        _fail(here, f"kd.alpha must be in (0, 1], got {kd_opts.get('alpha')!r}")
+    if "until" in kd_opts and not 0 < _number(here, "kd.until", kd_opts["until"]) <= 1:
+        _fail(here, f"kd.until must be in (0, 1], got {kd_opts['until']!r}")
+    copies_opts = _options(here, a, "copies", COPIES_KEYS, "copies must be a mapping with lr and warmup", "grown",
+                           "copies (asymmetric continuation) only applies to init: grown")
+    if copies_opts:
+        _number(here, "copies.lr", copies_opts.get("lr"))
+        warm = copies_opts.get("warmup", train_default("copies_warmup"))
+        if not 0 <= _number(here, "copies.warmup", warm, positive=False) <= 1:
+            _fail(here, f"copies.warmup must be in [0, 1], got {copies_opts['warmup']!r}")
+    return dict(kd_opts), dict(copies_opts)
+
+
+def _parse_arm(where: str, number: int, a: Any, seeds: tuple[int, ...]) -> list[SweepArm]:
+    """Arm `number` (from 1) of the file, every key checked in the order the keys are documented; `lr` as a list
+    gives one SweepArm per value."""
+    here = f"{where}: arm {number}"
+    if not isinstance(a, dict):
+        _fail(here, "each arm is a mapping")
+    if isinstance(a.get("name"), str):
+        here = f"{where}: arm {a['name']!r}"
+    _unknown(here, a, ARM_KEYS)
+    name = a.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        _fail(here, f"name must be a non-empty string without spaces or slashes, got {name!r}")
+    if a.get("init") not in INITS:
+        _fail(here, f"init must be one of {', '.join(INITS)}, got {a.get('init')!r}")
+    lrs = a.get("lr")
+    if lrs is None:
+        _fail(here, "lr is required (a number or a list of numbers)")
+    lr_values = [_number(here, "lr", v) for v in (lrs if isinstance(lrs, list) else [lrs])]
+    grow_opts = _arm_grow(here, a)
+    msg_opts = _arm_msg(here, a)
+    moments, moments_reset = _arm_moments(here, a)
+    if a.get("schedule") is not None and a["schedule"] not in SCHEDULES:
+        _fail(here, f"schedule must be one of {', '.join(SCHEDULES)}, got {a['schedule']!r}")
+    width = _positive_int(here, "width", a.get("width"))
+    layers = _positive_int(here, "layers", a.get("layers"))
+    if grow_opts.get("depth_mode") == "stack" and layers is None:
+        _fail(here, "grow.depth_mode: stack needs layers (the final number of layers)")
+    tokens = None if a.get("tokens") is None else int(_number(here, "tokens", a["tokens"]))
+    warmup = None if a.get("warmup") is None else _number(here, "warmup", a["warmup"], positive=False)
+    small_tokens, small_decay, small_corpus = _arm_small_model(here, a)
+    kd_opts, copies_opts = _arm_kd_copies(here, a)
+    lr_scale = _lr_scale(here, a.get("lr_scale"))
+    arm_seeds = _seeds(here, a["seeds"]) if "seeds" in a else seeds
+    decay_frac = _number(here, "decay_frac", a.get("decay_frac", SweepArm.decay_frac))
+    min_lr_ratio = _number(here, "min_lr_ratio", a.get("min_lr_ratio", SweepArm.min_lr_ratio), positive=False)
+    return [SweepArm(name=name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}",
+                     init=a["init"], lr=lr, seeds=arm_seeds, width=width, layers=layers, tokens=tokens,
+                     warmup=warmup, schedule=a.get("schedule"), decay_frac=decay_frac, min_lr_ratio=min_lr_ratio,
+                     grow=dict(grow_opts), msg=dict(msg_opts), moments=moments, moments_reset=moments_reset,
+                     small_tokens=small_tokens, small_decay=small_decay, small_corpus=small_corpus,
+                     kd=dict(kd_opts), copies=dict(copies_opts), lr_scale=dict(lr_scale))
+            for lr in lr_values]
+
+
 def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
-    """The sweep a parsed YAML/JSON file describes, every key checked. Long: one check per arm key, in the
-    order the keys are documented, each with its own one-line error."""
+    """The sweep a parsed YAML/JSON file describes, every key checked, each with its own one-line error."""
     if not isinstance(raw, dict):
         _fail(where, "a sweep file holds a mapping with keys preset, seeds, arms")
     _unknown(where, raw, TOP_KEYS)
@@ -215,117 +354,8 @@ def parse_sweep(raw: Any, where: str = "sweep") -> Sweep:
     if not isinstance(raw.get("arms"), list) or not raw["arms"]:
         _fail(where, "arms must be a non-empty list")
     arms: list[SweepArm] = []
-    for i, a in enumerate(raw["arms"]):
-        here = f"{where}: arm {i + 1}"
-        if not isinstance(a, dict):
-            _fail(here, "each arm is a mapping")
-        if isinstance(a.get("name"), str):
-            here = f"{where}: arm {a['name']!r}"
-        _unknown(here, a, ARM_KEYS)
-        name = a.get("name")
-        if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-            _fail(here, f"name must be a non-empty string without spaces or slashes, got {name!r}")
-        if a.get("init") not in INITS:
-            _fail(here, f"init must be one of {', '.join(INITS)}, got {a.get('init')!r}")
-        lrs = a.get("lr")
-        if lrs is None:
-            _fail(here, "lr is required (a number or a list of numbers)")
-        lr_list = lrs if isinstance(lrs, list) else [lrs]
-        lr_values = [_number(here, "lr", v) for v in lr_list]
-        grow_opts = a.get("grow", {}) or {}
-        if not isinstance(grow_opts, dict):
-            _fail(here, "grow must be a mapping of grow options")
-        _unknown(f"{here}: grow", grow_opts, GROW_KEYS)
-        shape_only = a["init"] == "random" and set(grow_opts) <= set(MOE_KEYS)
-        if a["init"] != "grown" and ((grow_opts and not shape_only) or a.get("moments", "fresh") != "fresh"):
-            _fail(here, "grow and moments only apply to init: grown (a random arm takes grow: {experts, top_k}, "
-                        "its mixture-of-experts shape)")
-        for key in MOE_KEYS:
-            if key in grow_opts and (not isinstance(grow_opts[key], int) or isinstance(grow_opts[key], bool)
-                                     or grow_opts[key] < 1):
-                _fail(here, f"grow.{key} must be a positive integer, got {grow_opts[key]!r}")
-        if "top_k" in grow_opts and "experts" not in grow_opts:
-            _fail(here, "grow.top_k needs grow.experts")
-        msg_opts = _options(here, a, "msg", MSG_KEYS, "msg must be a mapping of MSG options", "msg",
-                            "msg options only apply to init: msg")
-        if "ramp_frac" in msg_opts and not 0 < _number(here, "msg.ramp_frac", msg_opts["ramp_frac"]) <= 1:
-            _fail(here, f"msg.ramp_frac must be in (0, 1], got {msg_opts['ramp_frac']!r}")
-        if "depth_start_frac" in msg_opts and not 0 <= _number(
-                here, "msg.depth_start_frac", msg_opts["depth_start_frac"], positive=False) < 1:
-            _fail(here, f"msg.depth_start_frac must be in [0, 1), got {msg_opts['depth_start_frac']!r}")
-        if grow_opts.get("depth_mode", "identity") not in DEPTH_MODES:
-            _fail(here, f"grow.depth_mode must be one of {', '.join(DEPTH_MODES)}, got {grow_opts['depth_mode']!r}")
-        if grow_opts.get("mode", "symmetric") not in MODES:
-            _fail(here, f"grow.mode must be one of {', '.join(MODES)}, got {grow_opts.get('mode')!r}")
-        if "noise_db" in grow_opts:
-            _number(here, "grow.noise_db", grow_opts["noise_db"], positive=False)
-        if a.get("moments", "fresh") not in ("fresh", "carry"):
-            _fail(here, f"moments must be fresh or carry, got {a.get('moments')!r}")
-        if a.get("moments_reset", "none") not in RESETS:
-            _fail(here, f"moments_reset must be one of {', '.join(RESETS)}, got {a.get('moments_reset')!r}")
-        if a.get("moments_reset", "none") != "none" and a.get("moments") != "carry":
-            _fail(here, "moments_reset needs moments: carry")
-        if a.get("schedule") is not None and a["schedule"] not in SCHEDULES:
-            _fail(here, f"schedule must be one of {', '.join(SCHEDULES)}, got {a['schedule']!r}")
-        width = a.get("width")
-        if width is not None and (not isinstance(width, int) or isinstance(width, bool) or width < 1):
-            _fail(here, f"width must be a positive integer, got {width!r}")
-        layers = a.get("layers")
-        if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 1):
-            _fail(here, f"layers must be a positive integer, got {layers!r}")
-        if grow_opts.get("depth_mode") == "stack" and layers is None:
-            _fail(here, "grow.depth_mode: stack needs layers (the final number of layers)")
-        tokens = a.get("tokens")
-        if tokens is not None:
-            tokens = int(_number(here, "tokens", tokens))
-        warmup = None if a.get("warmup") is None else _number(here, "warmup", a["warmup"], positive=False)
-        small_tokens = a.get("small_tokens")
-        if small_tokens is not None:
-            if a["init"] == "random":
-                _fail(here, "small_tokens (the small model's budget) only applies to init: grown or msg")
-            small_tokens = int(_number(here, "small_tokens", small_tokens))
-        small_decay = a.get("small_decay", True)
-        if not isinstance(small_decay, bool):
-            _fail(here, f"small_decay must be true or false, got {small_decay!r}")
-        if not small_decay and a["init"] == "random":
-            _fail(here, "small_decay (the small model's schedule) only applies to init: grown or msg")
-        small_corpus = a.get("small_corpus")
-        if small_corpus is not None:
-            if a["init"] == "random":
-                _fail(here, "small_corpus (the small model's corpus) only applies to init: grown or msg")
-            if small_corpus not in PUBLIC_CORPORA:
-                _fail(here, f"small_corpus must be one of {', '.join(PUBLIC_CORPORA)}, got {small_corpus!r}")
-        kd_opts = _options(here, a, "kd", KD_KEYS, "kd must be a mapping with alpha and until", "grown",
-                           "kd (distillation from the small model) only applies to init: grown")
-        if kd_opts and not 0 < _number(here, "kd.alpha", kd_opts.get("alpha")) <= 1:
-            _fail(here, f"kd.alpha must be in (0, 1], got {kd_opts.get('alpha')!r}")
-        if "until" in kd_opts and not 0 < _number(here, "kd.until", kd_opts["until"]) <= 1:
-            _fail(here, f"kd.until must be in (0, 1], got {kd_opts['until']!r}")
-        copies_opts = _options(here, a, "copies", COPIES_KEYS, "copies must be a mapping with lr and warmup", "grown",
-                               "copies (asymmetric continuation) only applies to init: grown")
-        if copies_opts:
-            _number(here, "copies.lr", copies_opts.get("lr"))
-            warm = copies_opts.get("warmup", train_default("copies_warmup"))
-            if not 0 <= _number(here, "copies.warmup", warm, positive=False) <= 1:
-                _fail(here, f"copies.warmup must be in [0, 1], got {copies_opts['warmup']!r}")
-        lr_scale = _lr_scale(here, a.get("lr_scale"))
-        if "perturb" in grow_opts:
-            try:
-                parse_perturbation(grow_opts["perturb"])
-            except HyperCloneError as err:
-                _fail(here, f"grow.perturb: {err}")
-        for lr in lr_values:
-            arm_name = name if len(lr_values) == 1 and not isinstance(lrs, list) else f"{name}-lr{lr:g}"
-            arms.append(SweepArm(
-                name=arm_name, init=a["init"], lr=lr, seeds=_seeds(here, a["seeds"]) if "seeds" in a else seeds,
-                width=width, layers=layers, tokens=tokens, warmup=warmup, schedule=a.get("schedule"),
-                decay_frac=_number(here, "decay_frac", a.get("decay_frac", SweepArm.decay_frac)),
-                min_lr_ratio=_number(here, "min_lr_ratio", a.get("min_lr_ratio", SweepArm.min_lr_ratio),
-                                     positive=False),
-                grow=dict(grow_opts), msg=dict(msg_opts), moments=a.get("moments", "fresh"),
-                moments_reset=a.get("moments_reset", "none"), small_tokens=small_tokens,
-                small_decay=small_decay, small_corpus=small_corpus, kd=dict(kd_opts), copies=dict(copies_opts),
-                lr_scale=lr_scale))
+    for number, a in enumerate(raw["arms"], start=1):
+        arms += _parse_arm(where, number, a, seeds)
     names = [arm.name for arm in arms]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
