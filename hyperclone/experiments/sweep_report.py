@@ -86,9 +86,55 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+def _arm_summary(arm: SweepArm, preset: Preset, shape: str,
+                 arm_curves: dict[int, curve_math.Curve]) -> dict[str, Any]:
+    """An arm's entry in sweep.json before the comparison: its recipe and final loss over its seeds."""
+    finals = [c[-1]["val_loss"] for c in arm_curves.values()]
+    m, sd = _mean_std(finals)
+    return {"init": arm.init, "shape": shape, "width": arm_width(arm, preset), "layers": arm.layers or preset.layers,
+            "lr": arm.lr, "recipe": describe(arm, preset), "spec": arm.as_dict(), "seeds": list(arm.seeds),
+            "tokens": arm_curves[arm.seeds[0]][-1]["tokens"],
+            "final_val_loss": {"mean": m, "std": sd, "per_seed": finals},
+            "wall_s": statistics.fmean(c[-1]["elapsed_s"] for c in arm_curves.values()),
+            "start_val_loss": statistics.fmean(c[0]["val_loss"] for c in arm_curves.values())}
+
+
+def _vs_random(a: dict[str, Any], ref: str, arms: dict[str, Any], curves: dict[str, dict[int, curve_math.Curve]],
+               name: str, own_small: tuple[float, float, float]) -> dict[str, Any] | None:
+    """A grown arm against the best random arm of its shape, on the seeds both have (None when they share none)."""
+    common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
+    if not common:
+        return None
+    g_mean = curve_math.mean_curve([curves[name][s] for s in common])
+    r_mean = curve_math.mean_curve([curves[ref][s] for s in common])
+    top = curve_math.speedups(g_mean, r_mean, *own_small)
+    per_seed = [curve_math.speedups(curves[name][s], curves[ref][s], *own_small)["speedup_tokens"] for s in common]
+    gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
+    return {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,
+            "speedup_tokens_per_seed": curve_math.spread(per_seed)}
+
+
+def _winners_and_goal(arms: dict[str, Any], shapes: list[str]) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Per shape the compared arm with the most seeds, then meeting the goal, then the lowest loss; and the goal's
+    verdict for the goal's shape."""
+    winners: dict[str, str] = {}
+    for shape in shapes:
+        cands = [n for n, a in arms.items() if a["shape"] == shape and "vs_best_random" in a]
+        if cands:
+            winners[shape] = max(cands, key=lambda n: (
+                len(arms[n]["seeds"]), (arms[n]["vs_best_random"]["speedup_tokens"] or 0.0) >= GOAL["speedup_tokens"],
+                -arms[n]["final_val_loss"]["mean"]))
+    if GOAL["shape"] not in winners:
+        return winners, None
+    v = arms[winners[GOAL["shape"]]]["vs_best_random"]
+    met = ((v["speedup_tokens"] or 0) >= GOAL["speedup_tokens"] and v["loss_gap"] >= GOAL["loss_gap"]
+           and len(v["seeds"]) >= GOAL["seeds"])
+    return winners, {**GOAL, "arm": winners[GOAL["shape"]], "measured_speedup_tokens": v["speedup_tokens"],
+                     "measured_loss_gap": v["loss_gap"], "measured_seeds": len(v["seeds"]), "met": bool(met)}
+
+
 def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[str, Any]:
-    """Curves of every run and the comparison numbers (pure bookkeeping once the runs exist). Long: it
-    assembles the documented fields of sweep.json one after another.
+    """Curves of every run and the comparison numbers (pure bookkeeping once the runs exist).
 
     Arms are compared within a final shape ("2", "2-L8": see sweep_models). Every arm of a shape is
     costed with that shape's FLOPs per token from its first step: MSG trains the full target model
@@ -106,15 +152,7 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
             stats[shape] = model_stats(folder.model(reference_model(arm, preset)), preset.seq_len)
         curves[arm.name] = {s: curve(folder.arm_run(arm.name, s), stats[shape]["flops_per_token"])
                             for s in arm.seeds}
-        finals = [c[-1]["val_loss"] for c in curves[arm.name].values()]
-        m, sd = _mean_std(finals)
-        walls = [c[-1]["elapsed_s"] for c in curves[arm.name].values()]
-        arms[arm.name] = {"init": arm.init, "shape": shape, "width": arm_width(arm, preset),
-                          "layers": arm.layers or preset.layers, "lr": arm.lr, "recipe": describe(arm, preset),
-                          "spec": arm.as_dict(), "seeds": list(arm.seeds), "tokens": curves[arm.name][arm.seeds[0]][-1][
-                              "tokens"], "final_val_loss": {"mean": m, "std": sd, "per_seed": finals},
-                          "wall_s": statistics.fmean(walls),
-                          "start_val_loss": statistics.fmean(c[0]["val_loss"] for c in curves[arm.name].values())}
+        arms[arm.name] = _arm_summary(arm, preset, shape, curves[arm.name])
     full = {name: a for name, a in arms.items() if a["tokens"] >= max(x["tokens"] for x in arms.values()) * 0.99}
     best_random: dict[str, str] = {}
     for shape in sorted(stats):
@@ -128,38 +166,15 @@ def collect(preset: Preset, sweep: Sweep, out: Path, small_final: Path) -> dict[
             own = curve(folder.run(small_arm(preset, *arm.small_model).run_name), small_stats["flops_per_token"])
             small_costs[arm.small_model] = (own[-1]["tokens"], own[-1]["flops"], own[-1]["elapsed_s"])
     for arm in sweep.arms:
-        name, a = arm.name, arms[arm.name]
+        a = arms[arm.name]
         ref = best_random.get(a["shape"])
         if ref is None or a["init"] == "random":
             continue
-        own_small = small_costs[arm.small_model]
-        a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), own_small, strict=True))
-        common = sorted(set(a["seeds"]) & set(arms[ref]["seeds"]))
-        if not common:
-            continue
-        g_mean = curve_math.mean_curve([curves[name][s] for s in common])
-        r_mean = curve_math.mean_curve([curves[ref][s] for s in common])
-        top = curve_math.speedups(g_mean, r_mean, *own_small)
-        per_seed = [curve_math.speedups(curves[name][s], curves[ref][s], *own_small)["speedup_tokens"]
-                    for s in common]
-        gap = (r_mean[-1]["val_loss"] - g_mean[-1]["val_loss"]) / r_mean[-1]["val_loss"]
-        a["vs_best_random"] = {"random_arm": ref, "seeds": common, "loss_gap": gap, **top,
-                               "speedup_tokens_per_seed": curve_math.spread(per_seed)}
-    winners: dict[str, str] = {}
-    for shape in sorted(stats):
-        cands = [n for n, a in arms.items() if a["shape"] == shape and "vs_best_random" in a]
-        if cands:
-            winners[shape] = max(cands, key=lambda n: (
-                len(arms[n]["seeds"]), (arms[n]["vs_best_random"]["speedup_tokens"] or 0.0) >= GOAL["speedup_tokens"],
-                -arms[n]["final_val_loss"]["mean"]))
-    goal = None
-    if GOAL["shape"] in winners:
-        w = arms[winners[GOAL["shape"]]]
-        v = w["vs_best_random"]
-        goal = {**GOAL, "arm": winners[GOAL["shape"]], "measured_speedup_tokens": v["speedup_tokens"],
-                "measured_loss_gap": v["loss_gap"], "measured_seeds": len(v["seeds"]),
-                "met": bool((v["speedup_tokens"] or 0) >= GOAL["speedup_tokens"] and v["loss_gap"] >= GOAL["loss_gap"]
-                            and len(v["seeds"]) >= GOAL["seeds"])}
+        a["small_cost"] = dict(zip(("tokens", "flops", "elapsed_s"), small_costs[arm.small_model], strict=True))
+        versus = _vs_random(a, ref, arms, curves, arm.name, small_costs[arm.small_model])
+        if versus is not None:
+            a["vs_best_random"] = versus
+    winners, goal = _winners_and_goal(arms, sorted(stats))
     return {"preset": preset.as_dict(), "arms": arms, "best_random": best_random, "winner": winners, "goal": goal,
             "models": {"small": small_stats, "shapes": stats},
             "small_cost": {"tokens": small_cost[0], "flops": small_cost[1], "elapsed_s": small_cost[2]},
