@@ -129,15 +129,11 @@ def warmup_bump_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def write_report(results: dict[str, Any], out: Path) -> Path:
-    """Write results.json, the PNG plots and report.md into out. Long: one line of the report after another,
-    in the order the report reads."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "results.json", results)
-    plots = plot(results, out)
+def _compared_lines(results: dict[str, Any]) -> list[str]:
+    """The report's title and "What was compared": the pair of models, the corpus and the recipe."""
     p = results["preset"]
     m = results["models"]
-    lines = [
+    return [
         f"# HyperCloning experiment: preset `{p['name']}`",
         "",
         "## What was compared",
@@ -160,6 +156,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f"next-token cross-entropy on a fixed held-out {results['corpus']['val_tokens']:,}-token slice of the "
         "corpus that no run trains on.",
         "",
+    ]
+
+
+def _headline_lines(results: dict[str, Any]) -> list[str]:
+    """The headline speed-ups (seed means and per-seed spread) and the re-warmup's bump."""
+    return [
         "## Headline",
         "",
         f"- Target: the random model's final validation loss, **{results['target_val_loss']:.4f}** (mean over seeds).",
@@ -181,6 +183,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f"- speedup_flops: {_fmt_spread(results['seed_spread']['speedup_flops'])}",
         "",
         *warmup_bump_lines(results),
+    ]
+
+
+def _arm_lines(results: dict[str, Any]) -> list[str]:
+    """The table of every arm's final validation loss."""
+    lines = [
         "## Final validation loss per arm",
         "",
         "| arm | starts from | token budget | seeds | final val loss (mean ± std) | wall s per run |",
@@ -193,7 +201,13 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         start = {"small": "random init (small)", "grown": "grown small model", "random": "random init"}
         lines.append(f"| {arm} | {start.get(info['model'], info['model'])} | {info['budget_tokens']:,} | "
                      f"{len(info['seeds'])} | {s['mean']:.4f} ± {s['std']:.4f} | {wall:.0f} |")
-    lines += [
+    return lines
+
+
+def _notes_lines(results: dict[str, Any], plots: list[Path]) -> list[str]:
+    """The plots and the method notes: FLOPs, corpus, machine, the command that reproduces the report."""
+    m = results["models"]
+    return [
         "",
         "## Plots",
         "",
@@ -215,5 +229,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "- Reproduce: `" + results["command"] + "`.",
         "",
     ]
-    path = out / "report.md"
-    return write_page(path, lines)
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Write results.json, the PNG plots and report.md into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.json", results)
+    plots = plot(results, out)
+    lines = _compared_lines(results) + _headline_lines(results) + _arm_lines(results) + _notes_lines(results, plots)
+    return write_page(out / "report.md", lines)
