@@ -27,8 +27,8 @@ from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
 from hyperclone.grow.moments import write_grown_moments
 from hyperclone.grow.options import DEFAULT_SHARD_SIZE
-from hyperclone.grow.perturb import parse_perturbation
-from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Recipe
+from hyperclone.grow.perturb import Perturbation, parse_perturbation
+from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe
 from hyperclone.grow.planning import (
     apply_experts,
     copy_layout,
@@ -106,6 +106,35 @@ def copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(path, dst / path.name)
 
 
+def stream_grown_tensors(plan: Plan, source: Any, spec: GrowthSpec, perturbation: Perturbation | None,
+                         folder: Path, max_shard: int, progress: bool) -> None:
+    """Read, grow and write every tensor of `plan` into safetensors shards in `folder`, one at a time: the
+    next tensor is grown while a background thread writes the previous one, and the largest outputs are grown
+    into reused buffers so memory stays at a few tensors whatever the model's size."""
+    noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
+    sizes = {t.name: t.nbytes for t in plan.outputs}
+    big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
+    in_buffers = {r.out_name for r in big}
+    buffers = OutputBuffers([sizes[r.out_name] for r in big],
+                            max((source.weights.infos[r.src_name].nbytes for r in big if r.kind != "zero"),
+                                default=0))
+    writer = ShardedWriter(folder, plan.outputs, max_shard, metadata={"hyperclone": __version__})
+    with BackgroundWriter(writer) as background, tqdm(
+            total=sum(sizes.values()), unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
+        for recipe in plan.recipes:
+            zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
+            source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
+            target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
+                      if recipe.out_name in in_buffers else None)
+            grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
+            grown = perturbed(grown, target, recipe.out_name, perturbation, source.raw_config, spec.seed)
+            background.write(recipe.out_name, grown)  # returns once the previous tensor is written
+            if target is None:
+                buffers.release()
+            bar.update(sizes[recipe.out_name])
+            del grown, source_tensor
+
+
 def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int | None = None,
          mode: str = DEFAULT_MODE, noise_db: float | None = None, tie: str = "keep", seed: int = 0,
          overwrite: bool = False, allow_pickle: bool = False, shard_size: str | int = DEFAULT_SHARD_SIZE,
@@ -155,29 +184,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
                 raise HyperCloneError("--moments-from with --experts on a mixture of experts: carrying AdamW "
                                       "moments over to split experts is not supported")
         check_free_space(out, sum(t.nbytes for t in plan.outputs))
-        noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
-        sizes = {t.name: t.nbytes for t in plan.outputs}
-        big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
-        in_buffers = {r.out_name for r in big}
-        buffers = OutputBuffers([sizes[r.out_name] for r in big],
-                                max((source.weights.infos[r.src_name].nbytes for r in big if r.kind != "zero"),
-                                    default=0))
         with atomic_folder(out, overwrite) as tmp:
-            writer = ShardedWriter(tmp, plan.outputs, max_shard, metadata={"hyperclone": __version__})
-            with BackgroundWriter(writer) as background, tqdm(
-                    total=sum(sizes.values()), unit="B", unit_scale=True, desc="grow", disable=not progress) as bar:
-                for recipe in plan.recipes:
-                    zero = recipe.kind == "zero"  # identity-block output projections: nothing to read
-                    source_tensor = torch.empty(0, dtype=recipe.dtype) if zero else source.weights.read(recipe.src_name)
-                    target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
-                              if recipe.out_name in in_buffers else None)
-                    grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
-                    grown = perturbed(grown, target, recipe.out_name, perturbation, source.raw_config, spec.seed)
-                    background.write(recipe.out_name, grown)  # returns once the previous tensor is written
-                    if target is None:
-                        buffers.release()
-                    bar.update(sizes[recipe.out_name])
-                    del grown, source_tensor
+            stream_grown_tensors(plan, source, spec, perturbation, tmp, max_shard, progress)
             copy_side_files(folder, tmp)
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             if moments_from is not None:
