@@ -299,12 +299,7 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         out = torch.empty(shape, dtype=weight.dtype)
     elif tuple(out.shape) != shape or out.dtype != weight.dtype:
         raise ValueError(f"out is {tuple(out.shape)} {out.dtype}, expected {shape} {weight.dtype}")
-    std = 0.0
-    if mode == "noisy":
-        mean_reader = float(in_map.src_size) / in_map.size
-        # in the weight's dtype (float32 accumulation inside; an upcast copy first would cost 10x)
-        rms = float(torch.linalg.vector_norm(weight)) / math.sqrt(max(1, weight.numel()))
-        std = rms * mean_reader * 10.0 ** (-snr_db / 20.0)
+    std = _noise_std(weight, in_map, snr_db) if mode == "noisy" else 0.0
     chunk_rows = max(1, chunk_elements // max(1, weight.shape[1]))
     if in_map.is_tile() and (mode not in ("diagonal", "uneven") or in_map.tiles == 1):
         if out_map.is_tile():  # whole copies of the rows: each row tile grown (or copied) on its own
@@ -313,6 +308,22 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         else:
             _grow_tiled(gather(weight, 0, out_map), [out], in_map.tiles, std, generator, noise_pool, chunk_rows)
         return out
+    _grow_columns(weight, out_map, in_map, mode, snr_db, std, generator, chunk_rows, out)
+    return out
+
+
+def _noise_std(weight: torch.Tensor, in_map: AxisMap, snr_db: float) -> float:
+    """Noisy mode's standard deviation: 10^(-snr_db/20) times the RMS of one symmetric block (W times the mean
+    reader share)."""
+    mean_reader = float(in_map.src_size) / in_map.size
+    # in the weight's dtype (float32 accumulation inside; an upcast copy first would cost 10x)
+    rms = float(torch.linalg.vector_norm(weight)) / math.sqrt(max(1, weight.numel()))
+    return rms * mean_reader * 10.0 ** (-snr_db / 20.0)
+
+
+def _grow_columns(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: str, snr_db: float | None,
+                  std: float, generator: torch.Generator | None, chunk_rows: int, out: torch.Tensor) -> None:
+    """grow_matrix's general path (any column map, every mode), chunk by chunk of emitted rows into `out`."""
     rows = gather(weight, 0, out_map)  # emitted rows, in the source dtype
     reader = in_map.reader().float()
     active = reader > 0  # the columns that carry their source (an uneven share may be 0 or negative)
@@ -331,15 +342,7 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
         if mode == "diagonal":
             end = start + block.shape[0]
             keys = torch.stack([row_rank[start:end], row_copies[start:end].clamp(min=1)], 1)
-            for key in torch.unique(keys, dim=0).tolist():
-                if tuple(key) not in diagonal_cache:
-                    diagonal_cache[tuple(key)] = diagonal_weights(key[0], key[1], in_map).float()
-                weights = diagonal_cache[tuple(key)]
-                mask = (keys == torch.tensor(key)).all(1)
-                block[mask] *= weights
-                if exact:
-                    block[mask] = split_columns(source_rows[mask], block[mask], in_map.index, weights > 0,
-                                                weight.dtype)
+            _diagonal_block(block, source_rows, keys, in_map, diagonal_cache, exact, weight.dtype)
         else:
             block *= reader
             if mode == "noisy":
@@ -350,7 +353,20 @@ def grow_matrix(weight: torch.Tensor, out_map: AxisMap, in_map: AxisMap, mode: s
                 block = split_columns(source_rows, block, in_map.index, active, weight.dtype,
                                       NOISE_SPREAD * std, relative_spread)
         out[start:start + chunk_rows] = block.to(weight.dtype)
-    return out
+
+
+def _diagonal_block(block: torch.Tensor, source_rows: torch.Tensor, keys: torch.Tensor, in_map: AxisMap,
+                    cache: dict[tuple[int, int], torch.Tensor], exact: bool, dtype: torch.dtype) -> None:
+    """Diagonal mode on one chunk, in place: the rows of output copy p of n (keys [rows, 2]: rank, copies) read
+    only the matching input copies; with `exact`, split so the copies sum to the source bit for bit in `dtype`."""
+    for key in torch.unique(keys, dim=0).tolist():
+        if tuple(key) not in cache:
+            cache[tuple(key)] = diagonal_weights(key[0], key[1], in_map).float()
+        weights = cache[tuple(key)]
+        mask = (keys == torch.tensor(key)).all(1)
+        block[mask] *= weights
+        if exact:
+            block[mask] = split_columns(source_rows[mask], block[mask], in_map.index, weights > 0, dtype)
 
 
 def _split_uneven_tiles(weight: torch.Tensor, targets: torch.Tensor, tiles: int, dtype: torch.dtype,
