@@ -729,6 +729,56 @@ def plan_notes(spec: GrowthSpec, tied: bool, dims: Dims, grown: Dims) -> list[st
     return notes
 
 
+def _final_norm_scale(family: Family, dims: Dims, spec: GrowthSpec, tied: bool, a: float, maps: AxisMaps,
+                      present: dict[str, TensorInfo], source_rules: dict[str, TensorRule]) -> float:
+    """t = 1 / (a * gamma) for the final norm when tied embeddings stay tied and the embedding writes the
+    residual stream (see make_plan), else 1; a one-line error when the final norm has no weight to absorb it."""
+    embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
+    embeds_residual = embedding_rule.axes[1] == ("hidden",) or dims.embed == dims.hidden
+    tied_output = tied and spec.tie == "keep"
+    final_scale = 1.0 / (a * maps.residual_gamma) if tied_output and embeds_residual else 1.0
+    if tied_output and not math.isclose(final_scale, 1.0) and not (
+            family.final_norm_parametric and any(source_rules[n].role == "final_norm" for n in present)):
+        raise HyperCloneError(f"{family.model_type}: tied embeddings cannot be kept exactly here (the final norm "
+                              "has no weight to absorb the rescale); use --tie untie")
+    return final_scale
+
+
+def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], present: dict[str, TensorInfo],
+                    maps: AxisMaps, a: float, final_scale: float, untie: bool) -> list[Recipe]:
+    """One Recipe per output tensor, in the family's order: identity blocks' residual writers are zeros, norms
+    scaled (the final one by final_scale), embeddings emitted times a, linear weights grown; with `untie` the
+    tied embedding also becomes a separate output projection."""
+    writers = residual_writers(family, dims)
+    recipes = []
+    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds):
+        if src_name not in present:
+            continue
+        info = present[src_name]
+        axis_maps = maps.for_rule(rule)
+        if identity and rule.name in writers:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
+            continue
+        if rule.role in ("norm", "final_norm"):
+            is_bias = out_name.endswith(".bias")
+            scale = 1.0 if is_bias else (maps.layernorm_scale if rule.axes[0] == ("hidden",) else 1.0)
+            if rule.role == "final_norm":
+                scale *= final_scale
+            divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
+                                  0.0 if is_bias else rule.offset(family.norm_offset), is_bias, divide, info.dtype))
+        elif rule.contract is None:
+            scale = a if rule.role == "embedding" else 1.0
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
+        else:
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
+        if rule.role == "embedding" and untie:
+            lm_rule = next(r for r in family.tensors if r.role == "lm_head")
+            recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
+                                  dtype=info.dtype))
+    return recipes
+
+
 def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec) -> Plan:
     """Check the source tensors against the family table and plan every output tensor.
 
@@ -755,43 +805,10 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     check_ssm_norm(family, dims, grown, present, source_rules)
 
     a = embedding_multiplier_ratio(family, dims, grown)
-    embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
-    embeds_residual = embedding_rule.axes[1] == ("hidden",) or dims.embed == dims.hidden
     tied_output = tied and spec.tie == "keep"
-    final_scale = 1.0 / (a * maps.residual_gamma) if tied_output and embeds_residual else 1.0
-    if tied_output and not math.isclose(final_scale, 1.0) and not (
-            family.final_norm_parametric and any(source_rules[n].role == "final_norm" for n in present)):
-        raise HyperCloneError(f"{family.model_type}: tied embeddings cannot be kept exactly here (the final norm "
-                              "has no weight to absorb the rescale); use --tie untie")
+    final_scale = _final_norm_scale(family, dims, spec, tied, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
-    writers = residual_writers(family, dims)
-    recipes = []
-    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds):
-        if src_name not in present:
-            continue
-        info = present[src_name]
-        axis_maps = maps.for_rule(rule)
-        if identity and rule.name in writers:
-            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
-            continue
-        if rule.role in ("norm", "final_norm"):
-            is_bias = out_name.endswith(".bias")
-            scale = 1.0 if is_bias else (maps.layernorm_scale if rule.axes[0] == ("hidden",) else 1.0)
-            if rule.role == "final_norm":
-                scale *= final_scale
-            divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
-            recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
-                                  0.0 if is_bias else rule.offset(family.norm_offset), is_bias, divide, info.dtype))
-        elif rule.contract is None:
-            scale = a if rule.role == "embedding" else 1.0
-            recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
-        else:
-            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
-        if rule.role == "embedding" and tied and spec.tie == "untie":
-            lm_rule = next(r for r in family.tensors if r.role == "lm_head")
-            recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
-                                  dtype=info.dtype))
-
+    recipes = _tensor_recipes(family, dims, layers, present, maps, a, final_scale, tied and spec.tie == "untie")
     recipes, storage_inexact = _choose_dtype(recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
     if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):
