@@ -60,37 +60,10 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
                **{name: a for name, a in arms.items() if a["init"] == "random"}}
     chosen, frontier = curve_math.random_frontier(randoms)
     small = model_stats(folder.small_init, preset.seq_len)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for arm in sweep.arms:
-        a = arms[arm.name]
-        if arm.init == "random" or any(r["arm"] == arm.name for r in rows):
-            continue
-        big = model_stats(folder.model(reference_model(arm, preset)), preset.seq_len)
-        gm = curve_math.mean(a["final_val_loss"])
-        random_arm = chosen.get(arm.tokens)
-        rm = curve_math.mean(randoms[random_arm]["final_val_loss"]) if random_arm else None
-        row: dict[str, Any] = {
-            "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
-            "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
-            "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule, "lr_scale": arm.lr_scale,
-            "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
-            "final_train": {s: diagnosis.final_train_loss(folder.arm_run(arm.name, s))
-                            for s in a["final_val_loss"]},
-            "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
-        if gm is not None and frontier:
-            needed, bound = curve_math.tokens_to_reach(gm, frontier)
-            small_flops = _small_flops(preset, arm, small["flops_per_token"])
-            # a distilled arm also pays its teacher's forward passes (a third of a training step's FLOPs per token)
-            grown_flops = arm.tokens * big["flops_per_token"] + _teacher_tokens(out, arm, a["final_val_loss"]) * (
-                small["flops_per_token"] / 3)
-            row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
-                        "speedup_tokens_per_seed": curve_math.spread(
-                            [curve_math.tokens_to_reach(v, frontier)[0] / arm.tokens
-                             for v in a["final_val_loss"].values()]),
-                        "speedup_flops_incl_small": needed * big["flops_per_token"] / (grown_flops + small_flops)})
-            row.update(curve_math.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
-                                         frontier))
-        rows.append(row)
+        if arm.init != "random" and not any(r["arm"] == arm.name for r in rows):
+            rows.append(_arm_row(preset, out, arm, arms[arm.name], randoms, chosen, frontier, small))
     curves = {name: curve_math.mean_curve([curve(folder.arm_run(name, seed), 0.0) for seed in a["final_val_loss"]])
               for name, a in arms.items() if a["final_val_loss"]}
     curves.update({chosen[b]: curve_math.mean_curve([curve(folder.arm_run(chosen[b], seed), 0.0)
@@ -102,17 +75,55 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
                        for name, c in curves.items()}, "random_arms": {str(b): n for b, n in chosen.items() if n},
             "random_seeds": {str(b): sorted(randoms[n]["final_val_loss"]) for b, n in chosen.items() if n},
-            "random_finals": {name: a["final_val_loss"] for name, a in arms.items()
-                              if a["init"] == "random" and a["final_val_loss"]},
-            # what each of the sweep's random arms trained: a reader groups them by budget and rule, not by name
-            "random_recipes": {arm.name: {"budget_tokens": arm.tokens, "lr": arm.lr, "lr_scale": arm.lr_scale,
-                                          "schedule": arm.schedule or preset.schedule}
-                               for arm in sweep.arms if arm.init == "random" and arms[arm.name]["final_val_loss"]},
-            "random_train": {name: {s: diagnosis.final_train_loss(folder.arm_run(name, s))
-                                    for s in a["final_val_loss"]}
-                             for name, a in arms.items() if a["init"] == "random" and a["final_val_loss"]},
+            **_random_arms_fields(preset, sweep, folder, arms),
             "corpus": json.loads((folder.corpus_info).read_text()),
             "definitions": {"method": METHOD, "head_start": ladder.HEAD_START, "flops": report.FLOPS_FORMULA}}
+
+
+def _random_arms_fields(preset: Preset, sweep: Sweep, folder: ExperimentDir,
+                        arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The sweep's own finished random arms: final losses per seed, what each trained (a reader groups them by
+    budget and rule, not by name), and their final training loss per seed."""
+    finished = {name: a for name, a in arms.items() if a["init"] == "random" and a["final_val_loss"]}
+    return {"random_finals": {name: a["final_val_loss"] for name, a in finished.items()},
+            "random_recipes": {arm.name: {"budget_tokens": arm.tokens, "lr": arm.lr, "lr_scale": arm.lr_scale,
+                                          "schedule": arm.schedule or preset.schedule}
+                               for arm in sweep.arms if arm.name in finished},
+            "random_train": {name: {s: diagnosis.final_train_loss(folder.arm_run(name, s))
+                                    for s in a["final_val_loss"]}
+                             for name, a in finished.items()}}
+
+
+def _arm_row(preset: Preset, out: Path, arm: SweepArm, a: dict[str, Any], randoms: dict[str, dict[str, Any]],
+             chosen: dict[int, str | None], frontier: list[Any], small: dict[str, Any]) -> dict[str, Any]:
+    """One grown arm's row of search.json: its recipe, final losses, the random arm of its budget, and once it
+    has a final loss its place on random's frontier (speed-ups, head start, the part kept)."""
+    folder = ExperimentDir(out)
+    big = model_stats(folder.model(reference_model(arm, preset)), preset.seq_len)
+    gm = curve_math.mean(a["final_val_loss"])
+    random_arm = chosen.get(arm.tokens)
+    rm = curve_math.mean(randoms[random_arm]["final_val_loss"]) if random_arm else None
+    row: dict[str, Any] = {
+        "arm": arm.name, "recipe": describe(arm, preset), "lr": arm.lr, "budget_tokens": arm.tokens,
+        "tokens_per_parameter": arm.tokens / big["params"], "small_tokens": arm.small_tokens or preset.small_tokens,
+        "small_decay": arm.small_decay, "schedule": arm.schedule or preset.schedule, "lr_scale": arm.lr_scale,
+        "final": a["final_val_loss"], "mean": gm, "pending": a["pending"], "random_arm": random_arm,
+        "final_train": {s: diagnosis.final_train_loss(folder.arm_run(arm.name, s)) for s in a["final_val_loss"]},
+        "random_mean": rm, "loss_gap": None if gm is None or rm is None else (rm - gm) / rm}
+    if gm is None or not frontier:
+        return row
+    needed, bound = curve_math.tokens_to_reach(gm, frontier)
+    small_flops = _small_flops(preset, arm, small["flops_per_token"])
+    # a distilled arm also pays its teacher's forward passes (a third of a training step's FLOPs per token)
+    grown_flops = arm.tokens * big["flops_per_token"] + _teacher_tokens(out, arm, a["final_val_loss"]) * (
+        small["flops_per_token"] / 3)
+    row.update({"bound": bound, "speedup_tokens": needed / arm.tokens,
+                "speedup_tokens_per_seed": curve_math.spread(
+                    [curve_math.tokens_to_reach(v, frontier)[0] / arm.tokens for v in a["final_val_loss"].values()]),
+                "speedup_flops_incl_small": needed * big["flops_per_token"] / (grown_flops + small_flops)})
+    row.update(curve_math.head_start(ladder.start_loss(out, arm.name, a["seeds"]), needed, bound, arm.tokens,
+                                     frontier))
+    return row
 
 
 def diagnose(out: Path, rows: list[dict[str, Any]], chosen: dict[int, str | None],
