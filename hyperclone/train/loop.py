@@ -281,6 +281,28 @@ class Run:
         return TrainResult(self.out, final, self.step, self.tokens, val, self.elapsed())
 
 
+def _log_interval(run: Run, procs: Processes, loss_acc: torch.Tensor, step: int, lr: float, tok_s: float,
+                  do_eval: bool) -> float:
+    """One line of metrics.jsonl at `step`: the mean training loss since the last line (summed over the
+    processes; a one-line error naming the last good checkpoint if any step's loss was nan/inf), the validation
+    loss and copy divergence when `do_eval`, the KD weight of a distilled run. Resets `loss_acc`; returns the
+    training loss."""
+    cfg = run.cfg
+    stats = procs.sum_(loss_acc.clone())
+    if stats[2] > 0 or not math.isfinite(float(stats[0])):
+        where = f"the last good checkpoint is {run.last_good}" if run.last_good else "no checkpoint had been saved"
+        raise HyperCloneError(f"training loss became nan/inf by step {step} (lr {lr:.3g}); stopped, {where}")
+    train_loss = float(stats[0] / stats[1])  # both summed over the processes: the mean loss per step
+    loss_acc.zero_()
+    run.val_loss = run.evaluate() if do_eval else None
+    run.metrics.write({"step": step, "tokens": run.tokens, "train_loss": round(train_loss, 6),
+                       "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
+                       "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3),
+                       **({"kd_alpha": round(kd_weight(step - 1, run.layout.total, cfg), 6)} if cfg.teacher else {}),
+                       **(run.divergence() if do_eval else {})})
+    return train_loss
+
+
 def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     run = Run(cfg, procs)
     if run.finished:  # the run had finished: nothing to do
@@ -315,20 +337,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
             do_stable = step == stable_step
             if not (step % cfg.log_every == 0 or do_eval or do_save or do_export or do_stable or step == total):
                 continue
-            stats = procs.sum_(loss_acc.clone())
-            if stats[2] > 0 or not math.isfinite(float(stats[0])):
-                where = (f"the last good checkpoint is {run.last_good}" if run.last_good
-                         else "no checkpoint had been saved")
-                raise HyperCloneError(f"training loss became nan/inf by step {step} (lr {lr:.3g}); stopped, {where}")
-            train_loss = float(stats[0] / stats[1])  # both summed over the processes: the mean loss per step
             tok_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
-            loss_acc.zero_()
-            run.val_loss = run.evaluate() if do_eval else None
-            run.metrics.write({"step": step, "tokens": run.tokens, "train_loss": round(train_loss, 6),
-                               "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
-                               "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3),
-                               **({"kd_alpha": round(kd_weight(step - 1, total, cfg), 6)} if cfg.teacher else {}),
-                               **(run.divergence() if do_eval else {})})
+            train_loss = _log_interval(run, procs, loss_acc, step, lr, tok_s, do_eval)
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
             if do_stable:  # before the checkpoint of this step, so a resumed run past it has always exported it
                 run.export(step, run.out / STABLE_DIR)
