@@ -21,20 +21,18 @@ allocation error instead of taking the machine's memory. tests/test_fuzz.py runs
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import random
 import resource
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from fuzz_common import counts_result, fuzz_main  # noqa: E402
 
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
 from hyperclone.common.quiet import hf_quiet  # noqa: E402
@@ -47,6 +45,10 @@ RULE = "refusing to initialise them at random"  # hyperclone's own rule, where t
 KINDS = ("none", "overwrite_header", "overwrite_kv", "overwrite_tensor_info", "huge_u64", "insert", "delete",
          "truncate")
 HUGE = [0, 1, 2**31, 2**32 - 1, 2**40, 2**63, 2**64 - 1]
+
+# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+COUNTS = ("refused_as_reference", "accepted_and_equal", "refused_by_rule", "disagreements",
+          "tracebacks", "multi_line_errors", "left_output")
 
 
 def write_tiny(path: Path, seed: int) -> None:
@@ -213,12 +215,7 @@ def run(cases: int, seed: int = 0) -> dict:
                                      "hyperclone": "accepts" if our_ok else str(got)[:200]})
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
-    return {"cases": sum(kinds.values()), "seed": seed, "refused_as_reference": counts["refused_as_reference"],
-            "accepted_and_equal": counts["accepted_and_equal"], "refused_by_rule": counts["refused_by_rule"],
-            "disagreements": counts["disagreements"],
-            "tracebacks": counts["tracebacks"], "multi_line_errors": counts["multi_line_errors"],
-            "left_output": counts["left_output"], "mutations": dict(sorted(kinds.items())),
-            "examples": examples[:20]}
+    return counts_result(seed, COUNTS, counts, kinds, examples)
 
 
 CHUNK = 2000  # cases per worker process: transformers keeps about 0.5 MB per loaded file, so workers are renewed
@@ -243,31 +240,18 @@ def run_in_chunks(cases: int, seed: int) -> dict:
             "examples": [e for part in parts for e in part["examples"]][:20]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the counts here")
-    args = parser.parse_args()
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
+def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    import gguf  # noqa: F401 - its version is recorded
     import torch
     import transformers
 
-    start = time.perf_counter()
-    result = run_in_chunks(args.cases, args.seed)
-    result.update({"seconds": round(time.perf_counter() - start, 1), "transformers": transformers.__version__,
-                   "gguf": version("gguf"), "torch": torch.__version__,
-                   "machine": f"{platform.machine()}, {platform.system()}", "date": time.strftime("%Y-%m-%d"),
-                   "command": f"python benchmarks/fuzz_gguf.py --cases {args.cases} --seed {args.seed}"
-                              + (f" --json {args.json}" if args.json else "")})
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "mutations"}, indent=1))
-    sys.exit(1 if result["disagreements"] or result["tracebacks"] else 0)
+    return {"transformers": transformers.__version__, "gguf": version("gguf"), "torch": torch.__version__}
+
+
+def main() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
+    fuzz_main(__doc__, "fuzz_gguf.py", 2000, run_in_chunks, versions)
 
 
 if __name__ == "__main__":

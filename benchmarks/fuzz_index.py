@@ -25,14 +25,11 @@ tests/test_fuzz.py runs a few hundred cases in the suite.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import random
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -41,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fuzz_common import counts_result, fuzz_main  # noqa: E402
 from fuzz_safetensors import ours  # noqa: E402 - the same reading: what grow, inspect and verify use
 
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
@@ -53,6 +51,10 @@ STRICTER = ("outside the checkpoint folder", "is listed in", "in more than one",
 KINDS = ("none", "reorder", "metadata", "not_utf8", "not_json", "top_list", "no_weight_map", "weight_map_list",
          "weight_map_empty", "value_type", "value_empty", "absolute", "dotdot", "missing_shard", "drop_entry",
          "extra_entry", "wrong_shard", "duplicate", "unlisted_shard", "not_safetensors")
+
+# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+COUNTS = ("refused_as_reference", "accepted_and_equal", "refused_by_rule", "disagreements",
+          "tracebacks", "multi_line_errors")
 
 
 def tensors(rng: random.Random) -> dict[str, torch.Tensor]:
@@ -186,34 +188,19 @@ def run(cases: int, seed: int = 0) -> dict:
                 counts["disagreements"] += 1
                 examples.append({"case": case, "kind": kind, "reference": "accepts" if ref_ok else repr(ref)[:200],
                                  "hyperclone": "accepts" if our_ok else str(got)[:200]})
-    return {"cases": sum(kinds.values()), "seed": seed, "refused_as_reference": counts["refused_as_reference"],
-            "accepted_and_equal": counts["accepted_and_equal"], "refused_by_rule": counts["refused_by_rule"],
-            "disagreements": counts["disagreements"], "tracebacks": counts["tracebacks"],
-            "multi_line_errors": counts["multi_line_errors"], "mutations": dict(sorted(kinds.items())),
-            "examples": examples[:20]}
+    return counts_result(seed, COUNTS, counts, kinds, examples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the counts here")
-    args = parser.parse_args()
+def versions() -> dict[str, str]:
     import safetensors
     import transformers
 
-    start = time.perf_counter()
-    result = run(args.cases, args.seed)
-    result.update({"seconds": round(time.perf_counter() - start, 1), "safetensors": safetensors.__version__,
-                   "transformers": transformers.__version__, "torch": torch.__version__,
-                   "machine": f"{platform.machine()}, {platform.system()}", "date": time.strftime("%Y-%m-%d"),
-                   "command": f"python benchmarks/fuzz_index.py --cases {args.cases} --seed {args.seed}"
-                              + (f" --json {args.json}" if args.json else "")})
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
-    sys.exit(1 if result["disagreements"] or result["tracebacks"] else 0)
+    return {"safetensors": safetensors.__version__, "transformers": transformers.__version__,
+            "torch": torch.__version__}
+
+
+def main() -> None:
+    fuzz_main(__doc__, "fuzz_index.py", 2000, run, versions)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,11 @@ tests/test_fuzz.py runs a few hundred cases of the same generator in the suite.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import random
 import struct
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,12 +29,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fuzz_common import counts_result, fuzz_main  # noqa: E402
+
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
 from hyperclone.grow.checkpoint_io import SourceWeights  # noqa: E402
 
 DTYPE_NAMES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "U16",
                "U32", "U64", "F8_E8M0", "F4", "f32", "F31", "", "FLOAT"]
 BAD_VALUES = [-1, -7, 2**40, 2**63, 2**64 + 3, 1.5, 2.0, "3", None, True, False, [], {}, [1], "x"]
+
+# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+COUNTS = ("refused_as_reference", "accepted_and_equal", "disagreements", "tracebacks", "multi_line_errors")
 
 
 def base_tensors(rng: random.Random) -> dict[str, torch.Tensor]:
@@ -215,32 +217,17 @@ def run(cases: int, seed: int = 0, stop_at_first: bool = False) -> dict:
                                  "hyperclone": "accepts" if our_ok else str(got)[:200]})
                 if stop_at_first:
                     break
-    return {"cases": sum(kinds.values()), "seed": seed, "refused_as_reference": counts["refused_as_reference"],
-            "accepted_and_equal": counts["accepted_and_equal"], "disagreements": counts["disagreements"],
-            "tracebacks": counts["tracebacks"], "multi_line_errors": counts["multi_line_errors"],
-            "mutations": dict(sorted(kinds.items())), "examples": examples[:20]}
+    return counts_result(seed, COUNTS, counts, kinds, examples)
+
+
+def versions() -> dict[str, str]:
+    import safetensors
+
+    return {"safetensors": safetensors.__version__, "torch": torch.__version__}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the counts here")
-    args = parser.parse_args()
-    import safetensors
-
-    start = time.perf_counter()
-    result = run(args.cases, args.seed)
-    result.update({"seconds": round(time.perf_counter() - start, 1), "safetensors": safetensors.__version__,
-                   "torch": torch.__version__, "machine": f"{platform.machine()}, {platform.system()}",
-                   "date": time.strftime("%Y-%m-%d"),
-                   "command": f"python benchmarks/fuzz_safetensors.py --cases {args.cases} --seed {args.seed}"
-                              + (f" --json {args.json}" if args.json else "")})
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("examples", "mutations")}))
-    sys.exit(1 if result["disagreements"] or result["tracebacks"] else 0)
+    fuzz_main(__doc__, "fuzz_safetensors.py", 20000, run, versions)
 
 
 if __name__ == "__main__":
