@@ -365,6 +365,7 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
     ("qwen2_moe", dict(width=2, ffn=3)),
     ("granitemoeshared", dict(width=2, layers=3)),  # stacked 3-D experts renamed in memory, a shared MLP
     ("ernie4_5_moe", dict(width=2, layers=4)),  # a dense layer, experts, the correction bias renamed in memory
+    ("gpt_oss", dict(width=2, ffn=3, layers=3)),  # [experts, in, out] with gate/up interleaved, attention sinks
 ])
 def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)

@@ -307,8 +307,13 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
             assert after[key] == 3 * before[key]
     grown = load_causal_lm(out)
     routers = [p for name, p in grown.named_parameters()
-               if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight"))]
+               if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight",
+                                 ".mlp.router.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
+    if family == "gpt_oss":  # experts stacked [experts, in, out], gate and up interleaved on the last axis
+        experts_of = dict(grown.named_parameters())
+        assert experts_of["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 96, 2 * 120)
+        assert experts_of["model.layers.0.mlp.experts.down_proj"].shape == (4, 120, 96)
     provenance = json.loads((out / "hyperclone.json").read_text())
     stored_buffers = sum(b.numel() for name, b in grown.named_buffers() if name.endswith("e_score_correction_bias"))
     assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers

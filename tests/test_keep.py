@@ -119,6 +119,23 @@ def test_symmetric_growth_starts_with_identical_copies(small, tmp_path):
     assert "model.norm.weight" in layout.maps  # every grown tensor, norms too
 
 
+@pytest.mark.parametrize("family,name,axis", [
+    ("gpt2", "transformer.h.0.mlp.c_fc.weight", 1),  # Conv1D [in, out]: the rows it emits are its last axis
+    ("gpt_oss", "model.layers.0.mlp.experts.down_proj", 2),  # [experts, in, out]
+    ("gpt_oss", "model.layers.0.mlp.experts.gate_up_proj", 2),
+    ("llama", "model.layers.0.mlp.down_proj.weight", 0),  # nn.Linear [out, in]
+])
+def test_copy_axis_is_the_emitted_one(tmp_path, family, name, axis):
+    """A cloned unit is a row the layer emits: copies.json names the emitted axis, whatever the storage order."""
+    from tiny_models import make_tiny
+
+    grown = grow(make_tiny(family, tmp_path / "src"), tmp_path / "out", width=2, mode="symmetric")
+    layout = read_copies(grown)
+    assert {a.name: a.axis for a in layout.axes}[name] == axis
+    found = copy_divergence(load_file(grown / "model.safetensors"), layout.axes)
+    assert all(g["cos"] == pytest.approx(1.0, abs=1e-6) and g["rel_diff"] == 0.0 for g in found.values())
+
+
 def test_a_grown_run_logs_its_copy_divergence_at_every_evaluation(small, tmp_path):
     """Zero-sum noise: the weights' copies differ from the start, the hidden units are exact copies at step 0
     (cosine 1) and drift apart with training; a random-init run logs nothing of the kind."""

@@ -19,11 +19,14 @@ from hyperclone.grow.segment import ROUTING
 from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
+# every other tiny MoE states num_experts
 EXPERT_KEY = {"mixtral": "num_local_experts", "granitemoe": "num_local_experts",
-              "granitemoeshared": "num_local_experts"}  # every other tiny MoE states num_experts
+              "granitemoeshared": "num_local_experts", "gpt_oss": "num_local_experts"}
 WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
 # softmax over all experts (Granite MoE: over the top k logits, the same weights), checked in detail below
-SPLIT_FAMILIES = ["granitemoe", "granitemoeshared", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+# GPT-OSS: the same, its router's bias repeated per segment, experts stacked [experts, in, out] with gate and up
+# interleaved per neuron, and each segment's down_proj_bias its expert's whole bias (m segments of weight 1/m)
+SPLIT_FAMILIES = ["gpt_oss", "granitemoe", "granitemoeshared", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
 SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),
               "granitemoeshared": ("shared_intermediate_size", 80)}  # (config key, tiny width)
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and

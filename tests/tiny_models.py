@@ -96,6 +96,13 @@ TINY_CONFIGS: dict[str, dict] = {
                        num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, attention_bias=True,
                        embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2,
                        logits_scaling=2.0),
+    # GPT-OSS: experts stacked as [experts, in, out] with gate and up interleaved, biases everywhere, a learned
+    # attention sink per head, sliding and full attention layers alternating, a clamped SwiGLU with (up + 1)
+    "gpt_oss": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                    num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+                    rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                     "truncate": False, "original_max_position_embeddings": 16,
+                                     "rope_theta": 150000.0}),
     "granitemoeshared": dict(hidden_size=48, intermediate_size=40, shared_intermediate_size=80,
                              num_attention_heads=6, num_key_value_heads=2, num_hidden_layers=2, num_local_experts=4,
                              num_experts_per_tok=2, attention_bias=True, embedding_multiplier=3.0,
@@ -196,8 +203,8 @@ TINY_CONFIGS: dict[str, dict] = {
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),
 }
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "granitemoe",
-                "granitemoeshared", "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "gpt_oss",
+                "granitemoe", "granitemoeshared", "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
 UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
 

@@ -575,6 +575,7 @@ class AxisMaps:
             "kv_heads": kv_heads,
             "one": tile_map(1, 1),
             "ffn": tile_map(dims.ffn, grown.ffn),
+            "ffn_pairs": block_map(tile_map(dims.ffn, grown.ffn), tile_map(2, 2)),  # per neuron its gate, its up
             **{slot: tile_map(getattr(dims, slot), getattr(grown, slot))
                for slot in FFN_SLOTS if getattr(dims, slot) is not None},
             **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
@@ -667,13 +668,15 @@ def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float
 def residual_writers(family: Family, dims: Dims | None = None) -> set[str]:
     """Per-layer tensors that write a block's output into the residual stream (zeroed in identity blocks):
     matrices whose emitted axis is the hidden size, and their biases (a MoE's experts writing its latent width
-    when it has none, so they write the residual stream)."""
+    when it has none, so they write the residual stream). A bias is `<name>.bias` beside `<name>.weight`, or
+    `<name>_bias` beside a parameter without a suffix (GPT-OSS experts' down_proj_bias)."""
     written = {("hidden",)} | ({("moe_latent",)} if dims is not None and dims.moe_latent is None else set())
     writers = set()
     for rule in family.tensors:
         if rule.per_layer and rule.contract is not None and rule.axes[rule.emitted] in written:
             writers.add(rule.name)
-            writers.add(rule.name.removesuffix(".weight") + ".bias")
+            base = rule.name.removesuffix(".weight")
+            writers.add(base + ".bias" if base != rule.name else rule.name + "_bias")
     return writers
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from hyperclone import __version__
 from hyperclone.common.copies import CopyAxis, CopyLayout
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.families import emitted_axis
 from hyperclone.grow.plan import GrowthSpec, Plan, make_plan, refuse_changed_kept_sizes, spec_with_target_config
 from hyperclone.grow.source import open_source
 
@@ -67,15 +68,23 @@ def apply_experts(plan: Plan, config: dict[str, Any], experts: int, top_k: int |
 
 
 def copy_layout(plan: Plan) -> CopyLayout:
-    """For copies.json: every grown tensor of rank >= 2 with the first axis on which it holds copies of source
-    units and the source position of every position on that axis; the residual stream's map (the hidden
-    axis of the token embedding, when it is the hidden size); and every grown tensor's map per axis."""
+    """For copies.json: every grown tensor of rank >= 2 with the axis on which it holds copies of source units (a
+    linear layer's emitted axis when that one holds copies, else the first that does) and the source position of
+    every position on that axis; the residual stream's map (the hidden axis of the token embedding, when it is the
+    hidden size); and every grown tensor's map per axis."""
     axes = []
     maps = {r.out_name: tuple(m.index for m in r.maps) for r in plan.recipes if r.kind not in ("zero", "router")}
     for recipe in plan.recipes:
         if recipe.kind == "zero" or len(recipe.maps) < 2:
             continue
-        for axis, amap in enumerate(recipe.maps):
+        # a linear layer's copied units are its rows: its emitted axis first (GPT-2's Conv1D [in, out] and GPT-OSS's
+        # experts [experts, in, out] emit their last axis), then the others in order
+        order = list(range(len(recipe.maps)))
+        if recipe.contract is not None:
+            emitted = emitted_axis(len(recipe.maps), recipe.contract)
+            order = [emitted] + [axis for axis in order if axis != emitted]
+        for axis in order:
+            amap = recipe.maps[axis]
             if amap.size > amap.src_size and int(amap.copies().max()) >= 2:
                 axes.append(CopyAxis(recipe.out_name, axis, amap.index))
                 break

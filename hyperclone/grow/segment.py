@@ -23,7 +23,10 @@ argument holds. Their experts are stacked in one
 tensor per projection ([experts, 2f, hidden] gate and up, [experts, hidden, f] down, contract 2): each expert's
 slice is cut along its MLP-width axis (the gate and up sections alike) and segment s of expert e becomes slice
 e*m + s of the output's experts axis (SegmentRecipe.segments); the shared MLP (granitemoeshared,
-granitemoehybrid) has its own width key and is not segmented.
+granitemoehybrid) has its own width key and is not segmented. GPT-OSS (gpt_oss) routes like Granite (top k of the
+logits plus a router bias, which repeats with the router row) and stacks [experts, in, out] with gate and up
+interleaved per neuron (ffn_pairs: a segment's neurons are one contiguous run there too); its down_proj_bias is
+each segment's whole expert bias, since the m segments, each weighing 1/m, add it up once.
 The factor m is exact in bf16/fp16 for powers of two; for any other m a 16-bit down projection times m rounds,
 so --dtype auto writes float32 and --dtype source records the output as not exact (as plan.py does for its own
 factors). Every segment is cut from the one grown tensor of its expert (noise seeded by the expert's name), so
@@ -105,6 +108,8 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "granitemoehybrid": ("softmax", True),
     "granitemoe": ("softmax", True),  # GraniteMoeTopKRouter: the same (top k of the logits, softmax over those k)
     "granitemoeshared": ("softmax", True),  # GraniteMoe's router; the shared MLP sits outside the routing
+    # GptOssTopKRouter: the top k of the logits (router bias included, repeated per segment), a softmax over those k
+    "gpt_oss": ("softmax", True),
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
     # their sum (at least moe_norm_min)
@@ -164,8 +169,8 @@ def _experts_axis(rule: TensorRule) -> int | None:
 def _ffn_axis(rule: TensorRule) -> int:
     """The MLP-width axis of a per-expert tensor, the one segmentation cuts: ffn, or ffn+ffn (a fused gate and up
     projection, each section cut alike)."""
-    hits = [i for i, axis in enumerate(rule.axes) if axis and set(axis) == {"ffn"}]
-    if len(hits) != 1 or any("ffn" in axis for i, axis in enumerate(rule.axes) if i != hits[0]):
+    hits = [i for i, axis in enumerate(rule.axes) if axis and (set(axis) == {"ffn"} or axis == ("ffn_pairs",))]
+    if len(hits) != 1 or any(_has_ffn(axis) for i, axis in enumerate(rule.axes) if i != hits[0]):
         raise HyperCloneError(f"{rule.name}: a per-expert tensor without exactly one MLP-width axis cannot "
                               "be segmented")
     return hits[0]
@@ -173,7 +178,13 @@ def _ffn_axis(rule: TensorRule) -> int:
 
 def _stacked(rule: TensorRule) -> bool:
     """Whether a tensor holds all experts stacked along its experts axis (Granite's [experts, out, in])."""
-    return not rule.per_expert and _experts_axis(rule) is not None and any("ffn" in axis for axis in rule.axes)
+    return not rule.per_expert and _experts_axis(rule) is not None and any(_has_ffn(axis) for axis in rule.axes)
+
+
+def _has_ffn(axis: tuple[str, ...]) -> bool:
+    """Whether an axis holds the experts' MLP width: ffn, a fused ffn+ffn, or GPT-OSS's interleaved ffn_pairs (neuron
+    j's gate and up at 2j and 2j + 1, so the neurons of a segment are one contiguous run there too)."""
+    return "ffn" in axis or "ffn_pairs" in axis
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -218,7 +229,7 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
                 raise HyperCloneError(f"{rule.name}: a stacked expert tensor whose experts axis is not the first "
                                       "cannot be segmented")
             _ffn_axis(rule)
-        elif any("ffn" in axis for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
+        elif any(_has_ffn(axis) for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
             raise HyperCloneError(f"--experts on {family.model_type}: {rule.name} has the experts' width "
                                   f"({family.config_keys['ffn']}), which splitting divides by {m}; it cannot say a "
                                   "shared MLP of the old width")

@@ -55,17 +55,22 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
             return grown
         # in place in the weight's dtype rounds as the float32 product does (torch computes it in float32)
         return grown.mul_(recipe.scale) if grown is out else (grown.float() * recipe.scale).to(tensor.dtype)
-    if tensor.ndim not in (2, 3) or recipe.contract is None or (tensor.ndim == 3) != (recipe.contract == 2):
+    contracts = (1, 2) if tensor.ndim == 3 else (0, 1)
+    if tensor.ndim not in (2, 3) or recipe.contract not in contracts:
         raise HyperCloneError(f"{recipe.src_name}: a linear recipe needs a matrix or a stack of expert matrices")
     out_map, in_map = recipe.maps[emitted_axis(tensor.ndim, recipe.contract)], recipe.maps[recipe.contract]
     generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
-    if tensor.ndim == 3:  # [experts, out, in]: every expert's matrix on its own, the experts kept (one generator)
+    if tensor.ndim == 3:  # every expert's matrix on its own, the experts kept (one generator)
         if not recipe.maps[0].is_identity():
             raise HyperCloneError(f"{recipe.src_name}: the experts of a stacked expert tensor are kept")
         grown = torch.empty(recipe.out_shape, dtype=tensor.dtype) if out is None else out
         for expert in range(tensor.shape[0]):
-            grow_matrix(tensor[expert], out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool,
-                        out=grown[expert])
+            if recipe.contract == 2:  # [experts, out, in]
+                grow_matrix(tensor[expert], out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool,
+                            out=grown[expert])
+            else:  # [experts, in, out] (GPT-OSS): each expert's [in, out] grown as its transpose
+                grown[expert] = grow_matrix(tensor[expert].t(), out_map, in_map, spec.mode, spec.snr_db, generator,
+                                            noise_pool).t()
         return grown
     matrix = tensor if recipe.contract == 1 else tensor.t()
     if recipe.contract == 1:

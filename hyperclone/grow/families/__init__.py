@@ -15,6 +15,8 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   heads, kv_heads  one position per query head / KV head (Cohere's q/k norm weights [heads, head_dim])
   one              a single position, kept (Apertus' xIELU parameters of shape [1])
   ffn              MLP width (in a mixture of experts: each routed expert's width)
+  ffn_pairs        an MLP's gate and up projections interleaved, [ffn, 2]: per MLP neuron its gate then its up value
+                   (GPT-OSS gate_up_proj); each neuron's pair moves with it
   dense_ffn        the width of a MoE family's dense MLP layers (Qwen-MoE intermediate_size); grows with ffn
   shared_ffn       the shared expert's width (Qwen2-MoE, GraniteMoeShared); grows with ffn; 0 in the config (as
                    an experts count of 0): the model has none, and tensors with that axis are neither needed nor
@@ -63,7 +65,8 @@ is grown on its own and the results are concatenated in the same order.
 
 ``contract`` is the axis a linear layer sums over (1 for nn.Linear [out, in], 0 for GPT-2's Conv1D
 [in, out]); it is divided among its copies so that n copies of an input sum back to one. A stack of expert
-matrices stored as one tensor [experts, out, in] (Granite's ``input_linear``) has contract 2: each expert's matrix
+matrices stored as one tensor [experts, out, in] (Granite's ``input_linear``) has contract 2, one stored
+[experts, in, out] (GPT-OSS ``gate_up_proj`` and ``down_proj``, applied as x @ W[e]) contract 1: each expert's matrix
 grows on its own and the experts are kept.
 Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
 ``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
@@ -99,7 +102,8 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 
-AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "dense_ffn", "shared_ffn",
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "ffn_pairs", "dense_ffn",
+              "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
@@ -154,8 +158,9 @@ class TensorRule:
 
 
 def emitted_axis(ndim: int, contract: int) -> int:
-    """The output axis of a linear layer's weight: the other axis of a matrix, axis 1 of [experts, out, in]."""
-    return 1 if ndim == 3 else 1 - contract
+    """The output axis of a linear layer's weight: the other axis of a matrix, of [experts, out, in] (contract 2)
+    or of [experts, in, out] (contract 1)."""
+    return 3 - contract if ndim == 3 else 1 - contract
 
 
 @dataclass(frozen=True)
@@ -211,11 +216,12 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     if role not in ROLES:
         raise ValueError(f"family {family}: tensor {raw['name']!r} has unknown role {role!r}")
     contract = raw.get("contract")
-    stacked = len(axes) == 3 and contract == 2 and axes[0] == ("experts",)  # [experts, out, in]
+    # a stack of expert matrices: [experts, out, in] (contract 2) or [experts, in, out] (contract 1)
+    stacked = len(axes) == 3 and contract in (1, 2) and axes[0] == ("experts",)
     if contract is not None and not stacked and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix "
-                         "(or axis 2 of a stack of expert matrices [experts, out, in])")
-    if stacked and len(axes[2]) != 1:
+                         "(or axis 1 or 2 of a stack of expert matrices [experts, in, out] or [experts, out, in])")
+    if stacked and len(axes[contract]) != 1:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis")
     in_memory = raw.get("in_memory")
     if in_memory is not None and not (isinstance(in_memory, list) and len(in_memory) == 3
