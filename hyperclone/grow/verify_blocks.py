@@ -102,9 +102,12 @@ class LazyModel:
 
         from hyperclone.grow.checkpoint_io import SourceWeights
         from hyperclone.grow.families import FAMILIES
+        from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
 
-        self.weights = SourceWeights(Path(folder), allow_pickle=False)
+        self.weights: SourceWeights | Mxfp4Weights = SourceWeights(Path(folder), allow_pickle=False)
         self.config = AutoConfig.from_pretrained(folder)
+        if is_mxfp4({"quantization_config": getattr(self.config, "quantization_config", None)}):
+            self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
         self.family = FAMILIES.get(self.config.model_type)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
         self.experts = getattr(self.config, experts_key) if experts_key else None

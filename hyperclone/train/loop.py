@@ -283,11 +283,7 @@ class Run:
 
 def _log_interval(run: Run, procs: Processes, loss_acc: torch.Tensor, step: int, lr: float, tok_s: float,
                   do_eval: bool) -> float:
-    """One line of metrics.jsonl at `step`: the mean training loss since the last line (summed over the
-    processes; a one-line error naming the last good checkpoint if any step's loss was nan/inf), the validation
-    loss and copy divergence when `do_eval`, the KD weight of a distilled run. Resets `loss_acc`; returns the
-    training loss."""
-    cfg = run.cfg
+    """One metrics.jsonl line (mean train loss over the processes, stopping at nan/inf; val loss when do_eval)."""
     stats = procs.sum_(loss_acc.clone())
     if stats[2] > 0 or not math.isfinite(float(stats[0])):
         where = f"the last good checkpoint is {run.last_good}" if run.last_good else "no checkpoint had been saved"
@@ -298,7 +294,8 @@ def _log_interval(run: Run, procs: Processes, loss_acc: torch.Tensor, step: int,
     run.metrics.write({"step": step, "tokens": run.tokens, "train_loss": round(train_loss, 6),
                        "val_loss": None if run.val_loss is None else round(run.val_loss, 6), "lr": lr,
                        "tokens_per_s": round(tok_s, 1), "elapsed_s": round(run.elapsed(), 3),
-                       **({"kd_alpha": round(kd_weight(step - 1, run.layout.total, cfg), 6)} if cfg.teacher else {}),
+                       **({"kd_alpha": round(kd_weight(step - 1, run.layout.total, run.cfg), 6)}
+                          if run.cfg.teacher else {}),
                        **(run.divergence() if do_eval else {})})
     return train_loss
 
@@ -322,8 +319,7 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     try:
         while run.step < total:
             if cfg.stop_after is not None and session_steps >= cfg.stop_after:
-                return TrainResult(run.out, run.last_good or run.out, run.step, run.tokens, float("nan"),
-                                   run.elapsed())
+                return TrainResult(run.out, run.last_good or run.out, run.step, run.tokens, float("nan"), run.elapsed())
             lr = lr_at(run.step, total, cfg)
             step_loss = run.optimizer_step(lr)
             session_steps += 1

@@ -1,0 +1,91 @@
+"""MXFP4 expert weights, as OpenAI's gpt-oss releases store them, read as the bf16 tensors they stand for.
+
+openai/gpt-oss-20b and -120b keep every expert projection as two tensors (config.json: quantization_config
+{"quant_method": "mxfp4"}): `<name>_blocks` [experts, rows, groups, 16] uint8, two 4-bit E2M1 codes per byte (the low
+nibble first), and `<name>_scales` [experts, rows, groups] uint8, one E8M0 exponent per group of 32 values (the value
+is code x 2^(scale - 127)). Dequantized, a projection is [experts, rows, groups x 32] and transformers holds it
+transposed, [experts, in, out] (GptOssExperts: gate_up_proj [experts, hidden, 2 x ffn], down_proj [experts, ffn,
+hidden]); that is the tensor hyperclone grows. Every E2M1 code times a power of two is a bfloat16 number (two
+significant bits), so the dequantized weights are exact in bf16 and the grown checkpoint is a plain bf16 one, the
+weights transformers computes with when it loads the release with Mxfp4Config(dequantize=True).
+
+`dequantize` is tested against transformers' own (transformers.integrations.mxfp4.convert_moe_packed_tensors) in
+tests/test_mxfp4.py; it is written here so that growth does not depend on a private helper's signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.checkpoint_io import SourceWeights, TensorInfo
+
+# E2M1 (OCP Microscaling FP4): sign bit, 2 exponent bits, 1 mantissa bit; code k's value
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+BLOCK_BYTES = 16  # 32 values per scale
+SUFFIXES = ("_blocks", "_scales")
+
+
+def is_mxfp4(raw_config: dict[str, Any]) -> bool:
+    quant = raw_config.get("quantization_config")
+    return isinstance(quant, dict) and quant.get("quant_method") == "mxfp4"
+
+
+def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """[*prefix, groups, 16] uint8 codes and [*prefix, groups] uint8 exponents -> [*prefix, groups x 32] values."""
+    lut = torch.tensor(FP4_VALUES, dtype=dtype)
+    codes = blocks.to(torch.uint8)
+    values = torch.empty(*codes.shape[:-1], 2 * codes.shape[-1], dtype=dtype)
+    values[..., 0::2] = lut[(codes & 0x0F).long()]
+    values[..., 1::2] = lut[(codes >> 4).long()]
+    exponents = (scales.to(torch.int32) - 127).unsqueeze(-1)
+    return torch.ldexp(values, exponents).to(dtype).flatten(-2)
+
+
+class Mxfp4Weights:
+    """A SourceWeights whose MXFP4 pairs (`<name>_blocks`, `<name>_scales`) read as one bf16 tensor `<name>`,
+    [experts, in, out] as transformers holds it; every other tensor reads as stored."""
+
+    def __init__(self, weights: SourceWeights):
+        self.folder = weights.folder
+        self._weights = weights
+        self._pairs: dict[str, tuple[str, str]] = {}
+        self.infos: dict[str, TensorInfo] = {}
+        for name, info in weights.infos.items():
+            base, suffix = (name[: -len(SUFFIXES[0])], SUFFIXES[0]) if name.endswith(SUFFIXES[0]) else (
+                (name[: -len(SUFFIXES[1])], SUFFIXES[1]) if name.endswith(SUFFIXES[1]) else (None, None))
+            if base is None:
+                self.infos[name] = info
+                continue
+            if suffix == SUFFIXES[1]:
+                continue  # read with its blocks
+            scales_name = base + SUFFIXES[1]
+            scales = weights.infos.get(scales_name)
+            if scales is None:
+                raise HyperCloneError(f"{self.folder}: MXFP4 tensor {name} has no {scales_name}")
+            self.infos[base] = self._dequantized_info(base, info, scales)
+            self._pairs[base] = (name, scales_name)
+        lone = sorted(n for n in weights.infos if n.endswith(SUFFIXES[1]) and n[: -len(SUFFIXES[1])] not in self._pairs)
+        if lone:
+            raise HyperCloneError(f"{self.folder}: MXFP4 tensor {lone[0]} has no {lone[0][:-len(SUFFIXES[1])]}_blocks")
+
+    def _dequantized_info(self, base: str, blocks: TensorInfo, scales: TensorInfo) -> TensorInfo:
+        if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
+            raise HyperCloneError(f"{self.folder}: MXFP4 tensors of {base} must be uint8, not "
+                                  f"{blocks.dtype} and {scales.dtype}")
+        if len(blocks.shape) != 4 or blocks.shape[-1] != BLOCK_BYTES or blocks.shape[:-1] != scales.shape:
+            raise HyperCloneError(f"{self.folder}: MXFP4 tensors of {base} have shapes {list(blocks.shape)} and "
+                                  f"{list(scales.shape)}; expected [experts, rows, groups, 16] and [experts, rows, "
+                                  "groups]")
+        experts, rows, groups, _ = blocks.shape
+        return replace(blocks, name=base, shape=(experts, groups * 2 * BLOCK_BYTES, rows), dtype=torch.bfloat16)
+
+    def read(self, name: str) -> torch.Tensor:
+        if name not in self._pairs:
+            return self._weights.read(name)
+        blocks_name, scales_name = self._pairs[name]
+        values = dequantize(self._weights.read(blocks_name), self._weights.read(scales_name))
+        return values.transpose(1, 2).contiguous()  # [experts, out, in] -> transformers' [experts, in, out]
