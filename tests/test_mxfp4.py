@@ -68,7 +68,8 @@ def test_dequantize_equals_transformers_bit_for_bit(seed):
     gen = torch.Generator().manual_seed(seed)
     blocks = torch.randint(0, 256, (3, 20, 4, 16), generator=gen, dtype=torch.uint8)
     scales = torch.randint(100, 150, (3, 20, 4), generator=gen, dtype=torch.uint8)
-    scales[0, 0, 0], scales[0, 0, 1] = 0, 254  # the extreme exponents: 2^-127 (bf16 subnormals), 2^127
+    scales[0] = torch.arange(0, 80, dtype=torch.uint8).reshape(20, 4)  # exponents 2^-127 .. 2^-48 (bf16 subnormals)
+    scales[1] = torch.arange(175, 255, dtype=torch.uint8).reshape(20, 4)  # 2^48 .. 2^127 (6 x 2^127 is inf in bf16)
     ours = dequantize(blocks, scales).transpose(1, 2)
     theirs = convert_moe_packed_tensors(blocks, scales)
     assert ours.dtype == theirs.dtype == torch.bfloat16 and ours.shape == theirs.shape == (3, 128, 20)
@@ -109,6 +110,12 @@ def test_broken_mxfp4_pairs_are_refused_in_one_line(tmp_path):
     save_file(state, quantized / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(HyperCloneError, match="must be uint8"):
         grow(quantized, tmp_path / "out")
+    scales[0, 0, 0] = 255
+    state["model.layers.1.mlp.experts.down_proj_scales"] = scales
+    save_file(state, quantized / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="E8M0's NaN"):
+        grow(quantized, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_mxfp4_is_read_for_gpt_oss_only(tmp_path):

@@ -27,6 +27,7 @@ from hyperclone.grow.checkpoint_io import SourceWeights, TensorInfo
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 BLOCK_BYTES = 16  # 32 values per scale
 SUFFIXES = ("_blocks", "_scales")
+NAN_SCALE = 255  # E8M0 (OCP Microscaling): exponents 0..254 stand for 2^-127 .. 2^127, 255 for NaN
 
 
 def is_mxfp4(raw_config: dict[str, Any]) -> bool:
@@ -35,14 +36,15 @@ def is_mxfp4(raw_config: dict[str, Any]) -> bool:
 
 
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """[*prefix, groups, 16] uint8 codes and [*prefix, groups] uint8 exponents -> [*prefix, groups x 32] values."""
-    lut = torch.tensor(FP4_VALUES, dtype=dtype)
-    codes = blocks.to(torch.uint8)
-    values = torch.empty(*codes.shape[:-1], 2 * codes.shape[-1], dtype=dtype)
-    values[..., 0::2] = lut[(codes & 0x0F).long()]
-    values[..., 1::2] = lut[(codes >> 4).long()]
-    exponents = (scales.to(torch.int32) - 127).unsqueeze(-1)
-    return torch.ldexp(values, exponents).to(dtype).flatten(-2)
+    """[*prefix, groups, 16] uint8 codes and [*prefix, groups] uint8 exponents -> [*prefix, groups x 32] values.
+
+    Each byte looks up its two values at once (low nibble first) and each group is multiplied by its power of two,
+    in `dtype`: a product of two bf16 numbers that is itself one is exact (as transformers' ldexp), and the exponents
+    beyond bf16's range give what ldexp gives there (inf, or a subnormal)."""
+    pairs = torch.tensor([[FP4_VALUES[b & 0x0F], FP4_VALUES[b >> 4]] for b in range(256)], dtype=dtype)
+    values = pairs[blocks.to(torch.int32)].flatten(-2)  # [*prefix, groups, 32]
+    values.mul_(torch.exp2(scales.to(torch.float32) - 127).to(dtype).unsqueeze(-1))
+    return values.flatten(-2)
 
 
 class Mxfp4Weights:
@@ -87,5 +89,10 @@ class Mxfp4Weights:
         if name not in self._pairs:
             return self._weights.read(name)
         blocks_name, scales_name = self._pairs[name]
-        values = dequantize(self._weights.read(blocks_name), self._weights.read(scales_name))
-        return values.transpose(1, 2).contiguous()  # [experts, out, in] -> transformers' [experts, in, out]
+        blocks, scales = self._weights.read(blocks_name), self._weights.read(scales_name)
+        if bool((scales == NAN_SCALE).any()):
+            raise HyperCloneError(f"{self.folder}: {scales_name} holds the exponent 255, E8M0's NaN: not a weight")
+        out = torch.empty(self.infos[name].shape, dtype=torch.bfloat16)
+        for expert in range(blocks.shape[0]):  # one expert at a time: the codes' indices are 8 bytes each
+            out[expert] = dequantize(blocks[expert], scales[expert]).t()  # [out, in] -> transformers' [in, out]
+        return out
