@@ -354,6 +354,7 @@ def test_inspect_lists_refusals_and_dtypes_per_row(tmp_path, capsys):
     ("gemma2", dict(width=3)),
     ("gpt2", dict(width=2, layers=3, insert_after=(-1,))),
     ("gpt_neox", dict(width=2)),
+    ("gpt_bigcode", dict(width=2, layers=3)),  # multi-query: one KV head kept
     ("qwen3", dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)),
     ("opt", dict(width=2, layers=3)),
     ("gemma3_text", dict(width=2)),  # a rotary table per layer type

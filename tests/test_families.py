@@ -156,6 +156,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
     if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
+    if family == "gpt_bigcode":  # multi-query: the one KV head stays one
+        return dict(hidden_size=72, heads=9, ffn_size=100)
     return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)
 
 
@@ -235,6 +237,21 @@ def test_unreachable_targets_are_refused(tmp_path, family, options, message):
     with pytest.raises(HyperCloneError, match=message):
         grow(src, tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+def test_gpt_bigcode_keeps_its_one_kv_head(tmp_path):
+    """Multi-query attention: the query heads are copied, the one KV head every query head reads stays one (the
+    config can only say multi_query), so c_attn's k and v sections keep their width and read the grown stream."""
+    src = make_tiny("gpt_bigcode", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2)
+    config = json.loads((out / "config.json").read_text())
+    assert config["multi_query"] is True and config["n_head"] == 12 and config["n_embd"] == 96
+    with safe_open(out / "model.safetensors", "pt") as grown:
+        assert grown.get_slice("transformer.h.0.attn.c_attn.weight").get_shape() == [96 + 2 * 8, 96]
+    with pytest.raises(HyperCloneError, match="one KV head"):
+        grow(src, tmp_path / "kv", width=2, kv_heads=2)
+    with pytest.raises(HyperCloneError, match="without multi-query"):
+        grow(make_tiny("gpt_bigcode", tmp_path / "mha", multi_query=False), tmp_path / "mha-out", width=2)
 
 
 def test_gqa_groups_that_cannot_hold_every_head_are_refused(tmp_path):

@@ -41,6 +41,8 @@ TINY_CONFIGS: dict[str, dict] = {
     "opt": dict(hidden_size=48, ffn_dim=80, num_attention_heads=6, num_hidden_layers=2,
                 word_embed_proj_dim=48, max_position_embeddings=64, pad_token_id=1),
     "gpt2": dict(n_embd=48, n_inner=80, n_head=6, n_layer=2, n_positions=64),
+    # GPT-BigCode (StarCoder, SantaCoder): multi-query attention, one KV head that every query head reads
+    "gpt_bigcode": dict(n_embd=48, n_inner=80, n_head=6, n_layer=2, n_positions=64, multi_query=True),
     "granite": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                     num_hidden_layers=2, embedding_multiplier=3.0, residual_multiplier=0.5,
                     attention_multiplier=0.2, logits_scaling=2.0, attention_bias=True),

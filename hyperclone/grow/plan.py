@@ -180,7 +180,7 @@ def source_dims(family: Family, config: Any) -> Dims:
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
-    kv_heads = get("kv_heads") or heads
+    kv_heads = 1 if family.multi_query and getattr(config, family.multi_query, False) else get("kv_heads") or heads
     head_dim = get("head_dim") or hidden // heads
     if heads % kv_heads:
         raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
@@ -266,7 +266,12 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
         heads = dims.heads * n
     else:
         heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
-    if spec.kv_heads is not None:
+    if family.multi_query and dims.kv_heads == 1:  # multi-query: the one KV head stays one
+        if spec.kv_heads not in (None, 1):
+            raise HyperCloneError(f"--kv-heads {spec.kv_heads}: {family.model_type} with {family.multi_query} has one "
+                                  "KV head, which its config cannot make more; leave --kv-heads out")
+        kv_heads = 1
+    elif spec.kv_heads is not None:
         kv_heads = spec.kv_heads
     elif "kv_heads" not in family.config_keys:
         kv_heads = heads
@@ -347,7 +352,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
                             ("head_dim", dims.head_dim, grown.head_dim), ("layers", dims.layers, grown.layers)):
         if new < old:
             raise HyperCloneError(f"cannot shrink the {label} from {old} to {new}: growth only adds")
-    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads:
+    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads and not family.multi_query:
         raise HyperCloneError(f"{family.model_type} has no separate KV heads: --kv-heads must equal --heads")
     if grown.heads % grown.kv_heads:
         raise HyperCloneError(f"{grown.heads} attention heads do not divide into {grown.kv_heads} KV heads")

@@ -87,6 +87,9 @@ with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
 (LFM2): with the flag true the width is multiple_of x ceil(multiplier x int(2/3 x value) / multiple_of) (no rounding
 without a multiplier); the grown config states the width itself, with the flag false.
+``multi_query``: the config key of a multi-query flag (GPT-BigCode's multi_query): when it is true the model has one
+KV head, which every query head reads; growth copies query heads and keeps that one KV head (the config cannot say
+more), so the k and v sections of the fused projection keep their width and read the grown residual stream.
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -122,7 +125,7 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust"}
+               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
 
 
@@ -198,6 +201,7 @@ class Family:
     layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
     kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
     ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
+    multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -290,6 +294,7 @@ def _parse_family(raw: dict) -> Family:
         layer_kinds=layer_kinds,
         kept_lists=tuple(raw.get("kept_lists", ())),
         ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
+        multi_query=raw.get("multi_query"),
     )
 
 
