@@ -26,7 +26,7 @@ from hyperclone.grow.checkpoint_io import SourceWeights, TensorInfo
 # E2M1 (OCP Microscaling FP4): sign bit, 2 exponent bits, 1 mantissa bit; code k's value
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 BLOCK_BYTES = 16  # 32 values per scale
-SUFFIXES = ("_blocks", "_scales")
+BLOCKS, SCALES = "_blocks", "_scales"  # a projection's two stored tensors
 NAN_SCALE = 255  # E8M0 (OCP Microscaling): exponents 0..254 stand for 2^-127 .. 2^127, 255 for NaN
 
 
@@ -57,22 +57,21 @@ class Mxfp4Weights:
         self._pairs: dict[str, tuple[str, str]] = {}
         self.infos: dict[str, TensorInfo] = {}
         for name, info in weights.infos.items():
-            base, suffix = (name[: -len(SUFFIXES[0])], SUFFIXES[0]) if name.endswith(SUFFIXES[0]) else (
-                (name[: -len(SUFFIXES[1])], SUFFIXES[1]) if name.endswith(SUFFIXES[1]) else (None, None))
-            if base is None:
+            if name.endswith(SCALES):
+                continue  # read with its blocks
+            if not name.endswith(BLOCKS):
                 self.infos[name] = info
                 continue
-            if suffix == SUFFIXES[1]:
-                continue  # read with its blocks
-            scales_name = base + SUFFIXES[1]
-            scales = weights.infos.get(scales_name)
+            base = name.removesuffix(BLOCKS)
+            scales = weights.infos.get(base + SCALES)
             if scales is None:
-                raise HyperCloneError(f"{self.folder}: MXFP4 tensor {name} has no {scales_name}")
+                raise HyperCloneError(f"{self.folder}: MXFP4 tensor {name} has no {base + SCALES}")
             self.infos[base] = self._dequantized_info(base, info, scales)
-            self._pairs[base] = (name, scales_name)
-        lone = sorted(n for n in weights.infos if n.endswith(SUFFIXES[1]) and n[: -len(SUFFIXES[1])] not in self._pairs)
+            self._pairs[base] = (name, base + SCALES)
+        lone = sorted(n for n in weights.infos if n.endswith(SCALES) and n.removesuffix(SCALES) not in self._pairs)
         if lone:
-            raise HyperCloneError(f"{self.folder}: MXFP4 tensor {lone[0]} has no {lone[0][:-len(SUFFIXES[1])]}_blocks")
+            blocks = lone[0].removesuffix(SCALES) + BLOCKS
+            raise HyperCloneError(f"{self.folder}: MXFP4 tensor {lone[0]} has no {blocks}")
 
     def _dequantized_info(self, base: str, blocks: TensorInfo, scales: TensorInfo) -> TensorInfo:
         if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
@@ -93,6 +92,6 @@ class Mxfp4Weights:
         if bool((scales == NAN_SCALE).any()):
             raise HyperCloneError(f"{self.folder}: {scales_name} holds the exponent 255, E8M0's NaN: not a weight")
         out = torch.empty(self.infos[name].shape, dtype=torch.bfloat16)
-        for expert in range(blocks.shape[0]):  # one expert at a time: the codes' indices are 8 bytes each
+        for expert in range(blocks.shape[0]):  # one expert at a time: each code byte's index is 4 bytes
             out[expert] = dequantize(blocks[expert], scales[expert]).t()  # [out, in] -> transformers' [in, out]
         return out
