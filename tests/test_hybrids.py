@@ -206,8 +206,9 @@ def test_stacked_expert_tables_fail_loudly():
 
     raw = json.loads(resources.files("hyperclone.grow.families").joinpath("granitemoehybrid.json").read_text())
     _parse_family(raw)
-    for axes, contract in ((["ffn", "experts", "hidden"], 2), (["experts", "ffn", "hidden"], 1),
-                           (["experts", "ffn", "hidden+hidden"], 2)):
+    # contract 1 on [experts, in, out] is GPT-OSS's layout (allowed); contracting experts or a fused axis is not
+    for axes, contract in ((["ffn", "experts", "hidden"], 2), (["experts", "ffn", "hidden"], 0),
+                           (["experts", "ffn+ffn", "hidden"], 1), (["experts", "ffn", "hidden+hidden"], 2)):
         broken = [dict(t, axes=axes, contract=contract) if t["name"].endswith("input_linear.weight") and
                   "block_sparse_moe" in t["name"] else t for t in raw["tensors"]]
         with pytest.raises(ValueError, match="contract must name an unfused axis"):
