@@ -15,6 +15,7 @@ tests/test_mxfp4.py; it is written here so that growth does not depend on a priv
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -30,9 +31,15 @@ BLOCKS, SCALES = "_blocks", "_scales"  # a projection's two stored tensors
 NAN_SCALE = 255  # E8M0 (OCP Microscaling): exponents 0..254 stand for 2^-127 .. 2^127, 255 for NaN
 
 
-def is_mxfp4(raw_config: dict[str, Any]) -> bool:
-    quant = raw_config.get("quantization_config")
-    return isinstance(quant, dict) and quant.get("quant_method") == "mxfp4"
+def is_mxfp4(quantization_config: Any) -> bool:
+    """Whether a config's quantization_config (a dict, or None) says MXFP4."""
+    return isinstance(quantization_config, dict) and quantization_config.get("quant_method") == "mxfp4"
+
+
+@functools.cache
+def _pair_values(dtype: torch.dtype) -> torch.Tensor:
+    """[256, 2]: the two E2M1 values of every byte, low nibble first."""
+    return torch.tensor([[FP4_VALUES[b & 0x0F], FP4_VALUES[b >> 4]] for b in range(256)], dtype=dtype)
 
 
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -41,8 +48,7 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     Each byte looks up its two values at once (low nibble first) and each group is multiplied by its power of two,
     in `dtype`: a product of two bf16 numbers that is itself one is exact (as transformers' ldexp), and the exponents
     beyond bf16's range give what ldexp gives there (inf, or a subnormal)."""
-    pairs = torch.tensor([[FP4_VALUES[b & 0x0F], FP4_VALUES[b >> 4]] for b in range(256)], dtype=dtype)
-    values = pairs[blocks.to(torch.int32)].flatten(-2)  # [*prefix, groups, 32]
+    values = _pair_values(dtype)[blocks.to(torch.int32)].flatten(-2)  # [*prefix, groups, 32]
     values.mul_(torch.exp2(scales.to(torch.float32) - 127).to(dtype).unsqueeze(-1))
     return values.flatten(-2)
 

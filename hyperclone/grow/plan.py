@@ -737,13 +737,12 @@ def plan_notes(spec: GrowthSpec, tied: bool, dims: Dims, grown: Dims) -> list[st
     return notes
 
 
-def _final_norm_scale(family: Family, dims: Dims, spec: GrowthSpec, tied: bool, a: float, maps: AxisMaps,
+def _final_norm_scale(family: Family, dims: Dims, tied_output: bool, a: float, maps: AxisMaps,
                       present: dict[str, TensorInfo], source_rules: dict[str, TensorRule]) -> float:
     """t = 1 / (a * gamma) for the final norm when tied embeddings stay tied and the embedding writes the
     residual stream (see make_plan), else 1; a one-line error when the final norm has no weight to absorb it."""
     embedding_rule = next(rule for rule in family.tensors if rule.role == "embedding")
     embeds_residual = embedding_rule.axes[1] == ("hidden",) or dims.embed == dims.hidden
-    tied_output = tied and spec.tie == "keep"
     final_scale = 1.0 / (a * maps.residual_gamma) if tied_output and embeds_residual else 1.0
     if tied_output and not math.isclose(final_scale, 1.0) and not (
             family.final_norm_parametric and any(source_rules[n].role == "final_norm" for n in present)):
@@ -814,7 +813,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
 
     a = embedding_multiplier_ratio(family, dims, grown)
     tied_output = tied and spec.tie == "keep"
-    final_scale = _final_norm_scale(family, dims, spec, tied, a, maps, present, source_rules)
+    final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
     recipes = _tensor_recipes(family, dims, layers, present, maps, a, final_scale, tied and spec.tie == "untie")
     recipes, storage_inexact = _choose_dtype(recipes, spec, notes)

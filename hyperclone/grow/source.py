@@ -122,7 +122,7 @@ def refuse_quantized(folder: Path, raw: dict[str, Any], weights: SourceWeights |
     """Growth needs real weights: a quantized checkpoint (any quantization_config, fp8 tensors) is refused, except
     GPT-OSS's MXFP4 experts, which read as the bf16 weights they stand for (hyperclone.grow.mxfp4)."""
     quant = raw.get("quantization_config")
-    readable = is_mxfp4(raw) and raw.get("model_type") == "gpt_oss"
+    readable = is_mxfp4(quant) and raw.get("model_type") == "gpt_oss"
     if (isinstance(quant, dict) or quant) and not readable:
         method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else str(quant)
         raise HyperCloneError(f"{folder} is quantized ({method}); grow the unquantized checkpoint it came from, or "
@@ -147,7 +147,7 @@ def open_source(folder: Path, allow_pickle: bool = False) -> Source:
     family = get_family(raw.get("model_type"))
     weights: SourceWeights | Mxfp4Weights = SourceWeights(folder, allow_pickle=allow_pickle)
     refuse_quantized(folder, raw, weights)
-    if is_mxfp4(raw):
+    if is_mxfp4(raw.get("quantization_config")):
         weights = Mxfp4Weights(weights)
     return Source(folder, raw, family, weights)
 

@@ -106,7 +106,7 @@ class LazyModel:
 
         self.weights: SourceWeights | Mxfp4Weights = SourceWeights(Path(folder), allow_pickle=False)
         self.config = AutoConfig.from_pretrained(folder)
-        if is_mxfp4({"quantization_config": getattr(self.config, "quantization_config", None)}):
+        if is_mxfp4(getattr(self.config, "quantization_config", None)):
             self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
         self.family = FAMILIES.get(self.config.model_type)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
