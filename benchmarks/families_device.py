@@ -1,6 +1,7 @@
 """Every family's growth evaluated on another device and transformers version: exactness there, or why not.
 
-For each family of tests/tiny_models.py (tiny random checkpoints, every parameter random), the checkpoint is grown
+For each family of tests/tiny_models.py (tiny random checkpoints, every parameter random), and each of its named
+layout variants (TINY_VARIANTS: falcon-7b, Falcon's old multi-query architecture), the checkpoint is grown
 x2 (noisy mode, MLP x3) and x3 (uneven mode), both models are loaded by the transformers installed there in float32
 on --device and compared (max relative logit error <= 1e-4 of the logits' magnitude, 32 greedy tokens with the KV
 cache: hyperclone.grow.verify.compare_models). A family that transformers version cannot build or load is recorded
@@ -30,13 +31,14 @@ CASES = ({"width": 2, "ffn": 3, "mode": "noisy", "noise_db": 0.0}, {"width": 3, 
 
 
 def one_family(family: str, root: Path, device: str) -> dict:
-    from tiny_models import make_tiny
+    from tiny_models import TINY_VARIANTS, make_tiny
 
     from hyperclone.grow.engine import grow
     from hyperclone.grow.verify import compare_models, load_causal_lm
 
     try:
-        src = make_tiny(family, root / family / "src")
+        model_type, overrides = TINY_VARIANTS.get(family, (family, {}))
+        src = make_tiny(model_type, root / family / "src", **overrides)
     except Exception as exc:  # this transformers cannot build the family (too old, or a changed config)
         return {"family": family, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
     cases = []
@@ -56,14 +58,15 @@ def one_family(family: str, root: Path, device: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--families", default=None, help="comma-separated; default: every tiny family")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated families or variants (falcon-7b); default: every one")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     import transformers
-    from tiny_models import TINY_CONFIGS
+    from tiny_models import TINY_CONFIGS, TINY_VARIANTS
 
-    families = args.families.split(",") if args.families else sorted(TINY_CONFIGS)
+    families = args.families.split(",") if args.families else sorted(TINY_CONFIGS) + sorted(TINY_VARIANTS)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         results = []

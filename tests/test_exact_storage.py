@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import FAMILIES, MOE_FAMILIES, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.grow.engine import grow
@@ -377,6 +377,17 @@ def test_out_of_core_verify_passes_exact_growths(tmp_path, family, options):
     assert result.ok, result
     assert len(result.block_rel_err) == json.loads((out / "config.json").read_text()).get(
         "num_hidden_layers", json.loads((out / "config.json").read_text()).get("n_layer"))
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+
+
+def test_out_of_core_verify_passes_falcon_7b(tmp_path):
+    """Falcon-7B's multi-query layout from bf16, with depth: block by block as in memory."""
+    src = make_tiny("falcon", tmp_path / "src", dtype=torch.bfloat16, **FALCON_7B)
+    out = grow(src, tmp_path / "out", width=2, layers=3)
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    result = verify_out_of_core(src, out)
+    assert result.ok and len(result.block_rel_err) == 3, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
 
 

@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FAMILIES, MOE_FAMILIES, UNTIED_ONLY, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, UNTIED_ONLY, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -252,6 +252,62 @@ def test_gpt_bigcode_keeps_its_one_kv_head(tmp_path):
         grow(src, tmp_path / "kv", width=2, kv_heads=2)
     with pytest.raises(HyperCloneError, match="without multi-query"):
         grow(make_tiny("gpt_bigcode", tmp_path / "mha", multi_query=False), tmp_path / "mha-out", width=2)
+
+
+@pytest.mark.parametrize("options,parallel,tied", [
+    (dict(width=2, mode="noisy", noise_db=0.0), True, True),
+    (dict(width=3, ffn=2, mode="uneven"), True, False),
+    (dict(hidden_size=72, heads=9, ffn_size=100, layers=3, mode="diagonal"), True, False),
+    (dict(width=2, layers=4), False, True),  # sequential blocks: a second LayerNorm after attention
+])
+def test_falcon_7b_multi_query_grows_exactly(tmp_path, options, parallel, tied):
+    """Falcon-7B (old decoder architecture with multi_query): query_key_value holds every query head, then the one
+    key head and the one value head ([heads + 2, head_dim] rows, the grouped layout with one group); growth copies
+    the query heads and keeps the one KV head, which every query head reads."""
+    src = make_tiny("falcon", tmp_path / "src", tied=tied, parallel_attn=parallel, **FALCON_7B)
+    out = grow(src, tmp_path / "out", seed=4, **options)
+    config = json.loads((out / "config.json").read_text())
+    heads = options.get("heads", 6 * options.get("width", 1))
+    assert config["multi_query"] is True and config["new_decoder_architecture"] is False
+    assert config["num_attention_heads"] == heads and config["num_kv_heads"] == 1
+    with safe_open(out / "model.safetensors", "pt") as grown:
+        qkv = grown.get_slice("transformer.h.0.self_attention.query_key_value.weight")
+        assert qkv.get_shape()[0] == (heads + 2) * 8
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    with pytest.raises(HyperCloneError, match="one KV head"):
+        grow(src, tmp_path / "kv", width=2, kv_heads=2)
+
+
+def test_falcon_multi_query_flag_counts_only_in_the_old_architecture(tmp_path):
+    """The new decoder architecture ignores multi_query (its config defaults to true): a source with one KV group
+    may grow it. The old architecture without multi-query (Falcon-RW's per-head interleaving) is refused, naming
+    both keys."""
+    src = make_tiny("falcon", tmp_path / "src", num_kv_heads=1, multi_query=True)
+    out = grow(src, tmp_path / "out", width=2, kv_heads=2)
+    assert json.loads((out / "config.json").read_text())["num_kv_heads"] == 2
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    rw = make_tiny("falcon", tmp_path / "rw", **{**FALCON_7B, "multi_query": False})
+    with pytest.raises(HyperCloneError, match="multi_query=false, new_decoder_architecture=false cannot be grown"):
+        grow(rw, tmp_path / "rw-out", width=2)
+    assert not (tmp_path / "rw-out").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(multi_query={"flag": "multi_query"}), "multi_query must be a config key or"),
+    (dict(multi_query={"flag": "multi_query", "when": {}}), "multi_query must be a config key or"),
+    (dict(refuse=[{"key": "alibi", "equals": True, "when": ["x"], "reason": "r"}]), "refuse must be a list"),
+    (dict(refuse=[{"tensor": "x", "when": {"a": 1}, "reason": "r"}]), "refuse must be a list"),
+])
+def test_malformed_conditions_fail_when_the_tables_load(change, message):
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family
+
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("falcon.json").read_text())
+    _parse_family(raw)
+    with pytest.raises(ValueError, match=message):
+        _parse_family({**raw, **change})
 
 
 def test_gqa_groups_that_cannot_hold_every_head_are_refused(tmp_path):

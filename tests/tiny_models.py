@@ -205,6 +205,12 @@ TINY_CONFIGS: dict[str, dict] = {
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),
 }
+# Falcon-7B's layout (make_tiny("falcon", ..., **FALCON_7B)): the old decoder architecture with multi-query attention
+# (one KV head), one LayerNorm per block, no biases
+FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_parallel_attn=None, num_kv_heads=None,
+                 bias=False)
+# Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
+TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "gpt_oss",
                 "granitemoe", "granitemoeshared", "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention

@@ -126,6 +126,7 @@ class Dims:
     dense_ffn: int | None = None  # a MoE family's dense MLP width (Qwen-MoE intermediate_size)
     shared_ffn: int | None = None  # the shared expert's width (Qwen2-MoE)
     layer_kinds: tuple[str, ...] | None = None  # each block's kind, for blocks of more than one kind
+    multi_query: bool = False  # one KV head that every query head reads, kept at one (GPT-BigCode, Falcon-7B)
     q_lora: int | None = None  # latent attention (DeepSeek MLA): the query's compressed width (None: no q LoRA)
     kv_lora: int | None = None  # ... the keys' and values' compressed width
     qk_rope: int | None = None  # ... the rope part of each query and key head (head_dim holds the no-rope part)
@@ -146,9 +147,10 @@ class Dims:
 def check_supported(family: Family, config: Any) -> None:
     """Refuse a configuration the family table does not describe exactly (the table's "refuse" list)."""
     for refusal in family.refuse:
-        if refusal.key is not None and refusal.applies_to_config(value := getattr(config, refusal.key, None)):
-            raise HyperCloneError(f"{family.model_type} with {refusal.key}={json.dumps(value)} cannot be grown: "
-                                  f"{refusal.reason}")
+        if refusal.applies_to_config(config):
+            given = ", ".join(f"{key}={json.dumps(getattr(config, key, None))}"
+                              for key in (refusal.key, *(key for key, _ in refusal.when)))
+            raise HyperCloneError(f"{family.model_type} with {given} cannot be grown: {refusal.reason}")
 
 
 def source_dims(family: Family, config: Any) -> Dims:
@@ -180,7 +182,8 @@ def source_dims(family: Family, config: Any) -> Dims:
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
-    kv_heads = 1 if family.multi_query and getattr(config, family.multi_query, False) else get("kv_heads") or heads
+    multi_query = family.is_multi_query(config)
+    kv_heads = 1 if multi_query else get("kv_heads") or heads
     head_dim = get("head_dim") or hidden // heads
     if heads % kv_heads:
         raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
@@ -188,7 +191,7 @@ def source_dims(family: Family, config: Any) -> Dims:
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
                 **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds,
-                **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
+                multi_query=multi_query, **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
 
 
 def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
@@ -266,7 +269,7 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
         heads = dims.heads * n
     else:
         heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
-    if family.multi_query and dims.kv_heads == 1:  # multi-query: the one KV head stays one
+    if dims.multi_query:  # the one KV head stays one
         if spec.kv_heads not in (None, 1):
             raise HyperCloneError(f"--kv-heads {spec.kv_heads}: {family.model_type} with {family.multi_query} has one "
                                   "KV head, which its config cannot make more; leave --kv-heads out")
@@ -301,6 +304,7 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
     grown = Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers,
                  vocab=dims.vocab, positions=dims.positions,
                  embed=hidden if dims.embed == dims.hidden else dims.embed, experts=dims.experts,
+                 multi_query=dims.multi_query,
                  **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS},
                  **{slot: getattr(dims, slot) for slot in LATENT_SLOTS},
                  conv_kernel=dims.conv_kernel,
@@ -352,7 +356,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
                             ("head_dim", dims.head_dim, grown.head_dim), ("layers", dims.layers, grown.layers)):
         if new < old:
             raise HyperCloneError(f"cannot shrink the {label} from {old} to {new}: growth only adds")
-    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads and not family.multi_query:
+    if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads and not dims.multi_query:
         raise HyperCloneError(f"{family.model_type} has no separate KV heads: --kv-heads must equal --heads")
     if grown.heads % grown.kv_heads:
         raise HyperCloneError(f"{grown.heads} attention heads do not divide into {grown.kv_heads} KV heads")

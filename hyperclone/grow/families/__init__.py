@@ -81,7 +81,9 @@ Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must
 ``{"key": config key, "equals": value, "reason": text}``; a source whose config has that value is refused
 with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi). With
 ``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers);
-with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused.
+with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused. A key's
+refusal may add ``"when": {other key: value, ...}``: it then applies only where those keys have those values too
+(Falcon refuses multi_query false only in the old decoder architecture).
 ``layer_kinds`` (hybrid and partly-dense models): how the config says which kind each block is; a tensor rule with
 ``"layers": [kinds]`` exists only in blocks of those kinds (hyperclone.grow.layer_kinds).
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
@@ -89,7 +91,9 @@ with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose
 without a multiplier); the grown config states the width itself, with the flag false.
 ``multi_query``: the config key of a multi-query flag (GPT-BigCode's multi_query): when it is true the model has one
 KV head, which every query head reads; growth copies query heads and keeps that one KV head (the config cannot say
-more), so the k and v sections of the fused projection keep their width and read the grown residual stream.
+more), so the k and v sections of the fused projection keep their width and read the grown residual stream. Written
+``{"flag": key, "when": {other key: value, ...}}``, the flag counts only where those keys have those values (Falcon's
+multi_query, which its config defaults to true, means one KV head only in the old decoder architecture).
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -126,7 +130,8 @@ TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "lay
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query"}
-REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"})
+REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
+                     {"key", "unless", "when"})
 
 
 @dataclass(frozen=True)
@@ -175,11 +180,20 @@ class Refusal:
     equals: Any = None
     unless: tuple[Any, ...] | None = None
     tensor: str | None = None  # a regex over tensor names
+    when: tuple[tuple[str, Any], ...] = ()  # other config keys that must have these values too
 
-    def applies_to_config(self, value: Any) -> bool:
+    def applies_to_config(self, config: Any) -> bool:
+        """Whether a transformers config object is refused (False for a tensor refusal)."""
         if self.key is None:
             return False
-        return value not in self.unless if self.unless is not None else value == self.equals
+        value = getattr(config, self.key, None)
+        matches = value not in self.unless if self.unless is not None else value == self.equals
+        return matches and config_has(config, self.when)
+
+
+def config_has(config: Any, values: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether every (key, value) pair holds in a transformers config object."""
+    return all(getattr(config, key, None) == value for key, value in values)
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,12 @@ class Family:
     kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
     ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
     multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
+    multi_query_when: tuple[tuple[str, Any], ...] = ()  # ... counted only where these config values hold (Falcon)
+
+    def is_multi_query(self, config: Any) -> bool:
+        """Whether a transformers config object describes multi-query attention (one KV head, kept at one)."""
+        return (self.multi_query is not None and bool(getattr(config, self.multi_query, False))
+                and config_has(config, self.multi_query_when))
 
     def is_ignored(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.ignore)
@@ -294,8 +314,21 @@ def _parse_family(raw: dict) -> Family:
         layer_kinds=layer_kinds,
         kept_lists=tuple(raw.get("kept_lists", ())),
         ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
-        multi_query=raw.get("multi_query"),
+        **_parse_multi_query(name, raw.get("multi_query")),
     )
+
+
+def _parse_multi_query(family: str, raw: Any) -> dict[str, Any]:
+    if raw is None or isinstance(raw, str):
+        return {"multi_query": raw}
+    if not (isinstance(raw, dict) and set(raw) == {"flag", "when"} and isinstance(raw["flag"], str)
+            and _valid_when(raw["when"])):
+        raise ValueError(f"family {family}: multi_query must be a config key or {{flag, when}}")
+    return {"multi_query": raw["flag"], "multi_query_when": tuple(raw["when"].items())}
+
+
+def _valid_when(raw: Any) -> bool:
+    return isinstance(raw, dict) and bool(raw) and all(isinstance(key, str) for key in raw)
 
 
 def _parse_ffn_auto_adjust(family: str, raw: Any) -> dict[str, str] | None:
@@ -312,17 +345,20 @@ def _valid_refusal(raw: Any) -> bool:
         return False
     if set(raw) - {"reason"} not in REFUSE_CONDITIONS or not isinstance(raw.get("unless", []), list):
         return False
+    if "when" in raw and not _valid_when(raw["when"]):
+        return False
     return all(isinstance(raw.get(k, ""), str) for k in ("key", "tensor"))
 
 
 def _parse_refusal(family: str, raw: Any) -> Refusal:
     if not _valid_refusal(raw):
-        raise ValueError(f"family {family}: refuse must be a list of {{key, equals | unless, reason}} or "
+        raise ValueError(f"family {family}: refuse must be a list of {{key, equals | unless, reason[, when]}} or "
                          "{tensor, reason} objects")
     if "tensor" in raw:
         re.compile(raw["tensor"])  # a bad pattern fails when the tables load, not when a checkpoint is read
     unless = tuple(raw["unless"]) if "unless" in raw else None
-    return Refusal(raw["reason"], raw.get("key"), raw.get("equals"), unless, raw.get("tensor"))
+    return Refusal(raw["reason"], raw.get("key"), raw.get("equals"), unless, raw.get("tensor"),
+                   tuple(raw.get("when", {}).items()))
 
 
 def _load_all() -> dict[str, Family]:
