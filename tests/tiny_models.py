@@ -248,6 +248,39 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 buffer.copy_(0.3 * torch.randn(buffer.shape, generator=gen))
 
 
+# Multimodal checkpoints (hyperclone.grow.wrapper): a tiny vision tower and projector around a tiny language model;
+# IMAGE_TOKENS image tokens per 32x32 image, IMAGE_TOKEN their id
+IMAGE_TOKEN, IMAGE_TOKENS = 90, 4
+TINY_MULTIMODAL: dict[str, dict] = {
+    "gemma3": dict(
+        text_config=dict(TINY_CONFIGS["gemma3_text"], vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
+                           image_size=32, patch_size=8),
+        mm_tokens_per_image=IMAGE_TOKENS, image_token_index=IMAGE_TOKEN, boi_token_index=91, eoi_token_index=92),
+    "mistral3": dict(
+        text_config=dict(TINY_CONFIGS["mistral"], model_type="mistral", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=40, num_attention_heads=2,
+                           num_hidden_layers=1, image_size=32, patch_size=8, head_dim=16),
+        image_token_index=IMAGE_TOKEN, spatial_merge_size=2, multimodal_projector_bias=True),
+}
+
+
+def make_tiny_multimodal(model_type: str, folder: Path, tied: bool | None = None, dtype=torch.float32,
+                         seed: int = 0) -> Path:
+    """Write a tiny random multimodal checkpoint (every parameter random) to `folder` and return the folder."""
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    kwargs = dict(TINY_MULTIMODAL[model_type])
+    if tied is not None:
+        kwargs["tie_word_embeddings"] = tied
+    model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **kwargs))
+    randomize_(model, seed)
+    model.to(dtype)
+    model.save_pretrained(folder)
+    return Path(folder)
+
+
 def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.float32, seed: int = 0,
               **overrides) -> Path:
     """Write a tiny random checkpoint of `family` to `folder` and return the folder."""

@@ -33,12 +33,13 @@ from hyperclone.grow.planning import (
     apply_experts,
     copy_layout,
     default_width,
-    grown_config,
+    grown_source_config,
     plan_growth,
     provenance,
 )
 from hyperclone.grow.source import HUB_ID, is_weight_file, resolve_gguf, source_folder
 from hyperclone.grow.tensor_rule import grow_tensor, perturbed
+from hyperclone.grow.wrapper import refuse_with_wrapper
 
 
 class OutputBuffers:
@@ -176,7 +177,9 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
-        config = grown_config(source.raw_config, plan)
+        if source.wrapper is not None:
+            refuse_with_wrapper(source.wrapper, experts=experts, moments_from=moments_from, perturb=perturb)
+        config = grown_source_config(source, plan)
         moe = None
         if experts is not None:
             config, moe_key, moe = apply_experts(plan, config, experts, top_k)

@@ -7,22 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.plan import GrowthSpec, make_plan
-from hyperclone.grow.planning import apply_experts, default_width, grown_config, plan_growth
+from hyperclone.grow.plan import GrowthSpec
+from hyperclone.grow.planning import apply_experts, default_width, grown_source_config, plan_growth, plan_source
 from hyperclone.grow.source import open_source, source_folder
+from hyperclone.grow.wrapper import refuse_with_wrapper
 
 
 def inspect_checkpoint(src: str | Path, max_width: int = 4, allow_pickle: bool = False) -> dict[str, Any]:
     with source_folder(src) as folder:
         source = open_source(folder, allow_pickle=allow_pickle)
-        base = source.planned(lambda c: make_plan(source.family, c, source.weights.infos,
-                                                  GrowthSpec(width=1, ffn=1)))
+        base = plan_source(source, GrowthSpec(width=1, ffn=1))
         dtypes = sorted({str(i.dtype).removeprefix("torch.") for i in source.weights.infos.values()})
         growths = []
         for width in range(2, max_width + 1):
             try:  # one row per width: a refusal is that row's answer, not the end of the listing
-                plan = source.planned(lambda c, w=width: make_plan(source.family, c, source.weights.infos,
-                                                                   GrowthSpec(width=w)))
+                plan = plan_source(source, GrowthSpec(width=width))
             except HyperCloneError as exc:
                 growths.append({"width": width, "ffn": width, "refused": str(exc)})
                 continue
@@ -33,16 +32,17 @@ def inspect_checkpoint(src: str | Path, max_width: int = 4, allow_pickle: bool =
                             "output_dtypes": plan.output_dtypes, "exact": plan.function_preserving,
                             "notes": [n for n in plan.notes if "float32" in n or "exact" in n]})
         summary = base.summary()
-        return {"source": str(src), "family": source.family.model_type, "dims": summary["source"],
-                "tied_embeddings": base.tied_source, "parameters": base.source_parameters, "dtypes": dtypes,
-                "growths": growths}
+        return {"source": str(src), "family": source.family.model_type, "wrapper": base.wrapper,
+                "dims": summary["source"], "tied_embeddings": base.tied_source, "parameters": base.source_parameters,
+                "dtypes": dtypes, "growths": growths}
 
 
 def format_inspection(info: dict[str, Any]) -> str:
     dims = info["dims"]
     lines = [
         f"source      {info['source']}",
-        f"family      {info['family']}",
+        f"family      {info['family']}" + (f" (the language model of a {info['wrapper']} checkpoint; its vision "
+                                             "tower is kept, its projector grown)" if info.get("wrapper") else ""),
         f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
         f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
         f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}"
@@ -107,8 +107,10 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
     with source_folder(src) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
     moe_key, moe = "upcycled", None
+    if source.wrapper is not None:
+        refuse_with_wrapper(source.wrapper, experts=experts)
     if experts is not None:
-        _, moe_key, moe = apply_experts(plan, grown_config(source.raw_config, plan), experts, top_k)
+        _, moe_key, moe = apply_experts(plan, grown_source_config(source, plan), experts, top_k)
     summary = plan.summary()
     summary["upcycled"] = summary["segmented"] = None
     summary[moe_key] = moe

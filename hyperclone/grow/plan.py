@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -480,6 +481,8 @@ class Plan:
     layers: list[tuple[int, bool]]
     notes: list[str] = field(default_factory=list)
     storage_inexact: list[str] = field(default_factory=list)  # why the written dtype cannot hold it exactly
+    wrapper: str | None = None  # a multimodal checkpoint's model_type (its language model grows: family)
+    stored_name: Callable[[str], str] = str  # a family table name as the checkpoint names it
 
     @property
     def outputs(self) -> list[OutputTensor]:
@@ -503,7 +506,8 @@ class Plan:
         return sorted({str(r.dtype).removeprefix("torch.") for r in self.recipes})
 
     def summary(self) -> dict[str, Any]:
-        return {"family": self.family.model_type, "spec": asdict(self.spec),
+        return {"family": self.family.model_type, **({"wrapper": self.wrapper} if self.wrapper else {}),
+                "spec": asdict(self.spec),
                 "source": asdict(self.source), "grown": asdict(self.grown),
                 "tied_source": self.tied_source, "tied_output": self.tied_output,
                 "function_preserving": self.function_preserving, "output_dtypes": self.output_dtypes,
@@ -790,8 +794,13 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
     return recipes
 
 
-def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec) -> Plan:
+def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec,
+              extra: Callable[[AxisMap], list[Recipe]] | None = None) -> Plan:
     """Check the source tensors against the family table and plan every output tensor.
+
+    `extra(hidden map)`: recipes of tensors outside the family table that growth writes too (a multimodal
+    checkpoint's vision tower and projector: hyperclone.grow.wrapper), given the residual stream's map; they are
+    written in the dtype the plan chooses with the others, and their sizes count as the source's.
 
     Tied embeddings, kept tied: one matrix E' serves as input and output. The input side needs
     E'[:, k] = a * s_k * E[:, i] (s_k: the residual map's scale, a: undoes a hidden-size-dependent
@@ -820,11 +829,13 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
     recipes = _tensor_recipes(family, dims, layers, present, maps, a, final_scale, tied and spec.tie == "untie")
-    recipes, storage_inexact = _choose_dtype(recipes, spec, notes)
+    extra_recipes = [] if extra is None else extra(maps.hidden)
+    recipes, storage_inexact = _choose_dtype(recipes + extra_recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
     if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):
         config_updates["dtype"] = "float32"
     source_parameters = sum(math.prod(info.shape) for info in present.values())
+    source_parameters += sum(math.prod(m.src_size for m in r.maps) for r in extra_recipes)
     return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
                 notes, storage_inexact)
 

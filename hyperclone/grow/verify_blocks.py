@@ -256,6 +256,9 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
     spec = spec_from_record(raw)
     with source_folder(src) as folder:
         plan, _ = plan_growth(folder, spec)
+        if plan.wrapper is not None:
+            raise HyperCloneError(f"out-of-core verify does not read multimodal checkpoints ({plan.wrapper}) yet: "
+                                  "verify in memory (leave out --out-of-core)")
         if plan.stacked:
             raise HyperCloneError("stacked layers are not function-preserving: nothing to verify block by block")
         image = _hidden_image(plan)

@@ -1,0 +1,146 @@
+"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3 or Mistral 3 checkpoint grows
+as its family does, the vision tower is copied byte for byte, and the projector writes the grown residual stream, so
+the grown model gives the source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from tiny_models import IMAGE_TOKEN, IMAGE_TOKENS, TINY_MULTIMODAL, make_tiny_multimodal
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
+
+REL_TOL = 1e-4
+MULTIMODAL = sorted(TINY_MULTIMODAL)
+
+
+def image_inputs(model_type: str, images: int = 2, seed: int = 0) -> dict:
+    """Text with `images` 32x32 images in it (each IMAGE_TOKENS image tokens), as the model's forward takes them."""
+    gen = torch.Generator().manual_seed(seed)
+    text = torch.randint(3, 80, (1, 6 + images * (IMAGE_TOKENS + 3)), generator=gen)
+    for i in range(images):
+        start = 3 + i * (IMAGE_TOKENS + 3)
+        text[0, start:start + IMAGE_TOKENS] = IMAGE_TOKEN
+    inputs = {"input_ids": text, "pixel_values": torch.randn(images, 3, 32, 32, generator=gen)}
+    if model_type == "mistral3":
+        inputs["image_sizes"] = torch.tensor([[32, 32]] * images)
+    return inputs
+
+
+@torch.no_grad()
+def image_rel_err(src, out, model_type: str) -> float:
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    inputs = image_inputs(model_type)
+    a, b = source(**inputs).logits.float(), grown(**inputs).logits.float()
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+@pytest.mark.parametrize("model_type", MULTIMODAL)
+@pytest.mark.parametrize("options,tied", [
+    (dict(width=2, mode="noisy", noise_db=0.0), True),
+    (dict(width=2, tie="untie"), True),
+    (dict(width=3, ffn=2, mode="uneven"), False),
+    (dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100, layers=3, mode="diagonal"), False),
+])
+def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
+    if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
+        options = dict(options, hidden_size=72, heads=6, kv_heads=3)
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
+    out = grow(src, tmp_path / "out", seed=5, **options)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(src, out, model_type) <= REL_TOL
+    before, after = (json.loads((f / "config.json").read_text()) for f in (src, out))
+    assert after["model_type"] == model_type and after["vision_config"] == before["vision_config"]
+    assert after["tie_word_embeddings"] is (tied and options.get("tie") != "untie")
+    assert after["text_config"]["hidden_size"] == options.get("hidden_size", 48 * options.get("width", 1))
+    with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
+        vision = [k for k in a.keys() if "vision_tower" in k]
+        assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
+        new = {k for k in b.keys() if ".layers.2." in k} | ({"language_model.lm_head.weight"} if tied else set())
+        assert set(b.keys()) - set(a.keys()) <= new  # named as the source names its tensors
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["wrapper"] == model_type and provenance["function_preserving"] is True
+
+
+@pytest.mark.parametrize("model_type", MULTIMODAL)
+def test_multimodal_from_bf16(tmp_path, model_type):
+    src = make_tiny_multimodal(model_type, tmp_path / "src", dtype=torch.bfloat16)
+    out = grow(src, tmp_path / "out", width=2)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(src, out, model_type) <= REL_TOL
+
+
+@pytest.mark.parametrize("model_type,writer", [("gemma3", "multi_modal_projector.mm_input_projection_weight"),
+                                               ("mistral3", "multi_modal_projector.linear_2.weight")])
+def test_the_image_check_sees_the_projector(tmp_path, model_type, writer):
+    """The control: the grown projector's residual-stream writer 1% off moves the image logits well past the
+    tolerance (the text path does not use it)."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny_multimodal(model_type, tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2)
+    tensors = load_file(out / "model.safetensors")
+    tensors[writer] = tensors[writer] * 1.01
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    assert image_rel_err(src, out, model_type) > 10 * REL_TOL
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+
+
+def test_in_memory_layout_is_kept(tmp_path):
+    """A checkpoint named as transformers 5 holds the model in memory (model.language_model., model.vision_tower.,
+    lm_head.) grows into the same naming, exactly."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny_multimodal("mistral3", tmp_path / "src", tied=False)
+    renames = (("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
+               ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."))
+    tensors = {}
+    for name, tensor in load_file(src / "model.safetensors").items():
+        old, new = next(pair for pair in renames if name.startswith(pair[0]))
+        tensors[new + name.removeprefix(old)] = tensor
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    out = grow(src, tmp_path / "out", width=2, layers=3)
+    with safe_open(out / "model.safetensors", "pt") as grown:
+        assert set(grown.keys()) == set(tensors) | {k.replace(".layers.1.", ".layers.2.") for k in tensors}
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(src, out, "mistral3") <= REL_TOL
+
+
+def test_multimodal_cli(tmp_path, capsys):
+    """inspect names the wrapper; verify checks in memory and refuses --out-of-core in one line."""
+    from hyperclone.cli import main
+
+    src = make_tiny_multimodal("gemma3", tmp_path / "src")
+    with pytest.raises(SystemExit) as done:
+        main(["inspect", str(src)])
+    assert done.value.code in (0, None)
+    assert "gemma3_text (the language model of a gemma3 checkpoint" in capsys.readouterr().out
+    grow(src, tmp_path / "out", width=2)
+    with pytest.raises(SystemExit) as done:
+        main(["verify", str(src), str(tmp_path / "out")])
+    assert done.value.code in (0, None)
+    with pytest.raises(SystemExit) as done:
+        main(["verify", str(src), str(tmp_path / "out"), "--out-of-core"])
+    assert done.value.code == 2
+    assert "does not read multimodal checkpoints" in capsys.readouterr().err
+
+
+def test_multimodal_refusals(tmp_path):
+    src = make_tiny_multimodal("gemma3", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="--experts is not supported for multimodal"):
+        grow(src, tmp_path / "e", width=2, experts=4)
+    with pytest.raises(HyperCloneError, match="--perturb is not supported for multimodal"):
+        grow(src, tmp_path / "p", width=2, perturb="mix:0.1")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(src / "model.safetensors")
+    tensors["audio_tower.weight"] = torch.zeros(2)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="audio_tower.weight is neither the language model's"):
+        grow(src, tmp_path / "x", width=2)
+    assert not any((tmp_path / n).exists() for n in ("e", "p", "x"))
