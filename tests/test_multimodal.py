@@ -1,6 +1,7 @@
-"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3 or Mistral 3 checkpoint grows
-as its family does, the vision tower is copied byte for byte, and the projector writes the grown residual stream, so
-the grown model gives the source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3 or Qwen3.5
+checkpoint grows as its family does, the vision tower is copied byte for byte, and the projector writes the grown
+residual stream, so the grown model gives the source's logits on text and on images with text (fp32,
+max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 
@@ -24,6 +25,9 @@ def image_inputs(model_type: str, images: int = 2, seed: int = 0) -> dict:
     for i in range(images):
         start = 3 + i * (IMAGE_TOKENS + 3)
         text[0, start:start + IMAGE_TOKENS] = IMAGE_TOKEN
+    if model_type == "qwen3_5":  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
+        return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
+                "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
     inputs = {"input_ids": text, "pixel_values": torch.randn(images, 3, 32, 32, generator=gen)}
     if model_type == "mistral3":
         inputs["image_sizes"] = torch.tensor([[32, 32]] * images)
@@ -50,17 +54,24 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
+    layers = TINY_MULTIMODAL[model_type]["text_config"]["num_hidden_layers"]  # the index of a new layer
     result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(src, out, model_type) <= REL_TOL
     before, after = (json.loads((f / "config.json").read_text()) for f in (src, out))
-    assert after["model_type"] == model_type and after["vision_config"] == before["vision_config"]
+    assert after["model_type"] == model_type
     assert after["tie_word_embeddings"] is (tied and options.get("tie") != "untie")
-    assert after["text_config"]["hidden_size"] == options.get("hidden_size", 48 * options.get("width", 1))
+    hidden = options.get("hidden_size", 48 * options.get("width", 1))
+    assert after["text_config"]["hidden_size"] == hidden
+    if model_type == "qwen3_5":  # the width its vision merger writes, stated in the vision config
+        assert after["vision_config"] == {**before["vision_config"], "out_hidden_size": hidden}
+    else:
+        assert after["vision_config"] == before["vision_config"]
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
-        vision = [k for k in a.keys() if "vision_tower" in k]
+        vision = [k for k in a.keys() if ("vision_tower" in k or "visual" in k) and "linear_fc2" not in k]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
-        new = {k for k in b.keys() if ".layers.2." in k} | ({"language_model.lm_head.weight"} if tied else set())
+        untied = "lm_head.weight" if model_type == "qwen3_5" else "language_model.lm_head.weight"
+        new = {k for k in b.keys() if f".layers.{layers}." in k} | ({untied} if tied else set())
         assert set(b.keys()) - set(a.keys()) <= new  # named as the source names its tensors
     provenance = json.loads((out / "hyperclone.json").read_text())
     assert provenance["wrapper"] == model_type and provenance["function_preserving"] is True
@@ -76,7 +87,8 @@ def test_multimodal_from_bf16(tmp_path, model_type):
 
 
 @pytest.mark.parametrize("model_type,writer", [("gemma3", "multi_modal_projector.mm_input_projection_weight"),
-                                               ("mistral3", "multi_modal_projector.linear_2.weight")])
+                                               ("mistral3", "multi_modal_projector.linear_2.weight"),
+                                               ("qwen3_5", "model.visual.merger.linear_fc2.weight")])
 def test_the_image_check_sees_the_projector(tmp_path, model_type, writer):
     """The control: the grown projector's residual-stream writer 1% off moves the image logits well past the
     tolerance (the text path does not use it)."""
@@ -144,3 +156,23 @@ def test_multimodal_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="audio_tower.weight is neither the language model's"):
         grow(src, tmp_path / "x", width=2)
     assert not any((tmp_path / n).exists() for n in ("e", "p", "x"))
+
+
+def test_qwen3_5_refusals(tmp_path):
+    """A vision merger that does not write the language model's width, and multi-token prediction layers (the text
+    family's own refusal, named through the wrapper), are refused in one line; nothing is written."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny_multimodal("qwen3_5", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "vision_config": {**config["vision_config"],
+                                                                             "out_hidden_size": 64}}))
+    with pytest.raises(HyperCloneError, match="vision_config.out_hidden_size is 64, not the language model's"):
+        grow(src, tmp_path / "a", width=2)
+    (src / "config.json").write_text(json.dumps(config))
+    tensors = load_file(src / "model.safetensors")
+    tensors["mtp.fc.weight"] = torch.zeros(48, 96)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match=r"multi-token prediction layers \(mtp"):
+        grow(src, tmp_path / "b", width=2)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

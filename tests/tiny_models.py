@@ -262,6 +262,11 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=40, num_attention_heads=2,
                            num_hidden_layers=1, image_size=32, patch_size=8, head_dim=16),
         image_token_index=IMAGE_TOKEN, spatial_merge_size=2, multimodal_projector_bias=True),
+    "qwen3_5": dict(
+        text_config=dict(TINY_CONFIGS["qwen3_5_text"], vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_heads=2, depth=1, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
 }
 
 

@@ -24,7 +24,7 @@ from hyperclone.grow.plan import (
     spec_with_target_config,
 )
 from hyperclone.grow.source import Source, open_source
-from hyperclone.grow.wrapper import nest_config, stored_recipes, text_raw_config, wrapper_recipes
+from hyperclone.grow.wrapper import check_links, nest_config, stored_recipes, text_raw_config, wrapper_recipes
 
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def grown_source_config(source: Source, plan: Plan) -> dict[str, Any]:
     if source.wrapper is None:
         return grown_config(source.raw_config, plan)
     text = grown_config(source.full_config[source.wrapper.text_config], plan)
-    return nest_config(source.wrapper, source.full_config, text, plan.config_updates)
+    return nest_config(source.wrapper, source.full_config, text, plan.config_updates, plan.grown.hidden)
 
 
 def plan_source(source: Source, spec: GrowthSpec) -> Plan:
@@ -53,6 +53,7 @@ def plan_source(source: Source, spec: GrowthSpec) -> Plan:
         return wrapper_recipes(wrapped, source.weights.infos, hidden)
 
     plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
+    check_links(source.wrapper, source.full_config, plan.source.hidden)
     plan.recipes = stored_recipes(wrapped, plan.recipes, set(wrapped.text))
     plan.wrapper, plan.stored_name = source.wrapper.model_type, wrapped.stored_name
     return plan

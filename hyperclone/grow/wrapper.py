@@ -1,7 +1,7 @@
-"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3): the language
-model grows as its family does, the vision tower is copied unchanged, and the projector that writes image features
-into the language model's residual stream grows with the residual stream's map, so that image tokens, like text
-tokens, enter the grown model as the copies of what entered the source.
+"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5):
+the language model grows as its family does, the vision tower is copied unchanged, and the projector that writes
+image features into the language model's residual stream grows with the residual stream's map, so that image tokens,
+like text tokens, enter the grown model as the copies of what entered the source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -12,7 +12,10 @@ and the grown one keeps it; ``kept``: regexes of tensors copied unchanged (the v
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map), ``inner`` (a projector's own width that its config ties to the hidden size:
 grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a matrix
-reads (as in the family tables). Every stored tensor must be one of the three, or the checkpoint is refused.
+reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
+pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
+``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (Qwen3.5's
+vision_config.out_hidden_size, the width its vision merger writes): they must equal it, and take the grown size.
 
 The grown config is the source's with the language model's growth written into its text config;
 tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -50,6 +53,7 @@ class Wrapper:
     layouts: tuple[tuple[tuple[str, str], ...], ...]  # per layout: (stored prefix, family prefix)
     kept: tuple[str, ...]
     projector: tuple[ProjectorRule, ...]
+    hidden_links: tuple[str, ...] = ()
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -88,8 +92,8 @@ def _family_name(layout: tuple[tuple[str, str], ...], stored: str) -> str | None
 
 def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
     """Sort every stored tensor name, refusing one the wrapper does not describe."""
-    kept = [n for n in names if wrapper.is_kept(n)]
-    projector = [(n, rule) for n in names if not wrapper.is_kept(n) and (rule := wrapper.projector_rule(n))]
+    projector = [(n, rule) for n in names if (rule := wrapper.projector_rule(n)) is not None]
+    kept = [n for n in names if wrapper.is_kept(n) and wrapper.projector_rule(n) is None]
     sorted_out = set(kept) | {n for n, _ in projector}
     rest = [n for n in names if n not in sorted_out]
     for layout in wrapper.layouts:
@@ -112,14 +116,31 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     return text
 
 
-def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any],
-                updates: dict[str, Any]) -> dict[str, Any]:
-    """The grown multimodal config: the source's, with the grown text config in its place and the growth's
-    updates of top-level keys (untied embeddings, float32) at the top too."""
+def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any], updates: dict[str, Any],
+                hidden: int) -> dict[str, Any]:
+    """The grown multimodal config: the source's, with the grown text config in its place, the growth's updates of
+    top-level keys (untied embeddings, float32) at the top too, and the grown hidden size in its links."""
     config = {**raw, wrapper.text_config: grown_text}
     config.update({key: updates[key] for key in TOP_LEVEL_KEYS if key in updates})
     config.pop("quantization_config", None)
+    for link in wrapper.hidden_links:
+        *parents, key = link.split(".")
+        node = config
+        for parent in parents:
+            node[parent] = node = dict(node[parent])
+        node[key] = hidden
     return config
+
+
+def check_links(wrapper: Wrapper, raw: dict[str, Any], hidden: int) -> None:
+    """Every hidden_links key states the language model's hidden size (else growth could not keep them equal)."""
+    for link in wrapper.hidden_links:
+        value: Any = raw
+        for key in link.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value != hidden:
+            raise HyperCloneError(f"config.json: {link} is {value!r}, not the language model's hidden size {hidden}; "
+                                  "this layout is not in hyperclone's table")
 
 
 def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap) -> tuple[AxisMap, ...]:
@@ -173,7 +194,8 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
     for pattern in raw["kept"]:
         re.compile(pattern)
     layouts = tuple(tuple(layout.items()) for layout in raw["layouts"])
-    return Wrapper(model_type, raw["text_config"], raw["text_family"], layouts, tuple(raw["kept"]), tuple(rules))
+    return Wrapper(model_type, raw["text_config"], raw["text_family"], layouts, tuple(raw["kept"]), tuple(rules),
+                   tuple(raw.get("hidden_links", ())))
 
 
 WRAPPERS: dict[str, Wrapper] = {
