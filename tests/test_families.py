@@ -287,6 +287,10 @@ def test_falcon_multi_query_flag_counts_only_in_the_old_architecture(tmp_path):
     out = grow(src, tmp_path / "out", width=2, kv_heads=2)
     assert json.loads((out / "config.json").read_text())["num_kv_heads"] == 2
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    null = make_tiny("falcon", tmp_path / "null", **{**FALCON_7B, "new_decoder_architecture": None})
+    out = grow(null, tmp_path / "null-out", width=2)  # a null flag reads as false, as the model code reads it
+    assert json.loads((out / "config.json").read_text())["num_kv_heads"] == 1
+    assert compare_models(load_causal_lm(null), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     rw = make_tiny("falcon", tmp_path / "rw", **{**FALCON_7B, "multi_query": False})
     with pytest.raises(HyperCloneError, match="multi_query=false, new_decoder_architecture=false cannot be grown"):
         grow(rw, tmp_path / "rw-out", width=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -205,6 +206,13 @@ def test_asymmetric_continuation_needs_a_grown_model_and_ddp(small, tmp_path):
         train(replace(run_config(small, tmp_path / "x"), model=final, copies_lr=1.3))
     with pytest.raises(HyperCloneError, match="--copies-lr is not supported with --strategy fsdp"):
         train(run_config(small, tmp_path / "y", copies_lr=1.3, strategy="fsdp"))
+    _, _, _, grown = small  # a copy layout written for another model class: refused, not silently ignored
+    other = tmp_path / "other"
+    shutil.copytree(grown, other)
+    layout = json.loads((other / "copies.json").read_text())
+    (other / "copies.json").write_text(json.dumps(layout).replace('"model.', '"other.').replace('"lm_head.', '"other.'))
+    with pytest.raises(HyperCloneError, match="copies.json names none of the model's parameters"):
+        train(replace(run_config(small, tmp_path / "z"), model=other, copies_lr=1.3))
 
 
 # ----------------------------------------------------------------------------- distillation anchor

@@ -123,6 +123,24 @@ def test_in_memory_layout_is_kept(tmp_path):
     assert image_rel_err(src, out, "mistral3") <= REL_TOL
 
 
+@pytest.mark.parametrize("model_type", MULTIMODAL)
+def test_tying_follows_the_multimodal_config(tmp_path, model_type):
+    """Release configs often leave the top-level tie_word_embeddings out (and transformers saves a text config that
+    says false even for a tied model): the model ties by the top level's default, and so does growth. Without
+    copies.json (names of the class that loads it), the model card says how to load it."""
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=model_type != "qwen3_5")
+    config = json.loads((src / "config.json").read_text())
+    del config["tie_word_embeddings"]
+    config["text_config"]["tie_word_embeddings"] = model_type == "qwen3_5"  # the text config says the opposite
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", width=2)
+    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is (model_type != "qwen3_5")
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert not (out / "copies.json").exists()
+    card = (out / "README.md").read_text()
+    assert f"# {model_type} (language model: " in card and "AutoModelForImageTextToText" in card
+
+
 def test_multimodal_cli(tmp_path, capsys):
     """inspect names the wrapper; verify checks in memory and refuses --out-of-core in one line."""
     from hyperclone.cli import main

@@ -98,12 +98,15 @@ def check_free_space(out: Path, nbytes: int) -> None:
                               f"{free / 1e9:.2f} GB free")
 
 
+SIZED_FILES = ("config.json", PROVENANCE_FILE, CARD_FILE, COPIES_FILE, "params.json")  # state the source's sizes
+
+
 def copy_side_files(src: Path, dst: Path) -> None:
-    """Tokenizer, generation config, chat template and other small files; not weights, config.json or the
-    source's model card (the grown folder gets its own)."""
+    """Tokenizer, generation config, chat template and other small files; not weights, and not the files that state
+    the source's sizes: config.json, the source's model card (the grown folder gets its own), Mistral's native
+    params.json."""
     for path in sorted(src.iterdir()):
-        if path.is_file() and not is_weight_file(path) and path.name not in ("config.json", PROVENANCE_FILE,
-                                                                               CARD_FILE, COPIES_FILE):
+        if path.is_file() and not is_weight_file(path) and path.name not in SIZED_FILES:
             shutil.copy2(path, dst / path.name)
 
 
@@ -198,6 +201,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             if moe is not None:
                 record[moe_key] = moe
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            write_copies(tmp, copy_layout(plan))
+            if plan.wrapper is None:  # a multimodal model's parameters are named by the class that loads it
+                write_copies(tmp, copy_layout(plan))
             (tmp / CARD_FILE).write_text(model_card(record, command))
     return out

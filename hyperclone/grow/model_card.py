@@ -25,23 +25,27 @@ def model_card(record: dict[str, Any], command: str | None) -> str:
              if record["function_preserving"] else
              "no: " + ("; ".join(record["inexact_reasons"]) if record["inexact_reasons"]
                        else "layers stacked (G_stack), which is not function-preserving"))
+    wrapper = record.get("wrapper")  # a multimodal checkpoint: its language model grew (hyperclone.grow.wrapper)
+    what = f"{wrapper} (language model: {record['family']})" if wrapper else record["family"]
+    loader = ("`AutoModelForImageTextToText.from_pretrained`; its vision tower is the source's, unchanged"
+              if wrapper else "`AutoModelForCausalLM.from_pretrained`")
     rows = "\n".join(f"| {key} | {src[key]} | {new[key]} |" for key in ("hidden", "ffn", "heads", "kv_heads",
                                                                         "head_dim", "layers", "vocab"))
     lines = [
         "---",
         f"base_model: {_yaml_string(base)}",
         "library_name: transformers",
+        *(["pipeline_tag: image-text-to-text"] if wrapper else []),
         "tags:",
         "- hyperclone",
         "- model-growth",
         "---",
         "",
-        f"# {record['family']} grown from {base}",
+        f"# {what} grown from {base}",
         "",
         f"This checkpoint was grown from `{base}` with [hyperclone](https://pypi.org/project/hyperclone/) "
         f"{record['hyperclone_version']} (HyperCloning, Samragh et al., arXiv 2409.12903): a wider and/or deeper "
-        "model initialised from the smaller one. It is a plain transformers checkpoint "
-        "(`AutoModelForCausalLM.from_pretrained`).",
+        f"model initialised from the smaller one. It is a plain transformers checkpoint ({loader}).",
         "",
         "| dimension | source | grown |",
         "|---|---:|---:|",

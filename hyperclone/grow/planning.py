@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def plan_source(source: Source, spec: GrowthSpec) -> Plan:
 
     plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
     check_links(source.wrapper, source.full_config, plan.source.hidden)
-    plan.recipes = stored_recipes(wrapped, plan.recipes, set(wrapped.text))
+    kept = set(wrapped.kept)  # copied as stored, in their own dtype even where the plan writes float32
+    plan.recipes = [replace(r, dtype=source.weights.infos[r.src_name].dtype) if r.src_name in kept else r
+                    for r in stored_recipes(wrapped, plan.recipes, set(wrapped.text))]
+    plan.notes = [wrapped.stored_names_in(note) for note in plan.notes]
+    plan.storage_inexact = [wrapped.stored_names_in(reason) for reason in plan.storage_inexact]
     plan.wrapper, plan.stored_name = source.wrapper.model_type, wrapped.stored_name
     return plan
 

@@ -194,8 +194,9 @@ def resolve_hub(src: str, revision: str | None = None) -> Path | None:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    native = ["consolidated*.safetensors", "params.json"]  # Mistral's own format beside the transformers shards
     try:
-        return Path(snapshot_download(src, revision=revision, allow_patterns=patterns))
+        return Path(snapshot_download(src, revision=revision, allow_patterns=patterns, ignore_patterns=native))
     except LocalEntryNotFoundError:
         raise HyperCloneError(f"{src}: not in the Hugging Face cache and the Hub cannot be reached "
                               "(offline?); download it first or give a local folder") from None

@@ -14,8 +14,10 @@ residual stream: grown with its map), ``inner`` (a projector's own width that it
 grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a matrix
 reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
 pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
-``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (Qwen3.5's
-vision_config.out_hidden_size, the width its vision merger writes): they must equal it, and take the grown size.
+``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by (never the
+text config's own value). ``hidden_links``: dotted config keys that state the language model's hidden size
+elsewhere (Qwen3.5's vision_config.out_hidden_size, the width its vision merger writes): they must equal it, and
+take the grown size.
 
 The grown config is the source's with the language model's growth written into its text config;
 tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -50,6 +52,7 @@ class Wrapper:
     model_type: str
     text_config: str
     text_family: str
+    tied_default: bool
     layouts: tuple[tuple[tuple[str, str], ...], ...]  # per layout: (stored prefix, family prefix)
     kept: tuple[str, ...]
     projector: tuple[ProjectorRule, ...]
@@ -82,6 +85,17 @@ class WrappedTensors:
                 return stored_prefix + name.removeprefix(family_prefix)
         raise HyperCloneError(f"{name}: no prefix of the checkpoint's layout names it")
 
+    def stored_names_in(self, text: str) -> str:
+        """A plan note that names a language-model tensor ("e.g. model.layers.0...") with the checkpoint's name."""
+        others = set(self.kept) | {name for name, _ in self.projector}
+
+        def rename(match: re.Match) -> str:
+            name = match.group(0)
+            ours = name not in others and any(name.startswith(prefix) for _, prefix in self.layout)
+            return self.stored_name(name) if ours else name
+
+        return re.sub(r"(?<=e\.g\. )\S+", rename, text)
+
 
 def _family_name(layout: tuple[tuple[str, str], ...], stored: str) -> str | None:
     for stored_prefix, family_prefix in layout:
@@ -106,14 +120,14 @@ def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
 
 
 def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
-    """The language model's config.json as a text model's: its family, and the top-level tie_word_embeddings."""
+    """The language model's config.json as a text model's: its family, and the top-level tie_word_embeddings (the
+    wrapper's default where the top level does not state it)."""
     text = raw.get(wrapper.text_config)
     if not isinstance(text, dict):
         raise HyperCloneError(f"config.json: a {wrapper.model_type} config needs a {wrapper.text_config} object")
-    text = {**text, "model_type": text.get("model_type") or wrapper.text_family}
-    if "tie_word_embeddings" in raw:
-        text["tie_word_embeddings"] = raw["tie_word_embeddings"]
-    return text
+    tied = raw.get("tie_word_embeddings")
+    return {**text, "model_type": text.get("model_type") or wrapper.text_family,
+            "tie_word_embeddings": wrapper.tied_default if tied is None else bool(tied)}
 
 
 def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any], updates: dict[str, Any],
@@ -194,8 +208,8 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
     for pattern in raw["kept"]:
         re.compile(pattern)
     layouts = tuple(tuple(layout.items()) for layout in raw["layouts"])
-    return Wrapper(model_type, raw["text_config"], raw["text_family"], layouts, tuple(raw["kept"]), tuple(rules),
-                   tuple(raw.get("hidden_links", ())))
+    return Wrapper(model_type, raw["text_config"], raw["text_family"], bool(raw["tied_default"]), layouts,
+                   tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())))
 
 
 WRAPPERS: dict[str, Wrapper] = {

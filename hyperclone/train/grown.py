@@ -31,6 +31,9 @@ def start_optimizer(cfg, model: torch.nn.Module, model_dir: Path, optimizer: tor
             raise HyperCloneError(f"--copies-lr and --moments-reset copies need a grown model: {model_dir} "
                                   "has no copies.json with its copy maps (grow it with this hyperclone)")
         factors = asymmetric.copy_factors(model, layout)
+        if not factors:
+            raise HyperCloneError(f"--copies-lr and --moments-reset copies: {model_dir}/copies.json names none of the "
+                                  "model's parameters (a copy layout written for another model class)")
     if fresh and cfg.moments_from is not None:
         reset = "none" if cfg.moments_reset == "copies" else cfg.moments_reset
         apply_moments(model, optimizer, load_moments(Path(cfg.moments_from)), reset)

@@ -186,14 +186,18 @@ class Refusal:
         """Whether a transformers config object is refused (False for a tensor refusal)."""
         if self.key is None:
             return False
-        value = getattr(config, self.key, None)
-        matches = value not in self.unless if self.unless is not None else value == self.equals
+        if self.unless is not None:
+            matches = getattr(config, self.key, None) not in self.unless
+        else:
+            matches = config_has(config, ((self.key, self.equals),))
         return matches and config_has(config, self.when)
 
 
 def config_has(config: Any, values: tuple[tuple[str, Any], ...]) -> bool:
-    """Whether every (key, value) pair holds in a transformers config object."""
-    return all(getattr(config, key, None) == value for key, value in values)
+    """Whether every (key, value) pair holds in a transformers config object; a boolean value is compared by
+    truthiness, as the model code reads the flag (a null new_decoder_architecture is the old architecture)."""
+    return all(bool(getattr(config, key, None)) is value if isinstance(value, bool) else
+               getattr(config, key, None) == value for key, value in values)
 
 
 @dataclass(frozen=True)
