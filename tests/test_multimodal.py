@@ -150,6 +150,10 @@ def test_multimodal_cli(tmp_path, capsys):
         main(["inspect", str(src)])
     assert done.value.code in (0, None)
     assert "gemma3_text (the language model of a gemma3 checkpoint" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["inspect", str(src), "--width", "2"])  # the plan: the config's changes where they sit in it
+    assert done.value.code in (0, None)
+    assert '"text_config.hidden_size": 96' in capsys.readouterr().out
     grow(src, tmp_path / "out", width=2)
     with pytest.raises(SystemExit) as done:
         main(["verify", str(src), str(tmp_path / "out")])

@@ -141,9 +141,25 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
     if any("conv_inner" in axis for rule in plan.family.tensors for axis in rule.axes):
         maps_note.append("short convolutions: their channels (as wide as the hidden size) are plain copies, so the "
                          "gates B·x and C·conv(·) stay exact per channel; out_proj divides by each channel's copies")
+    if source.wrapper is not None:
+        maps_note.append(f"multimodal ({source.wrapper.model_type}): the vision tower is copied as stored; the "
+                         "projector's output that writes the residual stream takes its map, so image tokens enter "
+                         "as copies too")
     summary["constructions"] = maps_note
-    summary["config_updates"] = plan.config_updates
+    summary["config_updates"] = _config_changes(source, plan)
     return summary
+
+
+def _config_changes(source: Any, plan: Any) -> dict[str, Any]:
+    """The keys the grown config.json changes, a multimodal one's with their place in it (text_config.hidden_size)."""
+    if source.wrapper is None:
+        return plan.config_updates
+    before, after = source.full_config, grown_source_config(source, plan)
+    return {f"{outer}.{key}" if outer else key: value
+            for outer, old, new in [("", before, after)] + [(k, before.get(k), v) for k, v in after.items()
+                                                           if isinstance(v, dict)]
+            for key, value in new.items()
+            if not isinstance(value, dict) and (not isinstance(old, dict) or old.get(key) != value)}
 
 
 def _ssm_note(source: Any, grown: Any) -> str:
@@ -166,7 +182,9 @@ def _linear_note(source: Any, grown: Any) -> str:
 
 def format_plan(info: dict[str, Any]) -> str:
     src, new = info["source"], info["grown"]
-    lines = [f"family      {info['family']}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
+    family = f"{info['family']} (the language model of a {info['wrapper']} checkpoint)" if info.get("wrapper") else (
+        info["family"])
+    lines = [f"family      {family}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
     for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads", "lin_k_heads",
                 "lin_v_heads"):
         if src.get(key) is not None:
