@@ -158,10 +158,29 @@ def test_multimodal_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["verify", str(src), str(tmp_path / "out")])
     assert done.value.code in (0, None)
-    with pytest.raises(SystemExit) as done:
-        main(["verify", str(src), str(tmp_path / "out"), "--out-of-core"])
-    assert done.value.code == 2
-    assert "does not read multimodal checkpoints" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("model_type", MULTIMODAL)
+def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
+    """Block by block: the language model as its text model class runs it (from bf16, with a new layer), and the
+    vision tower's tensors compared with the source's; a changed vision tensor fails it."""
+    from safetensors.torch import load_file, save_file
+
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny_multimodal(model_type, tmp_path / "src", dtype=torch.bfloat16)
+    layers = TINY_MULTIMODAL[model_type]["text_config"]["num_hidden_layers"]
+    out = grow(src, tmp_path / "out", width=2, layers=layers + 1)
+    result = verify_out_of_core(src, out)
+    assert result.ok and result.kept_equal and len(result.block_rel_err) == layers + 1, result
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+    tensors = load_file(out / "model.safetensors")
+    vision = next(k for k in tensors if "vision_tower" in k or "visual" in k)
+    tensors[vision] = tensors[vision] + 1
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    result = verify_out_of_core(src, out)
+    assert result.kept_equal is False and not result.ok
 
 
 def test_multimodal_refusals(tmp_path):

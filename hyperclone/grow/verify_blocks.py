@@ -40,6 +40,7 @@ class BlockVerifyResult:
     tolerance: float
     ok: bool
     peak_note: str = field(default="one decoder block in memory at a time")
+    kept_equal: bool | None = None  # a multimodal checkpoint: its vision tower's tensors equal the source's
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,9 +104,15 @@ class LazyModel:
         from hyperclone.grow.checkpoint_io import SourceWeights
         from hyperclone.grow.families import FAMILIES
         from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
+        from hyperclone.grow.source import open_source, read_raw_config
+        from hyperclone.grow.wrapper import WRAPPERS, TextWeights
 
-        self.weights: SourceWeights | Mxfp4Weights = SourceWeights(Path(folder), allow_pickle=False)
-        self.config = AutoConfig.from_pretrained(folder)
+        self.weights: SourceWeights | Mxfp4Weights | TextWeights = SourceWeights(Path(folder), allow_pickle=False)
+        wrapped = open_source(Path(folder)) if read_raw_config(Path(folder)).get("model_type") in WRAPPERS else None
+        if wrapped is not None:  # a multimodal checkpoint: its language model, as its text model class holds it
+            self.weights, self.config = TextWeights(wrapped), wrapped.config
+        else:
+            self.config = AutoConfig.from_pretrained(folder)
         if is_mxfp4(getattr(self.config, "quantization_config", None)):
             self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
         self.family = FAMILIES.get(self.config.model_type)
@@ -256,11 +263,9 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
     spec = spec_from_record(raw)
     with source_folder(src) as folder:
         plan, _ = plan_growth(folder, spec)
-        if plan.wrapper is not None:
-            raise HyperCloneError(f"out-of-core verify does not read multimodal checkpoints ({plan.wrapper}) yet: "
-                                  "verify in memory (leave out --out-of-core)")
         if plan.stacked:
             raise HyperCloneError("stacked layers are not function-preserving: nothing to verify block by block")
+        kept = _kept_equal(folder, grown) if plan.wrapper is not None else None
         image = _hidden_image(plan)
         states: list[torch.Tensor] = []
 
@@ -300,4 +305,13 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
     agree = float((logits_src.argmax(-1) == logits_big.argmax(-1)).float().mean())
     worst = max(range(len(errors)), key=errors.__getitem__) if errors else -1
     ok = rel <= tolerance and all(e <= tolerance for e in errors) and len(errors) == len(walk)
-    return BlockVerifyResult(errors, worst, rel, diff, agree, length, tolerance, bool(ok))
+    return BlockVerifyResult(errors, worst, rel, diff, agree, length, tolerance, bool(ok and kept is not False),
+                             kept_equal=kept)
+
+
+def _kept_equal(src: Path, grown: Path) -> bool:
+    """Whether every tensor a multimodal checkpoint keeps (its vision tower) is the source's, one at a time."""
+    from hyperclone.grow.source import open_source
+
+    source, out = open_source(src), open_source(grown)
+    return all(torch.equal(source.weights.read(name), out.weights.read(name)) for name in source.wrapped.kept)

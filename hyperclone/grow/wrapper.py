@@ -119,6 +119,20 @@ def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
                           "tower's nor the projector's; this checkpoint layout is not in hyperclone's table")
 
 
+class TextWeights:
+    """A multimodal source's language-model tensors under the family's names (for out-of-core verify, which runs
+    the language model as its text model class names it)."""
+
+    def __init__(self, source: Any):
+        self.folder = source.folder
+        self.infos = source.family_infos
+        self._stored = source.wrapped.text
+        self._weights = source.weights
+
+    def read(self, name: str) -> Any:
+        return self._weights.read(self._stored[name])
+
+
 def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     """The language model's config.json as a text model's: its family, and the top-level tie_word_embeddings (the
     wrapper's default where the top level does not state it)."""
