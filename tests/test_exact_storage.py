@@ -20,6 +20,12 @@ from hyperclone.grow.exact_split import kept_noise_power, split_columns, split_t
 from hyperclone.grow.verify import compare_models, load_causal_lm, verify, verify_length
 
 REL_TOL = 1e-4
+# Gated DeltaNet families: transformers' gated delta rule (torch_chunk_gated_delta_rule) computes in float32 whatever
+# the model's dtype, so a float64 evaluation of a bf16 source grown x3 still differs from it by 1.8e-5 (qwen3_next)
+# and 3.4e-5 (qwen3_5_moe_text), and in float32 such pairs reach 1.4e-4 (qwen3_next, seed 0) and 1.8e-4
+# (qwen3_5_moe_text, seed 3), every argmax and greedy token the same: a looser bound there, the rest unchanged
+LINEAR_ATTENTION_TOL = 3e-4
+LINEAR_ATTENTION = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 MODES = ("symmetric", "noisy", "diagonal", "uneven")
 
 
@@ -31,10 +37,10 @@ def stored_dtypes(folder):
     return dtypes
 
 
-def assert_exact(src, out):
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+def assert_exact(src, out, tolerance: float = REL_TOL):
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=tolerance)
     assert result.ok, result
-    assert result.rel_err <= REL_TOL and result.decisive_agreement == 1.0 and result.generate_match, result
+    assert result.rel_err <= tolerance and result.decisive_agreement == 1.0 and result.generate_match, result
     return result
 
 
@@ -163,7 +169,7 @@ def test_bf16_growth_is_exact_in_float32(tmp_path, family, mode, width):
     ...), the default --dtype auto writes float32 and says why in hyperclone.json."""
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16, seed=width)
     out = grow(src, tmp_path / "out", width=width, mode=mode, seed=7)
-    assert_exact(src, out)
+    assert_exact(src, out, LINEAR_ATTENTION_TOL if family in LINEAR_ATTENTION else REL_TOL)
     provenance = json.loads((out / "hyperclone.json").read_text())
     assert provenance["function_preserving"] is True and provenance["exact_in_storage_dtype"] is True
     if provenance["output_dtypes"] == ["bfloat16"]:

@@ -20,7 +20,7 @@ from hyperclone.grow.engine import grow
 from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4
-FAMILIES = ("qwen3_5_text", "qwen3_next")
+FAMILIES = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 MIXER = "model.layers.0.linear_attn."
 
 

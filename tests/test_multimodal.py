@@ -25,7 +25,7 @@ def image_inputs(model_type: str, images: int = 2, seed: int = 0) -> dict:
     for i in range(images):
         start = 3 + i * (IMAGE_TOKENS + 3)
         text[0, start:start + IMAGE_TOKENS] = IMAGE_TOKEN
-    if model_type == "qwen3_5":  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
+    if model_type.startswith("qwen3_5"):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
     inputs = {"input_ids": text, "pixel_values": torch.randn(images, 3, 32, 32, generator=gen)}
@@ -63,14 +63,14 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     assert after["tie_word_embeddings"] is (tied and options.get("tie") != "untie")
     hidden = options.get("hidden_size", 48 * options.get("width", 1))
     assert after["text_config"]["hidden_size"] == hidden
-    if model_type == "qwen3_5":  # the width its vision merger writes, stated in the vision config
+    if model_type.startswith("qwen3_5"):  # the width its vision merger writes, stated in the vision config
         assert after["vision_config"] == {**before["vision_config"], "out_hidden_size": hidden}
     else:
         assert after["vision_config"] == before["vision_config"]
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
         vision = [k for k in a.keys() if ("vision_tower" in k or "visual" in k) and "linear_fc2" not in k]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
-        untied = "lm_head.weight" if model_type == "qwen3_5" else "language_model.lm_head.weight"
+        untied = "lm_head.weight" if model_type.startswith("qwen3_5") else "language_model.lm_head.weight"
         new = {k for k in b.keys() if f".layers.{layers}." in k} | ({untied} if tied else set())
         assert set(b.keys()) - set(a.keys()) <= new  # named as the source names its tensors
     provenance = json.loads((out / "hyperclone.json").read_text())
@@ -88,7 +88,8 @@ def test_multimodal_from_bf16(tmp_path, model_type):
 
 @pytest.mark.parametrize("model_type,writer", [("gemma3", "multi_modal_projector.mm_input_projection_weight"),
                                                ("mistral3", "multi_modal_projector.linear_2.weight"),
-                                               ("qwen3_5", "model.visual.merger.linear_fc2.weight")])
+                                               ("qwen3_5", "model.visual.merger.linear_fc2.weight"),
+                                               ("qwen3_5_moe", "model.visual.merger.linear_fc2.weight")])
 def test_the_image_check_sees_the_projector(tmp_path, model_type, writer):
     """The control: the grown projector's residual-stream writer 1% off moves the image logits well past the
     tolerance (the text path does not use it)."""
@@ -128,13 +129,14 @@ def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     """Release configs often leave the top-level tie_word_embeddings out (and transformers saves a text config that
     says false even for a tied model): the model ties by the top level's default, and so does growth. Without
     copies.json (names of the class that loads it), the model card says how to load it."""
-    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=model_type != "qwen3_5")
+    tied_default = not model_type.startswith("qwen3_5")
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied_default)
     config = json.loads((src / "config.json").read_text())
     del config["tie_word_embeddings"]
-    config["text_config"]["tie_word_embeddings"] = model_type == "qwen3_5"  # the text config says the opposite
+    config["text_config"]["tie_word_embeddings"] = not tied_default  # the text config says the opposite
     (src / "config.json").write_text(json.dumps(config))
     out = grow(src, tmp_path / "out", width=2)
-    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is (model_type != "qwen3_5")
+    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is tied_default
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     assert not (out / "copies.json").exists()
     card = (out / "README.md").read_text()

@@ -38,10 +38,12 @@ OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), 
 # its top k; Nemotron-H's DeepSeek-V3 router (every group chosen), with and without its latent MoE and renormalisation
 HYBRID_SPLITS = {"granitemoehybrid": ({}, 2), "nemotron_h": (dict(topk_group=2), 2),
                  "nemotron_h-latent": (dict(n_group=1, moe_latent_size=16, norm_topk_prob=False), 1),
-                 "qwen3_next": ({}, 2), "qwen3_next-unnormalised": (dict(norm_topk_prob=False), 2)}
+                 "qwen3_next": ({}, 2), "qwen3_next-unnormalised": (dict(norm_topk_prob=False), 2),
+                 "qwen3_5_moe_text": ({}, 2)}
 HYBRID_WIDTH_KEYS = {"granitemoehybrid": ("intermediate_size", "shared_intermediate_size"),
                      "nemotron_h": ("moe_intermediate_size", "moe_shared_expert_intermediate_size"),
-                     "qwen3_next": ("moe_intermediate_size", "shared_expert_intermediate_size")}
+                     "qwen3_next": ("moe_intermediate_size", "shared_expert_intermediate_size"),
+                     "qwen3_5_moe_text": ("moe_intermediate_size", "shared_expert_intermediate_size")}
 
 
 def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -166,7 +168,8 @@ def test_refusals(tmp_path, options, message):
 
 def test_every_moe_source_can_be_split():
     assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
-    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, "granitemoehybrid", "nemotron_h", "qwen3_next"])
+    hybrids = ["granitemoehybrid", "nemotron_h", "qwen3_next", "qwen3_5_moe_text"]
+    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, *hybrids])
 
 
 def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):

@@ -192,6 +192,14 @@ TINY_CONFIGS: dict[str, dict] = {
                          num_hidden_layers=3, layer_types=["linear_attention", "full_attention", "linear_attention"],
                          linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
                          linear_value_head_dim=12, linear_conv_kernel_dim=3),
+    # Qwen3.5-MoE: Qwen3.5's mixers with Qwen3-Next's experts (a shared expert behind a sigmoid gate, softmax top-k
+    # always renormalised) in every layer
+    "qwen3_5_moe_text": dict(hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                             num_hidden_layers=3,
+                             layer_types=["linear_attention", "full_attention", "linear_attention"],
+                             linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                             linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=4, num_experts_per_tok=2,
+                             moe_intermediate_size=40, shared_expert_intermediate_size=20),
     # Qwen3-Next: Qwen3.5's mixers with the DeltaNet projections fused per key head (in_proj_qkvz, in_proj_ba), and
     # experts with a shared expert behind a sigmoid gate in every layer
     "qwen3_next": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
@@ -264,6 +272,11 @@ TINY_MULTIMODAL: dict[str, dict] = {
         image_token_index=IMAGE_TOKEN, spatial_merge_size=2, multimodal_projector_bias=True),
     "qwen3_5": dict(
         text_config=dict(TINY_CONFIGS["qwen3_5_text"], vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_heads=2, depth=1, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    "qwen3_5_moe": dict(
+        text_config=dict(TINY_CONFIGS["qwen3_5_moe_text"], vocab_size=VOCAB, max_position_embeddings=64),
         vision_config=dict(hidden_size=32, intermediate_size=40, num_heads=2, depth=1, patch_size=8,
                            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16),
         image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),

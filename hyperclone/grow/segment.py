@@ -98,6 +98,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "qwen2_moe": ("softmax", "norm_topk_prob"),  # the shared expert and its gate sit outside the routing
     "qwen3_moe": ("softmax", "norm_topk_prob"),  # Qwen3MoeTopKRouter
     "qwen3_next": ("softmax", "norm_topk_prob"),  # Qwen3NextTopKRouter; the shared expert as in Qwen2-MoE
+    "qwen3_5_moe_text": ("softmax", True),  # Qwen3_5MoeTopKRouter: always renormalised; the shared expert as above
     "hunyuan_v1_moe": ("softmax", True),  # HunYuanMoEV1Gate: softmax, topk, divided by the sum
     "deepseek_v2": ("softmax", False),  # DeepseekV2TopkRouter: greedy or group-limited (best expert per group)
     "deepseek_v3": ("sigmoid", "norm_topk_prob"),  # DeepseekV3TopkRouter: correction bias, top-2-sum groups
