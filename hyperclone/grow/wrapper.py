@@ -114,7 +114,11 @@ def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
         text = {_family_name(layout, stored): stored for stored in rest}
         if None not in text and len(text) == len(rest):
             return WrappedTensors(layout, text, tuple(kept), tuple(projector))
-    unnamed = next(n for n in rest if _family_name(wrapper.layouts[0], n) is None)
+    # name a tensor that the layout naming most of them leaves out
+    closest = max(wrapper.layouts, key=lambda layout: sum(_family_name(layout, n) is not None for n in rest))
+    unnamed = next((n for n in rest if _family_name(closest, n) is None), None)
+    if unnamed is None:  # every one named, but two the same: a checkpoint holding both layouts
+        raise HyperCloneError(f"{wrapper.model_type}: the checkpoint names its language model in two layouts at once")
     raise HyperCloneError(f"{wrapper.model_type}: tensor {unnamed} is neither the language model's, the vision "
                           "tower's nor the projector's; this checkpoint layout is not in hyperclone's table")
 
