@@ -272,8 +272,9 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
         heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
     if dims.multi_query:  # the one KV head stays one
         if spec.kv_heads not in (None, 1):
-            raise HyperCloneError(f"--kv-heads {spec.kv_heads}: {family.model_type} with {family.multi_query} has one "
-                                  "KV head, which its config cannot make more; leave --kv-heads out")
+            raise HyperCloneError(f"a target with {spec.kv_heads} KV heads (--kv-heads, or --to's "
+                                  f"{family.config_keys.get('kv_heads', 'KV heads')}): {family.model_type} with "
+                                  f"{family.multi_query} has one KV head, which its config cannot make more")
         kv_heads = 1
     elif spec.kv_heads is not None:
         kv_heads = spec.kv_heads
