@@ -117,7 +117,8 @@ def test_the_make_it_last_sweep_reuses_the_ladders_runs():
     largest = max(a["tokens"] for a in ladder_arms.values())
     assert {a.name: a.tokens for a in search.arms if a.tokens != largest} == {
         "grown-0.8m-lr0.002": 800_000, "uneven-0.8m": 800_000, "grown-1.6m-cosine": 1_600_000,
-        "random-1.6m-cosine": 1_600_000, "random-25.6m-lr0.001": 25_600_000, "random-25.6m-lr0.002": 25_600_000}
+        "random-1.6m-cosine": 1_600_000, "random-25.6m-lr0.001": 25_600_000, "random-25.6m-lr0.002": 25_600_000,
+        "random-40m-lr0.001": 40_000_000}
     assert {a.small_tokens for a in search.arms} == {None, 3_200_000, 12_800_000, 51_200_000}
 
 
