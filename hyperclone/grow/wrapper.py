@@ -17,7 +17,8 @@ pattern covers it too. Every stored tensor must be one of the three, or the chec
 ``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by (never the
 text config's own value). ``hidden_links``: dotted config keys that state the language model's hidden size
 elsewhere (Qwen3.5's vision_config.out_hidden_size, the width its vision merger writes): they must equal it, and
-take the grown size.
+take the grown size. ``like``: another model type whose fields an entry takes (Qwen3.5-MoE's are Qwen3.5's but for
+its text family).
 
 The grown config is the source's with the language model's growth written into its text config;
 tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -230,7 +231,11 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
                    tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())))
 
 
-WRAPPERS: dict[str, Wrapper] = {
-    model_type: _parse(model_type, raw)
-    for model_type, raw in json.loads(resources.files("hyperclone.grow").joinpath("wrappers.json").read_text()).items()
-}
+def _load_all() -> dict[str, Wrapper]:
+    """Every wrapper; an entry with "like": another model type takes that one's fields, its own replacing them."""
+    raws = json.loads(resources.files("hyperclone.grow").joinpath("wrappers.json").read_text())
+    merged = {t: {**raws[raw["like"]], **raw} if "like" in raw else raw for t, raw in raws.items()}
+    return {model_type: _parse(model_type, raw) for model_type, raw in merged.items()}
+
+
+WRAPPERS: dict[str, Wrapper] = _load_all()
