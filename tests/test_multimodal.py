@@ -1,7 +1,7 @@
-"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3 or Qwen3.5
-checkpoint grows as its family does, the vision tower is copied byte for byte, and the projector writes the grown
-residual stream, so the grown model gives the source's logits on text and on images with text (fp32,
-max|dlogit| <= 1e-4 max|logit|)."""
+"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
+Qwen2.5-VL, Qwen3-VL or LLaVA checkpoint grows as its family does, the vision tower is copied byte for byte, and the
+projector writes the grown residual stream, so the grown model gives the source's logits on text and on images with
+text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 
@@ -13,6 +13,7 @@ from tiny_models import IMAGE_TOKEN, IMAGE_TOKENS, TINY_MULTIMODAL, make_tiny_mu
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.wrapper import WRAPPERS, sort_tensors
 
 REL_TOL = 1e-4
 MULTIMODAL = sorted(TINY_MULTIMODAL)
@@ -25,7 +26,7 @@ def image_inputs(model_type: str, images: int = 2, seed: int = 0) -> dict:
     for i in range(images):
         start = 3 + i * (IMAGE_TOKENS + 3)
         text[0, start:start + IMAGE_TOKENS] = IMAGE_TOKEN
-    if model_type.startswith("qwen3_5"):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
+    if model_type.startswith("qwen"):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
     inputs = {"input_ids": text, "pixel_values": torch.randn(images, 3, 32, 32, generator=gen)}
@@ -63,14 +64,13 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     assert after["tie_word_embeddings"] is (tied and options.get("tie") != "untie")
     hidden = options.get("hidden_size", 48 * options.get("width", 1))
     assert after["text_config"]["hidden_size"] == hidden
-    if model_type.startswith("qwen3_5"):  # the width its vision merger writes, stated in the vision config
-        assert after["vision_config"] == {**before["vision_config"], "out_hidden_size": hidden}
-    else:
-        assert after["vision_config"] == before["vision_config"]
+    wrapper = WRAPPERS[model_type]  # the width a vision merger writes, stated in the vision config: grown
+    links = {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_links}
+    assert after["vision_config"] == {**before["vision_config"], **links}
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
-        vision = [k for k in a.keys() if ("vision_tower" in k or "visual" in k) and "linear_fc2" not in k]
+        vision = [k for k in a.keys() if ("vision_tower" in k or "visual" in k) and wrapper.projector_rule(k) is None]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
-        untied = "lm_head.weight" if model_type.startswith("qwen3_5") else "language_model.lm_head.weight"
+        untied = sort_tensors(wrapper, list(a.keys())).stored_name("lm_head.weight")
         new = {k for k in b.keys() if f".layers.{layers}." in k} | ({untied} if tied else set())
         assert set(b.keys()) - set(a.keys()) <= new  # named as the source names its tensors
     provenance = json.loads((out / "hyperclone.json").read_text())
@@ -89,7 +89,12 @@ def test_multimodal_from_bf16(tmp_path, model_type):
 @pytest.mark.parametrize("model_type,writer", [("gemma3", "multi_modal_projector.mm_input_projection_weight"),
                                                ("mistral3", "multi_modal_projector.linear_2.weight"),
                                                ("qwen3_5", "model.visual.merger.linear_fc2.weight"),
-                                               ("qwen3_5_moe", "model.visual.merger.linear_fc2.weight")])
+                                               ("qwen3_5_moe", "model.visual.merger.linear_fc2.weight"),
+                                               ("qwen2_vl", "visual.merger.mlp.2.weight"),
+                                               ("qwen2_5_vl", "visual.merger.mlp.2.weight"),
+                                               ("qwen3_vl", "model.visual.merger.linear_fc2.weight"),
+                                               ("qwen3_vl", "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
+                                               ("llava", "multi_modal_projector.linear_2.weight")])
 def test_the_image_check_sees_the_projector(tmp_path, model_type, writer):
     """The control: the grown projector's residual-stream writer 1% off moves the image logits well past the
     tolerance (the text path does not use it)."""
@@ -104,14 +109,19 @@ def test_the_image_check_sees_the_projector(tmp_path, model_type, writer):
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
 
 
-def test_in_memory_layout_is_kept(tmp_path):
-    """A checkpoint named as transformers 5 holds the model in memory (model.language_model., model.vision_tower.,
-    lm_head.) grows into the same naming, exactly."""
+LLAVA_RENAMES = (("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
+                 ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."))
+QWEN_VL_RENAMES = (("model.", "model.language_model."), ("lm_head.", "lm_head."), ("visual.", "model.visual."))
+
+
+@pytest.mark.parametrize("model_type,renames", [("mistral3", LLAVA_RENAMES), ("qwen2_5_vl", QWEN_VL_RENAMES)])
+def test_in_memory_layout_is_kept(tmp_path, model_type, renames):
+    """A checkpoint named as transformers 5 holds the model in memory (model.language_model., model.vision_tower. or
+    model.visual., lm_head.) grows into the same naming, exactly (make_tiny_multimodal writes the releases' names:
+    Mistral 3's language_model.model., Qwen2.5-VL's model. beside visual.)."""
     from safetensors.torch import load_file, save_file
 
-    src = make_tiny_multimodal("mistral3", tmp_path / "src", tied=False)
-    renames = (("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
-               ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."))
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=False)
     tensors = {}
     for name, tensor in load_file(src / "model.safetensors").items():
         old, new = next(pair for pair in renames if name.startswith(pair[0]))
@@ -121,22 +131,24 @@ def test_in_memory_layout_is_kept(tmp_path):
     with safe_open(out / "model.safetensors", "pt") as grown:
         assert set(grown.keys()) == set(tensors) | {k.replace(".layers.1.", ".layers.2.") for k in tensors}
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
-    assert image_rel_err(src, out, "mistral3") <= REL_TOL
+    assert image_rel_err(src, out, model_type) <= REL_TOL
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)
 def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     """Release configs often leave the top-level tie_word_embeddings out (and transformers saves a text config that
-    says false even for a tied model): the model ties by the top level's default, and so does growth. Without
-    copies.json (names of the class that loads it), the model card says how to load it."""
-    tied_default = not model_type.startswith("qwen3_5")
-    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied_default)
+    says false even for a tied model): the model ties by the top level's default, and so does growth; where the
+    class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, LLaVA: text_ties), a tied text config under an untied
+    default ties it. Without copies.json (names of the class that loads it), the model card says how to load it."""
+    tied_default = WRAPPERS[model_type].tied_default
+    tied = tied_default or WRAPPERS[model_type].text_ties  # what the text config's opposite value leaves
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     config = json.loads((src / "config.json").read_text())
     del config["tie_word_embeddings"]
     config["text_config"]["tie_word_embeddings"] = not tied_default  # the text config says the opposite
     (src / "config.json").write_text(json.dumps(config))
     out = grow(src, tmp_path / "out", width=2)
-    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is tied_default
+    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is tied
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     assert not (out / "copies.json").exists()
     card = (out / "README.md").read_text()
@@ -219,3 +231,42 @@ def test_qwen3_5_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match=r"multi-token prediction layers \(mtp"):
         grow(src, tmp_path / "b", width=2)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl"])
+def test_flat_release_config(tmp_path, model_type):
+    """Qwen2-VL's and Qwen2.5-VL's releases state the language model's keys at the config's top level (no
+    text_config; M-RoPE as rope_scaling {"type": "mrope"} beside rope_theta): read there, grown there (the config kept
+    flat), exactly, tied as the top level says."""
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=True)
+    config = json.loads((src / "config.json").read_text())
+    text = config.pop("text_config")
+    rope = text.pop("rope_parameters")
+    del text["model_type"]
+    flat = {**config, **text, "rope_theta": rope["rope_theta"],
+            "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]}}
+    (src / "config.json").write_text(json.dumps(flat))
+    out = grow(src, tmp_path / "out", width=2, layers=3)
+    grown = json.loads((out / "config.json").read_text())
+    assert "text_config" not in grown and grown["rope_scaling"] == flat["rope_scaling"]
+    assert (grown["hidden_size"], grown["num_attention_heads"], grown["num_hidden_layers"]) == (96, 12, 3)
+    assert grown["tie_word_embeddings"] is True and json.loads((out / "hyperclone.json").read_text())["tied_source"]
+    link = WRAPPERS[model_type].hidden_links[0].removeprefix("vision_config.")
+    assert grown["vision_config"] == {**flat["vision_config"], link: 96}
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(src, out, model_type) <= REL_TOL
+
+
+def test_deepstack_layers_stay_first(tmp_path):
+    """Qwen3-VL adds its DeepStack mergers' features after the language model's first layers (one per entry of
+    vision_config.deepstack_visual_indexes), by layer index: new layers placed by default go after the last of them
+    (the growth tests check them exact), and --insert-after before it is refused in one line; nothing is written."""
+    from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.planning import plan_growth
+
+    src = make_tiny_multimodal("qwen3_vl", tmp_path / "src")
+    plan, _ = plan_growth(src, GrowthSpec(width=1, layers=4))
+    assert plan.layers == [(0, False), (1, False), (1, True), (1, True)] and plan.spec.insert_after == (1, 1)
+    with pytest.raises(HyperCloneError, match=r"after each of its first 2 layers \(vision_config\.deepstack_visual"):
+        grow(src, tmp_path / "a", width=2, layers=3, insert_after=(0,))
+    assert not (tmp_path / "a").exists()

@@ -259,6 +259,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 # Multimodal checkpoints (hyperclone.grow.wrapper): a tiny vision tower and projector around a tiny language model;
 # IMAGE_TOKENS image tokens per 32x32 image, IMAGE_TOKEN their id
 IMAGE_TOKEN, IMAGE_TOKENS = 90, 4
+QWEN_VL_TEXT = dict(vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
 TINY_MULTIMODAL: dict[str, dict] = {
     "gemma3": dict(
         text_config=dict(TINY_CONFIGS["gemma3_text"], vocab_size=VOCAB, max_position_embeddings=64),
@@ -280,6 +281,37 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(hidden_size=32, intermediate_size=40, num_heads=2, depth=1, patch_size=8,
                            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16),
         image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # Qwen2-VL: its vision config's hidden_size is the width its merger writes (the text model's); the vision
+    # tower's own is embed_dim. M-RoPE sections over head_dim / 2
+    "qwen2_vl": dict(
+        text_config=dict(TINY_CONFIGS["qwen2"], **QWEN_VL_TEXT,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], rope_theta=10000.0)),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=48, mlp_ratio=2, num_heads=2, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # Qwen2.5-VL: a windowed vision block (one merged patch per window) and a full one
+    "qwen2_5_vl": dict(
+        text_config=dict(TINY_CONFIGS["qwen2"], **QWEN_VL_TEXT,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], rope_theta=10000.0)),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48,
+                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, window_size=16,
+                           fullatt_block_indexes=[1]),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # Qwen3-VL: two DeepStack mergers, whose features are added after the language model's layers 0 and 1
+    "qwen3_vl": dict(
+        text_config=dict(TINY_CONFIGS["qwen3"], **QWEN_VL_TEXT, attention_bias=True,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], mrope_interleaved=True,
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48,
+                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0, 1]),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # LLaVA 1.5: a CLIP vision tower (2x2 patches of 16 pixels, the class token dropped), a two-layer projector
+    "llava": dict(
+        text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=40, num_attention_heads=2,
+                           num_hidden_layers=2, image_size=32, patch_size=16),
+        image_token_index=IMAGE_TOKEN, image_seq_length=IMAGE_TOKENS),
 }
 
 

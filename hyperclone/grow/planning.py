@@ -25,7 +25,15 @@ from hyperclone.grow.plan import (
     spec_with_target_config,
 )
 from hyperclone.grow.source import Source, open_source
-from hyperclone.grow.wrapper import check_links, nest_config, stored_recipes, text_raw_config, wrapper_recipes
+from hyperclone.grow.wrapper import (
+    check_links,
+    leading_insert_after,
+    nest_config,
+    stored_recipes,
+    text_raw_config,
+    text_section,
+    wrapper_recipes,
+)
 
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -39,7 +47,7 @@ def grown_source_config(source: Source, plan: Plan) -> dict[str, Any]:
     """The grown config.json: a multimodal source's with its language model's growth in its text config."""
     if source.wrapper is None:
         return grown_config(source.raw_config, plan)
-    text = grown_config(source.full_config[source.wrapper.text_config], plan)
+    text = grown_config(text_section(source.wrapper, source.full_config), plan)
     return nest_config(source.wrapper, source.full_config, text, plan.config_updates, plan.grown.hidden)
 
 
@@ -54,6 +62,10 @@ def plan_source(source: Source, spec: GrowthSpec) -> Plan:
         return wrapper_recipes(wrapped, source.weights.infos, hidden)
 
     plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
+    after = leading_insert_after(source.wrapper, source.full_config, plan.layers, spec.insert_after is not None)
+    if after is not None and spec.depth_mode == "identity":  # new layers after those the vision tower writes after
+        spec = replace(spec, insert_after=after)
+        plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
     check_links(source.wrapper, source.full_config, plan.source.hidden)
     kept = set(wrapped.kept)  # copied as stored, in their own dtype even where the plan writes float32
     plan.recipes = [replace(r, dtype=source.weights.infos[r.src_name].dtype) if r.src_name in kept else r

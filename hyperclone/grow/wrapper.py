@@ -1,31 +1,47 @@
-"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5):
-the language model grows as its family does, the vision tower is copied unchanged, and the projector that writes
-image features into the language model's residual stream grows with the residual stream's map, so that image tokens,
-like text tokens, enter the grown model as the copies of what entered the source.
+"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA): the language model grows as its family does, the vision tower is copied
+unchanged, and the projector that writes image features into the language model's residual stream grows with the
+residual stream's map, so that image tokens, like text tokens, enter the grown model as the copies of what entered
+the source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
-not name one; ``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to
-the family table's (the releases' `language_model.model.` and `language_model.lm_head.`, transformers 5's in-memory
+not name one, or names ``text_model_type``, the multimodal model's own text config class (Qwen2.5-VL's
+qwen2_5_vl_text), which is not a family: such a config is read by that class (which fills its defaults and turns its
+M-RoPE statement into plain rope parameters), then as the family's, less the rope keys its class does not validate
+(M-RoPE's sections: on text every section's position is the same, so the family's plain rope is the same);
+``text_at_top``: a config without a text_config object states the language model's keys at its top level (the
+Qwen2-VL and Qwen2.5-VL releases' flat config.json), and the grown config keeps them there.
+``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to the family
+table's (the releases' `language_model.model.` and `language_model.lm_head.`, transformers 5's in-memory
 `model.language_model.` and `lm_head.`): a checkpoint uses the first under which all its other tensors are named,
-and the grown one keeps it; ``kept``: regexes of tensors copied unchanged (the vision tower, the projector's norms);
+and the grown one keeps it (so a layout whose prefix extends another's comes first: Qwen2.5-VL's in-memory
+`model.language_model.` before its releases' `model.`, beside which the vision tower is `visual.`).
+``kept``: regexes of tensors copied unchanged (the vision tower, the projector's norms);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map), ``inner`` (a projector's own width that its config ties to the hidden size:
 grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a matrix
 reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
 pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
-``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by (never the
-text config's own value). ``hidden_links``: dotted config keys that state the language model's hidden size
-elsewhere (Qwen3.5's vision_config.out_hidden_size, the width its vision merger writes): they must equal it, and
-take the grown size. ``like``: another model type whose fields an entry takes (Qwen3.5-MoE's are Qwen3.5's but for
-its text family).
+``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by;
+``text_ties``: the class also ties when the text config's tie_word_embeddings says true (transformers forwards it
+to the top level for older saves: Qwen2-VL, Qwen2.5-VL, LLaVA); otherwise the text config's own value is never read.
+``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision
+merger writes: Qwen3.5's and Qwen3-VL's vision_config.out_hidden_size, Qwen2-VL's vision_config.hidden_size): they
+must equal it, and take the grown size. ``leading_layers``: a dotted config key holding a list as long as the
+number of the language model's first layers after which the vision tower adds features to the residual stream
+(Qwen3-VL's DeepStack: vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the
+model adds them by layer index, so depth growth keeps those layers first: new layers placed by default go after the
+last of them, and --insert-after positions before it are refused. ``like``: another model type whose fields an
+entry takes (Qwen3.5-MoE's are Qwen3.5's but for its text family). An unknown key is an error.
 
-The grown config is the source's with the language model's growth written into its text config;
-tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
+The grown config is the source's with the language model's growth written into its text config (or, flat, its top
+level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, replace
@@ -35,10 +51,13 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.axis_map import AxisMap, tile_map
 from hyperclone.grow.checkpoint_io import TensorInfo
+from hyperclone.grow.families import FAMILIES
 from hyperclone.grow.plan import Recipe
 
 PROJECTOR_AXES = ("hidden", "inner", "kept")
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
+ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
+              "kept", "projector", "hidden_links", "leading_layers", "like"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,10 @@ class Wrapper:
     kept: tuple[str, ...]
     projector: tuple[ProjectorRule, ...]
     hidden_links: tuple[str, ...] = ()
+    text_model_type: str | None = None
+    text_at_top: bool = False
+    text_ties: bool = False
+    leading_layers: str | None = None
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -138,22 +161,64 @@ class TextWeights:
         return self._weights.read(self._stored[name])
 
 
-def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
-    """The language model's config.json as a text model's: its family, and the top-level tie_word_embeddings (the
-    wrapper's default where the top level does not state it)."""
+def _is_flat(wrapper: Wrapper, raw: dict[str, Any]) -> bool:
+    return wrapper.text_at_top and wrapper.text_config not in raw
+
+
+def text_section(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
+    """The language model's config as the multimodal config.json states it: its text config object, or (text_at_top,
+    with none) the top level's keys but the other configs (`*_config`) and the model type."""
+    if _is_flat(wrapper, raw):
+        return {k: v for k, v in raw.items() if not k.endswith("_config") and k != "model_type"}
     text = raw.get(wrapper.text_config)
     if not isinstance(text, dict):
         raise HyperCloneError(f"config.json: a {wrapper.model_type} config needs a {wrapper.text_config} object")
+    return text
+
+
+def _through_own_class(model_type: str, text: dict[str, Any]) -> dict[str, Any]:
+    """A text config as its own (non-family) class states it in full, less the rope keys that class does not
+    validate (M-RoPE's sections)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in text.items() if k != "model_type"})
+    except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
+        message = f"transformers cannot read a {model_type} text config ({exc})"
+        raise HyperCloneError(message.splitlines()[0]) from None
+    values = config.to_dict()
+    rope = values.get("rope_parameters")
+    if isinstance(rope, dict):
+        ignored = set(getattr(config, "ignore_keys_at_rope_validation", None) or ())
+        ignored |= {"type"} if "rope_type" in rope else set()  # the legacy name of rope_type ("mrope")
+        values["rope_parameters"] = {k: v for k, v in rope.items() if k not in ignored}
+    return values
+
+
+def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
+    """The language model's config.json as a text model's: its family, and the tie_word_embeddings the multimodal
+    model ties by (the top level's, the wrapper's default where it says nothing, or, where text_ties, a text config
+    that ties)."""
+    text = copy.deepcopy(text_section(wrapper, raw))  # config classes change what they are given (rope dicts)
+    stated = text.get("model_type")
     tied = raw.get("tie_word_embeddings")
-    return {**text, "model_type": text.get("model_type") or wrapper.text_family,
-            "tie_word_embeddings": wrapper.tied_default if tied is None else bool(tied)}
+    tied = wrapper.tied_default if tied is None else bool(tied)
+    if wrapper.text_model_type is not None and stated in (None, wrapper.text_model_type):
+        stated = None
+    family = stated or wrapper.text_family
+    if wrapper.text_ties and not tied:  # the text config's value, or its class's default (its family's)
+        tied = bool(text.get("tie_word_embeddings", getattr(FAMILIES.get(family), "tied_default", False)))
+    if stated is None and wrapper.text_model_type is not None:
+        text = _through_own_class(wrapper.text_model_type, text)
+    return {**text, "model_type": family, "tie_word_embeddings": tied}
 
 
 def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any], updates: dict[str, Any],
                 hidden: int) -> dict[str, Any]:
-    """The grown multimodal config: the source's, with the grown text config in its place, the growth's updates of
-    top-level keys (untied embeddings, float32) at the top too, and the grown hidden size in its links."""
-    config = {**raw, wrapper.text_config: grown_text}
+    """The grown multimodal config: the source's, with the grown text config in its place (flat: its keys at the
+    top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, and the grown hidden
+    size in its links."""
+    config = {**raw, **grown_text} if _is_flat(wrapper, raw) else {**raw, wrapper.text_config: grown_text}
     config.update({key: updates[key] for key in TOP_LEVEL_KEYS if key in updates})
     config.pop("quantization_config", None)
     for link in wrapper.hidden_links:
@@ -165,15 +230,53 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
     return config
 
 
+def _dotted(raw: dict[str, Any], link: str) -> Any:
+    value: Any = raw
+    for key in link.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def check_links(wrapper: Wrapper, raw: dict[str, Any], hidden: int) -> None:
     """Every hidden_links key states the language model's hidden size (else growth could not keep them equal)."""
     for link in wrapper.hidden_links:
-        value: Any = raw
-        for key in link.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
+        value = _dotted(raw, link)
         if value != hidden:
             raise HyperCloneError(f"config.json: {link} is {value!r}, not the language model's hidden size {hidden}; "
                                   "this layout is not in hyperclone's table")
+
+
+def leading_layers(wrapper: Wrapper, raw: dict[str, Any]) -> int:
+    """How many of the language model's first layers the vision tower writes after (0 where the wrapper says none)."""
+    if wrapper.leading_layers is None:
+        return 0
+    value = _dotted(raw, wrapper.leading_layers)
+    if not isinstance(value, list):
+        raise HyperCloneError(f"config.json: {wrapper.leading_layers} is {value!r}, not a list; this layout is not in "
+                              "hyperclone's table")
+    return len(value)
+
+
+def leading_insert_after(wrapper: Wrapper, raw: dict[str, Any], layers: list[tuple[int, bool]],
+                         explicit: bool) -> tuple[int, ...] | None:
+    """For a plan's layers (source layer, identity?) that put a new layer among the first leading_layers: the new
+    layers' --insert-after positions moved after the last of them (the default placement), or a refusal (given
+    positions). None when they keep them first."""
+    count = leading_layers(wrapper, raw)
+    if layers[:count] == [(i, False) for i in range(count)]:
+        return None
+    if explicit:
+        raise HyperCloneError(f"{wrapper.model_type}: the vision tower adds features to the language model's residual "
+                              f"stream after each of its first {count} layers ({wrapper.leading_layers}), by layer "
+                              f"index; a new layer among them is not function-preserving: insert after layer "
+                              f"{count - 1} or later")
+    after, last = [], -1
+    for src, identity in layers:
+        if identity:
+            after.append(max(last, count - 1))
+        else:
+            last = src
+    return tuple(after)
 
 
 def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap) -> tuple[AxisMap, ...]:
@@ -218,6 +321,9 @@ def refuse_with_wrapper(wrapper: Wrapper, **options: Any) -> None:
 
 
 def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
+    unknown = set(raw) - ENTRY_KEYS
+    if unknown:
+        raise ValueError(f"wrapper {model_type}: unknown keys {sorted(unknown)}")
     rules = []
     for entry in raw["projector"]:
         re.compile(entry["name"])
@@ -228,7 +334,8 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
         re.compile(pattern)
     layouts = tuple(tuple(layout.items()) for layout in raw["layouts"])
     return Wrapper(model_type, raw["text_config"], raw["text_family"], bool(raw["tied_default"]), layouts,
-                   tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())))
+                   tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())), raw.get("text_model_type"),
+                   bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"))
 
 
 def _load_all() -> dict[str, Wrapper]:
