@@ -312,7 +312,41 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=40, num_attention_heads=2,
                            num_hidden_layers=2, image_size=32, patch_size=16),
         image_token_index=IMAGE_TOKEN, image_seq_length=IMAGE_TOKENS),
+    # LLaVA-NeXT (text Mistral, as llava-v1.6-mistral): anyres tiles of 32x32 pixels (2x2 patches of 16, the class token
+    # dropped); an image of 32x64 takes a base tile and a 1x2 grid of tiles, the grid's 2 rows of 4 features each
+    # closed by image_newline: 4 + 2 x 5 = 14 image tokens
+    "llava_next": dict(
+        text_config=dict(TINY_CONFIGS["mistral"], model_type="mistral", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=40, num_attention_heads=2,
+                           num_hidden_layers=2, image_size=32, patch_size=16),
+        image_token_index=IMAGE_TOKEN, image_grid_pinpoints=[[32, 64], [64, 32]]),
+    # LLaVA-OneVision (text Qwen2): a SigLIP tower (no class token); anyres_max_1 makes the 1x2 grid's 2x4 features
+    # more than allowed, so they are interpolated to 1 row of 2 before image_newline: 4 + 1 x 3 = 7 image tokens
+    "llava_onevision": dict(
+        text_config=dict(TINY_CONFIGS["qwen2"], model_type="qwen2", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=40,
+                           num_attention_heads=2, num_hidden_layers=2, image_size=32, patch_size=16,
+                           vision_use_head=False),
+        image_token_index=IMAGE_TOKEN, video_token_index=93, image_grid_pinpoints=[[32, 64], [64, 32]],
+        vision_aspect_ratio="anyres_max_1"),
+    # InternVL 3.5 (text Qwen3): 4x4 patches of 8 pixels (the class token dropped), pixel-shuffled 2x2 into 4 image
+    # tokens of 4 x 32 channels; the projector's LayerNorm over them is kept
+    "internvl": dict(
+        text_config=dict(TINY_CONFIGS["qwen3"], model_type="qwen3", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
+                           image_size=32, patch_size=8),
+        image_token_id=IMAGE_TOKEN, image_seq_length=IMAGE_TOKENS),
+    # Idefics3 and SmolVLM (text Llama): a SigLIP-like tower of 4x4 patches of 8 pixels, pixel-shuffled 2x2 into 4
+    # image tokens that the connector's one matrix projects
+    "idefics3": dict(
+        text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
+                           image_size=32, patch_size=8),
+        scale_factor=2, image_token_id=IMAGE_TOKEN),
 }
+TINY_MULTIMODAL["smolvlm"] = TINY_MULTIMODAL["idefics3"]
+# image tokens per image where not IMAGE_TOKENS (LLaVA-NeXT's and OneVision's anyres grids with image_newline)
+IMAGE_TOKENS_OF = {"llava_next": 14, "llava_onevision": 7}
 
 
 def make_tiny_multimodal(model_type: str, folder: Path, tied: bool | None = None, dtype=torch.float32,

@@ -1,8 +1,8 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA): the language model grows as its family does, the vision tower is copied
-unchanged, and the projector that writes image features into the language model's residual stream grows with the
-residual stream's map, so that image tokens, like text tokens, enter the grown model as the copies of what entered
-the source.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model
+grows as its family does, the vision tower is copied unchanged, and the projector that writes image features into
+the language model's residual stream grows with the residual stream's map, so that image tokens, like text tokens,
+enter the grown model as the copies of what entered the source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -14,18 +14,23 @@ M-RoPE statement into plain rope parameters), then as the family's, less the rop
 Qwen2-VL and Qwen2.5-VL releases' flat config.json), and the grown config keeps them there.
 ``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to the family
 table's (the releases' `language_model.model.` and `language_model.lm_head.`, transformers 5's in-memory
-`model.language_model.` and `lm_head.`): a checkpoint uses the first under which all its other tensors are named,
-and the grown one keeps it (so a layout whose prefix extends another's comes first: Qwen2.5-VL's in-memory
-`model.language_model.` before its releases' `model.`, beside which the vision tower is `visual.`).
+`model.language_model.` and `lm_head.`; Idefics3's and SmolVLM's `model.text_model.`, the same in both): a checkpoint
+uses the first under which all its other tensors are named, and the grown one keeps it (so a layout whose prefix
+extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside
+which the vision tower is `visual.`).
 ``kept``: regexes of tensors copied unchanged (the vision tower, the projector's norms);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
-residual stream: grown with its map), ``inner`` (a projector's own width that its config ties to the hidden size:
-grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a matrix
-reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
+residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
+contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the
+image features, is one axis of this kind and so grows exactly as an embedding row of these text families, none of
+which has a width-dependent embedding multiplier), ``inner`` (a projector's own width that its config ties to the
+hidden size: grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a
+matrix reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
 pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
 ``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by;
 ``text_ties``: the class also ties when the text config's tie_word_embeddings says true (transformers forwards it
-to the top level for older saves: Qwen2-VL, Qwen2.5-VL, LLaVA); otherwise the text config's own value is never read.
+to the top level for older saves: Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-OneVision); otherwise the text config's own
+value is never read.
 ``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision
 merger writes: Qwen3.5's and Qwen3-VL's vision_config.out_hidden_size, Qwen2-VL's vision_config.hidden_size): they
 must equal it, and take the grown size. ``leading_layers``: a dotted config key holding a list as long as the
@@ -33,7 +38,8 @@ number of the language model's first layers after which the vision tower adds fe
 (Qwen3-VL's DeepStack: vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the
 model adds them by layer index, so depth growth keeps those layers first: new layers placed by default go after the
 last of them, and --insert-after positions before it are refused. ``like``: another model type whose fields an
-entry takes (Qwen3.5-MoE's are Qwen3.5's but for its text family). An unknown key is an error.
+entry takes (Qwen3.5-MoE's are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is
+like LLaVA-NeXT, itself like LLaVA). An unknown key is an error.
 
 The grown config is the source's with the language model's growth written into its text config (or, flat, its top
 level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -338,11 +344,20 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
                    bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"))
 
 
+def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An entry's fields: those of the model type it is "like" (itself merged: likes chain), its own replacing them."""
+    raw = raws[model_type]
+    if "like" not in raw:
+        return raw
+    if raw["like"] in (*chain, model_type):
+        raise ValueError(f"wrapper {model_type}: its \"like\" entries form a loop")
+    return {**_merged(raws, raw["like"], (*chain, model_type)), **raw}
+
+
 def _load_all() -> dict[str, Wrapper]:
     """Every wrapper; an entry with "like": another model type takes that one's fields, its own replacing them."""
     raws = json.loads(resources.files("hyperclone.grow").joinpath("wrappers.json").read_text())
-    merged = {t: {**raws[raw["like"]], **raw} if "like" in raw else raw for t, raw in raws.items()}
-    return {model_type: _parse(model_type, raw) for model_type, raw in merged.items()}
+    return {model_type: _parse(model_type, _merged(raws, model_type)) for model_type in raws}
 
 
 WRAPPERS: dict[str, Wrapper] = _load_all()
