@@ -338,3 +338,45 @@ def test_report_only_on_a_folder_without_model_configs_is_refused_in_one_line(tm
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--report-only:" in err and "lacks corpus/corpus.json" in err
     assert len(err.strip().splitlines()) == 1 and list(out.iterdir()) == []
+
+
+def test_the_docs_prose_sweep_repeats_the_ladders_largest_budget():
+    """sweeps/prose-docs.yaml: the ladder's 16M-token arms on English documentation, defined exactly as in the ladder,
+    beside the code search's winner (cosine) for both inits, and random's LR search and frontier around 16M."""
+    from pathlib import Path
+
+    from hyperclone.experiments.sweep_spec import load_sweep
+
+    prose = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "prose-docs.yaml")
+    ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
+    shared = [arm for arm in prose.arms if arm.name in ladder_arms]
+    assert {a.name for a in shared} >= {"grown-16m-lr0.002", "random-16m-lr0.002"}
+    for arm in shared:  # the same recipe; the seeds may differ
+        assert {**arm.as_dict(), "seeds": None} == {**ladder_arms[arm.name], "seeds": None}
+    assert prose.compare == "ladder" and prose.report == "prose-docs"
+    cosine = {a.name for a in prose.arms if a.schedule == "cosine"}
+    assert cosine == {"grown-16m-cosine", "random-16m-cosine"}
+
+
+def test_docs_corpus_reads_html_as_text_and_skips_the_whole_book_page(tmp_path):
+    """benchmarks/docs_corpus.py: HTML pages become their text (no scripts, styles or navigation; one blank line
+    between blocks), a package's documents are the files of its suffix, its whole-book page and stubs left out."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "docs_corpus.py"
+    spec = importlib.util.spec_from_file_location("docs_corpus", path)
+    docs_corpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_corpus)
+    page = ("<html><head><title>T</title><style>p {}</style></head><body><nav>Home | Next</nav>"
+            "<h1>Tables</h1><p>A table holds &amp; keeps rows.</p><script>var x;</script><p>Second</p></body></html>")
+    assert docs_corpus.html_text(page) == "Tables\nA table holds & keeps rows.\nSecond"
+    long = "<p>" + "word " * 200 + "</p>"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "ch01.en.html").write_text(long)
+    (tmp_path / "index.en.html").write_text(long + long)
+    (tmp_path / "stub.en.html").write_text("<p>short</p>")
+    (tmp_path / "notes.txt").write_text("word " * 200)
+    found = docs_corpus.documents(tmp_path, ".html", "index.en.html")
+    assert [name for name, _ in found] == ["a/ch01.en.html"]
+    assert found[0][1] == ("word " * 200).strip()
