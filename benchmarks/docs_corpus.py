@@ -8,7 +8,8 @@ standard library's html.parser), the GNU coding standards (gnu-standards) and th
 (debian-reference-en, HTML). Code blocks stay in (they are part of the documents); every document is one file,
 exact duplicates dropped, shuffled with a fixed seed so that the held-out end of the stream (train's validation
 split) samples every package. Written as JSON lines ({"text"}), the format `hyperclone experiment --data` reads, with
-a manifest of the package versions and sizes beside it.
+OUT.manifest.json beside it: each package's version and .deb sha256, the corpus's sha256 and the system (the archive
+serves its current versions, so two runs months apart may differ; the manifest says which corpus a result used).
 
     python benchmarks/docs_corpus.py --out /work/prose/docs.jsonl
     OMP_NUM_THREADS=1 hyperclone experiment --sweep sweeps/prose-docs.yaml --data /work/prose/docs.jsonl --out OUT
@@ -90,16 +91,54 @@ def documents(root: Path, suffix: str, skip: str | None) -> list[tuple[str, str]
     return found
 
 
-def fetch(packages: tuple[str, ...], workdir: Path) -> dict[str, str]:
-    """Download and unpack each package into workdir/<package>; return its version."""
-    versions = {}
+class FetchError(Exception):
+    pass
+
+
+def _run(command: list[str], cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise FetchError(f"{command[0]} not found (a Debian or Ubuntu system is needed)") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise FetchError(f"{' '.join(command)}: {last}")
+    return done.stdout
+
+
+def fetch(packages: tuple[str, ...], workdir: Path) -> dict[str, dict[str, str]]:
+    """Download and unpack each package into workdir/<package>; return its version and the .deb's sha256 (the
+    archive serves the current version, so the manifest says which one a corpus was made from)."""
+    fetched = {}
     for package in packages:
-        subprocess.run(["apt-get", "download", package], cwd=workdir, check=True, capture_output=True)
-        deb = next(workdir.glob(f"{package}_*.deb"))
-        versions[package] = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True,
-                                           text=True).stdout.strip()
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / package)], check=True)
-    return versions
+        _run(["apt-get", "download", package], cwd=workdir)
+        deb = next(workdir.glob(f"{package}_*.deb"), None)
+        if deb is None:
+            raise FetchError(f"apt-get download {package} wrote no .deb")
+        version = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
+        _run(["dpkg-deb", "-x", str(deb), str(workdir / package)])
+        fetched[package] = {"version": version, "deb_sha256": hashlib.sha256(deb.read_bytes()).hexdigest()}
+    return fetched
+
+
+def _os_release() -> str:
+    try:
+        fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    except OSError:
+        return "unknown"
+    return fields.get("PRETTY_NAME", "unknown").strip('"')
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,33 +149,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         try:
-            versions = fetch(packages, workdir)
-        except (subprocess.CalledProcessError, FileNotFoundError, StopIteration) as exc:
-            print(f"docs_corpus: cannot fetch the packages with apt-get download / dpkg-deb: {exc}", file=sys.stderr)
+            fetched = fetch(packages, workdir)
+        except FetchError as exc:
+            print(f"docs_corpus: cannot fetch the packages: {exc}", file=sys.stderr)
             return 2
         seen: set[bytes] = set()
         docs, per_package = [], {}
         for package in packages:
-            kept = 0
+            kept = count = 0
             for _, text in documents(workdir / package, *PACKAGES[package]):
                 digest = hashlib.sha1(text.encode()).digest()
                 if digest not in seen:
                     seen.add(digest)
                     docs.append(text)
                     kept += len(text.encode())
-            per_package[package] = {"version": versions[package], "bytes": kept}
+                    count += 1
+            if count == 0:
+                print(f"docs_corpus: {package} holds no {PACKAGES[package][0]} document; its layout changed",
+                      file=sys.stderr)
+                return 2
+            per_package[package] = {**fetched[package], "documents": count, "bytes": kept}
     random.Random(0).shuffle(docs)
+    lines = [json.dumps({"text": text}) + "\n" for text in docs]
+    corpus_sha = hashlib.sha256("".join(lines).encode()).hexdigest()
+    manifest = {"documents": len(docs), "bytes": sum(len(t.encode()) for t in docs), "sha256": corpus_sha,
+                "packages": per_package, "system": _os_release(),
+                "source": "Debian documentation packages via apt-get download and dpkg-deb -x"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    with open(tmp_out, "w", encoding="utf-8") as handle:
-        for text in docs:
-            handle.write(json.dumps({"text": text}) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp_out, args.out)
-    manifest = {"documents": len(docs), "bytes": sum(len(t.encode()) for t in docs), "packages": per_package,
-                "source": "Debian 12 (bookworm) documentation packages via apt-get download"}
-    args.out.with_suffix(".json").write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest_path = args.out.with_name(args.out.name + ".manifest.json")
+    _write_atomic(manifest_path, lambda h: h.write(json.dumps(manifest, indent=1) + "\n"))
+    _write_atomic(args.out, lambda h: h.writelines(lines))
     print(json.dumps(manifest))
     return 0
 

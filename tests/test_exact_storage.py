@@ -164,8 +164,12 @@ def test_split_columns_with_uneven_copies_and_inactive_columns():
 # every mode meets both widths across families, at half the cross product's cases (the suite's time on 2 cores);
 # HYPERCLONE_FULL_MATRIX=1 runs every (family, mode, width) before a release or after a change to the growth rules.
 FULL_MATRIX = os.environ.get("HYPERCLONE_FULL_MATRIX") == "1"
+# the families whose x2 growth needs no factor bf16 cannot hold meet x2 in the default mode always (the test below
+# asserts their output stays bf16)
+STAYS_BF16 = ("llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "opt", *MOE_FAMILIES)
 BF16_MATRIX = [(family, mode, width) for f, family in enumerate(FAMILIES) for m, mode in enumerate(MODES)
-               for width in (2, 3) if FULL_MATRIX or width == (2, 3)[(f + m) % 2]]
+               for width in (2, 3) if FULL_MATRIX or width == (2, 3)[(f + m) % 2]
+               or (family in STAYS_BF16 and mode == "noisy" and width == 2)]
 
 
 @pytest.mark.parametrize("family,mode,width", BF16_MATRIX)
@@ -184,7 +188,7 @@ def test_bf16_growth_is_exact_in_float32(tmp_path, family, mode, width):
         assert provenance["output_dtypes"] == ["float32"] and stored_dtypes(out) == {"F32"}
         assert any("written in float32" in note for note in provenance["notes"])
         assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
-    if family in ("llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "opt", *MOE_FAMILIES) and width == 2:
+    if family in STAYS_BF16 and width == 2:
         assert provenance["output_dtypes"] == ["bfloat16"]  # no factor bf16 cannot hold: stays bf16
 
 

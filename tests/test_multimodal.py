@@ -117,7 +117,8 @@ RESIDUAL_WRITERS = {
     "qwen3_5_moe": ("model.visual.merger.linear_fc2.weight",),
     "qwen2_vl": ("visual.merger.mlp.2.weight",),
     "qwen2_5_vl": ("visual.merger.mlp.2.weight",),
-    "qwen3_vl": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
+    "qwen3_vl": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
+                 "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
     "llava": ("multi_modal_projector.linear_2.weight",),
     "llava_next": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "llava_onevision": ("multi_modal_projector.linear_2.weight", "image_newline"),
@@ -331,3 +332,33 @@ def test_deepstack_layers_stay_first(tmp_path):
     with pytest.raises(HyperCloneError, match=r"after each of its first 2 layers \(vision_config\.deepstack_visual"):
         grow(src, tmp_path / "a", width=2, layers=3, insert_after=(0,))
     assert not (tmp_path / "a").exists()
+
+
+def test_text_keys_stated_twice_follow_the_text_config(tmp_path):
+    """Qwen2.5-VL configs saved by transformers 4.5x hold a text_config and the same text keys at the top level:
+    both are grown (a tool reading config.hidden_size sees the grown width), and --dtype float32 leaves no
+    torch_dtype saying bfloat16 beside it."""
+    src = make_tiny_multimodal("qwen2_5_vl", tmp_path / "src", dtype=torch.bfloat16)
+    config = json.loads((src / "config.json").read_text())
+    text = config["text_config"]
+    keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
+    (src / "config.json").write_text(json.dumps({**config, **{k: text[k] for k in keys}, "torch_dtype": "bfloat16"}))
+    out = grow(src, tmp_path / "out", width=2, layers=3, dtype="float32")
+    grown = json.loads((out / "config.json").read_text())
+    assert {k: grown[k] for k in keys} == {k: grown["text_config"][k] for k in keys}
+    assert grown["hidden_size"] == 96 and grown["num_hidden_layers"] == 3 and "torch_dtype" not in grown
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+
+
+def test_deepstack_longer_than_the_language_model_refuses_new_layers(tmp_path):
+    src = make_tiny_multimodal("qwen3_vl", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    config["vision_config"]["deepstack_visual_indexes"] = [0, 0, 0]  # three features, two layers
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HyperCloneError, match="lists 3 layers .* the language model has 2"):
+        grow(src, tmp_path / "out", width=2, layers=3)
+    del config["vision_config"]["out_hidden_size"]
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HyperCloneError, match="out_hidden_size is missing"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()

@@ -40,6 +40,8 @@ def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
     config = dict(raw_config)
     config.update(plan.config_updates)
     config.pop("quantization_config", None)
+    if "dtype" in plan.config_updates:  # transformers 4's name for it would contradict it
+        config.pop("torch_dtype", None)
     return config
 
 

@@ -190,8 +190,8 @@ def _through_own_class(model_type: str, text: dict[str, Any]) -> dict[str, Any]:
     try:
         config = AutoConfig.for_model(model_type, **{k: v for k, v in text.items() if k != "model_type"})
     except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
-        message = f"transformers cannot read a {model_type} text config ({exc})"
-        raise HyperCloneError(message.splitlines()[0]) from None
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise HyperCloneError(f"transformers cannot read a {model_type} text config: {reason}") from None
     values = config.to_dict()
     rope = values.get("rope_parameters")
     if isinstance(rope, dict):
@@ -224,8 +224,18 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
     """The grown multimodal config: the source's, with the grown text config in its place (flat: its keys at the
     top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, and the grown hidden
     size in its links."""
-    config = {**raw, **grown_text} if _is_flat(wrapper, raw) else {**raw, wrapper.text_config: grown_text}
+    if _is_flat(wrapper, raw):
+        config = {**raw, **grown_text}
+    else:
+        config = {**raw, wrapper.text_config: grown_text}
+        if wrapper.text_at_top:  # older saves state the text keys at the top as well: they follow the text config
+            config.update({k: v for k, v in grown_text.items()
+                           if k in raw and not k.endswith("_config") and k != "model_type"})
     config.update({key: updates[key] for key in TOP_LEVEL_KEYS if key in updates})
+    if "dtype" in updates:  # the legacy name would contradict it (flat Qwen2-VL configs read torch_dtype first)
+        config.pop("torch_dtype", None)
+        if isinstance(config.get(wrapper.text_config), dict):
+            config[wrapper.text_config] = {k: v for k, v in config[wrapper.text_config].items() if k != "torch_dtype"}
     config.pop("quantization_config", None)
     for link in wrapper.hidden_links:
         *parents, key = link.split(".")
@@ -247,6 +257,9 @@ def check_links(wrapper: Wrapper, raw: dict[str, Any], hidden: int) -> None:
     """Every hidden_links key states the language model's hidden size (else growth could not keep them equal)."""
     for link in wrapper.hidden_links:
         value = _dotted(raw, link)
+        if value is None:  # the class default would be some released model's width, not this one's
+            raise HyperCloneError(f"config.json: {link} is missing; it states the width the vision tower writes "
+                                  f"(the language model's hidden size, {hidden}): add it")
         if value != hidden:
             raise HyperCloneError(f"config.json: {link} is {value!r}, not the language model's hidden size {hidden}; "
                                   "this layout is not in hyperclone's table")
@@ -257,6 +270,9 @@ def leading_layers(wrapper: Wrapper, raw: dict[str, Any]) -> int:
     if wrapper.leading_layers is None:
         return 0
     value = _dotted(raw, wrapper.leading_layers)
+    if value is None:
+        raise HyperCloneError(f"config.json: {wrapper.leading_layers} is missing; it says after which of the language "
+                              "model's first layers the vision tower adds features: add it")
     if not isinstance(value, list):
         raise HyperCloneError(f"config.json: {wrapper.leading_layers} is {value!r}, not a list; this layout is not in "
                               "hyperclone's table")
@@ -269,8 +285,13 @@ def leading_insert_after(wrapper: Wrapper, raw: dict[str, Any], layers: list[tup
     layers' --insert-after positions moved after the last of them (the default placement), or a refusal (given
     positions). None when they keep them first."""
     count = leading_layers(wrapper, raw)
-    if layers[:count] == [(i, False) for i in range(count)]:
+    if not any(identity for _, identity in layers) or layers[:count] == [(i, False) for i in range(count)]:
         return None
+    source_layers = sum(not identity for _, identity in layers)
+    if count > source_layers:  # the source never adds its last features; a grown model with more layers would
+        raise HyperCloneError(f"{wrapper.model_type}: {wrapper.leading_layers} lists {count} layers after which the "
+                              f"vision tower adds features, the language model has {source_layers}: with more layers "
+                              "the grown model would add features the source drops; grow without new layers")
     if explicit:
         raise HyperCloneError(f"{wrapper.model_type}: the vision tower adds features to the language model's residual "
                               f"stream after each of its first {count} layers ({wrapper.leading_layers}), by layer "
@@ -285,14 +306,15 @@ def leading_insert_after(wrapper: Wrapper, raw: dict[str, Any], layers: list[tup
     return tuple(after)
 
 
-def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap) -> tuple[AxisMap, ...]:
+def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap, name: str = "projector tensor"
+                   ) -> tuple[AxisMap, ...]:
     """Each axis's map: the residual stream's, plain copies of the hidden size, or the identity."""
     if len(rule.axes) != len(shape):
-        raise HyperCloneError(f"projector tensor of shape {list(shape)} does not have the axes {list(rule.axes)}")
+        raise HyperCloneError(f"{name} of shape {list(shape)} does not have the axes {list(rule.axes)}")
     maps = []
     for kind, size in zip(rule.axes, shape, strict=True):
         if kind != "kept" and size != hidden.src_size:
-            raise HyperCloneError(f"projector tensor of shape {list(shape)}: its {kind} axis is {size}, the language "
+            raise HyperCloneError(f"{name} of shape {list(shape)}: its {kind} axis is {size}, the language "
                                   f"model's hidden size is {hidden.src_size}")
         maps.append(hidden if kind == "hidden" else tile_map(size, hidden.size if kind == "inner" else size))
     return tuple(maps)
@@ -306,7 +328,7 @@ def wrapper_recipes(wrapped: WrappedTensors, infos: dict[str, TensorInfo], hidde
         recipes.append(Recipe(name, name, tuple(tile_map(s, s) for s in info.shape), None, "emit", dtype=info.dtype))
     for name, rule in wrapped.projector:
         info = infos[name]
-        maps = projector_maps(rule, tuple(info.shape), hidden)
+        maps = projector_maps(rule, tuple(info.shape), hidden, name)
         kind = "emit" if rule.contract is None else "linear"
         recipes.append(Recipe(name, name, maps, rule.contract, kind, dtype=info.dtype))
     return recipes
