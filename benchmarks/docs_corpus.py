@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import subprocess
 import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+
+from hyperclone.common.outputs import write_text_atomic
 
 # per package, the suffix of its documents (one form each: git-doc ships every page as .txt and as .html, the
 # Python docs as .rst.txt sources and rendered .html) and a file name that holds no document of its own (the Debian
@@ -129,18 +130,6 @@ def _os_release() -> str:
     return fields.get("PRETTY_NAME", "unknown").strip('"')
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the corpus, JSON lines (a .json manifest beside it)")
@@ -177,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 "source": "Debian documentation packages via apt-get download and dpkg-deb -x"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out.with_name(args.out.name + ".manifest.json")
-    _write_atomic(manifest_path, lambda h: h.write(json.dumps(manifest, indent=1) + "\n"))
-    _write_atomic(args.out, lambda h: h.writelines(lines))
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(args.out, "".join(lines))
     print(json.dumps(manifest))
     return 0
 
