@@ -2,6 +2,7 @@
 every mode and both tie settings; fp32 logits within 1e-4 relative and identical greedy text."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -17,8 +18,15 @@ def source_model(smollm2_folder):
     return load_causal_lm(smollm2_folder)
 
 
-@pytest.mark.parametrize("mode,tie", [("symmetric", "keep"), ("noisy", "keep"), ("diagonal", "keep"),
-                                      ("symmetric", "untie"), ("noisy", "untie"), ("diagonal", "untie")])
+# Every mode once and both tie settings in the default run (each case grows and compares the 135M model in fp32,
+# 12-21 s on 2 cores); HYPERCLONE_FULL_MATRIX=1 runs all six before a release or after a change to the growth rules.
+FULL_MATRIX = os.environ.get("HYPERCLONE_FULL_MATRIX") == "1"
+CASES = [("symmetric", "keep"), ("noisy", "untie"), ("diagonal", "keep")]
+if FULL_MATRIX:
+    CASES += [("symmetric", "untie"), ("noisy", "keep"), ("diagonal", "untie")]
+
+
+@pytest.mark.parametrize("mode,tie", CASES)
 def test_smollm2_grows_2x_exactly(smollm2_folder, source_model, tmp_path, mode, tie):
     from transformers import AutoTokenizer
 
