@@ -1,8 +1,8 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
-Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint grows as its
-family does, the vision tower is copied byte for byte, and the projector (with LLaVA-NeXT's image_newline) writes the
-grown residual stream, so the grown model gives the source's logits on text and on images with text (fp32,
-max|dlogit| <= 1e-4 max|logit|)."""
+Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint
+grows as its family does, the vision tower is copied byte for byte, and the projector (with LLaVA-NeXT's
+image_newline) writes the grown residual stream, so the grown model gives the source's logits on text and on images
+with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -69,8 +69,8 @@ GROWTH_MATRIX = [pytest.param(model_type, options, tied, id=f"{model_type}-{name
 def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     """Each model type grows with 2 of the 4 option sets, rotating over the sorted model types: one width growth in
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied
-    kept), so every model type meets noisy width growth and a target shape with depth, and every set is met by 6 or
-    7 of the 13 model types in all four pairings (their language models are families tests/test_families.py grows in
+    kept), so every model type meets noisy width growth and a target shape with depth, and every set is met by 7
+    of the 14 model types in all four pairings (their language models are families tests/test_families.py grows in
     every mode). Why not all 4: at ~0.5 s each they would take ~27 s of this file's time, which is kept under ~50 s
     on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
@@ -119,6 +119,8 @@ RESIDUAL_WRITERS = {
     "qwen2_5_vl": ("visual.merger.mlp.2.weight",),
     "qwen3_vl": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
                  "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
+    "qwen3_vl_moe": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
+                     "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
     "llava": ("multi_modal_projector.linear_2.weight",),
     "llava_next": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "llava_onevision": ("multi_modal_projector.linear_2.weight", "image_newline"),
@@ -171,6 +173,37 @@ def test_in_memory_layout_is_kept(tmp_path, model_type, renames):
     source, grown = load_causal_lm(src), load_causal_lm(out)
     assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
+
+
+@pytest.mark.parametrize("options", [dict(width=2), dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=60,
+                                                        mode="uneven", layers=3)], ids=["x2", "uneven-depth"])
+def test_qwen3_vl_moe_release_layout(tmp_path, options):
+    """The Qwen3-VL-MoE releases store every layer's fused experts transposed from what transformers 5's save_pretrained
+    writes: gate_up_proj [experts, hidden, 2 x moe_intermediate] and down_proj [experts, moe_intermediate, hidden]
+    (transformers' loader transposes them by shape). Growth reads them by shape the same way, keeps that layout, and
+    the grown model gives the source's text and image logits; a grown expert stack that would be square in it
+    (ambiguous to transformers) is refused in one line."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny_multimodal("qwen3_vl_moe", tmp_path / "src", tied=False)
+    saved = load_file(src / "model.safetensors")
+    fused = [name for name in saved if name.endswith(("experts.gate_up_proj", "experts.down_proj"))]
+    assert len(fused) == 4  # 2 layers x 2 stacks
+    release = {name: t.transpose(1, 2).contiguous() if name in fused else t for name, t in saved.items()}
+    save_file(release, src / "model.safetensors", metadata={"format": "pt"})
+    source = load_causal_lm(src)  # transformers reads the release layout
+    out = grow(src, tmp_path / "out", **options)
+    grown_tensors = load_file(out / "model.safetensors")
+    hidden = json.loads((out / "config.json").read_text())["text_config"]["hidden_size"]
+    for name in fused:
+        assert grown_tensors[name].shape[1 if "gate_up" in name else 2] == hidden, name  # still [E, in, out]
+    grown = load_causal_lm(out)
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(source, grown, "qwen3_vl_moe") <= REL_TOL
+    # 48 -> 96 hidden, 40 -> 48 moe_intermediate: gate_up_proj [experts, 96, 2 x 48] would be square
+    with pytest.raises(HyperCloneError, match=r"would be square .* choose another --hidden or --ffn"):
+        grow(src, tmp_path / "square", hidden_size=96, ffn_size=48, heads=12, kv_heads=4, mode="uneven")
+    assert not (tmp_path / "square").exists()
 
 
 @pytest.mark.parametrize("options", [dict(hidden_size=72, heads=9, kv_heads=3, mode="noisy", noise_db=0.0),
@@ -236,6 +269,9 @@ def test_multimodal_cli(tmp_path, capsys):
 
 
 
+NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe",)  # transformers maps no AutoModelForCausalLM to qwen3_vl_moe_text
+
+
 @pytest.mark.parametrize("model_type", MULTIMODAL)
 def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
     """Block by block: the language model as its text model class runs it (from bf16, with a new layer), and the
@@ -247,6 +283,10 @@ def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
     src = make_tiny_multimodal(model_type, tmp_path / "src", dtype=torch.bfloat16)
     layers = TINY_MULTIMODAL[model_type]["text_config"]["num_hidden_layers"]
     out = grow(src, tmp_path / "out", width=2, layers=layers + 1)
+    if model_type in NO_TEXT_CAUSAL_LM:  # its text model has no causal LM class to run alone: refused in one line
+        with pytest.raises(HyperCloneError, match="no causal LM class .* verify in memory"):
+            verify_out_of_core(src, out)
+        return
     result = verify_out_of_core(src, out)
     assert result.ok and result.kept_equal and len(result.block_rel_err) == layers + 1, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
@@ -362,3 +402,26 @@ def test_deepstack_longer_than_the_language_model_refuses_new_layers(tmp_path):
     with pytest.raises(HyperCloneError, match="out_hidden_size is missing"):
         grow(src, tmp_path / "out", width=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_may_be_transposed_is_for_expert_stacks_only():
+    """The table key that lets a stack of expert matrices be stored with its last two axes swapped: its swapped rule
+    reads [experts, in, out] (contract 1) for [experts, out, in] (contract 2); on a matrix, or not a boolean, it is a
+    table mistake."""
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family, get_family
+
+    family = get_family("qwen3_vl_moe_text")
+    gate_up = next(r for r in family.tensors if r.name.endswith("experts.gate_up_proj"))
+    assert gate_up.may_be_transposed and (gate_up.axes, gate_up.contract) == (
+        (("experts",), ("ffn", "ffn"), ("hidden",)), 2)
+    swapped = gate_up.swapped()
+    assert (swapped.axes, swapped.contract, swapped.transposed) == ((("experts",), ("hidden",), ("ffn", "ffn")), 1,
+                                                                    True)
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("qwen3_vl_moe_text.json").read_text())
+    for name, value in (("model.layers.{layer}.self_attn.q_proj.weight", True),
+                        ("model.layers.{layer}.mlp.experts.down_proj", "yes")):
+        tensors = [{**t, "may_be_transposed": value} if t["name"] == name else t for t in raw["tensors"]]
+        with pytest.raises(ValueError, match="may_be_transposed is true or false, on a stack of expert matrices"):
+            _parse_family({**raw, "tensors": tensors})

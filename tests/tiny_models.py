@@ -306,6 +306,16 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
                            deepstack_visual_indexes=[0, 1]),
         image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # Qwen3-VL-MoE: Qwen3-VL with every MLP a mixture of 4 experts (top-2), stored fused as transformers 5 writes them
+    "qwen3_vl_moe": dict(
+        text_config=dict(TINY_CONFIGS["qwen3"], **QWEN_VL_TEXT, attention_bias=True, moe_intermediate_size=40,
+                         num_experts=4, num_experts_per_tok=2,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], mrope_interleaved=True,
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48,
+                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0, 1]),
+        image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
     # LLaVA 1.5: a CLIP vision tower (2x2 patches of 16 pixels, the class token dropped), a two-layer projector
     "llava": dict(
         text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),

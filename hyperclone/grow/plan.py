@@ -697,7 +697,9 @@ def residual_writers(family: Family, dims: Dims | None = None) -> set[str]:
 def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorInfo], tied: bool, maps: AxisMaps,
                          source_rules: dict[str, TensorRule]) -> dict[str, TensorInfo]:
     """Every checkpoint tensor against the family table: names, shapes, nothing missing. Returns the tensors
-    growth reads (ignored ones and a tied checkpoint's stored copy of the output matrix left out)."""
+    growth reads (ignored ones and a tied checkpoint's stored copy of the output matrix left out). A stack of expert
+    matrices stored with its last two axes swapped (a may_be_transposed rule) gets its swapped rule in
+    `source_rules`."""
     present: dict[str, TensorInfo] = {}
     for name, info in tensors.items():
         if family.is_ignored(name):
@@ -712,7 +714,10 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
         if rule.role == "lm_head" and tied:
             continue  # a tied checkpoint may store the output matrix again; it is the embedding
         expected = maps.source_shape(rule)
-        if tuple(info.shape) != expected:
+        if tuple(info.shape) != expected and rule.may_be_transposed \
+                and tuple(info.shape) == maps.source_shape(rule.swapped()):
+            rule = source_rules[name] = rule.swapped()  # stored [experts, in, out]: read (and written) that way
+        if tuple(info.shape) != expected and not rule.transposed:
             raise HyperCloneError(f"config and weights disagree: {name} has shape {tuple(info.shape)}, "
                                   f"config implies {expected}")
         present[name] = info
@@ -761,7 +766,8 @@ def _final_norm_scale(family: Family, dims: Dims, tied_output: bool, a: float, m
 
 
 def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], present: dict[str, TensorInfo],
-                    maps: AxisMaps, a: float, final_scale: float, untie: bool) -> list[Recipe]:
+                    source_rules: dict[str, TensorRule], maps: AxisMaps, a: float, final_scale: float,
+                    untie: bool) -> list[Recipe]:
     """One Recipe per output tensor, in the family's order: identity blocks' residual writers are zeros, norms
     scaled (the final one by final_scale), embeddings emitted times a, linear weights grown; with `untie` the
     tied embedding also becomes a separate output projection."""
@@ -771,7 +777,12 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
         if src_name not in present:
             continue
         info = present[src_name]
+        rule = source_rules[src_name]  # the table's rule, or its swapped layout where the checkpoint stores that
         axis_maps = maps.for_rule(rule)
+        if rule.transposed and axis_maps[1].size == axis_maps[2].size:
+            raise HyperCloneError(f"{out_name} would be square ({axis_maps[1].size} x {axis_maps[2].size}) in the "
+                                  "source's swapped layout [experts, in, out], which transformers cannot tell from "
+                                  "[experts, out, in] by its shape; choose another --hidden or --ffn")
         if identity and rule.name in writers:
             recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
             continue
@@ -829,7 +840,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     tied_output = tied and spec.tie == "keep"
     final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
-    recipes = _tensor_recipes(family, dims, layers, present, maps, a, final_scale, tied and spec.tie == "untie")
+    recipes = _tensor_recipes(family, dims, layers, present, source_rules, maps, a, final_scale,
+                              tied and spec.tie == "untie")
     extra_recipes = [] if extra is None else extra(maps.hidden)
     recipes, storage_inexact = _choose_dtype(recipes + extra_recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)

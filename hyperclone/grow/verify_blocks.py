@@ -123,7 +123,13 @@ class LazyModel:
         kept = self.family.kept_lists if self.family is not None else ()
         one = _config_with_layers(self.config, layers_key, 1, kept)
         with torch.device("meta"):  # only to learn the decoder layer class and where the layers live
-            probe = AutoModelForCausalLM.from_config(one)
+            try:
+                probe = AutoModelForCausalLM.from_config(one)
+            except ValueError as exc:  # a text config with no causal LM class of its own (Qwen3-VL-MoE's)
+                if "Unrecognized configuration class" not in str(exc):
+                    raise
+                raise HyperCloneError(f"{folder}: transformers has no causal LM class for a {self.config.model_type} "
+                                      "language model, which out-of-core verify runs alone; verify in memory") from None
         _, _, probe_layers = _find_layers(probe)
         self.layer_class = type(probe_layers[0])
         prefix = next(name for name, module in probe.named_modules() if module is probe_layers)

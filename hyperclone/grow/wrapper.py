@@ -1,8 +1,8 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model
-grows as its family does, the vision tower is copied unchanged, and the projector that writes image features into
-the language model's residual stream grows with the residual stream's map, so that image tokens, like text tokens,
-enter the grown model as the copies of what entered the source.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the
+language model grows as its family does, the vision tower is copied unchanged, and the projector that writes image
+features into the language model's residual stream grows with the residual stream's map, so that image tokens, like
+text tokens, enter the grown model as the copies of what entered the source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does

@@ -67,7 +67,11 @@ is grown on its own and the results are concatenated in the same order.
 [in, out]); it is divided among its copies so that n copies of an input sum back to one. A stack of expert
 matrices stored as one tensor [experts, out, in] (Granite's ``input_linear``) has contract 2, one stored
 [experts, in, out] (GPT-OSS ``gate_up_proj`` and ``down_proj``, applied as x @ W[e]) contract 1: each expert's matrix
-grows on its own and the experts are kept.
+grows on its own and the experts are kept. ``may_be_transposed`` (on such a stack): the checkpoint may store the last
+two axes swapped (Qwen3-VL-MoE: transformers 5's save_pretrained writes [experts, out, in], the Hub releases
+[experts, in, out]); told apart by shape as transformers' own loader does (``Transpose(1, 2, check_dims=True)`` in
+its conversion mapping): the layout written in the table when the shape fits it, else the swapped one. The grown
+tensor keeps the source's layout.
 Roles: ``embedding`` (token embedding; may carry a multiplier and be tied to the output),
 ``lm_head`` (the untied output projection), ``final_norm`` (the last norm before the output, the
 place where tied embeddings are rescaled), ``norm`` (any other norm weight or bias), ``weight``
@@ -102,7 +106,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -126,7 +130,8 @@ SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kerne
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
-TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset"}
+TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
+               "may_be_transposed"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query"}
@@ -146,6 +151,14 @@ class TensorRule:
     # a norm's own offset where it is not the family's: Qwen3.5's gated RMSNorm of the linear-attention output
     # multiplies by its stored weight in a family whose other norms apply (1 + weight)
     norm_offset: float | None = None
+    may_be_transposed: bool = False  # a stack of expert matrices also stored with its last two axes swapped
+    transposed: bool = False  # this rule is the swapped layout of a may_be_transposed rule (see swapped())
+
+    def swapped(self) -> TensorRule:
+        """The rule of the same stack stored with its last two axes swapped ([experts, in, out] for
+        [experts, out, in]): the same weights, so the contracted axis moves with them."""
+        axes = (self.axes[0], self.axes[2], self.axes[1])
+        return replace(self, axes=axes, contract=3 - self.contract, may_be_transposed=False, transposed=True)
 
     def offset(self, family_offset: float) -> float:
         """The offset this norm applies to its stored weight."""
@@ -264,9 +277,13 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     norm_offset = raw.get("norm_offset")
     if norm_offset is not None and (role != "norm" or not isinstance(norm_offset, (int, float))):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: norm_offset is a number, on a norm only")
+    may_be_transposed = raw.get("may_be_transposed", False)
+    if may_be_transposed not in (True, False) or (may_be_transposed and not stacked):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: may_be_transposed is true or false, on a stack "
+                         "of expert matrices only")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
                       tuple(in_memory) if in_memory else None, tuple(layers) if layers else None,
-                      None if norm_offset is None else float(norm_offset))
+                      None if norm_offset is None else float(norm_offset), may_be_transposed)
 
 
 def _parse_family(raw: dict) -> Family:
