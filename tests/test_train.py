@@ -218,7 +218,7 @@ def _not_causal(folder: Path) -> Path:
     ("no_config", "no config.json"),
     ("no_weights", "no weight files"),
     ("no_tokenizer", "no tokenizer files"),
-    ("not_causal", "not a causal LM"),
+    ("not_causal", "neither a causal LM nor an image-text model"),
     ("small_corpus", "corpus too small"),
     ("binary_corpus", "binary file"),
     ("existing_run", "already holds a training run"),

@@ -126,7 +126,8 @@ def train_command(
     processes: Annotated[int | None, typer.Option(
         "--processes", help="--dry-run: the number of processes to plan for (default $WORLD_SIZE or 1).")] = None,
 ) -> None:
-    """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch)."""
+    """Pre-train a causal LM checkpoint folder on local text (works under torchrun / accelerate launch); an
+    image-text checkpoint trains its language model on text, the vision tower and projector frozen."""
     from hyperclone.baselines.msg.layout import CONFIG_KEY
     from hyperclone.train.config import TrainConfig
     from hyperclone.train.loop import train

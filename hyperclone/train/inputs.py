@@ -10,12 +10,12 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.train import state as ts
 from hyperclone.train.config import TrainConfig
+from hyperclone.train.model_class import auto_class
 
 
 def check_model_dir(path: Path):
     """Validate a checkpoint folder and return its config, or raise a one-line error."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     path = Path(path)
     if not path.is_dir():
@@ -28,9 +28,7 @@ def check_model_dir(path: Path):
         config = AutoConfig.from_pretrained(path)
     except (ValueError, KeyError, OSError) as err:
         raise HyperCloneError(f"cannot read {path}/config.json: {str(err).splitlines()[0]}") from None
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise HyperCloneError(f"{path} holds a {config.model_type!r} model, which is not a causal LM "
-                              "(AutoModelForCausalLM cannot load it)")
+    auto_class(config, path)  # a causal LM, or an image-text model trained on text (train/model_class.py)
     return config
 
 
@@ -76,7 +74,7 @@ def check_model(cfg: TrainConfig, model_dir: Path):
     """The model's config and tokenizer, checked against the recipe."""
     config = check_model_dir(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    vocab = getattr(config, "vocab_size", None)
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise HyperCloneError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is only {vocab}")
     max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.quiet import hf_quiet
 from hyperclone.train import state as ts
+from hyperclone.train.model_class import auto_class, freeze_outside_language_model
 
 DCP_FOLDER = "dcp"
 
@@ -47,21 +48,24 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def load_config_model(path: Path, attn: str | None, meta: bool):
-    """The model of `path`, loaded in float32 (or only built on the meta device)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """The model of `path`, loaded in float32 (or only built on the meta device); an image-text model with all but
+    its language model frozen (train/model_class.py)."""
+    from transformers import AutoConfig
 
     kwargs = {"attn_implementation": attn} if attn else {}
     try:
         with hf_quiet():
+            config = AutoConfig.from_pretrained(path)
+            model_class = auto_class(config, path)
             if meta:
-                config = AutoConfig.from_pretrained(path)
                 with torch.device("meta"):
-                    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+                    model = model_class.from_config(config, dtype=torch.float32, **kwargs)
             else:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+                model = model_class.from_pretrained(path, dtype=torch.float32, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as err:
         raise HyperCloneError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
     model.config.use_cache = False
+    freeze_outside_language_model(model)
     return model
 
 
@@ -159,11 +163,11 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def export_hf(folder: Path, model_dir: Path, state: dict[str, torch.Tensor], tokenizer, save_dtype: str) -> None:
     """Write a plain transformers folder from a full state dict (rank 0): the model is built on the meta
     device from model_dir's config, the tensors assigned, and saved with save_pretrained."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = auto_class(config, model_dir).from_config(config, dtype=torch.float32)
     model.load_state_dict(state, assign=True, strict=False)
     model.tie_weights()
     if save_dtype == "bf16":
@@ -176,14 +180,15 @@ def export_hf(folder: Path, model_dir: Path, state: dict[str, torch.Tensor], tok
     tokenizer.save_pretrained(folder)
 
 
-def bytes_estimate(params: int, world: int, strategy: str) -> dict[str, float]:
+def bytes_estimate(params: int, world: int, strategy: str, learning: int | None = None) -> dict[str, float]:
     """Bytes per process for weights, gradients and AdamW state (fp32 masters and moments), before
     activations: DDP holds everything on every process; FSDP a 1/world share (plus one gathered block at a
-    time, not counted)."""
+    time, not counted). `learning`: the parameters that have gradients and AdamW state (all when None)."""
     share = 1 if strategy == "ddp" else 1 / world
+    learning = params if learning is None else learning
     weights = 4 * params * share
-    grads = 4 * params * share
-    adam = 8 * params * share
+    grads = 4 * learning * share
+    adam = 8 * learning * share
     return {"weights": weights, "gradients": grads, "optimizer": adam, "total": weights + grads + adam}
 
 

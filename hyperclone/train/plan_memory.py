@@ -13,19 +13,23 @@ from pathlib import Path
 import torch
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.train.model_class import auto_class, freeze_outside_language_model
 from hyperclone.train.parallel import bytes_estimate
 
 
-def count_parameters(model_dir: Path) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def count_parameters(model_dir: Path) -> tuple[int, int]:
+    """(all parameters, those that learn): an image-text model trains its language model only."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError, KeyError) as err:
         raise HyperCloneError(f"cannot read the config in {model_dir}: {str(err).splitlines()[0]}") from None
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+        model = auto_class(config, model_dir).from_config(config)
+    freeze_outside_language_model(model)
+    return (sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def human(n: float) -> str:
@@ -36,13 +40,14 @@ def human(n: float) -> str:
 
 
 def dry_run_report(model_dir: Path, batch_tokens: int, seq_len: int, processes: int) -> str:
-    params = count_parameters(model_dir)
-    lines = [f"model        {model_dir}", f"parameters   {params:,}",
+    params, learning = count_parameters(model_dir)
+    frozen = f" ({learning:,} learn: the language model; the rest is frozen)" if learning != params else ""
+    lines = [f"model        {model_dir}", f"parameters   {params:,}{frozen}",
              f"per step     {batch_tokens:,} tokens ({batch_tokens // seq_len:,} sequences of {seq_len}) over "
              f"{processes} process{'es' if processes != 1 else ''}",
              f"{'strategy':<10}{'weights':>14}{'gradients':>14}{'AdamW state':>14}{'total':>14}   per process"]
     for strategy in ("ddp", "fsdp"):
-        est = bytes_estimate(params, processes, strategy)
+        est = bytes_estimate(params, processes, strategy, learning)
         lines.append(f"{strategy:<10}{human(est['weights']):>14}{human(est['gradients']):>14}{human(est['optimizer']):>14}"
                      f"{human(est['total']):>14}")
     lines.append("fp32 master weights, gradients and two AdamW moments (16 bytes per parameter), activations not "

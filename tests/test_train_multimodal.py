@@ -1,0 +1,177 @@
+"""`hyperclone train` on a grown image-text checkpoint (hyperclone.train.model_class): it trains as
+AutoModelForImageTextToText on text alone, its language model learning and the vision tower, projector and
+image_newline frozen and saved bit for bit; it starts at the source's loss (growth kept the function), resumes
+exactly, and two processes (DDP, FSDP2) train it as one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import make_tiny_multimodal
+from train_helpers import make_corpus
+
+from hyperclone.grow.engine import grow
+from hyperclone.train.config import TrainConfig
+from hyperclone.train.loop import train
+from hyperclone.train.metrics import read_metrics
+
+pytestmark = pytest.mark.slow  # tiny image-text models trained for a few steps in process, two under torchrun
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 8
+REL = 1e-4  # fp32 losses: growth is exact to float rounding, two processes only reorder sums
+
+
+def word_tokenizer(folder: Path, corpus: Path) -> None:
+    """A word-level tokenizer of 80 ids: the tiny multimodal models have 97 (90 and up are image and video tokens),
+    fewer than a byte-level BPE's 256 bytes."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train([str(p) for p in sorted(corpus.glob("*.py"))],
+              trainers.WordLevelTrainer(vocab_size=80, special_tokens=["<unk>", "<|endoftext|>"], show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                            unk_token="<unk>").save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mm-train")
+    make_corpus(root / "corpus")
+    return root
+
+
+def pair(root: Path, model_type: str) -> tuple[Path, Path]:
+    """A tiny source with a tokenizer and its x2 growth (the tokenizer travels with it)."""
+    src, out = root / f"{model_type}-src", root / f"{model_type}-x2"
+    if not out.exists():
+        make_tiny_multimodal(model_type, src)
+        word_tokenizer(src, root / "corpus")
+        grow(src, out, width=2)
+    return src, out
+
+
+def config(root: Path, model: Path, out: Path, **kw) -> TrainConfig:
+    cfg = TrainConfig(model=model, data=[root / "corpus"], out=out, tokens=256 * STEPS, batch_tokens=256, seq_len=32,
+                      eval_every=4, eval_tokens=512, save_every=4, log_every=1, lr=3e-3, warmup=2,
+                      cache_dir=root / "cache", progress=False, seed=0)
+    return replace(cfg, **kw)
+
+
+def launch(root: Path, model: Path, out: Path, procs: int, *extra: str) -> None:
+    """The same run under torchrun with `procs` processes."""
+    cfg = config(root, model, out)
+    args = ["-m", "hyperclone.cli", "train", str(model), "--data", str(cfg.data[0]), "--out", str(out), "--tokens",
+            str(cfg.tokens), "--batch-tokens", "256", "--seq-len", "32", "--eval-every", "4", "--eval-tokens", "512",
+            "--save-every", "4", "--log-every", "1", "--lr", "3e-3", "--warmup", "2", "--cache-dir",
+            str(cfg.cache_dir), "--seed", "0", "--no-progress", *extra]
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*prefix, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference(root) -> Path:
+    """The grown Qwen2.5-VL trained uninterrupted on one process: what the resume and two-process runs match."""
+    _, out = pair(root, "qwen2_5_vl")
+    train(config(root, out, root / "qwen2_5_vl-run"))
+    return root / "qwen2_5_vl-run"
+
+
+def loaded(folder: Path) -> dict[str, torch.Tensor]:
+    """The model's parameters by their in-memory names, as AutoModelForImageTextToText holds them."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def split(model_dir: Path) -> tuple[set[str], set[str]]:
+    """(language model parameter names, frozen ones) of the model in model_dir."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from hyperclone.train.model_class import freeze_outside_language_model
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(model_dir))
+    frozen = set(freeze_outside_language_model(model))
+    return {n for n, _ in model.named_parameters()} - frozen, frozen
+
+
+def losses(run: Path, key: str = "train_loss") -> dict[int, float]:
+    return {m["step"]: m[key] for m in read_metrics(run) if m[key] is not None}
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava_next"])
+def test_a_grown_image_text_model_trains_its_language_model_on_text(root, reference, model_type):
+    """Qwen2.5-VL (vision merger in model.visual, lm_head) and LLaVA-NeXT (projector and image_newline): the grown
+    model's first validation loss is the source's; the language model learns, everything else is saved as grown."""
+    src, out = pair(root, model_type)
+    run = root / f"{model_type}-run"
+    if not run.exists():
+        train(config(root, out, run))
+    train(config(root, src, root / f"{model_type}-run-src", tokens=256 * 2))
+    start_src, start = losses(root / f"{model_type}-run-src", "val_loss")[0], losses(run, "val_loss")[0]
+    assert abs(start - start_src) <= REL * start_src, (start, start_src)
+    curve = losses(run)
+    assert sorted(curve) == list(range(1, STEPS + 1)) and curve[STEPS] < curve[1]
+
+    language, frozen = split(out)
+    assert frozen and any("language_model" in n for n in language)
+    before, after = loaded(out), loaded(run / "final")
+    assert set(before) == set(after)
+    for name in frozen:
+        assert torch.equal(before[name], after[name]), name  # no gradient, no AdamW step, no weight decay
+    changed = [name for name in language if not torch.equal(before[name], after[name])]
+    assert len(changed) == len(language), set(language) - set(changed)
+
+
+def test_resume_is_exact(root, reference):
+    """Stopped after 6 steps (last checkpoint at 4), resumed: the same final weights as the uninterrupted run."""
+    _, out = pair(root, "qwen2_5_vl")
+    resumed = root / "resume-parts"
+    train(config(root, out, resumed, stop_after=6))
+    assert not (resumed / "final").exists()
+    train(config(root, out, resumed, resume=True))
+    a, b = loaded(reference / "final"), loaded(resumed / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_train_it_as_one(root, reference, strategy):
+    """DDP (frozen parameters take no part in the gradient reduction) and FSDP2 (the vision blocks, frozen, are
+    sharded too): per-step losses within 1e-4 of one process with the same global batch; frozen tensors unchanged."""
+    _, out = pair(root, "qwen2_5_vl")
+    two = root / f"two-{strategy}"
+    launch(root, out, two, 2, "--strategy", strategy)
+    a, b = losses(reference), losses(two)
+    assert sorted(a) == sorted(b)
+    for step in a:
+        assert abs(a[step] - b[step]) <= REL * a[step], (step, a[step], b[step])
+    _, frozen = split(out)
+    before, after = loaded(out), loaded(two / "final")
+    assert all(torch.equal(before[name], after[name]) for name in frozen)
+
+
+def test_dry_run_counts_what_learns(root, capsys):
+    from hyperclone.cli import main
+
+    _, out = pair(root, "qwen2_5_vl")
+    language, frozen = split(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "qwen2_5_vl"
+    with pytest.raises(SystemExit) as done:
+        main(["train", str(out), "--data", "x", "--out", "y", "--tokens", "1M", "--dry-run"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "learn: the language model; the rest is frozen" in text, text
