@@ -277,6 +277,26 @@ def test_lfm2_short_convolutions(tmp_path, growth):
     assert load_causal_lm(out).model.layers[0].feed_forward.w1.out_features == config["intermediate_size"]
 
 
+@pytest.mark.parametrize("tie", ["keep", "untie"])
+def test_lfm2_release_config_names(tmp_path, tie):
+    """LFM2's releases state block_ff_dim and tie_embedding, which Lfm2Config reads over intermediate_size and
+    tie_word_embeddings: the grown config writes the grown values into them too (left stale, a grown MLP width would
+    not load and an untied model would load tied, its output projection dropped)."""
+    src = make_tiny("lfm2", tmp_path / "src", tied=True)
+    config = json.loads((src / "config.json").read_text())
+    config["block_ff_dim"] = config.pop("intermediate_size")
+    config["tie_embedding"] = config.pop("tie_word_embeddings", True)
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", width=2, tie=tie)
+    config = json.loads((out / "config.json").read_text())
+    assert config["block_ff_dim"] == config["intermediate_size"] == 160  # 2 x the adjusted width, 80
+    assert config["tie_embedding"] is config.get("tie_word_embeddings", config["tie_embedding"]) is (tie == "keep")
+    grown = load_causal_lm(out)
+    tied = grown.get_output_embeddings().weight.data_ptr() == grown.get_input_embeddings().weight.data_ptr()
+    assert tied is (tie == "keep")
+    assert_same_function(src, out)
+
+
 def test_lfm2_full_attn_idxs_follow_the_layers(tmp_path):
     """Hub LFM2 configs list the attention layers as full_attn_idxs too: rewritten with layer_types."""
     src = make_tiny("lfm2", tmp_path / "src")

@@ -1,6 +1,7 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
-Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint
-grows as its family does, the vision tower is copied byte for byte, and the projector (with LLaVA-NeXT's
+Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, LFM2-VL, Aya Vision, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video,
+LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint grows as its family does, the vision tower is copied byte
+for byte (GLM-4.1V's MLPs, as wide as the language model, grow by copies), and the projector (with LLaVA-NeXT's
 image_newline) writes the grown residual stream, so the grown model gives the source's logits on text and on images
 with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
@@ -10,7 +11,15 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import IMAGE_TOKEN, IMAGE_TOKENS, IMAGE_TOKENS_OF, TINY_MULTIMODAL, make_tiny_multimodal
+from tiny_models import (
+    IMAGE_TOKEN,
+    IMAGE_TOKENS,
+    IMAGE_TOKENS_OF,
+    TINY_MULTIMODAL,
+    VIDEO_FRAMES_OF,
+    VIDEO_TOKEN,
+    make_tiny_multimodal,
+)
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -23,16 +32,33 @@ FULL_MATRIX = os.environ.get("HYPERCLONE_FULL_MATRIX") == "1"
 
 
 def image_inputs(model_type: str, images: int = 2, seed: int = 0) -> dict:
-    """Text with `images` images in it (each its model's number of image tokens), as the model's forward takes them."""
+    """Text with `images` images in it (each its model's number of image tokens), as the model's forward takes them,
+    and a video after them where the model type has one in VIDEO_FRAMES_OF."""
+    inputs = _image_inputs(model_type, images, seed)
+    frames = VIDEO_FRAMES_OF.get(model_type)
+    if frames:  # one token per frame, 3 text tokens after them
+        gen = torch.Generator().manual_seed(seed + 1)
+        video = torch.cat([torch.full((1, frames), VIDEO_TOKEN), torch.randint(3, 80, (1, 3), generator=gen)], 1)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], video], 1)
+        inputs["pixel_values_videos"] = torch.randn(1, frames, 3, 32, 32, generator=gen)
+    return inputs
+
+
+def _image_inputs(model_type: str, images: int, seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed)
     tokens = IMAGE_TOKENS_OF.get(model_type, IMAGE_TOKENS)
     text = torch.randint(3, 80, (1, 6 + images * (tokens + 3)), generator=gen)
     for i in range(images):
         start = 3 + i * (tokens + 3)
         text[0, start:start + tokens] = IMAGE_TOKEN
-    if model_type.startswith("qwen"):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2: flattened, with their grid
+    if model_type.startswith("qwen") or model_type == "glm4v":  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2:
+        # flattened, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
+    if model_type == "lfm2_vl":  # SigLIP2's flattened patches, 4x4 of 8x8 pixels per image, with their grid
+        return {"input_ids": text, "pixel_values": torch.randn(images, 16, 3 * 8 * 8, generator=gen),
+                "spatial_shapes": torch.tensor([[4, 4]] * images),
+                "pixel_attention_mask": torch.ones(images, 16, dtype=torch.bool)}
     if model_type in ("idefics3", "smolvlm"):  # [batch, images, channels, height, width]
         return {"input_ids": text, "pixel_values": torch.randn(1, images, 3, 32, 32, generator=gen)}
     if model_type in IMAGE_TOKENS_OF:  # anyres: per image of 32x64 pixels a base tile and a 1x2 grid of 32x32 tiles
@@ -69,12 +95,15 @@ GROWTH_MATRIX = [pytest.param(model_type, options, tied, id=f"{model_type}-{name
 def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     """Each model type grows with 2 of the 4 option sets, rotating over the sorted model types: one width growth in
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied
-    kept), so every model type meets noisy width growth and a target shape with depth, and every set is met by 7
-    of the 14 model types in all four pairings (their language models are families tests/test_families.py grows in
-    every mode). Why not all 4: at ~0.5 s each they would take ~27 s of this file's time, which is kept under ~50 s
-    on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
+    kept; GLM-4.1V 2x diagonal, its merger's LayerNorm taking whole factors only), so every model type meets noisy
+    width growth and a target shape with depth, and every set is met by 8 to 10 of the 18 model types in all four
+    pairings (their language models are families tests/test_families.py grows in every mode). Why not all 4: at
+    ~0.5 s each they would take ~36 s of this file's time, which is kept under ~60 s on one thread as the suite nears
+    its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
+    if model_type == "glm4v" and options.get("hidden_size") == 72:  # its merger's LayerNorm: whole factors only
+        options = dict(options, hidden_size=96, heads=6, kv_heads=2)
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
     layers = TINY_MULTIMODAL[model_type]["text_config"]["num_hidden_layers"]  # the index of a new layer
@@ -90,6 +119,8 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     wrapper = WRAPPERS[model_type]  # the width a vision merger writes, stated in the vision config: grown
     links = {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_links}
     assert after["vision_config"] == {**before["vision_config"], **links}
+    for key in wrapper.hidden_defaults:  # a projector width the class would read from the grown hidden size
+        assert after[key] == before.get(key, 48)
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
         vision = [k for k in a.keys() if wrapper.is_kept(k) and wrapper.projector_rule(k) is None]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
@@ -111,6 +142,7 @@ def test_multimodal_from_bf16(tmp_path, model_type):
 
 # per model type, every tensor that writes the residual stream from an image (biases aside)
 RESIDUAL_WRITERS = {
+    "aya_vision": ("multi_modal_projector.linear_2.weight",),
     "gemma3": ("multi_modal_projector.mm_input_projection_weight",),
     "mistral3": ("multi_modal_projector.linear_2.weight",),
     "qwen3_5": ("model.visual.merger.linear_fc2.weight",),
@@ -121,9 +153,12 @@ RESIDUAL_WRITERS = {
                  "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
     "qwen3_vl_moe": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
                      "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
+    "glm4v": ("model.visual.merger.down_proj.weight",),
+    "lfm2_vl": ("model.multi_modal_projector.linear_2.weight",),
     "llava": ("multi_modal_projector.linear_2.weight",),
     "llava_next": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "llava_onevision": ("multi_modal_projector.linear_2.weight", "image_newline"),
+    "llava_next_video": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "internvl": ("multi_modal_projector.linear_2.weight",),
     "idefics3": ("model.connector.modality_projection.proj.weight",),
     "smolvlm": ("model.connector.modality_projection.proj.weight",),
@@ -231,9 +266,10 @@ def test_image_newline_grows_as_an_embedding_row(tmp_path, options):
 def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     """Release configs often leave the top-level tie_word_embeddings out (and transformers saves a text config that
     says false even for a tied model): the model ties by the top level's default, and so does growth; where the
-    class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-OneVision: text_ties), a tied text config
-    under an untied default ties it; the other classes never read it (LLaVA-NeXT, Idefics3 and SmolVLM stay untied,
-    InternVL tied). Without copies.json (names of the class that loads it), the model card says how to load it."""
+    class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, GLM-4.1V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision:
+    text_ties), a tied text config under an untied default ties it; the other classes never read it (LLaVA-NeXT,
+    Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL and Aya Vision tied). Without copies.json (names of the class
+    that loads it), the model card says how to load it."""
     tied_default = WRAPPERS[model_type].tied_default
     tied = tied_default or WRAPPERS[model_type].text_ties  # what the text config's opposite value leaves
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
@@ -247,6 +283,24 @@ def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     assert not (out / "copies.json").exists()
     card = (out / "README.md").read_text()
     assert f"# {model_type} (language model: " in card and "AutoModelForImageTextToText" in card
+
+
+def test_lfm2_vl_ties_by_tie_embedding(tmp_path):
+    """LFM2-VL's config class reads a top-level tie_embedding (LFM2's name for it) in place of tie_word_embeddings,
+    and LFM2's text config class reads its own: growth ties as the top level's says, whatever the text config's
+    says, and a grown config that unties drops the alias, so the class cannot tie the untied model back."""
+    src = make_tiny_multimodal("lfm2_vl", tmp_path / "src", tied=True)
+    config = json.loads((src / "config.json").read_text())
+    del config["tie_word_embeddings"]
+    config["text_config"]["tie_embedding"] = False  # the opposite, which the multimodal class never reads
+    (src / "config.json").write_text(json.dumps({**config, "tie_embedding": True}))
+    out = grow(src, tmp_path / "out", width=2, tie="untie")
+    grown = json.loads((out / "config.json").read_text())
+    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is True
+    assert grown["tie_word_embeddings"] is False and "tie_embedding" not in grown
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(source, grown, "lfm2_vl") <= REL_TOL
 
 
 def test_multimodal_cli(tmp_path, capsys):
@@ -269,7 +323,7 @@ def test_multimodal_cli(tmp_path, capsys):
 
 
 
-NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe",)  # transformers maps no AutoModelForCausalLM to qwen3_vl_moe_text
+NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v")  # transformers maps no AutoModelForCausalLM to their text configs
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)
@@ -357,6 +411,25 @@ def test_flat_release_config(tmp_path, model_type):
     source, grown = load_causal_lm(src), load_causal_lm(out)
     assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
+
+
+def test_glm4v_vision_width_is_the_language_models(tmp_path):
+    """GLM-4.1V's vision tower reads vision_config.out_hidden_size, the language model's hidden size, as the width of
+    its blocks' MLPs, of its downsampling convolution and of its merger (proj, a LayerNorm, the SwiGLU's input): they
+    grow with it by plain copies, divided where they are read (the growth tests check the image logits), and the
+    LayerNorm sees the source's mean and variance only with whole copies: a hidden size that is not a multiple is
+    refused in one line, nothing written."""
+    from safetensors.torch import load_file
+
+    src = make_tiny_multimodal("glm4v", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2)
+    before, after = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    gate, down = "model.visual.blocks.0.mlp.gate_proj.weight", "model.visual.blocks.0.mlp.down_proj.weight"
+    assert torch.equal(after[gate], before[gate].repeat(2, 1))
+    assert torch.allclose(after[down][:, :48] + after[down][:, 48:], before[down], atol=1e-6)  # the copies' share
+    with pytest.raises(HyperCloneError, match=r"post_projection_norm\.\w+: a LayerNorm .* whole factor, not to 64"):
+        grow(src, tmp_path / "a", hidden_size=64, heads=4, kv_heads=1, ffn_size=100)
+    assert not (tmp_path / "a").exists()
 
 
 def test_deepstack_layers_stay_first(tmp_path):

@@ -259,6 +259,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 # Multimodal checkpoints (hyperclone.grow.wrapper): a tiny vision tower and projector around a tiny language model;
 # IMAGE_TOKENS image tokens per 32x32 image, IMAGE_TOKEN their id
 IMAGE_TOKEN, IMAGE_TOKENS = 90, 4
+VIDEO_TOKEN = 93
 QWEN_VL_TEXT = dict(vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
 TINY_MULTIMODAL: dict[str, dict] = {
     "gemma3": dict(
@@ -316,6 +317,18 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
                            deepstack_visual_indexes=[0, 1]),
         image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # GLM-4.1V (text glm4v_text: GLM-4's layers, head_dim the hidden size / heads, half-rotary M-RoPE): the vision
+    # tower's MLPs, its downsampling convolution and its merger (a LayerNorm inside) are out_hidden_size wide, the
+    # language model's hidden size; 4x4 patches of 2 frames x 8x8 pixels merged 2x2 into 4 image tokens
+    "glm4v": dict(
+        text_config=dict(hidden_size=48, intermediate_size=80, num_attention_heads=3, num_key_value_heads=1,
+                         num_hidden_layers=2, **QWEN_VL_TEXT,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], partial_rotary_factor=0.5,
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48,
+                           image_size=32, patch_size=8, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=91, image_end_token_id=92,
+        video_start_token_id=94, video_end_token_id=95),
     # LLaVA 1.5: a CLIP vision tower (2x2 patches of 16 pixels, the class token dropped), a two-layer projector
     "llava": dict(
         text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),
@@ -339,6 +352,34 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            vision_use_head=False),
         image_token_index=IMAGE_TOKEN, video_token_index=93, image_grid_pinpoints=[[32, 64], [64, 32]],
         vision_aspect_ratio="anyres_max_1"),
+    # LLaVA-NeXT-Video (text Llama, as the 7B releases): LLaVA-NeXT's anyres images (14 image tokens each) and videos
+    # whose 32x32 frames' 2x2 patches the resampler pools into one token each; its conv pooling (the releases' is
+    # average, with no parameters) gives the resampler tensors, kept as the vision tower's
+    "llava_next_video": dict(
+        text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=40, num_attention_heads=2,
+                           num_hidden_layers=2, image_size=32, patch_size=16),
+        image_token_index=IMAGE_TOKEN, video_token_index=VIDEO_TOKEN, image_grid_pinpoints=[[32, 64], [64, 32]],
+        spatial_pool_mode="conv"),
+    # LFM2-VL (text LFM2): a SigLIP2 tower of 4x4 patches of 8 pixels (flattened, with their grid), unshuffled 2x2
+    # into 4 image tokens; the projector's LayerNorm and linear_1 (its own width, 40) are kept, its linear_2 writes
+    # the residual stream
+    "lfm2_vl": dict(
+        text_config=dict(TINY_CONFIGS["lfm2"], model_type="lfm2", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="siglip2_vision_model", hidden_size=32, intermediate_size=40,
+                           num_attention_heads=2, num_hidden_layers=1, patch_size=8, num_patches=16,
+                           vision_use_head=False),
+        image_token_id=IMAGE_TOKEN, projector_hidden_size=40, downsample_factor=2),
+    # Aya Vision (text Cohere2): a SigLIP tower of 4x4 patches of 8 pixels, pixel-shuffled 2x2 into 4 image tokens; the
+    # projector's LayerNorm and linear_1 are kept: its width, alignment_intermediate_size, left out as some configs
+    # do, is the text config's hidden size, which the grown config then states
+    "aya_vision": dict(
+        text_config=dict(TINY_CONFIGS["cohere2"], model_type="cohere2", vocab_size=VOCAB, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=40,
+                           num_attention_heads=2, num_hidden_layers=1, image_size=32, patch_size=8,
+                           vision_use_head=False),
+        image_token_index=IMAGE_TOKEN, downsample_factor=2),
     # InternVL 3.5 (text Qwen3): 4x4 patches of 8 pixels (the class token dropped), pixel-shuffled 2x2 into 4 image
     # tokens of 4 x 32 channels; the projector's LayerNorm over them is kept
     "internvl": dict(
@@ -356,7 +397,9 @@ TINY_MULTIMODAL: dict[str, dict] = {
 }
 TINY_MULTIMODAL["smolvlm"] = TINY_MULTIMODAL["idefics3"]
 # image tokens per image where not IMAGE_TOKENS (LLaVA-NeXT's and OneVision's anyres grids with image_newline)
-IMAGE_TOKENS_OF = {"llava_next": 14, "llava_onevision": 7}
+IMAGE_TOKENS_OF = {"llava_next": 14, "llava_onevision": 7, "llava_next_video": 14}
+# video frames (32x32 pixels, one video token each) per model type whose image check also runs a video
+VIDEO_FRAMES_OF = {"llava_next_video": 2}
 
 
 def make_tiny_multimodal(model_type: str, folder: Path, tied: bool | None = None, dtype=torch.float32,

@@ -39,6 +39,9 @@ from hyperclone.grow.wrapper import (
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
     config = dict(raw_config)
     config.update(plan.config_updates)
+    for alias, key in plan.family.config_aliases:  # the class reads the alias over the key (LFM2's releases)
+        if alias in config and key in plan.config_updates:
+            config[alias] = plan.config_updates[key]
     config.pop("quantization_config", None)
     if "dtype" in plan.config_updates:  # transformers 4's name for it would contradict it
         config.pop("torch_dtype", None)
@@ -50,7 +53,8 @@ def grown_source_config(source: Source, plan: Plan) -> dict[str, Any]:
     if source.wrapper is None:
         return grown_config(source.raw_config, plan)
     text = grown_config(text_section(source.wrapper, source.full_config), plan)
-    return nest_config(source.wrapper, source.full_config, text, plan.config_updates, plan.grown.hidden)
+    return nest_config(source.wrapper, source.full_config, text, plan.config_updates, plan.grown.hidden,
+                       plan.source.hidden)
 
 
 def plan_source(source: Source, spec: GrowthSpec) -> Plan:

@@ -1,8 +1,9 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA, LLaVA-NeXT, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the
-language model grows as its family does, the vision tower is copied unchanged, and the projector that writes image
-features into the language model's residual stream grows with the residual stream's map, so that image tokens, like
-text tokens, enter the grown model as the copies of what entered the source.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, LFM2-VL, Aya Vision, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video,
+LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model grows as its family does, the vision tower is copied
+unchanged, and the projector that writes image features into the language model's residual stream grows with the
+residual stream's map, so that image tokens, like text tokens, enter the grown model as the copies of what entered the
+source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -18,28 +19,38 @@ table's (the releases' `language_model.model.` and `language_model.lm_head.`, tr
 uses the first under which all its other tensors are named, and the grown one keeps it (so a layout whose prefix
 extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside
 which the vision tower is `visual.`).
-``kept``: regexes of tensors copied unchanged (the vision tower, the projector's norms);
+``kept``: regexes of tensors copied unchanged (the vision tower, LLaVA-NeXT-Video's resampler, the projector's norms,
+LFM2-VL's and Aya Vision's projector linear_1, whose width is their own);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
 contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the
 image features, is one axis of this kind and so grows exactly as an embedding row of these text families, none of
 which has a width-dependent embedding multiplier), ``inner`` (a projector's own width that its config ties to the
-hidden size: grown by plain copies, divided among them where it is read) and ``kept``, and ``contract``, the axis a
-matrix reads (as in the family tables); a tensor that matches a projector rule is the projector's even where a kept
-pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
+hidden size: grown by plain copies, divided among them where it is read; GLM-4.1V's vision MLPs, downsampling
+convolution and merger are out_hidden_size wide) and ``kept``, and ``contract``, the axis a matrix reads (as in the
+family tables); ``norm``: true on a LayerNorm's weight or bias over an inner axis (GLM-4.1V's merger
+post_projection_norm), whose statistics over copies are the source's only when every channel has as many copies as
+the others: a hidden size that is not a whole multiple is refused. A tensor that matches a projector rule is the
+projector's even where a kept pattern covers it too. Every stored tensor must be one of the three, or the checkpoint
+is refused.
 ``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by;
-``text_ties``: the class also ties when the text config's tie_word_embeddings says true (transformers forwards it
-to the top level for older saves: Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-OneVision); otherwise the text config's own
-value is never read.
+``text_ties``: the class also ties when the text config's tie_word_embeddings says true (transformers forwards it to
+the top level for older saves: Qwen2-VL, Qwen2.5-VL, GLM-4.1V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision); otherwise
+the text config's own value is never read. ``tie_aliases``: top-level keys the class reads in place of
+tie_word_embeddings when they are there (LFM2-VL's tie_embedding, LFM2's own name, which its config class pops over
+tie_word_embeddings): the source ties by them, and a grown config that unties drops them.
 ``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision
-merger writes: Qwen3.5's and Qwen3-VL's vision_config.out_hidden_size, Qwen2-VL's vision_config.hidden_size): they
-must equal it, and take the grown size. ``leading_layers``: a dotted config key holding a list as long as the
-number of the language model's first layers after which the vision tower adds features to the residual stream
+merger writes: Qwen3.5's, Qwen3-VL's and GLM-4.1V's vision_config.out_hidden_size, Qwen2-VL's
+vision_config.hidden_size): they must equal it, and take the grown size. ``hidden_defaults``: dotted config keys
+whose class default is the language model's hidden size, a projector width that does not grow (Aya Vision's
+alignment_intermediate_size, linear_1's output, split in two by its SwiGLU): where the source leaves one out, the
+grown config states the source's hidden size in it. ``leading_layers``: a dotted config key holding a list as long
+as the number of the language model's first layers after which the vision tower adds features to the residual stream
 (Qwen3-VL's DeepStack: vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the
 model adds them by layer index, so depth growth keeps those layers first: new layers placed by default go after the
-last of them, and --insert-after positions before it are refused. ``like``: another model type whose fields an
-entry takes (Qwen3.5-MoE's are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is
-like LLaVA-NeXT, itself like LLaVA). An unknown key is an error.
+last of them, and --insert-after positions before it are refused. ``like``: another model type whose fields an entry
+takes (Qwen3.5-MoE's are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is like
+LLaVA-NeXT, itself like LLaVA). An unknown key is an error.
 
 The grown config is the source's with the language model's growth written into its text config (or, flat, its top
 level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -63,7 +74,8 @@ from hyperclone.grow.plan import Recipe
 PROJECTOR_AXES = ("hidden", "inner", "kept")
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
 ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
-              "kept", "projector", "hidden_links", "leading_layers", "like"}
+              "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults"}
+RULE_KEYS = {"name", "axes", "contract", "norm"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class ProjectorRule:
     pattern: str
     axes: tuple[str, ...]
     contract: int | None
+    norm: bool = False  # a LayerNorm's weight or bias over an inner axis: whole copies only
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,8 @@ class Wrapper:
     text_at_top: bool = False
     text_ties: bool = False
     leading_layers: str | None = None
+    tie_aliases: tuple[str, ...] = ()
+    hidden_defaults: tuple[str, ...] = ()
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -206,8 +221,9 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     model ties by (the top level's, the wrapper's default where it says nothing, or, where text_ties, a text config
     that ties)."""
     text = copy.deepcopy(text_section(wrapper, raw))  # config classes change what they are given (rope dicts)
+    text = {k: v for k, v in text.items() if k not in wrapper.tie_aliases}  # the text class would tie by them
     stated = text.get("model_type")
-    tied = raw.get("tie_word_embeddings")
+    tied = next((raw[key] for key in (*wrapper.tie_aliases, "tie_word_embeddings") if raw.get(key) is not None), None)
     tied = wrapper.tied_default if tied is None else bool(tied)
     if wrapper.text_model_type is not None and stated in (None, wrapper.text_model_type):
         stated = None
@@ -220,10 +236,10 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any], updates: dict[str, Any],
-                hidden: int) -> dict[str, Any]:
+                hidden: int, source_hidden: int) -> dict[str, Any]:
     """The grown multimodal config: the source's, with the grown text config in its place (flat: its keys at the
-    top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, and the grown hidden
-    size in its links."""
+    top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, the grown hidden
+    size in its links and the source's in the hidden_defaults it leaves out."""
     if _is_flat(wrapper, raw):
         config = {**raw, **grown_text}
     else:
@@ -232,18 +248,28 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
             config.update({k: v for k, v in grown_text.items()
                            if k in raw and not k.endswith("_config") and k != "model_type"})
     config.update({key: updates[key] for key in TOP_LEVEL_KEYS if key in updates})
+    if "tie_word_embeddings" in updates:  # the class would read an alias in its place
+        for alias in wrapper.tie_aliases:
+            config.pop(alias, None)
     if "dtype" in updates:  # the legacy name would contradict it (flat Qwen2-VL configs read torch_dtype first)
         config.pop("torch_dtype", None)
         if isinstance(config.get(wrapper.text_config), dict):
             config[wrapper.text_config] = {k: v for k, v in config[wrapper.text_config].items() if k != "torch_dtype"}
     config.pop("quantization_config", None)
     for link in wrapper.hidden_links:
-        *parents, key = link.split(".")
-        node = config
-        for parent in parents:
-            node[parent] = node = dict(node[parent])
-        node[key] = hidden
+        _set_dotted(config, link, hidden)
+    for link in wrapper.hidden_defaults:
+        if _dotted(raw, link) is None:
+            _set_dotted(config, link, source_hidden)
     return config
+
+
+def _set_dotted(config: dict[str, Any], link: str, value: Any) -> None:
+    *parents, key = link.split(".")
+    node = config
+    for parent in parents:
+        node[parent] = node = dict(node[parent])
+    node[key] = value
 
 
 def _dotted(raw: dict[str, Any], link: str) -> Any:
@@ -311,6 +337,11 @@ def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap,
     """Each axis's map: the residual stream's, plain copies of the hidden size, or the identity."""
     if len(rule.axes) != len(shape):
         raise HyperCloneError(f"{name} of shape {list(shape)} does not have the axes {list(rule.axes)}")
+    if rule.norm and hidden.size % hidden.src_size:
+        raise HyperCloneError(f"{name}: a LayerNorm over the language model's width inside the projector sees the "
+                              "source's mean and variance only when every channel is copied as often as the others "
+                              f"(its epsilon is fixed); grow the hidden size {hidden.src_size} by a whole factor, "
+                              f"not to {hidden.size}")
     maps = []
     for kind, size in zip(rule.axes, shape, strict=True):
         if kind != "kept" and size != hidden.src_size:
@@ -357,13 +388,17 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
         re.compile(entry["name"])
         if any(kind not in PROJECTOR_AXES for kind in entry["axes"]):
             raise ValueError(f"wrapper {model_type}: projector axes must be among {PROJECTOR_AXES}")
-        rules.append(ProjectorRule(entry["name"], tuple(entry["axes"]), entry.get("contract")))
+        if set(entry) - RULE_KEYS:
+            raise ValueError(f"wrapper {model_type}: unknown projector keys {sorted(set(entry) - RULE_KEYS)}")
+        rules.append(ProjectorRule(entry["name"], tuple(entry["axes"]), entry.get("contract"),
+                                   bool(entry.get("norm", False))))
     for pattern in raw["kept"]:
         re.compile(pattern)
     layouts = tuple(tuple(layout.items()) for layout in raw["layouts"])
     return Wrapper(model_type, raw["text_config"], raw["text_family"], bool(raw["tied_default"]), layouts,
                    tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())), raw.get("text_model_type"),
-                   bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"))
+                   bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"),
+                   tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())))
 
 
 def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -93,6 +93,9 @@ refusal may add ``"when": {other key: value, ...}``: it then applies only where 
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
 (LFM2): with the flag true the width is multiple_of x ceil(multiplier x int(2/3 x value) / multiple_of) (no rounding
 without a multiplier); the grown config states the width itself, with the flag false.
+``config_aliases``: {alias: key} config keys the config class reads in place of a key growth writes (LFM2's releases
+state tie_embedding and block_ff_dim, which Lfm2Config pops over tie_word_embeddings and intermediate_size): a grown
+config that changes the key writes its value into the alias too, so the class reads the grown value.
 ``multi_query``: the config key of a multi-query flag (GPT-BigCode's multi_query): when it is true the model has one
 KV head, which every query head reads; growth copies query heads and keeps that one KV head (the config cannot say
 more), so the k and v sections of the fused projection keep their width and read the grown residual stream. Written
@@ -134,7 +137,8 @@ TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "lay
                "may_be_transposed"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
-               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query"}
+               "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
+               "config_aliases"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -234,6 +238,7 @@ class Family:
     ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
     multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
     multi_query_when: tuple[tuple[str, Any], ...] = ()  # ... counted only where these config values hold (Falcon)
+    config_aliases: tuple[tuple[str, str], ...] = ()  # (alias, key): the class reads the alias in the key's place
 
     def is_multi_query(self, config: Any) -> bool:
         """Whether a transformers config object describes multi-query attention (one KV head, kept at one)."""
@@ -336,7 +341,14 @@ def _parse_family(raw: dict) -> Family:
         kept_lists=tuple(raw.get("kept_lists", ())),
         ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
         **_parse_multi_query(name, raw.get("multi_query")),
+        config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
     )
+
+
+def _parse_config_aliases(family: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError(f"family {family}: config_aliases must map config keys to config keys")
+    return tuple(raw.items())
 
 
 def _parse_multi_query(family: str, raw: Any) -> dict[str, Any]:
