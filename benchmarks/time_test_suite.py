@@ -1,5 +1,7 @@
 """The CI run from a fresh clone, timed: `git clone` this repository, run `bash .ci/run` there (install into a
-new .venv, then the README's test command), and record how long it took and what pytest reported.
+new .venv, then the README's test command), and record how long it took, what pytest reported, and the seconds
+spent per test file (pytest's own durations of every phase of every test, through PYTEST_ADDOPTS), so the slowest
+files are known when the suite nears its limit.
 
     python benchmarks/time_test_suite.py --json results/test_suite.json [--clone /tmp/ci-check]
 
@@ -33,7 +35,8 @@ def main() -> None:
                             text=True, check=True).stdout.strip()
     load = os.getloadavg()[0]  # other work on the machine slows the run: recorded beside the time
     start = time.perf_counter()
-    done = subprocess.run(["bash", ".ci/run"], cwd=args.clone, capture_output=True, text=True)
+    env = {**os.environ, "PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}  # every phase of every test timed
+    done = subprocess.run(["bash", ".ci/run"], cwd=args.clone, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     output = done.stdout + done.stderr
     (args.clone / "ci.log").write_text(output)
@@ -41,11 +44,15 @@ def main() -> None:
     sys.stdout.write(done.stdout[-3000:] + "\n".join(failures) + "\n")
     summary = re.findall(r"^=*\s*((?:\d+ failed, )?\d+ passed.*?) in ([\d.]+)s", output, re.M)
     tests, pytest_s = (summary[-1][0], float(summary[-1][1])) if summary else (None, None)
+    per_file: dict[str, float] = {}
+    for seconds_, path in re.findall(r"^([\d.]+)s (?:setup|call|teardown)\s+(tests/[^:\s]+)::", output, re.M):
+        per_file[path] = per_file.get(path, 0.0) + float(seconds_)
+    per_file = {path: round(t, 1) for path, t in sorted(per_file.items(), key=lambda item: -item[1])}
     if args.json:
         record = {"benchmark": "time_test_suite", "date": time.strftime("%Y-%m-%d"), "commit": commit,
                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "ci_exit": done.returncode,
                   "ci_wall_s": round(seconds, 1), "pytest_summary": tests, "pytest_s": pytest_s,
-                  "load_average_at_start": round(load, 2),
+                  "load_average_at_start": round(load, 2), "seconds_per_file": per_file,
                   "command": "python benchmarks/time_test_suite.py --json results/test_suite.json"}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     sys.exit(done.returncode)
