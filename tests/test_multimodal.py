@@ -1,12 +1,13 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
-Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, LFM2-VL, Aya Vision, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video,
-LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint grows as its family does, the vision tower is copied byte
-for byte (GLM-4.1V's MLPs, as wide as the language model, grow by copies), and the projector (with LLaVA-NeXT's
-image_newline) writes the grown residual stream, so the grown model gives the source's logits on text and on images
-with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma, LLaVA,
+LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint grows as its family does, the
+vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide as the language model, grow by copies),
+and the projector (with LLaVA-NeXT's image_newline) writes the grown residual stream, so the grown model gives the
+source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -15,9 +16,11 @@ from tiny_models import (
     IMAGE_TOKEN,
     IMAGE_TOKENS,
     IMAGE_TOKENS_OF,
+    TINY_CONFIGS,
     TINY_MULTIMODAL,
     VIDEO_FRAMES_OF,
     VIDEO_TOKEN,
+    VOCAB,
     make_tiny_multimodal,
 )
 
@@ -51,7 +54,7 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
     for i in range(images):
         start = 3 + i * (tokens + 3)
         text[0, start:start + tokens] = IMAGE_TOKEN
-    if model_type.startswith("qwen") or model_type == "glm4v":  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2:
+    if model_type.startswith(("qwen", "glm4v")):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2:
         # flattened, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
@@ -94,19 +97,18 @@ GROWTH_MATRIX = [pytest.param(model_type, options, tied, id=f"{model_type}-{name
 @pytest.mark.parametrize("model_type,options,tied", GROWTH_MATRIX)
 def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     """Each model type grows with 2 of the 4 option sets, rotating over the sorted model types: one width growth in
-    noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied
-    kept; GLM-4.1V 2x diagonal, its merger's LayerNorm taking whole factors only), so every model type meets noisy
-    width growth and a target shape with depth, and every set is met by 8 to 10 of the 18 model types in all four
-    pairings (their language models are families tests/test_families.py grows in every mode). Why not all 4: at
-    ~0.5 s each they would take ~36 s of this file's time, which is kept under ~60 s on one thread as the suite nears
-    its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
+    noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
+    GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only), so every model type meets
+    noisy width growth and a target shape with depth, and every set is met by 10 or 11 of the 21 model types in all four
+    pairings (their language models are families tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s
+    each they would take ~42 s of this file's time, which is kept under ~60 s on one thread as the suite nears its
+    limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
-    if model_type == "glm4v" and options.get("hidden_size") == 72:  # its merger's LayerNorm: whole factors only
+    if model_type.startswith("glm4v") and options.get("hidden_size") == 72:  # the merger's LayerNorm: whole factors
         options = dict(options, hidden_size=96, heads=6, kv_heads=2)
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
-    layers = TINY_MULTIMODAL[model_type]["text_config"]["num_hidden_layers"]  # the index of a new layer
     source, grown = load_causal_lm(src), load_causal_lm(out)
     result = compare_models(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
@@ -118,16 +120,23 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     assert after["text_config"]["hidden_size"] == hidden
     wrapper = WRAPPERS[model_type]  # the width a vision merger writes, stated in the vision config: grown
     links = {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_links}
+    links |= {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_restated  # PaliGemma's
+              if link.startswith("vision_config.") and before["vision_config"].get(link.split(".")[1]) == 48}
     assert after["vision_config"] == {**before["vision_config"], **links}
     for key in wrapper.hidden_defaults:  # a projector width the class would read from the grown hidden size
         assert after[key] == before.get(key, 48)
+    for key in (k for k in wrapper.hidden_restated if "." not in k):  # never read: grown where it was the width
+        assert after.get(key) == (hidden if before.get(key) == 48 else before.get(key))
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    # the grown layers that are not the source's layer of the same index: a new one, and any after it (GLM-4.5V's new
+    # layer goes among its dense first ones)
+    moved = {i for i, (src_layer, _) in enumerate(provenance["layers"]) if src_layer != i}
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
         vision = [k for k in a.keys() if wrapper.is_kept(k) and wrapper.projector_rule(k) is None]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
         untied = sort_tensors(wrapper, list(a.keys())).stored_name("lm_head.weight")
-        new = {k for k in b.keys() if f".layers.{layers}." in k} | ({untied} if tied else set())
-        assert set(b.keys()) - set(a.keys()) <= new  # named as the source names its tensors
-    provenance = json.loads((out / "hyperclone.json").read_text())
+        new = {k for k in b.keys() if (m := re.search(r"\.layers\.(\d+)\.", k)) and int(m.group(1)) in moved}
+        assert set(b.keys()) - set(a.keys()) <= new | ({untied} if tied else set())  # named as the source names them
     assert provenance["wrapper"] == model_type and provenance["function_preserving"] is True
 
 
@@ -143,8 +152,10 @@ def test_multimodal_from_bf16(tmp_path, model_type):
 # per model type, every tensor that writes the residual stream from an image (biases aside)
 RESIDUAL_WRITERS = {
     "aya_vision": ("multi_modal_projector.linear_2.weight",),
+    "cohere2_vision": ("model.multi_modal_projector.linear_2.weight",),
     "gemma3": ("multi_modal_projector.mm_input_projection_weight",),
     "mistral3": ("multi_modal_projector.linear_2.weight",),
+    "paligemma": ("multi_modal_projector.linear.weight",),
     "qwen3_5": ("model.visual.merger.linear_fc2.weight",),
     "qwen3_5_moe": ("model.visual.merger.linear_fc2.weight",),
     "qwen2_vl": ("visual.merger.mlp.2.weight",),
@@ -154,6 +165,7 @@ RESIDUAL_WRITERS = {
     "qwen3_vl_moe": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
                      "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
     "glm4v": ("model.visual.merger.down_proj.weight",),
+    "glm4v_moe": ("model.visual.merger.down_proj.weight",),
     "lfm2_vl": ("model.multi_modal_projector.linear_2.weight",),
     "llava": ("multi_modal_projector.linear_2.weight",),
     "llava_next": ("multi_modal_projector.linear_2.weight", "image_newline"),
@@ -266,9 +278,10 @@ def test_image_newline_grows_as_an_embedding_row(tmp_path, options):
 def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     """Release configs often leave the top-level tie_word_embeddings out (and transformers saves a text config that
     says false even for a tied model): the model ties by the top level's default, and so does growth; where the
-    class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, GLM-4.1V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision:
-    text_ties), a tied text config under an untied default ties it; the other classes never read it (LLaVA-NeXT,
-    Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL and Aya Vision tied). Without copies.json (names of the class
+    class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video,
+    LLaVA-OneVision: text_ties), a tied text config under an untied default ties it; the other classes never read it
+    (LLaVA-NeXT, Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL, Aya Vision, Command A Vision and PaliGemma
+    tied). Without copies.json (names of the class
     that loads it), the model card says how to load it."""
     tied_default = WRAPPERS[model_type].tied_default
     tied = tied_default or WRAPPERS[model_type].text_ties  # what the text config's opposite value leaves
@@ -323,7 +336,7 @@ def test_multimodal_cli(tmp_path, capsys):
 
 
 
-NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v")  # transformers maps no AutoModelForCausalLM to their text configs
+NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v", "glm4v_moe")  # transformers has no causal LM for their text configs
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)
@@ -411,6 +424,30 @@ def test_flat_release_config(tmp_path, model_type):
     source, grown = load_causal_lm(src), load_causal_lm(out)
     assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
+
+
+def test_paligemma2_gemma2_text(tmp_path):
+    """PaliGemma 2: a Gemma 2 language model (sliding and full attention, soft caps) behind PaliGemma's projector,
+    whose image features enter the residual stream unscaled (text embeddings are scaled by sqrt(hidden) inside the
+    embedding): its rows grow with the residual stream's map alone, exact on text and on images with a bidirectional
+    prefix (token_type_ids). projection_dim (which the class copies into vision_config) takes the grown width; a
+    top-level hidden_size that is not the language model's (the class default 2048 beside another width), never read,
+    is left as stated."""
+    text = dict(TINY_CONFIGS["gemma2"], model_type="gemma2", vocab_size=VOCAB, max_position_embeddings=64)
+    src = make_tiny_multimodal("paligemma", tmp_path / "src", text_config=text, hidden_size=2048)
+    out = grow(src, tmp_path / "out", width=2, layers=3)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["projection_dim"], config["vision_config"]["projection_dim"]) == (96, 96)
+    assert config["hidden_size"] == 2048
+    assert config["text_config"]["model_type"] == "gemma2" and config["text_config"]["hidden_size"] == 96
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    inputs = image_inputs("paligemma")
+    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    inputs["token_type_ids"][0, -4:] = 1  # the prefix (images and prompt) attends both ways, the suffix causally
+    with torch.no_grad():
+        a, b = source(**inputs).logits, grown(**inputs).logits
+    assert ((a - b).abs().max() / a.abs().max()).item() <= REL_TOL
 
 
 def test_glm4v_vision_width_is_the_language_models(tmp_path):

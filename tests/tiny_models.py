@@ -329,6 +329,19 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            image_size=32, patch_size=8, spatial_merge_size=2, temporal_patch_size=2),
         image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=91, image_end_token_id=92,
         video_start_token_id=94, video_end_token_id=95),
+    # GLM-4.5V (text glm4v_moe_text: GLM-4.5's dense first layer then sigmoid-routed experts with a shared expert,
+    # without q/k norms; head_dim stated, 6 x 16 wider than the hidden size as in the releases): GLM-4.1V's vision tower
+    "glm4v_moe": dict(
+        text_config=dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=40, num_attention_heads=6,
+                         num_key_value_heads=2, head_dim=16, num_hidden_layers=2, first_k_dense_replace=1,
+                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=2.5,
+                         attention_bias=True, **QWEN_VL_TEXT,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], partial_rotary_factor=0.5,
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48,
+                           image_size=32, patch_size=8, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=91, image_end_token_id=92,
+        video_start_token_id=94, video_end_token_id=95),
     # LLaVA 1.5: a CLIP vision tower (2x2 patches of 16 pixels, the class token dropped), a two-layer projector
     "llava": dict(
         text_config=dict(TINY_CONFIGS["llama"], model_type="llama", vocab_size=VOCAB, max_position_embeddings=64),
@@ -380,6 +393,24 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            num_attention_heads=2, num_hidden_layers=1, image_size=32, patch_size=8,
                            vision_use_head=False),
         image_token_index=IMAGE_TOKEN, downsample_factor=2),
+    # PaliGemma (text Gemma; PaliGemma 2's Gemma 2 in tests/test_multimodal.py): a SigLIP tower of 2x2 patches of 16
+    # pixels, one linear projector of projection_dim (the text hidden size) rows; image features enter the residual
+    # stream unscaled, text embeddings scaled by sqrt(hidden)
+    "paligemma": dict(
+        text_config=dict(TINY_CONFIGS["gemma"], model_type="gemma", vocab_size=VOCAB, max_position_embeddings=64),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=40,
+                           num_attention_heads=2, num_hidden_layers=1, image_size=32, patch_size=16,
+                           vision_use_head=False),
+        image_token_index=IMAGE_TOKEN, projection_dim=48, hidden_size=48),
+    # Command A Vision (text Cohere2): Aya Vision's projector without its LayerNorm, the SwiGLU's linear_1 as wide as
+    # alignment_intermediate_size (40, its own width: kept); transformers 5's names in its releases and in memory
+    "cohere2_vision": dict(
+        text_config=dict(TINY_CONFIGS["cohere2"], model_type="cohere2", vocab_size=VOCAB, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=40,
+                           num_attention_heads=2, num_hidden_layers=1, image_size=32, patch_size=8,
+                           vision_use_head=False),
+        image_token_id=IMAGE_TOKEN, downsample_factor=2, alignment_intermediate_size=40),
     # InternVL 3.5 (text Qwen3): 4x4 patches of 8 pixels (the class token dropped), pixel-shuffled 2x2 into 4 image
     # tokens of 4 x 32 channels; the projector's LayerNorm over them is kept
     "internvl": dict(
@@ -403,12 +434,13 @@ VIDEO_FRAMES_OF = {"llava_next_video": 2}
 
 
 def make_tiny_multimodal(model_type: str, folder: Path, tied: bool | None = None, dtype=torch.float32,
-                         seed: int = 0) -> Path:
-    """Write a tiny random multimodal checkpoint (every parameter random) to `folder` and return the folder."""
+                         seed: int = 0, **overrides) -> Path:
+    """Write a tiny random multimodal checkpoint (every parameter random) to `folder` and return the folder;
+    `overrides` replace TINY_MULTIMODAL's config keys (a text_config of another family)."""
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(seed)
-    kwargs = dict(TINY_MULTIMODAL[model_type])
+    kwargs = {**TINY_MULTIMODAL[model_type], **overrides}
     if tied is not None:
         kwargs["tie_word_embeddings"] = tied
     model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **kwargs))

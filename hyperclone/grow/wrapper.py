@@ -1,9 +1,9 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, LFM2-VL, Aya Vision, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video,
-LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model grows as its family does, the vision tower is copied
-unchanged, and the projector that writes image features into the language model's residual stream grows with the
-residual stream's map, so that image tokens, like text tokens, enter the grown model as the copies of what entered the
-source.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
+LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model grows as its
+family does, the vision tower is copied unchanged, and the projector that writes image features into the language
+model's residual stream grows with the residual stream's map, so that image tokens, like text tokens, enter the grown
+model as the copies of what entered the source.
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -20,7 +20,7 @@ uses the first under which all its other tensors are named, and the grown one ke
 extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside
 which the vision tower is `visual.`).
 ``kept``: regexes of tensors copied unchanged (the vision tower, LLaVA-NeXT-Video's resampler, the projector's norms,
-LFM2-VL's and Aya Vision's projector linear_1, whose width is their own);
+LFM2-VL's, Aya Vision's and Command A Vision's projector linear_1, whose width is their own);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
 contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the
@@ -33,24 +33,28 @@ post_projection_norm), whose statistics over copies are the source's only when e
 the others: a hidden size that is not a whole multiple is refused. A tensor that matches a projector rule is the
 projector's even where a kept pattern covers it too. Every stored tensor must be one of the three, or the checkpoint
 is refused.
-``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by;
-``text_ties``: the class also ties when the text config's tie_word_embeddings says true (transformers forwards it to
-the top level for older saves: Qwen2-VL, Qwen2.5-VL, GLM-4.1V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision); otherwise
-the text config's own value is never read. ``tie_aliases``: top-level keys the class reads in place of
-tie_word_embeddings when they are there (LFM2-VL's tie_embedding, LFM2's own name, which its config class pops over
-tie_word_embeddings): the source ties by them, and a grown config that unties drops them.
-``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision
-merger writes: Qwen3.5's, Qwen3-VL's and GLM-4.1V's vision_config.out_hidden_size, Qwen2-VL's
-vision_config.hidden_size): they must equal it, and take the grown size. ``hidden_defaults``: dotted config keys
-whose class default is the language model's hidden size, a projector width that does not grow (Aya Vision's
-alignment_intermediate_size, linear_1's output, split in two by its SwiGLU): where the source leaves one out, the
-grown config states the source's hidden size in it. ``leading_layers``: a dotted config key holding a list as long
-as the number of the language model's first layers after which the vision tower adds features to the residual stream
-(Qwen3-VL's DeepStack: vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the
-model adds them by layer index, so depth growth keeps those layers first: new layers placed by default go after the
-last of them, and --insert-after positions before it are refused. ``like``: another model type whose fields an entry
-takes (Qwen3.5-MoE's are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is like
-LLaVA-NeXT, itself like LLaVA). An unknown key is an error.
+``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by; ``text_ties``:
+the class also ties when the text config's tie_word_embeddings says true (transformers forwards it to the top level for
+older saves: Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision); otherwise the text
+config's own value is never read. ``tie_aliases``: top-level keys the class reads in place of tie_word_embeddings when
+they are there (LFM2-VL's tie_embedding, LFM2's own name, which its config class pops over tie_word_embeddings): the
+source ties by them, and a grown config that unties drops them.
+``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision merger
+writes: Qwen3.5's, Qwen3-VL's and GLM-4.1V's vision_config.out_hidden_size, Qwen2-VL's vision_config.hidden_size;
+PaliGemma's projection_dim, its projector's output): they must equal it, and take the grown size. ``hidden_defaults``:
+dotted config keys whose class default is the language model's hidden size, a projector width that does not grow (Aya
+Vision's alignment_intermediate_size, linear_1's output, split in two by its SwiGLU): where the source leaves one out,
+the grown config states the source's hidden size in it. ``hidden_restated``: dotted config keys that may restate the
+language model's hidden size where the class never reads them (PaliGemma's vision_config.projection_dim, which its
+config class sets from projection_dim, and its top-level hidden_size, which may hold the class default 2048 beside
+another width): one that states the source's hidden size takes the grown one, any other value (or none) is left as
+stated. ``leading_layers``: a dotted config key holding a list as long as the number of the language model's first
+layers after which the vision tower adds features to the residual stream (Qwen3-VL's DeepStack:
+vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the model adds them by layer
+index, so depth growth keeps those layers first: new layers placed by default go after the last of them, and
+--insert-after positions before it are refused. ``like``: another model type whose fields an entry takes (Qwen3.5-MoE's
+are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is like LLaVA-NeXT, itself like
+LLaVA). An unknown key is an error.
 
 The grown config is the source's with the language model's growth written into its text config (or, flat, its top
 level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
@@ -74,7 +78,8 @@ from hyperclone.grow.plan import Recipe
 PROJECTOR_AXES = ("hidden", "inner", "kept")
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
 ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
-              "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults"}
+              "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults",
+              "hidden_restated"}
 RULE_KEYS = {"name", "axes", "contract", "norm"}
 
 
@@ -102,6 +107,7 @@ class Wrapper:
     leading_layers: str | None = None
     tie_aliases: tuple[str, ...] = ()
     hidden_defaults: tuple[str, ...] = ()
+    hidden_restated: tuple[str, ...] = ()
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -239,7 +245,8 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
                 hidden: int, source_hidden: int) -> dict[str, Any]:
     """The grown multimodal config: the source's, with the grown text config in its place (flat: its keys at the
     top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, the grown hidden
-    size in its links and the source's in the hidden_defaults it leaves out."""
+    size in its links and in the hidden_restated keys that state the source's, and the source's in the
+    hidden_defaults it leaves out."""
     if _is_flat(wrapper, raw):
         config = {**raw, **grown_text}
     else:
@@ -261,6 +268,9 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
     for link in wrapper.hidden_defaults:
         if _dotted(raw, link) is None:
             _set_dotted(config, link, source_hidden)
+    for link in wrapper.hidden_restated:  # the class never reads them: kept as stated unless they state the width
+        if _dotted(raw, link) == source_hidden:
+            _set_dotted(config, link, hidden)
     return config
 
 
@@ -398,7 +408,8 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
     return Wrapper(model_type, raw["text_config"], raw["text_family"], bool(raw["tied_default"]), layouts,
                    tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())), raw.get("text_model_type"),
                    bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"),
-                   tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())))
+                   tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())),
+                   tuple(raw.get("hidden_restated", ())))
 
 
 def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
