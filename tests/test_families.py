@@ -469,18 +469,29 @@ def test_ernie4_5_moe_layer_pattern_under_depth_growth(tmp_path):
         grow(src, tmp_path / "out3", layers=5, insert_after=(1,))  # a copy of an expert layer breaks the interval
 
 
-def test_ernie4_5_moe_multi_token_prediction_weights_are_refused(tmp_path):
-    """ERNIE checkpoints may carry an MTP layer (mtp_block.0..., mtp_emb_norm.0...) that transformers loads only for
-    speculative decoding; the table does not describe it, so it is refused in one line (save_pretrained drops it)."""
+@pytest.mark.parametrize("family,extra", [
+    ("ernie4_5_moe", {"model.mtp_emb_norm.0.weight": (48,), "model.mtp_block.0.mlp.gate_proj.weight": (80, 48)}),
+    ("deepseek_v3", {"model.layers.{L}.eh_proj.weight": (48, 96), "model.layers.{L}.enorm.weight": (48,),
+                     "model.layers.{L}.shared_head.head.weight": (97, 48)}),
+    ("glm4_moe", {"model.layers.{L}.eh_proj.weight": (48, 96), "model.layers.{L}.input_layernorm.weight": (48,)}),
+])
+def test_multi_token_prediction_weights_are_left_out(tmp_path, family, extra):
+    """Releases carry multi-token prediction weights that transformers does not load (ERNIE 4.5's mtp_*, DeepSeek-V3's
+    and GLM-4.5's decoder layer past num_hidden_layers): growth leaves them out, as transformers' load and
+    save_pretrained would, says so in its notes, and the grown model is the source's function."""
     from safetensors.torch import load_file, save_file
 
-    src = make_tiny("ernie4_5_moe", tmp_path / "src")
+    src = make_tiny(family, tmp_path / "src")
+    layers = json.loads((src / "config.json").read_text())["num_hidden_layers"]  # the MTP layer is the next one
+    extra = {name.replace("{L}", str(layers)): shape for name, shape in extra.items()}
     state = load_file(src / "model.safetensors")
-    state["model.mtp_emb_norm.0.weight"] = torch.ones(48)
+    state.update({name: torch.ones(shape) for name, shape in extra.items()})
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(HyperCloneError, match="mtp_emb_norm.0.weight cannot be grown: multi-token prediction"):
-        grow(src, tmp_path / "out", width=2)
-    assert not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "out", width=2)
+    assert not set(extra) & set(load_file(out / "model.safetensors"))
+    notes = json.loads((out / "hyperclone.json").read_text())["notes"]
+    assert any(f"{len(extra)} multi-token prediction tensors left out" in note for note in notes), notes
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=1e-4).rel_err <= 1e-4
 
 
 @pytest.mark.parametrize("family,overrides,message", [

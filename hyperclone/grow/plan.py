@@ -702,7 +702,7 @@ def check_source_tensors(family: Family, dims: Dims, tensors: dict[str, TensorIn
     `source_rules`."""
     present: dict[str, TensorInfo] = {}
     for name, info in tensors.items():
-        if family.is_ignored(name):
+        if family.is_ignored(name) or family.is_multi_token_prediction(name, dims.layers):
             continue
         refused = next((r for r in family.refuse if r.tensor is not None and re.search(r.tensor, name)), None)
         if refused is not None:
@@ -840,6 +840,10 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     tied_output = tied and spec.tie == "keep"
     final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
+    mtp = [name for name in tensors if family.is_multi_token_prediction(name, dims.layers)]
+    if mtp:
+        notes.append(f"{len(mtp)} multi-token prediction tensors left out (e.g. {mtp[0]}): transformers does not load "
+                     "them, and the grown checkpoint has none")
     recipes = _tensor_recipes(family, dims, layers, present, source_rules, maps, a, final_scale,
                               tied and spec.tie == "untie")
     extra_recipes = [] if extra is None else extra(maps.hidden)

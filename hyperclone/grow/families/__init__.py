@@ -93,6 +93,11 @@ refusal may add ``"when": {other key: value, ...}``: it then applies only where 
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
 (LFM2): with the flag true the width is multiple_of x ceil(multiplier x int(2/3 x value) / multiple_of) (no rounding
 without a multiplier); the grown config states the width itself, with the flag false.
+``multi_token_prediction``: how the family's releases store multi-token prediction (MTP) weights, which
+transformers does not load (its ``_keys_to_ignore_on_load_unexpected``): ``{"tensor": regex}`` (Qwen3.5's and
+Qwen3-Next's ``mtp.*``, ERNIE 4.5's ``mtp_*``) or ``{"layers_beyond": true}`` (DeepSeek-V3's and GLM-4.5's extra
+decoder layer, ``model.layers.N.*`` with N at or past num_hidden_layers). Growth leaves them out of the grown
+checkpoint, as transformers' load and save_pretrained would, and says so in the plan's notes.
 ``config_aliases``: {alias: key} config keys the config class reads in place of a key growth writes (LFM2's releases
 state tie_embedding and block_ff_dim, which Lfm2Config pops over tie_word_embeddings and intermediate_size): a grown
 config that changes the key writes its value into the alias too, so the class reads the grown value.
@@ -138,7 +143,7 @@ TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "lay
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
-               "config_aliases"}
+               "config_aliases", "multi_token_prediction"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -239,6 +244,15 @@ class Family:
     multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
     multi_query_when: tuple[tuple[str, Any], ...] = ()  # ... counted only where these config values hold (Falcon)
     config_aliases: tuple[tuple[str, str], ...] = ()  # (alias, key): the class reads the alias in the key's place
+    mtp_tensor: str | None = None  # multi-token prediction weights by name (left out of the grown checkpoint)
+    mtp_layers_beyond: bool = False  # ... or as decoder layers past num_hidden_layers
+
+    def is_multi_token_prediction(self, tensor_name: str, layers: int) -> bool:
+        """Whether a stored tensor is a multi-token prediction weight, which transformers does not load."""
+        if self.mtp_tensor is not None and re.search(self.mtp_tensor, tensor_name):
+            return True
+        index = re.match(r"model\.layers\.(\d+)\.", tensor_name) if self.mtp_layers_beyond else None
+        return index is not None and int(index.group(1)) >= layers
 
     def is_multi_query(self, config: Any) -> bool:
         """Whether a transformers config object describes multi-query attention (one KV head, kept at one)."""
@@ -342,7 +356,19 @@ def _parse_family(raw: dict) -> Family:
         ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
         **_parse_multi_query(name, raw.get("multi_query")),
         config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
+        **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
     )
+
+
+def _parse_multi_token_prediction(family: str, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if raw == {"layers_beyond": True}:
+        return {"mtp_layers_beyond": True}
+    if isinstance(raw, dict) and set(raw) == {"tensor"} and isinstance(raw["tensor"], str):
+        re.compile(raw["tensor"])
+        return {"mtp_tensor": raw["tensor"]}
+    raise ValueError(f"family {family}: multi_token_prediction must be {{tensor: regex}} or {{layers_beyond: true}}")
 
 
 def _parse_config_aliases(family: str, raw: Any) -> tuple[tuple[str, str], ...]:
