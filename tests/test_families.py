@@ -385,7 +385,7 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     grown = load_causal_lm(out)
     routers = [p for name, p in grown.named_parameters()
                if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight",
-                                 ".mlp.router.weight"))]
+                                 ".mlp.router.weight", ".feed_forward.router.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
     if family == "gpt_oss":  # experts stacked [experts, in, out], gate and up interleaved on the last axis
         experts_of = dict(grown.named_parameters())
@@ -474,10 +474,13 @@ def test_ernie4_5_moe_layer_pattern_under_depth_growth(tmp_path):
     ("deepseek_v3", {"model.layers.{L}.eh_proj.weight": (48, 96), "model.layers.{L}.enorm.weight": (48,),
                      "model.layers.{L}.shared_head.head.weight": (97, 48)}),
     ("glm4_moe", {"model.layers.{L}.eh_proj.weight": (48, 96), "model.layers.{L}.input_layernorm.weight": (48,)}),
+    # MiniMax-M2's num_mtp_modules decoder layers past num_hidden_layers (as vLLM's loader skips them)
+    ("minimax_m2", {"model.layers.{L}.self_attn.q_proj.weight": (48, 48),
+                    "model.layers.{L}.block_sparse_moe.gate.weight": (4, 48)}),
 ])
 def test_multi_token_prediction_weights_are_left_out(tmp_path, family, extra):
-    """Releases carry multi-token prediction weights that transformers does not load (ERNIE 4.5's mtp_*, DeepSeek-V3's
-    and GLM-4.5's decoder layer past num_hidden_layers): growth leaves them out, as transformers' load and
+    """Releases carry multi-token prediction weights that transformers does not load (ERNIE 4.5's mtp_*, DeepSeek-V3's,
+    GLM-4.5's and MiniMax-M2's decoder layers past num_hidden_layers): growth leaves them out, as transformers' load and
     save_pretrained would, says so in its notes, and the grown model is the source's function."""
     from safetensors.torch import load_file, save_file
 

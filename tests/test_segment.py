@@ -15,7 +15,7 @@ from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.inspect import explain_plan, format_plan
-from hyperclone.grow.segment import ROUTING
+from hyperclone.grow.segment import NOT_SPLIT, ROUTING
 from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
@@ -33,7 +33,10 @@ SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),
 # the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight);
 # ERNIE 4.5 MoE: softmax plus a correction bias choosing the top k (the bias divided by m, tested below)
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
-                "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2)}
+                "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
+                "minimax_m2": ({}, 2)}
+# Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
+SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
 # its top k; Nemotron-H's DeepSeek-V3 router (every group chosen), with and without its latent MoE and renormalisation
 HYBRID_SPLITS = {"granitemoehybrid": ({}, 2), "nemotron_h": (dict(topk_group=2), 2),
@@ -167,15 +170,27 @@ def test_refusals(tmp_path, options, message):
 
 
 def test_every_moe_source_can_be_split():
-    assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, "hunyuan_v1_moe"])
+    assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, *SHARED_AS_WIDE, *NOT_SPLIT])
     hybrids = ["granitemoehybrid", "nemotron_h", "qwen3_next", "qwen3_5_moe_text"]
-    assert sorted(ROUTING) == sorted([*MOE_FAMILIES, *hybrids])
+    assert sorted([*ROUTING, *NOT_SPLIT]) == sorted([*MOE_FAMILIES, *hybrids])
 
 
-def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path):
-    """Hunyuan's shared MLP reads intermediate_size, the experts' width: a split would shrink it too."""
-    src = make_tiny("hunyuan_v1_moe", tmp_path / "src")
-    with pytest.raises(HyperCloneError, match="shared_mlp.*experts' width"):
+def test_phimoe_sparsemixer_is_not_split(tmp_path):
+    """Phi-3.5-MoE's sparsemixer takes the best expert, then the best other one: a split would take two segments of
+    the same expert. Refused in one line, nothing written."""
+    src = make_tiny("phimoe", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="sparsemixer") as error:
+        grow(src, tmp_path / "out", width=1, experts=8)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", sorted(SHARED_AS_WIDE))
+def test_a_shared_mlp_as_wide_as_the_experts_is_refused(tmp_path, family):
+    """Hunyuan's shared MLP and Llama 4's shared expert read intermediate_size, the experts' width: a split would
+    shrink it too."""
+    src = make_tiny(family, tmp_path / "src")
+    with pytest.raises(HyperCloneError, match=f"{SHARED_AS_WIDE[family]}.*experts' width"):
         grow(src, tmp_path / "out", width=1, experts=8)
     assert not (tmp_path / "out").exists()
 

@@ -18,6 +18,11 @@ VOCAB = 97
 TINY_CONFIGS: dict[str, dict] = {
     "llama": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                   head_dim=8, num_hidden_layers=2, attention_bias=True, mlp_bias=True),
+    # Arcee AFM: Llama's attention, a non-gated ReLU² MLP (up_proj, down_proj), YaRN rope as in AFM-4.5B
+    "arcee": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                  num_hidden_layers=2, attention_bias=True, mlp_bias=True,
+                  rope_parameters=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16,
+                                       rope_theta=10000.0)),
     "mistral": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=3,
                     head_dim=8, num_hidden_layers=2, sliding_window=None),
     "qwen2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
@@ -61,6 +66,9 @@ TINY_CONFIGS: dict[str, dict] = {
                   attention_bias=True),
     "exaone4": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                     num_hidden_layers=2, sliding_window=8, layer_types=["sliding_attention", "full_attention"]),
+    # GLM-4-9B-chat-hf (model_type glm): GLM-4's fused gate_up_proj and half-rotary heads, without its post-norms
+    "glm": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=8, num_hidden_layers=2, attention_bias=True, partial_rotary_factor=0.5),
     "glm4": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                  head_dim=8, num_hidden_layers=2, attention_bias=True, partial_rotary_factor=0.5),
     "starcoder2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
@@ -87,6 +95,20 @@ TINY_CONFIGS: dict[str, dict] = {
                       norm_topk_prob=True, attention_bias=True),
     "mixtral": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
                     num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+    # Phi-3.5-MoE: Mixtral's experts under LayerNorms with biases, biased attention and output projection, sparsemixer
+    # routing (the top expert, then the best of the rest, each weighed by a softmax over the logits within a relative
+    # 2 x router_jitter_noise of it), LongRoPE with its short and long scales (its LayerNorm biases, random near 1 as
+    # every norm's here, steer the first router: these widths make it route tokens to 3 expert pairs)
+    "phimoe": dict(hidden_size=48, intermediate_size=24, num_attention_heads=6, num_key_value_heads=3,
+                   num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, attention_bias=True,
+                   lm_head_bias=True, router_jitter_noise=0.1,
+                   rope_parameters=dict(rope_type="longrope", short_factor=[1.0, 1.1, 1.2, 1.3],
+                                        long_factor=[1.0, 2.0, 3.0, 4.0], short_mscale=1.1, long_mscale=1.2,
+                                        original_max_position_embeddings=16, rope_theta=10000.0)),
+    # MiniMax-M2: Mixtral's expert names, sigmoid scores plus a correction bias choosing the top k (always
+    # renormalised), RMSNorms over the whole q and k projections, partial rotary stated as rotary_dim (the releases')
+    "minimax_m2": dict(hidden_size=48, intermediate_size=24, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                       num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, rotary_dim=4),
     "olmoe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
                   num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=3.0),
     "qwen2_moe": dict(hidden_size=48, moe_intermediate_size=40, intermediate_size=80,
@@ -151,6 +173,15 @@ TINY_CONFIGS: dict[str, dict] = {
     # Hunyuan-A13B: experts and a shared MLP as wide as intermediate_size, q/k norms after rope, softmax top-k
     "hunyuan_v1_moe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
                            head_dim=8, num_hidden_layers=2, num_experts=4, moe_topk=2, use_qk_norm=True),
+    # Llama 4 (text): a dense first layer (intermediate_size_mlp) then experts stored fused [experts, in, 2 x out]
+    # beside a shared expert as wide as each (moe_layers), a no-rope layer every 2nd with attention temperature tuning,
+    # chunked attention and weightless q/k norms on the rope layers, sigmoid scores of the top k scaling each
+    # expert's input
+    "llama4_text": dict(hidden_size=48, intermediate_size=40, intermediate_size_mlp=80, num_attention_heads=6,
+                        num_key_value_heads=2, head_dim=8, num_hidden_layers=2, num_local_experts=4,
+                        num_experts_per_tok=2, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                        attention_chunk_size=8, floor_scale=4, attn_scale=0.5, use_qk_norm=True,
+                        attention_bias=True),
     # hybrid state-space models: Mamba2 mixers (heads in 2 B/C groups, a short chunk so the scan crosses chunks)
     # Falcon-H1: a Mamba2 mixer and attention in parallel in every layer, the gated RMSNorm its releases use, and
     # every µP multiplier away from 1 (mlp_multipliers has 2 entries, as many as the layers)
@@ -220,7 +251,8 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
 # Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "gpt_oss",
-                "granitemoe", "granitemoeshared", "hunyuan_v1_moe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
+                "granitemoe", "granitemoeshared", "hunyuan_v1_moe", "llama4_text", "minimax_m2", "mixtral", "olmoe",
+                "phimoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
 UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
 

@@ -45,9 +45,9 @@ source's expert, exact (3.5e-7). tests/test_segment.py::test_exact_tie_between_t
 measurement. Exact ties need equal router rows (an untrained zero-initialised router) or a measure-zero
 coincidence; away from them the grown model takes exactly the source's experts.
 
-Sigmoid routers (DeepSeek-V3, GLM-4.5, GLM-4.7-Flash, dots.llm1, Nemotron-H) score each expert on its own: a
-segment's score is e's score s_e, not s_e / m, and the correction bias (an `experts` axis) is repeated with the
-router row. With renormalisation a segment's weight is s_e / (m * sum_topk(s)), 1/m of e's, so the down
+Sigmoid routers (DeepSeek-V3, GLM-4.5, GLM-4.7-Flash, dots.llm1, Nemotron-H, MiniMax-M2) score each expert on its
+own: a segment's score is e's score s_e, not s_e / m, and the correction bias (an `experts` axis) is repeated with
+the router row. With renormalisation a segment's weight is s_e / (m * sum_topk(s)), 1/m of e's, so the down
 projections are multiplied by m as above; without it each segment keeps e's whole weight s_e (times
 routed_scaling_factor, unchanged) and the factor is 1. Group-limited routing: the m segments of an expert stay in
 its group (experts are numbered group by group, and e*m .. e*m + m - 1 fall in e's group). DeepSeek-V2's greedy
@@ -71,8 +71,9 @@ the bias, for powers of two, and as exact as the softmax's own rounding otherwis
 m, as DeepSeek's n_shared_experts).
 
 Out of scope (refused or not described here): capacity limits, families not in ROUTING, per-expert tensors with no
-MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), carrying
-AdamW moments over (--moments-from).
+MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), routers
+that would pick two segments of one expert where the source picks two experts (Phi-3.5-MoE's sparsemixer: NOT_SPLIT),
+carrying AdamW moments over (--moments-from).
 """
 
 from __future__ import annotations
@@ -111,10 +112,21 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "granitemoeshared": ("softmax", True),  # GraniteMoe's router; the shared MLP sits outside the routing
     # GptOssTopKRouter: the top k of the logits (router bias included, repeated per segment), a softmax over those k
     "gpt_oss": ("softmax", True),
+    # Llama4Router: the top k of the logits, their sigmoids not renormalised, scaling each chosen expert's input; its
+    # shared expert reads the experts' width (intermediate_size), so a split is refused as Hunyuan's
+    "llama4_text": ("sigmoid", False),
+    "minimax_m2": ("sigmoid", True),  # MiniMaxM2TopKRouter: correction bias, no groups, always renormalised
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
     # their sum (at least moe_norm_min)
     "ernie4_5_moe": ("softmax", True),
+}
+# Routers whose experts cannot be split exactly, with the reason (refused in one line)
+NOT_SPLIT = {
+    # PhimoeTopKRouter (sparsemixer): the best expert, then the best of the rest, each weighed by a softmax over the
+    # logits near it; the rest would hold the chosen expert's other segments, equal to it
+    "phimoe": "its sparsemixer router takes the best expert and then the best other one, which would be a second "
+              "segment of the same expert",
 }
 # Routers that add their correction bias (every non-router tensor with an experts axis) to the softmax probabilities
 # to choose the top k: a segment's probability is 1/m of its expert's, so its bias is divided by m too
@@ -197,6 +209,9 @@ def _pattern(template: str) -> re.Pattern[str]:
 def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -> tuple[int, str, int]:
     """(segments per expert m, the top-k config key, the source's top-k), or a one-line refusal."""
     family, source = plan.family, plan.source.experts
+    if family.model_type in NOT_SPLIT:
+        raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is not "
+                              f"exact, as {NOT_SPLIT[family.model_type]}")
     if family.model_type not in ROUTING:
         raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is "
                               f"described for {', '.join(sorted(ROUTING))}")
