@@ -1,9 +1,10 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
 Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma, LLaVA,
-LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3 or SmolVLM checkpoint grows as its family does, the
-vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide as the language model, grow by copies),
-and the projector (with LLaVA-NeXT's image_newline) writes the grown residual stream, so the grown model gives the
-source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision checkpoint grows
+as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide as the language
+model, grow by copies), and the projector (with LLaVA-NeXT's image_newline) writes the grown residual stream (Llama 3.2
+Vision's the features its cross-attention reads), so the grown model gives the source's logits on text and on images
+with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from tiny_models import (
     IMAGE_TOKENS_OF,
     TINY_CONFIGS,
     TINY_MULTIMODAL,
+    UNTIED_MULTIMODAL,
     VIDEO_FRAMES_OF,
     VIDEO_TOKEN,
     VOCAB,
@@ -62,6 +64,15 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
         return {"input_ids": text, "pixel_values": torch.randn(images, 16, 3 * 8 * 8, generator=gen),
                 "spatial_shapes": torch.tensor([[4, 4]] * images),
                 "pixel_attention_mask": torch.ones(images, 16, dtype=torch.bool)}
+    if model_type == "mllama":  # [batch, images, tiles, channels, height, width], 2 tiles each; the text attends to
+        # an image from its first image token on (the tokens before any image: none, their rows masked out)
+        mask = torch.zeros(1, text.shape[1], images, 2, dtype=torch.long)
+        for i in range(images):
+            mask[0, 3 + i * (tokens + 3):, i] = 1
+        return {"input_ids": text, "pixel_values": torch.randn(1, images, 2, 3, 32, 32, generator=gen),
+                "aspect_ratio_ids": torch.full((1, images), 2), "aspect_ratio_mask": torch.ones(1, images, 2,
+                                                                                                dtype=torch.long),
+                "cross_attention_mask": mask}
     if model_type in ("idefics3", "smolvlm"):  # [batch, images, channels, height, width]
         return {"input_ids": text, "pixel_values": torch.randn(1, images, 3, 32, 32, generator=gen)}
     if model_type in IMAGE_TOKENS_OF:  # anyres: per image of 32x64 pixels a base tile and a 1x2 grid of 32x32 tiles
@@ -98,15 +109,16 @@ GROWTH_MATRIX = [pytest.param(model_type, options, tied, id=f"{model_type}-{name
 def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     """Each model type grows with 2 of the 4 option sets, rotating over the sorted model types: one width growth in
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
-    GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only), so every model type meets
-    noisy width growth and a target shape with depth, and every set is met by 10 or 11 of the 21 model types in all four
-    pairings (their language models are families tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s
-    each they would take ~42 s of this file's time, which is kept under ~60 s on one thread as the suite nears its
-    limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
+    GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
+    class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
+    by 11 or 12 of the 23 model types in all four pairings (their language models are families tests/test_families.py
+    grows in every mode). Why not all 4: at ~0.5 s each they would take ~46 s of this file's time, which is kept under
+    ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
     if model_type.startswith("glm4v") and options.get("hidden_size") == 72:  # the merger's LayerNorm: whole factors
         options = dict(options, hidden_size=96, heads=6, kv_heads=2)
+    tied = tied and model_type not in UNTIED_MULTIMODAL  # Mllama's class never ties
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
     source, grown = load_causal_lm(src), load_causal_lm(out)
@@ -174,6 +186,8 @@ RESIDUAL_WRITERS = {
     "internvl": ("multi_modal_projector.linear_2.weight",),
     "idefics3": ("model.connector.modality_projection.proj.weight",),
     "smolvlm": ("model.connector.modality_projection.proj.weight",),
+    "llama4": ("multi_modal_projector.linear_1.weight",),
+    "mllama": ("multi_modal_projector.weight",),
 }
 
 
@@ -197,14 +211,17 @@ LLAVA_RENAMES = (("language_model.model.", "model.language_model."), ("language_
                  ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."))
 QWEN_VL_RENAMES = (("model.", "model.language_model."), ("lm_head.", "lm_head."), ("visual.", "model.visual."))
 LLAVA_NEXT_RENAMES = (*LLAVA_RENAMES, ("image_newline", "model.image_newline"))
+MLLAMA_RENAMES = (*LLAVA_RENAMES[:2], ("vision_model.", "model.vision_model."),
+                  ("multi_modal_projector.", "model.multi_modal_projector."))
 
 
 @pytest.mark.parametrize("model_type,renames", [("mistral3", LLAVA_RENAMES), ("qwen2_5_vl", QWEN_VL_RENAMES),
-                                                ("llava_next", LLAVA_NEXT_RENAMES)])
+                                                ("llava_next", LLAVA_NEXT_RENAMES), ("mllama", MLLAMA_RENAMES)])
 def test_in_memory_layout_is_kept(tmp_path, model_type, renames):
-    """A checkpoint named as transformers 5 holds the model in memory (model.language_model., model.vision_tower. or
-    model.visual., model.image_newline, lm_head.) grows into the same naming, exactly (make_tiny_multimodal writes the
-    releases' names: Mistral 3's and LLaVA-NeXT's language_model.model., Qwen2.5-VL's model. beside visual.)."""
+    """A checkpoint named as transformers 5 holds the model in memory (model.language_model., model.vision_tower.,
+    model.visual. or model.vision_model., model.image_newline, lm_head.) grows into the same naming, exactly
+    (make_tiny_multimodal writes the releases' names: Mistral 3's, LLaVA-NeXT's and Mllama's language_model.model.,
+    Qwen2.5-VL's model. beside visual.); Mllama's layers are of two kinds, each grown layer named as its source's."""
     from safetensors.torch import load_file, save_file
 
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=False)
@@ -214,9 +231,13 @@ def test_in_memory_layout_is_kept(tmp_path, model_type, renames):
         tensors[new + name.removeprefix(old)] = tensor
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
     out = grow(src, tmp_path / "out", width=2, layers=3)
+    layers = json.loads((out / "hyperclone.json").read_text())["layers"]  # per grown layer: [source layer, new?]
     with safe_open(out / "model.safetensors", "pt") as grown:
-        added = {k.replace(".layers.1.", ".layers.2.") for k in tensors if k.startswith("model.language_model.")}
-        assert set(grown.keys()) == set(tensors) | added  # the new layer: the language model's, not the tower's
+        prefix = "model.language_model.layers."
+        kept = {k for k in tensors if not k.startswith(prefix)}
+        per_layer = {k.replace(f"{prefix}{src}.", f"{prefix}{i}.") for i, (src, _) in enumerate(layers)
+                     for k in tensors if k.startswith(f"{prefix}{src}.")}
+        assert set(grown.keys()) == kept | per_layer  # the new layer: the language model's, not the tower's
     source, grown = load_causal_lm(src), load_causal_lm(out)
     assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
@@ -281,21 +302,49 @@ def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video,
     LLaVA-OneVision: text_ties), a tied text config under an untied default ties it; the other classes never read it
     (LLaVA-NeXT, Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL, Aya Vision, Command A Vision and PaliGemma
-    tied). Without copies.json (names of the class
-    that loads it), the model card says how to load it."""
-    tied_default = WRAPPERS[model_type].tied_default
-    tied = tied_default or WRAPPERS[model_type].text_ties  # what the text config's opposite value leaves
+    tied); Llama 4's ties by its text config alone (ties_by_text: tied here); Mllama's never ties, and a text config
+    that says it does is refused in one line. Without copies.json (names of the class that loads it), the model card
+    says how to load it."""
+    wrapper = WRAPPERS[model_type]
+    tied_default, untied_only = wrapper.tied_default, model_type in UNTIED_MULTIMODAL
+    # what the text config's opposite value leaves
+    tied = not untied_only and (tied_default or wrapper.text_ties or wrapper.ties_by_text)
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     config = json.loads((src / "config.json").read_text())
     del config["tie_word_embeddings"]
     config["text_config"]["tie_word_embeddings"] = not tied_default  # the text config says the opposite
     (src / "config.json").write_text(json.dumps(config))
+    if untied_only:
+        with pytest.raises(HyperCloneError, match="never ties lm_head to the embeddings"):
+            grow(src, tmp_path / "refused", width=2)
+        assert not (tmp_path / "refused").exists()
+        config["text_config"]["tie_word_embeddings"] = False
+        (src / "config.json").write_text(json.dumps(config))
     out = grow(src, tmp_path / "out", width=2)
     assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is tied
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     assert not (out / "copies.json").exists()
     card = (out / "README.md").read_text()
     assert f"# {model_type} (language model: " in card and "AutoModelForImageTextToText" in card
+
+
+@pytest.mark.parametrize("top,text", [(True, False), (False, True)])
+def test_llama4_ties_by_its_text_config(tmp_path, top, text):
+    """Llama 4's language model is a whole Llama4ForCausalLM, which ties by its own config's tie_word_embeddings: the
+    top level's is never read. Growth ties as the text config says whatever the top level says, and --tie untie
+    writes false into the text config, where the class reads it."""
+    src = make_tiny_multimodal("llama4", tmp_path / "src", tied=text)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": top}))
+    out = grow(src, tmp_path / "out", width=2, tie="untie")
+    assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is text
+    grown_config = json.loads((out / "config.json").read_text())
+    assert grown_config["text_config"]["tie_word_embeddings"] is False
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    lm_head = grown.language_model.lm_head.weight
+    assert lm_head is not grown.language_model.model.embed_tokens.weight
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(source, grown, "llama4") <= REL_TOL
 
 
 def test_lfm2_vl_ties_by_tie_embedding(tmp_path):
@@ -336,7 +385,9 @@ def test_multimodal_cli(tmp_path, capsys):
 
 
 
-NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v", "glm4v_moe")  # transformers has no causal LM for their text configs
+# transformers has no causal LM for their text configs (Mllama's MllamaForCausalLM is not registered for
+# mllama_text_model, and its cross-attention layers could not run on text alone)
+NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v", "glm4v_moe", "mllama")
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)

@@ -6,6 +6,7 @@ only works for the default initialisation (ones, zeros) cannot pass.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -457,8 +458,34 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
                            image_size=32, patch_size=8),
         scale_factor=2, image_token_id=IMAGE_TOKEN),
+    # Llama 4 (text llama4_text: a dense first layer, then experts): a tower of 4x4 patches of 8 pixels (the class token
+    # dropped), pixel-shuffled 2x2 into 4 image tokens of 4 x 32 channels (its MLP's input, intermediate_size) by the
+    # tower's own vision_adapter MLP (40 wide: vision_output_dim); the projector's one matrix, linear_1, writes the
+    # residual stream. Its language model is a whole Llama4ForCausalLM, tied by the text config alone
+    "llama4": dict(
+        text_config=dict(TINY_CONFIGS["llama4_text"], vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=128, num_attention_heads=2, num_hidden_layers=1,
+                           image_size=32, patch_size=8, pixel_shuffle_ratio=0.5, projector_input_dim=40,
+                           projector_output_dim=40, vision_output_dim=40),
+        image_token_index=IMAGE_TOKEN, boi_token_index=91, eoi_token_index=92),
+    # Llama 3.2 Vision (text mllama_text_model: Llama's self-attention layers and a gated cross-attention layer at
+    # cross_attention_layers, whose k/v read the projected image features; embed_tokens holds vocab_size + 8 rows): a
+    # tiled tower (32x32 tiles of 2x2 patches of 16 pixels and a class token, up to 2 tiles per image) whose output is
+    # its last and its layer 0's hidden states side by side (vision_output_dim 64), projected to the text width by
+    # multi_modal_projector
+    "mllama": dict(
+        text_config=dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                         num_hidden_layers=2, cross_attention_layers=[1], vocab_size=VOCAB,
+                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=40, attention_heads=2, num_hidden_layers=2,
+                           num_global_layers=1, intermediate_layers_indices=[0], vision_output_dim=64, image_size=32,
+                           patch_size=16, max_num_tiles=2, supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]]),
+        image_token_index=IMAGE_TOKEN),
 }
 TINY_MULTIMODAL["smolvlm"] = TINY_MULTIMODAL["idefics3"]
+TIED_BY_TEXT = ("llama4", "mllama")  # multimodal types whose language model ties by its text config's value
+UNTIED_MULTIMODAL = ("mllama",)  # whose model class never ties the output projection to the embedding
 # image tokens per image where not IMAGE_TOKENS (LLaVA-NeXT's and OneVision's anyres grids with image_newline)
 IMAGE_TOKENS_OF = {"llava_next": 14, "llava_onevision": 7, "llava_next_video": 14}
 # video frames (32x32 pixels, one video token each) per model type whose image check also runs a video
@@ -475,9 +502,13 @@ def make_tiny_multimodal(model_type: str, folder: Path, tied: bool | None = None
     kwargs = {**TINY_MULTIMODAL[model_type], **overrides}
     if tied is not None:
         kwargs["tie_word_embeddings"] = tied
+        if model_type in TIED_BY_TEXT:
+            kwargs["text_config"] = dict(kwargs["text_config"], tie_word_embeddings=tied)
     model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **kwargs))
     randomize_(model, seed)
-    model.to(dtype)
+    with warnings.catch_warnings():  # Llama 4's vision rope table, a complex buffer that is not saved (loading
+        warnings.filterwarnings("ignore", "Casting complex values to real")  # computes it again), is cast too
+        model.to(dtype)
     model.save_pretrained(folder)
     return Path(folder)
 

@@ -576,7 +576,7 @@ class AxisMaps:
             qk_dim = weighted_map(dims.head_dim, grown.head_dim,
                                   quarter_power_gamma(dims.head_dim, grown.head_dim))
             v_dim = tile_map(dims.head_dim, grown.head_dim)
-        positions = (dims.positions or 0) + family.position_offset
+        positions, rows = (dims.positions or 0) + family.position_offset, dims.vocab + family.vocab_offset
         self.by_kind: dict[str, AxisMap] = {
             "hidden": self.hidden,
             "q": block_map(qk_heads, qk_dim),
@@ -594,7 +594,7 @@ class AxisMaps:
                for slot in FFN_SLOTS if getattr(dims, slot) is not None},
             **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
             "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
-            "vocab": tile_map(dims.vocab, dims.vocab),
+            "vocab": tile_map(dims.vocab, dims.vocab), "vocab_rows": tile_map(rows, rows),  # Mllama's embedding
             "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
             "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),

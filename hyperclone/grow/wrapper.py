@@ -1,9 +1,10 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
-LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM): the language model grows as its
-family does, the vision tower is copied unchanged, and the projector that writes image features into the language
-model's residual stream grows with the residual stream's map, so that image tokens, like text tokens, enter the grown
-model as the copies of what entered the source.
+LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM, Llama 4, Llama 3.2 Vision): the
+language model grows as its family does, the vision tower is copied unchanged, and the projector that writes image
+features into the language model's residual stream grows with the residual stream's map, so that image tokens, like
+text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's projector writes the
+features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the same map).
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -19,8 +20,9 @@ table's (the releases' `language_model.model.` and `language_model.lm_head.`, tr
 uses the first under which all its other tensors are named, and the grown one keeps it (so a layout whose prefix
 extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside
 which the vision tower is `visual.`).
-``kept``: regexes of tensors copied unchanged (the vision tower, LLaVA-NeXT-Video's resampler, the projector's norms,
-LFM2-VL's, Aya Vision's and Command A Vision's projector linear_1, whose width is their own);
+``kept``: regexes of tensors copied unchanged (the vision tower, Llama 4's with its pixel-shuffle MLP vision_adapter,
+LLaVA-NeXT-Video's resampler, the projector's norms, LFM2-VL's, Aya Vision's and Command A Vision's projector linear_1,
+whose width is their own);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
 contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the
@@ -36,9 +38,13 @@ is refused.
 ``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by; ``text_ties``:
 the class also ties when the text config's tie_word_embeddings says true (transformers forwards it to the top level for
 older saves: Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision); otherwise the text
-config's own value is never read. ``tie_aliases``: top-level keys the class reads in place of tie_word_embeddings when
-they are there (LFM2-VL's tie_embedding, LFM2's own name, which its config class pops over tie_word_embeddings): the
-source ties by them, and a grown config that unties drops them.
+config's own value is never read. ``ties_by_text``: the language model is a whole causal LM that ties by its own
+config's tie_word_embeddings (its family's default where it says none), and the top level's is never read (Llama 4's
+Llama4ForCausalLM; Mllama, whose class never ties and whose table refuses a text config that says it does): the
+source ties as the text config says, and the grown text config says so too. ``tie_aliases``:
+top-level keys the class reads in place of tie_word_embeddings when they are there (LFM2-VL's tie_embedding, LFM2's own
+name, which its config class pops over tie_word_embeddings): the source ties by them, and a grown config that unties
+drops them.
 ``hidden_links``: dotted config keys that state the language model's hidden size elsewhere (the width a vision merger
 writes: Qwen3.5's, Qwen3-VL's and GLM-4.1V's vision_config.out_hidden_size, Qwen2-VL's vision_config.hidden_size;
 PaliGemma's projection_dim, its projector's output): they must equal it, and take the grown size. ``hidden_defaults``:
@@ -57,7 +63,8 @@ are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: On
 LLaVA). An unknown key is an error.
 
 The grown config is the source's with the language model's growth written into its text config (or, flat, its top
-level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it).
+level); tie_word_embeddings is the top-level config's (the multimodal model class ties by it; ties_by_text: the text
+config's, where the growth's updates are written as well).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ PROJECTOR_AXES = ("hidden", "inner", "kept")
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
 ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
               "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults",
-              "hidden_restated"}
+              "hidden_restated", "ties_by_text"}
 RULE_KEYS = {"name", "axes", "contract", "norm"}
 
 
@@ -108,6 +115,7 @@ class Wrapper:
     tie_aliases: tuple[str, ...] = ()
     hidden_defaults: tuple[str, ...] = ()
     hidden_restated: tuple[str, ...] = ()
+    ties_by_text: bool = False
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -234,8 +242,11 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     if wrapper.text_model_type is not None and stated in (None, wrapper.text_model_type):
         stated = None
     family = stated or wrapper.text_family
-    if wrapper.text_ties and not tied:  # the text config's value, or its class's default (its family's)
-        tied = bool(text.get("tie_word_embeddings", getattr(FAMILIES.get(family), "tied_default", False)))
+    text_tied = bool(text.get("tie_word_embeddings", getattr(FAMILIES.get(family), "tied_default", False)))
+    if wrapper.ties_by_text:  # the text config's value, or its class's default (its family's), alone
+        tied = text_tied
+    elif wrapper.text_ties and not tied:
+        tied = text_tied
     if stated is None and wrapper.text_model_type is not None:
         text = _through_own_class(wrapper.text_model_type, text)
     return {**text, "model_type": family, "tie_word_embeddings": tied}
@@ -409,7 +420,7 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
                    tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())), raw.get("text_model_type"),
                    bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"),
                    tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())),
-                   tuple(raw.get("hidden_restated", ())))
+                   tuple(raw.get("hidden_restated", ())), bool(raw.get("ties_by_text", False)))
 
 
 def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:

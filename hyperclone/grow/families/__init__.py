@@ -45,6 +45,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   lin_qk, lin_v, lin_v_heads, lin_v_dim, lin_qkvz, lin_ba   a gated DeltaNet's widths (linear attention; Qwen3.5,
                    Qwen3-Next): key and value heads copied as attention heads are (hyperclone.grow.linear_attention)
   vocab, positions, head_dim                               kept
+  vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
+                   ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
+                   its lm_head has vocab_size): kept
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
 optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
@@ -126,7 +129,7 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
-              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba")
+              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -143,7 +146,7 @@ TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "lay
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
-               "config_aliases", "multi_token_prediction"}
+               "config_aliases", "multi_token_prediction", "vocab_offset"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -237,6 +240,7 @@ class Family:
     final_norm_parametric: bool = True  # False when the final norm has no weight (OLMo v1)
     ffn_default_multiple: int | None = None  # GPT-2: n_inner None means 4 x hidden
     position_offset: int = 0  # OPT's learned positions have 2 extra rows
+    vocab_offset: int = 0  # rows a vocab_rows axis holds beyond the vocabulary (Mllama's embedding: 8)
     refuse: tuple[Refusal, ...] = ()  # configurations and tensor layouts refused
     layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
     kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
@@ -350,6 +354,7 @@ def _parse_family(raw: dict) -> Family:
         final_norm_parametric=bool(raw.get("final_norm_parametric", True)),
         ffn_default_multiple=raw.get("ffn_default_multiple"),
         position_offset=int(raw.get("position_offset", 0)),
+        vocab_offset=int(raw.get("vocab_offset", 0)),
         refuse=tuple(_parse_refusal(name, r) for r in raw.get("refuse", [])),
         layer_kinds=layer_kinds,
         kept_lists=tuple(raw.get("kept_lists", ())),
