@@ -135,6 +135,11 @@ class TokenData:
     n_docs: int
     cached: bool  # True when the stream came from the cache rather than being tokenized now
     val_start: int = 0
+    max_id: int | None = None  # the largest token id in the stream (meta.json; None for caches written before it)
+
+    def largest_id(self) -> int:
+        """The largest token id in the stream (read once from the stream where meta.json does not say)."""
+        return self.max_id if self.max_id is not None else int(self.tokens.max()) if self.n_tokens else -1
 
     @property
     def n_tokens(self) -> int:
@@ -169,19 +174,21 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     n_docs = n_tokens = 0
+    max_id = -1
     digest = hashlib.sha256()  # of tokens.bin as written: open_tokens checks it, so a changed cache is not trained on
     try:
         with open(tmp / "tokens.bin", "wb") as out:
             batch: list[str] = []
 
             def flush() -> None:
-                nonlocal n_tokens
+                nonlocal n_tokens, max_id
                 ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
                 flat = np.concatenate([np.asarray([*seq, eos], dtype=dtype) for seq in ids])
                 raw = flat.tobytes()
                 out.write(raw)
                 digest.update(raw)
                 n_tokens += flat.shape[0]
+                max_id = max(max_id, int(flat.max()))
                 batch.clear()
 
             total = sum(p.stat().st_size for p in sources)
@@ -200,7 +207,7 @@ def build_tokens(sources: Sequence[Path], tokenizer, folder: Path, text_field: s
         meta = dict(format=CACHE_FORMAT, n_tokens=n_tokens, n_docs=n_docs, dtype=np.dtype(dtype).name,
                     vocab_size=vocab, eos_token_id=eos, text_field=text_field,
                     tokenizer=tokenizer_fingerprint(tokenizer), sources=[str(p) for p in sources],
-                    sha256=digest.hexdigest())
+                    sha256=digest.hexdigest(), max_id=max_id)
         with open(tmp / "meta.json", "w") as handle:
             handle.write(json.dumps(meta, indent=1))
             handle.flush()
@@ -232,7 +239,7 @@ def open_tokens(folder: Path, cached: bool, verify: bool = True) -> TokenData:
         raise HyperCloneError(f"{path} changed after it was written (its sha256 is not the one in meta.json); "
                               f"delete {folder} to tokenize again")
     mm = np.memmap(folder / "tokens.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
-    return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached)
+    return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached, max_id=meta.get("max_id"))
 
 
 def file_sha256(path: Path, block: int = 1 << 24) -> str:

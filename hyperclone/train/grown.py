@@ -45,10 +45,10 @@ def start_optimizer(cfg, model: torch.nn.Module, model_dir: Path, optimizer: tor
 def load_teacher(path: Path, config, attn: str | None, device: torch.device) -> torch.nn.Module:
     """The distillation teacher, whole on every process (it is the small model), forward only; its vocabulary
     must fit in the model's."""
-    teacher_config = check_model_dir(path)
-    if teacher_config.vocab_size > config.vocab_size:
-        raise HyperCloneError(f"--teacher {path} has a vocabulary of {teacher_config.vocab_size}, more than the "
-                              f"model's {config.vocab_size}: distillation needs the same tokens")
+    teacher_vocab = check_model_dir(path).get_text_config().vocab_size  # an image-text model's language model's
+    if teacher_vocab > config.get_text_config().vocab_size:
+        raise HyperCloneError(f"--teacher {path} has a vocabulary of {teacher_vocab}, more than the model's "
+                              f"{config.get_text_config().vocab_size}: distillation needs the same tokens")
     teacher = parallel.load_config_model(path, attn, meta=False).to(device)
     return teacher.eval().requires_grad_(False)
 

@@ -32,6 +32,20 @@ def check_model_dir(path: Path):
     return config
 
 
+def image_tokens(tokenizer, vocab: int) -> list[int]:
+    """Special tokens past the language model's vocabulary (Llama 3.2 Vision's <|image|> at 128256, an embedding row
+    its output layer does not have): text never holds them unless written out, and a corpus that does is refused
+    when it is read (check_token_ids)."""
+    return [i for i in tokenizer.all_special_ids if i >= vocab]
+
+
+def check_token_ids(largest: int, vocab: int | None) -> None:
+    """Every token id of the corpus has a row in the model's output layer (else the loss cannot be computed)."""
+    if vocab is not None and largest >= vocab:
+        raise HyperCloneError(f"the corpus holds token id {largest}, past the model's vocabulary of {vocab} (a "
+                              "special token such as an image placeholder written out in the text)")
+
+
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
@@ -74,10 +88,11 @@ def check_model(cfg: TrainConfig, model_dir: Path):
     """The model's config and tokenizer, checked against the recipe."""
     config = check_model_dir(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    vocab = getattr(config.get_text_config(), "vocab_size", None)
-    if vocab is not None and len(tokenizer) > vocab:
+    text = config.get_text_config()  # an image-text model's language model states these
+    vocab = getattr(text, "vocab_size", None)
+    if vocab is not None and len(tokenizer) - len(image_tokens(tokenizer, vocab)) > vocab:
         raise HyperCloneError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is only {vocab}")
-    max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    max_pos = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
     if max_pos is not None and cfg.seq_len > max_pos:
         raise HyperCloneError(f"--seq-len {cfg.seq_len} exceeds the model's maximum of {max_pos} positions")
     return config, tokenizer

@@ -1,4 +1,5 @@
-"""Pre-training loop for any AutoModelForCausalLM checkpoint folder on local text.
+"""Pre-training loop for any AutoModelForCausalLM checkpoint folder on local text (or an image-text one, whose
+language model learns: hyperclone.train.model_class).
 
 One process, or several under ``torchrun`` / ``accelerate launch`` (both set RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR/PORT). We use torch.distributed + DistributedDataParallel directly
@@ -35,7 +36,7 @@ from hyperclone.train import asymmetric, grown, parallel
 from hyperclone.train import state as ts
 from hyperclone.train.config import TrainConfig, TrainResult, load_step_hook, validate
 from hyperclone.train.data import TokenData, WindowSampler, load_corpus, val_windows
-from hyperclone.train.inputs import batch_layout, check_model, resume_state
+from hyperclone.train.inputs import batch_layout, check_model, check_token_ids, resume_state
 from hyperclone.train.losses import causal_lm_loss, distillation_loss
 from hyperclone.train.lr_groups import param_groups, parse_lr_scale
 from hyperclone.train.metrics import METRICS_FILE, SUMMARY_FILE, MetricsLog, peak_rss_bytes, read_metrics
@@ -80,6 +81,7 @@ class Run:
         data = procs.on_main(lambda: load_corpus(cfg.data, self.tokenizer, cfg.cache_dir, cfg.text_field))
         self.data: TokenData = data if procs.main else load_corpus(cfg.data, self.tokenizer, cfg.cache_dir,
                                                                     cfg.text_field, build=False)
+        check_token_ids(self.data.largest_id(), getattr(self.config.get_text_config(), "vocab_size", None))
         self.layout = batch_layout(cfg, procs.world)
         self.data.split(cfg.val_fraction, cfg.seq_len)
         self.sampler = WindowSampler(self.data.train, cfg.seq_len, cfg.seed)

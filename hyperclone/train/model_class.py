@@ -3,8 +3,9 @@
 A text checkpoint trains as AutoModelForCausalLM. An image-text checkpoint (a grown Qwen2.5-VL, LLaVA, Gemma 3,
 ...: the classes in transformers' MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING) trains as AutoModelForImageTextToText on
 text alone: a corpus has no images, so only its language model (the module `get_decoder()` returns, and the output
-projection) learns; the vision tower, the projector and any learned image vectors (LLaVA-NeXT's image_newline) are
-frozen, hold no AdamW state, and are saved unchanged, so they still write what the language model was grown to read.
+projection) learns, but for the layers that read only image features (Llama 3.2 Vision's cross-attention layers); the
+vision tower, the projector and any learned image vectors (LLaVA-NeXT's image_newline) are frozen, hold no AdamW
+state, and are saved unchanged, so they still write what the language model was grown to read.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ def auto_class(config: Any, where: Any = "the checkpoint"):
 
 def freeze_outside_language_model(model: torch.nn.Module) -> list[str]:
     """An image-text model trained on text: every parameter outside its language model and output projection
-    stops requiring gradients. Returns the frozen parameters' names ([] for a text model)."""
+    stops requiring gradients, and so do the language model's layers a text-only forward skips (Llama 3.2 Vision's
+    cross-attention layers, listed in cross_attention_layers: transformers runs them only with image features, and
+    a parameter that never gets a gradient would stall DDP's reduction). Returns the frozen parameters' names ([] for
+    a text model)."""
     if not is_image_text(model.config):
         return []
-    learning = {id(p) for p in model.get_decoder().parameters()}
+    decoder = model.get_decoder()
+    skipped = getattr(model.config.get_text_config(), "cross_attention_layers", None) or ()
+    learning = {id(p) for i, layer in enumerate(decoder.layers) if i not in skipped for p in layer.parameters()}
+    learning |= {id(p) for name, p in decoder.named_parameters() if not name.startswith("layers.")}
     learning |= {id(p) for p in model.get_output_embeddings().parameters()}
     frozen = [(name, p) for name, p in model.named_parameters() if id(p) not in learning]
     for _, p in frozen:

@@ -1,7 +1,8 @@
 """Training checkpoints: a plain model folder plus the state needed to resume exactly.
 
 A checkpoint folder is what ``save_pretrained`` writes (config, safetensors, tokenizer), so
-``AutoModelForCausalLM.from_pretrained`` loads it as is, plus:
+``AutoModelForCausalLM.from_pretrained`` (``AutoModelForImageTextToText`` for an image-text model) loads it as is,
+plus:
 
 - ``optimizer.pt``        AdamW state (identical on every rank under DDP, saved by rank 0)
 - ``rng-rank{R}.pt``      every process's RNG states (python, numpy, torch CPU and CUDA)
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.quiet import hf_quiet
 
 STATE_FILE = "trainer_state.json"
@@ -216,4 +218,9 @@ def load_rank_rng(folder: Path, rank: int) -> bool:
 
 
 def load_optimizer(folder: Path, optimizer, device: torch.device) -> None:
-    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True))
+    state = torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True)
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as err:  # other parameters learn now (an image-text run started before its vision side froze)
+        raise HyperCloneError(f"cannot resume from {folder}: its optimizer state holds other parameters than this "
+                              f"run trains ({str(err).splitlines()[0]}); start a new --out") from None
