@@ -1,5 +1,4 @@
-"""Pre-training loop for any AutoModelForCausalLM checkpoint folder on local text (or an image-text one, whose
-language model learns: hyperclone.train.model_class).
+"""Pre-training loop for any causal-LM or image-text checkpoint folder on local text (train/model_class.py).
 
 One process, or several under ``torchrun`` / ``accelerate launch`` (both set RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR/PORT). We use torch.distributed + DistributedDataParallel directly
@@ -309,9 +308,8 @@ def _train(cfg: TrainConfig, procs: Processes) -> TrainResult:
     run.build()
     if run.step == 0:
         run.val_loss = run.evaluate()
-        run.metrics.write({"step": 0, "tokens": 0, "train_loss": None, "val_loss": round(run.val_loss, 6),
-                           "lr": 0.0, "tokens_per_s": None, "elapsed_s": round(run.elapsed(), 3),
-                           **run.divergence()})
+        run.metrics.write({"step": 0, "tokens": 0, "train_loss": None, "val_loss": round(run.val_loss, 6), "lr": 0.0,
+                           "tokens_per_s": None, "elapsed_s": round(run.elapsed(), 3), **run.divergence()})
     loss_acc = torch.zeros(3, dtype=torch.float64, device=procs.device)  # sum of losses, steps, non-finite count
     interval_tokens, interval_start, session_steps = 0, time.perf_counter(), 0
     total = run.layout.total
