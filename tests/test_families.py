@@ -154,6 +154,12 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=36)
     if family in ("bamba", "granitemoehybrid"):  # ... and head_dim is hidden / heads: uneven KV groups instead
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
+    if family == "dbrx":  # its LayerNorms' epsilon is fixed: uneven KV groups and experts' widths instead
+        return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=60)
+    if family == "mamba2":  # no attention, no MLP: Mamba2 heads whole copies under the gated norm
+        return dict(hidden_size=96)
+    if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
+        return dict(hidden_size=72)
     if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
     if family == "gpt_bigcode":  # multi-query: the one KV head stays one
@@ -188,6 +194,7 @@ def test_target_shape_preserves_function(tmp_path, family, case, tied):
     assert grown.config.num_hidden_layers == options.get("layers", layers)
     if "hidden_size" in options:
         assert grown.config.hidden_size == options["hidden_size"]
+    if "heads" in options:
         assert grown.config.num_attention_heads == options["heads"]
 
 
@@ -395,6 +402,54 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     stored_buffers = sum(b.numel() for name, b in grown.named_buffers() if name.endswith("e_score_correction_bias"))
     assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers
     assert provenance["source"]["experts"] == provenance["grown"]["experts"] == 4
+
+
+def test_dbrx_nested_config_and_routing(tmp_path):
+    """DBRX states its KV heads and experts in nested sub-configs (attn_config, ffn_config): growth reads them there,
+    a --to target's too, and writes the grown values back there (and into the copies transformers saves beside them,
+    num_key_value_heads and ffn_config.hidden_size). Its experts are stored flattened, w1/v1/w2 of [experts x ffn,
+    hidden] (w2 read as [in, out]): each expert's neurons are copied inside its own rows, and the router, reading the
+    residual stream, routes every token as before."""
+    src = make_tiny("dbrx", tmp_path / "src")
+    target = json.loads((src / "config.json").read_text())
+    target.update(d_model=96, n_heads=12, n_layers=3)
+    target["attn_config"] = dict(target["attn_config"], kv_n_heads=3)
+    target["ffn_config"] = dict(target["ffn_config"], ffn_hidden_size=60)
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    out = grow(src, tmp_path / "out", to=tmp_path / "target.json", mode="uneven", seed=1)  # new layer 1: identity
+    config = json.loads((out / "config.json").read_text())
+    assert (config["d_model"], config["n_heads"], config["n_layers"], config["num_key_value_heads"]) == (96, 12, 3, 3)
+    assert config["attn_config"]["kv_n_heads"] == 3 and config["attn_config"]["clip_qkv"] == 3.0
+    assert [config["ffn_config"][k] for k in ("ffn_hidden_size", "hidden_size", "moe_num_experts", "moe_top_k")] == [
+        60, 96, 4, 2]
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert grown.transformer.blocks[0].ffn.experts.mlp.w2.shape == (4 * 60, 96)
+
+    def keep(model, into):
+        for name, module in model.named_modules():
+            if name.endswith("ffn.router"):
+                module.register_forward_hook(lambda m, args, output, n=name: into.__setitem__(n, output))
+
+    before, after = {}, {}
+    keep(source, before)
+    keep(grown, after)
+    tokens = torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        source(tokens), grown(tokens)
+    assert len(before) == 2 and len(after) == 3  # the identity block routes too (its experts write zeros)
+    for name, a in before.items():
+        b = after[name.replace("blocks.1.", "blocks.2.")]  # source blocks 0 and 1 are grown blocks 0 and 2
+        chosen = a.topk(2, dim=-1).indices.sort(-1).values
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        assert torch.equal(chosen, b.topk(2, dim=-1).indices.sort(-1).values)
+        assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
+    assert compare_models(source, grown, tolerance=REL_TOL).ok
+    with pytest.raises(HyperCloneError, match="--experts on a dbrx mixture of experts"):
+        grow(src, tmp_path / "split", width=2, experts=8)
+    (src / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()),
+                                                 "tie_word_embeddings": True}))
+    with pytest.raises(HyperCloneError, match="tie_word_embeddings=true cannot be grown: .* set it to false"):
+        grow(src, tmp_path / "tied", width=2)
 
 
 def test_an_upcycled_model_grows_again(tmp_path):

@@ -69,7 +69,8 @@ def test_mamba2_heads_stay_in_their_group(tmp_path):
     assert torch.equal(after, before[[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]])
 
 
-LAYERED = (*HYBRID_FAMILIES, "lfm2")  # and LFM2's short convolutions among attention layers
+LAYERED = (*HYBRID_FAMILIES, "lfm2", "jamba")  # and LFM2's short convolutions, Jamba's Mamba1 mixers
+MAMBA2 = (*HYBRID_FAMILIES, "mamba2")  # and the pure Mamba2 language model
 
 
 @pytest.mark.parametrize("family", LAYERED)
@@ -117,7 +118,7 @@ def test_to_target_sets_the_mamba2_heads(tmp_path):
     assert_same_function(src, out)
 
 
-@pytest.mark.parametrize("family", HYBRID_FAMILIES)
+@pytest.mark.parametrize("family", MAMBA2)
 def test_inspect_explains_the_mixer(tmp_path, family, capsys):
     src = make_tiny(family, tmp_path / "src")
     with pytest.raises(SystemExit, match="0"):
@@ -129,7 +130,8 @@ def test_inspect_explains_the_mixer(tmp_path, family, capsys):
     assert "ssm_heads" in text and "ordered group by group" in text and "exact       yes" in text
 
 
-@pytest.mark.parametrize("family", LAYERED)
+# and the families whose layers live under backbone.layers (Mamba, Mamba2) or transformer.blocks (DBRX)
+@pytest.mark.parametrize("family", [*LAYERED, "mamba2", "mamba", "falcon_mamba", "dbrx"])
 def test_out_of_core_verify_runs_hybrid_blocks(tmp_path, family):
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", width=2, layers=load_causal_lm(src).config.num_hidden_layers + 1)
@@ -262,6 +264,129 @@ def test_nemotron_h_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="never ties lm_head to the embeddings"):
         grow(src, tmp_path / "out", width=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_mamba2_refusals(tmp_path):
+    """Mamba2 has no attention and no MLP: sizes asked of them are refused (the --ffn factor has nothing to grow and
+    is left); its gated norm needs whole copies of every group's heads; the mamba_ssm name of its embedding, which
+    transformers renames on load, is refused with the way out."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny("mamba2", tmp_path / "src")
+    for options, message in ((dict(width=2, heads=12), "--heads .*: mamba2 has no attention"),
+                             (dict(width=2, kv_heads=2), "--kv-heads .*: mamba2 has no attention"),
+                             (dict(hidden_size=96, ffn_size=100), "--ffn-size .*: mamba2 has no MLP"),
+                             (dict(hidden_size=72), "9 heads per group cannot hold the same number of copies")):
+        with pytest.raises(HyperCloneError, match=message):
+            grow(src, tmp_path / "out", **options)
+        assert not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "out", width=2, ffn=3, layers=3)
+    config = json.loads((out / "config.json").read_text())
+    assert [config[k] for k in ("hidden_size", "num_heads", "head_dim", "n_groups", "num_hidden_layers")] == [
+        96, 24, 8, 2, 3]
+    assert_same_function(src, out)
+    state = load_file(src / "model.safetensors")
+    state["backbone.embedding.weight"] = state.pop("backbone.embeddings.weight")
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match="backbone.embedding.weight cannot be grown: .*save_pretrained"):
+        grow(src, tmp_path / "renamed", width=2)
+
+
+@pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
+def test_mamba_time_step_rank_auto_is_kept(tmp_path, family):
+    """Mamba (Mamba1) keeps the time step's rank, which a config may state as "auto" (ceil(hidden / 16), 3 here):
+    the grown config states the source's number, else the class would derive ceil(72 / 16) = 5 from the grown hidden
+    size and x_proj would not load. The inner width (expand x hidden) grows by uneven plain copies of its channels,
+    exact (Falcon-Mamba's norms over dt, B and C see the kept widths); sizes of parts Mamba lacks are refused."""
+    src = make_tiny(family, tmp_path / "src", tied=False, time_step_rank="auto")  # saved as the number, 3
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "time_step_rank": "auto"}))
+    out = grow(src, tmp_path / "out", hidden_size=72, layers=3, mode="noisy", seed=2)
+    grown = json.loads((out / "config.json").read_text())
+    assert [grown[k] for k in ("hidden_size", "time_step_rank", "intermediate_size", "expand")] == [72, 3, 144, 2]
+    assert_same_function(src, out)
+    with pytest.raises(HyperCloneError, match=f"--heads .*: {family} has no attention"):
+        grow(src, tmp_path / "heads", width=2, heads=12)
+
+
+def test_tables_without_attention_or_mlp_fail_loudly():
+    """A table without the heads slot describes no attention, one without ffn no MLP: their axis kinds and slots
+    are then an error when the tables load."""
+    from importlib import resources
+
+    from hyperclone.grow.families import _parse_family
+
+    raw = json.loads(resources.files("hyperclone.grow.families").joinpath("mamba2.json").read_text())
+    _parse_family(raw)
+    q = {"name": "backbone.layers.{layer}.q.weight", "axes": ["q", "hidden"], "contract": 1}
+    with pytest.raises(ValueError, match="without the heads slot the table has no attention, but it uses q"):
+        _parse_family({**raw, "tensors": [*raw["tensors"], q]})
+    with pytest.raises(ValueError, match="without the ffn slot the table has no MLP, but it uses experts"):
+        _parse_family({**raw, "config": {**raw["config"], "experts": "num_experts"}})
+    with pytest.raises(ValueError, match="Mamba needs the config slots"):
+        _parse_family({**raw, "config": {**raw["config"], "dt_rank": "time_step_rank"}})
+
+
+def test_periods_layer_kinds_read_and_write():
+    """Jamba's encoding: one partition per (period, offset) pair, layer i of its inside kind when i % period ==
+    offset; a block's kind joins its parts ("mamba/moe") and a rule naming a part holds in every block that has it.
+    Written back with the source's own values where they still say the layers, else the first that do (a period
+    longer than the stack names one layer), or refused in one line."""
+    from types import SimpleNamespace
+
+    from hyperclone.grow.layer_kinds import has_part, parse_layer_kinds, read_layer_kinds, write_layer_kinds
+
+    spec = parse_layer_kinds("test", {"periods": [
+        {"period": "attn_layer_period", "offset": "attn_layer_offset", "inside": "attention", "outside": "mamba"},
+        {"period": "expert_layer_period", "offset": "expert_layer_offset", "inside": "moe", "outside": "dense"}]})
+    keys = ("attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset")
+
+    def config(*values):
+        return SimpleNamespace(**dict(zip(keys, values, strict=True)))
+
+    md, me, ad = "mamba/dense", "mamba/moe", "attention/dense"
+    assert read_layer_kinds(spec, config(8, 4, 2, 1), 8) == (md, me, md, me, ad, me, md, me)
+    assert has_part(ad, ("attention",)) and has_part(me, ("moe",)) and not has_part(md, ("moe", "attention"))
+    assert write_layer_kinds(spec, config(8, 4, 2, 1), (md, me, md, me, ad, me, md, me) * 2) == dict(
+        zip(keys, (8, 4, 2, 1), strict=True))
+    assert write_layer_kinds(spec, config(4, 2, 2, 1), (md, me, md, ad, me)) == dict(zip(keys, (4, 3, 3, 1),
+                                                                                          strict=True))
+    with pytest.raises(HyperCloneError, match="attn_layer_period/attn_layer_offset: the grown layers would put "
+                                              "attention blocks at 2, 3 of 4, which a period and an offset") as error:
+        write_layer_kinds(spec, config(4, 2, 2, 1), (md, me, ad, ad))
+    assert "\n" not in str(error.value)
+    with pytest.raises(HyperCloneError, match="attn_layer_offset must be an integer from 0 to 3, got 4"):
+        read_layer_kinds(spec, config(4, 4, 2, 1), 4)
+    for raw in ({"periods": []}, {"periods": [{"period": "p", "offset": "o", "inside": "a"}]},
+                {"periods": [{"period": "p", "offset": "o", "inside": "a", "outside": "a"}]},
+                {"periods": [{"period": "p", "offset": "o", "inside": "a/b", "outside": "c"}]}):
+        with pytest.raises(ValueError, match="layer_kinds periods"):
+            parse_layer_kinds("test", raw)
+
+
+def test_jamba_identity_blocks_take_the_kind_the_periods_say(tmp_path):
+    """One identity block shifts every later block, which a period and an offset can rarely say; an identity block
+    computes the identity whatever its kind, so each takes the kind (and a source block's weights of that kind) that
+    keeps both partitions periodic: four identity blocks after the last layer continue the period. Where no choice of
+    kinds can say the layers, growth is refused in one line and nothing is written. The rank stated as "auto" is
+    written as the source's number."""
+    src = make_tiny("jamba", tmp_path / "src", mamba_dt_rank="auto")  # m/dense, m/moe, attention/dense, m/moe
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "mamba_dt_rank": "auto"}))
+    out = grow(src, tmp_path / "out", layers=8, insert_after=(3, 3, 3, 3), width=2, seed=3)
+    grown = json.loads((out / "config.json").read_text())
+    assert [grown[k] for k in ("attn_layer_period", "attn_layer_offset", "expert_layer_period",
+                               "expert_layer_offset", "mamba_dt_rank")] == [4, 2, 2, 1, 3]
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["layers"] == [[0, False], [1, False], [2, False], [3, False], [0, True], [1, True], [2, True],
+                                    [1, True]]
+    assert any("identity blocks 4, 5, 6, 7 copy layer 0, 1, 2, 1" in note for note in provenance["notes"])
+    assert list(load_causal_lm(out).config.layers_block_type) == ["mamba", "mamba", "attention", "mamba"] * 2
+    assert_same_function(src, out)
+    alternating = make_tiny("jamba", tmp_path / "alt", attn_layer_period=2, attn_layer_offset=1)  # a/e every 2nd
+    with pytest.raises(HyperCloneError, match="attention blocks at 2, 4 of 5, which a period and an offset cannot"):
+        grow(alternating, tmp_path / "refused", layers=5, insert_after=(0,))
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.parametrize("growth", [dict(UNEVEN, mode="uneven"), dict(width=2, ffn=3, mode="diagonal", layers=4)])

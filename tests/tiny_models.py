@@ -183,6 +183,12 @@ TINY_CONFIGS: dict[str, dict] = {
                         num_experts_per_tok=2, interleave_moe_layer_step=2, no_rope_layer_interval=2,
                         attention_chunk_size=8, floor_scale=4, attn_scale=0.5, use_qk_norm=True,
                         attention_bias=True),
+    # DBRX: a fused Wqkv with clip_qkv, LayerNorms without bias (eps fixed), 4 experts (top-2, weights normalised by
+    # their p-norm) stored flattened as w1, v1, w2 of [experts x ffn, hidden] per layer; nested attn_config and
+    # ffn_config (transformers' DBRX never ties its embeddings)
+    "dbrx": dict(d_model=48, n_heads=6, n_layers=2, max_seq_len=64,
+                 attn_config=dict(kv_n_heads=2, clip_qkv=3.0, rope_theta=10000.0),
+                 ffn_config=dict(ffn_hidden_size=40, moe_num_experts=4, moe_top_k=2, moe_normalize_expert_weights=1.0)),
     # hybrid state-space models: Mamba2 mixers (heads in 2 B/C groups, a short chunk so the scan crosses chunks)
     # Falcon-H1: a Mamba2 mixer and attention in parallel in every layer, the gated RMSNorm its releases use, and
     # every µP multiplier away from 1 (mlp_multipliers has 2 entries, as many as the layers)
@@ -217,6 +223,24 @@ TINY_CONFIGS: dict[str, dict] = {
                        mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, n_routed_experts=4,
                        num_experts_per_tok=2, moe_intermediate_size=24, moe_shared_expert_intermediate_size=40,
                        n_group=2, topk_group=1, use_bias=True, mlp_bias=True, routed_scaling_factor=2.5),
+    # Mamba2 (Mamba-Codestral, state-spaces/mamba2): every block one Mamba2 mixer (12 heads of 8 in 2 B/C groups,
+    # inner width expand x hidden, the gated norm always), no attention, no MLP; biases on in_proj, conv and out_proj
+    "mamba2": dict(hidden_size=48, num_hidden_layers=2, expand=2, num_heads=12, head_dim=8, n_groups=2, state_size=8,
+                   conv_kernel=4, chunk_size=8, use_bias=True, use_conv_bias=True),
+    # Mamba (Mamba1; state-spaces/mamba-*-hf): every block one Mamba mixer (inner channels expand x hidden, each with
+    # its own scan over the kept state, a time step of low rank time_step_rank), no attention, no MLP; biases on
+    # in_proj, conv and out_proj. Falcon-Mamba adds weightless RMS norms over dt, B and C
+    "mamba": dict(hidden_size=48, num_hidden_layers=2, expand=2, state_size=8, conv_kernel=4, time_step_rank=5,
+                  use_bias=True, use_conv_bias=True),
+    "falcon_mamba": dict(hidden_size=48, num_hidden_layers=2, expand=2, state_size=8, conv_kernel=4, time_step_rank=5,
+                         use_bias=True, use_conv_bias=True, mixer_rms_eps=1e-6),
+    # Jamba: Mamba mixers (with RMS norms over dt, B and C) and attention without RoPE, dense MLPs and experts, each
+    # partition set by a period and an offset (as Jamba-v0.1's period 8 / offset 4 and 2 / 1: here mamba/dense,
+    # mamba/moe, attention/dense, mamba/moe); the dense MLPs as wide as each expert
+    "jamba": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
+                  num_hidden_layers=4, attn_layer_period=4, attn_layer_offset=2, expert_layer_period=2,
+                  expert_layer_offset=1, num_experts=4, num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4,
+                  mamba_expand=2, mamba_dt_rank=5, mamba_conv_bias=True, mamba_proj_bias=True),
     # Qwen3.5 (text): gated DeltaNet layers (2 key heads, 4 value heads of other widths, a 3-wide conv) around a
     # gated attention layer (each query head with its output gate, q/k norms, partial rotary at the config's
     # default factor 0.25), (1 + w) norms
@@ -255,7 +279,8 @@ MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "glm4_moe
                 "granitemoe", "granitemoeshared", "hunyuan_v1_moe", "llama4_text", "minimax_m2", "mixtral", "olmoe",
                 "phimoe", "qwen2_moe", "qwen3_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
-UNTIED_ONLY = ("nemotron_h",)  # whose model class never ties the output projection to the embedding
+UNTIED_ONLY = ("nemotron_h", "dbrx")  # whose model class never ties the output projection to the embedding
+UNTIED_CONFIG = ("dbrx",)  # ... and whose config class refuses tie_word_embeddings true (no tied model can be made)
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -277,7 +302,8 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            is_norm = "norm" in name or name.endswith(NORM_SUFFIXES)
+            owner = name.rsplit(".", 2)[-2] if "." in name else name  # the module holding it (DBRX's
+            is_norm = "norm" in owner or name.endswith(NORM_SUFFIXES)  # norm_attn_norm also holds the attention)
             if param.ndim == 1 or is_norm:  # norm weights (Cohere's q/k norms are 2-D) and biases
                 base = 1.0 if is_norm else 0.0  # keep norms near 1, biases small
                 param.copy_(base + 0.3 * torch.randn(param.shape, generator=gen))

@@ -44,8 +44,10 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"family      {info['family']}" + (f" (the language model of a {info['wrapper']} checkpoint; its vision "
                                              "tower is kept, its projector grown)" if info.get("wrapper") else ""),
         f"parameters  {info['parameters']:,} ({', '.join(info['dtypes'])})",
-        f"dimensions  hidden {dims['hidden']}, ffn {dims['ffn']}, heads {dims['heads']}, "
-        f"kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}, layers {dims['layers']}, vocab {dims['vocab']}"
+        f"dimensions  hidden {dims['hidden']}" + (f", ffn {dims['ffn']}" if dims["ffn"] is not None else "")
+        + (f", heads {dims['heads']}, kv heads {dims['kv_heads']}, head_dim {dims['head_dim']}"
+           if dims["heads"] is not None else "")
+        + f", layers {dims['layers']}, vocab {dims['vocab']}"
         + _moe_dims(dims) + _latent_dims(dims) + _ssm_dims(dims),
         f"tied        {'yes' if info['tied_embeddings'] else 'no'}",
         "",
@@ -56,7 +58,8 @@ def format_inspection(info: dict[str, Any]) -> str:
         if "refused" in g:
             lines.append(f"  {g['width']:>5} refused: {g['refused']}")
             continue
-        lines.append(f"  {g['width']:>5} {g['hidden']:>7} {g['ffn_size']:>7} {g['heads']:>5} {g['kv_heads']:>4} "
+        lines.append(f"  {g['width']:>5} {g['hidden']:>7} {_or_dash(g['ffn_size']):>7} {_or_dash(g['heads']):>5} "
+                     f"{_or_dash(g['kv_heads']):>4} "
                      f"{g['parameters']:>15,} {g['output_bytes'] / 1e9:>8.2f}GB  {','.join(g['output_dtypes'])}"
                      + ("" if g["exact"] else "  NOT exact"))
         lines.extend(f"        note: {note}" for note in g["notes"])
@@ -64,6 +67,11 @@ def format_inspection(info: dict[str, Any]) -> str:
 
 
 MOE_SLOTS = ("experts", "dense_ffn", "shared_ffn")
+
+
+def _or_dash(value: Any) -> Any:
+    """A size, or "-" for a part the model does not have (heads without attention, ffn without an MLP)."""
+    return "-" if value is None else value
 
 
 def _moe_dims(dims: dict[str, Any]) -> str:
@@ -86,6 +94,9 @@ def _latent_dims(dims: dict[str, Any]) -> str:
 def _ssm_dims(dims: dict[str, Any]) -> str:
     """A hybrid's Mamba2 mixers and which kind each block is, for the dimensions line ('' for others)."""
     text = ""
+    if dims.get("ssm_channels"):
+        text += (f", Mamba inner channels {dims['ssm_channels']} (state {dims['ssm_state']}, dt rank "
+                 f"{dims['dt_rank']}, conv {dims['conv_kernel']})")
     if dims.get("ssm_heads"):
         text += (f", Mamba2 heads {dims['ssm_heads']} x {dims['ssm_head_dim']} in {dims['ssm_groups']} groups "
                  f"(state {dims['ssm_state']}, conv {dims['conv_kernel']})")
@@ -119,7 +130,7 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
         maps_note.append("hidden size is not a multiple: " + (
             "copies scaled so each norm sees the same mean square (RMSNorm)" if plan.family.norm == "rmsnorm"
             else "whole copies plus positions holding the mean, LayerNorm eps and weights rescaled"))
-    if plan.grown.heads % plan.source.heads:
+    if plan.source.heads is not None and plan.grown.heads % plan.source.heads:
         maps_note.append("heads are copied unevenly; the output projection divides by each head's copy count")
     if plan.grown.head_dim != plan.source.head_dim:
         maps_note.append("head_dim grows: q and k scaled so q.k absorbs the change of 1/sqrt(head_dim)")
@@ -134,6 +145,8 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
                          "routing are unchanged")
     if plan.source.ssm_heads:
         maps_note.append(_ssm_note(plan.source, plan.grown))
+    if plan.source.ssm_channels:
+        maps_note.append(_mamba_note(plan.source, plan.grown))
     if plan.source.lin_k_heads:
         maps_note.append(_linear_note(plan.source, plan.grown))
     if any("q_gate" in axis for rule in plan.family.tensors for axis in rule.axes):
@@ -172,6 +185,14 @@ def _ssm_note(source: Any, grown: Any) -> str:
             "out_proj divides by each head's copy count; a gated RMSNorm sees each group's mean square unchanged")
 
 
+def _mamba_note(source: Any, grown: Any) -> str:
+    """How the Mamba (Mamba1) mixers grow (hyperclone.grow.plan._mamba1_maps)."""
+    return (f"Mamba mixers: {source.ssm_channels} -> {grown.ssm_channels} inner channels, each a plain copy with its "
+            "x and z rows of in_proj, its conv1d filter, dt_proj row and bias, A_log row and D (every channel scans on "
+            f"its own); the time step's rank {source.dt_rank} and the state {source.ssm_state} are kept; x_proj and "
+            "out_proj divide by each channel's copies")
+
+
 def _linear_note(source: Any, grown: Any) -> str:
     """How the gated DeltaNet mixers grow (hyperclone.grow.linear_attention)."""
     return (f"gated DeltaNet: {source.lin_k_heads}/{source.lin_v_heads} -> {grown.lin_k_heads}/{grown.lin_v_heads} "
@@ -185,8 +206,8 @@ def format_plan(info: dict[str, Any]) -> str:
     family = f"{info['family']} (the language model of a {info['wrapper']} checkpoint)" if info.get("wrapper") else (
         info["family"])
     lines = [f"family      {family}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
-    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads", "lin_k_heads",
-                "lin_v_heads"):
+    for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads", "ssm_channels",
+                "lin_k_heads", "lin_v_heads"):
         if src.get(key) is not None:
             lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
     lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "

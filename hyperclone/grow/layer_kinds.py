@@ -19,23 +19,36 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
    "inside": "moe", "outside": "dense"}               layer i has the inside kind when (i + 1) % interval == 0
                                                        and start <= i <= end (ERNIE 4.5 MoE; end -1: the last
                                                        layer), the others the outside kind
+  {"periods": [{"period": "attn_layer_period",
+                "offset": "attn_layer_offset",
+                "inside": "attention", "outside": "mamba"},
+               {"period": "expert_layer_period", ...}]}  layer i has a part of each partition: its inside kind when
+                                                       i % period == offset, else its outside kind (Jamba: a mixer,
+                                                       attention or mamba, and an MLP, moe or dense); the block's kind
+                                                       is its parts joined by "/" ("mamba/moe")
 
-and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds. A list may name, with
+and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds (for periods: in layers that have
+one of those parts). A list may name, with
 ``"indices_too": {"key": "full_attn_idxs", "kind": "attention"}``, an older key that repeats the layers of one kind
 as indices (LFM2): where the config states it, it is rewritten with the list. Under depth growth every new
 block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
 say (stacked copies that break a dense prefix, a copied layer that breaks an interval) is refused in one line.
+Periods are the strictest encoding (one inserted block shifts every later one): an identity block computes the
+identity whatever its kind, so there each identity block may take the kind, and copy the weights of a source block of
+the kind, that keeps every partition periodic (fit_identity_blocks); the plan's notes say which blocks did.
 Pure functions: nothing here reads files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
 
-ENCODINGS = ("list", "pattern", "indices", "prefix", "interval")
+ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods")
+PERIOD_KEYS = {"period", "offset", "inside", "outside"}
 TWO_KINDS = ("indices", "prefix", "interval")  # encodings that name one inside and one outside kind
 
 
@@ -48,18 +61,23 @@ class LayerKinds:
     outside: str = ""  # ... and of the others
     indices_too: tuple[str, str] | None = None  # list: (config key, kind) of a key listing that kind's layers too
     bounds: tuple[str, str] | None = None  # interval: the config keys of the first and last index it may hold
+    periods: tuple[tuple[str, str, str, str], ...] = ()  # periods: (period key, offset key, inside, outside) each
 
     @property
     def kinds(self) -> tuple[str, ...] | None:
         """Every kind this encoding can name (None: any value of a list is a kind of its own)."""
         if self.encoding in TWO_KINDS:
             return (self.inside, self.outside)
+        if self.encoding == "periods":  # the parts a rule may name
+            return tuple(kind for _, _, inside, outside in self.periods for kind in (inside, outside))
         return tuple(dict.fromkeys(kind for _, kind in self.values)) or None
 
 
 def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
     """A family table's ``layer_kinds`` object; a malformed one is a ValueError when the tables load."""
     encodings = [e for e in ENCODINGS if isinstance(raw, dict) and e in raw]
+    if encodings == ["periods"]:
+        return _parse_periods(family, raw)
     if len(encodings) != 1 or not isinstance(raw[encodings[0]], str):
         raise ValueError(f"family {family}: layer_kinds must name exactly one of {', '.join(ENCODINGS)} with its "
                          "config key")
@@ -88,6 +106,24 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
                       (raw["start"], raw["end"]) if encoding == "interval" else None)
 
 
+def _parse_periods(family: str, raw: dict) -> LayerKinds:
+    entries = raw["periods"]
+    if set(raw) != {"periods"} or not isinstance(entries, list) or not entries or not all(
+            isinstance(e, dict) and set(e) == PERIOD_KEYS and all(isinstance(v, str) for v in e.values())
+            for e in entries):
+        raise ValueError(f"family {family}: layer_kinds periods must be a list of {{{', '.join(sorted(PERIOD_KEYS))}}}")
+    parts = [kind for e in entries for kind in (e["inside"], e["outside"])]
+    if len(set(parts)) != len(parts) or any("/" in kind for kind in parts):
+        raise ValueError(f"family {family}: layer_kinds periods need distinct kinds without '/'")
+    periods = tuple((e["period"], e["offset"], e["inside"], e["outside"]) for e in entries)
+    return LayerKinds("periods", entries[0]["period"], periods=periods)
+
+
+def has_part(kind: str, wanted: tuple[str, ...]) -> bool:
+    """Whether a block of `kind` holds a tensor rule for the kinds `wanted` (a periods kind: any of its parts)."""
+    return kind in wanted or any(part in wanted for part in kind.split("/"))
+
+
 def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
     """The kind of every block of a source checkpoint, or a one-line refusal when the config cannot say it."""
     value = getattr(config, spec.key, None)
@@ -113,6 +149,10 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
         return tuple(spec.inside if i in set(named) else spec.outside for i in range(layers))
     if spec.encoding == "interval":
         return _interval_kinds(spec, _read_interval(spec, config, layers), layers)
+    if spec.encoding == "periods":
+        flags = [_period_flags(_read_period(config, entry), layers) for entry in spec.periods]
+        return tuple("/".join(entry[2] if f[i] else entry[3] for entry, f in zip(spec.periods, flags, strict=True))
+                     for i in range(layers))
     count = 0 if value is None else value
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= layers:
         raise HyperCloneError(f"{where} must be a layer count from 0 to {layers}, got {value!r}")
@@ -140,6 +180,8 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
         return {spec.key: [i for i, kind in enumerate(kinds) if kind == spec.inside]}
     if spec.encoding == "interval":
         return _write_interval(spec, config, kinds, len(kinds) if source_layers is None else source_layers)
+    if spec.encoding == "periods":
+        return _write_periods(spec, config, kinds)
     count = sum(kind == spec.inside for kind in kinds)
     if any(kind == spec.inside for kind in kinds[count:]):
         raise HyperCloneError(f"{spec.key}: the grown layers would put {spec.inside} blocks after "
@@ -185,3 +227,75 @@ def _write_interval(spec: LayerKinds, config: Any, kinds: tuple[str, ...], sourc
                           f"blocks at {', '.join(map(str, inside))} of {layers}, which a start index, an end index "
                           "and an interval cannot say; insert identity layers where they keep the pattern "
                           "(--insert-after) or grow only the width")
+
+
+def _read_period(config: Any, entry: tuple[str, str, str, str]) -> tuple[int, int]:
+    """(period, offset) as the config states them: a positive period, an offset below it."""
+    period_key, offset_key = entry[:2]
+    period, offset = getattr(config, period_key, None), getattr(config, offset_key, None)
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise HyperCloneError(f"config.json: {period_key} must be a positive integer, got {period!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < period:
+        raise HyperCloneError(f"config.json: {offset_key} must be an integer from 0 to {period - 1}, got {offset!r}")
+    return period, offset
+
+
+def _period_flags(period_offset: tuple[int, int], layers: int) -> list[bool]:
+    period, offset = period_offset
+    return [i % period == offset for i in range(layers)]
+
+
+def _periods_saying(wanted: list[bool | None], first: tuple[int, int]) -> list[tuple[int, int]]:
+    """Every (period, offset) whose layers of the inside kind are the True entries of `wanted` (None: either), the
+    source's own first, then by period: a period longer than the stack names at most one layer, or none."""
+    layers = len(wanted)
+    candidates = [first, *((p, o) for p in range(1, layers + 2) for o in range(p))]
+    return [c for c in dict.fromkeys(candidates)
+            if all(w is None or w == f for w, f in zip(wanted, _period_flags(c, layers), strict=True))]
+
+
+def _write_periods(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    for n, entry in enumerate(spec.periods):
+        period_key, offset_key, inside, _ = entry
+        wanted: list[bool | None] = [kind.split("/")[n] == inside for kind in kinds]
+        found = _periods_saying(wanted, _read_period(config, entry))
+        if not found:
+            where = ", ".join(str(i) for i, flag in enumerate(wanted) if flag)
+            raise HyperCloneError(f"{period_key}/{offset_key}: the grown layers would put {inside} blocks at {where} "
+                                  f"of {len(kinds)}, which a period and an offset cannot say; insert whole periods "
+                                  "of identity layers (--insert-after) or grow only the width")
+        updates[period_key], updates[offset_key] = found[0]
+    return updates
+
+
+def fit_identity_blocks(spec: LayerKinds | None, config: Any, kinds: tuple[str, ...],
+                        layers: list[tuple[int, bool]]) -> tuple[list[tuple[int, bool]], list[int]]:
+    """Periods only: the layer plan with every identity block's source chosen so that each partition stays periodic,
+    and the grown positions whose source changed. An identity block computes the identity whatever its kind; it
+    takes a source block of the kind the periods need there (the first such), its weights copied, its residual
+    writers zeroed. The plan as given where it already fits, or where nothing does (write_layer_kinds refuses)."""
+    if spec is None or spec.encoding != "periods" or not any(identity for _, identity in layers):
+        return layers, []
+    as_planned = tuple(kinds[src] for src, _ in layers)
+    if all(_periods_saying([kind.split("/")[n] == entry[2] for kind in as_planned], _read_period(config, entry))
+           for n, entry in enumerate(spec.periods)):
+        return layers, []
+    fixed: list[str | None] = [None if identity else kinds[src] for src, identity in layers]
+    options = []
+    for n, entry in enumerate(spec.periods):
+        wanted = [None if kind is None else kind.split("/")[n] == entry[2] for kind in fixed]
+        options.append(_periods_saying(wanted, _read_period(config, entry)))
+    first_of = {}
+    for index, kind in enumerate(kinds):
+        first_of.setdefault(kind, index)
+    grown = len(layers)
+    for choice in product(*options):
+        flags = [_period_flags(c, grown) for c in choice]
+        needed = ["/".join(e[2] if f[i] else e[3] for e, f in zip(spec.periods, flags, strict=True))
+                  for i in range(grown)]
+        if all(needed[i] in first_of for i, kind in enumerate(fixed) if kind is None):
+            fitted = [(first_of[needed[i]], True) if identity else (src, False)
+                      for i, (src, identity) in enumerate(layers)]
+            return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
+    return layers, []

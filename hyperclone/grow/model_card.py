@@ -30,7 +30,8 @@ def model_card(record: dict[str, Any], command: str | None) -> str:
     loader = ("`AutoModelForImageTextToText.from_pretrained`; its vision tower is the source's, unchanged"
               if wrapper else "`AutoModelForCausalLM.from_pretrained`")
     rows = "\n".join(f"| {key} | {src[key]} | {new[key]} |" for key in ("hidden", "ffn", "heads", "kv_heads",
-                                                                        "head_dim", "layers", "vocab"))
+                                                                        "head_dim", "layers", "vocab")
+                     if src[key] is not None)
     lines = [
         "---",
         f"base_model: {_yaml_string(base)}",

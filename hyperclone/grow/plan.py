@@ -28,8 +28,17 @@ from hyperclone.grow.axis_map import (
 )
 from hyperclone.grow.checkpoint_io import OutputTensor, TensorInfo
 from hyperclone.grow.exact_split import needs_exact_split
-from hyperclone.grow.families import FFN_SLOTS, LATENT_SLOTS, SSM_SLOTS, Family, TensorRule, emitted_axis
-from hyperclone.grow.layer_kinds import read_layer_kinds, write_layer_kinds
+from hyperclone.grow.families import (
+    FFN_SLOTS,
+    LATENT_SLOTS,
+    SSM_SLOTS,
+    Family,
+    TensorRule,
+    config_value,
+    emitted_axis,
+    has_config_key,
+)
+from hyperclone.grow.layer_kinds import fit_identity_blocks, has_part, read_layer_kinds, write_layer_kinds
 from hyperclone.grow.linear_attention import grown_linear_heads, linear_attention_maps, source_linear_dims
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
@@ -115,10 +124,10 @@ class Dims:
     """The growable dimensions of a model."""
 
     hidden: int
-    ffn: int
-    heads: int
-    kv_heads: int
-    head_dim: int
+    ffn: int | None  # None: the model has no MLP (Mamba, Mamba2)
+    heads: int | None  # None: the model has no attention (Mamba, Mamba2); kv_heads and head_dim then None too
+    kv_heads: int | None
+    head_dim: int | None
     layers: int
     vocab: int
     positions: int | None
@@ -139,6 +148,8 @@ class Dims:
     ssm_state: int | None = None  # ... d_state of each group (kept)
     conv_kernel: int | None = None  # ... the depthwise convolution's width (kept)
     ssm_expand: int | None = None  # ... inner width = ssm_expand x hidden when the config ties it (None: explicit)
+    ssm_channels: int | None = None  # Mamba (Mamba1) mixers: inner channels, expand x hidden, grown by copies
+    dt_rank: int | None = None  # ... the time step's rank (kept); ssm_state, conv_kernel and ssm_expand as above
     lin_k_heads: int | None = None  # gated DeltaNet mixers (linear attention): key heads, grown by copies
     lin_v_heads: int | None = None  # ... value heads (a multiple of the key heads), grown by copies in their groups
     lin_k_dim: int | None = None  # ... each key head's width (kept)
@@ -149,7 +160,7 @@ def check_supported(family: Family, config: Any) -> None:
     """Refuse a configuration the family table does not describe exactly (the table's "refuse" list)."""
     for refusal in family.refuse:
         if refusal.applies_to_config(config):
-            given = ", ".join(f"{key}={json.dumps(getattr(config, key, None))}"
+            given = ", ".join(f"{key}={json.dumps(config_value(config, key))}"
                               for key in (refusal.key, *(key for key, _ in refusal.when)))
             raise HyperCloneError(f"{family.model_type} with {given} cannot be grown: {refusal.reason}")
 
@@ -164,16 +175,17 @@ def source_dims(family: Family, config: Any) -> Dims:
         n_shared_experts * moe_intermediate_size)."""
         if slot not in keys:
             return None
-        factors = [getattr(config, key, None) for key in keys[slot].split("*")]
+        factors = [config_value(config, key) for key in keys[slot].split("*")]
         if len(factors) > 1 and all(isinstance(f, int) and not isinstance(f, bool) for f in factors):
             return math.prod(factors)
         return factors[0] if len(factors) == 1 else None
 
     hidden, heads = get("hidden"), get("heads")
-    ffn = adjusted_ffn(family, get("ffn"), lambda key: getattr(config, key, None))
+    ffn = adjusted_ffn(family, get("ffn"), lambda key: config_value(config, key))
     if ffn is None and family.ffn_default_multiple:
         ffn = family.ffn_default_multiple * hidden
-    values = dict(hidden=hidden, ffn=ffn, heads=heads, layers=get("layers"), vocab=get("vocab"))
+    values = dict(hidden=hidden, layers=get("layers"), vocab=get("vocab"),
+                  **({"ffn": ffn} if "ffn" in keys else {}), **({"heads": heads} if "heads" in keys else {}))
     optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
                                              *LATENT_SLOTS)
                 if get(slot) is not None}
@@ -184,10 +196,12 @@ def source_dims(family: Family, config: Any) -> Dims:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} must be a positive integer, got {value!r}")
     multi_query = family.is_multi_query(config)
-    kv_heads = 1 if multi_query else get("kv_heads") or heads
-    head_dim = get("head_dim") or hidden // heads
-    if heads % kv_heads:
-        raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
+    kv_heads = head_dim = None
+    if heads is not None:  # (a model without attention has none of these)
+        kv_heads = 1 if multi_query else get("kv_heads") or heads
+        head_dim = get("head_dim") or hidden // heads
+        if heads % kv_heads:
+            raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
     kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
@@ -214,6 +228,8 @@ def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
 def _ssm_source_dims(family: Family, get: Any, hidden: int) -> dict[str, int | None]:
     """A Mamba2 mixer's widths from the config (empty for families without one), checked against each other."""
     keys = family.config_keys
+    if "dt_rank" in keys:
+        return _mamba1_source_dims(family, get, hidden)
     if "ssm_heads" not in keys:  # no Mamba2 mixer; maybe a short convolution (LFM2)
         kernel = get("conv_kernel") if "conv_kernel" in keys else None
         if kernel is not None and (not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1):
@@ -237,6 +253,26 @@ def _ssm_source_dims(family: Family, get: Any, hidden: int) -> dict[str, int | N
     return {**values, "ssm_expand": expand}
 
 
+def _mamba1_source_dims(family: Family, get: Any, hidden: int) -> dict[str, int | None]:
+    """A Mamba (Mamba1) mixer's widths: inner channels expand x hidden (checked against the inner width where the
+    config states it too), the time step's rank ("auto": ceil(hidden / 16), as the config classes read it)."""
+    keys = family.config_keys
+    rank = get("dt_rank")
+    if rank == "auto":
+        rank = math.ceil(hidden / 16)
+    values = {"dt_rank": rank, "ssm_state": get("ssm_state"), "conv_kernel": get("conv_kernel"),
+              "ssm_expand": get("ssm_expand")}
+    for slot, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HyperCloneError(f"config.json: {keys[slot]} must be a positive integer, got {value!r}")
+    channels = values["ssm_expand"] * hidden
+    stated = get("ssm_inner") if "ssm_inner" in keys else None
+    if stated is not None and stated != channels:
+        raise HyperCloneError(f"config.json: the Mamba inner width {keys['ssm_inner']} = {stated} is not "
+                              f"{keys['ssm_expand']} x {keys['hidden']} = {channels}")
+    return {**values, "ssm_channels": channels}
+
+
 def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -> None:
     """Refuse, before any map is built, dimensions no tensor of the checkpoint can hold (a config.json that says
     hidden_size 10**12 would otherwise have the planner allocate terabytes): every width at most the longest
@@ -246,7 +282,7 @@ def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -
     widths = {"hidden": dims.hidden, "ffn": dims.ffn, "heads": dims.heads, "kv_heads": dims.kv_heads,
               "head_dim": dims.head_dim, "vocab": dims.vocab, "embed": dims.embed}
     for slot, value in widths.items():
-        if value > longest:
+        if value is not None and value > longest:
             raise HyperCloneError(f"config.json: {keys.get(slot, slot)} = {value:,} is larger than every tensor "
                                   f"axis of the checkpoint (the longest is {longest:,}): config and weights disagree")
     if dims.layers > len(tensors):
@@ -264,25 +300,12 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
     """Resolve factors and absolute sizes into the grown dimensions, refusing what cannot be reached."""
     n = spec.width
     hidden = spec.hidden_size or dims.hidden * n
-    if spec.heads is not None:
-        heads = spec.heads
-    elif spec.hidden_size is None:
-        heads = dims.heads * n
-    else:
-        heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
-    if dims.multi_query:  # the one KV head stays one
-        if spec.kv_heads not in (None, 1):
-            raise HyperCloneError(f"a target with {spec.kv_heads} KV heads (--kv-heads, or --to's "
-                                  f"{family.config_keys.get('kv_heads', 'KV heads')}): {family.model_type} with "
-                                  f"{family.multi_query} has one KV head, which its config cannot make more")
-        kv_heads = 1
-    elif spec.kv_heads is not None:
-        kv_heads = spec.kv_heads
-    elif "kv_heads" not in family.config_keys:
-        kv_heads = heads
-    else:
-        kv_heads = _ratio(heads * dims.kv_heads, dims.heads, "KV heads for the new head count", "--kv-heads")
-    if spec.ffn_size is not None:
+    _refuse_missing_parts(family, dims, spec)
+    heads, kv_heads, head_dim = (None, None, None) if dims.heads is None else _attention_target(family, dims, spec,
+                                                                                               hidden)
+    if dims.ffn is None:  # no MLP: the --ffn factor has nothing to grow
+        ffn = None
+    elif spec.ffn_size is not None:
         ffn = spec.ffn_size
     elif spec.ffn is not None:
         ffn = dims.ffn * spec.ffn
@@ -290,12 +313,6 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
         ffn = dims.ffn * n
     else:
         ffn = _ratio(hidden * dims.ffn, dims.hidden, "MLP width for the new hidden size", "--ffn-size")
-    if spec.head_dim is not None:
-        head_dim = spec.head_dim
-    elif "head_dim" in family.config_keys:
-        head_dim = dims.head_dim
-    else:
-        head_dim = _ratio(hidden, heads, f"head_dim (hidden size / heads) of {family.model_type}", "--heads")
     layers = spec.layers or dims.layers
     if spec.target_vocab is not None and spec.target_vocab != dims.vocab:
         raise HyperCloneError(f"the target vocabulary ({spec.target_vocab}) differs from the source's ({dims.vocab}); "
@@ -312,7 +329,10 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  conv_kernel=dims.conv_kernel,
                  **({} if dims.ssm_heads is None else dict(
                      ssm_heads=_ssm_heads(family, dims, hidden, spec.ssm_heads), ssm_head_dim=dims.ssm_head_dim,
-                     ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, ssm_expand=dims.ssm_expand)))
+                     ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, ssm_expand=dims.ssm_expand)),
+                 **({} if dims.ssm_channels is None else dict(
+                     ssm_channels=_ssm_channels(family, dims, hidden), dt_rank=dims.dt_rank, ssm_state=dims.ssm_state,
+                     ssm_expand=dims.ssm_expand)))
     if dims.lin_k_heads is not None:
         new_k, new_v = grown_linear_heads(family.config_keys, dims.lin_k_heads, dims.lin_v_heads, dims.hidden,
                                           hidden, spec.lin_heads)
@@ -320,6 +340,53 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                         lin_v_dim=dims.lin_v_dim)
     _check_reachable(family, dims, grown)
     return grown
+
+
+def _attention_target(family: Family, dims: Dims, spec: GrowthSpec, hidden: int) -> tuple[int, int, int]:
+    """The grown attention heads, KV heads and head_dim (a model with attention)."""
+    if spec.heads is not None:
+        heads = spec.heads
+    elif spec.hidden_size is None:
+        heads = dims.heads * spec.width
+    else:
+        heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
+    if dims.multi_query:  # the one KV head stays one
+        if spec.kv_heads not in (None, 1):
+            raise HyperCloneError(f"a target with {spec.kv_heads} KV heads (--kv-heads, or --to's "
+                                  f"{family.config_keys.get('kv_heads', 'KV heads')}): {family.model_type} with "
+                                  f"{family.multi_query} has one KV head, which its config cannot make more")
+        kv_heads = 1
+    elif spec.kv_heads is not None:
+        kv_heads = spec.kv_heads
+    elif "kv_heads" not in family.config_keys:
+        kv_heads = heads
+    else:
+        kv_heads = _ratio(heads * dims.kv_heads, dims.heads, "KV heads for the new head count", "--kv-heads")
+    if spec.head_dim is not None:
+        head_dim = spec.head_dim
+    elif "head_dim" in family.config_keys:
+        head_dim = dims.head_dim
+    else:
+        head_dim = _ratio(hidden, heads, f"head_dim (hidden size / heads) of {family.model_type}", "--heads")
+    return heads, kv_heads, head_dim
+
+
+def _refuse_missing_parts(family: Family, dims: Dims, spec: GrowthSpec) -> None:
+    """A size asked of a part the model does not have (--heads of a model without attention, --ffn-size of one
+    without an MLP); the --ffn factor, which every growth states, has nothing to grow there and is left."""
+    asked = [(label, part) for label, value, part in (
+        ("--heads", spec.heads, dims.heads), ("--kv-heads", spec.kv_heads, dims.heads),
+        ("--head-dim", spec.head_dim, dims.heads), ("--ffn-size", spec.ffn_size, dims.ffn)) if value is not None
+        and part is None]
+    if asked:
+        label = asked[0][0]
+        what = "MLP" if label == "--ffn-size" else "attention"
+        raise HyperCloneError(f"{label} (or --to's value for it): {family.model_type} has no {what}")
+
+
+def _ssm_channels(family: Family, dims: Dims, hidden: int) -> int:
+    """The grown Mamba (Mamba1) inner width: expand x the grown hidden size (the config classes compute it so)."""
+    return dims.ssm_expand * hidden
 
 
 def _ssm_heads(family: Family, dims: Dims, hidden: int, requested: int | None) -> int:
@@ -356,8 +423,13 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
     for label, old, new in (("hidden size", dims.hidden, grown.hidden), ("MLP width", dims.ffn, grown.ffn),
                             ("attention heads", dims.heads, grown.heads), ("KV heads", dims.kv_heads, grown.kv_heads),
                             ("head_dim", dims.head_dim, grown.head_dim), ("layers", dims.layers, grown.layers)):
-        if new < old:
+        if old is not None and new < old:
             raise HyperCloneError(f"cannot shrink the {label} from {old} to {new}: growth only adds")
+    if grown.hidden % dims.hidden and family.norm == "layernorm" and family.norm_eps_key is None:
+        raise HyperCloneError(f"{family.model_type}'s LayerNorm epsilon is fixed, so a hidden size that is not a "
+                              f"multiple of {dims.hidden} cannot be exact")
+    if dims.heads is None:  # no attention
+        return
     if "kv_heads" not in family.config_keys and grown.kv_heads != grown.heads and not dims.multi_query:
         raise HyperCloneError(f"{family.model_type} has no separate KV heads: --kv-heads must equal --heads")
     if grown.heads % grown.kv_heads:
@@ -368,9 +440,6 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
     if grown.head_dim != dims.head_dim and family.rope:
         raise HyperCloneError(f"head_dim cannot grow exactly with rotary embeddings ({family.model_type}); "
                               "grow the number of heads instead")
-    if grown.hidden % dims.hidden and family.norm == "layernorm" and family.norm_eps_key is None:
-        raise HyperCloneError(f"{family.model_type}'s LayerNorm epsilon is fixed, so a hidden size that is not a "
-                              f"multiple of {dims.hidden} cannot be exact")
     try:
         gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
     except ValueError as exc:
@@ -380,15 +449,17 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # sizes growth keeps at any width (each head's or state's own width, a kernel, a latent width, the position table):
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
-              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel")
+              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
     """--to: refuse a target config that changes a size growth keeps (KEPT_SLOTS) where both configs state it."""
     for slot in KEPT_SLOTS:
         key = family.config_keys.get(slot)
-        if key in source and key in target and source[key] != target[key]:
-            raise HyperCloneError(f"--to: the target's {key} is {target[key]!r}, the source's {source[key]!r}; "
+        if key is not None and has_config_key(source, key) and has_config_key(target, key) and \
+                config_value(source, key) != config_value(target, key):
+            raise HyperCloneError(f"--to: the target's {key} is {config_value(target, key)!r}, the source's "
+                                  f"{config_value(source, key)!r}; "
                                   "growth keeps it (only widths, head counts and layers grow)")
 
 
@@ -401,7 +472,7 @@ def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, 
     keys = family.config_keys
 
     def read(slot: str) -> int | None:
-        value = target.get(keys[slot]) if slot in keys else None
+        value = config_value(target, keys[slot]) if slot in keys else None
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise HyperCloneError(f"--to: {keys[slot]} must be a positive integer, got {value!r}")
         return value
@@ -530,7 +601,7 @@ def expand_names(family: Family, layers: list[tuple[int, bool]] | int, experts: 
             names.append((rule.name, rule.name, rule, False))
     for new_index, (src_index, identity) in enumerate(layers):
         for rule in family.tensors:
-            if not rule.per_layer or (rule.layers is not None and kinds[src_index] not in rule.layers):
+            if not rule.per_layer or (rule.layers is not None and not has_part(kinds[src_index], rule.layers)):
                 continue
             for template in _per_expert(rule.name, experts if rule.per_expert else None):
                 names.append((template.replace("{layer}", str(new_index)),
@@ -561,11 +632,44 @@ class AxisMaps:
             copies = grown.hidden // dims.hidden
             self.residual_gamma = float(copies)
             self.layernorm_scale = math.sqrt(copies * dims.hidden / grown.hidden)
-        q_heads, kv_heads = gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
         # q/k norms over the whole projection (OLMo2) see every head: with uneven head copies, the q and k
         # rows of each copy are scaled so that the mean square over all heads is unchanged, and the norm
         # weight of that copy is divided by the same scale, so the normalised q and k are exact.
         self.full_qk_norm = any(r.role == "norm" and r.axes[0][0] in ("q", "k") for r in family.tensors)
+        positions, rows = (dims.positions or 0) + family.position_offset, dims.vocab + family.vocab_offset
+        self.by_kind: dict[str, AxisMap] = {
+            "hidden": self.hidden,
+            "one": tile_map(1, 1),
+            **{slot: tile_map(getattr(dims, slot), getattr(grown, slot))
+               for slot in FFN_SLOTS if getattr(dims, slot) is not None},
+            **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
+            "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
+            "vocab": tile_map(dims.vocab, dims.vocab), "vocab_rows": tile_map(rows, rows),  # Mllama's embedding
+            "positions": tile_map(positions, positions),
+            "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
+            "conv_inner": tile_map(dims.hidden, grown.hidden),  # plain copies of channels (B x, C conv(.))
+        }
+        if dims.ffn is not None:
+            self.by_kind["ffn"] = tile_map(dims.ffn, grown.ffn)
+            self.by_kind["ffn_pairs"] = block_map(tile_map(dims.ffn, grown.ffn), tile_map(2, 2))  # gate, up per neuron
+            if dims.experts:  # every expert's neurons on one axis (DBRX's [experts x ffn, hidden]): copied in its block
+                self.by_kind["experts_ffn"] = block_map(tile_map(dims.experts, dims.experts),
+                                                        tile_map(dims.ffn, grown.ffn))
+        if dims.heads is not None:
+            self.by_kind.update(self._attention_maps(family, dims, grown))
+        if dims.conv_kernel is not None:
+            self.by_kind["conv_kernel"] = tile_map(dims.conv_kernel, dims.conv_kernel)
+        if dims.ssm_heads is not None:  # Mamba2 mixers: heads grow by copies inside their B/C groups
+            self.by_kind.update(_mamba2_maps(dims, grown))
+        if dims.ssm_channels is not None:  # Mamba1 mixers: channels grow by plain copies
+            self.by_kind.update(_mamba1_maps(dims, grown))
+        if dims.lin_k_heads is not None:  # gated DeltaNet mixers: key and value heads grow by copies
+            self.by_kind.update(linear_attention_maps(dims.lin_k_heads, dims.lin_v_heads, dims.lin_k_dim,
+                                                      dims.lin_v_dim, grown.lin_k_heads, grown.lin_v_heads))
+
+    def _attention_maps(self, family: Family, dims: Dims, grown: Dims) -> dict[str, AxisMap]:
+        """The maps of attention's axis kinds (a model with attention)."""
+        q_heads, kv_heads = gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
         qk_heads, qk_kv_heads = q_heads, kv_heads
         if self.full_qk_norm:
             qk_heads = weighted_map_like(q_heads, grown.heads / dims.heads)
@@ -576,9 +680,7 @@ class AxisMaps:
             qk_dim = weighted_map(dims.head_dim, grown.head_dim,
                                   quarter_power_gamma(dims.head_dim, grown.head_dim))
             v_dim = tile_map(dims.head_dim, grown.head_dim)
-        positions, rows = (dims.positions or 0) + family.position_offset, dims.vocab + family.vocab_offset
-        self.by_kind: dict[str, AxisMap] = {
-            "hidden": self.hidden,
+        maps = {
             "q": block_map(qk_heads, qk_dim),
             "k": block_map(qk_kv_heads, qk_dim),
             "v": block_map(kv_heads, v_dim),
@@ -587,30 +689,13 @@ class AxisMaps:
             "q_gate": block_map(qk_heads, concat_maps([qk_dim, v_dim])),  # per head its query, then its gate
             "heads": q_heads,
             "kv_heads": kv_heads,
-            "one": tile_map(1, 1),
-            "ffn": tile_map(dims.ffn, grown.ffn),
-            "ffn_pairs": block_map(tile_map(dims.ffn, grown.ffn), tile_map(2, 2)),  # per neuron its gate, its up
-            **{slot: tile_map(getattr(dims, slot), getattr(grown, slot))
-               for slot in FFN_SLOTS if getattr(dims, slot) is not None},
-            **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
-            "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
-            "vocab": tile_map(dims.vocab, dims.vocab), "vocab_rows": tile_map(rows, rows),  # Mllama's embedding
-            "positions": tile_map(positions, positions),
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
-            "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
-            "conv_inner": tile_map(dims.hidden, grown.hidden),  # plain copies of channels (B x, C conv(.))
         }
-        if dims.conv_kernel is not None:
-            self.by_kind["conv_kernel"] = tile_map(dims.conv_kernel, dims.conv_kernel)
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
-            self.by_kind.update(_latent_attention_maps(dims, q_heads))
-        if dims.ssm_heads is not None:  # Mamba2 mixers: heads grow by copies inside their B/C groups
-            self.by_kind.update(_mamba2_maps(dims, grown))
-        if dims.lin_k_heads is not None:  # gated DeltaNet mixers: key and value heads grow by copies
-            self.by_kind.update(linear_attention_maps(dims.lin_k_heads, dims.lin_v_heads, dims.lin_k_dim,
-                                                      dims.lin_v_dim, grown.lin_k_heads, grown.lin_v_heads))
+            maps.update(_latent_attention_maps(dims, q_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
-            self.by_kind["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
+            maps["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
+        return maps
 
     def for_rule(self, rule: TensorRule) -> tuple[AxisMap, ...]:
         return tuple(concat_maps([self.by_kind[kind] for kind in axis]) if len(axis) > 1 else self.by_kind[axis[0]]
@@ -648,6 +733,17 @@ def _mamba2_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
     groups = dims.ssm_groups * dims.ssm_state
     return {"ssm_heads": heads, "ssm_inner": block_map(heads, tile_map(dims.ssm_head_dim, dims.ssm_head_dim)),
             "ssm_groups": tile_map(groups, groups)}
+
+
+def _mamba1_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
+    """A Mamba (Mamba1) mixer. in_proj reads the residual stream and emits [x | z], each one position per inner
+    channel; channel c's x and z rows, its conv1d filter, dt_proj row and bias, A_log row and D move together. Every
+    channel runs its own scan h_c <- exp(dt_c A_c) h_c + dt_c B x_c, y_c = C h_c + D_c x_c, gated by silu(z_c), and
+    reads dt's low rank, B and C through x_proj, which sums over the channels: plain copies (scale 1, any number of
+    each) compute their source channel exactly, and x_proj and out_proj divide by each channel's copies. The time
+    step's rank and the state are kept (so norms over dt, B or C, Falcon-Mamba's and Jamba's, see the same values)."""
+    return {"ssm_channels": tile_map(dims.ssm_channels, grown.ssm_channels),
+            "ssm_state": tile_map(dims.ssm_state, dims.ssm_state), "dt_rank": tile_map(dims.dt_rank, dims.dt_rank)}
 
 
 def check_ssm_norm(family: Family, dims: Dims, grown: Dims, present: dict[str, TensorInfo],
@@ -826,7 +922,9 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
     layers = layer_plan(dims, grown, spec)
+    refitted: list[int] = []
     if dims.layer_kinds is not None:
+        layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
         grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     maps = AxisMaps(family, dims, grown)
@@ -840,6 +938,9 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     tied_output = tied and spec.tie == "keep"
     final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
     notes = plan_notes(spec, tied, dims, grown)
+    if refitted:
+        notes.append(f"identity blocks {', '.join(map(str, refitted))} copy layer "
+                     f"{', '.join(str(layers[i][0]) for i in refitted)} (the kind the config's periods can say there)")
     mtp = [name for name in tensors if family.is_multi_token_prediction(name, dims.layers)]
     if mtp:
         notes.append(f"{len(mtp)} multi-token prediction tensors left out (e.g. {mtp[0]}): transformers does not load "
@@ -923,8 +1024,11 @@ def weighted_map_like(amap: AxisMap, gamma: float) -> AxisMap:
 def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: bool, spec: GrowthSpec,
                     maps: AxisMaps, layers: list[tuple[int, bool]]) -> dict[str, Any]:
     keys = family.config_keys
-    updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["ffn"]: grown.ffn, keys["heads"]: grown.heads,
-                               keys["layers"]: grown.layers}
+    updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["layers"]: grown.layers}
+    if "ffn" in keys:
+        updates[keys["ffn"]] = grown.ffn
+    if "heads" in keys:
+        updates[keys["heads"]] = grown.heads
     if "kv_heads" in keys:
         updates[keys["kv_heads"]] = grown.kv_heads
     if "head_dim" in keys:
@@ -938,14 +1042,18 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         updates[family.ffn_auto_adjust["flag"]] = False
     if grown.ssm_heads is not None:
         updates[keys["ssm_heads"]] = grown.ssm_heads
-        if "ssm_inner" in keys and getattr(config, keys["ssm_inner"], None) is not None:
+        if "ssm_inner" in keys and config_value(config, keys["ssm_inner"]) is not None:
             updates[keys["ssm_inner"]] = grown.ssm_heads * grown.ssm_head_dim
+    if grown.ssm_channels is not None:  # Mamba1: the rank a config may state as "auto" (of the hidden size) stays
+        updates[keys["dt_rank"]] = grown.dt_rank
+        if "ssm_inner" in keys and config_value(config, keys["ssm_inner"]) is not None:
+            updates[keys["ssm_inner"]] = grown.ssm_channels
     if grown.lin_k_heads is not None:
         updates[keys["lin_k_heads"]], updates[keys["lin_v_heads"]] = grown.lin_k_heads, grown.lin_v_heads
     if tied and spec.tie == "untie":
         updates["tie_word_embeddings"] = False
     if maps.layernorm_scale != 1.0:
-        updates[family.norm_eps_key] = getattr(config, family.norm_eps_key) * maps.layernorm_scale**2
+        updates[family.norm_eps_key] = config_value(config, family.norm_eps_key) * maps.layernorm_scale**2
     if grown.layers != dims.layers:
         for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
             if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"

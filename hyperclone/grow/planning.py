@@ -15,7 +15,7 @@ from hyperclone import __version__
 from hyperclone.common.copies import CopyAxis, CopyLayout
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.axis_map import AxisMap
-from hyperclone.grow.families import emitted_axis
+from hyperclone.grow.families import emitted_axis, has_config_key, set_config_value
 from hyperclone.grow.plan import (
     GrowthSpec,
     Plan,
@@ -38,10 +38,11 @@ from hyperclone.grow.wrapper import (
 
 def grown_config(raw_config: dict[str, Any], plan: Plan) -> dict[str, Any]:
     config = dict(raw_config)
-    config.update(plan.config_updates)
+    for key, value in plan.config_updates.items():  # (a key with dots: in a nested config, DBRX's attn_config)
+        set_config_value(config, key, value)
     for alias, key in plan.family.config_aliases:  # the class reads the alias over the key (LFM2's releases)
-        if alias in config and key in plan.config_updates:
-            config[alias] = plan.config_updates[key]
+        if has_config_key(config, alias) and key in plan.config_updates:
+            set_config_value(config, alias, plan.config_updates[key])
     config.pop("quantization_config", None)
     if "dtype" in plan.config_updates:  # transformers 4's name for it would contradict it
         config.pop("torch_dtype", None)

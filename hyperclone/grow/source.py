@@ -66,6 +66,16 @@ class StatedConfig:
     def to_dict(self) -> dict[str, Any]:
         raise NeedsTransformers("to_dict")
 
+    def stated_value(self, key: str, default: Any = None) -> Any:
+        """hyperclone.grow.families.config_value's answer here: a key with dots reaches into the file's nested
+        objects (DBRX's attn_config.kv_n_heads); a value the file leaves out, at any depth, is transformers' to give."""
+        value: Any = self._raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                raise NeedsTransformers(key)
+        return value
+
 
 @dataclass
 class Source:

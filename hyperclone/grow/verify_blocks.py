@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import torch
 
 from hyperclone.common.errors import HyperCloneError
 
-LAYER_CONTAINERS = ("model.layers", "model.decoder.layers", "gpt_neox.layers", "transformer.h")
+LAYER_CONTAINERS = ("model.layers", "model.decoder.layers", "gpt_neox.layers", "transformer.h", "backbone.layers",
+                    "transformer.blocks")
 
 
 @dataclass
@@ -102,7 +104,7 @@ class LazyModel:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from hyperclone.grow.checkpoint_io import SourceWeights
-        from hyperclone.grow.families import FAMILIES
+        from hyperclone.grow.families import FAMILIES, config_value
         from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
         from hyperclone.grow.source import open_source, read_raw_config
         from hyperclone.grow.wrapper import WRAPPERS, TextWeights
@@ -117,7 +119,7 @@ class LazyModel:
             self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
         self.family = FAMILIES.get(self.config.model_type)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
-        self.experts = getattr(self.config, experts_key) if experts_key else None
+        self.experts = config_value(self.config, experts_key) if experts_key else None
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
         self.count = getattr(self.config, layers_key)
         kept = self.family.kept_lists if self.family is not None else ()
@@ -195,7 +197,11 @@ class LazyModel:
         return {name: buffer.clone() for name, buffer in first.named_buffers() if name in extra}
 
     def _new_layer(self, config: Any, index: int) -> torch.nn.Module:
-        """A decoder layer of this model; a class told its kind apart from the config (Bamba's layer_type) gets it."""
+        """A decoder layer of this model; a class told its kind apart from the config (Bamba's layer_type) gets it,
+        and a model with a class per kind (Jamba's ALL_DECODER_LAYER_TYPES by layers_block_type) builds that one."""
+        classes = getattr(sys.modules[self.layer_class.__module__], "ALL_DECODER_LAYER_TYPES", None)
+        if isinstance(classes, dict) and hasattr(config, "layers_block_type"):
+            return classes[config.layers_block_type[index]](config, index)
         if "layer_type" in inspect.signature(self.layer_class.__init__).parameters:
             return self.layer_class(config, index, layer_type=config.layer_types[index])
         return self.layer_class(config, index)

@@ -22,6 +22,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    an experts count of 0): the model has none, and tensors with that axis are neither needed nor
                    allowed
   experts          one position per routed expert (the router's output): kept
+  experts_ffn      every expert's MLP width, the experts flattened into one axis, [experts x ffn] (DBRX's w1, v1, w2 of
+                   [experts x ffn, hidden]: each expert's rows in turn): each expert's neurons are copied inside its
+                   own block, the experts kept
   mla_q            latent attention (DeepSeek MLA): query heads x (head_dim + qk_rope), head_dim being the
                    config's qk_nope_head_dim; each head's no-rope and rope parts move together with their head
   mla_kv           latent attention's key/value up-projection: heads x (head_dim + v_head_dim)
@@ -32,6 +35,12 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    copy stays in its source head's B/C group
   ssm_heads        one position per Mamba2 head (in_proj's dt rows, dt_bias, A_log, D): copied with their heads
   ssm_groups       a Mamba2 mixer's B or C section, n_groups x d_state: kept
+  ssm_channels     a Mamba (Mamba1) mixer's inner channels, expand x hidden (its x and gate z from in_proj, conv1d,
+                   dt_proj's rows and bias, A_log, D, the input of x_proj and of out_proj): every channel runs its own
+                   scan over the kept state, so plain copies (scale 1, any number of each) stay exact; x_proj and
+                   out_proj divide by the copies
+  ssm_state        one position per state of a Mamba mixer (A_log's columns, x_proj's B and C rows): kept
+  dt_rank          a Mamba mixer's low-rank time step (x_proj's dt rows, dt_proj's input): kept
   conv_kernel      the width of a depthwise causal convolution (conv1d weight [channels, 1, kernel]): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
   conv_inner       the channels of a gated short convolution as wide as the hidden size (LFM2's in_proj emits B, C and
@@ -52,10 +61,17 @@ A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
 optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
 absent; read when experts are split, hyperclone.grow.segment).
+Attention and MLP are optional: a family whose table has no ``heads`` slot has no attention (Mamba, Mamba2; no
+``kv_heads`` or ``head_dim`` slot then, no attention axis kind, and --heads, --kv-heads, --head-dim are refused), one
+without an ``ffn`` slot no MLP (no ffn axis kind; the --ffn factor has nothing to grow, --ffn-size is refused).
 Mamba2 slots (hybrid state-space families): ``ssm_heads``, ``ssm_head_dim``, ``ssm_groups``, ``ssm_state``,
 ``conv_kernel`` name the mixer's config keys; ``ssm_inner`` the key of an explicit inner width (Falcon-H1's
 mamba_d_ssm; null there means expand x hidden) and ``ssm_expand`` the key of the expansion factor when the inner width
 is expand x hidden. Mamba2 heads grow by the hidden size's factor (hyperclone.grow.plan._ssm_heads).
+Mamba (Mamba1) slots: ``dt_rank`` (the time step's rank; a config's "auto" is ceil(hidden / 16) as the config classes
+compute it, and the grown config states the source's number), ``ssm_state``, ``conv_kernel`` and ``ssm_expand`` (the
+inner width is expand x hidden, so the channels grow by the hidden size's factor; ``ssm_inner`` may name the key of
+the inner width the config also states, rewritten with it), without the Mamba2 head slots.
 Gated DeltaNet slots: ``lin_k_heads``, ``lin_v_heads``, ``lin_k_dim``, ``lin_v_dim`` (all four, with ``conv_kernel``):
 the key and value head counts grow by the hidden size's factor, the head widths are kept.
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
@@ -81,6 +97,10 @@ place where tied embeddings are rescaled), ``norm`` (any other norm weight or bi
 (linear weights and biases, learned position embeddings), ``router`` (a MoE router: reads the residual
 stream, one logit per expert) and ``shared_gate`` (Qwen2-MoE's sigmoid gate of the shared expert); a router
 and a shared gate grow like any linear layer reading the residual stream, and their outputs are kept.
+
+A config key with dots reaches into a nested config: ``attn_config.kv_n_heads`` (DBRX's sub-configs) is read from the
+config object's attn_config and written into config.json's attn_config object (hyperclone.grow.families.config_value,
+set_config_value); config_aliases and refusals may name such keys too.
 
 Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must preserve),
 ``norm_eps_key`` (the config key of the norms' epsilon, null when the model hard-codes it),
@@ -129,18 +149,24 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
-              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows")
+              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
+              "ssm_channels", "ssm_state", "dt_rank", "experts_ffn")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
-                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")
+                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank")
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent")  # latent widths: kept by growth
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
+MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
 FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
-REQUIRED_CONFIG_SLOTS = ("hidden", "ffn", "heads", "layers", "vocab")
+REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
+# axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
+ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "heads", "kv_heads", "head_dim", "q_gate",
+                   "mla_q", "mla_kv", "mla_attn")
+FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
                "may_be_transposed"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
@@ -212,7 +238,7 @@ class Refusal:
         if self.key is None:
             return False
         if self.unless is not None:
-            matches = getattr(config, self.key, None) not in self.unless
+            matches = config_value(config, self.key) not in self.unless
         else:
             matches = config_has(config, ((self.key, self.equals),))
         return matches and config_has(config, self.when)
@@ -221,8 +247,44 @@ class Refusal:
 def config_has(config: Any, values: tuple[tuple[str, Any], ...]) -> bool:
     """Whether every (key, value) pair holds in a transformers config object; a boolean value is compared by
     truthiness, as the model code reads the flag (a null new_decoder_architecture is the old architecture)."""
-    return all(bool(getattr(config, key, None)) is value if isinstance(value, bool) else
-               getattr(config, key, None) == value for key, value in values)
+    return all(bool(config_value(config, key)) is value if isinstance(value, bool) else
+               config_value(config, key) == value for key, value in values)
+
+
+def config_value(config: Any, key: str, default: Any = None) -> Any:
+    """A config value by its key: an attribute of a transformers config object or an item of a config.json dict; a
+    key with dots reaches into nested configs (DBRX's attn_config.kv_n_heads). `default` where any part is missing;
+    a config.json read without transformers (hyperclone.grow.source.StatedConfig) answers for itself."""
+    stated = getattr(type(config), "stated_value", None)
+    if stated is not None:
+        return stated(config, key, default)
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if value is None:
+            return default
+    return value
+
+
+def has_config_key(raw: dict[str, Any], key: str) -> bool:
+    """Whether a config.json dict states a key (dots: a nested one)."""
+    *outer, last = key.split(".")
+    for part in outer:
+        raw = raw.get(part)
+        if not isinstance(raw, dict):
+            return False
+    return last in raw
+
+
+def set_config_value(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Write a value into a config.json dict (dots: into a nested config object, copied first so that a dict shared
+    with the source's config is left as it was)."""
+    *outer, last = key.split(".")
+    for part in outer:
+        inner = raw.get(part)
+        raw[part] = dict(inner) if isinstance(inner, dict) else {}
+        raw = raw[part]
+    raw[last] = value
 
 
 @dataclass(frozen=True)
@@ -326,8 +388,13 @@ def _parse_family(raw: dict) -> Family:
     tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
     if any(t.per_expert for t in tensors) and "experts" not in config_keys:
         raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
+    _check_optional_parts(name, config_keys, tensors)
     ssm = [slot for slot in SSM_SLOTS if slot in config_keys]
-    if set(ssm) - {"conv_kernel"} and len(ssm) != len(SSM_SLOTS):  # a short convolution alone (LFM2) needs no SSM
+    if "dt_rank" in config_keys:  # Mamba1
+        if "ssm_heads" in config_keys or not all(slot in config_keys for slot in MAMBA1_SLOTS):
+            raise ValueError(f"family {name}: Mamba needs the config slots {', '.join(MAMBA1_SLOTS)} and no Mamba2 "
+                             "heads")
+    elif set(ssm) - {"conv_kernel"} and len(ssm) != len(SSM_SLOTS):  # a short convolution alone (LFM2) needs no SSM
         raise ValueError(f"family {name}: Mamba2 needs all of the config slots {', '.join(SSM_SLOTS)}")
     linear = [slot for slot in LINEAR_SLOTS if slot in config_keys]
     if linear and (len(linear) != len(LINEAR_SLOTS) or "conv_kernel" not in config_keys):
@@ -363,6 +430,20 @@ def _parse_family(raw: dict) -> Family:
         config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
         **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
     )
+
+
+def _check_optional_parts(family: str, config_keys: dict[str, str], tensors: tuple[TensorRule, ...]) -> None:
+    """A table without the heads slot describes no attention, one without the ffn slot no MLP: neither may use
+    their slots or axis kinds."""
+    kinds = {kind for t in tensors for axis in t.axes for kind in axis}
+    for slot, part, slots, axis_kinds in (("heads", "attention", ("kv_heads", "head_dim"), ATTENTION_KINDS),
+                                          ("ffn", "MLP", ("dense_ffn", "shared_ffn", "experts"), FFN_KINDS)):
+        if slot in config_keys:
+            continue
+        used = sorted(set(slots) & set(config_keys)) + sorted(kinds & set(axis_kinds))
+        if used:
+            raise ValueError(f"family {family}: without the {slot} slot the table has no {part}, but it uses "
+                             f"{', '.join(used)}")
 
 
 def _parse_multi_token_prediction(family: str, raw: Any) -> dict[str, Any]:
