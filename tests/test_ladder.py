@@ -380,3 +380,16 @@ def test_docs_corpus_reads_html_as_text_and_skips_the_whole_book_page(tmp_path):
     found = docs_corpus.documents(tmp_path, ".html", "index.en.html")
     assert [name for name, _ in found] == ["a/ch01.en.html"]
     assert found[0][1] == ("word " * 200).strip()
+
+
+def test_random_frontier_leaves_out_a_budget_that_ends_no_lower():
+    """A larger budget whose best run ends no lower than a smaller budget's was searched at the wrong learning rates
+    (prose at 25.6M on 1e-3: 1.690 against 16M's 1.678 on 2e-3): it is left out of the frontier, so a grown loss
+    between the two reads as a bound past the smaller budget, not as tokens on a rising curve."""
+    from hyperclone.experiments.curve_math import envelope, tokens_to_reach
+
+    points = [(6_400_000, 1.80), (16_000_000, 1.678), (25_600_000, 1.690)]
+    assert envelope(points) == points[:2]
+    assert tokens_to_reach(1.661, envelope(points)) == (16_000_000.0, ">")  # one segment falling: no extension
+    assert tokens_to_reach(1.683, envelope(points))[1] == ""  # bracketed by 6.4M and 16M
+    assert envelope([(1, 3.0), (2, 2.5), (3, 2.5), (4, 2.4)]) == [(1, 3.0), (2, 2.5), (4, 2.4)]

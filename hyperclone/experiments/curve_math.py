@@ -122,10 +122,22 @@ def pick_random(arms: dict[str, dict[str, Any]], budget: int) -> str | None:
 
 
 def random_frontier(arms: dict[str, dict[str, Any]]) -> tuple[dict[int, str | None], list[tuple[int, float]]]:
-    """Random init's arm at every budget (pick_random) and its seed-mean final loss per budget, by budget."""
+    """Random init's arm at every budget (pick_random) and its seed-mean final loss per budget, by budget: the
+    frontier, on which only budgets that end below every smaller one count (`envelope`)."""
     budgets = sorted({a["tokens"] for a in arms.values()})
     chosen = {b: pick_random(arms, b) for b in budgets}
-    return chosen, [(b, mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]]
+    return chosen, envelope([(b, mean(arms[chosen[b]]["final_val_loss"])) for b in budgets if chosen[b]])
+
+
+def envelope(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The points [(budget, loss)] sorted by budget that end below every smaller budget: a larger budget ending no
+    lower was not searched well enough (its learning rates too low or too high), and random init given more tokens
+    reaches at least the smaller budget's loss, so it is left out rather than read as tokens needed."""
+    kept: list[tuple[int, float]] = []
+    for budget, loss in points:
+        if not kept or loss < kept[-1][1]:
+            kept.append((budget, loss))
+    return kept
 
 
 def flattens(frontier: list[tuple[int, float]]) -> bool:

@@ -59,6 +59,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     randoms = {**ladder.final_losses(ladder.ladder_sweep(preset.name), out),
                **{name: a for name, a in arms.items() if a["init"] == "random"}}
     chosen, frontier = curve_math.random_frontier(randoms)
+    left_out = [(b, curve_math.mean(randoms[n]["final_val_loss"])) for b, n in chosen.items()
+                if n and b not in dict(frontier)]  # no lower than a smaller budget (curve_math.envelope)
     small = model_stats(folder.small_init, preset.seq_len)
     rows: list[dict[str, Any]] = []
     for arm in sweep.arms:
@@ -69,7 +71,8 @@ def analyse(preset: Preset, sweep: Sweep, out: Path) -> dict[str, Any]:
     curves.update({chosen[b]: curve_math.mean_curve([curve(folder.arm_run(chosen[b], seed), 0.0)
                                                  for seed in randoms[chosen[b]]["final_val_loss"]])
                    for b in {r["budget_tokens"] for r in rows} if chosen.get(b)})
-    return {"report": sweep.report, "preset": preset.as_dict(), "frontier": frontier, "arms": rows, "best": best(rows),
+    return {"report": sweep.report, "preset": preset.as_dict(), "frontier": frontier, "frontier_left_out": left_out,
+            "arms": rows, "best": best(rows),
             "diagnosis": diagnose(out, rows, chosen, {name: {**a, "schedule": a["schedule"] or preset.schedule}
                                                       for name, a in {**randoms, **arms}.items()}),
             "curves": {name: [{"tokens": p["tokens"], "val_loss": p["val_loss"]} for p in c]
@@ -232,7 +235,9 @@ def frontier_text(results: dict[str, Any]) -> str:
     for budget, loss in results["frontier"]:
         n = len(results.get("random_seeds", {}).get(str(budget), []))
         points.append(f"{budget / 1e6:g}M: {loss:.3f}" + (f" ({n} seed{'s' if n != 1 else ''})" if n else ""))
-    return ", ".join(points)
+    left_out = [f"{budget / 1e6:g}M: {loss:.3f}" for budget, loss in results.get("frontier_left_out", [])]
+    return ", ".join(points) + (f" (left out, ending no lower than a smaller budget, so not searched enough yet: "
+                                f"{', '.join(left_out)})" if left_out else "")
 
 
 def table(results: dict[str, Any]) -> list[str]:
