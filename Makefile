@@ -28,11 +28,15 @@ demo: setup
 	$(BIN)/hyperclone grow $(DEMO)/smollm2-135m $(DEMO)/smollm2-135m-x2 --width 2 --ffn 2
 	$(BIN)/hyperclone verify $(DEMO)/smollm2-135m $(DEMO)/smollm2-135m-x2
 
+# one test file per pytest-xdist worker, a worker per core, one torch thread each (two threads per process on a
+# shared core slow torch 10-40x): 12 min on 2 cores where one process took 19
+PYTEST_PARALLEL = -n auto --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 lint: setup
 	$(BIN)/ruff check hyperclone tests benchmarks
