@@ -28,6 +28,7 @@ from tiny_models import (
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
+from hyperclone.grow.perturb import parse_perturbation
 from hyperclone.grow.verify import compare_models, load_causal_lm
 from hyperclone.grow.wrapper import WRAPPERS, sort_tensors
 
@@ -420,8 +421,8 @@ def test_multimodal_refusals(tmp_path):
     src = make_tiny_multimodal("gemma3", tmp_path / "src")
     with pytest.raises(HyperCloneError, match="--experts is not supported for multimodal"):
         grow(src, tmp_path / "e", width=2, experts=4)
-    with pytest.raises(HyperCloneError, match="--perturb is not supported for multimodal"):
-        grow(src, tmp_path / "p", width=2, perturb="mix:0.1")
+    with pytest.raises(HyperCloneError, match="--moments-from is not supported for multimodal"):
+        grow(src, tmp_path / "p", width=2, moments_from=tmp_path)
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(src / "model.safetensors")
@@ -430,6 +431,31 @@ def test_multimodal_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="audio_tower.weight is neither the language model's"):
         grow(src, tmp_path / "x", width=2)
     assert not any((tmp_path / n).exists() for n in ("e", "p", "x"))
+
+
+@pytest.mark.parametrize("model_type", ["llava", "mllama"])
+def test_perturbed_multimodal_growth_moves_the_language_model_only(tmp_path, model_type):
+    """grow --perturb on an image-text checkpoint: every language-model matrix (Mllama's cross-attention layers too)
+    is the mix formula applied to the exact growth, with the text config's init std; the vision tower, the projector
+    and every vector are the exact growth's; hyperclone.json records the growth as not function-preserving."""
+    src = make_tiny_multimodal(model_type, tmp_path / "src", tied=False)
+    exact = grow(src, tmp_path / "exact", width=2, seed=5)
+    mixed = grow(src, tmp_path / "mixed", width=2, seed=5, perturb="mix:0.25")
+    record = json.loads((mixed / "hyperclone.json").read_text())
+    assert record["function_preserving"] is False and record["spec"]["perturb"] == "mix:0.25"
+    wrapper, p = WRAPPERS[model_type], parse_perturbation("mix:0.25")
+    std = json.loads((src / "config.json").read_text())["text_config"].get("initializer_range", 0.02)
+    moved = 0
+    with safe_open(exact / "model.safetensors", "pt") as a, safe_open(mixed / "model.safetensors", "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for name in a.keys():
+            before, after = a.get_tensor(name), b.get_tensor(name)
+            if wrapper.is_kept(name) or wrapper.projector_rule(name) or before.ndim < 2:  # vision, projector, vectors
+                assert torch.equal(before, after), name
+            else:
+                torch.testing.assert_close(after, p.apply(before, name, std, 5), rtol=0, atol=0)
+                moved += "cross_attn" in name or model_type == "llava"
+    assert moved > 0
 
 
 def test_qwen3_5_refusals(tmp_path):

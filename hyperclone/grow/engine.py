@@ -114,7 +114,11 @@ def stream_grown_tensors(plan: Plan, source: Any, spec: GrowthSpec, perturbation
                          folder: Path, max_shard: int, progress: bool) -> None:
     """Read, grow and write every tensor of `plan` into safetensors shards in `folder`, one at a time: the
     next tensor is grown while a background thread writes the previous one, and the largest outputs are grown
-    into reused buffers so memory stays at a few tensors whatever the model's size."""
+    into reused buffers so memory stays at a few tensors whatever the model's size. `perturbation` moves the
+    language model's matrices only: a multimodal checkpoint's vision tower and projector stay as grown."""
+    wrapped = source.wrapped
+    unperturbed = set() if wrapped is None else set(wrapped.kept) | {name for name, _ in wrapped.projector}
+    init_config = {**(source.full_config or {}), **source.raw_config}  # the text config's std, else the top level's
     noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
     sizes = {t.name: t.nbytes for t in plan.outputs}
     big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
@@ -131,7 +135,8 @@ def stream_grown_tensors(plan: Plan, source: Any, spec: GrowthSpec, perturbation
             target = (buffers.next(recipe.out_shape, recipe.dtype, background.wait)
                       if recipe.out_name in in_buffers else None)
             grown = grow_tensor(recipe, source_tensor, spec, noise_pool, out=target)
-            grown = perturbed(grown, target, recipe.out_name, perturbation, source.raw_config, spec.seed)
+            if recipe.out_name not in unperturbed:
+                grown = perturbed(grown, target, recipe.out_name, perturbation, init_config, spec.seed)
             background.write(recipe.out_name, grown)  # returns once the previous tensor is written
             if target is None:
                 buffers.release()
@@ -181,7 +186,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
         if source.wrapper is not None:
-            refuse_with_wrapper(source.wrapper, experts=experts, moments_from=moments_from, perturb=perturb)
+            refuse_with_wrapper(source.wrapper, experts=experts, moments_from=moments_from)
         config = grown_source_config(source, plan)
         moe = None
         if experts is not None:
