@@ -189,3 +189,32 @@ def test_dry_run_counts_what_learns(root, capsys):
     learning = sum(params[name].numel() for name in language)
     total = learning + sum(params[name].numel() for name in frozen)
     assert f"parameters   {total:,} ({learning:,} learn: the language model; the rest is frozen)" in text, text
+
+
+@pytest.mark.parametrize("model_type", ["llava_next", "mllama"])
+def test_moments_carry_through_growth(root, model_type):
+    """A small image-text model trained with save_moments keys its moments by the class's in-memory names
+    (model.language_model.*, lm_head.*) while transformers stores its weights in the release layout
+    (language_model.model.*); grow --moments-from renames them through the wrapper's table: every parameter that
+    learns in the grown model gets moments of its shape (Mllama's frozen cross-attention layer none), the embedding's
+    are the source's halved per copy (first moment) and quartered (second; 2 copies of each element, as
+    tests/test_moments.py derives), and a run started from them continues AdamW's step count."""
+    src = root / f"{model_type}-msrc"
+    make_tiny_multimodal(model_type, src)
+    word_tokenizer(src, root / "corpus")
+    small = train(config(root, src, root / f"{model_type}-msmall", save_moments=True))
+    saved = torch.load(small.final / "moments.pt", weights_only=True)
+    grown = grow(small.final, root / f"{model_type}-mx2", width=2, moments_from=small.final)
+    carried = torch.load(grown / "moments.pt", weights_only=True)
+    language, _ = split(grown, model_type)
+    params = loaded(grown)
+    assert set(carried) == language
+    assert all(carried[n]["exp_avg"].shape == params[n].shape and carried[n]["step"] == STEPS for n in language)
+    embed = "model.language_model.embed_tokens.weight"
+    for key, divisor in (("exp_avg", 2), ("exp_avg_sq", 4)):
+        expected = torch.cat([saved[embed][key].flatten() / divisor] * 2).sort().values
+        torch.testing.assert_close(carried[embed][key].flatten().sort().values, expected)
+    run = root / f"{model_type}-mrun"
+    train(config(root, grown, run, moments_from=grown, stop_after=4))
+    state = torch.load(run / "checkpoints" / "step-0000004" / "optimizer.pt", weights_only=True)["state"]
+    assert len(state) == len(language) and all(float(s["step"]) == STEPS + 4 for s in state.values())

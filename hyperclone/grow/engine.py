@@ -186,7 +186,7 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
         if source.wrapper is not None:
-            refuse_with_wrapper(source.wrapper, experts=experts, moments_from=moments_from)
+            refuse_with_wrapper(source.wrapper, experts=experts)
         config = grown_source_config(source, plan)
         moe = None
         if experts is not None:

@@ -17,6 +17,7 @@ the symmetric point's moments, a close approximation.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE, load_moments, read_provenance_spec
 from hyperclone.grow.planning import plan_growth
 from hyperclone.grow.tensor_rule import grow_tensor
+from hyperclone.grow.wrapper import parameter_layout, relayout
 
 
 def grown_spec(model_dir: Path) -> Any | None:
@@ -39,7 +41,9 @@ def grown_spec(model_dir: Path) -> Any | None:
 def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc)."""
     sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
-    plan, _ = plan_growth(Path(src_folder), sym)
+    plan, source = plan_growth(Path(src_folder), sym)
+    stored_name, moment_name = _namings(source, list(moments))
+    moments = {stored_name(name): m for name, m in moments.items()}
     out: dict[str, dict[str, Any]] = {}
     for recipe in plan.recipes:
         if recipe.kind == "zero" or recipe.src_name not in moments:
@@ -61,9 +65,30 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
             raise HyperCloneError(f"{recipe.src_name}: carrying moments over needs whole-number copies "
                                   f"({tuple(src_shape)} -> {recipe.out_shape})")
         factor = torch.where(mult != 0, 1.0 / (copies * torch.where(mult != 0, mult, 1.0)), 0.0)
-        out[recipe.out_name] = {"step": m["step"], "exp_avg": rep(m["exp_avg"].float()) * factor,
-                                "exp_avg_sq": rep(m["exp_avg_sq"].float()) * factor**2}
+        out[moment_name(recipe.out_name)] = {"step": m["step"], "exp_avg": rep(m["exp_avg"].float()) * factor,
+                                             "exp_avg_sq": rep(m["exp_avg_sq"].float()) * factor**2}
+    if moments and not out:
+        raise HyperCloneError(f"the moments name none of the source's tensors (e.g. {next(iter(moments))})")
     return out
+
+
+def _namings(source: Any, names: list[str]) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """(moment name -> stored name, stored name -> moment name). A run keys its moments by the class's parameter
+    names; a multimodal checkpoint may store its language model in another layout (transformers 5 writes LLaVA's
+    model.language_model.* as language_model.model.*), so those are renamed through the wrapper's table; the vision
+    tower and projector learn nothing in a run (hyperclone.train.model_class) and have no moments to grow."""
+    wrapped = source.wrapped
+    if wrapped is None:
+        return (lambda name: name), (lambda name: name)
+    layout = parameter_layout(source.wrapper, names)
+
+    def stored(name: str) -> str:
+        return relayout(name, layout, wrapped.layout) or name
+
+    def moment(name: str) -> str:
+        return relayout(name, wrapped.layout, layout) or name
+
+    return stored, moment
 
 
 def write_grown_moments(run_final: Path, spec: Any, destination: Path) -> Path:

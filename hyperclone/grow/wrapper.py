@@ -163,6 +163,30 @@ def _family_name(layout: tuple[tuple[str, str], ...], stored: str) -> str | None
     return None
 
 
+def relayout(name: str, source: tuple[tuple[str, str], ...], target: tuple[tuple[str, str], ...]) -> str | None:
+    """A language-model tensor's name in layout `source` renamed into layout `target` (None: `source` does not
+    name it)."""
+    family = _family_name(source, name)
+    if family is None:
+        return None
+    for stored_prefix, family_prefix in target:
+        if family.startswith(family_prefix):
+            return stored_prefix + family.removeprefix(family_prefix)
+    return None
+
+
+def parameter_layout(wrapper: Wrapper, names: list[str]) -> tuple[tuple[str, str], ...]:
+    """The layout that names every language-model parameter in `names` (a run's moments, keyed by the class's
+    in-memory names, which transformers may store in another layout); a one-line error when none does."""
+    text = [n for n in names if not wrapper.is_kept(n) and wrapper.projector_rule(n) is None]
+    for layout in wrapper.layouts:
+        if all(_family_name(layout, n) is not None for n in text):
+            return layout
+    unnamed = next(n for n in text if _family_name(wrapper.layouts[-1], n) is None)
+    raise HyperCloneError(f"{wrapper.model_type}: the moments name {unnamed}, which no layout of the language model "
+                          "in hyperclone's table names")
+
+
 def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
     """Sort every stored tensor name, refusing one the wrapper does not describe."""
     projector = [(n, rule) for n in names if (rule := wrapper.projector_rule(n)) is not None]
