@@ -1,10 +1,11 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
 Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma, LLaVA,
-LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision checkpoint grows
-as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide as the language
-model, grow by copies), and the projector (with LLaVA-NeXT's image_newline) writes the grown residual stream (Llama 3.2
-Vision's the features its cross-attention reads), so the grown model gives the source's logits on text and on images
-with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision
+checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide
+as the language model, grow by copies), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a
+SwiGLU as wide as the language model's MLP and a perceiver resampler over the text width) writes the grown residual
+stream (Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives the source's logits on text
+and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -76,6 +77,12 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
                 "cross_attention_mask": mask}
     if model_type in ("idefics3", "smolvlm"):  # [batch, images, channels, height, width]
         return {"input_ids": text, "pixel_values": torch.randn(1, images, 3, 32, 32, generator=gen)}
+    if model_type == "idefics2":  # the same, the last image's bottom row of patches padding: masked out of the
+        # vision tower's attention and of the perceiver's context
+        mask = torch.ones(1, images, 32, 32, dtype=torch.bool)
+        mask[0, -1, 24:] = False
+        return {"input_ids": text, "pixel_values": torch.randn(1, images, 3, 32, 32, generator=gen),
+                "pixel_attention_mask": mask}
     if model_type in IMAGE_TOKENS_OF:  # anyres: per image of 32x64 pixels a base tile and a 1x2 grid of 32x32 tiles
         return {"input_ids": text, "pixel_values": torch.randn(images, 3, 3, 32, 32, generator=gen),
                 "image_sizes": torch.tensor([[32, 64]] * images)}
@@ -112,8 +119,8 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
     GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
     class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
-    by 11 or 12 of the 23 model types in all four pairings (their language models are families tests/test_families.py
-    grows in every mode). Why not all 4: at ~0.5 s each they would take ~46 s of this file's time, which is kept under
+    by 12 of the 24 model types in all four pairings (their language models are families tests/test_families.py
+    grows in every mode). Why not all 4: at ~0.5 s each they would take ~48 s of this file's time, which is kept under
     ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
@@ -132,7 +139,11 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     hidden = options.get("hidden_size", 48 * options.get("width", 1))
     assert after["text_config"]["hidden_size"] == hidden
     wrapper = WRAPPERS[model_type]  # the width a vision merger writes, stated in the vision config: grown
-    links = {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_links}
+    links = {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_links
+             if "." not in link or link.startswith("vision_config.")}
+    for link in wrapper.hidden_links:  # wherever it is (Idefics2's perceiver_config.hidden_size)
+        section, _, key = link.rpartition(".")
+        assert (after[section] if section else after)[key] == hidden, link
     links |= {link.removeprefix("vision_config."): hidden for link in wrapper.hidden_restated  # PaliGemma's
               if link.startswith("vision_config.") and before["vision_config"].get(link.split(".")[1]) == 48}
     assert after["vision_config"] == {**before["vision_config"], **links}
@@ -162,7 +173,10 @@ def test_multimodal_from_bf16(tmp_path, model_type):
     assert image_rel_err(source, grown, model_type) <= REL_TOL
 
 
-# per model type, every tensor that writes the residual stream from an image (biases aside)
+# per model type, every tensor that writes the residual stream from an image (biases aside). Idefics2's connector:
+# the perceiver resampler's latents, attention and MLP outputs write its own stream over the text width, its final
+# norm's weight the language model's; its modality projection is checked through gate_proj (a uniform scale of its
+# down_proj, whose rows write the perceiver's context, is what the RMSNorm reading it removes)
 RESIDUAL_WRITERS = {
     "aya_vision": ("multi_modal_projector.linear_2.weight",),
     "cohere2_vision": ("model.multi_modal_projector.linear_2.weight",),
@@ -185,6 +199,10 @@ RESIDUAL_WRITERS = {
     "llava_onevision": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "llava_next_video": ("multi_modal_projector.linear_2.weight", "image_newline"),
     "internvl": ("multi_modal_projector.linear_2.weight",),
+    "idefics2": ("model.connector.modality_projection.gate_proj.weight", "model.connector.perceiver_resampler.latents",
+                 "model.connector.perceiver_resampler.layers.0.self_attn.o_proj.weight",
+                 "model.connector.perceiver_resampler.layers.1.mlp.down_proj.weight",
+                 "model.connector.perceiver_resampler.norm.weight"),
     "idefics3": ("model.connector.modality_projection.proj.weight",),
     "smolvlm": ("model.connector.modality_projection.proj.weight",),
     "llama4": ("multi_modal_projector.linear_1.weight",),
@@ -302,10 +320,10 @@ def test_tying_follows_the_multimodal_config(tmp_path, model_type):
     says false even for a tied model): the model ties by the top level's default, and so does growth; where the
     class also ties by a true text config (Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video,
     LLaVA-OneVision: text_ties), a tied text config under an untied default ties it; the other classes never read it
-    (LLaVA-NeXT, Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL, Aya Vision, Command A Vision and PaliGemma
-    tied); Llama 4's ties by its text config alone (ties_by_text: tied here); Mllama's never ties, and a text config
-    that says it does is refused in one line. Without copies.json (names of the class that loads it), the model card
-    says how to load it."""
+    (LLaVA-NeXT, Idefics2, Idefics3 and SmolVLM stay untied, InternVL, LFM2-VL, Aya Vision, Command A Vision and
+    PaliGemma tied); Llama 4's ties by its text config alone (ties_by_text: tied here); Mllama's never ties, and a
+    text config that says it does is refused in one line. Without copies.json (names of the class that loads it), the
+    model card says how to load it."""
     wrapper = WRAPPERS[model_type]
     tied_default, untied_only = wrapper.tied_default, model_type in UNTIED_MULTIMODAL
     # what the text config's opposite value leaves
@@ -612,3 +630,100 @@ def test_may_be_transposed_is_for_expert_stacks_only():
         tensors = [{**t, "may_be_transposed": value} if t["name"] == name else t for t in raw["tensors"]]
         with pytest.raises(ValueError, match="may_be_transposed is true or false, on a stack of expert matrices"):
             _parse_family({**raw, "tensors": tensors})
+
+
+def test_idefics2_connector_grows_with_the_language_model(tmp_path):
+    """Idefics2's connector reads the text config for its widths: modality_projection's SwiGLU is intermediate_size wide
+    (an ffn axis: grown with the language model's MLP, here 80 -> 100, copies uneven, divided where down_proj reads
+    them) and writes the text width; the perceiver resampler works in the text width (latents, RMSNorm weights
+    gathered as the language model's own, q/k/v reading it, o_proj writing it) with its MLP 4 x as wide (an inner*4
+    axis: 192 -> 384), its heads and head_dim kept. Exact on images with text at a hidden size that is no multiple."""
+    from safetensors.torch import load_file
+
+    src = make_tiny_multimodal("idefics2", tmp_path / "src")
+    out = grow(src, tmp_path / "out", hidden_size=96, heads=12, kv_heads=6, ffn_size=100, mode="uneven")
+    before, after = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    projection, perceiver = "model.connector.modality_projection.", "model.connector.perceiver_resampler."
+    layer = f"{perceiver}layers.1."
+    shapes = {f"{projection}gate_proj.weight": (100, 32), f"{projection}down_proj.weight": (96, 100),
+              f"{perceiver}latents": (4, 96), f"{layer}self_attn.q_proj.weight": (16, 96),
+              f"{layer}self_attn.k_proj.weight": (8, 96), f"{layer}self_attn.o_proj.weight": (96, 16),
+              f"{layer}mlp.up_proj.weight": (384, 96), f"{layer}mlp.down_proj.weight": (96, 384),
+              f"{perceiver}norm.weight": (96,)}
+    assert {name: tuple(after[name].shape) for name in shapes} == shapes
+    norm = f"{perceiver}layers.0.input_context_norm.weight"
+    assert torch.equal(after[norm], before[norm].repeat(2))  # gathered, never scaled
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["intermediate_size"] == 100 and config["perceiver_config"]["hidden_size"] == 96
+    assert image_rel_err(src, out, "idefics2") <= REL_TOL
+
+
+@pytest.mark.parametrize("stated", [None, 64], ids=["left-out", "stale"])
+def test_idefics2_perceiver_config_as_its_class_reads_it(tmp_path, stated):
+    """Idefics2's config class gives the perceiver the text config's hidden size and rms_norm_eps wherever its own
+    hidden_size (stated, or the class default 4096) is another: the grown config states the grown hidden size and the
+    eps the source's class used (the text config's here, 0.02, large enough for the image check to see another),
+    so the grown class cannot settle them otherwise."""
+    src = make_tiny_multimodal("idefics2", tmp_path / "src",
+                               text_config=dict(TINY_MULTIMODAL["idefics2"]["text_config"], rms_norm_eps=0.02))
+    config = json.loads((src / "config.json").read_text())
+    perceiver = {k: v for k, v in config["perceiver_config"].items() if k != "hidden_size"}
+    (src / "config.json").write_text(json.dumps({**config, "perceiver_config": {
+        **perceiver, **({} if stated is None else {"hidden_size": stated}), "rms_norm_eps": 1e-6}}))
+    out = grow(src, tmp_path / "out", width=2)
+    grown = json.loads((out / "config.json").read_text())["perceiver_config"]
+    assert (grown["hidden_size"], grown["rms_norm_eps"]) == (96, 0.02)
+    assert image_rel_err(src, out, "idefics2") <= REL_TOL
+
+
+def test_idefics2_release_perceiver_eps_is_kept():
+    """HuggingFaceM4/idefics2-8b's shape: a text hidden size of 4096, the perceiver's class default, with no perceiver
+    hidden_size stated: its class keeps the perceiver's own eps (1e-6), not the text config's (1e-5). A grown config
+    that left the keys out would get the text config's at 8192; the grown config states both, and its class reads
+    the source's eps (config objects only, no weights)."""
+    from transformers import AutoConfig
+
+    from hyperclone.grow.wrapper import nest_config, resolved_config
+
+    wrapper = WRAPPERS["idefics2"]
+    text = dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                num_key_value_heads=8, num_hidden_layers=1, vocab_size=VOCAB, rms_norm_eps=1e-5)
+    raw = {"model_type": "idefics2", "text_config": text, "perceiver_config": {"resampler_n_latents": 64}}
+    assert resolved_config(wrapper, raw)["perceiver_config"]["rms_norm_eps"] == 1e-6
+    grown = nest_config(wrapper, raw, {**text, "hidden_size": 8192}, {}, 8192, 4096)
+    assert grown["perceiver_config"] == {"resampler_n_latents": 64, "hidden_size": 8192, "rms_norm_eps": 1e-6}
+    assert raw["perceiver_config"] == {"resampler_n_latents": 64}  # the source's config is not changed
+    read = AutoConfig.for_model(**grown).perceiver_config
+    assert (read.hidden_size, read.rms_norm_eps) == (8192, 1e-6)
+    left_out = AutoConfig.for_model(**{**grown, "perceiver_config": raw["perceiver_config"]}).perceiver_config
+    assert left_out.rms_norm_eps == 1e-5  # what stating them avoids
+
+
+def test_idefics2_perceiver_norms_need_the_mean_square_kept(tmp_path):
+    """The perceiver's RMSNorms over the text width see the source's mean square wherever the language model's
+    residual map keeps it: an RMSNorm family's weighted copies at any width (the growth tests' 1.5x), a LayerNorm
+    family's (StableLM's) at whole factors only; at 1.5x its map holds means, and the growth is refused in one line,
+    nothing written."""
+    text = dict(TINY_CONFIGS["stablelm"], model_type="stablelm", vocab_size=VOCAB, max_position_embeddings=64)
+    src = make_tiny_multimodal("idefics2", tmp_path / "src", text_config=text)
+    with pytest.raises(HyperCloneError, match=r"input_\w+_norm\.weight: an RMSNorm over the residual stream .* "
+                                              "from 48 to 72 does not; grow the hidden size by a whole factor"):
+        grow(src, tmp_path / "a", hidden_size=72, heads=9, kv_heads=3)
+    assert not (tmp_path / "a").exists()
+    out = grow(src, tmp_path / "b", width=2)
+    assert image_rel_err(src, out, "idefics2") <= REL_TOL
+
+
+@pytest.mark.parametrize("axes,rule", [(["inner*1", "hidden"], {}), (["ffn*2", "hidden"], {}), (["inner*x"], {}),
+                                       (["inner"], {"rms_norm": True}), (["hidden", "kept"], {"rms_norm": True})])
+def test_projector_axis_kinds_are_checked(axes, rule):
+    """The table's projector axes: hidden, inner (or inner*M, M >= 2, the width M x the hidden size), ffn or kept;
+    rms_norm on a norm weight over the hidden axis alone: anything else is a table mistake."""
+    from hyperclone.grow.wrapper import _parse
+
+    raw = {"text_config": "text_config", "tied_default": False, "text_family": "llama",
+           "layouts": [{"model.text_model.": "model."}], "kept": [],
+           "projector": [{"name": "^connector\\.w$", "axes": axes, **rule}]}
+    with pytest.raises(ValueError, match="projector axes must be among|rms_norm is for a norm weight"):
+        _parse("x", raw)
+    assert _parse("x", {**raw, "projector": [{"name": "^w$", "axes": ["inner*4", "ffn"], "contract": 1}]})

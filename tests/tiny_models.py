@@ -510,6 +510,19 @@ TINY_MULTIMODAL: dict[str, dict] = {
         image_token_index=IMAGE_TOKEN),
 }
 TINY_MULTIMODAL["smolvlm"] = TINY_MULTIMODAL["idefics3"]
+# Idefics2 (text Mistral): a SigLIP-like tower of 4x4 patches of 8 pixels, whose 16 features per image the connector's
+# SwiGLU (text intermediate_size wide) projects to the text width and its perceiver resampler (2 layers of attention
+# from 4 latents over the features and themselves, 2 query heads and 1 KV head of 8, an MLP 4 x the text width, RMSNorms
+# over the text width) turns into 4 image tokens; the perceiver's eps (1e-6, its class default) differs from the text
+# model's, and its hidden_size is stated as the releases' configs may not
+TINY_MULTIMODAL["idefics2"] = dict(
+    text_config=dict(TINY_CONFIGS["mistral"], model_type="mistral", vocab_size=VOCAB, max_position_embeddings=64,
+                     rms_norm_eps=1e-5),
+    vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
+                       image_size=32, patch_size=8),
+    perceiver_config=dict(hidden_size=48, resampler_n_latents=IMAGE_TOKENS, resampler_depth=2, resampler_n_heads=2,
+                          resampler_head_dim=8, num_key_value_heads=1),
+    image_token_id=IMAGE_TOKEN)
 TIED_BY_TEXT = ("llama4", "mllama")  # multimodal types whose language model ties by its text config's value
 UNTIED_MULTIMODAL = ("mllama",)  # whose model class never ties the output projection to the embedding
 # image tokens per image where not IMAGE_TOKENS (LLaVA-NeXT's and OneVision's anyres grids with image_newline)

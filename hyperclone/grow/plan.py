@@ -903,12 +903,13 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
 
 
 def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec: GrowthSpec,
-              extra: Callable[[AxisMap], list[Recipe]] | None = None) -> Plan:
+              extra: Callable[[AxisMap, AxisMap | None], list[Recipe]] | None = None) -> Plan:
     """Check the source tensors against the family table and plan every output tensor.
 
-    `extra(hidden map)`: recipes of tensors outside the family table that growth writes too (a multimodal
-    checkpoint's vision tower and projector: hyperclone.grow.wrapper), given the residual stream's map; they are
-    written in the dtype the plan chooses with the others, and their sizes count as the source's.
+    `extra(hidden map, ffn map)`: recipes of tensors outside the family table that growth writes too (a multimodal
+    checkpoint's vision tower and projector: hyperclone.grow.wrapper), given the residual stream's map and the MLP
+    width's (None: no MLP); they are written in the dtype the plan chooses with the others, and their sizes count as
+    the source's.
 
     Tied embeddings, kept tied: one matrix E' serves as input and output. The input side needs
     E'[:, k] = a * s_k * E[:, i] (s_k: the residual map's scale, a: undoes a hidden-size-dependent
@@ -947,7 +948,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
                      "them, and the grown checkpoint has none")
     recipes = _tensor_recipes(family, dims, layers, present, source_rules, maps, a, final_scale,
                               tied and spec.tie == "untie")
-    extra_recipes = [] if extra is None else extra(maps.hidden)
+    extra_recipes = [] if extra is None else extra(maps.hidden, maps.by_kind.get("ffn"))
     recipes, storage_inexact = _choose_dtype(recipes + extra_recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
     if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):

@@ -65,8 +65,8 @@ def plan_source(source: Source, spec: GrowthSpec) -> Plan:
     if wrapped is None:
         return source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec))
 
-    def extra(hidden: AxisMap) -> list[Recipe]:
-        return wrapper_recipes(wrapped, source.weights.infos, hidden)
+    def extra(hidden: AxisMap, ffn: AxisMap | None) -> list[Recipe]:
+        return wrapper_recipes(wrapped, source.weights.infos, hidden, ffn)
 
     plan = source.planned(lambda config: make_plan(source.family, config, source.family_infos, spec, extra))
     after = leading_insert_after(source.wrapper, source.full_config, plan.layers, spec.insert_after is not None)

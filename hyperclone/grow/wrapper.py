@@ -1,10 +1,12 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Mistral 3, Qwen3.5,
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
-LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics3, SmolVLM, Llama 4, Llama 3.2 Vision): the
-language model grows as its family does, the vision tower is copied unchanged, and the projector that writes image
-features into the language model's residual stream grows with the residual stream's map, so that image tokens, like
-text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's projector writes the
-features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the same map).
+LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama 3.2
+Vision): the language model grows as its family does, the vision tower is copied unchanged, and the projector that
+writes image features into the language model's residual stream grows with the residual stream's map, so that image
+tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's projector
+writes the features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the same map;
+Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the residual stream's width:
+its stream grows with the same map, its norms as the language model's).
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -16,10 +18,10 @@ M-RoPE statement into plain rope parameters), then as the family's, less the rop
 Qwen2-VL and Qwen2.5-VL releases' flat config.json), and the grown config keeps them there.
 ``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to the family
 table's (the releases' `language_model.model.` and `language_model.lm_head.`, transformers 5's in-memory
-`model.language_model.` and `lm_head.`; Idefics3's and SmolVLM's `model.text_model.`, the same in both): a checkpoint
-uses the first under which all its other tensors are named, and the grown one keeps it (so a layout whose prefix
-extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside
-which the vision tower is `visual.`).
+`model.language_model.` and `lm_head.`; Idefics2's, Idefics3's and SmolVLM's `model.text_model.`, the same in both): a
+checkpoint uses the first under which all its other tensors are named, and the grown one keeps it (so a layout whose
+prefix extends another's comes first: Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`,
+beside which the vision tower is `visual.`).
 ``kept``: regexes of tensors copied unchanged (the vision tower, Llama 4's with its pixel-shuffle MLP vision_adapter,
 LLaVA-NeXT-Video's resampler, the projector's norms, LFM2-VL's, Aya Vision's and Command A Vision's projector linear_1,
 whose width is their own);
@@ -27,14 +29,23 @@ whose width is their own);
 residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
 contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the
 image features, is one axis of this kind and so grows exactly as an embedding row of these text families, none of
-which has a width-dependent embedding multiplier), ``inner`` (a projector's own width that its config ties to the
-hidden size: grown by plain copies, divided among them where it is read; GLM-4.1V's vision MLPs, downsampling
-convolution and merger are out_hidden_size wide) and ``kept``, and ``contract``, the axis a matrix reads (as in the
-family tables); ``norm``: true on a LayerNorm's weight or bias over an inner axis (GLM-4.1V's merger
-post_projection_norm), whose statistics over copies are the source's only when every channel has as many copies as
-the others: a hidden size that is not a whole multiple is refused. A tensor that matches a projector rule is the
-projector's even where a kept pattern covers it too. Every stored tensor must be one of the three, or the checkpoint
-is refused.
+which has a width-dependent embedding multiplier; Idefics2's perceiver resampler works in this width throughout: its
+latents are rows of its stream, its attention's q/k/v read it and o_proj writes it, as the language model's layers
+do), ``inner`` (a projector's own width that its config ties to the hidden size: grown by plain copies, divided among
+them where it is read; GLM-4.1V's vision MLPs, downsampling convolution and merger are out_hidden_size wide), written
+``inner*M`` for a width M times the hidden size that the model derives from it (Idefics2's perceiver MLP, hidden_size *
+4: ``inner*4``, grown to M times the grown hidden size, the same plain copies), ``ffn`` (the language model's MLP
+width, which the model reads from the text config for the projector too: grown with the family's own map of it to the
+grown MLP width, divided among the copies where it is read; Idefics2's modality_projection SwiGLU, as wide as
+text_config.intermediate_size) and ``kept``, and ``contract``, the axis a matrix reads (as in the family tables);
+``norm``: true on a LayerNorm's weight or bias over an inner axis (GLM-4.1V's merger post_projection_norm), whose
+statistics over copies are the source's only when every channel has as many copies as the others: a hidden size that
+is not a whole multiple is refused; ``rms_norm``: true on an RMSNorm's weight over the hidden axis (Idefics2's
+perceiver norms): gathered with the residual stream's map unscaled, as the family tables' norm weights are (the copies'
+scales pass through the normalisation), which is exact when the map keeps every vector's mean square (an RMSNorm
+family's copies, weighted for widths that are not multiples; a LayerNorm family's whole copies): any other map (a
+LayerNorm family's padding with means) is refused. A tensor that matches a projector rule is the projector's even where
+a kept pattern covers it too. Every stored tensor must be one of the three, or the checkpoint is refused.
 ``tied_default``: the multimodal config class's default of tie_word_embeddings, which the model ties by; ``text_ties``:
 the class also ties when the text config's tie_word_embeddings says true (transformers forwards it to the top level for
 older saves: Qwen2-VL, Qwen2.5-VL, GLM-4.1V, GLM-4.5V, LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision); otherwise the text
@@ -58,7 +69,13 @@ stated. ``leading_layers``: a dotted config key holding a list as long as the nu
 layers after which the vision tower adds features to the residual stream (Qwen3-VL's DeepStack:
 vision_config.deepstack_visual_indexes, the i-th merger's output added after layer i); the model adds them by layer
 index, so depth growth keeps those layers first: new layers placed by default go after the last of them, and
---insert-after positions before it are refused. ``like``: another model type whose fields an entry takes (Qwen3.5-MoE's
+--insert-after positions before it are refused. ``resolved``: dotted config keys that the multimodal config class
+settles itself, from its defaults or the text config (Idefics2's perceiver_config.hidden_size and rms_norm_eps: where
+the perceiver's hidden size, stated or its class default 4096, is not the text config's, the class takes the text
+config's hidden size and rms_norm_eps in their place): the source's are read as the class settles them (so a
+hidden_links key among them is checked as the model uses it) and the grown config states them (a hidden_links key
+the grown size), so that the grown model's class, seeing another hidden size, cannot settle them otherwise.
+``like``: another model type whose fields an entry takes (Qwen3.5-MoE's
 are Qwen3.5's but for its text family; SmolVLM's are Idefics3's; likes chain: OneVision is like LLaVA-NeXT, itself like
 LLaVA). An unknown key is an error.
 
@@ -76,18 +93,33 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
+import torch
+
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.axis_map import AxisMap, tile_map
 from hyperclone.grow.checkpoint_io import TensorInfo
 from hyperclone.grow.families import FAMILIES
 from hyperclone.grow.plan import Recipe
 
-PROJECTOR_AXES = ("hidden", "inner", "kept")
+PROJECTOR_AXES = ("hidden", "inner", "ffn", "kept")  # "inner" also as "inner*M": M times the hidden size
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
 ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
               "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults",
-              "hidden_restated", "ties_by_text"}
-RULE_KEYS = {"name", "axes", "contract", "norm"}
+              "hidden_restated", "ties_by_text", "resolved"}
+RULE_KEYS = {"name", "axes", "contract", "norm", "rms_norm"}
+
+
+def axis_kind(kind: str) -> tuple[str, int]:
+    """A projector axis kind and its multiple of the hidden size ("inner*4": ("inner", 4); any other: 1)."""
+    base, _, multiple = kind.partition("*")
+    return base, int(multiple) if multiple else 1
+
+
+def _valid_axis(kind: str) -> bool:
+    base, _, multiple = kind.partition("*")
+    if not multiple:
+        return base in PROJECTOR_AXES
+    return base == "inner" and multiple.isdigit() and int(multiple) >= 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,7 @@ class ProjectorRule:
     axes: tuple[str, ...]
     contract: int | None
     norm: bool = False  # a LayerNorm's weight or bias over an inner axis: whole copies only
+    rms_norm: bool = False  # an RMSNorm's weight over the residual stream: gathered unscaled, as the family's norms
 
 
 @dataclass(frozen=True)
@@ -116,6 +149,7 @@ class Wrapper:
     hidden_defaults: tuple[str, ...] = ()
     hidden_restated: tuple[str, ...] = ()
     ties_by_text: bool = False
+    resolved: tuple[str, ...] = ()
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -276,12 +310,37 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     return {**text, "model_type": family, "tie_word_embeddings": tied}
 
 
+def resolved_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
+    """config.json with the wrapper's resolved keys stated as the multimodal config class settles them (its defaults,
+    and values it takes from the text config: Idefics2's perceiver_config.hidden_size and rms_norm_eps); the others
+    as stated."""
+    if not wrapper.resolved:
+        return raw
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.for_model(wrapper.model_type, **copy.deepcopy({k: v for k, v in raw.items()
+                                                                           if k != "model_type"}))
+    except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise HyperCloneError(f"transformers cannot read a {wrapper.model_type} config: {reason}") from None
+    values, resolved = config.to_dict(), dict(raw)
+    for link in wrapper.resolved:
+        value = _dotted(values, link)
+        if value is None:
+            raise HyperCloneError(f"config.json: transformers' {wrapper.model_type} config states no {link}; this "
+                                  "version of transformers is not the one hyperclone's table describes")
+        _set_dotted(resolved, link, value)
+    return resolved
+
+
 def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any], updates: dict[str, Any],
                 hidden: int, source_hidden: int) -> dict[str, Any]:
     """The grown multimodal config: the source's, with the grown text config in its place (flat: its keys at the
-    top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, the grown hidden
-    size in its links and in the hidden_restated keys that state the source's, and the source's in the
-    hidden_defaults it leaves out."""
+    top), the growth's updates of top-level keys (untied embeddings, float32) at the top too, the resolved keys as
+    the source's class settles them, the grown hidden size in its links and in the hidden_restated keys that state
+    the source's, and the source's in the hidden_defaults it leaves out."""
+    raw = resolved_config(wrapper, raw)
     if _is_flat(wrapper, raw):
         config = {**raw, **grown_text}
     else:
@@ -312,8 +371,8 @@ def nest_config(wrapper: Wrapper, raw: dict[str, Any], grown_text: dict[str, Any
 def _set_dotted(config: dict[str, Any], link: str, value: Any) -> None:
     *parents, key = link.split(".")
     node = config
-    for parent in parents:
-        node[parent] = node = dict(node[parent])
+    for parent in parents:  # copied on the way down (the source's config is not changed); made where missing
+        node[parent] = node = dict(node.get(parent) or {})
     node[key] = value
 
 
@@ -325,7 +384,9 @@ def _dotted(raw: dict[str, Any], link: str) -> Any:
 
 
 def check_links(wrapper: Wrapper, raw: dict[str, Any], hidden: int) -> None:
-    """Every hidden_links key states the language model's hidden size (else growth could not keep them equal)."""
+    """Every hidden_links key states the language model's hidden size (else growth could not keep them equal; a
+    resolved one as the class settles it)."""
+    raw = resolved_config(wrapper, raw)
     for link in wrapper.hidden_links:
         value = _dotted(raw, link)
         if value is None:  # the class default would be some released model's width, not this one's
@@ -377,9 +438,20 @@ def leading_insert_after(wrapper: Wrapper, raw: dict[str, Any], layers: list[tup
     return tuple(after)
 
 
-def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap, name: str = "projector tensor"
-                   ) -> tuple[AxisMap, ...]:
-    """Each axis's map: the residual stream's, plain copies of the hidden size, or the identity."""
+def keeps_mean_square(amap: AxisMap) -> bool:
+    """Whether every vector grown with this map has the source's mean square (no position holding a mean, the
+    squared scales of every source position's copies summing to new / old): an RMSNorm over it then sees the
+    source's statistics with the same epsilon."""
+    if bool((amap.index < 0).any()):
+        return False
+    squares = torch.zeros(amap.src_size, dtype=torch.float64).index_add_(0, amap.index, amap.scale ** 2)
+    return bool(torch.allclose(squares, torch.full_like(squares, amap.size / amap.src_size), rtol=1e-12, atol=0))
+
+
+def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap, name: str = "projector tensor",
+                   ffn: AxisMap | None = None) -> tuple[AxisMap, ...]:
+    """Each axis's map: the residual stream's, plain copies of (a multiple of) the hidden size, the language model's
+    MLP width's map (`ffn`: None where it has none), or the identity."""
     if len(rule.axes) != len(shape):
         raise HyperCloneError(f"{name} of shape {list(shape)} does not have the axes {list(rule.axes)}")
     if rule.norm and hidden.size % hidden.src_size:
@@ -387,25 +459,43 @@ def projector_maps(rule: ProjectorRule, shape: tuple[int, ...], hidden: AxisMap,
                               "source's mean and variance only when every channel is copied as often as the others "
                               f"(its epsilon is fixed); grow the hidden size {hidden.src_size} by a whole factor, "
                               f"not to {hidden.size}")
+    if rule.rms_norm and not keeps_mean_square(hidden):
+        raise HyperCloneError(f"{name}: an RMSNorm over the residual stream inside the projector sees the source's "
+                              "mean square only where the grown stream keeps it (its epsilon is fixed), which this "
+                              f"family's map from {hidden.src_size} to {hidden.size} does not; grow the hidden size "
+                              "by a whole factor")
     maps = []
     for kind, size in zip(rule.axes, shape, strict=True):
-        if kind != "kept" and size != hidden.src_size:
-            raise HyperCloneError(f"{name} of shape {list(shape)}: its {kind} axis is {size}, the language "
-                                  f"model's hidden size is {hidden.src_size}")
-        maps.append(hidden if kind == "hidden" else tile_map(size, hidden.size if kind == "inner" else size))
+        base, multiple = axis_kind(kind)
+        if base == "ffn":
+            if ffn is None:
+                raise HyperCloneError(f"{name}: its ffn axis is the language model's MLP width, which this "
+                                      "language model does not have")
+            if size != ffn.src_size:
+                raise HyperCloneError(f"{name} of shape {list(shape)}: its ffn axis is {size}, the language model's "
+                                      f"MLP width is {ffn.src_size}")
+            maps.append(ffn)
+            continue
+        if base != "kept" and size != multiple * hidden.src_size:
+            times = "" if multiple == 1 else f"{multiple} x "
+            raise HyperCloneError(f"{name} of shape {list(shape)}: its {kind} axis is {size}, {times}the language "
+                                  f"model's hidden size is {multiple * hidden.src_size}")
+        maps.append(hidden if base == "hidden" else tile_map(size, multiple * hidden.size if base == "inner" else size))
     return tuple(maps)
 
 
-def wrapper_recipes(wrapped: WrappedTensors, infos: dict[str, TensorInfo], hidden: AxisMap) -> list[Recipe]:
-    """The kept tensors, copied as they are, and the projector's, grown (for make_plan's `extra`)."""
+def wrapper_recipes(wrapped: WrappedTensors, infos: dict[str, TensorInfo], hidden: AxisMap,
+                    ffn: AxisMap | None = None) -> list[Recipe]:
+    """The kept tensors, copied as they are, and the projector's, grown (for make_plan's `extra`, given the residual
+    stream's map and the MLP width's)."""
     recipes = []
     for name in wrapped.kept:
         info = infos[name]
         recipes.append(Recipe(name, name, tuple(tile_map(s, s) for s in info.shape), None, "emit", dtype=info.dtype))
     for name, rule in wrapped.projector:
         info = infos[name]
-        maps = projector_maps(rule, tuple(info.shape), hidden, name)
-        kind = "emit" if rule.contract is None else "linear"
+        maps = projector_maps(rule, tuple(info.shape), hidden, name, ffn)
+        kind = "norm" if rule.rms_norm else "emit" if rule.contract is None else "linear"
         recipes.append(Recipe(name, name, maps, rule.contract, kind, dtype=info.dtype))
     return recipes
 
@@ -431,12 +521,15 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
     rules = []
     for entry in raw["projector"]:
         re.compile(entry["name"])
-        if any(kind not in PROJECTOR_AXES for kind in entry["axes"]):
-            raise ValueError(f"wrapper {model_type}: projector axes must be among {PROJECTOR_AXES}")
+        if not all(_valid_axis(kind) for kind in entry["axes"]):
+            raise ValueError(f"wrapper {model_type}: projector axes must be among {PROJECTOR_AXES} (inner also as "
+                             "inner*M, M >= 2)")
         if set(entry) - RULE_KEYS:
             raise ValueError(f"wrapper {model_type}: unknown projector keys {sorted(set(entry) - RULE_KEYS)}")
+        if entry.get("rms_norm") and (list(entry["axes"]) != ["hidden"] or entry.get("contract") is not None):
+            raise ValueError(f"wrapper {model_type}: rms_norm is for a norm weight over the hidden axis alone")
         rules.append(ProjectorRule(entry["name"], tuple(entry["axes"]), entry.get("contract"),
-                                   bool(entry.get("norm", False))))
+                                   bool(entry.get("norm", False)), bool(entry.get("rms_norm", False))))
     for pattern in raw["kept"]:
         re.compile(pattern)
     layouts = tuple(tuple(layout.items()) for layout in raw["layouts"])
@@ -444,7 +537,8 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
                    tuple(raw["kept"]), tuple(rules), tuple(raw.get("hidden_links", ())), raw.get("text_model_type"),
                    bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"),
                    tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())),
-                   tuple(raw.get("hidden_restated", ())), bool(raw.get("ties_by_text", False)))
+                   tuple(raw.get("hidden_restated", ())), bool(raw.get("ties_by_text", False)),
+                   tuple(raw.get("resolved", ())))
 
 
 def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
