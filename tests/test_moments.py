@@ -100,3 +100,33 @@ def test_moments_errors(setup, tmp_path):
         train(config(setup, small, tmp_path / "b", moments_from=small, moments_reset="all"))
     with pytest.raises(HyperCloneError, match="needs --moments-from"):
         train(config(setup, small, tmp_path / "c", moments_reset="first"))
+
+
+def test_moments_that_are_not_the_sources_are_refused_before_anything_is_written(setup, tmp_path):
+    """A moment of another shape or of a tensor the checkpoint does not store is refused in one line naming it, and
+    the output folder is not made (the moments are grown before the weights are written); with --to, the moments
+    take the target's shapes."""
+    import shutil
+
+    _, _, small = setup
+    base = {n: {"step": 3.0, "exp_avg": torch.ones(t.shape), "exp_avg_sq": torch.ones(t.shape)}
+            for n, t in load_file(small / "model.safetensors").items()}
+    cases = {"model.norm.weight": ({"step": 3.0, "exp_avg": torch.ones(7), "exp_avg_sq": torch.ones(7)},
+                                   r"moments of model\.norm\.weight have shape \[7\], the source's tensor"),
+             "model.layers.0.mlp.experts.gate_up_proj": (base["model.norm.weight"],
+                                                         r"moments name model\.layers\.0\.mlp\.experts\.gate_up_proj")}
+    for i, (name, (moment, message)) in enumerate(cases.items()):
+        folder = tmp_path / f"src{i}"
+        shutil.copytree(small, folder)
+        torch.save({**base, name: moment}, folder / MOMENTS_FILE)
+        with pytest.raises(HyperCloneError, match=message) as err:
+            grow(folder, tmp_path / f"out{i}", width=2, moments_from=folder)
+        assert "\n" not in str(err.value) and not (tmp_path / f"out{i}").exists()
+    folder = tmp_path / "src-ok"
+    shutil.copytree(small, folder)
+    torch.save(base, folder / MOMENTS_FILE)
+    big = grow(folder, tmp_path / "big", width=2)
+    grown = grow(folder, tmp_path / "to", to=big / "config.json", moments_from=folder)
+    weights = load_file(grown / "model.safetensors")
+    carried = torch.load(grown / MOMENTS_FILE, weights_only=True)
+    assert carried.keys() == base.keys() and all(carried[n]["exp_avg"].shape == weights[n].shape for n in carried)

@@ -91,7 +91,8 @@ def loaded(folder: Path) -> dict[str, torch.Tensor]:
 # what a text-only run must leave as grown, by name (written out here, not taken from the code under test)
 FROZEN = {"qwen2_5_vl": r"^model\.visual\.",
           "llava_next": r"^model\.(vision_tower|multi_modal_projector|image_newline)",
-          "mllama": r"^model\.(vision_model|multi_modal_projector)\.|^model\.language_model\.layers\.1\."}
+          "mllama": r"^model\.(vision_model|multi_modal_projector)\.|^model\.language_model\.layers\.1\.",
+          "llama4": r"^(vision_model|multi_modal_projector)\."}
 
 
 def split(model_dir: Path, model_type: str) -> tuple[set[str], set[str]]:
@@ -123,11 +124,12 @@ def run_of(root: Path, model_type: str) -> Path:
     return run
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava_next", "mllama"])
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava_next", "mllama", "llama4"])
 def test_a_grown_image_text_model_trains_its_language_model_on_text(root, model_type):
-    """Qwen2.5-VL (vision merger in model.visual, lm_head), LLaVA-NeXT (projector and image_newline) and Llama 3.2
-    Vision (cross-attention layers, skipped without images): the grown model's first validation loss is the source's;
-    every language-model tensor learns, everything else is saved as grown."""
+    """Qwen2.5-VL (vision merger in model.visual, lm_head), LLaVA-NeXT (projector and image_newline), Llama 3.2
+    Vision (cross-attention layers, skipped without images) and Llama 4 (its language model a causal LM inside it):
+    the grown model's first validation loss is the source's; every language-model tensor learns, everything else is
+    saved as grown."""
     src, out = pair(root, model_type)
     run = run_of(root, model_type)
     train(config(root, src, root / f"{model_type}-run-src", tokens=256 * 2))

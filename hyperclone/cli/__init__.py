@@ -117,7 +117,8 @@ def grow_command(
     perturb: Annotated[str | None, typer.Option(
         help="Give up exactness on purpose to break the copies' symmetry: mix:R (W <- (1-R) W + R W_init, "
         "G_stack's fresh-init mixing) | shrink:LAMBDA,SIGMA (W <- LAMBDA W + SIGMA W_init, shrink and perturb); "
-        "W_init drawn as the family's own init (normal, std initializer_range). Matrices only; recorded in "
+        "W_init drawn as the family's own init (normal, std initializer_range). Matrices only (of a multimodal "
+        "checkpoint, its language model's only); recorded in "
         "hyperclone.json as not function-preserving.")] = None,
 ) -> None:
     """Grow SRC into a larger model at OUT that computes the same function."""

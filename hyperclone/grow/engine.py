@@ -25,7 +25,7 @@ from hyperclone.common.sizes import parse_size
 from hyperclone.grow.axis_map import NoisePool
 from hyperclone.grow.checkpoint_io import BackgroundWriter, ShardedWriter
 from hyperclone.grow.model_card import CARD_FILE, model_card
-from hyperclone.grow.moments import write_grown_moments
+from hyperclone.grow.moments import grown_run_moments, write_moments
 from hyperclone.grow.options import DEFAULT_SHARD_SIZE
 from hyperclone.grow.perturb import Perturbation, parse_perturbation
 from hyperclone.grow.plan import DEFAULT_MODE, GrowthSpec, Plan, Recipe
@@ -116,9 +116,9 @@ def stream_grown_tensors(plan: Plan, source: Any, spec: GrowthSpec, perturbation
     next tensor is grown while a background thread writes the previous one, and the largest outputs are grown
     into reused buffers so memory stays at a few tensors whatever the model's size. `perturbation` moves the
     language model's matrices only: a multimodal checkpoint's vision tower and projector stay as grown."""
-    wrapped = source.wrapped
-    unperturbed = set() if wrapped is None else set(wrapped.kept) | {name for name, _ in wrapped.projector}
-    init_config = {**(source.full_config or {}), **source.raw_config}  # the text config's std, else the top level's
+    unperturbed = set() if source.wrapped is None else source.wrapped.outside_language_model
+    # the std transformers' _init_weights draws with: the top-level config's initializer_range, else the text's
+    init_config = {**source.raw_config, **(source.full_config or {})}
     noise_pool = NoisePool(spec.seed) if spec.mode == "noisy" else None
     sizes = {t.name: t.nbytes for t in plan.outputs}
     big = [r for r in plan.recipes if buffered(r, sizes[r.out_name])]
@@ -163,7 +163,8 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     split into experts / E = m segments and top-k becomes k x m (hyperclone.grow.segment; top_k must be left out or
     equal that). Either way together with the width and depth growth.
     `to` is a target config.json (or a folder holding one) whose dimensions the grown model takes.
-    `perturb`: mix:R or shrink:LAMBDA,SIGMA, moving every grown matrix toward a fresh initialisation
+    `perturb`: mix:R or shrink:LAMBDA,SIGMA, moving every grown matrix (a multimodal checkpoint's language model's
+    only) toward a fresh initialisation
     (hyperclone.grow.perturb; the result is recorded as not function-preserving).
     `targets` are absolute sizes or depth options of GrowthSpec: hidden_size, ffn_size, heads, kv_heads,
     head_dim, layers, depth_mode, insert_after.
@@ -194,13 +195,14 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
             if moments_from is not None and moe_key == "segmented":
                 raise HyperCloneError("--moments-from with --experts on a mixture of experts: carrying AdamW "
                                       "moments over to split experts is not supported")
+        carried = None if moments_from is None else grown_run_moments(Path(moments_from), spec, to)
         check_free_space(out, sum(t.nbytes for t in plan.outputs))
         with atomic_folder(out, overwrite) as tmp:
             stream_grown_tensors(plan, source, spec, perturbation, tmp, max_shard, progress)
             copy_side_files(folder, tmp)
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            if moments_from is not None:
-                write_grown_moments(Path(moments_from), spec, tmp)
+            if carried is not None:
+                write_moments(carried, tmp)
             record = provenance(src, plan, time.perf_counter() - started)  # grow_s: growth time up to here
             record["revision"] = revision
             if moe is not None:

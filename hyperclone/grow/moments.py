@@ -38,12 +38,14 @@ def grown_spec(model_dir: Path) -> Any | None:
     return None if raw is None else spec_from_record(raw)
 
 
-def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc)."""
+def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]],
+                 to: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The source model's moments mapped onto the grown model's parameter names and shapes (see module doc);
+    `to`: the target config the weights grow to (grow --to)."""
     sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
-    plan, source = plan_growth(Path(src_folder), sym)
+    plan, source = plan_growth(Path(src_folder), sym, to=to)
     stored_name, moment_name = _namings(source, list(moments))
-    moments = {stored_name(name): m for name, m in moments.items()}
+    moments = _by_stored_name(plan, source, moments, stored_name)
     out: dict[str, dict[str, Any]] = {}
     for recipe in plan.recipes:
         if recipe.kind == "zero" or recipe.src_name not in moments:
@@ -67,8 +69,28 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
         factor = torch.where(mult != 0, 1.0 / (copies * torch.where(mult != 0, mult, 1.0)), 0.0)
         out[moment_name(recipe.out_name)] = {"step": m["step"], "exp_avg": rep(m["exp_avg"].float()) * factor,
                                              "exp_avg_sq": rep(m["exp_avg_sq"].float()) * factor**2}
-    if moments and not out:
-        raise HyperCloneError(f"the moments name none of the source's tensors (e.g. {next(iter(moments))})")
+    return out
+
+
+def _by_stored_name(plan: Any, source: Any, moments: dict[str, dict[str, Any]],
+                    stored_name: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """The moments keyed by the source's stored tensor names, each checked against its tensor: a moment that names
+    no tensor growth reads, or has another shape, is refused in one line quoting the run's name for it, so that no
+    moment is dropped without a word (the grown run would start that tensor's AdamW state afresh)."""
+    read = {recipe.src_name for recipe in plan.recipes if recipe.kind != "zero"}
+    out = {}
+    for name, moment in moments.items():
+        stored = stored_name(name)
+        if stored not in read:
+            raise HyperCloneError(f"the moments name {name}, which is no tensor of the source as its checkpoint "
+                                  "stores it (transformers holds some families' tensors otherwise, e.g. experts "
+                                  "fused into one; carrying moments over needs the run's and the checkpoint's "
+                                  "tensors to be the same)")
+        shape, wanted = tuple(moment["exp_avg"].shape), tuple(source.weights.infos[stored].shape)
+        if shape != wanted:
+            raise HyperCloneError(f"the moments of {name} have shape {list(shape)}, the source's tensor "
+                                  f"{list(wanted)}: they are another model's moments")
+        out[stored] = moment
     return out
 
 
@@ -82,7 +104,7 @@ def _namings(source: Any, names: list[str]) -> tuple[Callable[[str], str], Calla
         return (lambda name: name), (lambda name: name)
     layout = parameter_layout(source.wrapper, names)
 
-    def stored(name: str) -> str:
+    def stored(name: str) -> str:  # a name no layout maps is left as it is, and refused by _by_stored_name
         return relayout(name, layout, wrapped.layout) or name
 
     def moment(name: str) -> str:
@@ -91,10 +113,14 @@ def _namings(source: Any, names: list[str]) -> tuple[Callable[[str], str], Calla
     return stored, moment
 
 
-def write_grown_moments(run_final: Path, spec: Any, destination: Path) -> Path:
-    """Grow the moments saved in a small model's run (run_final/moments.pt, beside that model) with `spec`
-    and write them to destination/moments.pt; returns the file."""
-    grown = grow_moments(Path(run_final), spec, load_moments(run_final))
+def grown_run_moments(run_final: Path, spec: Any, to: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The moments saved in a small model's run (run_final/moments.pt, beside that model) grown with `spec` (for
+    grow --moments-from: computed before the weights are written, so a refusal leaves nothing behind)."""
+    return grow_moments(Path(run_final), spec, load_moments(run_final), to)
+
+
+def write_moments(moments: dict[str, dict[str, Any]], destination: Path) -> Path:
+    """destination/moments.pt; returns the file."""
     path = Path(destination) / MOMENTS_FILE
-    torch.save(grown, path)
+    torch.save(moments, path)
     return path

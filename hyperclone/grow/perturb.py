@@ -8,7 +8,9 @@ After a weight matrix is grown exactly, it is moved toward a fresh initialisatio
 W_init is drawn as the family's own initialisation draws a matrix (transformers' ``_init_weights``: normal with
 mean 0 and std ``initializer_range`` from the config, 0.02 when the config has none), from a generator seeded by
 the growth seed and the tensor's name, so a growth is reproducible tensor by tensor. Only matrices (rank >= 2:
-projections, embeddings) move; norm weights and biases are kept as grown. The result no longer computes the
+projections, embeddings) move; norm weights and biases are kept as grown, and so are a multimodal checkpoint's
+vision tower and projector (the std: the top-level config's initializer_range, as transformers' _init_weights
+reads it, else the text config's). The result no longer computes the
 source's function: hyperclone.json records function_preserving false and the perturbation.
 """
 

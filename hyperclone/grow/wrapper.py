@@ -178,9 +178,14 @@ class WrappedTensors:
                 return stored_prefix + name.removeprefix(family_prefix)
         raise HyperCloneError(f"{name}: no prefix of the checkpoint's layout names it")
 
+    @property
+    def outside_language_model(self) -> set[str]:
+        """The stored names of the vision tower's and the projector's tensors."""
+        return set(self.kept) | {name for name, _ in self.projector}
+
     def stored_names_in(self, text: str) -> str:
         """A plan note that names a language-model tensor ("e.g. model.layers.0...") with the checkpoint's name."""
-        others = set(self.kept) | {name for name, _ in self.projector}
+        others = self.outside_language_model
 
         def rename(match: re.Match) -> str:
             name = match.group(0)

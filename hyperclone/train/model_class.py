@@ -45,6 +45,8 @@ def freeze_outside_language_model(model: torch.nn.Module) -> list[str]:
     if not is_image_text(model.config):
         return []
     decoder = model.get_decoder()
+    while not hasattr(decoder, "layers") and isinstance(getattr(decoder, "model", None), torch.nn.Module):
+        decoder = decoder.model  # Llama 4's get_decoder() is its language model, a causal LM holding the decoder
     skipped = getattr(model.config.get_text_config(), "cross_attention_layers", None) or ()
     learning = {id(p) for i, layer in enumerate(decoder.layers) if i not in skipped for p in layer.parameters()}
     learning |= {id(p) for name, p in decoder.named_parameters() if not name.startswith("layers.")}
