@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, UNTIED_ONLY, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, UNSPLIT_MOE_FAMILIES, UNTIED_ONLY, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -160,7 +160,7 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96)
     if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
         return dict(hidden_size=72)
-    if family == "gpt_neox" or family == "gpt2":  # no separate KV heads
+    if family in ("gpt_neox", "gpt2", "gptj", "gpt_neo"):  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
     if family == "gpt_bigcode":  # multi-query: the one KV head stays one
         return dict(hidden_size=72, heads=9, ffn_size=100)
@@ -228,6 +228,36 @@ def test_per_layer_config_lists_follow_their_layers(tmp_path):
     assert after["layer_types"] == [before["layer_types"][i] for i in sources]
 
 
+def test_cohere2_moe_norm_kind_follows_the_config(tmp_path):
+    """Cohere2-MoE's norms are LayerNorms without bias, or RMSNorms where rms_norm_eps is set: a 1.5x hidden size
+    grows each as its own kind (LayerNorm: padded with means, epsilon rescaled; RMSNorm: weighted copies)."""
+    for name, overrides in (("layernorm", {}), ("rmsnorm", dict(rms_norm_eps=1e-5))):
+        src = make_tiny("cohere2_moe", tmp_path / name, **overrides)
+        out = grow(src, tmp_path / f"{name}-out", hidden_size=72, heads=9, kv_heads=3, ffn_size=100, mode="uneven")
+        config = json.loads((out / "config.json").read_text())
+        assert (config["layer_norm_eps"] == 1e-5) == (name == "rmsnorm")  # rescaled only for LayerNorms
+        assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
+def test_apertus1p5_pruned_output_projection_is_refused(tmp_path):
+    """Apertus 1.5's releases prune the output projection to output_vocab_size rows: not described, refused."""
+    src = make_tiny("apertus1p5_text", tmp_path / "src", tied=False, output_vocab_size=90)
+    with pytest.raises(HyperCloneError, match="output_vocab_size=90 cannot be grown: its output projection is pruned"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpt_neo_attention_types_follow_their_layers(tmp_path):
+    """GPT-Neo states its layers' attention kinds as runs ([[pattern, repeats], ...]) that its config class expands
+    and checks against num_layers: depth growth writes the grown layers' kinds as one run."""
+    src = make_tiny("gpt_neo", tmp_path / "src")
+    out = grow(src, tmp_path / "out", layers=4, insert_after=(0, 1))
+    config = json.loads((out / "config.json").read_text())
+    assert config["attention_types"] == [[["global", "global", "local", "local"], 1]]
+    assert config["attention_layers"] == ["global", "global", "local", "local"]
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
 @pytest.mark.parametrize("family,options,message", [
     ("llama", dict(hidden_size=40, heads=6, kv_heads=2, ffn_size=80), "cannot shrink the hidden size"),
     ("qwen2", dict(hidden_size=60), "not a whole number; give --heads"),
@@ -238,6 +268,7 @@ def test_per_layer_config_lists_follow_their_layers(tmp_path):
     ("qwen2", dict(layers=4, insert_after=(0,)), "names 1 positions for 2 new layers"),
     ("qwen2", dict(hidden_size=96, heads=12, kv_heads=4, ffn_size=60), "cannot shrink the MLP width"),
     ("gpt2", dict(hidden_size=96, heads=12, kv_heads=6), "no separate KV heads"),
+    ("gpt_neo", dict(hidden_size=96, heads=6), "without the 1/sqrt\\(head_dim\\) scale"),
 ])
 def test_unreachable_targets_are_refused(tmp_path, family, options, message):
     src = make_tiny(family, tmp_path / "src")
@@ -351,7 +382,7 @@ MOE_GROWTHS = {"x2-ffn3-noisy": lambda family: dict(width=2, ffn=3, mode="noisy"
                "uneven-1.5x": lambda family: dict(reachable_target(family), mode="uneven")}
 
 
-@pytest.mark.parametrize("family", MOE_FAMILIES)
+@pytest.mark.parametrize("family", [*MOE_FAMILIES, *UNSPLIT_MOE_FAMILIES])
 @pytest.mark.parametrize("growth", MOE_GROWTHS)
 def test_moe_routing_is_unchanged(tmp_path, family, growth):
     """The router reads the residual stream like any input projection, so a function-preserving copy of the
@@ -375,7 +406,7 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
     assert compare_models(source, grown, tolerance=REL_TOL).ok
 
 
-@pytest.mark.parametrize("family", MOE_FAMILIES)
+@pytest.mark.parametrize("family", [*MOE_FAMILIES, *UNSPLIT_MOE_FAMILIES])
 def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     src = make_tiny(family, tmp_path / "src")
     before = json.loads((src / "config.json").read_text())
@@ -399,7 +430,8 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
         assert experts_of["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 96, 2 * 120)
         assert experts_of["model.layers.0.mlp.experts.down_proj"].shape == (4, 120, 96)
     provenance = json.loads((out / "hyperclone.json").read_text())
-    stored_buffers = sum(b.numel() for name, b in grown.named_buffers() if name.endswith("e_score_correction_bias"))
+    stored_buffers = sum(b.numel() for name, b in grown.named_buffers()  # router biases (DeepSeek's, LFM2-MoE's)
+                         if name.endswith(("e_score_correction_bias", ".expert_bias")))
     assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers
     assert provenance["source"]["experts"] == provenance["grown"]["experts"] == 4
 

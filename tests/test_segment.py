@@ -21,20 +21,23 @@ from hyperclone.grow.verify import compare_models, load_causal_lm
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
 # every other tiny MoE states num_experts
 EXPERT_KEY = {"mixtral": "num_local_experts", "granitemoe": "num_local_experts",
-              "granitemoeshared": "num_local_experts", "gpt_oss": "num_local_experts"}
+              "granitemoeshared": "num_local_experts", "granitemoe_swa": "num_local_experts",
+              "gpt_oss": "num_local_experts"}
 WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
 # softmax over all experts (Granite MoE: over the top k logits, the same weights), checked in detail below
 # GPT-OSS: the same, its router's bias repeated per segment, experts stacked [experts, in, out] with gate and up
 # interleaved per neuron, and each segment's down_proj_bias its expert's whole bias (m segments of weight 1/m)
-SPLIT_FAMILIES = ["gpt_oss", "granitemoe", "granitemoeshared", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
-SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),
-              "granitemoeshared": ("shared_intermediate_size", 80)}  # (config key, tiny width)
+# (FlexOlmo: OLMoE's router; Granite MoE SWA: GraniteMoeShared's, its experts under transformers' in-memory names)
+SPLIT_FAMILIES = ["flex_olmo", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoeshared", "mixtral", "olmoe",
+                  "qwen2_moe", "qwen3_moe"]
+SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),  # (config key, tiny width)
+              "granitemoeshared": ("shared_intermediate_size", 80), "granitemoe_swa": ("shared_intermediate_size", 80)}
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
 # the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight);
 # ERNIE 4.5 MoE: softmax plus a correction bias choosing the top k (the bias divided by m, tested below)
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
-                "minimax_m2": ({}, 2)}
+                "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
 SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over

@@ -440,6 +440,9 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
     if grown.head_dim != dims.head_dim and family.rope:
         raise HyperCloneError(f"head_dim cannot grow exactly with rotary embeddings ({family.model_type}); "
                               "grow the number of heads instead")
+    if grown.head_dim != dims.head_dim and family.unscaled_attention:
+        raise HyperCloneError(f"head_dim cannot grow exactly: {family.model_type} scores attention without the "
+                              "1/sqrt(head_dim) scale; grow the number of heads instead")
     try:
         gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
     except ValueError as exc:
@@ -919,6 +922,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     is multiplied by t = 1 / (a * gamma): the logits are exact and no other tensor or epsilon changes.
     """
     spec.validate()
+    family = family.for_config(config)  # a norm kind set by the config (Cohere2-MoE's RMSNorms)
     dims = source_dims(family, config)
     check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
@@ -1060,6 +1064,10 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
             if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
                     and key not in family.kept_lists):
                 updates[key] = [value[src] for src, _ in layers]
+        if family.layer_runs is not None:  # runs [[pattern, repeats], ...]: the grown layers' entries as one run
+            entries = [kind for pattern, repeats in config_value(config, family.layer_runs)
+                       for _ in range(repeats) for kind in pattern]
+            updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
     return updates

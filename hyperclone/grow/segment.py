@@ -96,6 +96,7 @@ from hyperclone.grow.plan import Plan, Recipe
 ROUTING: dict[str, tuple[str, bool | str]] = {
     "mixtral": ("softmax", True),  # MixtralTopKRouter: softmax, topk, always divided by the sum of the top k
     "olmoe": ("softmax", "norm_topk_prob"),  # OlmoeTopKRouter
+    "flex_olmo": ("softmax", "norm_topk_prob"),  # FlexOlmoTopKRouter: OLMoE's
     "qwen2_moe": ("softmax", "norm_topk_prob"),  # the shared expert and its gate sit outside the routing
     "qwen3_moe": ("softmax", "norm_topk_prob"),  # Qwen3MoeTopKRouter
     "qwen3_next": ("softmax", "norm_topk_prob"),  # Qwen3NextTopKRouter; the shared expert as in Qwen2-MoE
@@ -106,10 +107,12 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "glm4_moe": ("sigmoid", "norm_topk_prob"),
     "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
     "dots1": ("sigmoid", "norm_topk_prob"),
+    "exaone_moe": ("sigmoid", "norm_topk_prob"),  # ExaoneMoeTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # GraniteMoeHybridTopKRouter: the top k of the logits, then a softmax over those k (= softmax, top k, renormalised)
     "granitemoehybrid": ("softmax", True),
     "granitemoe": ("softmax", True),  # GraniteMoeTopKRouter: the same (top k of the logits, softmax over those k)
     "granitemoeshared": ("softmax", True),  # GraniteMoe's router; the shared MLP sits outside the routing
+    "granitemoe_swa": ("softmax", True),  # GraniteMoeSWATopKRouter: GraniteMoe's; the shared MLP as above
     # GptOssTopKRouter: the top k of the logits (router bias included, repeated per segment), a softmax over those k
     "gpt_oss": ("softmax", True),
     # Llama4Router: the top k of the logits, their sigmoids not renormalised, scaling each chosen expert's input; its

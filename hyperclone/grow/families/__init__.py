@@ -129,6 +129,14 @@ KV head, which every query head reads; growth copies query heads and keeps that 
 more), so the k and v sections of the fused projection keep their width and read the grown residual stream. Written
 ``{"flag": key, "when": {other key: value, ...}}``, the flag counts only where those keys have those values (Falcon's
 multi_query, which its config defaults to true, means one KV head only in the old decoder architecture).
+``rmsnorm_key``: a config key that, where the config sets it (not null), makes every norm an RMSNorm with that
+epsilon in place of the table's ``norm`` and ``norm_eps_key`` (Cohere2-MoE: LayerNorms without bias by default,
+RMSNorms where rms_norm_eps is set); Family.for_config resolves it.
+``unscaled_attention``: true where the attention scores are q.k without the 1/sqrt(head_dim) scale (GPT-Neo): a
+grown head_dim would change them, so head_dim may not grow (grow the number of heads instead).
+``layer_runs``: the config key of a per-layer pattern stated as runs, [[pattern, repeats], ...] (GPT-Neo's
+attention_types, which its config class expands into one entry per layer): depth growth writes the grown layers'
+entries as one run, [[entries, 1]].
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -172,7 +180,8 @@ TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "lay
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
-               "config_aliases", "multi_token_prediction", "vocab_offset"}
+               "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
+               "rmsnorm_key"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -312,6 +321,15 @@ class Family:
     config_aliases: tuple[tuple[str, str], ...] = ()  # (alias, key): the class reads the alias in the key's place
     mtp_tensor: str | None = None  # multi-token prediction weights by name (left out of the grown checkpoint)
     mtp_layers_beyond: bool = False  # ... or as decoder layers past num_hidden_layers
+    unscaled_attention: bool = False  # scores q.k without 1/sqrt(head_dim) (GPT-Neo): head_dim may not grow
+    layer_runs: str | None = None  # a per-layer pattern stated as [[pattern, repeats], ...] (GPT-Neo attention_types)
+    rmsnorm_key: str | None = None  # set in the config: the norms are RMSNorms with that epsilon (Cohere2-MoE)
+
+    def for_config(self, config: Any) -> Family:
+        """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set."""
+        if self.rmsnorm_key is None or config_value(config, self.rmsnorm_key) is None:
+            return self
+        return replace(self, norm="rmsnorm", norm_eps_key=self.rmsnorm_key)
 
     def is_multi_token_prediction(self, tensor_name: str, layers: int) -> bool:
         """Whether a stored tensor is a multi-token prediction weight, which transformers does not load."""
@@ -429,7 +447,17 @@ def _parse_family(raw: dict) -> Family:
         **_parse_multi_query(name, raw.get("multi_query")),
         config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
         **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
+        **_parse_attention_and_norm_keys(name, raw),
     )
+
+
+def _parse_attention_and_norm_keys(name: str, raw: dict) -> dict[str, Any]:
+    """unscaled_attention, layer_runs and rmsnorm_key (see the module doc)."""
+    if not isinstance(raw.get("unscaled_attention", False), bool) or not all(
+            isinstance(raw.get(key, ""), str) for key in ("layer_runs", "rmsnorm_key")):
+        raise ValueError(f"family {name}: unscaled_attention is true or false, layer_runs and rmsnorm_key config keys")
+    return dict(unscaled_attention=raw.get("unscaled_attention", False), layer_runs=raw.get("layer_runs"),
+                rmsnorm_key=raw.get("rmsnorm_key"))
 
 
 def _check_optional_parts(family: str, config_keys: dict[str, str], tensors: tuple[TensorRule, ...]) -> None:
