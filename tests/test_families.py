@@ -142,6 +142,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=8, ffn_size=100)  # head_dim 8 -> 12, heads 6 -> 8
     if family == "olmo":
         return dict(hidden_size=96, heads=12, ffn_size=100)
+    if family == "gemma4_text":  # 8 heads over 4 KV heads (sliding) and 2 (full attention); experts 40 wide -> 48
+        return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
     if family.startswith("gemma"):
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
     if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):  # latent attention: one KV head per head
@@ -394,7 +396,7 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
     with torch.no_grad():
         before = source(tokens, output_router_logits=True).router_logits
         after = grown(tokens, output_router_logits=True).router_logits
-    top_k = source.config.num_experts_per_tok
+    top_k = getattr(source.config, "num_experts_per_tok", None) or source.config.top_k_experts  # Gemma 4's name
     routed = sum(name.endswith(".experts") for name, _ in source.named_modules())
     assert len(before) == len(after) == routed and top_k == 2  # DeepSeek and GLM's dense layers have no router
     for a, b in zip(before, after, strict=True):
@@ -414,7 +416,7 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     after = json.loads((out / "config.json").read_text())
     experts = next(k for k in ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
                    if k in before)
-    top_k = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k") if k in before)
+    top_k = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k_experts") if k in before)
     assert after[experts] == before[experts] == 4 and after[top_k] == 2
     for key in ("moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size",
                 "shared_intermediate_size"):
@@ -423,15 +425,15 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     grown = load_causal_lm(out)
     routers = [p for name, p in grown.named_parameters()
                if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight",
-                                 ".mlp.router.weight", ".feed_forward.router.weight"))]
+                                 ".mlp.router.weight", ".feed_forward.router.weight", ".router.proj.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
     if family == "gpt_oss":  # experts stacked [experts, in, out], gate and up interleaved on the last axis
         experts_of = dict(grown.named_parameters())
         assert experts_of["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 96, 2 * 120)
         assert experts_of["model.layers.0.mlp.experts.down_proj"].shape == (4, 120, 96)
     provenance = json.loads((out / "hyperclone.json").read_text())
-    stored_buffers = sum(b.numel() for name, b in grown.named_buffers()  # router biases (DeepSeek's, LFM2-MoE's)
-                         if name.endswith(("e_score_correction_bias", ".expert_bias")))
+    stored_buffers = sum(b.numel() for name, b in grown.named_buffers()  # router biases (DeepSeek's, LFM2-MoE's),
+                         if name.endswith(("e_score_correction_bias", ".expert_bias", ".layer_scalar")))  # Gemma 4's
     assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers
     assert provenance["source"]["experts"] == provenance["grown"]["experts"] == 4
 

@@ -154,6 +154,9 @@ class Dims:
     lin_v_heads: int | None = None  # ... value heads (a multiple of the key heads), grown by copies in their groups
     lin_k_dim: int | None = None  # ... each key head's width (kept)
     lin_v_dim: int | None = None  # ... each value head's width (kept)
+    expert_ffn: int | None = None  # the routed experts' width beside an MLP in every layer (Gemma 4)
+    global_head_dim: int | None = None  # layers with their own attention (Gemma 4's full attention): head_dim (kept)
+    global_kv_heads: int | None = None  # ... and KV heads (grown with the query heads)
 
 
 def check_supported(family: Family, config: Any) -> None:
@@ -203,10 +206,40 @@ def source_dims(family: Family, config: Any) -> Dims:
         if heads % kv_heads:
             raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
     kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
+    optional.update(_per_layer_attention_dims(family, config, kinds, heads, kv_heads, head_dim))
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
-                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS)}, layer_kinds=kinds,
+                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS, *GLOBAL_SLOTS)},
+                layer_kinds=kinds,
                 multi_query=multi_query, **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
+
+
+GLOBAL_SLOTS = ("global_head_dim", "global_kv_heads")
+
+
+def _per_layer_attention_dims(family: Family, config: Any, kinds: tuple[str, ...] | None, heads: int | None,
+                              kv_heads: int | None, head_dim: int | None) -> dict[str, int]:
+    """The head_dim and KV heads of the layers a table's per_layer_attention names (Gemma 4's full-attention layers):
+    every such layer must state the same, and every other layer the config's global values."""
+    rule = family.per_layer_attention
+    if rule is None or heads is None or kinds is None:
+        return {}
+    values = {i: rule.layer_values(config, i) for i in range(len(kinds))}
+    own = {values[i] for i, kind in enumerate(kinds) if kind in rule.kinds}
+    others = {values[i] for i, kind in enumerate(kinds) if kind not in rule.kinds} - {(head_dim, kv_heads)}
+    if len(own) > 1 or others:
+        raise HyperCloneError(f"config.json: per_layer_config gives layers other head_dim / KV heads than one pair for "
+                              f"the {', '.join(rule.kinds)} layers and the global values for the others: not described")
+    if not own:
+        return {}
+    (global_head_dim, global_kv), = own
+    for key, value in ((rule.head_dim, global_head_dim), (rule.kv_heads, global_kv)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HyperCloneError(f"config.json: {key} must be a positive integer, got {value!r}")
+    if heads % global_kv:
+        raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {global_kv} KV heads of the "
+                              f"{', '.join(rule.kinds)} layers ({rule.kv_heads})")
+    return {"global_head_dim": global_head_dim, "global_kv_heads": global_kv}
 
 
 def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
@@ -333,6 +366,11 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  **({} if dims.ssm_channels is None else dict(
                      ssm_channels=_ssm_channels(family, dims, hidden), dt_rank=dims.dt_rank, ssm_state=dims.ssm_state,
                      ssm_expand=dims.ssm_expand)))
+    if dims.global_kv_heads is not None:
+        rule = family.per_layer_attention
+        grown = replace(grown, global_head_dim=dims.global_head_dim, global_kv_heads=_ratio(
+            heads * dims.global_kv_heads, dims.heads, f"the KV heads of the {', '.join(rule.kinds)} layers "
+            f"({rule.kv_heads}) for {heads} heads", "--heads that keep them whole"))
     if dims.lin_k_heads is not None:
         new_k, new_v = grown_linear_heads(family.config_keys, dims.lin_k_heads, dims.lin_v_heads, dims.hidden,
                                           hidden, spec.lin_heads)
@@ -445,6 +483,8 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
                               "1/sqrt(head_dim) scale; grow the number of heads instead")
     try:
         gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+        if dims.global_kv_heads is not None:
+            gqa_head_maps(dims.heads, dims.global_kv_heads, grown.heads, grown.global_kv_heads)
     except ValueError as exc:
         raise HyperCloneError(str(exc)) from None
 
@@ -530,7 +570,7 @@ class Recipe:
     src_name: str
     maps: tuple[AxisMap, ...]  # per axis of the source tensor
     contract: int | None  # the axis a linear layer reads (None: every axis is emitted)
-    kind: str  # "linear" | "emit" | "norm" | "zero"
+    kind: str  # "linear" | "emit" | "norm" | "zero" | "fill" (every value 1: an identity block's layer_scalar)
     scale: float = 1.0  # multiplies the grown tensor (embedding multiplier, norm rescale)
     norm_offset: float = 0.0  # the norm applies (offset + stored weight)
     zero_mean_positions: bool = False  # a norm bias: positions holding the mean get 0
@@ -694,6 +734,12 @@ class AxisMaps:
             "kv_heads": kv_heads,
             "head_dim": tile_map(dims.head_dim, dims.head_dim),
         }
+        if dims.global_kv_heads is not None:  # layers with their own head_dim and KV groups (Gemma 4's full attention)
+            global_q, global_kv = gqa_head_maps(dims.heads, dims.global_kv_heads, grown.heads, grown.global_kv_heads)
+            global_dim = tile_map(dims.global_head_dim, dims.global_head_dim)
+            maps.update({"global_q": block_map(global_q, global_dim), "global_k": block_map(global_kv, global_dim),
+                         "global_v": block_map(global_kv, global_dim), "global_attn": block_map(global_q, global_dim),
+                         "global_head_dim": global_dim})
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             maps.update(_latent_attention_maps(dims, q_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
@@ -885,16 +931,22 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
         if identity and rule.name in writers:
             recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "zero", dtype=info.dtype))
             continue
-        if rule.role in ("norm", "final_norm"):
+        # a width-dependent factor hidden_size ** p the model applies (Gemma 4's router input): undone by the tensor
+        power = 1.0 if rule.hidden_power is None else (dims.hidden / maps.hidden.size) ** rule.hidden_power
+        if rule.role == "layer_scalar":  # multiplies the block's whole output: 1 in an identity block, else kept
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "fill" if identity else "emit",
+                                  dtype=info.dtype))
+        elif rule.role in ("norm", "final_norm"):
             is_bias = out_name.endswith(".bias")
             scale = 1.0 if is_bias else (maps.layernorm_scale if rule.axes[0] == ("hidden",) else 1.0)
             if rule.role == "final_norm":
                 scale *= final_scale
+            scale *= power
             divide = maps.full_qk_norm and rule.axes[0][0] in ("q", "k")
             recipes.append(Recipe(out_name, src_name, axis_maps, None, "norm", scale,
                                   0.0 if is_bias else rule.offset(family.norm_offset), is_bias, divide, info.dtype))
         elif rule.contract is None:
-            scale = a if rule.role == "embedding" else 1.0
+            scale = a if rule.role == "embedding" else power
             recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
         else:
             recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
@@ -975,7 +1027,7 @@ def storage_inexact_reason(recipe: Recipe) -> str | None:
     (hyperclone.grow.exact_split). Not exact: any other factor (the sqrt scales of uneven RMSNorm widths and of
     head_dim growth, Gemma's embedding multiplier ratio sqrt(old/new), a tied final norm's 1/n for odd n)
     and positions holding a mean (LayerNorm widths that are not multiples)."""
-    if recipe.kind == "zero":
+    if recipe.kind in ("zero", "fill"):
         return None
     maps = recipe.maps
     if recipe.kind == "linear":
@@ -1070,4 +1122,11 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
             updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
+    if grown.global_kv_heads is not None:  # the layers' own head_dim and KV heads, where transformers 5 reads them
+        rule = family.per_layer_attention
+        updates[rule.head_dim], updates[rule.kv_heads] = grown.global_head_dim, grown.global_kv_heads
+        own = [i for i, kind in enumerate(grown.layer_kinds) if kind in rule.kinds]
+        digits = len(str(max(own)))
+        updates["per_layer_config"] = {str(i).zfill(digits): dict(zip(rule.overrides, (
+            grown.global_head_dim, grown.global_kv_heads), strict=True)) for i in own}
     return updates

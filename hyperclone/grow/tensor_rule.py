@@ -29,6 +29,8 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
         tensor = tensor.to(recipe.dtype)
     if recipe.kind == "zero":
         return torch.zeros(recipe.out_shape, dtype=tensor.dtype) if out is None else out.zero_()
+    if recipe.kind == "fill":  # an identity block's layer_scalar (Gemma 4): the block's output times 1
+        return torch.ones(recipe.out_shape, dtype=tensor.dtype) if out is None else out.fill_(1)
     if recipe.kind == "router":  # a new MoE router: seeded normal of std recipe.scale (hyperclone.grow.upcycle)
         generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(recipe.out_name.encode()))
         values = torch.randn(recipe.out_shape, generator=generator).mul_(recipe.scale).to(tensor.dtype)

@@ -97,6 +97,21 @@ def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, ex
     return state
 
 
+# language models whose decoder layers out-of-core verify cannot build and call one at a time yet, and why
+BLOCKS_NOT_RUN_ALONE = {
+    "gemma4_text": "a one-layer config fails Gemma 4's KV-sharing check and its layers take per-type rope tables and "
+                   "shared KV states"}
+
+
+def _family_run_alone(folder: Path, model_type: str, families: dict[str, Any]) -> Any:
+    """The family table of a language model whose blocks out-of-core verify runs one at a time (None: not a family's);
+    a one-line refusal for those it cannot run alone yet."""
+    if model_type in BLOCKS_NOT_RUN_ALONE:
+        raise HyperCloneError(f"{folder}: out-of-core verify does not run {model_type} blocks one at a time yet "
+                              f"({BLOCKS_NOT_RUN_ALONE[model_type]}); verify in memory")
+    return families.get(model_type)
+
+
 class LazyModel:
     """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
 
@@ -117,7 +132,7 @@ class LazyModel:
             self.config = AutoConfig.from_pretrained(folder)
         if is_mxfp4(getattr(self.config, "quantization_config", None)):
             self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
-        self.family = FAMILIES.get(self.config.model_type)
+        self.family = _family_run_alone(folder, self.config.model_type, FAMILIES)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
         self.experts = config_value(self.config, experts_key) if experts_key else None
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))

@@ -53,6 +53,11 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    output gate, [heads, 2 x head_dim]; the gate multiplies the head's output, so it follows v's width
   lin_qk, lin_v, lin_v_heads, lin_v_dim, lin_qkvz, lin_ba   a gated DeltaNet's widths (linear attention; Qwen3.5,
                    Qwen3-Next): key and value heads copied as attention heads are (hyperclone.grow.linear_attention)
+  expert_ffn       the routed experts' width where ffn is an MLP every layer has beside them (Gemma 4: intermediate_size
+                   dense, moe_intermediate_size each expert); grows with ffn; absent (None) in a config without experts
+  global_q, global_k, global_v, global_attn, global_head_dim   q, k, v, attn and head_dim of the layers a table's
+                   ``per_layer_attention`` names (Gemma 4's full attention): their own head_dim (kept) and KV heads
+                   (grown with the query heads), with their own GQA maps over the same query heads
   vocab, positions, head_dim                               kept
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
@@ -137,6 +142,21 @@ grown head_dim would change them, so head_dim may not grow (grow the number of h
 ``layer_runs``: the config key of a per-layer pattern stated as runs, [[pattern, repeats], ...] (GPT-Neo's
 attention_types, which its config class expands into one entry per layer): depth growth writes the grown layers'
 entries as one run, [[entries, 1]].
+``per_layer_attention``: {"layers": [kinds], "head_dim": key, "kv_heads": key}: layers of those kinds (layer_kinds)
+have their own head_dim and KV heads (Gemma 4's full-attention layers). transformers 5 holds them as a heterogeneous
+config's ``per_layer_config`` {layer: {head_dim, num_key_value_heads}} (config.json after save_pretrained; the Hub's
+configs state the two keys instead, which the config class turns into it): each layer's pair is read from there (a
+config object's per-layer view, or the config dict's overrides over the global values), every such layer must have
+the same pair and every other layer the global one; growth keeps that head_dim, grows those KV heads with the query
+heads, and writes both forms (the keys and per_layer_config, following the layers under depth growth). A config
+object with per-layer overrides answers config_value with its global values.
+Tensor keys ``when`` ({config key: value, ...}: the model has the tensor only where the config has those values,
+compared as refusals' ``when``; Family.for_config drops the others: Gemma 4's v_proj of full-attention layers only
+without attention_k_eq_v, its experts only with enable_moe_block) and ``hidden_power`` (p, on a norm or an emitted
+weight: the model multiplies the tensor's effect by hidden_size ** p, a factor of the width, as Gemma 4's router
+multiplies its input by hidden_size ** -0.5; growth multiplies the grown tensor by (old / new hidden) ** p, so the
+product is the source's). Role ``layer_scalar``: a stored factor multiplying a block's whole output, residual
+included (Gemma 4's [1] buffer): kept by width growth, 1 in an identity block.
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -158,30 +178,31 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
               "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
-              "ssm_channels", "ssm_state", "dt_rank", "experts_ffn")
-ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate")
+              "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn",
+              "global_q", "global_k", "global_v", "global_attn", "global_head_dim")
+ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
-                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank")
+                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn")
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent")  # latent widths: kept by growth
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
-FFN_SLOTS = ("dense_ffn", "shared_ffn")  # MLP widths besides ffn; each grows by ffn's factor
+FFN_SLOTS = ("dense_ffn", "shared_ffn", "expert_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 # axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "heads", "kv_heads", "head_dim", "q_gate",
-                   "mla_q", "mla_kv", "mla_attn")
-FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn")
+                   "mla_q", "mla_kv", "mla_attn", "global_q", "global_k", "global_v", "global_attn", "global_head_dim")
+FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
-               "may_be_transposed"}
+               "may_be_transposed", "when", "hidden_power"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
-               "rmsnorm_key"}
+               "rmsnorm_key", "per_layer_attention"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -200,6 +221,8 @@ class TensorRule:
     norm_offset: float | None = None
     may_be_transposed: bool = False  # a stack of expert matrices also stored with its last two axes swapped
     transposed: bool = False  # this rule is the swapped layout of a may_be_transposed rule (see swapped())
+    when: tuple[tuple[str, Any], ...] = ()  # config values under which the model has this tensor (Family.for_config)
+    hidden_power: float | None = None  # the model multiplies this tensor's effect by hidden_size ** p (see doc)
 
     def swapped(self) -> TensorRule:
         """The rule of the same stack stored with its last two axes swapped ([experts, in, out] for
@@ -269,7 +292,12 @@ def config_value(config: Any, key: str, default: Any = None) -> Any:
         return stated(config, key, default)
     value = config
     for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif hasattr(type(value), "_getattr_without_heterogeneous_validation"):  # transformers 5: a config with
+            value = value._getattr_without_heterogeneous_validation(part, None)  # per-layer overrides (Gemma 4)
+        else:  # answers its global value; PerLayerAttention reads the layers' own
+            value = getattr(value, part, None)
         if value is None:
             return default
     return value
@@ -294,6 +322,37 @@ def set_config_value(raw: dict[str, Any], key: str, value: Any) -> None:
         raw[part] = dict(inner) if isinstance(inner, dict) else {}
         raw = raw[part]
     raw[last] = value
+
+
+@dataclass(frozen=True)
+class PerLayerAttention:
+    """Layers of some kinds with their own head_dim and KV heads (Gemma 4's full-attention layers; see the module
+    doc): their kinds, and the config keys a config.json may state them under."""
+
+    kinds: tuple[str, ...]
+    head_dim: str  # e.g. global_head_dim
+    kv_heads: str  # e.g. num_global_key_value_heads
+    overrides: tuple[str, str] = ("head_dim", "num_key_value_heads")  # their names in per_layer_config
+
+    def layer_values(self, config: Any, index: int) -> tuple[Any, Any]:
+        """(head_dim, KV heads) of layer `index`: transformers 5's per_layer_config overrides (a dict in config.json,
+        a per-layer view in a config object), else the config's global values."""
+        per_layer = config_value(config, "per_layer_config")
+        if isinstance(per_layer, dict):
+            entry = {int(k): v for k, v in per_layer.items()}.get(index, {})
+            return tuple(entry.get(key, config_value(config, key)) for key in self.overrides)
+        if per_layer is None:
+            return tuple(config_value(config, key) for key in self.overrides)
+        return tuple(getattr(per_layer[index], key, None) for key in self.overrides)
+
+
+def _parse_per_layer_attention(family: str, raw: Any) -> PerLayerAttention | None:
+    if raw is None:
+        return None
+    if not (isinstance(raw, dict) and set(raw) == {"layers", "head_dim", "kv_heads"} and isinstance(raw["layers"], list)
+            and raw["layers"] and all(isinstance(v, str) for v in [*raw["layers"], raw["head_dim"], raw["kv_heads"]])):
+        raise ValueError(f"family {family}: per_layer_attention must be {{layers: [kinds], head_dim, kv_heads}}")
+    return PerLayerAttention(tuple(raw["layers"]), raw["head_dim"], raw["kv_heads"])
 
 
 @dataclass(frozen=True)
@@ -324,12 +383,17 @@ class Family:
     unscaled_attention: bool = False  # scores q.k without 1/sqrt(head_dim) (GPT-Neo): head_dim may not grow
     layer_runs: str | None = None  # a per-layer pattern stated as [[pattern, repeats], ...] (GPT-Neo attention_types)
     rmsnorm_key: str | None = None  # set in the config: the norms are RMSNorms with that epsilon (Cohere2-MoE)
+    per_layer_attention: PerLayerAttention | None = None  # layers with their own head_dim and KV heads (Gemma 4)
 
     def for_config(self, config: Any) -> Family:
-        """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set."""
+        """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, and only the
+        tensors whose ``when`` holds in the config."""
+        family = self
+        if any(rule.when for rule in self.tensors):
+            family = replace(family, tensors=tuple(rule for rule in self.tensors if config_has(config, rule.when)))
         if self.rmsnorm_key is None or config_value(config, self.rmsnorm_key) is None:
-            return self
-        return replace(self, norm="rmsnorm", norm_eps_key=self.rmsnorm_key)
+            return family
+        return replace(family, norm="rmsnorm", norm_eps_key=self.rmsnorm_key)
 
     def is_multi_token_prediction(self, tensor_name: str, layers: int) -> bool:
         """Whether a stored tensor is a multi-token prediction weight, which transformers does not load."""
@@ -384,9 +448,18 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     if may_be_transposed not in (True, False) or (may_be_transposed and not stacked):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: may_be_transposed is true or false, on a stack "
                          "of expert matrices only")
+    when = raw.get("when", {})
+    if not isinstance(when, dict) or not all(isinstance(key, str) for key in when):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: when must map config keys to values")
+    hidden_power = raw.get("hidden_power")
+    if hidden_power is not None and (isinstance(hidden_power, bool) or not isinstance(hidden_power, (int, float))
+                                     or role not in ("norm", "weight") or contract is not None):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: hidden_power is a number, on a norm or an "
+                         "emitted weight (no contract)")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
                       tuple(in_memory) if in_memory else None, tuple(layers) if layers else None,
-                      None if norm_offset is None else float(norm_offset), may_be_transposed)
+                      None if norm_offset is None else float(norm_offset), may_be_transposed,
+                      when=tuple(when.items()), hidden_power=None if hidden_power is None else float(hidden_power))
 
 
 def _parse_family(raw: dict) -> Family:
@@ -448,6 +521,7 @@ def _parse_family(raw: dict) -> Family:
         config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
         **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
         **_parse_attention_and_norm_keys(name, raw),
+        per_layer_attention=_parse_per_layer_attention(name, raw.get("per_layer_attention")),
     )
 
 

@@ -1,0 +1,100 @@
+"""Gemma 4's language model (gemma4_text): the layouts its tiny model in tiny_models.py does not show, and the
+features refused in one line (per-layer embeddings, KV sharing), nothing written."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import make_tiny
+
+from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.engine import grow
+from hyperclone.grow.verify import compare_models, load_causal_lm
+
+REL_TOL = 1e-4
+# the dense releases' layout (31B): no experts, keys and values of their own in the full-attention layers
+DENSE = dict(enable_moe_block=False, num_experts=None, top_k_experts=None, moe_intermediate_size=None,
+             attention_k_eq_v=False)
+
+
+def check(src, out):
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match and result.argmax_agreement == 1.0, result
+    return result
+
+
+@pytest.mark.parametrize("options", [dict(width=2, ffn=3, mode="noisy", noise_db=0.0),
+                                     dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100, layers=4,
+                                          mode="uneven")])
+def test_dense_gemma4_grows_exactly(tmp_path, options):
+    src = make_tiny("gemma4_text", tmp_path / "src", **DENSE)
+    out = grow(src, tmp_path / "out", seed=1, **options)
+    check(src, out)
+    grown = load_file(out / "model.safetensors")
+    assert "model.layers.1.self_attn.v_proj.weight" in grown and not any(".experts." in name for name in grown)
+
+
+def test_hub_config_with_global_keys_grows_and_rewrites_them(tmp_path):
+    """The Hub's configs state global_head_dim and num_global_key_value_heads (no per_layer_config): growth reads
+    them through transformers and writes both forms, consistent, into the grown config."""
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    del config["per_layer_config"]
+    config.update(global_head_dim=16, num_global_key_value_heads=2)
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", width=2, layers=4, insert_after=(0,))
+    after = json.loads((out / "config.json").read_text())
+    assert after["global_head_dim"] == 16 and after["num_global_key_value_heads"] == 4
+    assert after["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention", "full_attention"]
+    assert after["per_layer_config"] == {str(i): {"head_dim": 16, "num_key_value_heads": 4} for i in (2, 3)}
+    check(src, out)
+
+
+def test_identity_layer_gets_layer_scalar_one(tmp_path):
+    """layer_scalar multiplies a block's whole output, residual included: an identity block needs it at 1."""
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2, layers=4, insert_after=(1,))
+    source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    assert source["model.layers.1.layer_scalar"].item() != 1.0
+    assert grown["model.layers.2.layer_scalar"].item() == 1.0  # the identity block after layer 1
+    assert torch.equal(grown["model.layers.3.layer_scalar"], source["model.layers.2.layer_scalar"])
+    check(src, out)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(DENSE, hidden_size_per_layer_input=8, vocab_size_per_layer_input=97),
+     "hidden_size_per_layer_input=8 cannot be grown: per-layer embeddings \\(Gemma 4 E2B/E4B"),
+    (dict(DENSE, num_kv_shared_layers=1), "num_kv_shared_layers=1 cannot be grown: KV sharing across the last layers"),
+])
+def test_small_release_features_are_refused(tmp_path, overrides, message):
+    src = make_tiny("gemma4_text", tmp_path / "src", **overrides)
+    with pytest.raises(HyperCloneError, match=message) as refused:
+        grow(src, tmp_path / "out", width=2)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_uneven_global_kv_heads_are_refused(tmp_path):
+    """The full-attention layers' 2 KV heads grow with the query heads: 12 -> 18 heads keeps them whole (3), 10 does
+    not."""
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="num_global_key_value_heads"):
+        grow(src, tmp_path / "out", hidden_size=60, heads=10, kv_heads=5, ffn_size=100)
+    assert not (tmp_path / "out").exists()
+
+
+def test_splitting_experts_is_refused(tmp_path):
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    with pytest.raises(HyperCloneError):
+        grow(src, tmp_path / "out", width=2, experts=8)
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_of_core_verify_is_refused_in_one_line(tmp_path):
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2)
+    with pytest.raises(HyperCloneError, match="out-of-core verify does not run gemma4_text blocks"):
+        verify_out_of_core(src, out)
