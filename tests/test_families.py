@@ -146,7 +146,7 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
     if family.startswith("gemma"):
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
-    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):  # latent attention: one KV head per head
+    if family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe_lite"):  # latent attention: a KV head each
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)
     if family in ("glm4_moe", "dots1"):  # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)

@@ -1,11 +1,11 @@
-"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Mistral 3, Qwen3.5, Qwen2-VL,
-Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma, LLaVA,
-LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision
+"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Gemma 4, Mistral 3, Qwen3.5,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
+LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision
 checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide
 as the language model, grow by copies), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a
-SwiGLU as wide as the language model's MLP and a perceiver resampler over the text width) writes the grown residual
-stream (Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives the source's logits on text
-and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+SwiGLU as wide as the language model's MLP and a perceiver resampler over the text width; Gemma 4's embed_vision)
+writes the grown residual stream (Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives
+the source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -62,6 +62,14 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
         # flattened, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
+    if model_type == "gemma4":  # the processor's flat patch lists (values in [0, 1]), padded to 20 patches: per image
+        # 4x4 patches of 8x8 pixels at their (x, y) positions, then 4 of padding at (-1, -1), pooled 2x2 into 4 soft
+        # tokens; mm_token_type_ids marks the image tokens, which attend to each other both ways
+        grid = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="xy"), -1).reshape(16, 2)
+        positions = torch.cat([grid, torch.full((4, 2), -1)]).expand(images, 20, 2).clone()
+        pixels = torch.cat([torch.rand(images, 16, 3 * 8 * 8, generator=gen), torch.zeros(images, 4, 3 * 8 * 8)], 1)
+        return {"input_ids": text, "pixel_values": pixels, "image_position_ids": positions,
+                "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
     if model_type == "lfm2_vl":  # SigLIP2's flattened patches, 4x4 of 8x8 pixels per image, with their grid
         return {"input_ids": text, "pixel_values": torch.randn(images, 16, 3 * 8 * 8, generator=gen),
                 "spatial_shapes": torch.tensor([[4, 4]] * images),
@@ -119,11 +127,15 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
     GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
     class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
-    by 12 of the 24 model types in all four pairings (their language models are families tests/test_families.py
-    grows in every mode). Why not all 4: at ~0.5 s each they would take ~48 s of this file's time, which is kept under
-    ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of them."""
+    by 12 or 13 of the 25 model types in all four pairings (their language models are families
+    tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s each they would take ~50 s of this file's
+    time, which is kept under ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of
+    them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
+    if model_type == "gemma4" and "layers" in options:  # 3 layers: a new one makes 4; 8 heads over 4 KV heads and 2
+        options = dict(options, layers=4)  # full-attention ones: 1.5x is 12 over 6 and 3, the experts 40 -> 48 wide
+        options |= dict(heads=12, kv_heads=6, ffn_size=96) if "heads" in options else {}
     if model_type.startswith("glm4v") and options.get("hidden_size") == 72:  # the merger's LayerNorm: whole factors
         options = dict(options, hidden_size=96, heads=6, kv_heads=2)
     tied = tied and model_type not in UNTIED_MULTIMODAL  # Mllama's class never ties
@@ -181,6 +193,7 @@ RESIDUAL_WRITERS = {
     "aya_vision": ("multi_modal_projector.linear_2.weight",),
     "cohere2_vision": ("model.multi_modal_projector.linear_2.weight",),
     "gemma3": ("multi_modal_projector.mm_input_projection_weight",),
+    "gemma4": ("model.embed_vision.embedding_projection.weight",),
     "mistral3": ("multi_modal_projector.linear_2.weight",),
     "paligemma": ("multi_modal_projector.linear.weight",),
     "qwen3_5": ("model.visual.merger.linear_fc2.weight",),
@@ -424,6 +437,11 @@ def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
         with pytest.raises(HyperCloneError, match="no causal LM class .* verify in memory"):
             verify_out_of_core(src, out)
         return
+    if model_type == "gemma4":  # as gemma4_text's (tests/test_gemma4.py): its blocks cannot run alone yet
+        with pytest.raises(HyperCloneError, match="out-of-core verify does not run gemma4_text blocks .* verify in "
+                                                  "memory"):
+            verify_out_of_core(src, out)
+        return
     result = verify_out_of_core(src, out)
     assert result.ok and result.kept_equal and len(result.block_rel_err) == layers + 1, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
@@ -447,6 +465,17 @@ def test_multimodal_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="audio_tower.weight is neither the language model's"):
         grow(src, tmp_path / "x", width=2)
     assert not any((tmp_path / n).exists() for n in ("e", "x"))
+
+
+def test_gemma4_per_layer_embeddings_are_refused(tmp_path):
+    """Gemma 4 E2B/E4B (per-layer embeddings, which the multimodal model also fills for image tokens from the pad
+    token's row): refused through the language model's table in one line, nothing written."""
+    text = dict(TINY_MULTIMODAL["gemma4"]["text_config"], hidden_size_per_layer_input=8,
+                vocab_size_per_layer_input=VOCAB)
+    src = make_tiny_multimodal("gemma4", tmp_path / "src", text_config=text)
+    with pytest.raises(HyperCloneError, match="hidden_size_per_layer_input=8 cannot be grown: per-layer embeddings"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("model_type", ["llava", "mllama"])

@@ -35,7 +35,8 @@ SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),  # (config k
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
 # the down projections' factor (m unless sigmoid scores are not renormalised: dots1 keeps each expert's weight);
 # ERNIE 4.5 MoE: softmax plus a correction bias choosing the top k (the bias divided by m, tested below)
-OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
+OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2),
+                "deepseek_v32": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
                 "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)

@@ -153,6 +153,15 @@ TINY_CONFIGS: dict[str, dict] = {
                         qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
                         norm_topk_prob=True, routed_scaling_factor=2.5),
+    # DeepSeek-V3.2: DeepSeek-V3's latent attention and experts plus DeepSeek Sparse Attention's lightning indexer
+    # (its own 8 heads of 8 reading the q latent, one key head reading the residual stream, per-head weights, a
+    # LayerNorm on its key): each query attends to its top 8 keys, so the 64-token checks drop most keys
+    "deepseek_v32": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                         num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
+                         qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
+                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+                         norm_topk_prob=True, routed_scaling_factor=2.5, index_topk=8, index_head_dim=8,
+                         index_n_heads=8),
     # DeepSeek-V2(-Lite): no q LoRA (q_proj reads the residual), biased MLPs, softmax scores not renormalised,
     # group-limited greedy top-k
     "deepseek_v2": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
@@ -350,7 +359,7 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
                  bias=False)
 # Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "dots1", "ernie4_5_moe", "exaone_moe", "flex_olmo",
+MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe", "flex_olmo",
                 "glm4_moe", "glm4_moe_lite", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoeshared",
                 "hunyuan_v1_moe", "llama4_text", "minimax_m2", "mixtral", "olmoe", "phimoe", "qwen2_moe",
                 "qwen3_moe")
@@ -395,6 +404,9 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 buffer.copy_(0.3 * torch.randn(buffer.shape, generator=gen))
             if name.endswith(".layer_scalar"):  # Gemma 4 scales each block's output: an identity block needs 1
                 buffer.copy_(1.0 + 0.3 * torch.randn(buffer.shape, generator=gen))
+            if name.endswith(("vision_tower.std_bias", "vision_tower.std_scale")):  # Gemma 4 standardises soft tokens
+                base = 1.0 if name.endswith("scale") else 0.0
+                buffer.copy_(base + 0.3 * torch.randn(buffer.shape, generator=gen))
 
 
 # Multimodal checkpoints (hyperclone.grow.wrapper): a tiny vision tower and projector around a tiny language model;
@@ -408,6 +420,18 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_hidden_layers=1,
                            image_size=32, patch_size=8),
         mm_tokens_per_image=IMAGE_TOKENS, image_token_index=IMAGE_TOKEN, boi_token_index=91, eoi_token_index=92),
+    # Gemma 4 (text gemma4_text, bidirectional attention over each image's tokens): a tower of 8-pixel patches given
+    # as the processor's flat patch lists with their (x, y) positions, (-1, -1) for padding, pooled 2x2 into soft tokens
+    # (a 32x32 image: 4x4 patches, 4 tokens), scaled by sqrt(32) and standardised (std_bias, std_scale: randomised
+    # below); embed_vision's weightless RMSNorm then embedding_projection write the residual stream; no audio tower
+    "gemma4": dict(
+        text_config=dict(TINY_CONFIGS["gemma4_text"], vocab_size=VOCAB, max_position_embeddings=64,
+                         use_bidirectional_attention="vision"),
+        vision_config=dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_key_value_heads=2,
+                           head_dim=16, num_hidden_layers=1, patch_size=8, pooling_kernel_size=2,
+                           position_embedding_size=16, standardize=True),
+        audio_config=None, image_token_id=IMAGE_TOKEN, boi_token_id=91, eoi_token_id=92, video_token_id=VIDEO_TOKEN,
+        audio_token_id=94, boa_token_id=95, eoa_token_index=96),
     "mistral3": dict(
         text_config=dict(TINY_CONFIGS["mistral"], model_type="mistral", vocab_size=VOCAB, max_position_embeddings=64),
         vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=40, num_attention_heads=2,

@@ -87,8 +87,10 @@ def _latent_dims(dims: dict[str, Any]) -> str:
     if not dims.get("kv_lora"):
         return ""
     q_lora = f"q LoRA {dims['q_lora']}, " if dims.get("q_lora") else ""
+    indexer = (f", sparse-attention indexer {dims['index_heads']} heads of {dims['index_head_dim']} (kept)"
+               if dims.get("index_heads") else "")
     return (f", latent attention: {q_lora}kv LoRA {dims['kv_lora']}, rope {dims['qk_rope']} per head and shared key, "
-            f"value {dims['v_head_dim']} per head (head_dim: the no-rope part)")
+            f"value {dims['v_head_dim']} per head (head_dim: the no-rope part){indexer}")
 
 
 def _ssm_dims(dims: dict[str, Any]) -> str:

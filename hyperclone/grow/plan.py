@@ -142,6 +142,8 @@ class Dims:
     qk_rope: int | None = None  # ... the rope part of each query and key head (head_dim holds the no-rope part)
     v_head_dim: int | None = None  # ... each value head's width
     moe_latent: int | None = None  # a latent MoE's expert input width (Nemotron-H; None: the experts read hidden)
+    index_heads: int | None = None  # DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2): its heads (kept)
+    index_head_dim: int | None = None  # ... and their width (kept: its scores scale by both)
     ssm_heads: int | None = None  # Mamba2 mixers (hybrid state-space families): heads, grown by copies
     ssm_head_dim: int | None = None  # ... each head's width (kept)
     ssm_groups: int | None = None  # ... B/C groups (n_groups, kept): head h reads group h // (heads / groups)
@@ -492,7 +494,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # sizes growth keeps at any width (each head's or state's own width, a kernel, a latent width, the position table):
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
-              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank")
+              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -758,7 +760,9 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
     """DeepSeek's multi-head latent attention. The compressed projections (q_a, kv_a) read the residual stream and
     their widths stay; the up-projections (q_b, kv_b) emit one block per head, and a copied head copies its whole
     block (no-rope part, rope part, value part), so the attention of every copy equals its source head's; o_proj
-    reads the copies divided among them. The rope key is one shared head (MQA-like) and stays."""
+    reads the copies divided among them. The rope key is one shared head (MQA-like) and stays. DeepSeek-V3.2's
+    sparse-attention indexer keeps its own heads and width (its scores scale by both): wq_b reads the kept q latent
+    unchanged, wk and weights_proj read the residual stream like any reader, so it selects the source's keys."""
     nope, rope, value = dims.head_dim, dims.qk_rope, dims.v_head_dim
     if rope is None or value is None:
         raise HyperCloneError("latent attention needs qk_rope_head_dim and v_head_dim in config.json")
@@ -768,6 +772,12 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
             "kv_lora": tile_map(dims.kv_lora, dims.kv_lora), "qk_rope": tile_map(rope, rope)}
     if dims.q_lora is not None:
         maps["q_lora"] = tile_map(dims.q_lora, dims.q_lora)
+    if dims.index_heads is not None:  # DeepSeek Sparse Attention's indexer: its own heads and width, kept
+        if dims.index_head_dim is None:
+            raise HyperCloneError("the sparse-attention indexer needs its head width (index_head_dim) in config.json")
+        width = dims.index_heads * dims.index_head_dim
+        maps.update({"index_q": tile_map(width, width), "index_k": tile_map(dims.index_head_dim, dims.index_head_dim),
+                     "index_heads": tile_map(dims.index_heads, dims.index_heads)})
     return maps
 
 

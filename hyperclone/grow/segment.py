@@ -104,6 +104,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "hunyuan_v1_moe": ("softmax", True),  # HunYuanMoEV1Gate: softmax, topk, divided by the sum
     "deepseek_v2": ("softmax", False),  # DeepseekV2TopkRouter: greedy or group-limited (best expert per group)
     "deepseek_v3": ("sigmoid", "norm_topk_prob"),  # DeepseekV3TopkRouter: correction bias, top-2-sum groups
+    "deepseek_v32": ("sigmoid", "norm_topk_prob"),  # DeepseekV32TopkRouter: DeepSeek-V3's
     "glm4_moe": ("sigmoid", "norm_topk_prob"),
     "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
     "dots1": ("sigmoid", "norm_topk_prob"),

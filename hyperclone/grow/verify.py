@@ -43,12 +43,13 @@ class VerifyResult:
 
 
 def verify_length(config: Any, minimum: int = MIN_LENGTH) -> int:
-    """Tokens per test sequence: past every sliding window and the original context of scaled RoPE,
-    within the model's maximum positions."""
+    """Tokens per test sequence: past every sliding window, the top-k keys of a sparse-attention indexer (so that
+    it drops some) and the original context of scaled RoPE, within the model's maximum positions."""
     length = minimum
-    window = getattr(config, "sliding_window", None)
-    if isinstance(window, int) and window > 0:
-        length = max(length, window + PAST_WINDOW)
+    for key in ("sliding_window", "index_topk"):
+        window = getattr(config, key, None)
+        if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+            length = max(length, window + PAST_WINDOW)
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
     settings = [rope] if isinstance(rope, dict) else []
     if isinstance(rope, dict) and all(isinstance(v, dict) for v in rope.values()):

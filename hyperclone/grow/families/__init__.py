@@ -30,6 +30,10 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   mla_kv           latent attention's key/value up-projection: heads x (head_dim + v_head_dim)
   mla_attn         latent attention's output read by o_proj: heads x v_head_dim
   q_lora, kv_lora, qk_rope   latent attention's compressed widths and its shared rope key: kept
+  index_q, index_k, index_heads   DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2): its query heads x
+                   its head width (wq_b's rows, read from the kept q LoRA latent), its single key head's width (wk's
+                   rows, k_norm), one position per indexer head (weights_proj's rows): kept, as are the config's
+                   index_heads and index_head_dim slots (its scores scale by both, so neither may grow)
   ssm_inner        a Mamba2 mixer's inner width, heads x head_dim (its gate z, its x inside xBC, its gated norm, the
                    input of out_proj): heads are copied, each with its slice, ordered group by group so that every
                    copy stays in its source head's B/C group
@@ -175,7 +179,7 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "ffn_pairs", "dense_ffn",
               "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
-              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn",
+              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
               "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn",
@@ -185,8 +189,10 @@ NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
-                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn")
-LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent")  # latent widths: kept by growth
+                "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
+                "index_heads", "index_head_dim")
+# latent widths and the sparse-attention indexer's heads and head width: kept by growth
+LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -194,7 +200,8 @@ FFN_SLOTS = ("dense_ffn", "shared_ffn", "expert_ffn")  # MLP widths besides ffn;
 REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 # axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "heads", "kv_heads", "head_dim", "q_gate",
-                   "mla_q", "mla_kv", "mla_attn", "global_q", "global_k", "global_v", "global_attn", "global_head_dim")
+                   "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q", "global_k",
+                   "global_v", "global_attn", "global_head_dim")
 FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
                "may_be_transposed", "when", "hidden_power"}
