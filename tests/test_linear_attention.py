@@ -201,3 +201,124 @@ def test_the_gated_norm_states_its_own_offset_and_a_misplaced_one_fails_loudly()
         tensors = [broken if t["name"] == broken["name"] else t for t in raw["tensors"]]
         with pytest.raises(ValueError, match="norm_offset is a number, on a norm only"):
             _parse_family({**raw, "tensors": tensors})
+
+
+# ---- Kimi Linear: Kimi Delta Attention (KDA) between latent-attention layers ---------------------------------------
+
+KDA = "model.layers.0.self_attn."
+
+
+def channels(heads: list[int], width: int = 8) -> torch.Tensor:
+    """The channel indices of whole heads of `width` channels each."""
+    return torch.cat([torch.arange(h * width, (h + 1) * width) for h in heads])
+
+
+@pytest.mark.parametrize("growth, heads", [
+    (dict(width=2), [0, 1, 2, 3, 0, 1, 2, 3]),
+    (dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36), [0, 1, 2, 3, 0, 1]),  # 1.5x: heads copied unevenly
+])
+def test_kimi_delta_attention_copies_whole_heads(tmp_path, growth, heads):
+    """4 KDA heads of 8 (tiny_models): every per-head and per-channel tensor moves with its head (q/k/v rows and
+    their convolutions, the forget gate's up-projection and dt_bias per channel, A_log and beta per head, the output
+    gate's up-projection); the low-rank gates' down-projections keep their rank (head_dim) and divide their columns,
+    the gated norm over a head's width is kept, o_proj reads the copies divided among them."""
+    src = make_tiny("kimi_linear", tmp_path / "src")
+    out = grow(src, tmp_path / "out", mode="symmetric", **growth)
+    before, after = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    rows = channels(heads)
+    for name in ("q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight", "dt_bias", "f_b_proj.weight",
+                 "g_b_proj.weight"):
+        assert torch.equal(after[KDA + name], before[KDA + name][rows]), name
+    assert torch.equal(after[KDA + "A_log"], before[KDA + "A_log"][:, :, heads])
+    assert torch.equal(after[KDA + "o_norm.weight"], before[KDA + "o_norm.weight"])
+    hidden = after["model.embed_tokens.weight"].shape[1]
+    assert after[KDA + "f_a_proj.weight"].shape == after[KDA + "g_a_proj.weight"].shape == (8, hidden)
+    assert after[KDA + "b_proj.weight"].shape == (len(heads), hidden)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["linear_num_heads"], config["linear_head_dim"], config["linear_conv_kernel_dim"]) == (len(heads), 8,
+                                                                                                        3)
+    assert_same_function(src, out)
+
+
+def test_kimi_release_config_grows_in_its_own_keys(tmp_path):
+    """The releases state the KDA heads and the layer pattern only in linear_attn_config (num_heads, head_dim,
+    short_conv_kernel_size; full_attn_layers and kda_layers counted from 1) and the dense prefix as
+    first_k_dense_replace; KimiLinearConfig reads num_heads there over linear_num_heads, so growth writes the grown
+    heads and, under depth growth, both layer lists into it (and the per-layer lists the class would derive)."""
+    src = make_tiny("kimi_linear", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    for key in ("layer_types", "mlp_layer_types", "linear_num_heads", "linear_head_dim", "linear_conv_kernel_dim"):
+        config.pop(key)
+    config["linear_attn_config"] = dict(num_heads=4, head_dim=8, short_conv_kernel_size=3, full_attn_layers=[2],
+                                        kda_layers=[1, 3])
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", width=2, layers=5, insert_after=(0, 1))
+    grown = json.loads((out / "config.json").read_text())
+    assert grown["linear_attn_config"] == dict(num_heads=8, head_dim=8, short_conv_kernel_size=3,
+                                               full_attn_layers=[3, 4], kda_layers=[1, 2, 5])
+    assert grown["layer_types"] == ["linear_attention", "linear_attention", "full_attention", "full_attention",
+                                    "linear_attention"]
+    assert grown["mlp_layer_types"] == ["dense", "dense", "sparse", "sparse", "sparse"]
+    assert_same_function(src, out)
+
+
+def test_kimi_routing_is_unchanged(tmp_path):
+    """DeepSeek-V3's router (sigmoid scores, a correction bias, groups, the top k renormalised and scaled) reads the
+    residual stream: the grown model's router logits and chosen experts are the source's."""
+    src = make_tiny("kimi_linear", tmp_path / "src")
+    out = grow(src, tmp_path / "out", hidden_size=72, heads=9, kv_heads=9, ffn_size=36, mode="uneven", seed=2)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    tokens = torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = source(tokens, output_router_logits=True).router_logits
+        after = grown(tokens, output_router_logits=True).router_logits
+    assert len(before) == len(after) == 2  # the dense first layer has no router
+    for a, b in zip(before, after, strict=True):
+        assert a.shape == b.shape == (48, 4)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        assert torch.equal(a.topk(2, dim=-1).indices.sort(-1).values, b.topk(2, dim=-1).indices.sort(-1).values)
+
+
+def kimi_in_memory_layout(src):
+    """The tiny checkpoint with KDA's convolutions fused and its forget gate moved, as transformers holds them."""
+    from safetensors.torch import save_file
+
+    state = load_file(src / "model.safetensors")
+    state[KDA + "conv1d.weight"] = torch.cat([state.pop(KDA + f"{p}_conv1d.weight") for p in "qkv"])
+    state[KDA + "forget_gate.A_log"] = state.pop(KDA + "A_log")
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("case, message", [
+    ("tied", "Kimi Linear never ties lm_head to the embeddings"),
+    ("in-memory", "Kimi Delta Attention in transformers' in-memory layout"),
+    ("head-dim", "head_dim cannot grow exactly in latent attention"),
+    ("experts", "--experts on a kimi_linear mixture of experts: splitting experts is described for"),
+])
+def test_kimi_refusals(tmp_path, case, message):
+    """What the table does not describe is refused in one line, before anything is written."""
+    src = make_tiny("kimi_linear", tmp_path / "src")
+    options = dict(width=2)
+    if case == "tied":
+        config = json.loads((src / "config.json").read_text())
+        (src / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    elif case == "in-memory":
+        kimi_in_memory_layout(src)
+    elif case == "head-dim":
+        options = dict(head_dim=16)
+    else:
+        options = dict(experts=8)
+    with pytest.raises(HyperCloneError, match=message) as error:
+        grow(src, tmp_path / "out", **options)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_kimi_out_of_core_verify_is_refused_in_one_line(tmp_path):
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny("kimi_linear", tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=2)
+    with pytest.raises(HyperCloneError, match="out-of-core verify does not run kimi_linear blocks") as error:
+        verify_out_of_core(src, out)
+    assert "\n" not in str(error.value)

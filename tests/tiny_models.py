@@ -286,6 +286,17 @@ TINY_CONFIGS: dict[str, dict] = {
                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
                        linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=4, num_experts_per_tok=2,
                        moe_intermediate_size=40, shared_expert_intermediate_size=20),
+    # Kimi Linear: Kimi Delta Attention (gated delta rule with per-channel decay: q/k/v short convolutions, low-rank
+    # forget and output gates, beta per head, a gated norm per head; 4 heads of 8) between latent-attention layers
+    # (DeepSeek-V3's MLA without rope, no q LoRA as in the release), a dense first layer then sigmoid-routed experts
+    # with a correction bias, groups and a shared expert
+    "kimi_linear": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                        num_key_value_heads=6, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3,
+                        layer_types=["linear_attention", "full_attention", "linear_attention"],
+                        mlp_layer_types=["dense", "sparse", "sparse"], linear_num_heads=4, linear_head_dim=8,
+                        linear_conv_kernel_dim=3, num_local_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                        n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5),
     # Ministral 3: Mistral's layout with a sliding window, YaRN rope and Llama 4's per-position query scaling
     # (1 + beta log(1 + floor(position / original_max_position_embeddings))), here changing every 8 positions
     "ministral3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
@@ -368,7 +379,8 @@ MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5
 # scales the chosen experts by a per_expert_scale after renormalising (not described for splitting yet)
 UNSPLIT_MOE_FAMILIES = ("cohere2_moe", "gemma4_text", "lfm2_moe")
 HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Mamba2 mixers among (or beside) attention
-UNTIED_ONLY = ("nemotron_h", "dbrx")  # whose model class never ties the output projection to the embedding
+# whose model class never ties the output projection to the embedding
+UNTIED_ONLY = ("nemotron_h", "dbrx", "kimi_linear")
 UNTIED_CONFIG = ("dbrx",)  # ... and whose config class refuses tie_word_embeddings true (no tied model can be made)
 
 FAMILIES = sorted(TINY_CONFIGS)

@@ -30,7 +30,9 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
 and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds (for periods: in layers that have
 one of those parts). A list may name, with
 ``"indices_too": {"key": "full_attn_idxs", "kind": "attention"}``, an older key that repeats the layers of one kind
-as indices (LFM2): where the config states it, it is rewritten with the list. Under depth growth every new
+as indices (LFM2): where the config states it, it is rewritten with the list; a list of such objects names several,
+each with an optional ``"base"`` (1: the indices count from 1, as Kimi Linear's linear_attn_config.full_attn_layers
+and kda_layers do; a key with dots reaches into a nested config). Under depth growth every new
 block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
 say (stacked copies that break a dense prefix, a copied layer that breaks an interval) is refused in one line.
 Periods are the strictest encoding (one inserted block shifts every later one): an identity block computes the
@@ -59,7 +61,7 @@ class LayerKinds:
     values: tuple[tuple[Any, str], ...] = ()  # list / pattern: config value -> kind (empty: the value is the kind)
     inside: str = ""  # indices / prefix / interval: the kind of the layers named
     outside: str = ""  # ... and of the others
-    indices_too: tuple[str, str] | None = None  # list: (config key, kind) of a key listing that kind's layers too
+    indices_too: tuple[tuple[str, str, int], ...] = ()  # list: (config key, kind, base) of keys listing a kind's layers
     bounds: tuple[str, str] | None = None  # interval: the config keys of the first and last index it may hold
     periods: tuple[tuple[str, str, str, str], ...] = ()  # periods: (period key, offset key, inside, outside) each
 
@@ -97,12 +99,15 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
         raise ValueError(f"family {family}: layer_kinds {encoding} needs inside and outside kinds")
     if encoding == "interval" and not all(isinstance(raw.get(k), str) for k in ("start", "end")):
         raise ValueError(f"family {family}: layer_kinds interval needs the start and end config keys")
-    also = raw.get("indices_too")
-    if also is not None and not (isinstance(also, dict) and set(also) == {"key", "kind"}
-                                 and all(isinstance(v, str) for v in also.values())):
-        raise ValueError(f"family {family}: layer_kinds indices_too must be {{key, kind}}")
+    also = raw.get("indices_too", [])
+    also = [also] if isinstance(also, dict) else also
+    if not isinstance(also, list) or not all(
+            isinstance(a, dict) and {"key", "kind"} <= set(a) <= {"key", "kind", "base"}
+            and isinstance(a["key"], str) and isinstance(a["kind"], str) and a.get("base", 0) in (0, 1) for a in also):
+        raise ValueError(f"family {family}: layer_kinds indices_too must be {{key, kind}} (and base 0 or 1), or a list "
+                         "of them")
     return LayerKinds(encoding, raw[encoding], tuple(values.items()), raw.get("inside", ""), raw.get("outside", ""),
-                      (also["key"], also["kind"]) if also else None,
+                      tuple((a["key"], a["kind"], int(a.get("base", 0))) for a in also),
                       (raw["start"], raw["end"]) if encoding == "interval" else None)
 
 
@@ -159,6 +164,16 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
     return tuple(spec.inside if i < count else spec.outside for i in range(layers))
 
 
+def _nested(config: Any, key: str) -> Any:
+    """A config value by its key, dots reaching into nested configs (None where any part is missing)."""
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
 def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
                       source_layers: int | None = None) -> dict[str, Any]:
     """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding
@@ -173,8 +188,9 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
         entries = [back[kind] for kind in kinds]
         updates = {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
         moved = len(kinds) != len(source)  # (the same layers: the key, if stated, still holds)
-        if spec.indices_too is not None and moved and getattr(config, spec.indices_too[0], None) is not None:
-            updates[spec.indices_too[0]] = [i for i, kind in enumerate(kinds) if kind == spec.indices_too[1]]
+        for key, named, base in spec.indices_too if moved else ():
+            if _nested(config, key) is not None:
+                updates[key] = [i + base for i, kind in enumerate(kinds) if kind == named]
         return updates
     if spec.encoding == "indices":
         return {spec.key: [i for i, kind in enumerate(kinds) if kind == spec.inside]}

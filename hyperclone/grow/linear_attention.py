@@ -14,6 +14,12 @@ the key heads as the groups). out_proj divides each value head's columns among i
 both head counts grow by the hidden size's factor (or to a --to config's counts). Uneven copies are exact too: the
 norm never mixes heads.
 
+Kimi Linear's Kimi Delta Attention (KimiLinearDeltaAttention) is the same per-head recurrence with one head count for
+keys and values (its table names linear_num_heads for both: every head its own group) and a decay per channel: its
+q/k/v projections and their three convolutions, the forget gate's up-projection and dt_bias (lin_v: per channel),
+A_log and b_proj (lin_v_heads) and the output gate's up-projection move with their head; the low-rank gates'
+down-projections keep their rank (lin_v_dim) and read the residual stream.
+
 Axis kinds (hyperclone.grow.families):
   lin_qk      key heads x key head width: the query or the key section of in_proj_qkv and of the conv channels
   lin_v       value heads x value head width: the value section, in_proj_z, out_proj's input

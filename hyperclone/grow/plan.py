@@ -477,6 +477,9 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
     if "head_dim" not in family.config_keys and grown.heads * grown.head_dim != grown.hidden:
         raise HyperCloneError(f"{family.model_type} needs hidden size = heads x head_dim "
                               f"({grown.hidden} != {grown.heads} x {grown.head_dim})")
+    if grown.head_dim != dims.head_dim and "kv_lora" in family.config_keys:  # (Kimi Linear's has no rope at all)
+        raise HyperCloneError(f"head_dim cannot grow exactly in latent attention ({family.model_type}: each head's "
+                              "no-rope, shared-key and value widths are kept); grow the number of heads instead")
     if grown.head_dim != dims.head_dim and family.rope:
         raise HyperCloneError(f"head_dim cannot grow exactly with rotary embeddings ({family.model_type}); "
                               "grow the number of heads instead")

@@ -100,7 +100,10 @@ def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, ex
 # language models whose decoder layers out-of-core verify cannot build and call one at a time yet, and why
 BLOCKS_NOT_RUN_ALONE = {
     "gemma4_text": "a one-layer config fails Gemma 4's KV-sharing check and its layers take per-type rope tables and "
-                   "shared KV states"}
+                   "shared KV states",
+    "kimi_linear": "its checkpoints store Kimi Delta Attention's convolutions and forget gate under other names than "
+                   "the layers hold them (q_conv1d, k_conv1d, v_conv1d fused into one conv1d; f_a_proj, f_b_proj, "
+                   "A_log, dt_bias in a forget_gate module)"}
 
 
 def _family_run_alone(folder: Path, model_type: str, families: dict[str, Any]) -> Any:

@@ -56,7 +56,8 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   q_gate           a gated attention's query projection (Qwen3.5, Qwen3-Next): per query head its query then its
                    output gate, [heads, 2 x head_dim]; the gate multiplies the head's output, so it follows v's width
   lin_qk, lin_v, lin_v_heads, lin_v_dim, lin_qkvz, lin_ba   a gated DeltaNet's widths (linear attention; Qwen3.5,
-                   Qwen3-Next): key and value heads copied as attention heads are (hyperclone.grow.linear_attention)
+                   Qwen3-Next, Kimi Linear's delta attention with one key and value head count): key and value heads
+                   copied as attention heads are (hyperclone.grow.linear_attention)
   expert_ffn       the routed experts' width where ffn is an MLP every layer has beside them (Gemma 4: intermediate_size
                    dense, moe_intermediate_size each expert); grows with ffn; absent (None) in a config without experts
   global_q, global_k, global_v, global_attn, global_head_dim   q, k, v, attn and head_dim of the layers a table's
@@ -82,7 +83,8 @@ compute it, and the grown config states the source's number), ``ssm_state``, ``c
 inner width is expand x hidden, so the channels grow by the hidden size's factor; ``ssm_inner`` may name the key of
 the inner width the config also states, rewritten with it), without the Mamba2 head slots.
 Gated DeltaNet slots: ``lin_k_heads``, ``lin_v_heads``, ``lin_k_dim``, ``lin_v_dim`` (all four, with ``conv_kernel``):
-the key and value head counts grow by the hidden size's factor, the head widths are kept.
+the key and value head counts grow by the hidden size's factor, the head widths are kept (Kimi Linear names one
+key for both counts and one for both widths).
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
