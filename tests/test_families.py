@@ -241,6 +241,17 @@ def test_cohere2_moe_norm_kind_follows_the_config(tmp_path):
         assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
+def test_cohere2_moe_dense_width_left_null(tmp_path):
+    """Cohere2MoeConfig's default prefix_dense_intermediate_size is null: its dense layers are then intermediate_size
+    wide (the family key slot_defaults), grow with the MLP and the grown config states their width; exact."""
+    src = make_tiny("cohere2_moe", tmp_path / "src", prefix_dense_intermediate_size=None)
+    assert json.loads((src / "config.json").read_text()).get("prefix_dense_intermediate_size") is None
+    out = grow(src, tmp_path / "out", width=2, ffn=3)
+    config = json.loads((out / "config.json").read_text())
+    assert config["intermediate_size"] == config["prefix_dense_intermediate_size"] == 120
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
 def test_apertus1p5_pruned_output_projection_is_refused(tmp_path):
     """Apertus 1.5's releases prune the output projection to output_vocab_size rows: not described, refused."""
     src = make_tiny("apertus1p5_text", tmp_path / "src", tied=False, output_vocab_size=90)

@@ -86,9 +86,9 @@ def test_uneven_global_kv_heads_are_refused(tmp_path):
 
 def test_splitting_experts_is_refused(tmp_path):
     src = make_tiny("gemma4_text", tmp_path / "src")
-    with pytest.raises(HyperCloneError):
+    with pytest.raises(HyperCloneError, match="--experts on a gemma4_text mixture of experts") as err:
         grow(src, tmp_path / "out", width=2, experts=8)
-    assert not (tmp_path / "out").exists()
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
 def test_out_of_core_verify_is_refused_in_one_line(tmp_path):
@@ -98,3 +98,15 @@ def test_out_of_core_verify_is_refused_in_one_line(tmp_path):
     out = grow(src, tmp_path / "out", width=2)
     with pytest.raises(HyperCloneError, match="out-of-core verify does not run gemma4_text blocks"):
         verify_out_of_core(src, out)
+
+
+def test_stacking_that_ends_on_a_sliding_layer_is_refused(tmp_path):
+    """Gemma4TextConfig makes the last layer full attention whatever layer_types says: a stack whose last copy is a
+    sliding layer (3 layers [sliding, full, full] stacked to 4) is refused in one line, one that ends full (5) grows
+    exactly."""
+    src = make_tiny("gemma4_text", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="makes the last layer full") as err:
+        grow(src, tmp_path / "four", layers=4, depth_mode="stack")
+    assert "\n" not in str(err.value) and not (tmp_path / "four").exists()
+    out = grow(src, tmp_path / "five", layers=5, depth_mode="stack")
+    assert json.loads((out / "config.json").read_text())["layer_types"][-1] == "full_attention"

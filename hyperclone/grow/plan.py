@@ -194,6 +194,9 @@ def source_dims(family: Family, config: Any) -> Dims:
     optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
                                              *LATENT_SLOTS)
                 if get(slot) is not None}
+    for slot, other in family.slot_defaults:  # a null width the class reads as another's (Cohere2-MoE's dense MLP)
+        if slot not in optional:
+            optional[slot] = {**values, **optional}.get(other)
     for slot in ("experts", "shared_ffn"):  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0), no
         if optional.get(slot) == 0:  # shared MLP (GraniteMoeShared's shared_intermediate_size: 0)
             del optional[slot]
@@ -996,6 +999,11 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     if dims.layer_kinds is not None:
         layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
         grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
+        if family.last_layer_kind is not None and grown.layer_kinds[-1] != family.last_layer_kind:
+            raise HyperCloneError(f"{family.model_type}'s config class makes the last layer {family.last_layer_kind} "
+                                  f"whatever the config says, and this depth growth ends with a "
+                                  f"{grown.layer_kinds[-1]} layer; choose --layers or --insert-after so that the last "
+                                  f"layer stays {family.last_layer_kind}")
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     maps = AxisMaps(family, dims, grown)
     source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts,

@@ -122,6 +122,11 @@ with the reason (a layout or feature the table does not describe exactly, e.g. F
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused. A key's
 refusal may add ``"when": {other key: value, ...}``: it then applies only where those keys have those values too
 (Falcon refuses multi_query false only in the old decoder architecture).
+``slot_defaults``: ``{slot: other slot}`` for MLP widths (dense_ffn, shared_ffn, expert_ffn) a config may leave null
+where the class then uses the other slot's width (Cohere2-MoE's dense layers are intermediate_size wide without
+prefix_dense_intermediate_size); the grown config states the grown width. ``last_layer_kind``: a layer kind the
+config class forces on the last layer whatever the config says (Gemma4TextConfig makes it full attention): depth
+growth whose last layer would be of another kind is refused in one line.
 ``layer_kinds`` (hybrid and partly-dense models): how the config says which kind each block is; a tensor rule with
 ``"layers": [kinds]`` exists only in blocks of those kinds (hyperclone.grow.layer_kinds).
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
@@ -211,7 +216,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
-               "rmsnorm_key", "per_layer_attention"}
+               "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"})
 
@@ -390,6 +395,9 @@ class Family:
     mtp_tensor: str | None = None  # multi-token prediction weights by name (left out of the grown checkpoint)
     mtp_layers_beyond: bool = False  # ... or as decoder layers past num_hidden_layers
     unscaled_attention: bool = False  # scores q.k without 1/sqrt(head_dim) (GPT-Neo): head_dim may not grow
+    last_layer_kind: str | None = None  # the kind the config class forces on the last layer (Gemma 4: full)
+    slot_defaults: tuple[tuple[str, str], ...] = ()  # (slot, slot): a null config value takes the other's, as the
+    # model class does (Cohere2-MoE's dense MLP is intermediate_size wide without prefix_dense_intermediate_size)
     layer_runs: str | None = None  # a per-layer pattern stated as [[pattern, repeats], ...] (GPT-Neo attention_types)
     rmsnorm_key: str | None = None  # set in the config: the norms are RMSNorms with that epsilon (Cohere2-MoE)
     per_layer_attention: PerLayerAttention | None = None  # layers with their own head_dim and KV heads (Gemma 4)
@@ -472,6 +480,7 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
 
 
 def _parse_family(raw: dict) -> Family:
+    """A family table checked and read: long, one line per table key (each parsed by its own helper)."""
     name = raw.get("model_type", "?")
     unknown = set(raw) - FAMILY_KEYS
     if unknown:
@@ -531,7 +540,20 @@ def _parse_family(raw: dict) -> Family:
         **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
         **_parse_attention_and_norm_keys(name, raw),
         per_layer_attention=_parse_per_layer_attention(name, raw.get("per_layer_attention")),
+        **_parse_config_forced(name, raw, config_keys),
     )
+
+
+def _parse_config_forced(name: str, raw: dict, config_keys: dict[str, str]) -> dict[str, Any]:
+    """slot_defaults and last_layer_kind: what the config class settles whatever config.json says."""
+    defaults = raw.get("slot_defaults", {})
+    if not isinstance(defaults, dict) or not all(slot in FFN_SLOTS and other in config_keys and slot in config_keys
+                                                 for slot, other in defaults.items()):
+        raise ValueError(f"family {name}: slot_defaults maps an MLP width slot of the table to another of its slots")
+    last = raw.get("last_layer_kind")
+    if last is not None and (raw.get("layer_kinds") is None or last not in raw["layer_kinds"]["values"].values()):
+        raise ValueError(f"family {name}: last_layer_kind must be one of its layer kinds")
+    return {"slot_defaults": tuple(defaults.items()), "last_layer_kind": last}
 
 
 def _parse_attention_and_norm_keys(name: str, raw: dict) -> dict[str, Any]:
