@@ -48,6 +48,7 @@ from itertools import product
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.config_lookup import config_value
 
 ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods")
 PERIOD_KEYS = {"period", "offset", "inside", "outside"}
@@ -164,16 +165,6 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
     return tuple(spec.inside if i < count else spec.outside for i in range(layers))
 
 
-def _nested(config: Any, key: str) -> Any:
-    """A config value by its key, dots reaching into nested configs (None where any part is missing)."""
-    value = config
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-        if value is None:
-            return None
-    return value
-
-
 def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
                       source_layers: int | None = None) -> dict[str, Any]:
     """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding
@@ -189,7 +180,7 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
         updates = {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
         moved = len(kinds) != len(source)  # (the same layers: the key, if stated, still holds)
         for key, named, base in spec.indices_too if moved else ():
-            if _nested(config, key) is not None:
+            if config_value(config, key) is not None:
                 updates[key] = [i + base for i, kind in enumerate(kinds) if kind == named]
         return updates
     if spec.encoding == "indices":

@@ -218,13 +218,23 @@ def relayout(name: str, source: tuple[tuple[str, str], ...], target: tuple[tuple
     return None
 
 
+def _layout_naming(wrapper: Wrapper, names: list[str]) -> tuple[tuple[str, str], ...] | None:
+    """The first of the wrapper's layouts that names each of the language model's tensors `names` as a distinct
+    family tensor (None: none does)."""
+    for layout in wrapper.layouts:
+        family = {_family_name(layout, name) for name in names}
+        if None not in family and len(family) == len(names):
+            return layout
+    return None
+
+
 def parameter_layout(wrapper: Wrapper, names: list[str]) -> tuple[tuple[str, str], ...]:
     """The layout that names every language-model parameter in `names` (a run's moments, keyed by the class's
     in-memory names, which transformers may store in another layout); a one-line error when none does."""
     text = [n for n in names if not wrapper.is_kept(n) and wrapper.projector_rule(n) is None]
-    for layout in wrapper.layouts:
-        if all(_family_name(layout, n) is not None for n in text):
-            return layout
+    layout = _layout_naming(wrapper, text)
+    if layout is not None:
+        return layout
     unnamed = next(n for n in text if _family_name(wrapper.layouts[-1], n) is None)
     raise HyperCloneError(f"{wrapper.model_type}: the moments name {unnamed}, which no layout of the language model "
                           "in hyperclone's table names")
@@ -236,10 +246,10 @@ def sort_tensors(wrapper: Wrapper, names: list[str] | Any) -> WrappedTensors:
     kept = [n for n in names if wrapper.is_kept(n) and wrapper.projector_rule(n) is None]
     sorted_out = set(kept) | {n for n, _ in projector}
     rest = [n for n in names if n not in sorted_out]
-    for layout in wrapper.layouts:
+    layout = _layout_naming(wrapper, rest)
+    if layout is not None:
         text = {_family_name(layout, stored): stored for stored in rest}
-        if None not in text and len(text) == len(rest):
-            return WrappedTensors(layout, text, tuple(kept), tuple(projector))
+        return WrappedTensors(layout, text, tuple(kept), tuple(projector))
     # name a tensor that the layout naming most of them leaves out
     closest = max(wrapper.layouts, key=lambda layout: sum(_family_name(layout, n) is not None for n in rest))
     unnamed = next((n for n in rest if _family_name(closest, n) is None), None)
@@ -278,16 +288,21 @@ def text_section(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     return text
 
 
-def _through_own_class(model_type: str, text: dict[str, Any]) -> dict[str, Any]:
-    """A text config as its own (non-family) class states it in full, less the rope keys that class does not
-    validate (M-RoPE's sections)."""
+def _config_object(model_type: str, raw: dict[str, Any], what: str) -> Any:
+    """transformers' config object of a config.json dict (left unchanged), or a one-line error naming `what`."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.for_model(model_type, **{k: v for k, v in text.items() if k != "model_type"})
+        return AutoConfig.for_model(model_type, **copy.deepcopy({k: v for k, v in raw.items() if k != "model_type"}))
     except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-        raise HyperCloneError(f"transformers cannot read a {model_type} text config: {reason}") from None
+        raise HyperCloneError(f"transformers cannot read a {model_type} {what}: {reason}") from None
+
+
+def _through_own_class(model_type: str, text: dict[str, Any]) -> dict[str, Any]:
+    """A text config as its own (non-family) class states it in full, less the rope keys that class does not
+    validate (M-RoPE's sections)."""
+    config = _config_object(model_type, text, "text config")
     values = config.to_dict()
     rope = values.get("rope_parameters")
     if isinstance(rope, dict):
@@ -325,15 +340,7 @@ def resolved_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     as stated."""
     if not wrapper.resolved:
         return raw
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.for_model(wrapper.model_type, **copy.deepcopy({k: v for k, v in raw.items()
-                                                                           if k != "model_type"}))
-    except Exception as exc:  # transformers raises ValueError/KeyError/TypeError for bad configs
-        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-        raise HyperCloneError(f"transformers cannot read a {wrapper.model_type} config: {reason}") from None
-    values, resolved = config.to_dict(), dict(raw)
+    values, resolved = _config_object(wrapper.model_type, raw, "config").to_dict(), dict(raw)
     for link in wrapper.resolved:
         value = _dotted(values, link)
         if value is None:

@@ -181,6 +181,7 @@ from importlib import resources
 from typing import Any
 
 from hyperclone.common.errors import HyperCloneError
+from hyperclone.grow.config_lookup import config_value  # re-exported: the tables' callers read it here
 from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "ffn_pairs", "dense_ffn",
@@ -295,26 +296,6 @@ def config_has(config: Any, values: tuple[tuple[str, Any], ...]) -> bool:
     truthiness, as the model code reads the flag (a null new_decoder_architecture is the old architecture)."""
     return all(bool(config_value(config, key)) is value if isinstance(value, bool) else
                config_value(config, key) == value for key, value in values)
-
-
-def config_value(config: Any, key: str, default: Any = None) -> Any:
-    """A config value by its key: an attribute of a transformers config object or an item of a config.json dict; a
-    key with dots reaches into nested configs (DBRX's attn_config.kv_n_heads). `default` where any part is missing;
-    a config.json read without transformers (hyperclone.grow.source.StatedConfig) answers for itself."""
-    stated = getattr(type(config), "stated_value", None)
-    if stated is not None:
-        return stated(config, key, default)
-    value = config
-    for part in key.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif hasattr(type(value), "_getattr_without_heterogeneous_validation"):  # transformers 5: a config with
-            value = value._getattr_without_heterogeneous_validation(part, None)  # per-layer overrides (Gemma 4)
-        else:  # answers its global value; PerLayerAttention reads the layers' own
-            value = getattr(value, part, None)
-        if value is None:
-            return default
-    return value
 
 
 def has_config_key(raw: dict[str, Any], key: str) -> bool:
