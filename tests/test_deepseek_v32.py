@@ -132,3 +132,15 @@ def test_release_refusals(tmp_path):
     with pytest.raises(HyperCloneError, match="cannot read it.*q_lora_rank"):
         grow(src, tmp_path / "out2", width=2)
     assert not (tmp_path / "out2").exists()
+
+
+def test_glm5_shared_indexer_layers_are_refused(tmp_path):
+    """GLM-5 (glm_moe_dsa): a "shared" indexer layer reuses the top-k keys of the last "full" layer before it, so an
+    identity block copying a full layer would choose new keys for it; such configs are refused in one line (the
+    all-"full" default grows in every mode: tests/test_families.py)."""
+    src = make_tiny("glm_moe_dsa", tmp_path / "src", num_hidden_layers=4,
+                    mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                    indexer_types=["full", "shared", "full", "shared"])
+    with pytest.raises(HyperCloneError, match="shared.*indexer layers reuse"):
+        grow(src, tmp_path / "out", layers=5, insert_after=(0,))
+    assert not (tmp_path / "out").exists()

@@ -53,11 +53,14 @@ def rotated(options: list, family_index: int, case_index: int, allowed=lambda op
     return [next(o for o in options[start:] + options[:start] if allowed(o))]
 
 
-# OLMo v1 cannot keep tied embeddings exactly (see test_olmo_tied_keep_is_refused), so that pair is not generated;
-# NemotronH never ties (tests/test_hybrids.py::test_nemotron_h_refusals).
+# OLMo v1 and nanochat cannot keep tied embeddings exactly (their final norms have no weight: see
+# test_olmo_tied_keep_is_refused), so that pair is not generated; NemotronH never ties
+# (tests/test_hybrids.py::test_nemotron_h_refusals).
+TIED_KEEP_REFUSED = ("olmo", "nanochat")
 MATRIX = [(family, mode, width, ffn, tied, tie) for f, family in enumerate(FAMILIES)
           for c, (mode, width, ffn) in enumerate(CASES)
-          for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam == "olmo" and o == (True, "keep"))
+          for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam in TIED_KEEP_REFUSED
+                                                                          and o == (True, "keep"))
                                      and not (fam in UNTIED_ONLY and o[0]))]
 
 
@@ -146,10 +149,13 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
     if family.startswith("gemma"):
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
-    if family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe_lite",  # latent attention: a KV head each
-                  "kimi_linear"):  # (Kimi Linear: its 4 delta-attention heads follow the hidden size to 6)
+    # latent attention: a KV head each (Kimi Linear: its 4 delta-attention heads follow the hidden size to 6)
+    if family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear"):
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)
-    if family in ("glm4_moe", "dots1"):  # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
+    if family in ("youtu", "minicpm3"):  # latent attention (a KV head each) over a dense MLP
+        return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=100)
+    # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
+    if family in ("glm4_moe", "dots1", "hy_v3", "mellum"):
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
     if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
@@ -163,7 +169,7 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96)
     if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
         return dict(hidden_size=72)
-    if family in ("gpt_neox", "gpt2", "gptj", "gpt_neo"):  # no separate KV heads
+    if family in ("gpt_neox", "gpt2", "gptj", "gpt_neo", "persimmon"):  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
     if family == "gpt_bigcode":  # multi-query: the one KV head stays one
         return dict(hidden_size=72, heads=9, ffn_size=100)
@@ -179,7 +185,7 @@ TARGET_CASES = {
 }
 TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c, case in enumerate(TARGET_CASES)
                  for tied in rotated([False, True], f, c, lambda t, fam=family: not (fam in UNTIED_ONLY and t))
-                 if not (family == "olmo" and tied and not case.startswith("depth"))]
+                 if not (family in TIED_KEEP_REFUSED and tied and not case.startswith("depth"))]
 
 
 @pytest.mark.parametrize("family,case,tied", TARGET_MATRIX)
@@ -670,3 +676,17 @@ def test_moe_table_mistakes_fail_loudly(change):
     _parse_family(raw)
     with pytest.raises((ValueError, re.error)):
         _parse_family({**raw, **change})
+
+
+def test_minicpm3_scaled_config(tmp_path):
+    """MiniCPM3 divides its logits by hidden_size / dim_model_base and scales each residual branch by scale_depth /
+    sqrt(num_hidden_layers): the grown config scales both with the width and the depth (scaled_config), and a width
+    that would make dim_model_base fractional is refused in one line, nothing written."""
+    src = make_tiny("minicpm3", tmp_path / "src")
+    out = grow(src, tmp_path / "out", hidden_size=72, heads=9, kv_heads=9, layers=4)
+    config = json.loads((out / "config.json").read_text())
+    assert config["dim_model_base"] == 24 and config["v_head_dim"] == 6
+    assert abs(config["scale_depth"] - 1.7 * 2 ** 0.5) < 1e-12
+    with pytest.raises(HyperCloneError, match="dim_model_base would be 896/48") as error:
+        grow(src, tmp_path / "out2", hidden_size=56, heads=7, kv_heads=7, ffn_size=112)
+    assert "\n" not in str(error.value) and not (tmp_path / "out2").exists()

@@ -1,5 +1,6 @@
-"""Gemma 4's language model (gemma4_text): the layouts its tiny model in tiny_models.py does not show, and the
-features refused in one line (per-layer embeddings, KV sharing), nothing written."""
+"""Gemma 4's language model (gemma4_text): the layouts its tiny model in tiny_models.py does not show (the dense
+releases; E2B/E4B's per-layer embeddings, KV-shared last layers and double-wide MLPs, grown in width exactly), and the
+growths refused in one line, nothing written (E2B/E4B in depth)."""
 
 import json
 
@@ -16,6 +17,12 @@ REL_TOL = 1e-4
 # the dense releases' layout (31B): no experts, keys and values of their own in the full-attention layers
 DENSE = dict(enable_moe_block=False, num_experts=None, top_k_experts=None, moe_intermediate_size=None,
              attention_k_eq_v=False)
+# the small releases' layout (E2B/E4B): dense, per-layer embeddings (8 per layer over their own 97-token vocabulary,
+# packed [vocab, 5 x 8]), the last 2 of 5 layers reusing the keys and values of the last earlier layer of their kind
+# (layer 3 layer 2's, layer 4 layer 1's: no k_proj, v_proj, k_norm of their own)
+SMALL = dict(DENSE, hidden_size_per_layer_input=8, vocab_size_per_layer_input=97, num_hidden_layers=5,
+             layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+                          "full_attention"], num_kv_shared_layers=2)
 
 
 def check(src, out):
@@ -62,15 +69,71 @@ def test_identity_layer_gets_layer_scalar_one(tmp_path):
     check(src, out)
 
 
+@pytest.mark.parametrize("wide,options", [
+    (False, dict(width=2)),
+    (True, dict(width=2, mode="noisy", noise_db=0.0)),
+    (False, dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100, mode="uneven")),
+    (True, dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100, mode="uneven")),
+    (False, dict(width=3, ffn=2)),
+    (True, dict(width=3)),
+])
+def test_small_release_grows_exactly_in_width(tmp_path, wide, options):
+    """E2B/E4B: per-layer embeddings kept (their width, vocabulary and packed table), the per-layer gates reading and
+    the per-layer projections writing the grown residual stream, per_layer_model_projection times sqrt(new/old hidden)
+    (the model scales it by 1/sqrt(hidden)); the KV-shared layers store no keys of their own, and with
+    use_double_wide_mlp their MLPs are twice as wide, each half grown as the MLP."""
+    src = make_tiny("gemma4_text", tmp_path / "src", **SMALL, use_double_wide_mlp=wide)
+    out = grow(src, tmp_path / "out", seed=1, **options)
+    check(src, out)
+    source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    hidden, ffn = grown["model.norm.weight"].shape[0], grown["model.layers.0.mlp.gate_proj.weight"].shape[0]
+    assert not any(f"layers.{i}.self_attn.{part}" in name for name in grown for i in (3, 4)
+                   for part in ("k_proj", "v_proj", "k_norm"))
+    assert "model.layers.2.self_attn.k_proj.weight" in grown
+    assert grown["model.layers.3.mlp.gate_proj.weight"].shape == ((2 if wide else 1) * ffn, hidden)
+    assert grown["model.layers.4.mlp.down_proj.weight"].shape == (hidden, (2 if wide else 1) * ffn)
+    assert torch.equal(grown["model.embed_tokens_per_layer.weight"], source["model.embed_tokens_per_layer.weight"])
+    assert grown["model.layers.1.per_layer_input_gate.weight"].shape == (8, hidden)
+    if "width" in options:  # whole copies: each row sums back to the source's, times sqrt(new/old hidden)
+        projection = grown["model.per_layer_model_projection.weight"].double().sum(1)
+        expected = source["model.per_layer_model_projection.weight"].double().sum(1) * (hidden / 48) ** 0.5
+        assert projection.allclose(expected, atol=1e-5)
+
+
+def test_small_release_in_bf16_is_exact_in_float32(tmp_path):
+    src = make_tiny("gemma4_text", tmp_path / "src", dtype=torch.bfloat16, **SMALL, use_double_wide_mlp=True)
+    out = grow(src, tmp_path / "out", width=2, mode="noisy", seed=7)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["exact_in_storage_dtype"] is True and provenance["output_dtypes"] == ["float32"]
+
+
+def test_small_release_with_stored_shared_keys_grows(tmp_path):
+    """Releases may store k_proj, v_proj and k_norm in the KV-shared layers, which transformers drops on load
+    (_keys_to_ignore_on_load_unexpected): they are grown as any layer's and still unused."""
+    from safetensors.torch import save_file
+
+    src = make_tiny("gemma4_text", tmp_path / "src", **SMALL)
+    tensors = load_file(src / "model.safetensors")
+    for part in ("k_proj.weight", "v_proj.weight", "k_norm.weight"):
+        tensors[f"model.layers.3.self_attn.{part}"] = tensors[f"model.layers.2.self_attn.{part}"].clone()
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    out = grow(src, tmp_path / "out", width=2)
+    assert load_file(out / "model.safetensors")["model.layers.3.self_attn.k_proj.weight"].shape == (64, 96)
+    check(src, out)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (dict(DENSE, hidden_size_per_layer_input=8, vocab_size_per_layer_input=97),
-     "hidden_size_per_layer_input=8 cannot be grown: per-layer embeddings \\(Gemma 4 E2B/E4B"),
-    (dict(DENSE, num_kv_shared_layers=1), "num_kv_shared_layers=1 cannot be grown: KV sharing across the last layers"),
+     "hidden_size_per_layer_input=8 cannot grow in depth: per-layer embeddings \\(Gemma 4 E2B/E4B\\) pack"),
+    (dict(SMALL, hidden_size_per_layer_input=0),
+     "num_kv_shared_layers=2 cannot grow in depth: new layers would change which layers reuse"),
 ])
-def test_small_release_features_are_refused(tmp_path, overrides, message):
+def test_small_release_depth_growth_is_refused(tmp_path, overrides, message):
     src = make_tiny("gemma4_text", tmp_path / "src", **overrides)
     with pytest.raises(HyperCloneError, match=message) as refused:
-        grow(src, tmp_path / "out", width=2)
+        grow(src, tmp_path / "out", width=2, layers=overrides.get("num_hidden_layers", 3) + 1)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "out").exists()
 

@@ -467,15 +467,22 @@ def test_multimodal_refusals(tmp_path):
     assert not any((tmp_path / n).exists() for n in ("e", "x"))
 
 
-def test_gemma4_per_layer_embeddings_are_refused(tmp_path):
-    """Gemma 4 E2B/E4B (per-layer embeddings, which the multimodal model also fills for image tokens from the pad
-    token's row): refused through the language model's table in one line, nothing written."""
+def test_gemma4_per_layer_embeddings_grow_exactly(tmp_path):
+    """Gemma 4 E2B/E4B (per-layer embeddings, which the multimodal model fills for image tokens from the pad token's
+    row, and KV-shared last layers with double-wide MLPs): the language model grows in width as gemma4_text's does
+    (tests/test_gemma4.py), text and image logits the source's; depth growth is refused in one line, nothing
+    written."""
     text = dict(TINY_MULTIMODAL["gemma4"]["text_config"], hidden_size_per_layer_input=8,
-                vocab_size_per_layer_input=VOCAB)
+                vocab_size_per_layer_input=VOCAB, num_kv_shared_layers=1, use_double_wide_mlp=True)
     src = make_tiny_multimodal("gemma4", tmp_path / "src", text_config=text)
-    with pytest.raises(HyperCloneError, match="hidden_size_per_layer_input=8 cannot be grown: per-layer embeddings"):
-        grow(src, tmp_path / "out", width=2)
-    assert not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "out", width=2, mode="noisy", noise_db=0.0)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(source, grown, "gemma4") <= REL_TOL
+    with pytest.raises(HyperCloneError, match="hidden_size_per_layer_input=8 cannot grow in depth: per-layer"):
+        grow(src, tmp_path / "deeper", width=2, layers=4)
+    assert not (tmp_path / "deeper").exists()
 
 
 @pytest.mark.parametrize("model_type", ["llava", "mllama"])
@@ -750,15 +757,16 @@ def test_idefics2_perceiver_norms_need_the_mean_square_kept(tmp_path):
 
 
 @pytest.mark.parametrize("axes,rule", [(["inner*1", "hidden"], {}), (["ffn*2", "hidden"], {}), (["inner*x"], {}),
-                                       (["inner"], {"rms_norm": True}), (["hidden", "kept"], {"rms_norm": True})])
+                                       (["inner"], {"rms_norm": True}), (["hidden", "kept"], {"rms_norm": True}),
+                                       (["hidden"], {"rms_norm": True, "norm": True})])
 def test_projector_axis_kinds_are_checked(axes, rule):
     """The table's projector axes: hidden, inner (or inner*M, M >= 2, the width M x the hidden size), ffn or kept;
-    rms_norm on a norm weight over the hidden axis alone: anything else is a table mistake."""
+    rms_norm on a norm weight over the hidden axis alone, and never beside norm: anything else is a table mistake."""
     from hyperclone.grow.wrapper import _parse
 
     raw = {"text_config": "text_config", "tied_default": False, "text_family": "llama",
            "layouts": [{"model.text_model.": "model."}], "kept": [],
            "projector": [{"name": "^connector\\.w$", "axes": axes, **rule}]}
-    with pytest.raises(ValueError, match="projector axes must be among|rms_norm is for a norm weight"):
+    with pytest.raises(ValueError, match="projector axes must be among|rms_norm is for a norm weight|not both"):
         _parse("x", raw)
     assert _parse("x", {**raw, "projector": [{"name": "^w$", "axes": ["inner*4", "ffn"], "contract": 1}]})

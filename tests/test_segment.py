@@ -38,7 +38,8 @@ SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),  # (config k
 OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2),
                 "deepseek_v32": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
-                "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2)}
+                "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2), "glm_moe_dsa": (dict(topk_group=2), 2),
+                "hy_v3": ({}, 2), "mellum": ({}, 2), "solar_open": (dict(topk_group=2), 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
 SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over

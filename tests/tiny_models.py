@@ -39,7 +39,7 @@ TINY_CONFIGS: dict[str, dict] = {
     # Gemma 4 (text; 26B-A4B's layout): sliding layers (8 heads of 8 over 4 KV heads) and full-attention layers with
     # their own head_dim and KV heads (16 and 2: per_layer_config) whose keys serve as values (attention_k_eq_v), a
     # dense MLP beside 4 experts in every layer, the router scaling its input by 1/sqrt(hidden), a layer_scalar per
-    # layer (randomised below), no per-layer embeddings and no KV sharing (refused: tests/test_gemma4.py)
+    # layer (randomised below), no per-layer embeddings and no KV sharing (E2B/E4B: tests/test_gemma4.py)
     "gemma4_text": dict(hidden_size=48, intermediate_size=80, num_attention_heads=8, num_key_value_heads=4, head_dim=8,
                         global_head_dim=16, num_global_key_value_heads=2, attention_k_eq_v=True, num_hidden_layers=3,
                         layer_types=["sliding_attention", "full_attention", "full_attention"], sliding_window=8,
@@ -169,12 +169,25 @@ TINY_CONFIGS: dict[str, dict] = {
                         qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=2, n_group=2, topk_group=1,
                         topk_method="group_limited_greedy", mlp_bias=True, routed_scaling_factor=1.5),
+    # MiniCPM3: DeepSeek-V2's latent attention (q LoRA) over a dense MLP, embeddings times scale_emb, each residual
+    # branch times scale_depth / sqrt(layers), logits divided by hidden / dim_model_base (grown with them)
+    "minicpm3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=6,
+                     q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=6,
+                     num_hidden_layers=2, attention_bias=True, mlp_bias=True, scale_emb=3.0, scale_depth=1.7,
+                     dim_model_base=16),
     # GLM-4.7-Flash: DeepSeek-V3's latent attention and experts, dense layers listed per layer (mlp_layer_types)
     "glm4_moe_lite": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
                           num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
                           qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3,
                           mlp_layer_types=["dense", "sparse", "sparse"], n_routed_experts=4, num_experts_per_tok=2,
                           n_shared_experts=1, n_group=2, topk_group=1, norm_topk_prob=True),
+    # GLM-5 (glm_moe_dsa): GLM-4.7-Flash's layout plus DeepSeek-V3.2's lightning indexer, its rope interleaved
+    "glm_moe_dsa": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                        num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3,
+                        mlp_layer_types=["dense", "sparse", "sparse"], n_routed_experts=4, num_experts_per_tok=2,
+                        n_shared_experts=1, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                        index_topk=8, index_head_dim=8, index_n_heads=8),
     # GLM-4.5: grouped-query attention with q/k norms, biases and half-rotary heads, DeepSeek-V3's experts
     "glm4_moe": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
                      num_key_value_heads=2, head_dim=8, num_hidden_layers=3, first_k_dense_replace=1,
@@ -194,6 +207,11 @@ TINY_CONFIGS: dict[str, dict] = {
                          num_key_value_heads=2, head_dim=8, num_hidden_layers=3, moe_num_experts=4, moe_k=2,
                          moe_num_shared_experts=2, moe_layer_start_index=1, moe_layer_end_index=-1,
                          moe_layer_interval=1, use_bias=True),
+    # Hy3 (hy_v3): GQA with q/k norms, a dense first layer (mlp_layer_types), experts routed by sigmoid scores plus a
+    # correction bias (stored as mlp.expert_bias, the router as mlp.router.gate), renormalised and scaled, a shared MLP
+    "hy_v3": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                  num_key_value_heads=2, head_dim=8, num_hidden_layers=3, mlp_layer_types=["dense", "sparse", "sparse"],
+                  num_experts=4, num_experts_per_tok=2, num_shared_experts=1, router_scaling_factor=2.5),
     # Hunyuan-A13B: experts and a shared MLP as wide as intermediate_size, q/k norms after rope, softmax top-k
     "hunyuan_v1_moe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
                            head_dim=8, num_hidden_layers=2, num_experts=4, moe_topk=2, use_qk_norm=True),
@@ -344,6 +362,52 @@ TINY_CONFIGS: dict[str, dict] = {
     # partial rotary, biases
     "nemotron": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
                      num_hidden_layers=2, attention_bias=True, mlp_bias=True),
+    # EXAONE 3.x (exaone: Llama's class, the checkpoints' own names transformer.h.N.attn.attention.*, ln_1, c_fc_0)
+    "exaone": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                   num_hidden_layers=2),
+    # InternLM3 (Llama's class; qkv_bias and bias together), IQuest-Coder (Llama's class), CWM (Llama's layout with
+    # sliding and full layers, llama3 rope)
+    "internlm3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                      num_hidden_layers=2, attention_bias=True, mlp_bias=True),
+    "iquestcoder": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                        head_dim=8, num_hidden_layers=2),
+    "cwm": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                num_hidden_layers=2, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=4.0, high_freq_factor=4.0,
+                                     low_freq_factor=1.0, original_max_position_embeddings=16)),
+    # Jais 2: Llama's attention (biases), LayerNorms with bias, a non-gated ReLU² MLP with biases
+    "jais2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                  num_hidden_layers=2),
+    # HyperCLOVA X: Granite's multipliers (logits multiplied), an RMSNorm after each sub-layer (use_post_norm)
+    "hyperclovax": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                        num_hidden_layers=2, embedding_multiplier=3.0, residual_multiplier=0.5,
+                        attention_multiplier=0.2, logits_scaling=2.0, attention_bias=True),
+    # nanochat: weightless RMSNorms (one on the embeddings too), q/k norms after rope, a ReLU² MLP (fc1, fc2), logit
+    # soft cap
+    "nanochat": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                     num_hidden_layers=2, attention_bias=True),
+    # Persimmon: GPT-NeoX's fused [heads, 3, head_dim] query_key_value, LayerNorms with bias over each head's q and k,
+    # partial rotary, a ReLU² MLP, biases
+    "persimmon": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_hidden_layers=2,
+                      qk_layernorm=True),
+    # Mellum: Qwen3-MoE's attention (q/k norms) and router, sliding and full layers (a rope base each), a dense first
+    # layer (mlp_layer_types)
+    "mellum": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                   num_key_value_heads=2, head_dim=8, num_hidden_layers=3, num_experts=4, num_experts_per_tok=2,
+                   mlp_layer_types=["dense", "sparse", "sparse"], sliding_window=8,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    # Solar Open: Llama's attention, GLM-4.5's experts in every layer (sigmoid router with a correction bias, groups,
+    # a shared expert)
+    "solar_open": dict(hidden_size=48, moe_intermediate_size=24, num_attention_heads=6, num_key_value_heads=2,
+                       head_dim=8, num_hidden_layers=2, n_routed_experts=4, num_experts_per_tok=2,
+                       n_shared_experts=1, n_group=2, topk_group=1, norm_topk_prob=True, attention_bias=True,
+                       routed_scaling_factor=2.5),
+    # Youtu-LLM: DeepSeek-V3's latent attention (q LoRA, interleaved rope) over a dense SwiGLU MLP in every layer, tied;
+    # no pad token, as its config's default: YoutuPreTrainedModel._init_weights zeroes the padding row of a loaded
+    # embedding (through .data), so a tied source untied would keep the stored row where the source computes zeros
+    "youtu": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=6, q_lora_rank=24,
+                  kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=2,
+                  pad_token_id=None),
     # Cohere2-MoE: Cohere 2's parallel block (LayerNorms without bias; RMSNorms where rms_norm_eps is set, in
     # tests/test_families.py), sliding layers, logit scale, a dense first layer (with rope forced) then experts with a
     # shared expert averaged in, the top k logits' softmax
@@ -371,9 +435,9 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
 # Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
 MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe", "flex_olmo",
-                "glm4_moe", "glm4_moe_lite", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoeshared",
-                "hunyuan_v1_moe", "llama4_text", "minimax_m2", "mixtral", "olmoe", "phimoe", "qwen2_moe",
-                "qwen3_moe")
+                "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "llama4_text", "minimax_m2", "mixtral", "olmoe",
+                "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open")
 # mixtures of experts whose experts --experts does not split yet (refused in one line: not in segment.ROUTING):
 # Cohere2-MoE's router kind is a config value (expert_selection_fn), LFM2-MoE renormalises with a + 1e-6, Gemma 4
 # scales the chosen experts by a per_expert_scale after renormalising (not described for splitting yet)

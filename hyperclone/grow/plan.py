@@ -159,15 +159,20 @@ class Dims:
     expert_ffn: int | None = None  # the routed experts' width beside an MLP in every layer (Gemma 4)
     global_head_dim: int | None = None  # layers with their own attention (Gemma 4's full attention): head_dim (kept)
     global_kv_heads: int | None = None  # ... and KV heads (grown with the query heads)
+    per_layer_input: int | None = None  # per-layer embeddings (Gemma 4 E2B/E4B): each layer's width (kept)
+    per_layer_vocab: int | None = None  # ... and their vocabulary (kept)
+    kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
 
 
-def check_supported(family: Family, config: Any) -> None:
-    """Refuse a configuration the family table does not describe exactly (the table's "refuse" list)."""
+def check_supported(family: Family, config: Any, depth: bool = False) -> None:
+    """Refuse a configuration the family table does not describe exactly (the table's "refuse" list; `depth`: its
+    refusals of depth growth only)."""
     for refusal in family.refuse:
-        if refusal.applies_to_config(config):
+        if refusal.depth == depth and refusal.applies_to_config(config):
             given = ", ".join(f"{key}={json.dumps(config_value(config, key))}"
                               for key in (refusal.key, *(key for key, _ in refusal.when)))
-            raise HyperCloneError(f"{family.model_type} with {given} cannot be grown: {refusal.reason}")
+            raise HyperCloneError(f"{family.model_type} with {given} cannot {'grow in depth' if depth else 'be grown'}"
+                                  f": {refusal.reason}")
 
 
 def source_dims(family: Family, config: Any) -> Dims:
@@ -197,8 +202,9 @@ def source_dims(family: Family, config: Any) -> Dims:
     for slot, other in family.slot_defaults:  # a null width the class reads as another's (Cohere2-MoE's dense MLP)
         if slot not in optional:
             optional[slot] = {**values, **optional}.get(other)
-    for slot in ("experts", "shared_ffn"):  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0), no
-        if optional.get(slot) == 0:  # shared MLP (GraniteMoeShared's shared_intermediate_size: 0)
+    for slot in ("experts", "shared_ffn", "per_layer_input"):  # no experts at all (Granite-4.0-H-Micro's
+        if optional.get(slot) == 0:  # num_local_experts: 0), no shared MLP (GraniteMoeShared's
+            # shared_intermediate_size: 0), no per-layer embeddings (Gemma 4's hidden_size_per_layer_input: 0)
             del optional[slot]
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -215,11 +221,20 @@ def source_dims(family: Family, config: Any) -> Dims:
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
                 **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS, *GLOBAL_SLOTS)},
-                layer_kinds=kinds,
+                layer_kinds=kinds, kv_shared=_kv_shared_layers(family, config, get("layers")),
                 multi_query=multi_query, **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
 
 
 GLOBAL_SLOTS = ("global_head_dim", "global_kv_heads")
+
+
+def _kv_shared_layers(family: Family, config: Any, layers: int) -> int:
+    """How many last layers reuse earlier layers' keys and values (the table's kv_shared_layers key; 0: none)."""
+    value = 0 if family.kv_shared_layers is None else config_value(config, family.kv_shared_layers) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= layers:
+        raise HyperCloneError(f"config.json: {family.kv_shared_layers} must be a layer count from 0 to {layers}, "
+                              f"got {value!r}")
+    return value
 
 
 def _per_layer_attention_dims(family: Family, config: Any, kinds: tuple[str, ...] | None, heads: int | None,
@@ -326,6 +341,22 @@ def check_dims_fit(family: Family, dims: Dims, tensors: dict[str, TensorInfo]) -
     if dims.layers > len(tensors):
         raise HyperCloneError(f"config.json: {keys.get('layers', 'layers')} = {dims.layers:,} but the checkpoint "
                               f"holds only {len(tensors):,} tensors: config and weights disagree")
+
+
+def _scaled_config(family: Family, config: Any, dims: Dims, grown: Dims) -> dict[str, Any]:
+    """The family's scaled_config values times (new / old) ** p of their slot (MiniCPM3's dim_model_base and
+    scale_depth), so that the factor the model computes from them and the slot stays the source's."""
+    updates: dict[str, Any] = {}
+    for key, slot, power in family.scaled_config:
+        value, old, new = config_value(config, key), getattr(dims, slot), getattr(grown, slot)
+        if value is None:
+            continue
+        if isinstance(value, int) and power in (0.0, 1.0):
+            updates[key] = _ratio(value * new, old, key, f"a {slot} size that keeps {key} x new / {old} whole") \
+                if power else value
+        else:
+            updates[key] = value * (new / old) ** power
+    return updates
 
 
 def _ratio(numerator: int, denominator: int, what: str, give: str) -> int:
@@ -500,7 +531,8 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # sizes growth keeps at any width (each head's or state's own width, a kernel, a latent width, the position table):
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
-              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim")
+              "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim",
+              "per_layer_input", "per_layer_vocab")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -640,10 +672,12 @@ class Plan:
 
 
 def expand_names(family: Family, layers: list[tuple[int, bool]] | int, experts: int | None = None,
-                 kinds: tuple[str, ...] | None = None) -> list[tuple[str, str, TensorRule, bool]]:
+                 kinds: tuple[str, ...] | None = None, shared_from: int | None = None
+                 ) -> list[tuple[str, str, TensorRule, bool]]:
     """(output name, source name, rule, identity layer?) for every tensor the family table describes;
     a name with {expert} once per routed expert; a rule for some layer kinds only in the source blocks of those
-    kinds (`kinds`: the source's)."""
+    kinds (`kinds`: the source's); a kv_shared rule only in the source blocks from `shared_from` on (True) or
+    before it (False)."""
     if isinstance(layers, int):
         layers = [(i, False) for i in range(layers)]
     names = []
@@ -653,6 +687,8 @@ def expand_names(family: Family, layers: list[tuple[int, bool]] | int, experts: 
     for new_index, (src_index, identity) in enumerate(layers):
         for rule in family.tensors:
             if not rule.per_layer or (rule.layers is not None and not has_part(kinds[src_index], rule.layers)):
+                continue
+            if rule.kv_shared is not None and rule.kv_shared != (shared_from is not None and src_index >= shared_from):
                 continue
             for template in _per_expert(rule.name, experts if rule.per_expert else None):
                 names.append((template.replace("{layer}", str(new_index)),
@@ -703,9 +739,14 @@ class AxisMaps:
         if dims.ffn is not None:
             self.by_kind["ffn"] = tile_map(dims.ffn, grown.ffn)
             self.by_kind["ffn_pairs"] = block_map(tile_map(dims.ffn, grown.ffn), tile_map(2, 2))  # gate, up per neuron
+            self.by_kind["ffn_double"] = block_map(tile_map(2, 2), tile_map(dims.ffn, grown.ffn))  # two halves
             if dims.experts:  # every expert's neurons on one axis (DBRX's [experts x ffn, hidden]): copied in its block
                 self.by_kind["experts_ffn"] = block_map(tile_map(dims.experts, dims.experts),
                                                         tile_map(dims.ffn, grown.ffn))
+        if dims.per_layer_input is not None:  # per-layer embeddings (Gemma 4 E2B/E4B): their width, packed, vocabulary
+            packed, vocab = dims.layers * dims.per_layer_input, dims.per_layer_vocab or 0
+            self.by_kind.update(per_layer_input=tile_map(dims.per_layer_input, dims.per_layer_input),
+                                per_layer_packed=tile_map(packed, packed), per_layer_vocab=tile_map(vocab, vocab))
         if dims.heads is not None:
             self.by_kind.update(self._attention_maps(family, dims, grown))
         if dims.conv_kernel is not None:
@@ -934,7 +975,8 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
     tied embedding also becomes a separate output projection."""
     writers = residual_writers(family, dims)
     recipes = []
-    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds):
+    for out_name, src_name, rule, identity in expand_names(family, layers, dims.experts, dims.layer_kinds,
+                                                           dims.layers - dims.kv_shared):
         if src_name not in present:
             continue
         info = present[src_name]
@@ -965,7 +1007,7 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
             scale = a if rule.role == "embedding" else power
             recipes.append(Recipe(out_name, src_name, axis_maps, None, "emit", scale, dtype=info.dtype))
         else:
-            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", dtype=info.dtype))
+            recipes.append(Recipe(out_name, src_name, axis_maps, rule.contract, "linear", power, dtype=info.dtype))
         if rule.role == "embedding" and untie:
             lm_rule = next(r for r in family.tensors if r.role == "lm_head")
             recipes.append(Recipe(lm_rule.name, src_name, maps.for_rule(lm_rule), lm_rule.contract, "linear",
@@ -994,6 +1036,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     dims = source_dims(family, config)
     check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
+    if grown.layers != dims.layers:
+        check_supported(family, config, depth=True)
     layers = layer_plan(dims, grown, spec)
     refitted: list[int] = []
     if dims.layer_kinds is not None:
@@ -1007,7 +1051,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     maps = AxisMaps(family, dims, grown)
     source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts,
-                                                                           dims.layer_kinds)}
+                                                                           dims.layer_kinds,
+                                                                           dims.layers - dims.kv_shared)}
 
     present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
     check_ssm_norm(family, dims, grown, present, source_rules)
@@ -1059,6 +1104,8 @@ def storage_inexact_reason(recipe: Recipe) -> str | None:
             return "output rows scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
         if not bool((in_map.scale[in_map.index >= 0] == 1.0).all()):
             return "input copies scaled by square roots (RMSNorm hidden size not a multiple, or head_dim growth)"
+        if not _is_power_of_two(recipe.scale):
+            return f"weights multiplied by {recipe.scale:.6g} (a factor of the hidden size the model applies grows)"
         return None
     if recipe.kind == "emit":
         if any(bool((m.index < 0).any()) for m in maps):
@@ -1143,6 +1190,7 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
             updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
+    updates.update(_scaled_config(family, config, dims, grown))
     if grown.global_kv_heads is not None:  # the layers' own head_dim and KV heads, where transformers 5 reads them
         rule = family.per_layer_attention
         updates[rule.head_dim], updates[rule.kv_heads] = grown.global_head_dim, grown.global_kv_heads

@@ -107,6 +107,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "deepseek_v32": ("sigmoid", "norm_topk_prob"),  # DeepseekV32TopkRouter: DeepSeek-V3's
     "glm4_moe": ("sigmoid", "norm_topk_prob"),
     "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
+    "glm_moe_dsa": ("sigmoid", "norm_topk_prob"),  # GlmMoeDsaTopkRouter: DeepSeek-V3's
     "dots1": ("sigmoid", "norm_topk_prob"),
     "exaone_moe": ("sigmoid", "norm_topk_prob"),  # ExaoneMoeTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # GraniteMoeHybridTopKRouter: the top k of the logits, then a softmax over those k (= softmax, top k, renormalised)
@@ -120,6 +121,10 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     # shared expert reads the experts' width (intermediate_size), so a split is refused as Hunyuan's
     "llama4_text": ("sigmoid", False),
     "minimax_m2": ("sigmoid", True),  # MiniMaxM2TopKRouter: correction bias, no groups, always renormalised
+    # HYV3TopKRouter: MiniMax-M2's (the sum + 1e-20, below float32's resolution of a sum of sigmoids), then scaled
+    "hy_v3": ("sigmoid", True),
+    "mellum": ("softmax", "norm_topk_prob"),  # MellumTopKRouter: Qwen3-MoE's
+    "solar_open": ("sigmoid", "norm_topk_prob"),  # SolarOpenTopkRouter: GLM-4.5's (DeepSeek-V3's)
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
     # their sum (at least moe_norm_min)

@@ -76,9 +76,13 @@ def grow_tensor(recipe: Recipe, tensor: torch.Tensor, spec: GrowthSpec, noise_po
         return grown
     matrix = tensor if recipe.contract == 1 else tensor.t()
     if recipe.contract == 1:
-        return grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool, out=out)
-    grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool).t()
-    return grown.contiguous() if out is None else out.copy_(grown)
+        grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool, out=out)
+    else:
+        grown = grow_matrix(matrix, out_map, in_map, spec.mode, spec.snr_db, generator, noise_pool).t()
+        grown = grown.contiguous() if out is None else out.copy_(grown)
+    if recipe.scale == 1.0:  # a factor of the hidden size the model applies after the layer (hidden_power)
+        return grown
+    return grown.mul_(recipe.scale) if grown is out else (grown.float() * recipe.scale).to(tensor.dtype)
 
 
 def perturbed(grown: torch.Tensor, target: torch.Tensor | None, name: str, perturbation: Perturbation | None,

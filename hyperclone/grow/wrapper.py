@@ -544,6 +544,9 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
             raise ValueError(f"wrapper {model_type}: unknown projector keys {sorted(set(entry) - RULE_KEYS)}")
         if entry.get("rms_norm") and (list(entry["axes"]) != ["hidden"] or entry.get("contract") is not None):
             raise ValueError(f"wrapper {model_type}: rms_norm is for a norm weight over the hidden axis alone")
+        if entry.get("rms_norm") and entry.get("norm"):
+            raise ValueError(f"wrapper {model_type}: a projector rule is norm (over an inner axis) or rms_norm (over "
+                             f"the hidden axis), not both: {entry['name']}")
         rules.append(ProjectorRule(entry["name"], tuple(entry["axes"]), entry.get("contract"),
                                    bool(entry.get("norm", False)), bool(entry.get("rms_norm", False))))
     for pattern in raw["kept"]:

@@ -63,6 +63,11 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   global_q, global_k, global_v, global_attn, global_head_dim   q, k, v, attn and head_dim of the layers a table's
                    ``per_layer_attention`` names (Gemma 4's full attention): their own head_dim (kept) and KV heads
                    (grown with the query heads), with their own GQA maps over the same query heads
+  ffn_double       an MLP twice as wide as ffn (Gemma 4's use_double_wide_mlp in its KV-shared layers): two halves,
+                   each grown as ffn
+  per_layer_input, per_layer_packed, per_layer_vocab   per-layer embeddings (Gemma 4 E2B/E4B): each layer's width
+                   (hidden_size_per_layer_input), the layers' slices packed in one axis (layers x that width:
+                   embed_tokens_per_layer's columns, per_layer_model_projection's rows) and their vocabulary: kept
   vocab, positions, head_dim                               kept
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
@@ -118,7 +123,8 @@ Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must
 ``rope`` (rotary embeddings: head_dim may only grow without them), and optionally ``refuse``: a list of
 ``{"key": config key, "equals": value, "reason": text}``; a source whose config has that value is refused
 with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi). With
-``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers);
+``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers); with
+``"contains": value``, a config list holding that value is refused (GLM-5's "shared" indexer layers);
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused. A key's
 refusal may add ``"when": {other key: value, ...}``: it then applies only where those keys have those values too
 (Falcon refuses multi_query false only in the old decoder architecture).
@@ -163,11 +169,21 @@ heads, and writes both forms (the keys and per_layer_config, following the layer
 object with per-layer overrides answers config_value with its global values.
 Tensor keys ``when`` ({config key: value, ...}: the model has the tensor only where the config has those values,
 compared as refusals' ``when``; Family.for_config drops the others: Gemma 4's v_proj of full-attention layers only
-without attention_k_eq_v, its experts only with enable_moe_block) and ``hidden_power`` (p, on a norm or an emitted
-weight: the model multiplies the tensor's effect by hidden_size ** p, a factor of the width, as Gemma 4's router
-multiplies its input by hidden_size ** -0.5; growth multiplies the grown tensor by (old / new hidden) ** p, so the
-product is the source's). Role ``layer_scalar``: a stored factor multiplying a block's whole output, residual
+without attention_k_eq_v, its experts only with enable_moe_block) and ``hidden_power`` (p, on a norm or a
+weight, emitted or contracting: the model multiplies the tensor's effect by hidden_size ** p, a factor of the width,
+as Gemma 4's router multiplies its input and its per_layer_model_projection its output by hidden_size ** -0.5; growth
+multiplies the grown tensor by (old / new hidden) ** p, so the product is the source's). Tensor key ``kv_shared``
+(true / false): the tensor exists only in the last layers that reuse earlier layers' keys and values, or only in the
+others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers).
+A refusal with ``"depth": true`` applies only where the number of layers grows.
+Role ``layer_scalar``: a stored factor multiplying a block's whole output, residual
 included (Gemma 4's [1] buffer): kept by width growth, 1 in an identity block.
+``scaled_config``: {config key: {"slot": "hidden" | "layers", "power": p}}: a config value the model divides by that
+slot's size ** p (MiniCPM3's dim_model_base: logits are divided by hidden_size / dim_model_base, p = 1; its
+scale_depth: each residual branch is multiplied by scale_depth / sqrt(num_hidden_layers), p = 0.5); the grown config
+multiplies it by (new / old) ** p, so the model's factor is the source's (an integer value must stay whole); p = 0
+states a value the config class derives from a growing one when config.json leaves it null (MiniCPM3's v_head_dim,
+hidden_size // num_attention_heads by default).
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 """
@@ -190,17 +206,19 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
               "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
-              "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn",
-              "global_q", "global_k", "global_v", "global_attn", "global_head_dim")
+              "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
+              "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
+              "per_layer_input", "per_layer_packed", "per_layer_vocab")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
-                "index_heads", "index_head_dim")
-# latent widths and the sparse-attention indexer's heads and head width: kept by growth
-LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim")
+                "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab")
+# latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary: kept
+LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
+                "per_layer_input", "per_layer_vocab")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -210,16 +228,17 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "heads", "kv_heads", "head_dim", "q_gate",
                    "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q", "global_k",
                    "global_v", "global_attn", "global_head_dim")
-FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn")
+FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn", "ffn_double")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
-               "may_be_transposed", "when", "hidden_power"}
+               "may_be_transposed", "when", "hidden_power", "kv_shared"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
-               "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind"}
+               "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
+               "scaled_config"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
-                     {"key", "unless", "when"})
+                     {"key", "unless", "when"}, {"key", "contains"})
 
 
 @dataclass(frozen=True)
@@ -238,6 +257,7 @@ class TensorRule:
     transposed: bool = False  # this rule is the swapped layout of a may_be_transposed rule (see swapped())
     when: tuple[tuple[str, Any], ...] = ()  # config values under which the model has this tensor (Family.for_config)
     hidden_power: float | None = None  # the model multiplies this tensor's effect by hidden_size ** p (see doc)
+    kv_shared: bool | None = None  # only in layers that reuse (True) / do not reuse (False) earlier layers' keys
 
     def swapped(self) -> TensorRule:
         """The rule of the same stack stored with its last two axes swapped ([experts, in, out] for
@@ -279,6 +299,8 @@ class Refusal:
     unless: tuple[Any, ...] | None = None
     tensor: str | None = None  # a regex over tensor names
     when: tuple[tuple[str, Any], ...] = ()  # other config keys that must have these values too
+    contains: tuple[Any] | None = None  # (value,): a config list holding the value is refused
+    depth: bool = False  # refused only where the number of layers grows
 
     def applies_to_config(self, config: Any) -> bool:
         """Whether a transformers config object is refused (False for a tensor refusal)."""
@@ -286,6 +308,8 @@ class Refusal:
             return False
         if self.unless is not None:
             matches = config_value(config, self.key) not in self.unless
+        elif self.contains is not None:
+            matches = self.contains[0] in (config_value(config, self.key) or ())
         else:
             matches = config_has(config, ((self.key, self.equals),))
         return matches and config_has(config, self.when)
@@ -382,6 +406,8 @@ class Family:
     layer_runs: str | None = None  # a per-layer pattern stated as [[pattern, repeats], ...] (GPT-Neo attention_types)
     rmsnorm_key: str | None = None  # set in the config: the norms are RMSNorms with that epsilon (Cohere2-MoE)
     per_layer_attention: PerLayerAttention | None = None  # layers with their own head_dim and KV heads (Gemma 4)
+    scaled_config: tuple[tuple[str, str, float], ...] = ()  # (key, slot, p): see the module doc (MiniCPM3)
+    kv_shared_layers: str | None = None  # config key: how many last layers reuse earlier layers' keys (Gemma 4)
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, and only the
@@ -451,13 +477,16 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: when must map config keys to values")
     hidden_power = raw.get("hidden_power")
     if hidden_power is not None and (isinstance(hidden_power, bool) or not isinstance(hidden_power, (int, float))
-                                     or role not in ("norm", "weight") or contract is not None):
-        raise ValueError(f"family {family}: tensor {raw['name']!r}: hidden_power is a number, on a norm or an "
-                         "emitted weight (no contract)")
+                                     or role not in ("norm", "weight")):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: hidden_power is a number, on a norm or a weight")
+    kv_shared = raw.get("kv_shared")
+    if kv_shared not in (None, True, False) or (kv_shared is not None and "{layer}" not in raw["name"]):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: kv_shared is true or false, on per-layer tensors")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
                       tuple(in_memory) if in_memory else None, tuple(layers) if layers else None,
                       None if norm_offset is None else float(norm_offset), may_be_transposed,
-                      when=tuple(when.items()), hidden_power=None if hidden_power is None else float(hidden_power))
+                      when=tuple(when.items()), hidden_power=None if hidden_power is None else float(hidden_power),
+                      kv_shared=kv_shared)
 
 
 def _parse_family(raw: dict) -> Family:
@@ -522,7 +551,18 @@ def _parse_family(raw: dict) -> Family:
         **_parse_attention_and_norm_keys(name, raw),
         per_layer_attention=_parse_per_layer_attention(name, raw.get("per_layer_attention")),
         **_parse_config_forced(name, raw, config_keys),
+        scaled_config=_parse_scaled_config(name, raw.get("scaled_config", {})),
     )
+
+
+def _parse_scaled_config(name: str, raw: Any) -> tuple[tuple[str, str, float], ...]:
+    """scaled_config: {key: {"slot": "hidden" | "layers", "power": number}} (see the module doc)."""
+    if not isinstance(raw, dict) or not all(
+            isinstance(entry, dict) and set(entry) == {"slot", "power"} and entry["slot"] in ("hidden", "layers")
+            and isinstance(entry["power"], (int, float)) and not isinstance(entry["power"], bool)
+            for entry in raw.values()):
+        raise ValueError(f"family {name}: scaled_config maps config keys to {{slot: hidden | layers, power: number}}")
+    return tuple((key, entry["slot"], float(entry["power"])) for key, entry in raw.items())
 
 
 def _parse_config_forced(name: str, raw: dict, config_keys: dict[str, str]) -> dict[str, Any]:
@@ -534,7 +574,10 @@ def _parse_config_forced(name: str, raw: dict, config_keys: dict[str, str]) -> d
     last = raw.get("last_layer_kind")
     if last is not None and (raw.get("layer_kinds") is None or last not in raw["layer_kinds"]["values"].values()):
         raise ValueError(f"family {name}: last_layer_kind must be one of its layer kinds")
-    return {"slot_defaults": tuple(defaults.items()), "last_layer_kind": last}
+    shared = raw.get("kv_shared_layers")
+    if shared is not None and not isinstance(shared, str):
+        raise ValueError(f"family {name}: kv_shared_layers is a config key")
+    return {"slot_defaults": tuple(defaults.items()), "last_layer_kind": last, "kv_shared_layers": shared}
 
 
 def _parse_attention_and_norm_keys(name: str, raw: dict) -> dict[str, Any]:
@@ -602,7 +645,9 @@ def _parse_ffn_auto_adjust(family: str, raw: Any) -> dict[str, str] | None:
 def _valid_refusal(raw: Any) -> bool:
     if not isinstance(raw, dict) or not isinstance(raw.get("reason"), str) or not raw["reason"]:
         return False
-    if set(raw) - {"reason"} not in REFUSE_CONDITIONS or not isinstance(raw.get("unless", []), list):
+    if set(raw) - {"reason", "depth"} not in REFUSE_CONDITIONS or not isinstance(raw.get("unless", []), list):
+        return False
+    if raw.get("depth", True) is not True or ("depth" in raw and "key" not in raw):
         return False
     if "when" in raw and not _valid_when(raw["when"]):
         return False
@@ -617,7 +662,8 @@ def _parse_refusal(family: str, raw: Any) -> Refusal:
         re.compile(raw["tensor"])  # a bad pattern fails when the tables load, not when a checkpoint is read
     unless = tuple(raw["unless"]) if "unless" in raw else None
     return Refusal(raw["reason"], raw.get("key"), raw.get("equals"), unless, raw.get("tensor"),
-                   tuple(raw.get("when", {}).items()))
+                   tuple(raw.get("when", {}).items()), (raw["contains"],) if "contains" in raw else None,
+                   bool(raw.get("depth", False)))
 
 
 def _load_all() -> dict[str, Family]:
