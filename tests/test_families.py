@@ -137,14 +137,17 @@ def test_noise_is_seeded(tmp_path):
 def reachable_target(family: str) -> dict:
     """A target 1.5x wider with uneven head copies, for every family that allows it.
 
-    OPT and OLMo hard-code their LayerNorm epsilon, so their hidden size can only grow by whole multiples
-    (see test_fixed_eps_layernorm_refuses_uneven_hidden); their uneven growth is in heads (OPT, whose
-    head_dim may grow without RoPE) and MLP width.
+    OPT and OLMo hard-code their LayerNorm epsilon, and Phi's and Persimmon's q/k LayerNorms over head_dim share
+    the hidden LayerNorms' epsilon that uneven growth rescales, so their hidden size can only grow by whole
+    multiples (see test_fixed_eps_layernorm_refuses_uneven_hidden); their uneven growth is in heads (OPT, whose
+    head_dim may grow without RoPE; Phi's KV heads 2 -> 3) and MLP width.
     """
     if family == "opt":
         return dict(hidden_size=96, heads=8, ffn_size=100)  # head_dim 8 -> 12, heads 6 -> 8
-    if family == "olmo":
+    if family in ("olmo", "persimmon"):
         return dict(hidden_size=96, heads=12, ffn_size=100)
+    if family == "phi":
+        return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
     if family == "gemma4_text":  # 8 heads over 4 KV heads (sliding) and 2 (full attention); experts 40 wide -> 48
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
     if family.startswith("gemma"):
@@ -155,14 +158,17 @@ def reachable_target(family: str) -> dict:
     if family in ("youtu", "minicpm3"):  # latent attention (a KV head each) over a dense MLP
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=100)
     # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
-    if family in ("glm4_moe", "dots1", "hy_v3", "mellum"):
+    if family in ("glm4_moe", "dots1", "hy_v3", "mellum", "afmoe"):
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
     if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
     if family == "nemotron_h":  # as Falcon-H1; experts 24 wide: 1.5x keeps the dense MLP (80) and shared (40) whole
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=36)
-    if family in ("bamba", "granitemoehybrid"):  # ... and head_dim is hidden / heads: uneven KV groups instead
+    # ... and head_dim is hidden / heads: uneven KV groups instead
+    if family in ("bamba", "granitemoehybrid", "olmo_hybrid"):
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
+    if family == "jetmoe":  # its RMSNorms' epsilon is fixed; query heads are KV heads x top k (2)
+        return dict(hidden_size=96, heads=6, kv_heads=3, ffn_size=60)
     if family == "dbrx":  # its LayerNorms' epsilon is fixed: uneven KV groups and experts' widths instead
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=60)
     if family == "mamba2":  # no attention, no MLP: Mamba2 heads whole copies under the gated norm
@@ -206,11 +212,18 @@ def test_target_shape_preserves_function(tmp_path, family, case, tied):
         assert grown.config.num_attention_heads == options["heads"]
 
 
-@pytest.mark.parametrize("family", ["opt", "olmo"])
-def test_fixed_eps_layernorm_refuses_uneven_hidden(tmp_path, family):
+@pytest.mark.parametrize("family,message", [("opt", "epsilon is fixed"), ("olmo", "epsilon is fixed"),
+                                            ("phi", r"layers\.0\.self_attn\.k_layernorm\.bias normalises over "
+                                                    "another axis with the same layer_norm_eps"),
+                                            ("persimmon", "k_layernorm.bias normalises over another axis")])
+def test_fixed_eps_layernorm_refuses_uneven_hidden(tmp_path, family, message):
+    """Uneven hidden growth rescales the LayerNorms' epsilon (the hidden LayerNorms then see the source's mean
+    square); a fixed epsilon, or one that q/k LayerNorms over head_dim share, cannot follow: refused in one line.
+    (Persimmon's q/k norms at an epsilon of 0.5, grown 48 -> 72 without the refusal: 4.5e-3 relative logit error.)"""
     src = make_tiny(family, tmp_path / "src")
-    with pytest.raises(HyperCloneError, match="epsilon is fixed"):
-        grow(src, tmp_path / "out", hidden_size=72, heads=9)
+    with pytest.raises(HyperCloneError, match=message) as err:
+        grow(src, tmp_path / "out", hidden_size=72, heads=9, **({"kv_heads": 3} if family == "phi" else {}))
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -414,7 +427,9 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
         before = source(tokens, output_router_logits=True).router_logits
         after = grown(tokens, output_router_logits=True).router_logits
     top_k = getattr(source.config, "num_experts_per_tok", None) or source.config.top_k_experts  # Gemma 4's name
-    routed = sum(name.endswith(".experts") for name, _ in source.named_modules())
+    # (JetMoE routes twice a layer: its attention experts, self_attention.experts, and its MLP experts, mlp)
+    routed = sum(name.endswith(".experts") or type(module).__name__ == "JetMoeMoE"
+                 for name, module in source.named_modules())
     assert len(before) == len(after) == routed and top_k == 2  # DeepSeek and GLM's dense layers have no router
     for a, b in zip(before, after, strict=True):
         assert a.shape == b.shape == (48, 4)
@@ -442,7 +457,8 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     grown = load_causal_lm(out)
     routers = [p for name, p in grown.named_parameters()
                if name.endswith((".gate.weight", ".gate.wg.weight", ".block_sparse_moe.router.weight",
-                                 ".mlp.router.weight", ".feed_forward.router.weight", ".router.proj.weight"))]
+                                 ".router.layer.weight", ".mlp.router.weight", ".feed_forward.router.weight",
+                                 ".router.proj.weight"))]
     assert routers and all(p.shape == (4, 96) for p in routers)
     if family == "gpt_oss":  # experts stacked [experts, in, out], gate and up interleaved on the last axis
         experts_of = dict(grown.named_parameters())
@@ -690,3 +706,27 @@ def test_minicpm3_scaled_config(tmp_path):
     with pytest.raises(HyperCloneError, match="dim_model_base would be 896/48") as error:
         grow(src, tmp_path / "out2", hidden_size=56, heads=7, kv_heads=7, ffn_size=112)
     assert "\n" not in str(error.value) and not (tmp_path / "out2").exists()
+
+
+def test_afmoe_embedding_multiplier_follows_mup_enabled(tmp_path):
+    """AFMoE multiplies its embeddings by sqrt(hidden_size) only with mup_enabled (embedding_scale_when): the tiny
+    model has it on (the matrices above); off, the embeddings grow unscaled. Both exact at 1.5x the width."""
+    src = make_tiny("afmoe", tmp_path / "src", mup_enabled=False)
+    out = grow(src, tmp_path / "out", hidden_size=72, heads=9, kv_heads=3, ffn_size=36, mode="uneven")
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
+def test_hy_v3_optional_biases_and_a_default_shared_expert_count(tmp_path):
+    """Hy3 with attention_bias and mlp_bias (o_proj, the dense and shared MLPs' biases: optional in the table) grows
+    exactly; --experts on a config.json that leaves num_shared_experts at the class default (1) reads the count off
+    the source's widths instead of failing on the missing key, and the split is exact."""
+    src = make_tiny("hy_v3", tmp_path / "src", attention_bias=True, mlp_bias=True)
+    out = grow(src, tmp_path / "out", width=2, mode="noisy")
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    plain = make_tiny("hy_v3", tmp_path / "plain")
+    config = json.loads((plain / "config.json").read_text())
+    assert config.pop("num_shared_experts") == 1
+    (plain / "config.json").write_text(json.dumps(config))
+    split = grow(plain, tmp_path / "split", experts=2 * config["num_experts"])
+    assert json.loads((split / "config.json").read_text())["num_shared_experts"] == 2
+    assert compare_models(load_causal_lm(plain), load_causal_lm(split), tolerance=REL_TOL).ok

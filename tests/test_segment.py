@@ -39,7 +39,8 @@ OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2),
                 "deepseek_v32": (dict(topk_group=2), 2), "glm4_moe": ({}, 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
                 "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2), "glm_moe_dsa": (dict(topk_group=2), 2),
-                "hy_v3": ({}, 2), "mellum": ({}, 2), "solar_open": (dict(topk_group=2), 2)}
+                "hy_v3": ({}, 2), "mellum": ({}, 2), "solar_open": (dict(topk_group=2), 2),
+                "afmoe": ({}, 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
 SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
@@ -185,6 +186,15 @@ def test_phimoe_sparsemixer_is_not_split(tmp_path):
     the same expert. Refused in one line, nothing written."""
     src = make_tiny("phimoe", tmp_path / "src")
     with pytest.raises(HyperCloneError, match="sparsemixer") as error:
+        grow(src, tmp_path / "out", width=1, experts=8)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_jetmoe_attention_experts_are_not_split(tmp_path):
+    """JetMoE's num_local_experts also counts its attention experts, which have no MLP width: refused in one line."""
+    src = make_tiny("jetmoe", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="attention experts") as error:
         grow(src, tmp_path / "out", width=1, experts=8)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()

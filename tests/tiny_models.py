@@ -212,6 +212,19 @@ TINY_CONFIGS: dict[str, dict] = {
     "hy_v3": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
                   num_key_value_heads=2, head_dim=8, num_hidden_layers=3, mlp_layer_types=["dense", "sparse", "sparse"],
                   num_experts=4, num_experts_per_tok=2, num_shared_experts=1, router_scaling_factor=2.5),
+    # AFMoE (Arcee Trinity): q/k norms, a sigmoid output gate per attention channel, rope on sliding layers only,
+    # post-norms, a dense first layer, sigmoid routing with an expert_bias, renormalised and scaled, shared experts,
+    # muP's sqrt(hidden) embedding multiplier
+    "afmoe": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                  num_key_value_heads=2, head_dim=8, num_hidden_layers=3, num_dense_layers=1, num_experts=4,
+                  num_experts_per_tok=2, num_shared_experts=1, route_scale=2.5, sliding_window=8,
+                  layer_types=["sliding_attention", "full_attention", "sliding_attention"], mup_enabled=True,
+                  attention_bias=True),
+    # JetMoE: a mixture of attention heads (each expert its own query and output projections over the shared KV heads,
+    # top-k experts' queries side by side) and of MLPs (stacked [experts, out, in] like Granite's), each adding a bias;
+    # its layers' RMSNorms hard-code their epsilon (the hidden size grows by whole multiples)
+    "jetmoe": dict(hidden_size=48, intermediate_size=40, num_key_value_heads=2, kv_channels=8, num_local_experts=4,
+                   num_experts_per_tok=2, num_hidden_layers=2),
     # Hunyuan-A13B: experts and a shared MLP as wide as intermediate_size, q/k norms after rope, softmax top-k
     "hunyuan_v1_moe": dict(hidden_size=48, intermediate_size=40, num_attention_heads=6, num_key_value_heads=2,
                            head_dim=8, num_hidden_layers=2, num_experts=4, moe_topk=2, use_qk_norm=True),
@@ -304,6 +317,14 @@ TINY_CONFIGS: dict[str, dict] = {
                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
                        linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=4, num_experts_per_tok=2,
                        moe_intermediate_size=40, shared_expert_intermediate_size=20),
+    # OLMo Hybrid: gated DeltaNet layers (separate q/k/v/a/b/g projections, q/k/v short convolutions stored apart, a
+    # gated norm per value head; beta doubled) beside OLMo 3's attention (q/k norms over the whole projection,
+    # post-norms), head_dim hidden / heads; key and value widths equal (16), as transformers 5.25's save_pretrained
+    # splits the fused conv1d into three equal parts
+    "olmo_hybrid": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                        num_hidden_layers=3, layer_types=["linear_attention", "full_attention", "linear_attention"],
+                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                        linear_value_head_dim=4, linear_conv_kernel_dim=3),
     # Kimi Linear: Kimi Delta Attention (gated delta rule with per-channel decay: q/k/v short convolutions, low-rank
     # forget and output gates, beta per head, a gated norm per head; 4 heads of 8) between latent-attention layers
     # (DeepSeek-V3's MLA without rope, no q LoRA as in the release), a dense first layer then sigmoid-routed experts
@@ -434,10 +455,10 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
                  bias=False)
 # Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
-MOE_FAMILIES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe", "flex_olmo",
-                "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "llama4_text", "minimax_m2", "mixtral", "olmoe",
-                "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open")
+MOE_FAMILIES = ("afmoe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe",
+                "flex_olmo", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jetmoe", "llama4_text", "minimax_m2", "mixtral",
+                "olmoe", "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open")
 # mixtures of experts whose experts --experts does not split yet (refused in one line: not in segment.ROUTING):
 # Cohere2-MoE's router kind is a config value (expert_selection_fn), LFM2-MoE renormalises with a + 1e-6, Gemma 4
 # scales the chosen experts by a per_expert_scale after renormalising (not described for splitting yet)

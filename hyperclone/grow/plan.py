@@ -852,6 +852,20 @@ def _mamba1_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
             "ssm_state": tile_map(dims.ssm_state, dims.ssm_state), "dt_rank": tile_map(dims.dt_rank, dims.dt_rank)}
 
 
+def check_shared_epsilon(family: Family, dims: Dims, grown: Dims, maps: AxisMaps, present: dict[str, TensorInfo],
+                         rules: dict[str, TensorRule]) -> None:
+    """Refuse a hidden size that is not a whole multiple where LayerNorms over another axis (Persimmon's, Cohere's
+    and Phi's per-head q/k norms over head_dim) read the epsilon that growth rescales for the hidden LayerNorms: theirs
+    would change with it."""
+    if maps.layernorm_scale == 1.0 or family.norm_eps_key is None:
+        return
+    other = sorted(name for name in present if rules[name].role == "norm" and rules[name].axes[0] != ("hidden",))
+    if other:
+        raise HyperCloneError(f"{family.model_type}: {other[0]} normalises over another axis with the same "
+                              f"{family.norm_eps_key} that a hidden size not a multiple of {dims.hidden} rescales "
+                              f"(to {grown.hidden}), so it would not be exact; grow the hidden size by a whole factor")
+
+
 def check_ssm_norm(family: Family, dims: Dims, grown: Dims, present: dict[str, TensorInfo],
                    rules: dict[str, TensorRule]) -> None:
     """Refuse uneven Mamba2 head copies under a gated RMSNorm: it normalises over each group's heads, so a head
@@ -885,7 +899,8 @@ def residual_writers(family: Family, dims: Dims | None = None) -> set[str]:
     """Per-layer tensors that write a block's output into the residual stream (zeroed in identity blocks):
     matrices whose emitted axis is the hidden size, and their biases (a MoE's experts writing its latent width
     when it has none, so they write the residual stream). A bias is `<name>.bias` beside `<name>.weight`, or
-    `<name>_bias` beside a parameter without a suffix (GPT-OSS experts' down_proj_bias)."""
+    `<name>_bias` beside a parameter without a suffix (GPT-OSS experts' down_proj_bias), or the bias of the module
+    holding the writer, `<module>.bias` beside `<module>.<writer>.weight` (JetMoE's experts add mlp.bias)."""
     written = {("hidden",)} | ({("moe_latent",)} if dims is not None and dims.moe_latent is None else set())
     writers = set()
     for rule in family.tensors:
@@ -893,6 +908,7 @@ def residual_writers(family: Family, dims: Dims | None = None) -> set[str]:
             writers.add(rule.name)
             base = rule.name.removesuffix(".weight")
             writers.add(base + ".bias" if base != rule.name else rule.name + "_bias")
+            writers.add(base.rsplit(".", 1)[0] + ".bias")
     return writers
 
 
@@ -1056,6 +1072,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
 
     present = check_source_tensors(family, dims, tensors, tied, maps, source_rules)
     check_ssm_norm(family, dims, grown, present, source_rules)
+    check_shared_epsilon(family, dims, grown, maps, present, source_rules)
 
     a = embedding_multiplier_ratio(family, dims, grown)
     tied_output = tied and spec.tie == "keep"

@@ -124,6 +124,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     # HYV3TopKRouter: MiniMax-M2's (the sum + 1e-20, below float32's resolution of a sum of sigmoids), then scaled
     "hy_v3": ("sigmoid", True),
     "mellum": ("softmax", "norm_topk_prob"),  # MellumTopKRouter: Qwen3-MoE's
+    "afmoe": ("sigmoid", True),  # AfmoeTokenChoiceRouter: Hy3's (expert_bias, the sum + 1e-20, route_scale)
     "solar_open": ("sigmoid", "norm_topk_prob"),  # SolarOpenTopkRouter: GLM-4.5's (DeepSeek-V3's)
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
@@ -132,6 +133,9 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
 }
 # Routers whose experts cannot be split exactly, with the reason (refused in one line)
 NOT_SPLIT = {
+    # JetMoE: num_local_experts counts its attention experts (a query and an output projection each) as well as its
+    # MLP experts, and the attention experts have no MLP width to cut
+    "jetmoe": "its expert count also counts its attention experts, which have no MLP width to cut into segments",
     # PhimoeTopKRouter (sparsemixer): the best expert, then the best of the rest, each weighed by a softmax over the
     # logits near it; the rest would hold the chosen expert's other segments, equal to it
     "phimoe": "its sparsemixer router takes the best expert and then the best other one, which would be a second "
@@ -379,7 +383,9 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
     shared = family.config_keys.get("shared_ffn", "")
     factors = shared.split("*")
     if len(factors) == 2 and factors[1] == family.config_keys["ffn"]:  # DeepSeek: n_shared_experts * expert width
-        updates[factors[0]] = config[factors[0]] * m  # the shared experts keep their width as each expert's shrinks
+        # the shared experts keep their width as each expert's shrinks; their count read off the source's widths (a
+        # config.json may leave it at the class default)
+        updates[factors[0]] = plan.source.shared_ffn // plan.source.ffn * m
     reason = storage_reason(plan.recipes, m)
     if reason is not None and plan.spec.dtype == "source":
         plan.storage_inexact.append(reason)

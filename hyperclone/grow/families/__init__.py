@@ -186,6 +186,9 @@ states a value the config class derives from a growing one when config.json leav
 hidden_size // num_attention_heads by default).
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
+``embedding_scale_when``: {config key: value, ...}: the embedding multiplier applies only where the config has those
+values (AFMoE multiplies its embeddings by sqrt(hidden_size) only with mup_enabled); Family.for_config drops it
+elsewhere.
 """
 
 from __future__ import annotations
@@ -236,7 +239,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
-               "scaled_config"}
+               "scaled_config", "embedding_scale_when"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -384,6 +387,7 @@ class Family:
     rope: bool
     ignore: tuple[str, ...] = ()
     embedding_scale: str = "none"  # "none" or "sqrt_hidden" (Gemma multiplies embeddings by sqrt(hidden_size))
+    embedding_scale_when: tuple[tuple[str, Any], ...] = ()  # config values under which embedding_scale applies
     norm_offset: float = 0.0  # Gemma's RMSNorm applies (offset + weight)
     tied_default: bool = False  # transformers' default of tie_word_embeddings for this family
     final_norm_parametric: bool = True  # False when the final norm has no weight (OLMo v1)
@@ -410,9 +414,11 @@ class Family:
     kv_shared_layers: str | None = None  # config key: how many last layers reuse earlier layers' keys (Gemma 4)
 
     def for_config(self, config: Any) -> Family:
-        """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, and only the
-        tensors whose ``when`` holds in the config."""
+        """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
+        tensors whose ``when`` holds in the config, and no embedding multiplier where embedding_scale_when fails."""
         family = self
+        if self.embedding_scale_when and not config_has(config, self.embedding_scale_when):
+            family = replace(family, embedding_scale="none")
         if any(rule.when for rule in self.tensors):
             family = replace(family, tensors=tuple(rule for rule in self.tensors if config_has(config, rule.when)))
         if self.rmsnorm_key is None or config_value(config, self.rmsnorm_key) is None:
@@ -477,8 +483,9 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: when must map config keys to values")
     hidden_power = raw.get("hidden_power")
     if hidden_power is not None and (isinstance(hidden_power, bool) or not isinstance(hidden_power, (int, float))
-                                     or role not in ("norm", "weight")):
-        raise ValueError(f"family {family}: tensor {raw['name']!r}: hidden_power is a number, on a norm or a weight")
+                                     or role not in ("norm", "weight") or len(axes) > 2):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: hidden_power is a number, on a norm or a weight "
+                         "of at most two axes (growth does not scale stacked expert tensors)")
     kv_shared = raw.get("kv_shared")
     if kv_shared not in (None, True, False) or (kv_shared is not None and "{layer}" not in raw["name"]):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: kv_shared is true or false, on per-layer tensors")
@@ -504,6 +511,8 @@ def _parse_family(raw: dict) -> Family:
         raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
     if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
         raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
+    if not _valid_when(raw.get("embedding_scale_when", {"-": 0})):
+        raise ValueError(f"family {name}: embedding_scale_when must map config keys to values")
     tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
     if any(t.per_expert for t in tensors) and "experts" not in config_keys:
         raise ValueError(f"family {name}: {{expert}} tensor names need the experts config slot")
@@ -535,6 +544,7 @@ def _parse_family(raw: dict) -> Family:
         rope=raw["rope"],
         ignore=tuple(raw.get("ignore", ())),
         embedding_scale=raw.get("embedding_scale", "none"),
+        embedding_scale_when=tuple(raw.get("embedding_scale_when", {}).items()),
         norm_offset=float(raw.get("norm_offset", 0.0)),
         tied_default=bool(raw.get("tied_default", False)),
         final_norm_parametric=bool(raw.get("final_norm_parametric", True)),
