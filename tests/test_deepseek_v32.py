@@ -134,19 +134,25 @@ def test_release_refusals(tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
-def test_glm5_shared_indexer_layers_grow_in_width_only(tmp_path):
+def test_glm5_shared_indexer_layers_grow_exactly(tmp_path):
     """GLM-5 (glm_moe_dsa): a "shared" indexer layer reuses the top-k keys of the last "full" layer before it. Width
-    growth keeps every layer's keys, so it is exact (x2 and 1.5x with uneven heads); an identity block copying a
-    full layer would choose new keys for the shared layers after it (measured: 0.68 relative logit error), so depth
-    growth is refused in one line, nothing written."""
+    growth keeps every layer's keys (x2 and 1.5x with uneven heads). An identity block copying a full layer would choose
+    new keys for the shared layers after it (measured: 0.68 relative logit error), so the table's identity_copies makes
+    every identity block after the first layer a copy of a shared layer: no indexer of its own, its attention zeroed,
+    and the shared layers after it keep the same full layer's keys (insertions after a full and after a shared layer;
+    one before the first layer copies that full layer, whose keys the next layer recomputes)."""
     src = make_tiny("glm_moe_dsa", tmp_path / "src", num_hidden_layers=4,
                     mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
                     indexer_types=["full", "shared", "full", "shared"], index_topk=4)
-    for name, options in (("x2", dict(width=2)), ("uneven", dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36))):
+    for name, options in (("x2", dict(width=2)), ("uneven", dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)),
+                          ("after-full", dict(layers=5, insert_after=(0,))),
+                          ("after-both", dict(width=2, layers=6, insert_after=(2, 3))),
+                          ("front", dict(layers=6, insert_after=(-1, 0)))):
         out = grow(src, tmp_path / name, seed=3, **options)
         result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
         assert result.rel_err <= REL_TOL and result.generate_match, (name, result.rel_err)
-    with pytest.raises(HyperCloneError, match="cannot grow in depth: .shared. indexer layers reuse") as err:
-        grow(src, tmp_path / "out", layers=5, insert_after=(0,))
-    assert "\n" not in str(err.value)
-    assert not (tmp_path / "out").exists()
+    config = json.loads((tmp_path / "after-both" / "config.json").read_text())
+    assert config["indexer_types"] == ["full", "shared", "full", "shared", "shared", "shared"]
+    assert config["mlp_layer_types"] == ["dense", "sparse", "sparse", "sparse", "sparse", "sparse"]
+    front = json.loads((tmp_path / "front" / "config.json").read_text())["indexer_types"]
+    assert front == ["full", "full", "shared", "shared", "full", "shared"]

@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, UNSPLIT_MOE_FAMILIES, UNTIED_ONLY, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, OTHER_MOE_FAMILIES, UNTIED_ONLY, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -160,6 +160,8 @@ def reachable_target(family: str) -> dict:
     # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
     if family in ("glm4_moe", "dots1", "hy_v3", "mellum", "afmoe"):
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
+    if family == "mimo_v2_flash":  # ... and 8 heads over 2 KV heads (full) and 4 (sliding): both groups stay whole
+        return dict(hidden_size=72, heads=12, kv_heads=3, ffn_size=36)
     if family == "falcon_h1":  # Mamba2 heads follow the hidden size, and the gated norm needs whole copies
         return dict(hidden_size=96, heads=9, kv_heads=3, ffn_size=100)
     if family == "nemotron_h":  # as Falcon-H1; experts 24 wide: 1.5x keeps the dense MLP (80) and shared (40) whole
@@ -414,7 +416,7 @@ MOE_GROWTHS = {"x2-ffn3-noisy": lambda family: dict(width=2, ffn=3, mode="noisy"
                "uneven-1.5x": lambda family: dict(reachable_target(family), mode="uneven")}
 
 
-@pytest.mark.parametrize("family", [*MOE_FAMILIES, *UNSPLIT_MOE_FAMILIES])
+@pytest.mark.parametrize("family", [*MOE_FAMILIES, *OTHER_MOE_FAMILIES])
 @pytest.mark.parametrize("growth", MOE_GROWTHS)
 def test_moe_routing_is_unchanged(tmp_path, family, growth):
     """The router reads the residual stream like any input projection, so a function-preserving copy of the
@@ -440,7 +442,7 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
     assert compare_models(source, grown, tolerance=REL_TOL).ok
 
 
-@pytest.mark.parametrize("family", [*MOE_FAMILIES, *UNSPLIT_MOE_FAMILIES])
+@pytest.mark.parametrize("family", [*MOE_FAMILIES, *OTHER_MOE_FAMILIES])
 def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
     src = make_tiny(family, tmp_path / "src")
     before = json.loads((src / "config.json").read_text())

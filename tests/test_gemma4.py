@@ -147,11 +147,19 @@ def test_uneven_global_kv_heads_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_splitting_experts_is_refused(tmp_path):
+def test_splitting_experts_cuts_the_experts_own_width(tmp_path):
+    """--experts cuts the routed experts' width (moe_intermediate_size), not the dense MLP's beside them
+    (intermediate_size): x4 with width x2 exactly, x3 refused in one line (40 wide); x2 in test_segment.py."""
     src = make_tiny("gemma4_text", tmp_path / "src")
-    with pytest.raises(HyperCloneError, match="--experts on a gemma4_text mixture of experts") as err:
-        grow(src, tmp_path / "out", width=2, experts=8)
-    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    with pytest.raises(HyperCloneError, match=r"each expert's MLP width \(40\) does not split into 3") as err:
+        grow(src, tmp_path / "refused", width=1, experts=12)
+    assert "\n" not in str(err.value) and not (tmp_path / "refused").exists()
+    out = grow(src, tmp_path / "out", width=2, experts=16, seed=2)  # 40 -> 80 -> 16 experts of 20
+    config = json.loads((out / "config.json").read_text())
+    assert [config[key] for key in ("num_experts", "top_k_experts", "moe_intermediate_size", "intermediate_size")] == [
+        16, 8, 20, 160]
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
 def test_out_of_core_verify_is_refused_in_one_line(tmp_path):

@@ -293,7 +293,7 @@ def kimi_in_memory_layout(src):
     ("tied", "Kimi Linear never ties lm_head to the embeddings"),
     ("in-memory", "Kimi Delta Attention in transformers' in-memory layout"),
     ("head-dim", "head_dim cannot grow exactly in latent attention"),
-    ("experts", "--experts on a kimi_linear mixture of experts: splitting experts is described for"),
+    ("experts", "--experts on kimi_linear with n_group 2 and topk_group 1: its router scores a group by the sum"),
 ])
 def test_kimi_refusals(tmp_path, case, message):
     """What the table does not describe is refused in one line, before anything is written."""

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import MOE_FAMILIES, make_tiny
+from tiny_models import MOE_FAMILIES, OTHER_MOE_FAMILIES, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
@@ -40,7 +40,7 @@ OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
                 "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2), "glm_moe_dsa": (dict(topk_group=2), 2),
                 "hy_v3": ({}, 2), "mellum": ({}, 2), "solar_open": (dict(topk_group=2), 2),
-                "afmoe": ({}, 2)}
+                "afmoe": ({}, 2), "mimo_v2_flash": (dict(topk_group=2), 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
 SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
@@ -53,6 +53,23 @@ HYBRID_WIDTH_KEYS = {"granitemoehybrid": ("intermediate_size", "shared_intermedi
                      "nemotron_h": ("moe_intermediate_size", "moe_shared_expert_intermediate_size"),
                      "qwen3_next": ("moe_intermediate_size", "shared_expert_intermediate_size"),
                      "qwen3_5_moe_text": ("moe_intermediate_size", "shared_expert_intermediate_size")}
+
+
+# Routers of the families kept out of MOE_FAMILIES: (make_tiny overrides, the down projections' factor). LFM2-MoE:
+# sigmoid scores plus expert_bias (repeated) to choose, renormalised with + 1e-6 (a plan note) or not, then scaled;
+# Cohere2-MoE: the top k logits, then a softmax or a sigmoid (renormalised or not) over those k, its shared experts'
+# count times m; Kimi Linear: DeepSeek-V3's router (every group chosen) under other config names (num_expert_group,
+# num_experts_per_token, moe_renormalize); Gemma 4: softmax, top k, renormalised, times per_expert_scale (repeated
+# with the router row), its stacked experts (expert_ffn) beside a dense MLP that keeps its width
+MORE_SPLITS = {"lfm2_moe": ({}, 2), "lfm2_moe-unnormalised": (dict(norm_topk_prob=False), 1),
+               "cohere2_moe": ({}, 2), "cohere2_moe-sigmoid": (dict(expert_selection_fn="sigmoid"), 2),
+               "cohere2_moe-sigmoid-unnormalised": (dict(expert_selection_fn="sigmoid", norm_topk_prob=False), 1),
+               "kimi_linear": (dict(topk_group=2), 2), "gemma4_text": ({}, 2)}
+MORE_KEYS = {"lfm2_moe": ("num_experts", "moe_intermediate_size", "num_experts_per_tok"),  # experts, width, top k
+             "cohere2_moe": ("num_experts", "intermediate_size", "num_experts_per_tok"),
+             "kimi_linear": ("num_experts", "moe_intermediate_size", "num_experts_per_token"),
+             "gemma4_text": ("num_experts", "moe_intermediate_size", "top_k_experts")}
+PER_EXPERT_VECTORS = ("expert_bias", "e_score_correction_bias", "per_expert_scale")  # repeated m times
 
 
 def router_logits(model, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -177,8 +194,9 @@ def test_refusals(tmp_path, options, message):
 
 def test_every_moe_source_can_be_split():
     assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, *SHARED_AS_WIDE, *NOT_SPLIT])
-    hybrids = ["granitemoehybrid", "nemotron_h", "qwen3_next", "qwen3_5_moe_text"]
-    assert sorted([*ROUTING, *NOT_SPLIT]) == sorted([*MOE_FAMILIES, *hybrids])
+    hybrids = ["granitemoehybrid", "nemotron_h", "qwen3_next", "qwen3_5_moe_text", "kimi_linear"]
+    assert sorted([*ROUTING, *NOT_SPLIT]) == sorted([*MOE_FAMILIES, *OTHER_MOE_FAMILIES, *hybrids])
+    assert sorted({variant.split("-")[0] for variant in MORE_SPLITS}) == sorted([*OTHER_MOE_FAMILIES, "kimi_linear"])
 
 
 def test_phimoe_sparsemixer_is_not_split(tmp_path):
@@ -277,6 +295,37 @@ def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
+@pytest.mark.parametrize("variant", sorted(MORE_SPLITS))
+@pytest.mark.parametrize("width", [1, 2])
+def test_more_routers_split_exactly(tmp_path, variant, width):
+    """LFM2-MoE, Cohere2-MoE, Kimi Linear and Gemma 4 split x2, alone and with width x2: the source's function, the
+    config's own keys updated, every per-expert vector (expert bias, correction bias, per-expert scale) repeated."""
+    family = variant.split("-")[0]
+    overrides, factor = MORE_SPLITS[variant]
+    src = make_tiny(family, tmp_path / "src", **overrides)
+    before = json.loads((src / "config.json").read_text())
+    out = grow(src, tmp_path / "out", width=width, experts=8, seed=6)
+    config = json.loads((out / "config.json").read_text())
+    experts_key, width_key, top_k_key = MORE_KEYS[family]
+    assert (config[experts_key], config[top_k_key]) == (8, 4)
+    assert config[width_key] == before[width_key] * width // 2
+    record = json.loads((out / "hyperclone.json").read_text())
+    split = record["segmented"]
+    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
+    assert any("S + 1e-06" in note for note in record["notes"]) == (variant == "lfm2_moe")
+    if family == "gemma4_text":  # the dense MLP beside the experts grows with the width, unsplit
+        assert config["intermediate_size"] == before["intermediate_size"] * width
+    if "num_shared_experts" in before:  # Cohere2-MoE, Kimi Linear: the shared experts keep their width
+        assert config["num_shared_experts"] == before["num_shared_experts"] * 2
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+    source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    vectors = [name for name in source if name.endswith(PER_EXPERT_VECTORS)]
+    assert vectors or family == "cohere2_moe"
+    for name in vectors:
+        assert torch.equal(grown[name], source[name].repeat_interleave(2)), name
+
+
 def test_stacked_experts_are_cut_in_place(tmp_path):
     """Granite's [experts, 2f, hidden] gate-and-up and [experts, hidden, f] down tensors: segment s of expert e is
     expert e*m + s, holding rows s of both the gate and the up section, cut from the width-grown expert."""
@@ -298,7 +347,7 @@ def test_stacked_experts_are_cut_in_place(tmp_path):
 
 def test_top_two_sum_groups_are_refused(tmp_path):
     """DeepSeek-V3 scores a group by the sum of its two best experts; two segments of one expert change that sum."""
-    for family in ("deepseek_v3", "nemotron_h"):  # n_group 2, topk_group 1
+    for family in ("deepseek_v3", "nemotron_h", "kimi_linear"):  # n_group 2 (Kimi: num_expert_group), topk_group 1
         src = make_tiny(family, tmp_path / f"{family}-src")
         with pytest.raises(HyperCloneError, match="sum of its two best experts"):
             grow(src, tmp_path / family, width=1, experts=8)

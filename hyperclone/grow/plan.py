@@ -38,7 +38,13 @@ from hyperclone.grow.families import (
     emitted_axis,
     has_config_key,
 )
-from hyperclone.grow.layer_kinds import fit_identity_blocks, has_part, read_layer_kinds, write_layer_kinds
+from hyperclone.grow.layer_kinds import (
+    copy_for_identity,
+    fit_identity_blocks,
+    has_part,
+    read_layer_kinds,
+    write_layer_kinds,
+)
 from hyperclone.grow.linear_attention import grown_linear_heads, linear_attention_maps, source_linear_dims
 from hyperclone.grow.options import (  # noqa: F401 (re-exported: the plan's vocabulary)
     DEFAULT_MODE,
@@ -242,8 +248,11 @@ def _per_layer_attention_dims(family: Family, config: Any, kinds: tuple[str, ...
     """The head_dim and KV heads of the layers a table's per_layer_attention names (Gemma 4's full-attention layers):
     every such layer must state the same, and every other layer the config's global values."""
     rule = family.per_layer_attention
-    if rule is None or heads is None or kinds is None:
+    if rule is None or heads is None or kinds is None or kv_heads is None:
         return {}
+    if rule.kv_factor:  # the same head_dim, a multiple of the KV heads (no key states them)
+        return {"global_head_dim": head_dim, "global_kv_heads": rule.kv_factor * kv_heads} if any(
+            kind in rule.kinds for kind in kinds) else {}
     values = {i: rule.layer_values(config, i) for i in range(len(kinds))}
     own = {values[i] for i, kind in enumerate(kinds) if kind in rule.kinds}
     others = {values[i] for i, kind in enumerate(kinds) if kind not in rule.kinds} - {(head_dim, kv_heads)}
@@ -407,6 +416,10 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
         grown = replace(grown, global_head_dim=dims.global_head_dim, global_kv_heads=_ratio(
             heads * dims.global_kv_heads, dims.heads, f"the KV heads of the {', '.join(rule.kinds)} layers "
             f"({rule.kv_heads}) for {heads} heads", "--heads that keep them whole"))
+        if rule.kv_factor and grown.global_kv_heads != rule.kv_factor * grown.kv_heads:
+            raise HyperCloneError(f"the {', '.join(rule.kinds)} layers have {rule.kv_factor} x the KV heads, which "
+                                  f"would be {grown.global_kv_heads} for {heads} heads, not {rule.kv_factor} x "
+                                  f"{grown.kv_heads}; grow the query and KV heads by the same factor")
     if dims.lin_k_heads is not None:
         new_k, new_v = grown_linear_heads(family.config_keys, dims.lin_k_heads, dims.lin_v_heads, dims.hidden,
                                           hidden, spec.lin_heads)
@@ -766,7 +779,9 @@ class AxisMaps:
         if self.full_qk_norm:
             qk_heads = weighted_map_like(q_heads, grown.heads / dims.heads)
             qk_kv_heads = weighted_map_like(kv_heads, grown.kv_heads / dims.kv_heads)
-        if grown.head_dim == dims.head_dim:
+        if dims.v_head_dim is not None and dims.kv_lora is None:  # values of their own width (MiMo): kept, as head_dim
+            qk_dim, v_dim = tile_map(dims.head_dim, dims.head_dim), tile_map(dims.v_head_dim, dims.v_head_dim)
+        elif grown.head_dim == dims.head_dim:
             qk_dim = v_dim = tile_map(dims.head_dim, dims.head_dim)
         else:  # no RoPE (checked): q.k must grow by sqrt(new/old) to cancel the 1/sqrt(head_dim) scale
             qk_dim = weighted_map(dims.head_dim, grown.head_dim,
@@ -786,8 +801,9 @@ class AxisMaps:
         if dims.global_kv_heads is not None:  # layers with their own head_dim and KV groups (Gemma 4's full attention)
             global_q, global_kv = gqa_head_maps(dims.heads, dims.global_kv_heads, grown.heads, grown.global_kv_heads)
             global_dim = tile_map(dims.global_head_dim, dims.global_head_dim)
+            global_v = v_dim if dims.v_head_dim is not None and dims.kv_lora is None else global_dim
             maps.update({"global_q": block_map(global_q, global_dim), "global_k": block_map(global_kv, global_dim),
-                         "global_v": block_map(global_kv, global_dim), "global_attn": block_map(global_q, global_dim),
+                         "global_v": block_map(global_kv, global_v), "global_attn": block_map(global_q, global_v),
                          "global_head_dim": global_dim})
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             maps.update(_latent_attention_maps(dims, q_heads))
@@ -1054,10 +1070,10 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     grown = target_dims(family, dims, spec)
     if grown.layers != dims.layers:
         check_supported(family, config, depth=True)
-    layers = layer_plan(dims, grown, spec)
-    refitted: list[int] = []
+    layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
     if dims.layer_kinds is not None:
-        layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
+        if not refitted:
+            layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
         grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
         if family.last_layer_kind is not None and grown.layer_kinds[-1] != family.last_layer_kind:
             raise HyperCloneError(f"{family.model_type}'s config class makes the last layer {family.last_layer_kind} "
@@ -1080,7 +1096,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     notes = plan_notes(spec, tied, dims, grown)
     if refitted:
         notes.append(f"identity blocks {', '.join(map(str, refitted))} copy layer "
-                     f"{', '.join(str(layers[i][0]) for i in refitted)} (the kind the config's periods can say there)")
+                     f"{', '.join(str(layers[i][0]) for i in refitted)} (the layer kind the config needs there)")
     mtp = [name for name in tensors if family.is_multi_token_prediction(name, dims.layers)]
     if mtp:
         notes.append(f"{len(mtp)} multi-token prediction tensors left out (e.g. {mtp[0]}): transformers does not load "
@@ -1208,7 +1224,7 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
     updates.update(_scaled_config(family, config, dims, grown))
-    if grown.global_kv_heads is not None:  # the layers' own head_dim and KV heads, where transformers 5 reads them
+    if grown.global_kv_heads is not None and not family.per_layer_attention.kv_factor:  # as transformers 5 reads them
         rule = family.per_layer_attention
         updates[rule.head_dim], updates[rule.kv_heads] = grown.global_head_dim, grown.global_kv_heads
         own = [i for i, kind in enumerate(grown.layer_kinds) if kind in rule.kinds]

@@ -70,6 +70,14 @@ the bias, for powers of two, and as exact as the softmax's own rounding otherwis
 (moe_num_shared_experts x the expert width) sit outside the routing and keep their width (moe_num_shared_experts x
 m, as DeepSeek's n_shared_experts).
 
+LFM2-MoE routes as MiniMax-M2 (sigmoid, expert_bias repeated) but renormalises by the sum + 1e-6: split, the sum of
+the chosen segments is m x S + 1e-6, so the routed output is the source's times (S + 1e-6) / (S + 1e-6 / m), within
+1e-6 / S relative (ROUTER_EPSILON, a plan note). Cohere2-MoE takes the top k of the logits, then expert_selection_fn
+over those k: a softmax (Granite's argument) or sigmoids (renormalised or not, as above); scores() reads which.
+Kimi Linear's router is DeepSeek-V3's under other config names (num_expert_group, moe_renormalize: _setting). Gemma
+4's is Mixtral's times per_expert_scale of each chosen expert, an experts-axis vector repeated with the router row;
+its experts' width is expert_ffn (_width_slot), beside a dense MLP of width ffn that is not split.
+
 Out of scope (refused or not described here): capacity limits, families not in ROUTING, per-expert tensors with no
 MLP-width axis (an expert's output bias), a shared MLP as wide as each expert (Hunyuan: one key for both), routers
 that would pick two segments of one expert where the source picks two experts (Phi-3.5-MoE's sparsemixer: NOT_SPLIT),
@@ -126,11 +134,24 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "mellum": ("softmax", "norm_topk_prob"),  # MellumTopKRouter: Qwen3-MoE's
     "afmoe": ("sigmoid", True),  # AfmoeTokenChoiceRouter: Hy3's (expert_bias, the sum + 1e-20, route_scale)
     "solar_open": ("sigmoid", "norm_topk_prob"),  # SolarOpenTopkRouter: GLM-4.5's (DeepSeek-V3's)
+    "mimo_v2_flash": ("sigmoid", "norm_topk_prob"),  # MiMoV2FlashTopkRouter: GLM-4.5's (DeepSeek-V3's)
     "nemotron_h": ("sigmoid", "norm_topk_prob"),  # NemotronHTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Ernie4_5_MoeTopKRouter: softmax, top k of (probabilities + correction bias), the k probabilities divided by
     # their sum (at least moe_norm_min)
     "ernie4_5_moe": ("softmax", True),
+    # Lfm2MoeTopKRouter: sigmoid, expert_bias (repeated) to choose, divided by the sum + 1e-6 (ROUTER_EPSILON), scaled
+    "lfm2_moe": ("sigmoid", "norm_topk_prob"),
+    # Cohere2MoeTopKRouter: the top k of the logits, then expert_selection_fn over those k: softmax (Granite's) or
+    # sigmoid, renormalised when norm_topk_prob; a config key in the first slot names the scores (scores())
+    "cohere2_moe": ("expert_selection_fn", "norm_topk_prob"),
+    "kimi_linear": ("sigmoid", "norm_topk_prob"),  # KimiLinearTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
+    # Gemma4TextRouter: softmax, topk, divided by the sum, times per_expert_scale (repeated with the router row)
+    "gemma4_text": ("softmax", True),
 }
+# Routers that add a constant to the renormalising sum of sigmoid scores: the m segments of each chosen expert make
+# the sum m x S + eps where the source's is S + eps, so the grown routed output is the source's times
+# (S + eps) / (S + eps / m): off by under eps / S relative (S, the sum of the k chosen scores, is at least the best one)
+ROUTER_EPSILON = {"lfm2_moe": 1e-6}
 # Routers whose experts cannot be split exactly, with the reason (refused in one line)
 NOT_SPLIT = {
     # JetMoE: num_local_experts counts its attention experts (a query and an output projection each) as well as its
@@ -192,25 +213,30 @@ def _experts_axis(rule: TensorRule) -> int | None:
     return hits[0]
 
 
-def _ffn_axis(rule: TensorRule) -> int:
+def _width_slot(family: Family) -> str:
+    """The experts' MLP-width slot: expert_ffn where ffn is an MLP beside them in every layer (Gemma 4), else ffn."""
+    return "expert_ffn" if "expert_ffn" in family.config_keys else "ffn"
+
+
+def _ffn_axis(rule: TensorRule, slot: str = "ffn") -> int:
     """The MLP-width axis of a per-expert tensor, the one segmentation cuts: ffn, or ffn+ffn (a fused gate and up
-    projection, each section cut alike)."""
-    hits = [i for i, axis in enumerate(rule.axes) if axis and (set(axis) == {"ffn"} or axis == ("ffn_pairs",))]
-    if len(hits) != 1 or any(_has_ffn(axis) for i, axis in enumerate(rule.axes) if i != hits[0]):
+    projection, each section cut alike); `slot` names the experts' width (_width_slot)."""
+    hits = [i for i, axis in enumerate(rule.axes) if axis and (set(axis) == {slot} or axis == ("ffn_pairs",))]
+    if len(hits) != 1 or any(_has_ffn(axis, slot) for i, axis in enumerate(rule.axes) if i != hits[0]):
         raise HyperCloneError(f"{rule.name}: a per-expert tensor without exactly one MLP-width axis cannot "
                               "be segmented")
     return hits[0]
 
 
-def _stacked(rule: TensorRule) -> bool:
+def _stacked(rule: TensorRule, slot: str = "ffn") -> bool:
     """Whether a tensor holds all experts stacked along its experts axis (Granite's [experts, out, in])."""
-    return not rule.per_expert and _experts_axis(rule) is not None and any(_has_ffn(axis) for axis in rule.axes)
+    return not rule.per_expert and _experts_axis(rule) is not None and any(_has_ffn(a, slot) for a in rule.axes)
 
 
-def _has_ffn(axis: tuple[str, ...]) -> bool:
+def _has_ffn(axis: tuple[str, ...], slot: str = "ffn") -> bool:
     """Whether an axis holds the experts' MLP width: ffn, a fused ffn+ffn, or GPT-OSS's interleaved ffn_pairs (neuron
     j's gate and up at 2j and 2j + 1, so the neurons of a segment are one contiguous run there too)."""
-    return "ffn" in axis or "ffn_pairs" in axis
+    return slot in axis or "ffn_pairs" in axis
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -228,9 +254,13 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
     if family.model_type not in ROUTING:
         raise HyperCloneError(f"--experts on a {family.model_type} mixture of experts: splitting experts is "
                               f"described for {', '.join(sorted(ROUTING))}")
-    scores, _ = ROUTING[family.model_type]
-    groups, chosen = config.get("n_group") or 1, config.get("topk_group") or 1
-    if scores == "sigmoid" and groups > 1 and chosen < groups:
+    kind = scores(family.model_type, config)
+    if kind not in ("softmax", "sigmoid"):
+        raise HyperCloneError(f"--experts on {family.model_type}: its router's scores {kind!r} are not described "
+                              "(softmax or sigmoid)")
+    model_type = family.model_type
+    groups, chosen = _setting(model_type, config, "n_group") or 1, _setting(model_type, config, "topk_group") or 1
+    if kind == "sigmoid" and groups > 1 and chosen < groups:
         raise HyperCloneError(f"--experts on {family.model_type} with n_group {groups} and topk_group {chosen}: its "
                               "router scores a group by the sum of its two best experts, which two segments of one "
                               "expert change; splitting is exact with topk_group = n_group or n_group 1")
@@ -238,13 +268,14 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
         raise HyperCloneError(f"--experts {experts}: the source has {source} experts, each split into m = "
                               f"{experts}/{source} segments, so --experts must be a multiple of {source} of at "
                               f"least {2 * source}")
-    m = experts // source
-    if plan.grown.ffn % m:
-        grown = f" grown to {plan.grown.ffn}" if plan.grown.ffn != plan.source.ffn else ""
-        raise HyperCloneError(f"--experts {experts}: each expert's MLP width ({plan.source.ffn}{grown}) does not "
+    m, slot = experts // source, _width_slot(family)
+    before, after = getattr(plan.source, slot), getattr(plan.grown, slot)
+    if after % m:
+        grown = f" grown to {after}" if after != before else ""
+        raise HyperCloneError(f"--experts {experts}: each expert's MLP width ({before}{grown}) does not "
                               f"split into {m} equal segments; give an MLP width divisible by {m} (--ffn, --ffn-size)")
     key = family.config_keys.get("top_k", TOP_K_KEY)
-    k = config.get(key)
+    k = _setting(model_type, config, key)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= source:
         raise HyperCloneError(f"config.json: {key} must be an integer from 1 to {source}, got {k!r}")
     if top_k is not None and top_k != k * m:
@@ -252,15 +283,15 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
                               f"{k} x {m} = {k * m} segments, which is what keeps the function; leave --top-k out")
     for rule in family.tensors:
         if rule.per_expert:
-            _ffn_axis(rule)
-        elif _stacked(rule):
+            _ffn_axis(rule, slot)
+        elif _stacked(rule, slot):
             if _experts_axis(rule) != 0:
                 raise HyperCloneError(f"{rule.name}: a stacked expert tensor whose experts axis is not the first "
                                       "cannot be segmented")
-            _ffn_axis(rule)
-        elif any(_has_ffn(axis) for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
+            _ffn_axis(rule, slot)
+        elif any(_has_ffn(axis, slot) for axis in rule.axes):  # Hunyuan: the shared MLP is as wide as each expert
             raise HyperCloneError(f"--experts on {family.model_type}: {rule.name} has the experts' width "
-                                  f"({family.config_keys['ffn']}), which splitting divides by {m}; it cannot say a "
+                                  f"({family.config_keys[slot]}), which splitting divides by {m}; it cannot say a "
                                   "shared MLP of the old width")
         _experts_axis(rule)
     return m, key, k
@@ -275,16 +306,31 @@ def _segment(recipe: Recipe, name: str, axis: int, index: torch.Tensor, factor: 
                          whole_name=recipe.out_name, axis=axis, index=index, factor=factor, expert=expert)
 
 
+def _setting(model_type: str, config: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A config value saved under `key` or a name transformers maps to it (Kimi Linear: num_expert_group, n_group)."""
+    names = sorted(_aliases(model_type, key), key=lambda name: name != key)
+    return next((config[name] for name in names if name in config), default)
+
+
+def scores(model_type: str, config: dict[str, Any]) -> str:
+    """The router's scores: ROUTING's "softmax" or "sigmoid", or the value of the config key it names (Cohere2-MoE's
+    expert_selection_fn, transformers' default softmax)."""
+    kind = ROUTING[model_type][0]
+    return kind if kind in ("softmax", "sigmoid") else str(_setting(model_type, config, kind, "softmax"))
+
+
 def renormalises(model_type: str, config: dict[str, Any]) -> bool:
     """Whether this router divides its top-k weights by their sum (ROUTING)."""
-    renorm = ROUTING[model_type][1]
-    return renorm if isinstance(renorm, bool) else bool(config.get(renorm, False))
+    kind, renorm = ROUTING[model_type]
+    if kind not in ("softmax", "sigmoid") and scores(model_type, config) == "softmax":
+        return True  # a softmax over the top k logits (Cohere2-MoE): the k weights sum to 1
+    return renorm if isinstance(renorm, bool) else bool(_setting(model_type, config, renorm, False))
 
 
 def down_factor(model_type: str, config: dict[str, Any], m: int) -> int:
     """What each segment's down projection is multiplied by: m where a segment's routing weight is 1/m of its
     expert's (softmax scores, or renormalised sigmoid scores), 1 where it is the expert's whole weight."""
-    return m if ROUTING[model_type][0] == "softmax" or renormalises(model_type, config) else 1
+    return m if scores(model_type, config) == "softmax" or renormalises(model_type, config) else 1
 
 
 def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | None = None) -> list[Recipe]:
@@ -294,14 +340,15 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
     rules = [(rule, _pattern(rule.name)) for rule in family.tensors
              if rule.per_expert or _experts_axis(rule) is not None]
     out: list[Recipe] = []
+    slot = _width_slot(family)
     for recipe in recipes:
         hit = next(((rule, match) for rule, pattern in rules if (match := pattern.match(recipe.out_name))), None)
         if hit is None:
             out.append(recipe)
             continue
         rule, match = hit
-        if _stacked(rule):  # all experts in one tensor: expert e's segments are e*m .. e*m + m - 1 of its axis 0
-            out.append(_stacked_segments(recipe, rule, m, down))
+        if _stacked(rule, slot):  # all experts in one tensor: expert e's segments are e*m .. e*m + m - 1 of axis 0
+            out.append(_stacked_segments(recipe, rule, m, down, slot))
             continue
         if not rule.per_expert:
             axis = _experts_axis(rule)
@@ -309,7 +356,7 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
             bias = rule.role != "router" and family.model_type in BIAS_ON_PROBABILITIES
             out.append(_segment(recipe, recipe.out_name, axis, index, 1.0 / m if bias else 1.0))
             continue
-        axis = _ffn_axis(rule)
+        axis = _ffn_axis(rule, slot)
         width = recipe.maps[axis].size // m
         factor = float(m if down is None else down) if axis == recipe.contract else 1.0  # what down projections read
         name = rule.name.replace("{layer}", match.group("layer")) if rule.per_layer else rule.name
@@ -320,10 +367,11 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
     return out
 
 
-def _stacked_segments(recipe: Recipe, rule: TensorRule, m: int, down: int | None) -> SegmentRecipe:
+def _stacked_segments(recipe: Recipe, rule: TensorRule, m: int, down: int | None,
+                      slot: str = "ffn") -> SegmentRecipe:
     """A stacked expert tensor [E, ...] cut into [E*m, ...]: every section of the MLP-width axis (gate, up) cut
     into m, segment s of expert e at e*m + s, the down projection times m."""
-    axis = _ffn_axis(rule)
+    axis = _ffn_axis(rule, slot)
     sections = len(rule.axes[axis])
     amap = recipe.maps[axis]
     section = amap.size // sections  # the grown MLP width
@@ -367,6 +415,14 @@ def _aliases(model_type: str, key: str) -> set[str]:
         {attribute_map[key]} if key in attribute_map else set())
 
 
+def epsilon_note(model_type: str, m: int) -> str:
+    """What a router's renormalising epsilon does to the split (ROUTER_EPSILON)."""
+    eps = ROUTER_EPSILON[model_type]
+    return (f"{model_type}'s router divides the chosen scores by their sum S + {eps:g}: split, the sum is {m} x S + "
+            f"{eps:g}, so the routed experts' output is the source's times (S + {eps:g}) / (S + {eps:g} / {m}), "
+            f"within {eps:g} / S relative (float32 rounding for S near 1)")
+
+
 def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Segment the plan's experts (in place: recipes, grown dimensions, config updates, notes, dtype); returns the
@@ -375,9 +431,10 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
     family, source = plan.family, plan.source.experts
     down = down_factor(family.model_type, config, m)
     plan.recipes = segment_recipes(plan.recipes, family, m, down)
-    width = plan.grown.ffn // m
+    slot = _width_slot(family)
+    width = getattr(plan.grown, slot) // m
     updates: dict[str, Any] = {}
-    for key, value in ((family.config_keys["experts"], experts), (family.config_keys["ffn"], width),
+    for key, value in ((family.config_keys["experts"], experts), (family.config_keys[slot], width),
                        (top_k_key, k * m)):
         updates.update({name: value for name in _aliases(family.model_type, key) if name == key or name in config})
     shared = family.config_keys.get("shared_ffn", "")
@@ -395,7 +452,7 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
         plan.notes.append("written in float32, where the growth is exact: " + reason)
         updates["dtype"] = "float32"
     plan.config_updates.update(updates)
-    plan.grown = replace(plan.grown, experts=experts, ffn=width)
+    plan.grown = replace(plan.grown, experts=experts, **{slot: width})
     itemsize = next(r.dtype.itemsize for r in plan.recipes
                     if isinstance(r, SegmentRecipe) and (r.expert is not None or r.segments > 1))
     if width * itemsize % GROUPED_MM_ALIGN:
@@ -403,6 +460,8 @@ def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | 
                           "bytes, which transformers' default experts kernel (grouped_mm) needs: load the model with "
                           "experts_implementation='eager'")
     renormalised = renormalises(family.model_type, config)
+    if renormalised and family.model_type in ROUTER_EPSILON:
+        plan.notes.append(epsilon_note(family.model_type, m))
     per_segment = sum(math.prod(r.out_shape) for r in plan.recipes  # one expert's parameters, over all layers
                       if isinstance(r, SegmentRecipe) and (r.expert is not None or r.segments > 1)) // experts
     total = plan.grown_parameters

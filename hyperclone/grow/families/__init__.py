@@ -124,7 +124,7 @@ Family-level fields: ``norm`` (rmsnorm | layernorm: which statistics growth must
 ``{"key": config key, "equals": value, "reason": text}``; a source whose config has that value is refused
 with the reason (a layout or feature the table does not describe exactly, e.g. Falcon's ALiBi). With
 ``"unless": [values]`` instead of ``equals``, any value outside the list is refused (Qwen-MoE's dense layers); with
-``"contains": value``, a config list holding that value is refused (GLM-5's "shared" indexer layers);
+``"contains": value``, a config list holding that value is refused;
 with ``"tensor": regex`` instead of ``key``, a checkpoint holding a tensor whose name matches is refused. A key's
 refusal may add ``"when": {other key: value, ...}``: it then applies only where those keys have those values too
 (Falcon refuses multi_query false only in the old decoder architecture).
@@ -166,7 +166,10 @@ configs state the two keys instead, which the config class turns into it): each 
 config object's per-layer view, or the config dict's overrides over the global values), every such layer must have
 the same pair and every other layer the global one; growth keeps that head_dim, grows those KV heads with the query
 heads, and writes both forms (the keys and per_layer_config, following the layers under depth growth). A config
-object with per-layer overrides answers config_value with its global values.
+object with per-layer overrides answers config_value with its global values. Written
+{"layers": [kinds], "kv_heads_factor": n}, the layers have the global head_dim and n times the global KV heads, which
+the model class derives and no key states (MiMo-V2-Flash's sliding layers, twice the KV heads of its full layers):
+their KV heads grow with the query heads and must stay n times the grown global KV heads.
 Tensor keys ``when`` ({config key: value, ...}: the model has the tensor only where the config has those values,
 compared as refusals' ``when``; Family.for_config drops the others: Gemma 4's v_proj of full-attention layers only
 without attention_k_eq_v, its experts only with enable_moe_block) and ``hidden_power`` (p, on a norm or a
@@ -176,6 +179,11 @@ multiplies the grown tensor by (old / new hidden) ** p, so the product is the so
 (true / false): the tensor exists only in the last layers that reuse earlier layers' keys and values, or only in the
 others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers).
 A refusal with ``"depth": true`` applies only where the number of layers grows.
+``identity_copies``: {"list": per-layer config key, "entry": value}: under depth growth every identity block after
+the first layer copies the first source layer whose entry in that list is the value (its weights, its entries in every
+per-layer list, its tensors), where the source has one (GLM-5's indexer_types "shared": such a layer reuses the top-k
+keys of the last "full" layer before it and has no indexer, so an identity block copying a full layer would choose new
+keys for the shared layers after it; an identity block before the first layer keeps copying the first layer).
 Role ``layer_scalar``: a stored factor multiplying a block's whole output, residual
 included (Gemma 4's [1] buffer): kept by width growth, 1 in an identity block.
 ``scaled_config``: {config key: {"slot": "hidden" | "layers", "power": p}}: a config value the model divides by that
@@ -239,7 +247,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
-               "scaled_config", "embedding_scale_when"}
+               "scaled_config", "embedding_scale_when", "identity_copies"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -355,6 +363,7 @@ class PerLayerAttention:
     head_dim: str  # e.g. global_head_dim
     kv_heads: str  # e.g. num_global_key_value_heads
     overrides: tuple[str, str] = ("head_dim", "num_key_value_heads")  # their names in per_layer_config
+    kv_factor: int = 0  # > 0: the layers have the global head_dim and this many times the global KV heads (MiMo)
 
     def layer_values(self, config: Any, index: int) -> tuple[Any, Any]:
         """(head_dim, KV heads) of layer `index`: transformers 5's per_layer_config overrides (a dict in config.json,
@@ -371,10 +380,15 @@ class PerLayerAttention:
 def _parse_per_layer_attention(family: str, raw: Any) -> PerLayerAttention | None:
     if raw is None:
         return None
+    factor = raw.get("kv_heads_factor") if isinstance(raw, dict) else None
+    if isinstance(factor, int) and not isinstance(factor, bool) and factor > 0 and set(raw) == {"layers",
+                                                                                                 "kv_heads_factor"}:
+        raw = {"layers": raw["layers"], "head_dim": "", "kv_heads": ""}
     if not (isinstance(raw, dict) and set(raw) == {"layers", "head_dim", "kv_heads"} and isinstance(raw["layers"], list)
             and raw["layers"] and all(isinstance(v, str) for v in [*raw["layers"], raw["head_dim"], raw["kv_heads"]])):
-        raise ValueError(f"family {family}: per_layer_attention must be {{layers: [kinds], head_dim, kv_heads}}")
-    return PerLayerAttention(tuple(raw["layers"]), raw["head_dim"], raw["kv_heads"])
+        raise ValueError(f"family {family}: per_layer_attention must be {{layers: [kinds], head_dim, kv_heads}} or "
+                         "{layers: [kinds], kv_heads_factor: a positive integer}")
+    return PerLayerAttention(tuple(raw["layers"]), raw["head_dim"], raw["kv_heads"], kv_factor=factor or 0)
 
 
 @dataclass(frozen=True)
@@ -412,6 +426,7 @@ class Family:
     per_layer_attention: PerLayerAttention | None = None  # layers with their own head_dim and KV heads (Gemma 4)
     scaled_config: tuple[tuple[str, str, float], ...] = ()  # (key, slot, p): see the module doc (MiniCPM3)
     kv_shared_layers: str | None = None  # config key: how many last layers reuse earlier layers' keys (Gemma 4)
+    identity_copies: tuple[str, Any] | None = None  # (per-layer list key, entry): the layer identity blocks copy
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
@@ -562,7 +577,17 @@ def _parse_family(raw: dict) -> Family:
         per_layer_attention=_parse_per_layer_attention(name, raw.get("per_layer_attention")),
         **_parse_config_forced(name, raw, config_keys),
         scaled_config=_parse_scaled_config(name, raw.get("scaled_config", {})),
+        identity_copies=_parse_identity_copies(name, raw.get("identity_copies")),
     )
+
+
+def _parse_identity_copies(name: str, raw: Any) -> tuple[str, Any] | None:
+    """identity_copies: {"list": per-layer config key, "entry": value} (see the module doc)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"list", "entry"} or not isinstance(raw["list"], str):
+        raise ValueError(f"family {name}: identity_copies is {{list: a per-layer config key, entry: its value}}")
+    return raw["list"], raw["entry"]
 
 
 def _parse_scaled_config(name: str, raw: Any) -> tuple[tuple[str, str, float], ...]:
