@@ -156,3 +156,15 @@ def test_glm5_shared_indexer_layers_grow_exactly(tmp_path):
     assert config["mlp_layer_types"] == ["dense", "sparse", "sparse", "sparse", "sparse", "sparse"]
     front = json.loads((tmp_path / "front" / "config.json").read_text())["indexer_types"]
     assert front == ["full", "full", "shared", "shared", "full", "shared"]
+    # the release configs also state the schedule as a pattern string and a period: the pattern follows the layers,
+    # the period (which would describe other layers) is written null, and identity blocks copy the nearest shared layer
+    stated = make_tiny("glm_moe_dsa", tmp_path / "stated", num_hidden_layers=4,
+                       mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                       indexer_types=["full", "shared", "full", "shared"], index_topk=4, index_topk_pattern="FSFS",
+                       index_topk_freq=2, index_skip_topk_offset=1)
+    out = grow(stated, tmp_path / "stated-out", seed=3, layers=6, insert_after=(2, 3))
+    assert compare_models(load_causal_lm(stated), load_causal_lm(out), tolerance=REL_TOL).ok
+    config = json.loads((out / "config.json").read_text())
+    assert config["index_topk_pattern"] == "FSFSSS" and config["index_topk_freq"] is None
+    assert config["index_skip_topk_offset"] is None
+    assert [source for source, _ in json.loads((out / "hyperclone.json").read_text())["layers"]] == [0, 1, 2, 1, 3, 3]

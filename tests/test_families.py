@@ -177,6 +177,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96)
     if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
         return dict(hidden_size=72)
+    if family == "codegen":  # no separate KV heads, head_dim 6 (RoPE): 8 heads -> 12 (uneven copies)
+        return dict(hidden_size=72, heads=12, ffn_size=100)
     if family in ("gpt_neox", "gpt2", "gptj", "gpt_neo", "persimmon"):  # no separate KV heads
         return dict(hidden_size=72, heads=9, ffn_size=100)
     if family == "gpt_bigcode":  # multi-query: the one KV head stays one
@@ -303,6 +305,8 @@ def test_gpt_neo_attention_types_follow_their_layers(tmp_path):
     ("qwen2", dict(hidden_size=96, heads=12, kv_heads=4, ffn_size=60), "cannot shrink the MLP width"),
     ("gpt2", dict(hidden_size=96, heads=12, kv_heads=6), "no separate KV heads"),
     ("gpt_neo", dict(hidden_size=96, heads=6), "without the 1/sqrt\\(head_dim\\) scale"),
+    # CodeGen's qkv_proj is interleaved across 4 model-parallel shards: 9 heads of 6 do not split into 4
+    ("codegen", dict(hidden_size=54, heads=9), "split across 4 model-parallel shards: a hidden size of 54"),
 ])
 def test_unreachable_targets_are_refused(tmp_path, family, options, message):
     src = make_tiny(family, tmp_path / "src")
@@ -624,6 +628,7 @@ def test_multi_token_prediction_weights_are_left_out(tmp_path, family, extra):
 @pytest.mark.parametrize("family,overrides,message", [
     ("qwen3_moe", dict(decoder_sparse_step=2), "decoder_sparse_step=2 cannot be grown"),
     ("qwen2_moe", dict(mlp_only_layers=[1]), "mlp_only_layers=\\[1\\] cannot be grown"),
+    ("doge", dict(is_moe=True, num_experts=16, num_experts_per_tok=4), "is_moe=true cannot be grown: its cross-domain"),
 ])
 def test_moe_with_dense_layers_is_refused(tmp_path, family, overrides, message):
     src = make_tiny(family, tmp_path / "src", **overrides)
@@ -732,3 +737,19 @@ def test_hy_v3_optional_biases_and_a_default_shared_expert_count(tmp_path):
     split = grow(plain, tmp_path / "split", experts=2 * config["num_experts"])
     assert json.loads((split / "config.json").read_text())["num_shared_experts"] == 2
     assert compare_models(load_causal_lm(plain), load_causal_lm(split), tolerance=REL_TOL).ok
+
+
+def test_mimo_restated_head_counts_follow_the_growth(tmp_path):
+    """MiMo-V2-Flash's Hub config restates the sliding layers' head counts (swa_num_attention_heads, and
+    swa_num_key_value_heads = 2 x num_key_value_heads), which transformers does not read but the release's remote
+    code does: the grown config states the grown counts (scaled_config), and the head widths stay."""
+    src = make_tiny("mimo_v2_flash", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    config.update(swa_num_attention_heads=8, swa_num_key_value_heads=4, swa_head_dim=8, swa_v_head_dim=6)
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", width=2, seed=3)
+    grown = json.loads((out / "config.json").read_text())
+    assert (grown["num_attention_heads"], grown["num_key_value_heads"]) == (16, 4)
+    assert (grown["swa_num_attention_heads"], grown["swa_num_key_value_heads"]) == (16, 8)
+    assert (grown["swa_head_dim"], grown["swa_v_head_dim"]) == (8, 6)
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok

@@ -412,3 +412,19 @@ def test_exact_tie_between_two_experts(tmp_path):
     split = (probabilities.repeat_interleave(2, -1) / 2).topk(4, dim=-1).indices[0] // 2
     assert probabilities.topk(2, dim=-1).indices.tolist() == [[2, 1]]
     assert sorted(split.tolist()) == [0, 1, 2, 2]
+
+
+@pytest.mark.parametrize("family", ["lfm2_moe", "cohere2_moe", "kimi_linear"])
+def test_router_settings_left_to_the_class_default(tmp_path, family):
+    """A config.json that leaves the renormalising key out (the classes default it to true) splits as the model
+    routes: down projections x m, exact (read as false before, every routed output was 1/m of the source's: 0.45
+    relative logit error on LFM2-MoE)."""
+    src = make_tiny(family, tmp_path / "src", **MORE_SPLITS[family][0])
+    config = json.loads((src / "config.json").read_text())
+    for key in ("norm_topk_prob", "moe_renormalize"):
+        config.pop(key, None)
+    (src / "config.json").write_text(json.dumps(config))
+    out = grow(src, tmp_path / "out", experts=8, seed=6)
+    assert json.loads((out / "hyperclone.json").read_text())["segmented"]["down_projection_factor"] == 2
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result

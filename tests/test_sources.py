@@ -165,13 +165,14 @@ def test_plans_from_the_stated_config_equal_plans_from_transformers(tmp_path, fa
         assert stated_plans == 6
 
 
-STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2",
+STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2", "doge",
                      "qwen3_moe",  # transformers 5.25 writes num_experts as num_local_experts (the Hub: num_experts)
                      "nemotron_h",  # ... and NemotronH's layer count and pattern only as layers_block_type
                      "deepseek_v2",  # q_lora_rank null (V2-Lite: no q LoRA), which the file leaves to the class
                      "kimi_linear",  # ... q_lora_rank null too (the release has no q LoRA), likewise
                      "cohere2_moe",  # ... rms_norm_eps null (its LayerNorms), likewise
-                     "apertus1p5_text"}  # ... output_vocab_size null (an unpruned output projection), likewise
+                     "apertus1p5_text",  # ... output_vocab_size null (an unpruned output projection), likewise
+                     "mimo_v2_flash"}  # ... no swa_* head counts (the Hub's restatement, scaled_config), likewise
 
 
 def test_a_hub_style_qwen3_moe_config_plans_without_transformers(tmp_path):

@@ -385,6 +385,15 @@ TINY_CONFIGS: dict[str, dict] = {
                        routed_scaling_factor=2.5, sliding_window=8, sliding_window_pattern=2),
     # GPT-J: one LayerNorm feeding attention and MLP in parallel, rotary on the first rotary_dim of each head, biased
     # MLP and output projection
+    # CodeGen: GPT-J's block with one fused qkv_proj interleaved as [4 model-parallel shards, (q, v, k), hidden / 4];
+    # 8 heads of 6 (heads need not divide by the shards: each width is reassembled shard by shard)
+    "codegen": dict(n_embd=48, n_inner=80, n_head=8, n_layer=2, n_positions=64, rotary_dim=4),
+    # Doge: a dynamic mask per KV head (dt_proj over the values, A) added to the scores, q/k norms over head_dim,
+    # per-channel residual gains. keep_window_size stays at its default (2048): under it the top-k of the mask picks
+    # among exact ties (a repeated token's values, hence its mask, are equal in layer 0) in an order the source model
+    # does not fix either (its own cached and uncached greedy outputs differ at 8)
+    "doge": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                 num_hidden_layers=2),
     "gptj": dict(n_embd=48, n_inner=80, n_head=6, n_layer=2, n_positions=64, rotary_dim=4),
     # GPT-Neo: learned positions, global and local (windowed) attention layers from attention_types, scores without
     # the 1/sqrt(head_dim) scale
@@ -491,7 +500,8 @@ def tiny_config(family: str, tied: bool | None = None, **overrides):
     return AutoConfig.for_model(family, **kwargs)
 
 
-NORM_SUFFIXES = ("ln_1.weight", "ln_2.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight")
+NORM_SUFFIXES = ("ln_1.weight", "ln_2.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight",
+                 "_residual")  # Doge's residual gains: near 1 too
 
 
 def randomize_(model: torch.nn.Module, seed: int) -> None:

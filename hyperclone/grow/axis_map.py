@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.exact_split import grid, needs_exact_split, split_columns, split_tiles
 from hyperclone.grow.options import NOISE_MODES
 
@@ -147,6 +148,25 @@ def grouped_qkv_map(q_heads: AxisMap, k_heads: AxisMap, v_heads: AxisMap, qk_dim
         indices.append(g * stride + (group + 1) * qk_dim.src_size + v_dim.index)
         scales.append(v_heads.scale[g_new] * v_dim.scale)
     return AxisMap(torch.cat(indices), torch.cat(scales), kv * stride)
+
+
+def sharded_qkv_map(q: AxisMap, v: AxisMap, shards: int) -> AxisMap:
+    """A fused projection laid out as [shards, 3, width / shards] (CodeGen's qkv_proj, interleaved across the
+    model-parallel shards it was trained with): each shard holds its slice of the query width, then of the value
+    width, then of the key width (laid out as the query). The model reassembles each width shard by shard, so
+    flat position p of a width sits in shard p // (width / shards): new position p' of each section copies, in
+    that layout, the position its unfused map q or v names. Any head count works; the widths must split evenly."""
+    if q.src_size % shards or q.size % shards:
+        raise HyperCloneError(f"the fused qkv projection is split across {shards} model-parallel shards: a hidden "
+                              f"size of {q.size if q.src_size % shards == 0 else q.src_size} is not a multiple "
+                              f"of {shards}")
+    local, flat = q.src_size // shards, torch.arange(q.size).reshape(shards, 1, q.size // shards)
+    indices, scales = [], []
+    for section, amap in enumerate((q, v, q)):  # q, v, k
+        source = amap.index[flat]
+        indices.append((source // local) * 3 * local + section * local + source % local)
+        scales.append(amap.scale[flat])
+    return AxisMap(torch.cat(indices, 1).reshape(-1), torch.cat(scales, 1).reshape(-1), 3 * q.src_size)
 
 
 def gqa_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int) -> tuple[AxisMap, AxisMap]:

@@ -311,13 +311,14 @@ def fit_identity_blocks(spec: LayerKinds | None, config: Any, kinds: tuple[str, 
 def copy_for_identity(rule: tuple[str, Any] | None, config: Any,
                       layers: list[tuple[int, bool]]) -> tuple[list[tuple[int, bool]], list[int]]:
     """A table's identity_copies (per-layer list key, entry): the layer plan with every identity block after the first
-    layer copying the first source layer whose entry in that list is the entry, and the grown positions whose source
-    changed; the plan as given where the rule is absent or no source layer has the entry."""
+    layer copying the nearest source layer at or before the one it follows whose entry in that list is the entry (the
+    first such layer where none precedes it), and the grown positions whose source changed; the plan as given where
+    the rule is absent or no source layer has the entry."""
     entries = config_value(config, rule[0]) if rule is not None else None
-    first = next((i for i, entry in enumerate(entries or ()) if rule is not None and entry == rule[1]), None)
-    if first is None:
+    chosen = [i for i, entry in enumerate(entries or ()) if rule is not None and entry == rule[1]]
+    if not chosen:
         return layers, []
     leading = next((i for i, (_, identity) in enumerate(layers) if not identity), len(layers))
-    fitted = [(first, True) if identity and i > leading else (src, identity)
-              for i, (src, identity) in enumerate(layers)]
+    fitted = [(max((c for c in chosen if c <= src), default=chosen[0]), True) if identity and i > leading
+              else (src, identity) for i, (src, identity) in enumerate(layers)]
     return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]

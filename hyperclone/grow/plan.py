@@ -23,6 +23,7 @@ from hyperclone.grow.axis_map import (
     grouped_qkv_map,
     layernorm_hidden_map,
     quarter_power_gamma,
+    sharded_qkv_map,
     tile_map,
     weighted_map,
 )
@@ -232,6 +233,7 @@ def source_dims(family: Family, config: Any) -> Dims:
 
 
 GLOBAL_SLOTS = ("global_head_dim", "global_kv_heads")
+QKV_SHARDS = 4  # CodeGen's mp_num: its fused qkv_proj is interleaved across 4 model-parallel shards
 
 
 def _kv_shared_layers(family: Family, config: Any, layers: int) -> int:
@@ -809,6 +811,8 @@ class AxisMaps:
             maps.update(_latent_attention_maps(dims, q_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
             maps["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
+        if any("qkv_sharded" in axis for rule in family.tensors for axis in rule.axes):  # CodeGen's qkv_proj
+            maps["qkv_sharded"] = sharded_qkv_map(block_map(qk_heads, qk_dim), block_map(q_heads, v_dim), QKV_SHARDS)
         return maps
 
     def for_rule(self, rule: TensorRule) -> tuple[AxisMap, ...]:
@@ -1023,8 +1027,8 @@ def _tensor_recipes(family: Family, dims: Dims, layers: list[tuple[int, bool]], 
             continue
         # a width-dependent factor hidden_size ** p the model applies (Gemma 4's router input): undone by the tensor
         power = 1.0 if rule.hidden_power is None else (dims.hidden / maps.hidden.size) ** rule.hidden_power
-        if rule.role == "layer_scalar":  # multiplies the block's whole output: 1 in an identity block, else kept
-            recipes.append(Recipe(out_name, src_name, axis_maps, None, "fill" if identity else "emit",
+        if rule.role == "layer_scalar":  # a block's output or residual gain: 1 in an identity block, else gathered
+            recipes.append(Recipe(out_name, src_name, axis_maps, None, "fill" if identity else "norm",  # unscaled
                                   dtype=info.dtype))
         elif rule.role in ("norm", "final_norm"):
             is_bias = out_name.endswith(".bias")
@@ -1217,6 +1221,13 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
             if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
                     and key not in family.kept_lists):
                 updates[key] = [value[src] for src, _ in layers]
+        for key in family.layer_strings:  # one character per layer (GLM-5's index_topk_pattern "FSSF...")
+            pattern = config_value(config, key)
+            if isinstance(pattern, str) and len(pattern) == dims.layers:
+                updates[key] = "".join(pattern[src] for src, _ in layers)
+        for key in family.schedule_keys:  # a period and offset the grown per-layer list need not follow: null
+            if config_value(config, key) is not None:
+                updates[key] = None
         if family.layer_runs is not None:  # runs [[pattern, repeats], ...]: the grown layers' entries as one run
             entries = [kind for pattern, repeats in config_value(config, family.layer_runs)
                        for _ in range(repeats) for kind in pattern]

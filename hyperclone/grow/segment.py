@@ -86,6 +86,7 @@ carrying AdamW moments over (--moments-from).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, fields, replace
@@ -307,9 +308,27 @@ def _segment(recipe: Recipe, name: str, axis: int, index: torch.Tensor, factor: 
 
 
 def _setting(model_type: str, config: dict[str, Any], key: str, default: Any = None) -> Any:
-    """A config value saved under `key` or a name transformers maps to it (Kimi Linear: num_expert_group, n_group)."""
+    """A config value saved under `key` or a name transformers maps to it (Kimi Linear: num_expert_group, n_group);
+    where config.json states none of them, the config class's own default, as the model reads it (DeepSeek-V3's
+    n_group 8, the renormalising routers' norm_topk_prob true); `default` only where the class has none."""
     names = sorted(_aliases(model_type, key), key=lambda name: name != key)
-    return next((config[name] for name in names if name in config), default)
+    stated = next((name for name in names if name in config), None)
+    if stated is not None:
+        return config[stated]
+    value = _class_default(model_type, key)
+    return default if value is None else value
+
+
+@functools.cache
+def _class_default(model_type: str, key: str) -> Any:
+    """The value transformers' config class of `model_type` gives `key` when config.json leaves it out (None when
+    the class or the attribute is unknown)."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        return getattr(CONFIG_MAPPING[model_type](), key, None)
+    except Exception:  # noqa: BLE001 - an unknown class or one that cannot build with defaults: no default
+        return None
 
 
 def scores(model_type: str, config: dict[str, Any]) -> str:
@@ -420,7 +439,8 @@ def epsilon_note(model_type: str, m: int) -> str:
     eps = ROUTER_EPSILON[model_type]
     return (f"{model_type}'s router divides the chosen scores by their sum S + {eps:g}: split, the sum is {m} x S + "
             f"{eps:g}, so the routed experts' output is the source's times (S + {eps:g}) / (S + {eps:g} / {m}), "
-            f"within {eps:g} / S relative (float32 rounding for S near 1)")
+            f"not exactly the source's: within {eps:g} / S relative (float32 rounding for S near 1, more where the "
+            f"chosen scores are small)")
 
 
 def segment_plan(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None

@@ -12,6 +12,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   qkv_interleaved  GPT-NeoX fused [heads, 3, head_dim] (heads outermost)
   qkv_grouped      Falcon (new decoder architecture) fused [kv_heads, group + 2, head_dim]: each KV group's
                    query heads, then its key head, then its value head
+  qkv_sharded      CodeGen's fused [mp_num = 4 shards, 3, hidden / 4]: each model-parallel shard's slice of the query,
+                   value and key widths in turn; every head is copied as in q and v, the hidden size must stay a
+                   multiple of 4 (refused in one line otherwise)
   heads, kv_heads  one position per query head / KV head (Cohere's q/k norm weights [heads, head_dim])
   one              a single position, kept (Apertus' xIELU parameters of shape [1])
   ffn              MLP width (in a mixture of experts: each routed expert's width)
@@ -179,19 +182,31 @@ multiplies the grown tensor by (old / new hidden) ** p, so the product is the so
 (true / false): the tensor exists only in the last layers that reuse earlier layers' keys and values, or only in the
 others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers).
 A refusal with ``"depth": true`` applies only where the number of layers grows.
+``layer_strings``: config keys holding one character per layer (GLM-5's index_topk_pattern "FSSF..."): depth growth
+writes the grown layers' characters, as it does for per-layer lists. ``schedule_keys``: config keys from which the
+config class derives a per-layer list by a period and an offset (GLM-5's index_topk_freq, index_skip_topk_offset):
+depth growth writes them null where the source states them (the grown per-layer list, written in full, is what
+transformers reads; a period would describe other layers).
 ``identity_copies``: {"list": per-layer config key, "entry": value}: under depth growth every identity block after
-the first layer copies the first source layer whose entry in that list is the value (its weights, its entries in every
+the first layer copies the nearest source layer at or before the one it follows whose entry in that list is the value
+(the first such layer where none precedes it; its weights, its entries in every
 per-layer list, its tensors), where the source has one (GLM-5's indexer_types "shared": such a layer reuses the top-k
 keys of the last "full" layer before it and has no indexer, so an identity block copying a full layer would choose new
 keys for the shared layers after it; an identity block before the first layer keeps copying the first layer).
 Role ``layer_scalar``: a stored factor multiplying a block's whole output, residual
-included (Gemma 4's [1] buffer): kept by width growth, 1 in an identity block.
-``scaled_config``: {config key: {"slot": "hidden" | "layers", "power": p}}: a config value the model divides by that
+included (Gemma 4's [1] buffer), or a per-channel gain [hidden] on the residual stream (Doge's input_residual and
+post_attention_residual): gathered as a norm weight is (never scaled by the hidden map's square-root scales, which
+the residual stream already carries: scaled, Doge grown 48 -> 72 gave 0.31 relative logit error), 1 in an identity
+block.
+``scaled_config``: {config key: {"slot": "hidden" | "layers" | "heads" | "kv_heads", "power": p}}: a config value
+the model divides by that
 slot's size ** p (MiniCPM3's dim_model_base: logits are divided by hidden_size / dim_model_base, p = 1; its
 scale_depth: each residual branch is multiplied by scale_depth / sqrt(num_hidden_layers), p = 0.5); the grown config
 multiplies it by (new / old) ** p, so the model's factor is the source's (an integer value must stay whole); p = 0
 states a value the config class derives from a growing one when config.json leaves it null (MiniCPM3's v_head_dim,
-hidden_size // num_attention_heads by default).
+hidden_size // num_attention_heads by default). Slots heads and kv_heads restate a head count under
+another key the model class does not read (MiMo-V2-Flash's swa_num_attention_heads, swa_num_key_value_heads = 2 x
+the KV heads, which its remote code and other engines read for the sliding layers).
 ``kept_lists``: config keys whose list values are not one entry per layer (Falcon-H1's mlp_multipliers, whose two
 entries would otherwise pass for the layer list of a 2-layer model): depth growth and out-of-core verify leave them.
 ``embedding_scale_when``: {config key: value, ...}: the embedding multiplier applies only where the config has those
@@ -211,8 +226,8 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.config_lookup import config_value  # re-exported: the tables' callers read it here
 from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 
-AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "ffn", "ffn_pairs", "dense_ffn",
-              "shared_ffn",
+AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "ffn", "ffn_pairs",
+              "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
               "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads",
               "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
@@ -236,9 +251,9 @@ LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated
 FFN_SLOTS = ("dense_ffn", "shared_ffn", "expert_ffn")  # MLP widths besides ffn; each grows by ffn's factor
 REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 # axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
-ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "heads", "kv_heads", "head_dim", "q_gate",
-                   "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q", "global_k",
-                   "global_v", "global_attn", "global_head_dim")
+ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "heads", "kv_heads",
+                   "head_dim", "q_gate", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q",
+                   "global_k", "global_v", "global_attn", "global_head_dim")
 FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn", "ffn_double")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
                "may_be_transposed", "when", "hidden_power", "kv_shared"}
@@ -247,7 +262,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
-               "scaled_config", "embedding_scale_when", "identity_copies"}
+               "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -427,6 +442,8 @@ class Family:
     scaled_config: tuple[tuple[str, str, float], ...] = ()  # (key, slot, p): see the module doc (MiniCPM3)
     kv_shared_layers: str | None = None  # config key: how many last layers reuse earlier layers' keys (Gemma 4)
     identity_copies: tuple[str, Any] | None = None  # (per-layer list key, entry): the layer identity blocks copy
+    layer_strings: tuple[str, ...] = ()  # config strings of one character per layer, rewritten under depth growth
+    schedule_keys: tuple[str, ...] = ()  # config keys deriving a per-layer list by period: null under depth growth
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
@@ -578,7 +595,15 @@ def _parse_family(raw: dict) -> Family:
         **_parse_config_forced(name, raw, config_keys),
         scaled_config=_parse_scaled_config(name, raw.get("scaled_config", {})),
         identity_copies=_parse_identity_copies(name, raw.get("identity_copies")),
+        layer_strings=_parse_keys(name, "layer_strings", raw.get("layer_strings", [])),
+        schedule_keys=_parse_keys(name, "schedule_keys", raw.get("schedule_keys", [])),
     )
+
+
+def _parse_keys(name: str, field: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(key, str) for key in raw):
+        raise ValueError(f"family {name}: {field} is a list of config keys")
+    return tuple(raw)
 
 
 def _parse_identity_copies(name: str, raw: Any) -> tuple[str, Any] | None:
@@ -591,12 +616,14 @@ def _parse_identity_copies(name: str, raw: Any) -> tuple[str, Any] | None:
 
 
 def _parse_scaled_config(name: str, raw: Any) -> tuple[tuple[str, str, float], ...]:
-    """scaled_config: {key: {"slot": "hidden" | "layers", "power": number}} (see the module doc)."""
+    """scaled_config: {key: {"slot": "hidden" | "layers" | "heads" | "kv_heads", "power": number}} (module doc)."""
     if not isinstance(raw, dict) or not all(
-            isinstance(entry, dict) and set(entry) == {"slot", "power"} and entry["slot"] in ("hidden", "layers")
+            isinstance(entry, dict) and set(entry) == {"slot", "power"}
+            and entry["slot"] in ("hidden", "layers", "heads", "kv_heads")
             and isinstance(entry["power"], (int, float)) and not isinstance(entry["power"], bool)
             for entry in raw.values()):
-        raise ValueError(f"family {name}: scaled_config maps config keys to {{slot: hidden | layers, power: number}}")
+        raise ValueError(f"family {name}: scaled_config maps config keys to "
+                         "{slot: hidden | layers | heads | kv_heads, power: number}")
     return tuple((key, entry["slot"], float(entry["power"])) for key, entry in raw.items())
 
 
