@@ -162,13 +162,35 @@ def test_splitting_experts_cuts_the_experts_own_width(tmp_path):
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
-def test_out_of_core_verify_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("layout, options, corrupt", [
+    # experts beside the MLP, full layers with their own head_dim and KV heads (keys as values), an identity block
+    (dict(), dict(width=2, layers=4, insert_after=(0,)), "model.layers.3.self_attn.k_proj.weight"),
+    (DENSE, dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100, layers=4, mode="uneven"),
+     "model.layers.0.self_attn.v_proj.weight"),
+    # per-layer embeddings (held by the model around the blocks), a KV-shared layer reading layer 2's keys
+    (SMALL, dict(width=2, ffn=3), "model.layers.3.self_attn.q_proj.weight"),
+])
+def test_out_of_core_verify_runs_gemma4_blocks(tmp_path, layout, options, corrupt):
+    """Block by block as in memory; one grown tensor 5% off fails its own block and no earlier one, as it fails in
+    memory."""
+    from safetensors.torch import save_file
+
     from hyperclone.grow.verify_blocks import verify_out_of_core
 
-    src = make_tiny("gemma4_text", tmp_path / "src")
-    out = grow(src, tmp_path / "out", width=2)
-    with pytest.raises(HyperCloneError, match="out-of-core verify does not run gemma4_text blocks"):
-        verify_out_of_core(src, out)
+    src = make_tiny("gemma4_text", tmp_path / "src", dtype=torch.bfloat16, **layout)
+    out = grow(src, tmp_path / "out", **options)
+    result = verify_out_of_core(src, out)
+    layers = json.loads((out / "config.json").read_text())["num_hidden_layers"]
+    assert result.ok and len(result.block_rel_err) == layers, result
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+    tensors = load_file(out / "model.safetensors")
+    tensors[corrupt][0] *= 1.05
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    block = int(corrupt.split(".")[2])
+    result = verify_out_of_core(src, out)
+    assert not result.ok and result.worst_block == block and result.block_rel_err[block] > REL_TOL, result
+    assert all(error <= REL_TOL for error in result.block_rel_err[:block])
+    assert not compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok  # as in memory
 
 
 def test_stacking_that_ends_on_a_sliding_layer_is_refused(tmp_path):

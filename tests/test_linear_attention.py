@@ -314,11 +314,28 @@ def test_kimi_refusals(tmp_path, case, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_kimi_out_of_core_verify_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("corrupt", ["model.layers.0.self_attn.q_conv1d.weight",  # KDA: fused conv1d in memory
+                                     "model.layers.0.self_attn.f_b_proj.weight",  # KDA: its forget_gate module
+                                     "model.layers.2.self_attn.kv_b_proj.weight"])  # MLA (layer 1 in the source)
+def test_kimi_out_of_core_verify(tmp_path, corrupt):
+    """Block by block (KDA and MLA layers, dense and routed MLPs, an identity block), the blocks loaded in
+    transformers' in-memory layout (the table's in_memory); one grown tensor 5% off fails its own block and no
+    earlier one, as it fails in memory."""
+
+    from safetensors.torch import save_file
+
     from hyperclone.grow.verify_blocks import verify_out_of_core
 
-    src = make_tiny("kimi_linear", tmp_path / "src")
-    out = grow(src, tmp_path / "out", width=2)
-    with pytest.raises(HyperCloneError, match="out-of-core verify does not run kimi_linear blocks") as error:
-        verify_out_of_core(src, out)
-    assert "\n" not in str(error.value)
+    src = make_tiny("kimi_linear", tmp_path / "src", dtype=torch.bfloat16)
+    out = grow(src, tmp_path / "out", width=2, ffn=3, layers=4, insert_after=(0,))
+    result = verify_out_of_core(src, out)
+    assert result.ok and len(result.block_rel_err) == 4, result
+    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
+    tensors = load_file(out / "model.safetensors")
+    tensors[corrupt][0] *= 1.05
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    block = int(corrupt.split(".")[2])
+    result = verify_out_of_core(src, out)
+    assert not result.ok and result.worst_block == block and result.block_rel_err[block] > REL_TOL, result
+    assert all(error <= REL_TOL for error in result.block_rel_err[:block])
+    assert not compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok  # as in memory

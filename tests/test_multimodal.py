@@ -437,11 +437,6 @@ def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
         with pytest.raises(HyperCloneError, match="no causal LM class .* verify in memory"):
             verify_out_of_core(src, out)
         return
-    if model_type == "gemma4":  # as gemma4_text's (tests/test_gemma4.py): its blocks cannot run alone yet
-        with pytest.raises(HyperCloneError, match="out-of-core verify does not run gemma4_text blocks .* verify in "
-                                                  "memory"):
-            verify_out_of_core(src, out)
-        return
     result = verify_out_of_core(src, out)
     assert result.ok and result.kept_equal and len(result.block_rel_err) == layers + 1, result
     assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL

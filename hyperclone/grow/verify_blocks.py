@@ -62,23 +62,44 @@ def _find_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn
 
 
 def _config_with_layers(config: Any, layers_key: str, count: int, kept: tuple[str, ...] = ()) -> Any:
-    """A copy of config with `count` layers (per-layer lists cut to match; `kept`: lists that are not per layer)."""
+    """A copy of config with `count` layers (per-layer lists cut to match; `kept`: lists that are not per layer); one
+    with per-layer overrides gets one layer of every kind where asked for any (see _overrides_per_kind)."""
     small = copy.deepcopy(config)
     full = getattr(config, layers_key)
+    kinds = getattr(config, "layer_types", None)
+    per_kind = getattr(config, "is_heterogeneous", False) and isinstance(kinds, list)
+    if per_kind and count:  # Gemma 4 checks that every kind has a layer making its keys and values
+        count = len(set(kinds))
     setattr(small, layers_key, count)
     for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
         if isinstance(value, list) and len(value) == full and key != "architectures" and key not in kept:
             # layer_types keeps one entry of every kind: models build a rotary table per kind from it
             kept = value[:count] if key != "layer_types" else list(dict.fromkeys(value))
             setattr(small, key, kept)
+    if per_kind:
+        _overrides_per_kind(small, config)
     return small
+
+
+def _overrides_per_kind(small: Any, config: Any) -> None:
+    """A config with per-layer overrides (Gemma 4's full-attention head_dim and KV heads, as per_layer_config): the cut
+    config, whose layer_types has one entry of every kind, takes the overrides of the first layer of each kind (its
+    rotary tables are sized by them); it has no KV-shared layers (they need a layer of their kind before them)."""
+    overrides = config._heterogeneity_spec.per_layer_overrides
+    first = [config.layer_types.index(kind) for kind in dict.fromkeys(config.layer_types)]
+    small._heterogeneity_spec.per_layer_overrides = {
+        new: copy.deepcopy(overrides[old]) for new, old in enumerate(first) if old in overrides}
+    if getattr(small, "num_kv_shared_layers", 0):
+        small.num_kv_shared_layers = 0
 
 
 def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, experts: int | None
                      ) -> dict[str, torch.Tensor]:
     """One block's tensors as read from the checkpoint, renamed and fused where transformers holds them otherwise in
-    memory (the family table's in_memory: a MoE's per-expert weights stacked, gate and up rows joined)."""
+    memory (the family table's in_memory: a MoE's per-expert weights stacked, gate and up rows joined; other sections
+    joined along their first axis, as Kimi Delta Attention's q, k and v convolutions)."""
     fused: dict[str, list[torch.Tensor | None]] = {}
+    stacked: set[str] = set()
     for rule in family.tensors if family is not None else ():
         if rule.in_memory is None or not rule.per_layer:
             continue
@@ -88,31 +109,15 @@ def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, ex
         if not all(n in state for n in names):
             continue
         parts = [state.pop(n) for n in names]
-        fused.setdefault(target.replace("{layer}", str(layer)), [None] * sections)[section] = (
-            torch.stack(parts) if rule.per_expert else parts[0])
+        target = target.replace("{layer}", str(layer))
+        fused.setdefault(target, [None] * sections)[section] = torch.stack(parts) if rule.per_expert else parts[0]
+        if rule.per_expert:
+            stacked.add(target)
     for name, sections in fused.items():
         if any(part is None for part in sections):
             raise HyperCloneError(f"{name}: the checkpoint lacks some of its sections")
-        state[name] = sections[0] if len(sections) == 1 else torch.cat(sections, dim=-2)
+        state[name] = sections[0] if len(sections) == 1 else torch.cat(sections, dim=1 if name in stacked else 0)
     return state
-
-
-# language models whose decoder layers out-of-core verify cannot build and call one at a time yet, and why
-BLOCKS_NOT_RUN_ALONE = {
-    "gemma4_text": "a one-layer config fails Gemma 4's KV-sharing check and its layers take per-type rope tables and "
-                   "shared KV states",
-    "kimi_linear": "its checkpoints store Kimi Delta Attention's convolutions and forget gate under other names than "
-                   "the layers hold them (q_conv1d, k_conv1d, v_conv1d fused into one conv1d; f_a_proj, f_b_proj, "
-                   "A_log, dt_bias in a forget_gate module)"}
-
-
-def _family_run_alone(folder: Path, model_type: str, families: dict[str, Any]) -> Any:
-    """The family table of a language model whose blocks out-of-core verify runs one at a time (None: not a family's);
-    a one-line refusal for those it cannot run alone yet."""
-    if model_type in BLOCKS_NOT_RUN_ALONE:
-        raise HyperCloneError(f"{folder}: out-of-core verify does not run {model_type} blocks one at a time yet "
-                              f"({BLOCKS_NOT_RUN_ALONE[model_type]}); verify in memory")
-    return families.get(model_type)
 
 
 class LazyModel:
@@ -135,7 +140,7 @@ class LazyModel:
             self.config = AutoConfig.from_pretrained(folder)
         if is_mxfp4(getattr(self.config, "quantization_config", None)):
             self.weights = Mxfp4Weights(self.weights)  # GPT-OSS's MXFP4 experts, read as bf16
-        self.family = _family_run_alone(folder, self.config.model_type, FAMILIES)
+        self.family = FAMILIES.get(self.config.model_type)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
         self.experts = config_value(self.config, experts_key) if experts_key else None
         layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
@@ -194,7 +199,11 @@ class LazyModel:
             same = [n for n, i in unclaimed.items() if tuple(i.shape) == tuple(shape)]
             if len(same) == 1:
                 state[name] = self.weights.read(same[0]).float()
-        missing = [n for n in wanted if n not in state]
+        empty = [n for n, t in state.items() if 0 in wanted[n] and t.shape != wanted[n]]
+        for name in empty:  # held empty by the layer-free model, being sized by the layer count (Gemma 4's
+            owner, _, attr = name.rpartition(".")  # per-layer embeddings and their projection): the stored tensor
+            setattr(self.model.get_submodule(owner), attr, torch.nn.Parameter(state.pop(name), requires_grad=False))
+        missing = [n for n in wanted if n not in state and n not in empty]
         tied = getattr(self.config, "tie_word_embeddings", False)
         if any(not (tied and ("lm_head" in n or "embed_out" in n)) for n in missing):
             raise HyperCloneError(f"{folder}: tensors missing for out-of-core verify: {missing[:3]}")
