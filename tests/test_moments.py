@@ -130,3 +130,21 @@ def test_moments_that_are_not_the_sources_are_refused_before_anything_is_written
     weights = load_file(grown / "model.safetensors")
     carried = torch.load(grown / MOMENTS_FILE, weights_only=True)
     assert carried.keys() == base.keys() and all(carried[n]["exp_avg"].shape == weights[n].shape for n in carried)
+
+
+def test_identity_blocks_start_with_fresh_moments(tmp_path):
+    """An identity block's zeroed writers and its gains set to 1 (Doge's per-channel residual gains, Gemma 4's
+    layer_scalar: role layer_scalar, recipe "fill") carry no moments over: their state starts fresh (before, the
+    gains' moments were grown from the filled value 1, 0.5 and 0.25 at x2, whatever the source's were), while the
+    copied layers' gains carry the source's moments split over the copies."""
+    from tiny_models import make_tiny
+
+    small = make_tiny("doge", tmp_path / "small")
+    moments = {n: {"step": 3.0, "exp_avg": torch.full_like(t, 0.01), "exp_avg_sq": torch.full_like(t, 1e-4)}
+               for n, t in load_file(small / "model.safetensors").items()}
+    grown = grow(small, tmp_path / "grown", width=2, layers=3, insert_after=(0,))
+    carried = grow_moments(small, grown_spec(grown), moments)
+    gains = [n for n in carried if n.endswith("_residual")]
+    assert gains and not any(n.startswith("model.layers.1.") for n in gains)
+    for name in gains:
+        assert torch.allclose(carried[name]["exp_avg"], torch.full_like(carried[name]["exp_avg"], 0.005)), name

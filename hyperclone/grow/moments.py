@@ -48,8 +48,8 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
     moments = _by_stored_name(plan, source, moments, stored_name)
     out: dict[str, dict[str, Any]] = {}
     for recipe in plan.recipes:
-        if recipe.kind == "zero" or recipe.src_name not in moments:
-            continue
+        if recipe.kind in ("zero", "fill") or recipe.src_name not in moments:  # an identity block's zeroed writers
+            continue  # and its gains set to 1 (layer_scalar) start with fresh optimizer state
         m = moments[recipe.src_name]
         src_shape = m["exp_avg"].shape
         ones = torch.ones(src_shape, dtype=torch.float32)

@@ -877,7 +877,15 @@ def check_shared_epsilon(family: Family, dims: Dims, grown: Dims, maps: AxisMaps
     """Refuse a hidden size that is not a whole multiple where LayerNorms over another axis (Persimmon's, Cohere's
     and Phi's per-head q/k norms over head_dim) read the epsilon that growth rescales for the hidden LayerNorms: theirs
     would change with it."""
-    if maps.layernorm_scale == 1.0 or family.norm_eps_key is None:
+    if maps.layernorm_scale == 1.0:
+        return
+    gains = sorted(name for name in present
+                   if rules[name].role == "layer_scalar" and rules[name].axes[0] == ("hidden",))
+    if gains:  # an uneven LayerNorm map holds means at some positions, and mean(g x) is not mean(g) mean(x)
+        raise HyperCloneError(f"{family.model_type}: {gains[0]} is a per-channel gain on the residual stream, which a "
+                              f"LayerNorm family's hidden size not a multiple of {dims.hidden} cannot carry exactly; "
+                              "grow the hidden size by a whole factor")
+    if family.norm_eps_key is None:
         return
     other = sorted(name for name in present if rules[name].role == "norm" and rules[name].axes[0] != ("hidden",))
     if other:

@@ -319,14 +319,20 @@ def _setting(model_type: str, config: dict[str, Any], key: str, default: Any = N
     return default if value is None else value
 
 
-@functools.cache
 def _class_default(model_type: str, key: str) -> Any:
     """The value transformers' config class of `model_type` gives `key` when config.json leaves it out (None when
     the class or the attribute is unknown)."""
-    from transformers import CONFIG_MAPPING
+    return getattr(_default_config(model_type), key, None)
 
+
+@functools.cache
+def _default_config(model_type: str) -> Any:
+    """transformers' config of `model_type` built from its defaults, once (None for an unknown class or one that
+    cannot build from its defaults)."""
     try:
-        return getattr(CONFIG_MAPPING[model_type](), key, None)
+        from transformers import CONFIG_MAPPING
+
+        return CONFIG_MAPPING[model_type]()
     except Exception:  # noqa: BLE001 - an unknown class or one that cannot build with defaults: no default
         return None
 
