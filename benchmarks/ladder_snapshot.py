@@ -72,9 +72,14 @@ def save(out: Path, dest: Path, keep_small: tuple[str, ...] = ()) -> list[str]:
 
 def restore(out: Path, dest: Path) -> list[str]:
     """Put the finished runs of `dest` (and the small models kept whole, with their tokenizer) into `out`, where
-    they are not already; returns the runs restored."""
+    they are not already, and the description of their corpus as out/corpus/expected.json (the experiment refuses a
+    rebuilt corpus that differs); returns the runs restored."""
     if (dest / "tokenizer").is_dir() and not (out / "tokenizer").exists():
         shutil.copytree(dest / "tokenizer", out / "tokenizer")
+    if (dest / "corpus" / "corpus.json").exists() and not (out / "corpus" / "corpus.json").exists():
+        # the corpus the runs were trained on: the experiment refuses to build another one beside them
+        (out / "corpus").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dest / "corpus" / "corpus.json", out / "corpus" / "expected.json")
     restored = []
     for run in sorted((dest / "runs").iterdir()) if (dest / "runs").is_dir() else []:
         target = out / "runs" / run.name

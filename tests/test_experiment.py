@@ -119,3 +119,26 @@ def test_compare_results_leaves_out_timing_and_reports_the_largest_difference(tm
     differ = subprocess.run([sys.executable, str(script), *map(str, paths)], capture_output=True, text=True)
     assert differ.returncode == 1 and "1 of 3 values differ" in differ.stdout
     assert "/arms/grown/seeds[0]/curve[0]/val_loss: 4.99 != 4.98" in differ.stdout
+
+
+def test_a_rebuilt_corpus_must_be_the_restored_runs_one(tmp_path):
+    """A folder restored from committed runs (benchmarks/ladder_snapshot.py restore writes their corpus.json as
+    corpus/expected.json) refuses a corpus rebuilt from data that changed since (Debian's documentation packages
+    moved between two sessions: 2,102 documents became 2,100), in one line, keeping nothing of it; the same data
+    builds as before, its description now with the file's sha256."""
+    from hyperclone.experiments.setup import prepare
+
+    corpus = make_corpus(tmp_path / "corpus")
+    first = prepare(MICRO, tmp_path / "first", [corpus], lambda _: None).corpus_info
+    assert len(first["sha256"]) == 64 and first["documents"] > 0
+    for name, expected in (("same", first), ("changed", dict(first, documents=first["documents"] + 2, sha256="0"))):
+        folder = tmp_path / name
+        (folder / "corpus").mkdir(parents=True)
+        (folder / "corpus" / "expected.json").write_text(json.dumps(expected))
+        if name == "same":
+            assert prepare(MICRO, folder, [corpus], lambda _: None).corpus_info == first
+            continue
+        with pytest.raises(HyperCloneError, match="is not the one this folder's restored runs were trained on") as err:
+            prepare(MICRO, folder, [corpus], lambda _: None)
+        assert "\n" not in str(err.value)
+        assert not (folder / "corpus" / "corpus.jsonl").exists() and not (folder / "corpus" / "corpus.json").exists()

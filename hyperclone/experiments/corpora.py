@@ -55,11 +55,14 @@ def _unique_texts(files: Iterable[Path]) -> Iterator[str]:
 
 
 def write_corpus(dest: Path, docs: Iterable[str], description: str, max_bytes: int) -> dict[str, Any]:
-    """Write up to max_bytes of the non-empty documents to dest (jsonl, renamed into place) and describe them."""
+    """Write up to max_bytes of the non-empty documents to dest (jsonl, renamed into place) and describe them (with
+    the sha256 of the file written, so a corpus rebuilt later is known to be the same or not)."""
+    import hashlib
     import json
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     n_docs = n_bytes = 0
+    digest = hashlib.sha256()
     tmp = dest.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for text in docs:
@@ -70,14 +73,24 @@ def write_corpus(dest: Path, docs: Iterable[str], description: str, max_bytes: i
                 if n_bytes >= 0.9 * max_bytes:
                     break
                 continue  # a large document would overshoot the cap; smaller ones may still fit
-            fh.write(json.dumps({"text": text}) + "\n")
+            line = json.dumps({"text": text}) + "\n"
+            fh.write(line)
+            digest.update(line.encode("utf-8"))
             n_docs += 1
             n_bytes += size
     if n_docs == 0:
         tmp.unlink()
         raise HyperCloneError(f"no text found for the corpus in {description}")
     tmp.replace(dest)
-    return {"description": f"{description}, capped at {max_bytes / 1e6:g} MB", "documents": n_docs, "bytes": n_bytes}
+    return {"description": f"{description}, capped at {max_bytes / 1e6:g} MB", "documents": n_docs, "bytes": n_bytes,
+            "sha256": digest.hexdigest()}
+
+
+def same_corpus(built: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether a rebuilt corpus is the one a run was trained on: the same documents and bytes, and the same sha256
+    where both descriptions have one (descriptions written before the sha256 was recorded have none)."""
+    keys = ("documents", "bytes") + (("sha256",) if "sha256" in built and "sha256" in expected else ())
+    return all(built.get(key) == expected.get(key) for key in keys)
 
 
 def build_corpus(dest: Path, data: list[Path] | None, max_bytes: int) -> dict[str, Any]:

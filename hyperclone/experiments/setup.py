@@ -18,7 +18,7 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.outputs import write_text_atomic
 from hyperclone.common.quiet import hf_quiet
 from hyperclone.experiments import curve_math
-from hyperclone.experiments.corpora import PUBLIC_CORPORA, build_corpus, public_corpus
+from hyperclone.experiments.corpora import PUBLIC_CORPORA, build_corpus, public_corpus, same_corpus
 from hyperclone.experiments.folder import SMALL_INIT, ExperimentDir
 from hyperclone.experiments.presets import Preset
 from hyperclone.train.config import TrainConfig
@@ -185,7 +185,9 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     if not info_file.exists():
         say("building the corpus")
         info_file.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(info_file, json.dumps(build_corpus(corpus, data, preset.corpus_bytes), indent=1))
+        built = build_corpus(corpus, data, preset.corpus_bytes)
+        check_expected_corpus(folder, built)
+        write_text_atomic(info_file, json.dumps(built, indent=1))
     tok_dir = folder.tokenizer
     if not (tok_dir / "tokenizer.json").exists():
         say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")
@@ -194,6 +196,22 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     (folder.models).mkdir(parents=True, exist_ok=True)
     small_init = init_model(small_config(preset, tokenizer), 0, tokenizer, folder.small_init)
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
+
+
+def check_expected_corpus(folder: ExperimentDir, built: dict[str, Any]) -> None:
+    """Refuse, removing what was built, a corpus that is not the one the folder's restored runs were trained on
+    (DIR/corpus/expected.json, the committed corpus.json that benchmarks/ladder_snapshot.py restore puts there): a
+    data file rebuilt from packages that changed since would silently mix two corpora in one report."""
+    expected_file = folder.corpus_info.with_name("expected.json")
+    if not expected_file.exists():
+        return
+    expected = json.loads(expected_file.read_text())
+    if not same_corpus(built, expected):
+        folder.corpus.unlink(missing_ok=True)
+        raise HyperCloneError(f"the corpus built from the data ({built['documents']:,} documents, {built['bytes']:,} "
+                              f"bytes) is not the one this folder's restored runs were trained on "
+                              f"({expected['documents']:,} documents, {expected['bytes']:,} bytes: "
+                              f"{expected_file}); rebuild that data file or start the arms afresh in a new folder")
 
 
 def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True, corpus: str | None = None) -> Arm:
