@@ -107,7 +107,7 @@ def test_unknown_family_lists_supported(tiny, tmp_path, capsys):
     (tiny / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out"
     code, _, err = run(["grow", str(tiny), str(out)], capsys)
-    assert_clean_error(code, err, out, "unsupported model family 'bert'; supported: apertus, ")
+    assert_clean_error(code, err, out, "unsupported model family 'bert'; supported: afmoe, apertus, ")
     assert ", llama, " in err and ", qwen3_moe, " in err  # the whole list, sorted
 
 

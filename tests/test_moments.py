@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import make_corpus, make_model
+from train_helpers import make_corpus, make_model, make_tokenizer
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE, load_moments
@@ -36,10 +36,10 @@ def config(setup, model: Path, out: Path, **kw) -> TrainConfig:
     return replace(cfg, **kw)
 
 
-def grads(folder: Path, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+def grads(folder: Path, batch: torch.Tensor, **load) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64, **load)
     logits = model(input_ids=batch[:, :-1]).logits
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
     loss.backward()
@@ -63,6 +63,53 @@ def test_grown_moments_equal_the_grown_models_gradients(setup, tmp_path, width):
         assert torch.allclose(carried[name]["exp_avg"].double(), g, atol=1e-7, rtol=1e-4), name
         assert torch.allclose(carried[name]["exp_avg_sq"].double(), g**2, atol=1e-10, rtol=1e-3), name
         assert carried[name]["step"] == 5.0
+
+
+@pytest.mark.parametrize("family,width", [("mixtral", 2), ("qwen3_moe", 2), ("qwen3_moe", 3)])
+def test_fused_expert_moments_equal_the_grown_models_gradients(tmp_path, family, width):
+    """A run keys a mixture of experts' moments by transformers' fused in-memory names (mlp.experts.gate_up_proj
+    [experts, 2 x ffn, hidden], Mixtral's router as mlp.gate): they are split into the checkpoint's per-expert
+    tensors, grown, and fused back under the grown model's names, exactly as the gradients grow. (fp64 needs the
+    eager experts; Mixtral at x3 is left out: its router's softmax runs in float32, so the grown model's own
+    gradient moves by ~1e-3 relative on its smallest entries.)"""
+    from tiny_models import VOCAB, make_tiny
+
+    small = make_tiny(family, tmp_path / "small", dtype=torch.float64)
+    grown = grow(small, tmp_path / "grown", width=width, mode="symmetric")
+    batch = torch.randint(0, VOCAB, (3, 17), generator=torch.Generator().manual_seed(0))
+    g_small, g_big = (grads(f, batch, experts_implementation="eager") for f in (small, grown))
+    assert "model.layers.0.mlp.experts.gate_up_proj" in g_small
+    moments = {n: {"step": 5.0, "exp_avg": g.float(), "exp_avg_sq": g.float() ** 2} for n, g in g_small.items()}
+    carried = grow_moments(small, grown_spec(grown), moments)
+    assert carried.keys() == g_big.keys()
+    for name, g in g_big.items():
+        assert torch.allclose(carried[name]["exp_avg"].double(), g, atol=1e-7, rtol=1e-4), name
+        assert torch.allclose(carried[name]["exp_avg_sq"].double(), g**2, atol=1e-10, rtol=1e-3), name
+    wrong = {**moments, "model.layers.0.mlp.experts.gate_up_proj": moments["model.layers.0.mlp.experts.down_proj"]}
+    with pytest.raises(HyperCloneError, match=r"gate_up_proj have shape \[4, 48, 40\], not the \[4, 80, 48\]"):
+        grow_moments(small, grown_spec(grown), wrong)
+
+
+def test_fused_expert_moments_carry_over_and_resume_exactly(setup, tmp_path):
+    """A Qwen3-MoE run's moments (fused names) grown with grow --moments-from give every grown parameter its state."""
+    from tiny_models import make_tiny
+
+    _, corpus, _ = setup
+    small = make_tiny("qwen3_moe", tmp_path / "small", vocab_size=320)
+    make_tokenizer(small, corpus)
+    first = train(config(setup, small, tmp_path / "first", save_moments=True))
+    grown = grow(first.final, tmp_path / "grown", width=2, moments_from=first.final)
+    cfg = config(setup, grown, tmp_path / "ref", moments_from=grown)
+    ref = train(cfg)
+    run = replace(cfg, out=tmp_path / "run")
+    train(replace(run, stop_after=6))
+    opt = torch.load(tmp_path / "run" / "checkpoints" / "step-0000004" / "optimizer.pt", weights_only=True)
+    weights = load_file(grown / "model.safetensors")
+    assert len(opt["state"]) == len(load_moments(grown)) < len(weights)  # experts fused: fewer tensors in memory
+    assert all(float(s["step"]) == STEPS + 4 for s in opt["state"].values())
+    resumed = train(replace(run, resume=True))
+    a, b = load_file(ref.final / "model.safetensors"), load_file(resumed.final / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_carried_moments_have_grown_shapes_and_resume_exactly(setup, tmp_path):
@@ -148,3 +195,20 @@ def test_identity_blocks_start_with_fresh_moments(tmp_path):
     assert gains and not any(n.startswith("model.layers.1.") for n in gains)
     for name in gains:
         assert torch.allclose(carried[name]["exp_avg"], torch.full_like(carried[name]["exp_avg"], 0.005)), name
+
+
+def test_fused_expert_moments_of_an_identity_block(tmp_path):
+    """Depth growth reads each source expert twice (the copied layer, the identity block): the fused moments split
+    once, and the identity block's zeroed down_proj (all its experts) starts fresh while its gate_up_proj carries."""
+    from tiny_models import make_tiny
+    from transformers import AutoModelForCausalLM
+
+    small = make_tiny("qwen3_moe", tmp_path / "small")
+    moments = {n: {"step": 3.0, "exp_avg": torch.full_like(p, 0.01), "exp_avg_sq": torch.full_like(p, 1e-4)}
+               for n, p in AutoModelForCausalLM.from_pretrained(small).named_parameters()}
+    grown = grow(small, tmp_path / "grown", width=2, layers=3, insert_after=(0,))
+    carried = grow_moments(small, grown_spec(grown), moments)
+    params = dict(AutoModelForCausalLM.from_pretrained(grown).named_parameters())
+    assert all(carried[n]["exp_avg"].shape == params[n].shape for n in carried)
+    assert "model.layers.1.mlp.experts.gate_up_proj" in carried
+    assert "model.layers.1.mlp.experts.down_proj" in params.keys() - carried.keys()

@@ -448,10 +448,89 @@ def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
     assert result.kept_equal is False and not result.ok
 
 
+# per model type whose language model is a mixture of experts: its text config's expert count, expert width and top-k
+EXPERT_KEYS = {"gemma4": ("num_experts", "moe_intermediate_size", "top_k_experts"),
+               "qwen3_5_moe": ("num_experts", "moe_intermediate_size", "num_experts_per_tok"),
+               "qwen3_vl_moe": ("num_local_experts", "moe_intermediate_size", "num_experts_per_tok"),
+               "glm4v_moe": ("n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")}
+
+
+@pytest.mark.parametrize("model_type,width", [("gemma4", 1), ("gemma4", 2), ("qwen3_5_moe", 2), ("qwen3_vl_moe", 1),
+                                              ("glm4v_moe", 2)])
+def test_experts_split_through_the_wrapper(tmp_path, model_type, width):
+    """--experts 8 on a language model of 4 experts (top-2, 40 wide): each split in 2 (top-4, 20 wide, or 40 with the
+    MLP grown x2), alone or with width x2; the text and image logits are the source's, the text config states the new
+    expert count, width and top-k (GLM-4.5V's shared expert keeps its width: n_shared_experts 1 -> 2), the vision
+    tower is copied, every tensor is named in the checkpoint's layout, and hyperclone.json records the split."""
+    from hyperclone.grow.inspect import explain_plan
+
+    src = make_tiny_multimodal(model_type, tmp_path / "src")
+    out = grow(src, tmp_path / "out", width=width, experts=8)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(source, grown, model_type) <= REL_TOL
+    before, after = (json.loads((f / "config.json").read_text()) for f in (src, out))
+    experts, expert_width, top_k = EXPERT_KEYS[model_type]
+    text = after["text_config"]
+    assert (text[experts], text[expert_width], text[top_k]) == (8, 20 * width, 4)
+    assert text["hidden_size"] == 48 * width and after["vision_config"] == before["vision_config"] | (
+        {"out_hidden_size": 48 * width} if "out_hidden_size" in before["vision_config"] else {})
+    if model_type == "glm4v_moe":
+        assert text["n_shared_experts"] == 2
+    wrapper = WRAPPERS[model_type]
+    with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
+        vision = [k for k in a.keys() if wrapper.is_kept(k) and wrapper.projector_rule(k) is None]
+        assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
+        assert sort_tensors(wrapper, list(b.keys())).layout == sort_tensors(wrapper, list(a.keys())).layout
+    provenance = json.loads((out / "hyperclone.json").read_text())
+    assert provenance["wrapper"] == model_type and provenance["function_preserving"] is True
+    assert provenance["segmented"]["experts"] == 8 and provenance["segmented"]["top_k"] == 4
+    assert explain_plan(src, width=width, experts=8)["segmented"] == provenance["segmented"]
+
+
+def test_qwen3_vl_moe_release_layout_splits(tmp_path):
+    """The releases' transposed expert stacks ([experts, in, out]) are split along their MLP width too, and keep that
+    layout."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny_multimodal("qwen3_vl_moe", tmp_path / "src")
+    saved = load_file(src / "model.safetensors")
+    release = {name: t.transpose(1, 2).contiguous() if name.endswith(("experts.gate_up_proj", "experts.down_proj"))
+               else t for name, t in saved.items()}
+    save_file(release, src / "model.safetensors", metadata={"format": "pt"})
+    out = grow(src, tmp_path / "out", width=2, experts=8)
+    grown_tensors = load_file(out / "model.safetensors")
+    assert grown_tensors["model.language_model.layers.0.mlp.experts.gate_up_proj"].shape == (8, 96, 80)
+    assert grown_tensors["model.language_model.layers.0.mlp.experts.down_proj"].shape == (8, 40, 96)
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(source, grown, "qwen3_vl_moe") <= REL_TOL
+
+
+def test_experts_through_a_wrapper_refusals(tmp_path, monkeypatch):
+    """Refused in one line: a language model whose split is not exact (Llama 4's shared expert is as wide as each
+    expert), one whose family's routing is not described, upcycling a dense language model, and --moments-from."""
+    from hyperclone.grow import segment
+
+    llama4 = make_tiny_multimodal("llama4", tmp_path / "llama4")
+    with pytest.raises(HyperCloneError, match="shared_expert.* has the experts' width"):
+        grow(llama4, tmp_path / "l", experts=8)
+    glm = make_tiny_multimodal("glm4v_moe", tmp_path / "glm")
+    with pytest.raises(HyperCloneError, match="--moments-from with --experts"):
+        grow(glm, tmp_path / "m", experts=8, moments_from=tmp_path / "run")
+    monkeypatch.delitem(segment.ROUTING, "glm4v_moe_text")
+    with pytest.raises(HyperCloneError, match=r"^--experts on a glm4v_moe checkpoint: splitting the experts of its "
+                                              r"language model \(glm4v_moe_text\) is not described"):
+        grow(glm, tmp_path / "g", experts=8)
+    gemma3 = make_tiny_multimodal("gemma3", tmp_path / "gemma3")
+    with pytest.raises(HyperCloneError, match="upcycling into experts is not supported for multimodal"):
+        grow(gemma3, tmp_path / "e", width=2, experts=4)
+    assert not any((tmp_path / n).exists() for n in ("l", "m", "g", "e"))
+
+
 def test_multimodal_refusals(tmp_path):
     src = make_tiny_multimodal("gemma3", tmp_path / "src")
-    with pytest.raises(HyperCloneError, match="--experts is not supported for multimodal"):
-        grow(src, tmp_path / "e", width=2, experts=4)
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(src / "model.safetensors")
@@ -459,7 +538,7 @@ def test_multimodal_refusals(tmp_path):
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(HyperCloneError, match="audio_tower.weight is neither the language model's"):
         grow(src, tmp_path / "x", width=2)
-    assert not any((tmp_path / n).exists() for n in ("e", "x"))
+    assert not (tmp_path / "x").exists()
 
 
 def test_gemma4_per_layer_embeddings_grow_exactly(tmp_path):

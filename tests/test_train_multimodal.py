@@ -89,7 +89,7 @@ def loaded(folder: Path) -> dict[str, torch.Tensor]:
 
 
 # what a text-only run must leave as grown, by name (written out here, not taken from the code under test)
-FROZEN = {"qwen2_5_vl": r"^model\.visual\.",
+FROZEN = {"qwen2_5_vl": r"^model\.visual\.", "qwen3_5_moe": r"^model\.visual\.", "glm4v_moe": r"^model\.visual\.",
           "llava_next": r"^model\.(vision_tower|multi_modal_projector|image_newline)",
           "mllama": r"^model\.(vision_model|multi_modal_projector)\.|^model\.language_model\.layers\.1\.",
           "llama4": r"^(vision_model|multi_modal_projector)\."}
@@ -193,7 +193,7 @@ def test_dry_run_counts_what_learns(root, capsys):
     assert f"parameters   {total:,} ({learning:,} learn: the language model; the rest is frozen)" in text, text
 
 
-@pytest.mark.parametrize("model_type", ["llava_next", "mllama"])
+@pytest.mark.parametrize("model_type", ["llava_next", "mllama", "qwen3_5_moe", "glm4v_moe"])
 def test_moments_carry_through_growth(root, model_type):
     """A small image-text model trained with save_moments keys its moments by the class's in-memory names
     (model.language_model.*, lm_head.*) while transformers stores its weights in the release layout

@@ -39,7 +39,6 @@ from hyperclone.grow.planning import (
 )
 from hyperclone.grow.source import HUB_ID, is_weight_file, resolve_gguf, source_folder
 from hyperclone.grow.tensor_rule import grow_tensor, perturbed
-from hyperclone.grow.wrapper import refuse_with_wrapper
 
 
 class OutputBuffers:
@@ -186,12 +185,10 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with source_folder(src, workdir=out.absolute().parent, revision=revision) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
-        if source.wrapper is not None:
-            refuse_with_wrapper(source.wrapper, experts=experts)
         config = grown_source_config(source, plan)
         moe = None
         if experts is not None:
-            config, moe_key, moe = apply_experts(plan, config, experts, top_k)
+            config, moe_key, moe = apply_experts(plan, config, experts, top_k, source)
             if moments_from is not None and moe_key == "segmented":
                 raise HyperCloneError("--moments-from with --experts on a mixture of experts: carrying AdamW "
                                       "moments over to split experts is not supported")

@@ -10,7 +10,6 @@ from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.plan import GrowthSpec
 from hyperclone.grow.planning import apply_experts, default_width, grown_source_config, plan_growth, plan_source
 from hyperclone.grow.source import open_source, source_folder
-from hyperclone.grow.wrapper import refuse_with_wrapper
 
 
 def inspect_checkpoint(src: str | Path, max_width: int = 4, allow_pickle: bool = False) -> dict[str, Any]:
@@ -120,10 +119,8 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
     with source_folder(src) as folder:
         plan, source = plan_growth(folder, spec, allow_pickle, to)
     moe_key, moe = "upcycled", None
-    if source.wrapper is not None:
-        refuse_with_wrapper(source.wrapper, experts=experts)
     if experts is not None:
-        _, moe_key, moe = apply_experts(plan, grown_source_config(source, plan), experts, top_k)
+        _, moe_key, moe = apply_experts(plan, grown_source_config(source, plan), experts, top_k, source)
     summary = plan.summary()
     summary["upcycled"] = summary["segmented"] = None
     summary[moe_key] = moe

@@ -12,12 +12,19 @@ the second as v / (N·s)², per element, with N = grown elements per source elem
 s = 0 (identity layers, diagonal blocks) get zero moments. The rule is exact for the symmetric
 construction (tests/test_moments.py checks it against autograd); for noisy and diagonal growth it is
 the symmetric point's moments, a close approximation.
+
+A run keys its moments by the class's in-memory names, which for some families are not the checkpoint's (the
+family table's ``in_memory``: transformers 5 fuses a mixture of experts' per-expert gate and up projections into
+one ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden], renames Mixtral's router). Such moments are split into
+the checkpoint's tensors, grown like them, and fused back under the grown model's in-memory names (a fused tensor
+some of whose pieces get no moments, as an identity block's zeroed writers, starts with fresh state as a whole).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,8 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
     sym = dataclasses.replace(spec, mode="symmetric", noise_db=None, dtype="float32")  # moments stay float32
     plan, source = plan_growth(Path(src_folder), sym, to=to)
     stored_name, moment_name = _namings(source, list(moments))
+    moments, fused = _split_fused(_fusions(plan, moment_name, [r.src_name for r in plan.recipes]), moments,
+                                  lambda name: tuple(source.weights.infos[name].shape))
     moments = _by_stored_name(plan, source, moments, stored_name)
     out: dict[str, dict[str, Any]] = {}
     for recipe in plan.recipes:
@@ -69,6 +78,98 @@ def grow_moments(src_folder: Path, spec: Any, moments: dict[str, dict[str, Any]]
         factor = torch.where(mult != 0, 1.0 / (copies * torch.where(mult != 0, mult, 1.0)), 0.0)
         out[moment_name(recipe.out_name)] = {"step": m["step"], "exp_avg": rep(m["exp_avg"].float()) * factor,
                                              "exp_avg_sq": rep(m["exp_avg_sq"].float()) * factor**2}
+    grown = _fusions(plan, moment_name, [r.out_name for r in plan.recipes])
+    return _fuse({target: f for target, f in grown.items() if f.template in fused}, out)
+
+
+@dataclasses.dataclass
+class _Fusion:
+    """One in-memory tensor (a run's name for it) made of checkpoint tensors: pieces[i] = (section, expert or None,
+    the run's name for the checkpoint tensor, its stored name); `template`: the family table's in_memory name."""
+
+    template: str
+    sections: int
+    pieces: list[tuple[int, int | None, str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def stacked(self) -> bool:
+        return self.pieces[0][1] is not None
+
+    def section_pieces(self) -> list[list[tuple[int, int | None, str, str]]]:
+        """The pieces by section, each section's in expert order."""
+        return [sorted((p for p in self.pieces if p[0] == s), key=lambda p: p[1] or 0) for s in range(self.sections)]
+
+
+def _fusions(plan: Any, moment_name: Callable[[str], str], stored: Iterable[str]) -> dict[str, _Fusion]:
+    """The in-memory tensors (by the run's names) that the family table's in_memory makes of the `stored` tensors,
+    a tensor held under its own name left out."""
+    rules = [(_pattern(plan.stored_name(rule.name)), rule) for rule in plan.family.tensors if rule.in_memory]
+    out: dict[str, _Fusion] = {}
+    for name in dict.fromkeys(stored):  # (a source tensor that several grown ones read, once)
+        for pattern, rule in rules:
+            match = pattern.match(name)
+            if match is None:
+                continue
+            template, section, sections = rule.in_memory
+            groups = match.groupdict()
+            target = moment_name(plan.stored_name(template.replace("{layer}", groups.get("layer", ""))))
+            expert = int(groups["expert"]) if "expert" in groups else None
+            if target != moment_name(name):
+                out.setdefault(target, _Fusion(template, sections)).pieces.append(
+                    (section, expert, moment_name(name), name))
+            break
+    return out
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """A table name's pattern, {layer} and {expert} as named groups."""
+    return re.compile("^" + re.sub(r"\\\{(layer|expert)\\\}", r"(?P<\1>\\d+)", re.escape(template)) + "$")
+
+
+def _split_fused(fusions: dict[str, _Fusion], moments: dict[str, dict[str, Any]],
+                 shape: Callable[[str], tuple[int, ...]]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The moments with those of in-memory tensors split into their checkpoint tensors' (keyed by the run's names
+    for them), and the in_memory templates split; a fused moment of another shape than its pieces make is refused."""
+    out, split = dict(moments), set()
+    for target, fusion in fusions.items():
+        if target not in moments:
+            continue
+        moment, by_section = out.pop(target), fusion.section_pieces()
+        if any(not pieces for pieces in by_section):
+            raise HyperCloneError(f"the moments of {target} cannot be split: the checkpoint lacks some of its sections")
+        sizes = [shape(pieces[0][3])[0] for pieces in by_section]
+        rest = shape(by_section[0][0][3])[1:]
+        wanted = (len(by_section[0]), sum(sizes), *rest) if fusion.stacked else (sum(sizes), *rest)
+        if tuple(moment["exp_avg"].shape) != wanted:
+            raise HyperCloneError(f"the moments of {target} have shape {list(moment['exp_avg'].shape)}, not the "
+                                  f"{list(wanted)} its checkpoint tensors make: this layout cannot be carried over")
+        parts = {key: moment[key].split(sizes, dim=1 if fusion.stacked else 0) for key in ("exp_avg", "exp_avg_sq")}
+        for section, pieces in enumerate(by_section):
+            for index, (_, _, name, _) in enumerate(pieces):
+                out[name] = {"step": moment["step"], **{key: (part[section][index] if fusion.stacked
+                                                              else part[section]).clone()
+                                                        for key, part in parts.items()}}
+        split.add(fusion.template)
+    return out, split
+
+
+def _fuse(fusions: dict[str, _Fusion], moments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The grown moments with the checkpoint tensors' joined under their in-memory names, as transformers joins the
+    weights (experts stacked, then sections along axis 1; unstacked sections along axis 0)."""
+    out = dict(moments)
+    for target, fusion in fusions.items():
+        names = [p[2] for p in fusion.pieces]
+        if not all(name in out for name in names):  # some pieces start afresh (an identity block's zeroed writers):
+            for name in names:  # so does the whole in-memory tensor
+                out.pop(name, None)
+            continue
+        pieces = {p[2]: out.pop(p[2]) for p in fusion.pieces}
+        joined = {}
+        for key in ("exp_avg", "exp_avg_sq"):
+            sections = [[pieces[p[2]][key] for p in section] for section in fusion.section_pieces()]
+            parts = [torch.stack(s) if fusion.stacked else s[0] for s in sections]
+            joined[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1 if fusion.stacked else 0)
+        out[target] = {"step": pieces[names[0]]["step"], **joined}
     return out
 
 
@@ -83,9 +184,8 @@ def _by_stored_name(plan: Any, source: Any, moments: dict[str, dict[str, Any]],
         stored = stored_name(name)
         if stored not in read:
             raise HyperCloneError(f"the moments name {name}, which is no tensor of the source as its checkpoint "
-                                  "stores it (transformers holds some families' tensors otherwise, e.g. experts "
-                                  "fused into one; carrying moments over needs the run's and the checkpoint's "
-                                  "tensors to be the same)")
+                                  "stores it, nor one the family table's in_memory makes of them (carrying moments "
+                                  "over needs the run's tensors to be the checkpoint's or fused from them)")
         shape, wanted = tuple(moment["exp_avg"].shape), tuple(source.weights.infos[stored].shape)
         if shape != wanted:
             raise HyperCloneError(f"the moments of {name} have shape {list(shape)}, the source's tensor "

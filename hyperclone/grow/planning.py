@@ -27,6 +27,7 @@ from hyperclone.grow.plan import (
 from hyperclone.grow.source import Source, open_source
 from hyperclone.grow.wrapper import (
     check_links,
+    family_recipes,
     leading_insert_after,
     nest_config,
     stored_recipes,
@@ -109,11 +110,42 @@ def apply_upcycling(plan: Plan, dense_config: dict[str, Any], experts: int, top_
     return upcycle.moe_config(dense_config, target, experts, top_k), summary
 
 
-def apply_experts(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None
-                  ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def split_wrapped_experts(source: Source, plan: Plan, experts: int, top_k: int | None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--experts on a multimodal checkpoint whose language model is a mixture of experts: its experts split as its
+    family's (hyperclone.grow.segment), on the recipes under the family's names, then named as the checkpoint names
+    them; the vision tower and projector as planned, the kept tensors in their own dtype. Returns the grown
+    multimodal config (the text config's expert count, expert width and top-k) and the summary."""
+    from hyperclone.grow.segment import ROUTING, segment_plan
+
+    wrapper, wrapped, family = source.wrapper, source.wrapped, plan.family.model_type
+    if not plan.source.experts:
+        raise HyperCloneError(f"--experts on a {wrapper.model_type} checkpoint with a dense language model ({family}): "
+                              "upcycling into experts is not supported for multimodal checkpoints yet")
+    if family not in ROUTING:
+        raise HyperCloneError(f"--experts on a {wrapper.model_type} checkpoint: splitting the experts of its language "
+                              f"model ({family}) is not described in hyperclone.grow.segment; grow without --experts")
+    notes, inexact = len(plan.notes), len(plan.storage_inexact)
+    text = grown_config(text_section(wrapper, source.full_config), plan)
+    plan.recipes = family_recipes(wrapped, plan.recipes)
+    _, summary = segment_plan(plan, text, experts, top_k)
+    kept = set(wrapped.kept)  # copied as stored, in their own dtype even where the split writes float32
+    plan.recipes = [replace(r, dtype=source.weights.infos[r.src_name].dtype) if r.src_name in kept else r
+                    for r in stored_recipes(wrapped, plan.recipes, set(wrapped.text))]
+    plan.notes[notes:] = [wrapped.stored_names_in(note) for note in plan.notes[notes:]]
+    plan.storage_inexact[inexact:] = [wrapped.stored_names_in(reason) for reason in plan.storage_inexact[inexact:]]
+    return grown_source_config(source, plan), summary
+
+
+def apply_experts(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None,
+                  source: Source | None = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """--experts: a dense source is upcycled into that many experts (top_k: --top-k, default DEFAULT_TOP_K); a
-    mixture of experts has each of its experts split into experts / E segments (hyperclone.grow.segment). Returns
-    the grown config, the hyperclone.json key of the summary ("upcycled" or "segmented") and the summary."""
+    mixture of experts has each of its experts split into experts / E segments (hyperclone.grow.segment; through a
+    multimodal `source`'s wrapper: split_wrapped_experts). Returns the grown config, the hyperclone.json key of the
+    summary ("upcycled" or "segmented") and the summary."""
+    if source is not None and source.wrapper is not None:
+        config, summary = split_wrapped_experts(source, plan, experts, top_k)
+        return config, "segmented", summary
     if plan.source.experts:
         from hyperclone.grow.segment import segment_plan
 

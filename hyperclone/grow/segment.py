@@ -148,6 +148,9 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "kimi_linear": ("sigmoid", "norm_topk_prob"),  # KimiLinearTopkRouter: DeepSeek-V3's (bias, top-2-sum groups)
     # Gemma4TextRouter: softmax, topk, divided by the sum, times per_expert_scale (repeated with the router row)
     "gemma4_text": ("softmax", True),
+    # the language models of Qwen3-VL-MoE and GLM-4.5V, split through their multimodal wrappers:
+    "qwen3_vl_moe_text": ("softmax", True),  # Qwen3VLMoeTextTopKRouter: softmax, topk, always divided by the sum
+    "glm4v_moe_text": ("sigmoid", "norm_topk_prob"),  # Glm4vMoeTextTopkRouter: GLM-4.5's (DeepSeek-V3's)
 }
 # Routers that add a constant to the renormalising sum of sigmoid scores: the m segments of each chosen expert make
 # the sum m x S + eps where the source's is S + eps, so the grown routed output is the source's times
@@ -372,6 +375,8 @@ def segment_recipes(recipes: list[Recipe], family: Family, m: int, down: int | N
             out.append(recipe)
             continue
         rule, match = hit
+        if rule.may_be_transposed and recipe.contract != rule.contract:  # stored [experts, in, out]: plan.py's swap
+            rule = rule.swapped()
         if _stacked(rule, slot):  # all experts in one tensor: expert e's segments are e*m .. e*m + m - 1 of axis 0
             out.append(_stacked_segments(recipe, rule, m, down, slot))
             continue
@@ -409,6 +414,10 @@ def _stacked_segments(recipe: Recipe, rule: TensorRule, m: int, down: int | None
     maps = list(recipe.maps)
     maps[0] = AxisMap(experts.index.repeat_interleave(m), experts.scale.repeat_interleave(m), experts.src_size)
     maps[axis] = AxisMap(amap.index[pieces[0]], amap.scale[pieces[0]], amap.src_size)  # segment 0's (sizes)
+    if rule.transposed and maps[1].size == maps[2].size:
+        raise HyperCloneError(f"{recipe.out_name} would be square ({maps[1].size} x {maps[2].size}) split, in the "
+                              "source's swapped layout [experts, in, out], which transformers cannot tell from "
+                              "[experts, out, in] by its shape; choose another --experts, --hidden or --ffn")
     base = {f.name: getattr(recipe, f.name) for f in fields(Recipe)}
     return SegmentRecipe(**{**base, "maps": tuple(maps)}, whole_maps=recipe.maps, whole_name=recipe.out_name,
                          axis=axis, index=index, factor=factor, segments=m)

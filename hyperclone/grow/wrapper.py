@@ -93,6 +93,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
@@ -516,18 +517,32 @@ def wrapper_recipes(wrapped: WrappedTensors, infos: dict[str, TensorInfo], hidde
     return recipes
 
 
+def _renamed(recipe: Recipe, rename: Callable[[str], str]) -> Recipe:
+    """A recipe with its names renamed (a segment's whole tensor's too: hyperclone.grow.segment)."""
+    names = {"out_name": rename(recipe.out_name), "src_name": rename(recipe.src_name)}
+    whole = getattr(recipe, "whole_name", "")
+    if whole:
+        names["whole_name"] = rename(whole)
+    return replace(recipe, **names)
+
+
 def stored_recipes(wrapped: WrappedTensors, recipes: list[Recipe], family_names: set[str]) -> list[Recipe]:
     """The language model's recipes under the checkpoint's own names (the others are stored names already)."""
-    return [replace(r, out_name=wrapped.stored_name(r.out_name), src_name=wrapped.stored_name(r.src_name))
-            if r.src_name in family_names else r for r in recipes]
+    return [_renamed(r, wrapped.stored_name) if r.src_name in family_names else r for r in recipes]
 
 
-def refuse_with_wrapper(wrapper: Wrapper, **options: Any) -> None:
-    """Options not yet carried through a multimodal checkpoint, refused in one line when given."""
-    given = next((name for name, value in options.items() if value is not None), None)
-    if given is not None:
-        raise HyperCloneError(f"--{given.replace('_', '-')} is not supported for multimodal checkpoints "
-                              f"({wrapper.model_type}) yet: grow without it")
+def family_recipes(wrapped: WrappedTensors, recipes: list[Recipe]) -> list[Recipe]:
+    """The inverse of stored_recipes: the language model's recipes under the family table's names, the vision
+    tower's and the projector's as stored (for a step that matches the family's names: splitting experts)."""
+    others = wrapped.outside_language_model
+
+    def family(name: str) -> str:
+        renamed = _family_name(wrapped.layout, name)
+        if renamed is None:
+            raise HyperCloneError(f"{name}: no prefix of the checkpoint's layout names it")
+        return renamed
+
+    return [r if r.src_name in others else _renamed(r, family) for r in recipes]
 
 
 def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
