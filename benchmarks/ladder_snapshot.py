@@ -43,7 +43,7 @@ def save(out: Path, dest: Path, keep_small: tuple[str, ...] = ()) -> list[str]:
     # with the settings, the wall-clock tallies, the corpus's description and every model's config: what
     # `--report-only` reads besides the runs, so a report regenerates from the repository's copy alone
     reports = sorted(out.glob("*.md")) + sorted(out.glob("*.json")) + sorted(out.glob("*.png"))
-    reports += sorted(out.glob("corpus/*.json")) + sorted(out.glob("models/*/config.json"))
+    reports += sorted(out.glob("corpus/*.json")) + sorted(out.glob("models/*/config.json"))  # not corpus/expected/
     for path in reports:
         target = dest / path.relative_to(out)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,14 +72,15 @@ def save(out: Path, dest: Path, keep_small: tuple[str, ...] = ()) -> list[str]:
 
 def restore(out: Path, dest: Path) -> list[str]:
     """Put the finished runs of `dest` (and the small models kept whole, with their tokenizer) into `out`, where
-    they are not already, and the description of their corpus as out/corpus/expected.json (the experiment refuses a
-    rebuilt corpus that differs); returns the runs restored."""
+    they are not already, and the descriptions of their corpora in out/corpus/expected/ (the experiment refuses a
+    corpus that differs); returns the runs restored."""
     if (dest / "tokenizer").is_dir() and not (out / "tokenizer").exists():
         shutil.copytree(dest / "tokenizer", out / "tokenizer")
-    if (dest / "corpus" / "corpus.json").exists() and not (out / "corpus" / "corpus.json").exists():
-        # the corpus the runs were trained on: the experiment refuses to build another one beside them
-        (out / "corpus").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(dest / "corpus" / "corpus.json", out / "corpus" / "expected.json")
+    for info in sorted((dest / "corpus").glob("*.json")) if (dest / "corpus").is_dir() else []:
+        # the corpora the runs were trained on (the experiment's, a public one a small model read): the experiment
+        # refuses to build, or to go on with, another one beside them
+        (out / "corpus" / "expected").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(info, out / "corpus" / "expected" / info.name)
     restored = []
     for run in sorted((dest / "runs").iterdir()) if (dest / "runs").is_dir() else []:
         target = out / "runs" / run.name

@@ -122,23 +122,31 @@ def test_compare_results_leaves_out_timing_and_reports_the_largest_difference(tm
 
 
 def test_a_rebuilt_corpus_must_be_the_restored_runs_one(tmp_path):
-    """A folder restored from committed runs (benchmarks/ladder_snapshot.py restore writes their corpus.json as
-    corpus/expected.json) refuses a corpus rebuilt from data that changed since (Debian's documentation packages
-    moved between two sessions: 2,102 documents became 2,100), in one line, keeping nothing of it; the same data
-    builds as before, its description now with the file's sha256."""
+    """A folder restored from committed runs (benchmarks/ladder_snapshot.py restore writes their corpus
+    descriptions to corpus/expected/) refuses a corpus rebuilt from data that changed since (Debian's documentation
+    packages moved between two sessions: 2,102 documents became 2,100), in one line, keeping nothing of it, and
+    refuses to go on with a corpus already built that differs; the same data builds as before (its description now
+    with the file's sha256; a committed description without one is compared on documents and bytes)."""
     from hyperclone.experiments.setup import prepare
 
     corpus = make_corpus(tmp_path / "corpus")
     first = prepare(MICRO, tmp_path / "first", [corpus], lambda _: None).corpus_info
     assert len(first["sha256"]) == 64 and first["documents"] > 0
-    for name, expected in (("same", first), ("changed", dict(first, documents=first["documents"] + 2, sha256="0"))):
+    old = {key: first[key] for key in ("description", "documents", "bytes")}
+    changed = dict(first, documents=first["documents"] + 2, sha256="0")
+    for name, expected in (("same", first), ("old", old), ("changed", changed)):
         folder = tmp_path / name
-        (folder / "corpus").mkdir(parents=True)
-        (folder / "corpus" / "expected.json").write_text(json.dumps(expected))
-        if name == "same":
+        (folder / "corpus" / "expected").mkdir(parents=True)
+        (folder / "corpus" / "expected" / "corpus.json").write_text(json.dumps(expected))
+        if name != "changed":
             assert prepare(MICRO, folder, [corpus], lambda _: None).corpus_info == first
             continue
         with pytest.raises(HyperCloneError, match="is not the one this folder's restored runs were trained on") as err:
             prepare(MICRO, folder, [corpus], lambda _: None)
         assert "\n" not in str(err.value)
         assert not (folder / "corpus" / "corpus.jsonl").exists() and not (folder / "corpus" / "corpus.json").exists()
+    # restored into a folder whose corpus was built before: compared, refused, left as it was
+    (tmp_path / "same" / "corpus" / "expected" / "corpus.json").write_text(json.dumps(changed))
+    with pytest.raises(HyperCloneError, match=r"the corpus in .* is not the one this folder's restored runs"):
+        prepare(MICRO, tmp_path / "same", [corpus], lambda _: None)
+    assert (tmp_path / "same" / "corpus" / "corpus.jsonl").exists()

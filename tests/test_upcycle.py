@@ -65,6 +65,9 @@ def test_experts_differ_under_noisy_growth_and_routers_are_seeded(tmp_path):
     ("llama", dict(attention_bias=False, mlp_bias=True), {}, "MLP biases cannot be upcycled"),
     ("gemma", {}, {}, "gemma cannot be upcycled yet"),
     ("qwen3", {}, dict(top_k=5), "--top-k between 1 and --experts"),
+    # moments are planned without experts: before, the dense MLP's were left out without a word
+    ("llama", dict(attention_bias=False, mlp_bias=False), dict(moments_from="nowhere"),
+     "--moments-from with --experts on a dense model"),
 ])
 def test_refusals(tmp_path, family, overrides, options, message):
     src = make_tiny(family, tmp_path / "src", **overrides)

@@ -185,9 +185,8 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     if not info_file.exists():
         say("building the corpus")
         info_file.parent.mkdir(parents=True, exist_ok=True)
-        built = build_corpus(corpus, data, preset.corpus_bytes)
-        check_expected_corpus(folder, built)
-        write_text_atomic(info_file, json.dumps(built, indent=1))
+        check_expected_corpus(info_file, build_corpus(corpus, data, preset.corpus_bytes), corpus)
+    check_expected_corpus(info_file, json.loads(info_file.read_text()))
     tok_dir = folder.tokenizer
     if not (tok_dir / "tokenizer.json").exists():
         say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")
@@ -198,20 +197,23 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
 
 
-def check_expected_corpus(folder: ExperimentDir, built: dict[str, Any]) -> None:
-    """Refuse, removing what was built, a corpus that is not the one the folder's restored runs were trained on
-    (DIR/corpus/expected.json, the committed corpus.json that benchmarks/ladder_snapshot.py restore puts there): a
-    data file rebuilt from packages that changed since would silently mix two corpora in one report."""
-    expected_file = folder.corpus_info.with_name("expected.json")
-    if not expected_file.exists():
-        return
-    expected = json.loads(expected_file.read_text())
-    if not same_corpus(built, expected):
-        folder.corpus.unlink(missing_ok=True)
-        raise HyperCloneError(f"the corpus built from the data ({built['documents']:,} documents, {built['bytes']:,} "
-                              f"bytes) is not the one this folder's restored runs were trained on "
-                              f"({expected['documents']:,} documents, {expected['bytes']:,} bytes: "
-                              f"{expected_file}); rebuild that data file or start the arms afresh in a new folder")
+def check_expected_corpus(info_file: Path, built: dict[str, Any], written: Path | None = None) -> None:
+    """Write a corpus's description (`written`: the corpus just built) where it is the one the folder's restored runs
+    were trained on (DIR/corpus/expected/<name>.json, the committed description that benchmarks/ladder_snapshot.py
+    restore puts there), or refuse in one line, removing what was built: data rebuilt from packages that changed
+    since would silently mix two corpora in one report. An existing corpus (`written` None) is only compared."""
+    expected_file = info_file.parent / "expected" / info_file.name
+    expected = json.loads(expected_file.read_text()) if expected_file.exists() else None
+    if expected is not None and not same_corpus(built, expected):
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise HyperCloneError(f"the corpus {'built from the data' if written else 'in ' + str(info_file.parent)} "
+                              f"({built.get('documents', 0):,} documents, {built.get('bytes', 0):,} bytes) is not the "
+                              f"one this folder's restored runs were trained on ({expected.get('documents', 0):,} "
+                              f"documents, {expected.get('bytes', 0):,} bytes: {expected_file}); rebuild that data "
+                              f"file or start the arms afresh in a new folder")
+    if written is not None:
+        write_text_atomic(info_file, json.dumps(built, indent=1))
 
 
 def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True, corpus: str | None = None) -> Arm:
@@ -238,5 +240,6 @@ def public_corpus_file(out: Path, name: str, say) -> Path:
     info_file = corpus.with_suffix(".json")
     if not info_file.exists():
         say(f"building the public corpus {name}")
-        write_text_atomic(info_file, json.dumps(public_corpus(corpus, name), indent=1))
+        check_expected_corpus(info_file, public_corpus(corpus, name), corpus)
+    check_expected_corpus(info_file, json.loads(info_file.read_text()))
     return corpus

@@ -189,9 +189,11 @@ def grow(src: str | Path, out: str | Path, *, width: int | None = None, ffn: int
         moe = None
         if experts is not None:
             config, moe_key, moe = apply_experts(plan, config, experts, top_k, source)
-            if moments_from is not None and moe_key == "segmented":
-                raise HyperCloneError("--moments-from with --experts on a mixture of experts: carrying AdamW "
-                                      "moments over to split experts is not supported")
+            if moments_from is not None:  # split experts, or a dense MLP upcycled into experts (whose moments
+                # would be left out without a word: the grown moments are planned without experts)
+                kind = "a mixture of experts" if moe_key == "segmented" else "a dense model"
+                raise HyperCloneError(f"--moments-from with --experts on {kind}: carrying AdamW moments over to new "
+                                      "experts is not supported")
         carried = None if moments_from is None else grown_run_moments(Path(moments_from), spec, to)
         check_free_space(out, sum(t.nbytes for t in plan.outputs))
         with atomic_folder(out, overwrite) as tmp:
