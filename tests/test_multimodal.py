@@ -1,11 +1,12 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Gemma 4, Mistral 3, Qwen3.5,
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
-LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4 or Llama 3.2 Vision
-checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's MLPs, as wide
-as the language model, grow by copies), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a
-SwiGLU as wide as the language model's MLP and a perceiver resampler over the text width; Gemma 4's embed_vision)
-writes the grown residual stream (Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives
-the source's logits on text and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama 3.2 Vision
+or Apertus 1.5 checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's
+MLPs, as wide as the language model, grow by copies; Apertus 1.5's image and audio tokenizers too, no projector), and
+the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a SwiGLU as wide as the language model's MLP and a
+perceiver resampler over the text width; Gemma 4's embed_vision) writes the grown residual stream (Llama 3.2 Vision's
+the features its cross-attention reads), so the grown model gives the source's logits on text and on images with text
+(fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -83,6 +84,9 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
                 "aspect_ratio_ids": torch.full((1, images), 2), "aspect_ratio_mask": torch.ones(1, images, 2,
                                                                                                 dtype=torch.long),
                 "cross_attention_mask": mask}
+    if model_type == "apertus1p5":  # 8x8 images, each tokenized into 2x2 codes: with their sizes
+        return {"input_ids": text, "pixel_values": torch.randn(images, 3, 8, 8, generator=gen),
+                "image_sizes": torch.tensor([[8, 8]] * images)}
     if model_type in ("idefics3", "smolvlm"):  # [batch, images, channels, height, width]
         return {"input_ids": text, "pixel_values": torch.randn(1, images, 3, 32, 32, generator=gen)}
     if model_type == "idefics2":  # the same, the last image's bottom row of patches padding: masked out of the
@@ -127,7 +131,7 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
     GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
     class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
-    by 12 or 13 of the 25 model types in all four pairings (their language models are families
+    by 13 of the 26 model types in all four pairings (their language models are families
     tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s each they would take ~50 s of this file's
     time, which is kept under ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of
     them."""
@@ -220,22 +224,34 @@ RESIDUAL_WRITERS = {
     "smolvlm": ("model.connector.modality_projection.proj.weight",),
     "llama4": ("multi_modal_projector.linear_1.weight",),
     "mllama": ("multi_modal_projector.weight",),
+    # no projector: the embedding's rows of the image codes (image_token_offset 80 on, 8 codes) write the stream
+    "apertus1p5": (("model.language_model.embed_tokens.weight", slice(80, 88)),),
 }
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)
 def test_the_image_check_sees_the_projector(tmp_path, model_type):
     """The control: each of the grown model's residual-stream writers (LLaVA-NeXT's and OneVision's image_newline
-    too, the vector closing each row of an image's features) 1% off, one at a time, moves the image logits well
-    past the tolerance (the text path does not use them). One growth per model type, its writers in turn."""
+    too, the vector closing each row of an image's features; Apertus 1.5's embedding rows of its image codes) 1% off,
+    one at a time, moves the image logits well past the tolerance (the text path does not use them). One growth per
+    model type, its writers in turn."""
     from safetensors.torch import load_file, save_file
 
     src = make_tiny_multimodal(model_type, tmp_path / "src")
     out = grow(src, tmp_path / "out", width=2)
     grown, source = load_file(out / "model.safetensors"), load_causal_lm(src)
     for writer in RESIDUAL_WRITERS[model_type]:
-        save_file({**grown, writer: grown[writer] * 1.01}, out / "model.safetensors", metadata={"format": "pt"})
+        writer, rows = writer if isinstance(writer, tuple) else (writer, slice(None))
+        changed = grown[writer].clone()
+        changed[rows] *= 1.01
+        save_file({**grown, writer: changed}, out / "model.safetensors", metadata={"format": "pt"})
         assert image_rel_err(source, out, model_type) > 10 * REL_TOL, writer
+    if rows != slice(None):  # rows of the embedding that any text may name: text without those ids is unchanged
+        text = image_inputs(model_type)["input_ids"]
+        with torch.no_grad():
+            a, b = source(input_ids=text).logits, load_causal_lm(out)(input_ids=text).logits
+        assert (a - b).abs().max() <= REL_TOL * a.abs().max()
+        return
     assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
 
 
@@ -844,3 +860,14 @@ def test_projector_axis_kinds_are_checked(axes, rule):
     with pytest.raises(ValueError, match="projector axes must be among|rms_norm is for a norm weight|not both"):
         _parse("x", raw)
     assert _parse("x", {**raw, "projector": [{"name": "^w$", "axes": ["inner*4", "ffn"], "contract": 1}]})
+
+
+def test_apertus1p5_with_a_pruned_output_projection_is_refused(tmp_path):
+    """The Apertus 1.5 releases prune the output projection to output_vocab_size rows, which the text family does
+    not describe yet: refused in one line through the wrapper too, nothing written (a whole projection grows:
+    the matrix above)."""
+    text = dict(TINY_MULTIMODAL["apertus1p5"]["text_config"], output_vocab_size=64)
+    src = make_tiny_multimodal("apertus1p5", tmp_path / "src", text_config=text)
+    with pytest.raises(HyperCloneError, match="output_vocab_size=64 cannot be grown: its output projection is pruned"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()

@@ -747,6 +747,17 @@ TINY_MULTIMODAL["idefics2"] = dict(
     perceiver_config=dict(hidden_size=48, resampler_n_latents=IMAGE_TOKENS, resampler_depth=2, resampler_n_heads=2,
                           resampler_head_dim=8, num_key_value_heads=1),
     image_token_id=IMAGE_TOKEN)
+# Apertus 1.5 (text apertus1p5_text): no projector; a VQ image tokenizer (3 stages of 32 channels, an 8x8 image: 2x2
+# codes, the argmax over its 8-entry codebook) whose codes, offset by image_token_offset (80..87, beyond the test
+# texts' ids), the text embedding reads in place of the image tokens; a tiny WavTokenizer audio encoder (its codebook
+# 88..95), kept unchanged like the image tokenizer
+TINY_MULTIMODAL["apertus1p5"] = dict(
+    text_config=dict(TINY_CONFIGS["apertus1p5_text"], vocab_size=VOCAB, max_position_embeddings=64),
+    vision_config=dict(codebook_size=8, embed_dim=8, latent_channels=8, base_channels=32, channel_multiplier=[1, 1, 1],
+                       num_res_blocks=1, attn_resolutions=[4], resolution=8),
+    audio_config=dict(model_type="wavtokenizer_encoder", num_filters=4, upsampling_ratios=[2, 2], hidden_size=8,
+                      codebook_size=8, codebook_dim=8, num_lstm_layers=1),
+    image_token_id=IMAGE_TOKEN, audio_token_id=94, image_token_offset=80, audio_token_offset=88)
 TIED_BY_TEXT = ("llama4", "mllama")  # multimodal types whose language model ties by its text config's value
 UNTIED_MULTIMODAL = ("mllama",)  # whose model class never ties the output projection to the embedding
 # image tokens per image where not IMAGE_TOKENS (LLaVA-NeXT's and OneVision's anyres grids with image_newline)

@@ -1,15 +1,16 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Gemma 4, Mistral 3,
 Qwen3.5, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision,
 PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama
-3.2 Vision): the language model grows as its family does, the vision tower is copied unchanged, and the projector that
-writes image features into the language model's residual stream grows with the residual stream's map, so that image
-tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's projector
-writes the features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the same map;
-Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the residual stream's width:
-its stream grows with the same map, its norms as the language model's; Gemma 4's embed_vision and embed_audio, a
+3.2 Vision, Apertus 1.5): the language model grows as its family does, the vision tower is copied unchanged, and the
+projector that writes image features into the language model's residual stream grows with the residual stream's map, so
+that image tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's
+projector writes the features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the
+same map; Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the residual stream's
+width: its stream grows with the same map, its norms as the language model's; Gemma 4's embed_vision and embed_audio, a
 weightless RMSNorm over the tower's own width then embedding_projection, write the stream unscaled, as Gemma 3's
 projector does: only the text embeddings carry the language model's sqrt(hidden) multiplier, which the family's
-embedding growth accounts for).
+embedding growth accounts for; Apertus 1.5 has no projector: its image and audio tokenizers write codebook indices into
+the vocabulary, which the text embedding reads: both are kept, ``projector`` empty).
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
