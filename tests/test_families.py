@@ -275,12 +275,17 @@ def test_cohere2_moe_dense_width_left_null(tmp_path):
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
-def test_apertus1p5_pruned_output_projection_is_refused(tmp_path):
-    """Apertus 1.5's releases prune the output projection to output_vocab_size rows: not described, refused."""
+def test_apertus1p5_pruned_output_projection_grows(tmp_path):
+    """Apertus 1.5's releases prune the output projection to output_vocab_size rows (the first ids): its rows are
+    an axis of their own (output_vocab, kept), the hidden axis grows as any output projection's; exact, the grown
+    config keeps output_vocab_size."""
     src = make_tiny("apertus1p5_text", tmp_path / "src", tied=False, output_vocab_size=90)
-    with pytest.raises(HyperCloneError, match="output_vocab_size=90 cannot be grown: its output projection is pruned"):
-        grow(src, tmp_path / "out", width=2)
-    assert not (tmp_path / "out").exists()
+    for name, options in (("x2", dict(width=2, mode="noisy")), ("uneven", dict(hidden_size=72, heads=9, kv_heads=3,
+                                                                                 ffn_size=100, layers=3))):
+        out = grow(src, tmp_path / name, **options)
+        assert json.loads((out / "config.json").read_text())["output_vocab_size"] == 90
+        result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+        assert result.ok and result.generate_match, (name, result)
 
 
 def test_gpt_neo_attention_types_follow_their_layers(tmp_path):

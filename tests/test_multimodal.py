@@ -862,12 +862,12 @@ def test_projector_axis_kinds_are_checked(axes, rule):
     assert _parse("x", {**raw, "projector": [{"name": "^w$", "axes": ["inner*4", "ffn"], "contract": 1}]})
 
 
-def test_apertus1p5_with_a_pruned_output_projection_is_refused(tmp_path):
-    """The Apertus 1.5 releases prune the output projection to output_vocab_size rows, which the text family does
-    not describe yet: refused in one line through the wrapper too, nothing written (a whole projection grows:
-    the matrix above)."""
+def test_apertus1p5_with_a_pruned_output_projection_grows(tmp_path):
+    """The Apertus 1.5 releases prune the output projection to output_vocab_size rows (below the image tokens' ids
+    here): grown through the wrapper, text and image logits exact, output_vocab_size kept in the text config."""
     text = dict(TINY_MULTIMODAL["apertus1p5"]["text_config"], output_vocab_size=64)
     src = make_tiny_multimodal("apertus1p5", tmp_path / "src", text_config=text)
-    with pytest.raises(HyperCloneError, match="output_vocab_size=64 cannot be grown: its output projection is pruned"):
-        grow(src, tmp_path / "out", width=2)
-    assert not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "out", width=2, mode="noisy")
+    assert json.loads((out / "config.json").read_text())["text_config"]["output_vocab_size"] == 64
+    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert image_rel_err(src, out, "apertus1p5") <= REL_TOL

@@ -96,7 +96,7 @@ TINY_CONFIGS: dict[str, dict] = {
                     head_dim=8, num_hidden_layers=2, attention_bias=True, rope_parameters=dict(
                         rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                         original_max_position_embeddings=32, rope_theta=10000.0)),
-    # Apertus 1.5's text model: Apertus' layout (its releases' pruned output projection, output_vocab_size, is refused)
+    # Apertus 1.5's text model: Apertus' layout (its releases' pruned output projection: test_families.py)
     "apertus1p5_text": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                             head_dim=8, num_hidden_layers=2, attention_bias=True, rope_parameters=dict(
                                 rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,

@@ -168,6 +168,7 @@ class Dims:
     global_kv_heads: int | None = None  # ... and KV heads (grown with the query heads)
     per_layer_input: int | None = None  # per-layer embeddings (Gemma 4 E2B/E4B): each layer's width (kept)
     per_layer_vocab: int | None = None  # ... and their vocabulary (kept)
+    output_vocab: int | None = None  # an output projection pruned to fewer rows than the vocabulary (kept)
     kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
 
 
@@ -547,7 +548,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
               "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim",
-              "per_layer_input", "per_layer_vocab")
+              "per_layer_input", "per_layer_vocab", "output_vocab")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -747,6 +748,7 @@ class AxisMaps:
             **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
             "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
             "vocab": tile_map(dims.vocab, dims.vocab), "vocab_rows": tile_map(rows, rows),  # Mllama's embedding
+            "output_vocab": tile_map(dims.output_vocab or dims.vocab, dims.output_vocab or dims.vocab),
             "positions": tile_map(positions, positions),
             "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
             "conv_inner": tile_map(dims.hidden, grown.hidden),  # plain copies of channels (B x, C conv(.))

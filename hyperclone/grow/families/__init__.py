@@ -72,6 +72,8 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    (hidden_size_per_layer_input), the layers' slices packed in one axis (layers x that width:
                    embed_tokens_per_layer's columns, per_layer_model_projection's rows) and their vocabulary: kept
   vocab, positions, head_dim                               kept
+  output_vocab     an output projection's rows where it is pruned to fewer than the vocabulary (Apertus 1.5's
+                   output_vocab_size; the vocabulary where the config leaves it null): kept
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
                    its lm_head has vocab_size): kept
@@ -234,17 +236,17 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
-              "per_layer_input", "per_layer_packed", "per_layer_vocab")
+              "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
-                "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab")
+                "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab")
 # latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary: kept
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
-                "per_layer_input", "per_layer_vocab")
+                "per_layer_input", "per_layer_vocab", "output_vocab")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
