@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import make_tiny
+from tiny_models import assert_out_of_core_catches, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
@@ -321,21 +321,6 @@ def test_kimi_out_of_core_verify(tmp_path, corrupt):
     """Block by block (KDA and MLA layers, dense and routed MLPs, an identity block), the blocks loaded in
     transformers' in-memory layout (the table's in_memory); one grown tensor 5% off fails its own block and no
     earlier one, as it fails in memory."""
-
-    from safetensors.torch import save_file
-
-    from hyperclone.grow.verify_blocks import verify_out_of_core
-
     src = make_tiny("kimi_linear", tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", width=2, ffn=3, layers=4, insert_after=(0,))
-    result = verify_out_of_core(src, out)
-    assert result.ok and len(result.block_rel_err) == 4, result
-    assert max(result.block_rel_err) <= REL_TOL and result.rel_err <= REL_TOL
-    tensors = load_file(out / "model.safetensors")
-    tensors[corrupt][0] *= 1.05
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
-    block = int(corrupt.split(".")[2])
-    result = verify_out_of_core(src, out)
-    assert not result.ok and result.worst_block == block and result.block_rel_err[block] > REL_TOL, result
-    assert all(error <= REL_TOL for error in result.block_rel_err[:block])
-    assert not compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok  # as in memory
+    assert_out_of_core_catches(src, out, corrupt, 4, REL_TOL)

@@ -274,6 +274,20 @@ def test_ernie_correction_bias_is_divided_with_the_probabilities(tmp_path, monke
         assert not compare_models(source, load_causal_lm(repeated), tolerance=REL_TOL).ok  # measured 0.27
 
 
+def split_exactly(src, out, width: int, seed: int, factor: int) -> tuple[dict, dict, dict]:
+    """Grow `src` to `out` with 8 experts (x2 of the tiny models' 4, top-k 2 -> 4) at `width`: the split's summary
+    (experts, top-k, down projections x factor) and the source's function (logits, greedy tokens); returns the
+    source's and the grown config and hyperclone.json."""
+    before = json.loads((src / "config.json").read_text())
+    grow(src, out, width=width, experts=8, seed=seed)
+    record = json.loads((out / "hyperclone.json").read_text())
+    split = record["segmented"]
+    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
+    return before, json.loads((out / "config.json").read_text()), record
+
+
 @pytest.mark.parametrize("variant", sorted(HYBRID_SPLITS))
 @pytest.mark.parametrize("width", [1, 2])
 def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
@@ -283,17 +297,13 @@ def test_hybrid_moe_blocks_split_exactly(tmp_path, variant, width):
     family = variant.split("-")[0]
     overrides, factor = HYBRID_SPLITS[variant]
     src = make_tiny(family, tmp_path / "src", **overrides)
-    before = json.loads((src / "config.json").read_text())
-    out = grow(src, tmp_path / "out", width=width, experts=8, seed=4)
-    config = json.loads((out / "config.json").read_text())
+    out = tmp_path / "out"
+    before, config, record = split_exactly(src, out, width, 4, factor)
     width_key, shared_key = HYBRID_WIDTH_KEYS[family]
     assert config[width_key] == before[width_key] * width // 2 and config["num_experts_per_tok"] == 4
     assert config[shared_key] == before[shared_key] * width
-    split = json.loads((out / "hyperclone.json").read_text())["segmented"]
-    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
+    split = record["segmented"]
     assert split["total_parameters"] == sum(t.numel() for t in load_file(out / "model.safetensors").values())
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
-    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
 @pytest.mark.parametrize("variant", sorted(MORE_SPLITS))
@@ -304,22 +314,16 @@ def test_more_routers_split_exactly(tmp_path, variant, width):
     family = variant.split("-")[0]
     overrides, factor = MORE_SPLITS[variant]
     src = make_tiny(family, tmp_path / "src", **overrides)
-    before = json.loads((src / "config.json").read_text())
-    out = grow(src, tmp_path / "out", width=width, experts=8, seed=6)
-    config = json.loads((out / "config.json").read_text())
+    out = tmp_path / "out"
+    before, config, record = split_exactly(src, out, width, 6, factor)
     experts_key, width_key, top_k_key = MORE_KEYS[family]
     assert (config[experts_key], config[top_k_key]) == (8, 4)
     assert config[width_key] == before[width_key] * width // 2
-    record = json.loads((out / "hyperclone.json").read_text())
-    split = record["segmented"]
-    assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
     assert any("S + 1e-06" in note for note in record["notes"]) == (variant == "lfm2_moe")
     if family == "gemma4_text":  # the dense MLP beside the experts grows with the width, unsplit
         assert config["intermediate_size"] == before["intermediate_size"] * width
     if "num_shared_experts" in before:  # Cohere2-MoE, Kimi Linear: the shared experts keep their width
         assert config["num_shared_experts"] == before["num_shared_experts"] * 2
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
-    assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
     vectors = [name for name in source if name.endswith(PER_EXPERT_VECTORS)]
     assert vectors or family == "cohere2_moe"

@@ -797,3 +797,24 @@ def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.f
     model.to(dtype)
     model.save_pretrained(folder)
     return Path(folder)
+
+
+def assert_out_of_core_catches(src: Path, out: Path, corrupt: str, layers: int, tolerance: float = 1e-4) -> None:
+    """Out-of-core verify of an exact growth passes block by block (`layers` blocks); with one grown tensor
+    (`corrupt`, a tensor of model.layers.<i>) 5% off it fails at block i and no earlier one, as in memory."""
+    from safetensors.torch import load_file, save_file
+
+    from hyperclone.grow.verify import compare_models, load_causal_lm
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    result = verify_out_of_core(src, out)
+    assert result.ok and len(result.block_rel_err) == layers, result
+    assert max(result.block_rel_err) <= tolerance and result.rel_err <= tolerance
+    tensors = load_file(out / "model.safetensors")
+    tensors[corrupt][0] *= 1.05
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    block = int(corrupt.split(".")[2])
+    result = verify_out_of_core(src, out)
+    assert not result.ok and result.worst_block == block and result.block_rel_err[block] > tolerance, result
+    assert all(error <= tolerance for error in result.block_rel_err[:block])
+    assert not compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=tolerance).ok

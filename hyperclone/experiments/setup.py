@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,12 +182,8 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     from transformers import AutoTokenizer
 
     corpus = folder.corpus
-    info_file = folder.corpus_info
-    if not info_file.exists():
-        say("building the corpus")
-        info_file.parent.mkdir(parents=True, exist_ok=True)
-        check_expected_corpus(info_file, build_corpus(corpus, data, preset.corpus_bytes), corpus)
-    check_expected_corpus(info_file, json.loads(info_file.read_text()))
+    info = described_corpus(folder.corpus_info, lambda: build_corpus(corpus, data, preset.corpus_bytes),
+                            lambda: say("building the corpus"))
     tok_dir = folder.tokenizer
     if not (tok_dir / "tokenizer.json").exists():
         say(f"training a {preset.vocab_size}-token byte-level BPE tokenizer")
@@ -194,26 +191,36 @@ def prepare(preset: Preset, out: Path, data: list[Path] | None, say) -> Prepared
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     (folder.models).mkdir(parents=True, exist_ok=True)
     small_init = init_model(small_config(preset, tokenizer), 0, tokenizer, folder.small_init)
-    return Prepared(corpus, json.loads(info_file.read_text()), tokenizer, small_init)
+    return Prepared(corpus, info, tokenizer, small_init)
 
 
-def check_expected_corpus(info_file: Path, built: dict[str, Any], written: Path | None = None) -> None:
-    """Write a corpus's description (`written`: the corpus just built) where it is the one the folder's restored runs
-    were trained on (DIR/corpus/expected/<name>.json, the committed description that benchmarks/ladder_snapshot.py
-    restore puts there), or refuse in one line, removing what was built: data rebuilt from packages that changed
-    since would silently mix two corpora in one report. An existing corpus (`written` None) is only compared."""
+def described_corpus(info_file: Path, build: Callable[[], dict[str, Any]], building: Callable[[], None]
+                     ) -> dict[str, Any]:
+    """The description of a corpus (info_file, beside the corpus it describes), built first where absent (`build`
+    writes the corpus and describes it; `building` says so), and checked against the one the folder's restored runs
+    were trained on (DIR/corpus/expected/<name>.json, the committed description benchmarks/ladder_snapshot.py
+    restore puts there): data rebuilt from packages that changed since would silently mix two corpora in one
+    report. A corpus built here and refused is removed; one found in the folder is left as it was."""
+    built = not info_file.exists()
+    if built:
+        building()
+        info_file.parent.mkdir(parents=True, exist_ok=True)
+        info = build()
+    else:
+        info = json.loads(info_file.read_text())
     expected_file = info_file.parent / "expected" / info_file.name
     expected = json.loads(expected_file.read_text()) if expected_file.exists() else None
-    if expected is not None and not same_corpus(built, expected):
-        if written is not None:
-            written.unlink(missing_ok=True)
-        raise HyperCloneError(f"the corpus {'built from the data' if written else 'in ' + str(info_file.parent)} "
-                              f"({built.get('documents', 0):,} documents, {built.get('bytes', 0):,} bytes) is not the "
+    if expected is not None and not same_corpus(info, expected):
+        if built:
+            info_file.with_suffix(".jsonl").unlink(missing_ok=True)
+        raise HyperCloneError(f"the corpus {'built from the data' if built else 'in ' + str(info_file.parent)} "
+                              f"({info.get('documents', 0):,} documents, {info.get('bytes', 0):,} bytes) is not the "
                               f"one this folder's restored runs were trained on ({expected.get('documents', 0):,} "
                               f"documents, {expected.get('bytes', 0):,} bytes: {expected_file}); rebuild that data "
                               f"file or start the arms afresh in a new folder")
-    if written is not None:
-        write_text_atomic(info_file, json.dumps(built, indent=1))
+    if built:
+        write_text_atomic(info_file, json.dumps(info, indent=1))
+    return info
 
 
 def small_arm(preset: Preset, tokens: int | None = None, decay: bool = True, corpus: str | None = None) -> Arm:
@@ -237,9 +244,6 @@ def public_corpus_file(out: Path, name: str, say) -> Path:
     if name not in PUBLIC_CORPORA:
         raise HyperCloneError(f"unknown public corpus {name!r}; choose one of {', '.join(PUBLIC_CORPORA)}")
     corpus = ExperimentDir(out).public_corpus(name)
-    info_file = corpus.with_suffix(".json")
-    if not info_file.exists():
-        say(f"building the public corpus {name}")
-        check_expected_corpus(info_file, public_corpus(corpus, name), corpus)
-    check_expected_corpus(info_file, json.loads(info_file.read_text()))
+    described_corpus(corpus.with_suffix(".json"), lambda: public_corpus(corpus, name),
+                     lambda: say(f"building the public corpus {name}"))
     return corpus
