@@ -14,11 +14,20 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, OTHER_MOE_FAMILIES, UNTIED_ONLY, make_tiny
+from tiny_models import (
+    FALCON_7B,
+    FAMILIES,
+    MOE_FAMILIES,
+    OTHER_MOE_FAMILIES,
+    UNTIED_ONLY,
+    assert_out_of_core_catches,
+    make_tiny,
+)
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify_blocks import verify_out_of_core
 
 REL_TOL = 1e-4
 CASES = [
@@ -150,6 +159,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=100)
     if family == "gemma4_text":  # 8 heads over 4 KV heads (sliding) and 2 (full attention); experts 40 wide -> 48
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
+    if family == "gemma3n_text":  # activation sparsity: MLP neurons grow by whole copies only (80 -> 160)
+        return dict(hidden_size=72, heads=6, kv_heads=3, ffn_size=160)
     if family.startswith("gemma"):
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
     # latent attention: a KV head each (Kimi Linear: its 4 delta-attention heads follow the hidden size to 6)
@@ -157,6 +168,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)
     if family in ("youtu", "minicpm3"):  # latent attention (a KV head each) over a dense MLP
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=100)
+    if family == "longcat_flash":  # ... and experts 24 wide -> 36 (grouped_mm wants 16-byte strides)
+        return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=120)
     # experts 24 wide: 1.5x keeps the dense MLP (80) and shared expert whole
     if family in ("glm4_moe", "dots1", "hy_v3", "mellum", "afmoe"):
         return dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=36)
@@ -193,23 +206,36 @@ TARGET_CASES = {
     "combined-noisy": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="noisy", noise_db=0.0),
     "combined-diagonal": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="diagonal"),
 }
+# families that refuse every depth growth (test_gemma3n_refusals): their combined cases grow the width only
+WIDTH_ONLY = ("gemma3n_text",)
 TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c, case in enumerate(TARGET_CASES)
                  for tied in rotated([False, True], f, c, lambda t, fam=family: not (fam in UNTIED_ONLY and t))
-                 if not (family in TIED_KEEP_REFUSED and tied and not case.startswith("depth"))]
+                 if not (family in TIED_KEEP_REFUSED and tied and not case.startswith("depth"))
+                 and not (family in WIDTH_ONLY and case.startswith("depth"))]
+
+
+# sources whose depth growth needs another config: LongCat-Flash's zero-computation experts refuse it
+# (test_longcat_flash_depth), so its depth cases grow a source without them; its layers are num_layers
+DEPTH_SOURCES = {"longcat_flash": dict(zero_expert_num=0)}
+LAYERS_KEY = {"longcat_flash": "num_layers"}
 
 
 @pytest.mark.parametrize("family,case,tied", TARGET_MATRIX)
 def test_target_shape_preserves_function(tmp_path, family, case, tied):
-    src = make_tiny(family, tmp_path / "src", tied=tied)
+    deeper = "layers" in TARGET_CASES[case](family, 1)
+    src = make_tiny(family, tmp_path / "src", tied=tied, **(DEPTH_SOURCES.get(family, {}) if deeper else {}))
     source = load_causal_lm(src)
-    layers = source.config.num_hidden_layers
+    layers_of = lambda config: getattr(config, LAYERS_KEY.get(family, "num_hidden_layers"))  # noqa: E731
+    layers = layers_of(source.config)
     options = TARGET_CASES[case](family, layers)
+    if family in WIDTH_ONLY:
+        options.pop("layers", None)
     out = grow(src, tmp_path / "out", seed=5, **options)
     grown = load_causal_lm(out)
     result = compare_models(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL, result
     assert result.generate_match and result.argmax_agreement == 1.0, result
-    assert grown.config.num_hidden_layers == options.get("layers", layers)
+    assert layers_of(grown.config) == options.get("layers", layers)
     if "hidden_size" in options:
         assert grown.config.hidden_size == options["hidden_size"]
     if "heads" in options:
@@ -758,3 +784,44 @@ def test_mimo_restated_head_counts_follow_the_growth(tmp_path):
     assert (grown["swa_num_attention_heads"], grown["swa_num_key_value_heads"]) == (16, 8)
     assert (grown["swa_head_dim"], grown["swa_v_head_dim"]) == (8, 6)
     assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+
+
+def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
+    """LongCat-Flash's shortcut MoE adds its input, weighted by the router, wherever the router picks a
+    zero-computation expert, so an inserted layer cannot be an identity: depth growth is refused in one line, and
+    width growth is exact (the LoRA scales sqrt(hidden / rank) grow with the width: q_b_proj and kv_b_proj are
+    divided by the square root of the width factor, hidden_power 0.5). Out-of-core verify counts its layers by
+    num_layers (num_hidden_layers is twice that) and finds a corrupted block."""
+    src = make_tiny("longcat_flash", tmp_path / "src")
+    with pytest.raises(HyperCloneError, match="zero_expert_num=2 cannot grow in depth: LongCat-Flash's "
+                                              "zero-computation experts"):
+        grow(src, tmp_path / "deep", layers=3)
+    assert not (tmp_path / "deep").exists()
+    out = grow(src, tmp_path / "wide", width=2)
+    with safe_open(out / "model.safetensors", "pt") as grown, safe_open(src / "model.safetensors", "pt") as small:
+        name = "model.layers.0.self_attn.1.q_b_proj.weight"  # rows: heads x 2 (copies), columns: the kept q LoRA
+        assert torch.allclose(grown.get_tensor(name)[:12], small.get_tensor(name)[:12] / 2 ** 0.5, atol=0)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert_out_of_core_catches(src, out, "model.layers.1.self_attn.1.kv_b_proj.weight", 2, REL_TOL)
+
+
+def test_gemma3n_refusals(tmp_path):
+    """Gemma 3n grows in width only: no new block can pass its input through (LAuReL's 1/sqrt(2), AltUp's
+    correction), refused in one line. Its activation sparsity cuts each MLP neuron at the mean plus a multiple of
+    the biased standard deviation over all of them, which whole copies keep: an uneven MLP width is refused where a
+    layer is sparse (0.34 relative logit error grown 80 -> 100 without the refusal) and exact where none is. The
+    per-layer intermediate_size list is written grown."""
+    src = make_tiny("gemma3n_text", tmp_path / "src")
+    for options, message in ((dict(layers=5), "altup_num_inputs=4 cannot grow in depth: no weights make a new"),
+                             (dict(width=2, ffn_size=100), "activation_sparsity_pattern sets a cutoff from the mean")):
+        with pytest.raises(HyperCloneError, match=message) as err:
+            grow(src, tmp_path / "out", **options)
+        assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    dense = make_tiny("gemma3n_text", tmp_path / "dense", activation_sparsity_pattern=[0.0] * 4)
+    out = grow(dense, tmp_path / "out", width=2, ffn_size=100)
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == [100] * 4
+    result = compare_models(load_causal_lm(dense), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    with pytest.raises(HyperCloneError, match="a gemma3n_text model cannot be built with one decoder layer"):
+        verify_out_of_core(dense, out)  # its config refuses one layer beside KV-shared ones: verify in memory

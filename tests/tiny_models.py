@@ -45,6 +45,14 @@ TINY_CONFIGS: dict[str, dict] = {
                         layer_types=["sliding_attention", "full_attention", "full_attention"], sliding_window=8,
                         hidden_size_per_layer_input=0, enable_moe_block=True, num_experts=4, top_k_experts=2,
                         moe_intermediate_size=40, final_logit_softcapping=30.0),
+    # Gemma 3n (text; E2B's layout): AltUp's 4 streams, LAuReL, per-layer embeddings (a smaller vocabulary of their
+    # own), the last 2 layers reusing earlier layers' keys and values, activation sparsity (a gaussian top-k over the
+    # MLP) in a layer of each kind, sliding and full attention, q/k/v norms, logit soft cap
+    "gemma3n_text": dict(hidden_size=48, intermediate_size=80, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=12, num_hidden_layers=4, sliding_window=8,
+                         layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
+                         hidden_size_per_layer_input=8, vocab_size_per_layer_input=64, laurel_rank=8,
+                         activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.95], final_logit_softcapping=30.0),
     "phi3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                  num_hidden_layers=2, pad_token_id=0, partial_rotary_factor=0.5),
     "olmo": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
@@ -449,6 +457,14 @@ TINY_CONFIGS: dict[str, dict] = {
     "youtu": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=6, q_lora_rank=24,
                   kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=2,
                   pad_token_id=None),
+    # LongCat-Flash: two attention sub-layers (DeepSeek's latent attention, its q and kv LoRA scaled by
+    # sqrt(hidden / rank)) and two dense MLPs per layer, beside a shortcut MoE whose router also picks
+    # zero-computation experts (the input, weighted)
+    "longcat_flash": dict(hidden_size=48, ffn_hidden_size=80, expert_ffn_hidden_size=24, num_attention_heads=6,
+                          q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4, head_dim=4, qk_nope_head_dim=8,
+                          v_head_dim=6,
+                          num_layers=2, n_routed_experts=4, zero_expert_num=2, moe_topk=2,
+                          routed_scaling_factor=2.5),
     # Cohere2-MoE: Cohere 2's parallel block (LayerNorms without bias; RMSNorms where rms_norm_eps is set, in
     # tests/test_families.py), sliding layers, logit scale, a dense first layer (with rope forced) then experts with a
     # shared expert averaged in, the top k logits' softmax

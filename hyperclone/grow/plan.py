@@ -169,6 +169,9 @@ class Dims:
     per_layer_input: int | None = None  # per-layer embeddings (Gemma 4 E2B/E4B): each layer's width (kept)
     per_layer_vocab: int | None = None  # ... and their vocabulary (kept)
     output_vocab: int | None = None  # an output projection pruned to fewer rows than the vocabulary (kept)
+    zero_experts: int | None = None  # zero-computation experts, the router's last rows (LongCat-Flash; kept)
+    altup_inputs: int | None = None  # AltUp's streams (Gemma 3n altup_num_inputs; kept)
+    laurel_rank: int | None = None  # LAuReL's low-rank residual width (Gemma 3n; kept)
     kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
 
 
@@ -210,9 +213,10 @@ def source_dims(family: Family, config: Any) -> Dims:
     for slot, other in family.slot_defaults:  # a null width the class reads as another's (Cohere2-MoE's dense MLP)
         if slot not in optional:
             optional[slot] = {**values, **optional}.get(other)
-    for slot in ("experts", "shared_ffn", "per_layer_input"):  # no experts at all (Granite-4.0-H-Micro's
-        if optional.get(slot) == 0:  # num_local_experts: 0), no shared MLP (GraniteMoeShared's
-            # shared_intermediate_size: 0), no per-layer embeddings (Gemma 4's hidden_size_per_layer_input: 0)
+    for slot in ("experts", "shared_ffn", "per_layer_input", "zero_experts"):
+        if optional.get(slot) == 0:  # no experts at all (Granite-4.0-H-Micro's num_local_experts: 0), no shared MLP
+            # (GraniteMoeShared's shared_intermediate_size: 0), no per-layer embeddings (Gemma 4's
+            # hidden_size_per_layer_input: 0), no zero-computation experts (LongCat-Flash's zero_expert_num: 0)
             del optional[slot]
     for slot, value in {**values, **optional}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -276,7 +280,12 @@ def _per_layer_attention_dims(family: Family, config: Any, kinds: tuple[str, ...
 
 def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
     """The MLP's width from ffn's config value: itself, or LFM2's SwiGLU sizing when its flag is set (read(key) gives
-    a config value)."""
+    a config value); a list of one width per layer (Gemma 3n's intermediate_size) must state one width."""
+    if isinstance(value, list) and value:
+        if any(width != value[0] for width in value):
+            raise HyperCloneError(f"config.json: {family.config_keys['ffn']} gives the layers different MLP widths "
+                                  f"({', '.join(map(str, sorted(set(value))))}), which growth does not describe")
+        value = value[0]
     rule = family.ffn_auto_adjust
     if rule is None or not isinstance(value, int) or not read(rule["flag"]):
         return value
@@ -369,6 +378,20 @@ def _scaled_config(family: Family, config: Any, dims: Dims, grown: Dims) -> dict
         else:
             updates[key] = value * (new / old) ** power
     return updates
+
+
+def check_whole_ffn_copies(family: Family, config: Any, dims: Dims, grown: Dims) -> None:
+    """The table's ffn_whole_copies: where a layer's entry in that config list is set, its MLP compares every neuron
+    with statistics over all of them (Gemma 3n's activation sparsity: a cutoff at the mean plus a multiple of the
+    biased standard deviation), which only the same number of copies of every neuron keeps."""
+    key = family.ffn_whole_copies
+    if key is None or dims.ffn is None or grown.ffn % dims.ffn == 0:
+        return
+    entries = config_value(config, key)
+    if any(entries if isinstance(entries, list) else [entries]):
+        raise HyperCloneError(f"{family.model_type}: {key} sets a cutoff from the mean and standard deviation over "
+                              f"the MLP's neurons, which only whole copies of each keep; an MLP width of {grown.ffn} "
+                              f"is not a multiple of {dims.ffn}")
 
 
 def _ratio(numerator: int, denominator: int, what: str, give: str) -> int:
@@ -548,7 +571,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
               "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim",
-              "per_layer_input", "per_layer_vocab", "output_vocab")
+              "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs", "laurel_rank")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -746,6 +769,7 @@ class AxisMaps:
             **{slot: tile_map(getattr(dims, slot), getattr(grown, slot))
                for slot in FFN_SLOTS if getattr(dims, slot) is not None},
             **({"experts": tile_map(dims.experts, dims.experts)} if dims.experts else {}),
+            "zero_experts": tile_map(dims.zero_experts or 0, dims.zero_experts or 0),  # none: an empty section
             "embed": self.hidden if dims.embed == dims.hidden else tile_map(dims.embed, dims.embed),
             "vocab": tile_map(dims.vocab, dims.vocab), "vocab_rows": tile_map(rows, rows),  # Mllama's embedding
             "output_vocab": tile_map(dims.output_vocab or dims.vocab, dims.output_vocab or dims.vocab),
@@ -764,6 +788,11 @@ class AxisMaps:
             packed, vocab = dims.layers * dims.per_layer_input, dims.per_layer_vocab or 0
             self.by_kind.update(per_layer_input=tile_map(dims.per_layer_input, dims.per_layer_input),
                                 per_layer_packed=tile_map(packed, packed), per_layer_vocab=tile_map(vocab, vocab))
+        for slot in ("altup_inputs", "laurel_rank"):  # AltUp's streams, LAuReL's rank (Gemma 3n): kept
+            if (size := getattr(dims, slot)) is not None:
+                self.by_kind[slot] = tile_map(size, size)
+        if dims.altup_inputs is not None:  # AltUp's prediction coefficients: one per pair of streams
+            self.by_kind["altup_coefs"] = tile_map(dims.altup_inputs ** 2, dims.altup_inputs ** 2)
         if dims.heads is not None:
             self.by_kind.update(self._attention_maps(family, dims, grown))
         if dims.conv_kernel is not None:
@@ -1082,6 +1111,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     dims = source_dims(family, config)
     check_dims_fit(family, dims, tensors)
     grown = target_dims(family, dims, spec)
+    check_whole_ffn_copies(family, config, dims, grown)
     if grown.layers != dims.layers:
         check_supported(family, config, depth=True)
     layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
@@ -1242,6 +1272,8 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
             entries = [kind for pattern, repeats in config_value(config, family.layer_runs)
                        for _ in range(repeats) for kind in pattern]
             updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
+    if "ffn" in keys and isinstance(config_value(config, keys["ffn"]), list):  # one width per layer (Gemma 3n)
+        updates[keys["ffn"]] = [grown.ffn] * grown.layers
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
     updates.update(_scaled_config(family, config, dims, grown))

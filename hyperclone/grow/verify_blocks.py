@@ -120,6 +120,31 @@ def in_memory_layout(family: Any, state: dict[str, torch.Tensor], layer: int, ex
     return state
 
 
+def _layers_key(family: Any, config: Any) -> str:
+    """The config key counting the decoder layers: the family table's (LongCat-Flash's num_layers, whose
+    num_hidden_layers counts its two attention sub-layers each), else the first of the usual keys."""
+    table_key = family.config_keys.get("layers") if family is not None else None
+    if table_key is not None and hasattr(config, table_key):
+        return table_key
+    return next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(config, k))
+
+
+def _one_layer_probe(folder: Path, one: Any) -> torch.nn.Module:
+    """The model with one decoder layer, on the meta device: only to learn the layer class and where layers live."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        try:
+            return AutoModelForCausalLM.from_config(one)
+        except ValueError as exc:  # a text config with no causal LM class of its own (Qwen3-VL-MoE's), or one
+            if "Unrecognized configuration class" not in str(exc):  # that refuses a single layer (Gemma 3n)
+                raise HyperCloneError(f"{folder}: a {one.model_type} model cannot be built with one decoder layer, "
+                                      f"which out-of-core verify needs ({str(exc).splitlines()[0]}); verify in "
+                                      "memory") from None
+            raise HyperCloneError(f"{folder}: transformers has no causal LM class for a {one.model_type} language "
+                                  "model, which out-of-core verify runs alone; verify in memory") from None
+
+
 class LazyModel:
     """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
 
@@ -143,18 +168,11 @@ class LazyModel:
         self.family = FAMILIES.get(self.config.model_type)
         experts_key = self.family.config_keys.get("experts") if self.family is not None else None
         self.experts = config_value(self.config, experts_key) if experts_key else None
-        layers_key = next(k for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(self.config, k))
+        layers_key = _layers_key(self.family, self.config)
         self.count = getattr(self.config, layers_key)
         kept = self.family.kept_lists if self.family is not None else ()
         one = _config_with_layers(self.config, layers_key, 1, kept)
-        with torch.device("meta"):  # only to learn the decoder layer class and where the layers live
-            try:
-                probe = AutoModelForCausalLM.from_config(one)
-            except ValueError as exc:  # a text config with no causal LM class of its own (Qwen3-VL-MoE's)
-                if "Unrecognized configuration class" not in str(exc):
-                    raise
-                raise HyperCloneError(f"{folder}: transformers has no causal LM class for a {self.config.model_type} "
-                                      "language model, which out-of-core verify runs alone; verify in memory") from None
+        probe = _one_layer_probe(folder, one)
         _, _, probe_layers = _find_layers(probe)
         self.layer_class = type(probe_layers[0])
         prefix = next(name for name, module in probe.named_modules() if module is probe_layers)

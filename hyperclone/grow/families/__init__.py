@@ -25,6 +25,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    an experts count of 0): the model has none, and tensors with that axis are neither needed nor
                    allowed
   experts          one position per routed expert (the router's output): kept
+  zero_experts     one position per zero-computation expert, the router's rows after the routed experts'
+                   (LongCat-Flash's zero_expert_num: a chosen one adds the input, weighted): kept; an empty
+                   section where the config has none
   experts_ffn      every expert's MLP width, the experts flattened into one axis, [experts x ffn] (DBRX's w1, v1, w2 of
                    [experts x ffn, hidden]: each expert's rows in turn): each expert's neurons are copied inside its
                    own block, the experts kept
@@ -71,6 +74,10 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   per_layer_input, per_layer_packed, per_layer_vocab   per-layer embeddings (Gemma 4 E2B/E4B): each layer's width
                    (hidden_size_per_layer_input), the layers' slices packed in one axis (layers x that width:
                    embed_tokens_per_layer's columns, per_layer_model_projection's rows) and their vocabulary: kept
+  altup_inputs, altup_coefs, laurel_rank   Gemma 3n's AltUp streams (altup_num_inputs: the modality router's rows,
+                   correction_coefs), its prediction coefficients (streams x streams) and LAuReL's low-rank width
+                   (laurel_rank): kept. AltUp mixes the streams channel by channel and rescales each to the active
+                   stream's mean square over the hidden size, which the RMSNorm hidden map keeps at any width
   vocab, positions, head_dim                               kept
   output_vocab     an output projection's rows where it is pruned to fewer than the vocabulary (Apertus 1.5's
                    output_vocab_size; the vocabulary where the config leaves it null): kept
@@ -184,6 +191,12 @@ multiplies the grown tensor by (old / new hidden) ** p, so the product is the so
 (true / false): the tensor exists only in the last layers that reuse earlier layers' keys and values, or only in the
 others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers).
 A refusal with ``"depth": true`` applies only where the number of layers grows.
+An ffn config value that is a list of one width per layer (Gemma 3n's intermediate_size, which its config class makes
+a list) must give every layer the same width (refused in one line otherwise); the grown config writes the list grown.
+``ffn_whole_copies``: the config key of a per-layer list (Gemma 3n's activation_sparsity_pattern) where a set entry
+makes that layer's MLP cut its gate at the mean plus a multiple of the biased standard deviation over all its neurons
+(a gaussian top-k): only the same number of copies of every neuron keeps both, so where any entry is set an MLP width
+that is not a whole multiple of the source's is refused in one line.
 ``layer_strings``: config keys holding one character per layer (GLM-5's index_topk_pattern "FSSF..."): depth growth
 writes the grown layers' characters, as it does for per-layer lists. ``schedule_keys``: config keys from which the
 config class derives a per-layer list by a period and an offset (GLM-5's index_topk_freq, index_skip_topk_offset):
@@ -236,17 +249,21 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
-              "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab")
+              "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
+              "altup_inputs", "altup_coefs", "laurel_rank")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
                 "experts", "dense_ffn", "shared_ffn", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "top_k",
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
-                "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab")
-# latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary: kept
+                "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab",
+                "zero_experts", "altup_inputs", "laurel_rank")
+# latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary,
+# zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n): kept
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
-                "per_layer_input", "per_layer_vocab", "output_vocab")
+                "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs",
+                "laurel_rank")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -264,7 +281,8 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
-               "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys"}
+               "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys",
+               "ffn_whole_copies"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -446,6 +464,7 @@ class Family:
     identity_copies: tuple[str, Any] | None = None  # (per-layer list key, entry): the layer identity blocks copy
     layer_strings: tuple[str, ...] = ()  # config strings of one character per layer, rewritten under depth growth
     schedule_keys: tuple[str, ...] = ()  # config keys deriving a per-layer list by period: null under depth growth
+    ffn_whole_copies: str | None = None  # per-layer config list: where an entry is set, the MLP grows by whole copies
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
@@ -599,6 +618,7 @@ def _parse_family(raw: dict) -> Family:
         identity_copies=_parse_identity_copies(name, raw.get("identity_copies")),
         layer_strings=_parse_keys(name, "layer_strings", raw.get("layer_strings", [])),
         schedule_keys=_parse_keys(name, "schedule_keys", raw.get("schedule_keys", [])),
+        ffn_whole_copies=_parse_keys(name, "ffn_whole_copies", [raw.get("ffn_whole_copies", "")])[0] or None,
     )
 
 
