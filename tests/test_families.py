@@ -64,12 +64,14 @@ def rotated(options: list, family_index: int, case_index: int, allowed=lambda op
 
 # OLMo v1 and nanochat cannot keep tied embeddings exactly (their final norms have no weight: see
 # test_olmo_tied_keep_is_refused), so that pair is not generated; NemotronH never ties
-# (tests/test_hybrids.py::test_nemotron_h_refusals).
+# (tests/test_hybrids.py::test_nemotron_h_refusals); a tied Zamba2 cannot be untied (test_zamba2_refusals).
 TIED_KEEP_REFUSED = ("olmo", "nanochat")
+TIED_UNTIE_REFUSED = ("zamba2",)
 MATRIX = [(family, mode, width, ffn, tied, tie) for f, family in enumerate(FAMILIES)
           for c, (mode, width, ffn) in enumerate(CASES)
           for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam in TIED_KEEP_REFUSED
                                                                           and o == (True, "keep"))
+                                     and not (fam in TIED_UNTIE_REFUSED and o == (True, "untie"))
                                      and not (fam in UNTIED_ONLY and o[0]))]
 
 
@@ -186,6 +188,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=6, kv_heads=3, ffn_size=60)
     if family == "dbrx":  # its LayerNorms' epsilon is fixed: uneven KV groups and experts' widths instead
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=60)
+    if family == "zamba2":  # as Bamba, with head_dim 2 x hidden / heads and as many KV heads as heads (its adapters)
+        return dict(hidden_size=96, heads=12, kv_heads=12, ffn_size=100)
     if family == "mamba2":  # no attention, no MLP: Mamba2 heads whole copies under the gated norm
         return dict(hidden_size=96)
     if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
@@ -343,6 +347,41 @@ def test_unreachable_targets_are_refused(tmp_path, family, options, message):
     src = make_tiny(family, tmp_path / "src")
     with pytest.raises(HyperCloneError, match=message):
         grow(src, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_zamba2_grouped_kv_and_derived_config(tmp_path):
+    """Zamba2 without attention adapters may group its KV heads: 6 heads over 2 -> 12 over 3 (uneven KV copies) with
+    the hidden size 2x, and 2 identity Mamba2 layers, one before a hybrid layer; exact. The grown config states what
+    the config class derives from the hidden size (attention_hidden_size = 2 x hidden, head_dim kept) and the hybrid
+    layers' indices, which config.json's values would otherwise override. Out-of-core verify is refused in one line."""
+    src = make_tiny("zamba2", tmp_path / "src", num_key_value_heads=2, use_shared_attention_adapter=False)
+    out = grow(src, tmp_path / "out", hidden_size=96, heads=12, kv_heads=3, layers=6, insert_after=(0, 2))
+    config = json.loads((out / "config.json").read_text())
+    assert (config["attention_hidden_size"], config["attention_head_dim"]) == (192, 16)
+    assert config["layers_block_type"] == ["linear_attention", "linear_attention", "hybrid", "hybrid",
+                                           "linear_attention", "hybrid"]
+    assert config["hybrid_layer_ids"] == [2, 3, 5] and config["n_mamba_heads"] == 24
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result
+    with pytest.raises(HyperCloneError, match=r"cannot load decoder block \d of a zamba2 model alone"):
+        verify_out_of_core(src, out)  # a hybrid layer wraps shared blocks stored in other layers: in memory only
+
+
+@pytest.mark.parametrize("source,options,message", [
+    ({}, dict(hidden_size=72, heads=9, kv_heads=9), "gated RMSNorm normalises over each group's heads"),
+    ({}, dict(width=2, heads=6, kv_heads=6), "derives head_dim = 2 x hidden / heads"),
+    (dict(tied=True), dict(width=2, tie="untie"), "ties the shared transformer blocks"),
+    (dict(layers_block_type=["hybrid"] * 4), dict(layers=5), "identity copies of a mamba layer"),
+])
+def test_zamba2_refusals(tmp_path, source, options, message):
+    """What Zamba2 growth cannot do exactly, refused in one line: a hidden size that is not a whole multiple (its
+    Mamba2 gated norm), heads that do not follow the hidden size (its config derives head_dim from both), untying
+    (its tie flag ties the shared blocks too), new layers in a model without Mamba2 layers to copy as identities."""
+    src = make_tiny("zamba2", tmp_path / "src", **source)
+    with pytest.raises(HyperCloneError, match=message) as err:
+        grow(src, tmp_path / "out", **options)
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
 
 

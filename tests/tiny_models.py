@@ -296,6 +296,15 @@ TINY_CONFIGS: dict[str, dict] = {
                        mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, n_routed_experts=4,
                        num_experts_per_tok=2, moe_intermediate_size=24, moe_shared_expert_intermediate_size=40,
                        n_group=2, topk_group=1, use_bias=True, mlp_bias=True, routed_scaling_factor=2.5),
+    # Zamba2: Mamba2 layers and hybrid layers, in which a shared transformer block (2 of them, num_mem_blocks, reused
+    # in turn: the third hybrid layer reuses the first's) reads the residual stream beside the word embeddings (2 x
+    # hidden wide, head_dim = 2 x hidden / heads, scores scaled by (head_dim / 2) ** -0.5, RoPE), with per-layer LoRA
+    # adapters on q, k, v (they add 2 x hidden wide outputs: as many KV heads as heads) and on gate_up_proj, and a
+    # per-layer linear back to hidden that the Mamba2 mixer's input adds; biases on in_proj, out_proj and the MLP
+    "zamba2": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=6,
+                   num_hidden_layers=4, layers_block_type=["mamba", "hybrid", "hybrid", "hybrid"], num_mem_blocks=2,
+                   n_mamba_heads=12, mamba_expand=2, mamba_ngroups=2, mamba_d_state=8, mamba_d_conv=4, chunk_size=8,
+                   use_shared_attention_adapter=True, adapter_rank=4, use_mem_rope=True, add_bias_linear=True),
     # Mamba2 (Mamba-Codestral, state-spaces/mamba2): every block one Mamba2 mixer (12 heads of 8 in 2 B/C groups,
     # inner width expand x hidden, the gated norm always), no attention, no MLP; biases on in_proj, conv and out_proj
     "mamba2": dict(hidden_size=48, num_hidden_layers=2, expand=2, num_heads=12, head_dim=8, n_groups=2, state_size=8,
@@ -505,6 +514,10 @@ UNTIED_ONLY = ("nemotron_h", "dbrx", "kimi_linear")
 UNTIED_CONFIG = ("dbrx",)  # ... and whose config class refuses tie_word_embeddings true (no tied model can be made)
 
 FAMILIES = sorted(TINY_CONFIGS)
+# Matrices drawn smaller than randomize_'s 0.2: Zamba2's shared blocks at that scale (attention over 2 x hidden, scores
+# in the hundreds, their output added to a Mamba2 input without a residual) make a function float32 cannot evaluate
+# to 1e-4 (its own float32 and float64 logits differ by 8e-5); at 0.12 by 1e-6, as the other families'
+MATRIX_SCALE = {"zamba2": 0.6}
 
 
 def tiny_config(family: str, tied: bool | None = None, **overrides):
@@ -810,6 +823,10 @@ def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.f
     config = tiny_config(family, tied=tied, **overrides)
     model = AutoModelForCausalLM.from_config(config)
     randomize_(model, seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2 and "embed" not in name:
+                param.mul_(MATRIX_SCALE.get(family, 1.0))
     model.to(dtype)
     model.save_pretrained(folder)
     return Path(folder)

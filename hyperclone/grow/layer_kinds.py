@@ -322,3 +322,19 @@ def copy_for_identity(rule: tuple[str, Any] | None, config: Any,
     fitted = [(max((c for c in chosen if c <= src), default=chosen[0]), True) if identity and i > leading
               else (src, identity) for i, (src, identity) in enumerate(layers)]
     return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
+
+
+def copy_kind_for_identity(family: str, kind: str, kinds: tuple[str, ...], layers: list[tuple[int, bool]]
+                           ) -> tuple[list[tuple[int, bool]], list[int]]:
+    """A table's identity_kind: the layer plan with every identity block copying the nearest source layer of that kind
+    at or before its source (the first such layer where none precedes it), and the grown positions whose source
+    changed; refused in one line where the source has no layer of that kind and a block must be an identity."""
+    chosen = [i for i, own in enumerate(kinds) if own == kind]
+    if not any(identity for _, identity in layers):
+        return layers, []
+    if not chosen:
+        raise HyperCloneError(f"{family}: new layers are identity copies of a {kind} layer, and the source has none; "
+                              "grow only the width")
+    fitted = [(max((c for c in chosen if c <= src), default=chosen[0]), True) if identity else (src, identity)
+              for src, identity in layers]
+    return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]

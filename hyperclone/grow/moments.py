@@ -122,8 +122,8 @@ def _fusions(plan: Any, moment_name: Callable[[str], str], stored: Iterable[str]
 
 
 def _pattern(template: str) -> re.Pattern[str]:
-    """A table name's pattern, {layer} and {expert} as named groups."""
-    return re.compile("^" + re.sub(r"\\\{(layer|expert)\\\}", r"(?P<\1>\\d+)", re.escape(template)) + "$")
+    """A table name's pattern, {layer}, {expert} and {adapter} as named groups."""
+    return re.compile("^" + re.sub(r"\\\{(layer|expert|adapter)\\\}", r"(?P<\1>\\d+)", re.escape(template)) + "$")
 
 
 def _split_fused(fusions: dict[str, _Fusion], moments: dict[str, dict[str, Any]],

@@ -41,6 +41,7 @@ from hyperclone.grow.families import (
 )
 from hyperclone.grow.layer_kinds import (
     copy_for_identity,
+    copy_kind_for_identity,
     fit_identity_blocks,
     has_part,
     read_layer_kinds,
@@ -172,6 +173,7 @@ class Dims:
     zero_experts: int | None = None  # zero-computation experts, the router's last rows (LongCat-Flash; kept)
     altup_inputs: int | None = None  # AltUp's streams (Gemma 3n altup_num_inputs; kept)
     laurel_rank: int | None = None  # LAuReL's low-rank residual width (Gemma 3n; kept)
+    adapter_rank: int | None = None  # per-layer LoRA adapters' rank on a shared block (Zamba2; kept)
     kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
 
 
@@ -550,6 +552,10 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
     if "head_dim" not in family.config_keys and grown.heads * grown.head_dim != grown.hidden:
         raise HyperCloneError(f"{family.model_type} needs hidden size = heads x head_dim "
                               f"({grown.hidden} != {grown.heads} x {grown.head_dim})")
+    if family.head_dim_from_hidden and grown.heads * grown.head_dim != family.head_dim_from_hidden * grown.hidden:
+        raise HyperCloneError(f"{family.model_type}'s config class derives head_dim = {family.head_dim_from_hidden} x "
+                              f"hidden / heads, so {grown.heads} heads of {grown.head_dim} cannot serve a hidden size "
+                              f"of {grown.hidden}; grow the heads by the hidden size's factor")
     if grown.head_dim != dims.head_dim and "kv_lora" in family.config_keys:  # (Kimi Linear's has no rope at all)
         raise HyperCloneError(f"head_dim cannot grow exactly in latent attention ({family.model_type}: each head's "
                               "no-rope, shared-key and value widths are kept); grow the number of heads instead")
@@ -571,7 +577,8 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 # a target config that states another value would describe a different model than the one written
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
               "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim",
-              "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs", "laurel_rank")
+              "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs", "laurel_rank",
+              "adapter_rank")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -729,13 +736,20 @@ def expand_names(family: Family, layers: list[tuple[int, bool]] | int, experts: 
                 continue
             if rule.kv_shared is not None and rule.kv_shared != (shared_from is not None and src_index >= shared_from):
                 continue
-            for template in _per_expert(rule.name, experts if rule.per_expert else None):
+            for template in _per_slot(_per_expert(rule.name, experts if rule.per_expert else None), len(layers)):
                 names.append((template.replace("{layer}", str(new_index)),
                               template.replace("{layer}", str(src_index)), rule, identity))
     for rule in family.tensors:
         if not rule.per_layer and rule.role != "embedding":
             names.append((rule.name, rule.name, rule, False))
     return names
+
+
+def _per_slot(names: list[str], layers: int) -> list[str]:
+    """A name with {adapter} once per possible adapter slot (a shared block's, numbered by hybrid layer: fewer than
+    the layers; the checkpoint holds some of them, see the module doc of hyperclone.grow.families)."""
+    return [n.replace("{adapter}", str(slot)) for n in names for slot in range(layers)] if any(
+        "{adapter}" in n for n in names) else names
 
 
 def _per_expert(name: str, experts: int | None) -> list[str]:
@@ -776,6 +790,7 @@ class AxisMaps:
             "positions": tile_map(positions, positions),
             "moe_latent": self.hidden if dims.moe_latent is None else tile_map(dims.moe_latent, dims.moe_latent),
             "conv_inner": tile_map(dims.hidden, grown.hidden),  # plain copies of channels (B x, C conv(.))
+            **({"adapter_rank": tile_map(dims.adapter_rank, dims.adapter_rank)} if dims.adapter_rank else {}),
         }
         if dims.ffn is not None:
             self.by_kind["ffn"] = tile_map(dims.ffn, grown.ffn)
@@ -1115,6 +1130,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     if grown.layers != dims.layers:
         check_supported(family, config, depth=True)
     layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
+    if family.identity_kind is not None and dims.layer_kinds is not None:
+        layers, refitted = copy_kind_for_identity(family.model_type, family.identity_kind, dims.layer_kinds, layers)
     if dims.layer_kinds is not None:
         if not refitted:
             layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
@@ -1125,6 +1142,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
                                   f"{grown.layer_kinds[-1]} layer; choose --layers or --insert-after so that the last "
                                   f"layer stays {family.last_layer_kind}")
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
+    if tied and spec.tie == "untie" and family.untie_refused:
+        raise HyperCloneError(f"{family.model_type}: --tie untie cannot be exact: {family.untie_refused}")
     maps = AxisMaps(family, dims, grown)
     source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts,
                                                                            dims.layer_kinds,

@@ -258,7 +258,13 @@ class LazyModel:
         state = {name: self.weights.read(name).float() for name in self.weights.infos if name.startswith(prefix)}
         state = in_memory_layout(self.family, state, index, self.experts)
         state = {name.removeprefix(prefix): tensor for name, tensor in state.items()}
-        layer.load_state_dict(state, assign=True, strict=True)
+        try:
+            layer.load_state_dict(state, assign=True, strict=True)
+        except RuntimeError as exc:  # a layer built alone that is not the checkpoint's (Zamba2's hybrid layers
+            raise HyperCloneError(  # wrap shared blocks the checkpoint stores in other layers): in memory only
+                f"out-of-core verify cannot load decoder block {index} of a {self.config.model_type} model alone "
+                f"(the layer class built alone holds other tensors than the checkpoint stores under {prefix}); "
+                "verify in memory") from exc
         meta = [name for name, b in layer.named_buffers() if b.is_meta]
         if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again
             layer = self._new_layer(self.config, index)

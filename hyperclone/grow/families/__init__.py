@@ -81,6 +81,7 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   vocab, positions, head_dim                               kept
   output_vocab     an output projection's rows where it is pruned to fewer than the vocabulary (Apertus 1.5's
                    output_vocab_size; the vocabulary where the config leaves it null): kept
+  adapter_rank     the rank of per-layer LoRA adapters on a shared block's linear layers (Zamba2's adapter_rank): kept
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
                    its lm_head has vocab_size): kept
@@ -88,6 +89,10 @@ A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
 optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
 absent; read when experts are split, hyperclone.grow.segment).
+A name may also contain ``{adapter}``: a shared block's adapter slot, one per hybrid layer that reuses it, numbered by
+hybrid layer (Zamba2's ``linear_q_adapter_list.{adapter}``: transformers writes the shared blocks, their adapters
+inside, in the first num_mem_blocks hybrid layers only, so such rules are optional); expanded over 0 .. layers - 1 and
+kept under growth, only the stored ones are read.
 Attention and MLP are optional: a family whose table has no ``heads`` slot has no attention (Mamba, Mamba2; no
 ``kv_heads`` or ``head_dim`` slot then, no attention axis kind, and --heads, --kv-heads, --head-dim are refused), one
 without an ``ffn`` slot no MLP (no ffn axis kind; the --ffn factor has nothing to grow, --ffn-size is refused).
@@ -111,7 +116,8 @@ A fused axis is written as sections joined by "+", e.g. "q+kv+kv" (Phi-3 qkv_pro
 is grown on its own and the results are concatenated in the same order.
 
 ``contract`` is the axis a linear layer sums over (1 for nn.Linear [out, in], 0 for GPT-2's Conv1D
-[in, out]); it is divided among its copies so that n copies of an input sum back to one. A stack of expert
+[in, out]; a matrix's may be fused, as Zamba2's "hidden+hidden", read through its sections' maps concatenated);
+it is divided among its copies so that n copies of an input sum back to one. A stack of expert
 matrices stored as one tensor [experts, out, in] (Granite's ``input_linear``) has contract 2, one stored
 [experts, in, out] (GPT-OSS ``gate_up_proj`` and ``down_proj``, applied as x @ W[e]) contract 1: each expert's matrix
 grows on its own and the experts are kept. ``may_be_transposed`` (on such a stack): the checkpoint may store the last
@@ -197,6 +203,15 @@ a list) must give every layer the same width (refused in one line otherwise); th
 makes that layer's MLP cut its gate at the mean plus a multiple of the biased standard deviation over all its neurons
 (a gaussian top-k): only the same number of copies of every neuron keeps both, so where any entry is set an MLP width
 that is not a whole multiple of the source's is refused in one line.
+``identity_kind``: a layer kind (of layer_kinds) that every identity block copies: the nearest source layer of that kind
+at or before the one it follows, the first one where none precedes it (Zamba2's mamba layers: a copied hybrid layer
+would add a use of a shared block and its adapter slots, a mamba layer with its out_proj zeroed is the identity);
+depth growth of a source without a layer of that kind is refused in one line. ``head_dim_from_hidden``: k where the
+config class derives head_dim = k x hidden / heads whatever config.json says (Zamba2's attention reads the 2 x hidden
+concatenation of the residual stream and the embeddings: k = 2): a target whose heads x head_dim is not k x hidden
+is refused in one line. ``untie_refused``: a reason why a tied source cannot be grown with --tie untie (Zamba2's
+tie_word_embeddings also ties the shared blocks of its hybrid layers, which a checkpoint then holds once): refused in
+one line.
 ``layer_strings``: config keys holding one character per layer (GLM-5's index_topk_pattern "FSSF..."): depth growth
 writes the grown layers' characters, as it does for per-layer lists. ``schedule_keys``: config keys from which the
 config class derives a per-layer list by a period and an offset (GLM-5's index_topk_freq, index_skip_topk_offset):
@@ -250,7 +265,7 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
               "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
-              "altup_inputs", "altup_coefs", "laurel_rank")
+              "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -258,12 +273,13 @@ CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "voc
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
                 "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab",
-                "zero_experts", "altup_inputs", "laurel_rank")
+                "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank")
 # latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary,
-# zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n): kept
+# zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n),
+# LoRA adapters' rank (Zamba2): kept
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
                 "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs",
-                "laurel_rank")
+                "laurel_rank", "adapter_rank")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -282,7 +298,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
                "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys",
-               "ffn_whole_copies"}
+               "ffn_whole_copies", "identity_kind", "head_dim_from_hidden", "untie_refused"}
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -465,6 +481,9 @@ class Family:
     layer_strings: tuple[str, ...] = ()  # config strings of one character per layer, rewritten under depth growth
     schedule_keys: tuple[str, ...] = ()  # config keys deriving a per-layer list by period: null under depth growth
     ffn_whole_copies: str | None = None  # per-layer config list: where an entry is set, the MLP grows by whole copies
+    identity_kind: str | None = None  # the layer kind every identity block copies (Zamba2: mamba), see the doc
+    head_dim_from_hidden: int | None = None  # k: the config class derives head_dim = k x hidden / heads (Zamba2: 2)
+    untie_refused: str | None = None  # why a tied source cannot be untied exactly (Zamba2), see the module doc
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
@@ -509,9 +528,11 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     contract = raw.get("contract")
     # a stack of expert matrices: [experts, out, in] (contract 2) or [experts, in, out] (contract 1)
     stacked = len(axes) == 3 and contract in (1, 2) and axes[0] == ("experts",)
-    if contract is not None and not stacked and (len(axes) != 2 or contract not in (0, 1) or len(axes[contract]) != 1):
-        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a matrix "
-                         "(or axis 1 or 2 of a stack of expert matrices [experts, in, out] or [experts, out, in])")
+    # a matrix may read a fused axis (Zamba2's shared attention reads the residual stream and the embeddings side by
+    # side, "hidden+hidden"): its columns are read through the sections' maps concatenated, as rows are emitted
+    if contract is not None and not stacked and (len(axes) != 2 or contract not in (0, 1)):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis of a stack of "
+                         "expert matrices (1 or 2: [experts, in, out] or [experts, out, in]) or an axis of a matrix")
     if stacked and len(axes[contract]) != 1:
         raise ValueError(f"family {family}: tensor {raw['name']!r}: contract must name an unfused axis")
     in_memory = raw.get("in_memory")
@@ -619,6 +640,7 @@ def _parse_family(raw: dict) -> Family:
         layer_strings=_parse_keys(name, "layer_strings", raw.get("layer_strings", [])),
         schedule_keys=_parse_keys(name, "schedule_keys", raw.get("schedule_keys", [])),
         ffn_whole_copies=_parse_keys(name, "ffn_whole_copies", [raw.get("ffn_whole_copies", "")])[0] or None,
+        **_parse_derived_layout(name, raw),
     )
 
 
@@ -626,6 +648,20 @@ def _parse_keys(name: str, field: str, raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(key, str) for key in raw):
         raise ValueError(f"family {name}: {field} is a list of config keys")
     return tuple(raw)
+
+
+def _parse_derived_layout(name: str, raw: dict) -> dict[str, Any]:
+    """identity_kind (one of the table's layer kinds), head_dim_from_hidden (a positive integer) and untie_refused (a
+    reason), see the module doc."""
+    kind, factor, untie = raw.get("identity_kind"), raw.get("head_dim_from_hidden"), raw.get("untie_refused")
+    if untie is not None and not (isinstance(untie, str) and untie):
+        raise ValueError(f"family {name}: untie_refused is a reason (text)")
+    kinds = raw.get("layer_kinds", {}).get("values", {}).values()
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"family {name}: identity_kind must be one of the kinds its layer_kinds values name")
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int) or factor < 1):
+        raise ValueError(f"family {name}: head_dim_from_hidden is a positive integer")
+    return {"identity_kind": kind, "head_dim_from_hidden": factor, "untie_refused": untie}
 
 
 def _parse_identity_copies(name: str, raw: Any) -> tuple[str, Any] | None:
