@@ -340,20 +340,22 @@ def test_report_only_on_a_folder_without_model_configs_is_refused_in_one_line(tm
     assert len(err.strip().splitlines()) == 1 and list(out.iterdir()) == []
 
 
-def test_the_docs_prose_sweep_repeats_the_ladders_largest_budget():
-    """sweeps/prose-docs.yaml: the ladder's 16M-token arms on English documentation, defined exactly as in the ladder,
-    beside the code search's winner (cosine) for both inits, and random's LR search and frontier around 16M."""
+@pytest.mark.parametrize("name", ["prose-docs", "prose-docs-kept"])
+def test_the_docs_prose_sweep_repeats_the_ladders_largest_budget(name):
+    """sweeps/prose-docs.yaml (and prose-docs-kept.yaml, its restart on one kept data file): the ladder's 16M-token
+    arms on English documentation, defined exactly as in the ladder, beside the code search's winner (cosine) for
+    both inits, and random's LR search and frontier around 16M."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
 
-    prose = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "prose-docs.yaml")
+    prose = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / f"{name}.yaml")
     ladder_arms = {a.name: a.as_dict() for a in ladder.ladder_sweep("cpu-ladder").arms}
     shared = [arm for arm in prose.arms if arm.name in ladder_arms]
     assert {a.name for a in shared} >= {"grown-16m-lr0.002", "random-16m-lr0.002"}
     for arm in shared:  # the same recipe; the seeds may differ
         assert {**arm.as_dict(), "seeds": None} == {**ladder_arms[arm.name], "seeds": None}
-    assert prose.compare == "ladder" and prose.report == "prose-docs"
+    assert prose.compare == "ladder" and prose.report == name
     cosine = {a.name for a in prose.arms if a.schedule == "cosine"}
     assert cosine == {"grown-16m-cosine", "random-16m-cosine"}
 
