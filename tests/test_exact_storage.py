@@ -429,3 +429,20 @@ def test_out_of_core_verify_points_at_the_inexact_block(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and report["worst_block"] == 1
     assert report["block_rel_err"][1] > REL_TOL and report["block_rel_err"][0] <= REL_TOL
+
+
+def test_out_of_core_verify_blames_a_damaged_block_on_the_checkpoint(tmp_path):
+    """A grown block whose tensor has the wrong shape (8 columns cut off) is the checkpoint's fault: one line that
+    says which block and tensor, not the advice to verify in memory given for layers that cannot load alone."""
+    from hyperclone.common.errors import HyperCloneError
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny("llama", tmp_path / "src", num_hidden_layers=3)
+    out = grow(src, tmp_path / "out", width=2)
+    tensors = load_file(out / "model.safetensors")
+    tensors["model.layers.1.mlp.down_proj.weight"] = tensors["model.layers.1.mlp.down_proj.weight"][:, 8:].clone()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match=r"decoder block 1 does not match its layer class: size mismatch for "
+                                              r"mlp\.down_proj\.weight") as err:
+        verify_out_of_core(src, out)
+    assert "\n" not in str(err.value) and "verify in memory" not in str(err.value)

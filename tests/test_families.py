@@ -354,7 +354,8 @@ def test_zamba2_grouped_kv_and_derived_config(tmp_path):
     """Zamba2 without attention adapters may group its KV heads: 6 heads over 2 -> 12 over 3 (uneven KV copies) with
     the hidden size 2x, and 2 identity Mamba2 layers, one before a hybrid layer; exact. The grown config states what
     the config class derives from the hidden size (attention_hidden_size = 2 x hidden, head_dim kept) and the hybrid
-    layers' indices, which config.json's values would otherwise override. Out-of-core verify is refused in one line."""
+    layers' indices (Zamba2Config recomputes them on load; written, the file stays self-consistent for a later grow
+    that plans from config.json). Out-of-core verify is refused in one line."""
     src = make_tiny("zamba2", tmp_path / "src", num_key_value_heads=2, use_shared_attention_adapter=False)
     out = grow(src, tmp_path / "out", hidden_size=96, heads=12, kv_heads=3, layers=6, insert_after=(0, 2))
     config = json.loads((out / "config.json").read_text())
@@ -373,11 +374,13 @@ def test_zamba2_grouped_kv_and_derived_config(tmp_path):
     ({}, dict(width=2, heads=6, kv_heads=6), "derives head_dim = 2 x hidden / heads"),
     (dict(tied=True), dict(width=2, tie="untie"), "ties the shared transformer blocks"),
     (dict(layers_block_type=["hybrid"] * 4), dict(layers=5), "identity copies of a mamba layer"),
+    ({}, dict(layers=8, depth_mode="stack"), "--depth-mode stack on zamba2: its new layers can only be identity"),
 ])
 def test_zamba2_refusals(tmp_path, source, options, message):
     """What Zamba2 growth cannot do exactly, refused in one line: a hidden size that is not a whole multiple (its
     Mamba2 gated norm), heads that do not follow the hidden size (its config derives head_dim from both), untying
-    (its tie flag ties the shared blocks too), new layers in a model without Mamba2 layers to copy as identities."""
+    (its tie flag ties the shared blocks too), new layers in a model without Mamba2 layers to copy as identities,
+    stacked layers (G_stack would renumber the hybrid layers' shared blocks and adapter slots)."""
     src = make_tiny("zamba2", tmp_path / "src", **source)
     with pytest.raises(HyperCloneError, match=message) as err:
         grow(src, tmp_path / "out", **options)
@@ -832,6 +835,11 @@ def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
     divided by the square root of the width factor, hidden_power 0.5). Out-of-core verify counts its layers by
     num_layers (num_hidden_layers is twice that) and finds a corrupted block."""
     src = make_tiny("longcat_flash", tmp_path / "src")
+    source, chosen = load_causal_lm(src), []  # the checks below see every routed and every zero expert taken
+    for layer in source.model.layers:
+        layer.mlp.router.register_forward_hook(lambda module, args, out: chosen.append(out[2].flatten()))
+    source(torch.randint(0, 64, (2, 64), generator=torch.Generator().manual_seed(0)))
+    assert all(torch.bincount(c, minlength=6).min() > 0 for c in chosen) and len(chosen) == 2
     with pytest.raises(HyperCloneError, match="zero_expert_num=2 cannot grow in depth: LongCat-Flash's "
                                               "zero-computation experts"):
         grow(src, tmp_path / "deep", layers=3)
@@ -843,6 +851,16 @@ def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
     result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert_out_of_core_catches(src, out, "model.layers.1.self_attn.1.kv_b_proj.weight", 2, REL_TOL)
+    # without zero experts new layers are identities; a config.json that states num_hidden_layers (which the
+    # config class reads over num_layers) gets it written grown too (scaled_config), not left to undo the depth
+    plain = make_tiny("longcat_flash", tmp_path / "plain", zero_expert_num=0)
+    config = json.loads((plain / "config.json").read_text())
+    (plain / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
+    deep = grow(plain, tmp_path / "deep3", layers=3)
+    written = json.loads((deep / "config.json").read_text())
+    assert (written["num_layers"], written["num_hidden_layers"]) == (3, 6)
+    result = compare_models(load_causal_lm(plain), load_causal_lm(deep), tolerance=REL_TOL)
+    assert result.ok and load_causal_lm(deep).config.num_layers == 3, result
 
 
 def test_gemma3n_refusals(tmp_path):

@@ -172,7 +172,8 @@ STATES_TOO_LITTLE = {"cohere", "exaone4", "olmo3", "starcoder2", "doge",
                      "kimi_linear",  # ... q_lora_rank null too (the release has no q LoRA), likewise
                      "cohere2_moe",  # ... rms_norm_eps null (its LayerNorms), likewise
                      "apertus1p5_text",  # ... output_vocab_size null (an unpruned output projection), likewise
-                     "mimo_v2_flash"}  # ... no swa_* head counts (the Hub's restatement, scaled_config), likewise
+                     "mimo_v2_flash",  # ... no swa_* head counts (the Hub's restatement, scaled_config), likewise
+                     "longcat_flash"}  # ... no num_hidden_layers (2 x num_layers, its class's property), likewise
 
 
 def test_a_hub_style_qwen3_moe_config_plans_without_transformers(tmp_path):

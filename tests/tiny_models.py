@@ -518,6 +518,10 @@ FAMILIES = sorted(TINY_CONFIGS)
 # in the hundreds, their output added to a Mamba2 input without a residual) make a function float32 cannot evaluate
 # to 1e-4 (its own float32 and float64 logits differ by 8e-5); at 0.12 by 1e-6, as the other families'
 MATRIX_SCALE = {"zamba2": 0.6}
+# correction biases (randomize_: 0.3 std) beside a router whose scores are a softmax over few experts (0.04 to 0.42 in
+# LongCat-Flash's tiny model): at std 0.3 the bias alone chose, half its routed experts never taken; at 0.03 (x0.1)
+# every routed and zero expert is taken in both layers (tests/test_families.py::test_longcat_flash_...)
+BIAS_SCALE = {"longcat_flash": 0.1}
 
 
 def tiny_config(family: str, tied: bool | None = None, **overrides):
@@ -827,6 +831,9 @@ def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.f
         for name, param in model.named_parameters():
             if param.ndim == 2 and "embed" not in name:
                 param.mul_(MATRIX_SCALE.get(family, 1.0))
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.mul_(BIAS_SCALE.get(family, 1.0))
     model.to(dtype)
     model.save_pretrained(folder)
     return Path(folder)

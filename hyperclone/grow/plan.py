@@ -1129,6 +1129,11 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     check_whole_ffn_copies(family, config, dims, grown)
     if grown.layers != dims.layers:
         check_supported(family, config, depth=True)
+        if family.identity_kind is not None and spec.depth_mode == "stack":
+            raise HyperCloneError(f"--depth-mode stack on {family.model_type}: its new layers can only be identity "
+                                  f"copies of a {family.identity_kind} layer (stacked layers of other kinds would be "
+                                  "numbered anew: shared blocks and adapter slots by position); grow depth with "
+                                  "--depth-mode identity")
     layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
     if family.identity_kind is not None and dims.layer_kinds is not None:
         layers, refitted = copy_kind_for_identity(family.model_type, family.identity_kind, dims.layer_kinds, layers)

@@ -145,6 +145,18 @@ def _one_layer_probe(folder: Path, one: Any) -> torch.nn.Module:
                                   "model, which out-of-core verify runs alone; verify in memory") from None
 
 
+def _block_load_error(message: str, index: int, model_type: str, prefix: str) -> HyperCloneError:
+    """Why decoder block `index` did not load: a tensor of the wrong shape is the checkpoint's fault (a damaged or
+    mis-grown file); tensors missing or left over mean the layer class built alone is not the checkpoint's layer
+    (Zamba2's hybrid layers wrap shared blocks stored in other layers), which only verify in memory can run."""
+    wrong = next((line.strip() for line in message.splitlines() if "size mismatch" in line), None)
+    if wrong is not None:
+        return HyperCloneError(f"decoder block {index} does not match its layer class: {wrong}")
+    return HyperCloneError(f"out-of-core verify cannot load decoder block {index} of a {model_type} model alone "
+                           f"(the layer class built alone holds other tensors than the checkpoint stores under "
+                           f"{prefix}); verify in memory")
+
+
 class LazyModel:
     """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
 
@@ -260,11 +272,8 @@ class LazyModel:
         state = {name.removeprefix(prefix): tensor for name, tensor in state.items()}
         try:
             layer.load_state_dict(state, assign=True, strict=True)
-        except RuntimeError as exc:  # a layer built alone that is not the checkpoint's (Zamba2's hybrid layers
-            raise HyperCloneError(  # wrap shared blocks the checkpoint stores in other layers): in memory only
-                f"out-of-core verify cannot load decoder block {index} of a {self.config.model_type} model alone "
-                f"(the layer class built alone holds other tensors than the checkpoint stores under {prefix}); "
-                "verify in memory") from exc
+        except RuntimeError as exc:
+            raise _block_load_error(str(exc), index, self.config.model_type, prefix) from exc
         meta = [name for name, b in layer.named_buffers() if b.is_meta]
         if meta:  # non-persistent buffers (rotary tables, masks): build for real and load again
             layer = self._new_layer(self.config, index)
