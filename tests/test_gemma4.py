@@ -1,6 +1,7 @@
 """Gemma 4's language model (gemma4_text): the layouts its tiny model in tiny_models.py does not show (the dense
-releases; E2B/E4B's per-layer embeddings, KV-shared last layers and double-wide MLPs, grown in width exactly), and the
-growths refused in one line, nothing written (E2B/E4B in depth)."""
+releases; E2B/E4B's per-layer embeddings, KV-shared last layers and double-wide MLPs, grown in width and depth
+exactly), and the growths refused in one line, nothing written (a new layer that would become the one whose keys the
+KV-shared layers read; stacked copies of them)."""
 
 import json
 
@@ -124,17 +125,55 @@ def test_small_release_with_stored_shared_keys_grows(tmp_path):
     check(src, out)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(DENSE, hidden_size_per_layer_input=8, vocab_size_per_layer_input=97),
-     "hidden_size_per_layer_input=8 cannot grow in depth: per-layer embeddings \\(Gemma 4 E2B/E4B\\) pack"),
-    (dict(SMALL, hidden_size_per_layer_input=0),
-     "num_kv_shared_layers=2 cannot grow in depth: new layers would change which layers reuse"),
+FULL = "full_attention"
+
+
+@pytest.mark.parametrize("options,after,shared", [
+    # the default spread's position 1 (after layer 1, the full layers' reference) moves to 0
+    (dict(layers=6), [0, 0, 1, 2, 3, 4], 2),
+    (dict(layers=8, width=2, mode="noisy", noise_db=0.0), [0, 0, 0, 1, 2, 3, 3, 4], 3),
+    # after layer 2, the last before the shared ones: the block joins them, a copy of layer 3 (a shared one)
+    (dict(layers=7, insert_after=(-1, 2), width=2, wide=True), [0, 0, 1, 2, 3, 3, 4], 3),
+    (dict(layers=7, insert_after=(3, 4), hidden_size=72, heads=12, kv_heads=6, ffn_size=100, mode="uneven",
+          wide=True), [0, 1, 2, 3, 3, 4, 4], 4),
 ])
-def test_small_release_depth_growth_is_refused(tmp_path, overrides, message):
-    src = make_tiny("gemma4_text", tmp_path / "src", **overrides)
-    with pytest.raises(HyperCloneError, match=message) as refused:
-        grow(src, tmp_path / "out", width=2, layers=overrides.get("num_hidden_layers", 3) + 1)
-    assert "\n" not in str(refused.value)
+def test_small_release_grows_exactly_in_depth(tmp_path, options, after, shared):
+    """E2B/E4B in depth: each new layer gets its own slice of the packed per-layer tables (a copy of its source
+    layer's) and writes nothing (per_layer_projection zeroed, layer_scalar 1); new layers before the KV-shared ones
+    never follow the last layer of their kind before them, whose keys those read, and new layers after it join them
+    (num_kv_shared_layers grows; no keys of their own, double-wide MLPs)."""
+    options = dict(options)
+    src = make_tiny("gemma4_text", tmp_path / "src", **SMALL, use_double_wide_mlp=options.pop("wide", False))
+    out = grow(src, tmp_path / "out", seed=1, **options)
+    check(src, out)
+    config = json.loads((out / "config.json").read_text())
+    layers = json.loads((out / "hyperclone.json").read_text())["layers"]
+    kinds = SMALL["layer_types"]
+    assert [src for src, _ in layers] == after and config["num_hidden_layers"] == len(after)
+    assert config["layer_types"] == [kinds[i] for i in after] and config["num_kv_shared_layers"] == shared
+    assert sorted(map(int, config["per_layer_config"])) == [g for g, i in enumerate(after) if kinds[i] == FULL]
+    source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    table, packed = source["model.embed_tokens_per_layer.weight"], grown["model.embed_tokens_per_layer.weight"]
+    assert packed.shape == (97, 8 * len(after))
+    for g, (i, identity) in enumerate(layers):
+        assert torch.equal(packed[:, 8 * g:8 * g + 8], table[:, 8 * i:8 * i + 8])
+        assert (f"model.layers.{g}.self_attn.k_proj.weight" in grown) == (g < len(after) - shared)
+        if identity:
+            assert not grown[f"model.layers.{g}.per_layer_projection.weight"].any()
+            assert grown[f"model.layers.{g}.layer_scalar"].item() == 1.0
+
+
+def test_small_release_depth_growth_is_refused_where_it_would_move_shared_keys(tmp_path):
+    """A new layer right after layer 1, the last full layer before the KV-shared ones, would become the layer whose
+    keys layer 4 reads (computed from another input: 0.42 relative logit error); stacked copies of the shared layers
+    would have no keys of their own: both refused in one line, nothing written."""
+    src = make_tiny("gemma4_text", tmp_path / "src", **SMALL)
+    with pytest.raises(HyperCloneError, match="--insert-after 1: .* new layers may follow source layers -1, 0, 2, "
+                                              "3, 4$") as refused:
+        grow(src, tmp_path / "out", width=2, layers=7, insert_after=(0, 1))
+    with pytest.raises(HyperCloneError, match="--depth-mode stack with 2 KV-shared last layers") as stacked:
+        grow(src, tmp_path / "out", layers=10, depth_mode="stack")
+    assert "\n" not in str(refused.value) + str(stacked.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -169,6 +208,7 @@ def test_splitting_experts_cuts_the_experts_own_width(tmp_path):
      "model.layers.0.self_attn.v_proj.weight"),
     # per-layer embeddings (held by the model around the blocks), a KV-shared layer reading layer 2's keys
     (SMALL, dict(width=2, ffn=3), "model.layers.3.self_attn.q_proj.weight"),
+    (SMALL, dict(width=2, layers=7, insert_after=(0, 3)), "model.layers.6.self_attn.q_proj.weight"),
 ])
 def test_out_of_core_verify_runs_gemma4_blocks(tmp_path, layout, options, corrupt):
     """Block by block as in memory; one grown tensor 5% off fails its own block and no earlier one, as it fails in

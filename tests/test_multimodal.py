@@ -560,8 +560,8 @@ def test_multimodal_refusals(tmp_path):
 def test_gemma4_per_layer_embeddings_grow_exactly(tmp_path):
     """Gemma 4 E2B/E4B (per-layer embeddings, which the multimodal model fills for image tokens from the pad token's
     row, and KV-shared last layers with double-wide MLPs): the language model grows in width as gemma4_text's does
-    (tests/test_gemma4.py), text and image logits the source's; depth growth is refused in one line, nothing
-    written."""
+    (tests/test_gemma4.py), text and image logits the source's, in depth too (the new layer after layer 1, the last
+    before the KV-shared layer 2, joins it)."""
     text = dict(TINY_MULTIMODAL["gemma4"]["text_config"], hidden_size_per_layer_input=8,
                 vocab_size_per_layer_input=VOCAB, num_kv_shared_layers=1, use_double_wide_mlp=True)
     src = make_tiny_multimodal("gemma4", tmp_path / "src", text_config=text)
@@ -570,9 +570,13 @@ def test_gemma4_per_layer_embeddings_grow_exactly(tmp_path):
     result = compare_models(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "gemma4") <= REL_TOL
-    with pytest.raises(HyperCloneError, match="hidden_size_per_layer_input=8 cannot grow in depth: per-layer"):
-        grow(src, tmp_path / "deeper", width=2, layers=4)
-    assert not (tmp_path / "deeper").exists()
+    deeper = grow(src, tmp_path / "deeper", width=2, layers=4)
+    text_config = json.loads((deeper / "config.json").read_text())["text_config"]
+    assert text_config["num_hidden_layers"] == 4 and text_config["num_kv_shared_layers"] == 2
+    grown = load_causal_lm(deeper)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(source, grown, "gemma4") <= REL_TOL
 
 
 @pytest.mark.parametrize("model_type", ["llava", "mllama"])

@@ -39,6 +39,7 @@ from hyperclone.grow.families import (
     emitted_axis,
     has_config_key,
 )
+from hyperclone.grow.kv_sharing import place_new_layers, refuse_stacking, share_new_layers
 from hyperclone.grow.layer_kinds import (
     copy_for_identity,
     copy_kind_for_identity,
@@ -633,6 +634,7 @@ def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, boo
     if extra == 0:
         return [(i, False) for i in range(old)]
     if spec.depth_mode == "stack":  # G_stack: the whole stack again, as far as it fits
+        refuse_stacking(dims.kv_shared)
         return [(i % old, False) for i in range(new)]
     after = spec.insert_after
     if after is None:
@@ -641,6 +643,8 @@ def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, boo
         raise HyperCloneError(f"--insert-after names {len(after)} positions for {extra} new layers")
     if any(not -1 <= a < old for a in after):
         raise HyperCloneError(f"--insert-after positions must be source layers from -1 to {old - 1}")
+    if dims.kv_shared:  # KV-shared last layers: no new layer may become the one whose keys they read
+        after = place_new_layers(dims.layer_kinds, old, dims.kv_shared, after, spec.insert_after is not None)
     layers: list[tuple[int, bool]] = [(max(a, 0), True) for a in sorted(after) if a == -1]
     for i in range(old):
         layers.append((i, False))
@@ -761,7 +765,9 @@ def _per_expert(name: str, experts: int | None) -> list[str]:
 class AxisMaps:
     """The map of every axis kind for one growth (computed once, shared by all tensors)."""
 
-    def __init__(self, family: Family, dims: Dims, grown: Dims):
+    def __init__(self, family: Family, dims: Dims, grown: Dims, layers: list[tuple[int, bool]] | None = None):
+        """`layers`: the layer plan (source layer, identity?) per grown layer, which the axes packing one slice per
+        layer follow (per_layer_packed; None: the source's layers, kept)."""
         self.family = family
         if family.norm == "rmsnorm":
             self.hidden = weighted_map(dims.hidden, grown.hidden)
@@ -800,9 +806,11 @@ class AxisMaps:
                 self.by_kind["experts_ffn"] = block_map(tile_map(dims.experts, dims.experts),
                                                         tile_map(dims.ffn, grown.ffn))
         if dims.per_layer_input is not None:  # per-layer embeddings (Gemma 4 E2B/E4B): their width, packed, vocabulary
-            packed, vocab = dims.layers * dims.per_layer_input, dims.per_layer_vocab or 0
-            self.by_kind.update(per_layer_input=tile_map(dims.per_layer_input, dims.per_layer_input),
-                                per_layer_packed=tile_map(packed, packed), per_layer_vocab=tile_map(vocab, vocab))
+            width, vocab = tile_map(dims.per_layer_input, dims.per_layer_input), dims.per_layer_vocab or 0
+            sources = torch.tensor([src for src, _ in layers] if layers else list(range(dims.layers)), dtype=torch.long)
+            slices = AxisMap(sources, torch.ones(len(sources), dtype=torch.float64), dims.layers)  # each its layer's
+            self.by_kind.update(per_layer_input=width, per_layer_packed=block_map(slices, width),
+                                per_layer_vocab=tile_map(vocab, vocab))
         for slot in ("altup_inputs", "laurel_rank"):  # AltUp's streams, LAuReL's rank (Gemma 3n): kept
             if (size := getattr(dims, slot)) is not None:
                 self.by_kind[slot] = tile_map(size, size)
@@ -1134,22 +1142,11 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
                                   f"copies of a {family.identity_kind} layer (stacked layers of other kinds would be "
                                   "numbered anew: shared blocks and adapter slots by position); grow depth with "
                                   "--depth-mode identity")
-    layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
-    if family.identity_kind is not None and dims.layer_kinds is not None:
-        layers, refitted = copy_kind_for_identity(family.model_type, family.identity_kind, dims.layer_kinds, layers)
-    if dims.layer_kinds is not None:
-        if not refitted:
-            layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
-        grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
-        if family.last_layer_kind is not None and grown.layer_kinds[-1] != family.last_layer_kind:
-            raise HyperCloneError(f"{family.model_type}'s config class makes the last layer {family.last_layer_kind} "
-                                  f"whatever the config says, and this depth growth ends with a "
-                                  f"{grown.layer_kinds[-1]} layer; choose --layers or --insert-after so that the last "
-                                  f"layer stays {family.last_layer_kind}")
+    layers, grown, layer_notes = _plan_layers(family, config, dims, grown, spec)
     tied = bool(getattr(config, "tie_word_embeddings", family.tied_default))
     if tied and spec.tie == "untie" and family.untie_refused:
         raise HyperCloneError(f"{family.model_type}: --tie untie cannot be exact: {family.untie_refused}")
-    maps = AxisMaps(family, dims, grown)
+    maps = AxisMaps(family, dims, grown, layers)
     source_rules = {src: rule for _, src, rule, _ in expand_names(family, dims.layers, dims.experts,
                                                                            dims.layer_kinds,
                                                                            dims.layers - dims.kv_shared)}
@@ -1161,10 +1158,7 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     a = embedding_multiplier_ratio(family, dims, grown)
     tied_output = tied and spec.tie == "keep"
     final_scale = _final_norm_scale(family, dims, tied_output, a, maps, present, source_rules)
-    notes = plan_notes(spec, tied, dims, grown)
-    if refitted:
-        notes.append(f"identity blocks {', '.join(map(str, refitted))} copy layer "
-                     f"{', '.join(str(layers[i][0]) for i in refitted)} (the layer kind the config needs there)")
+    notes = plan_notes(spec, tied, dims, grown) + layer_notes
     mtp = [name for name in tensors if family.is_multi_token_prediction(name, dims.layers)]
     if mtp:
         notes.append(f"{len(mtp)} multi-token prediction tensors left out (e.g. {mtp[0]}): transformers does not load "
@@ -1180,6 +1174,34 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     source_parameters += sum(math.prod(m.src_size for m in r.maps) for r in extra_recipes)
     return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
                 notes, storage_inexact)
+
+
+def _plan_layers(family: Family, config: Any, dims: Dims, grown: Dims, spec: GrowthSpec
+                 ) -> tuple[list[tuple[int, bool]], Dims, list[str]]:
+    """The layer plan (source layer, identity?) per grown layer with the layer kinds and KV-shared layers it gives
+    the grown dims, and the notes on identity blocks copying another layer than the one they follow."""
+    layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
+    layers, kv_shared, shared_moved = share_new_layers(layers, dims.layers, dims.kv_shared)
+    grown = replace(grown, kv_shared=kv_shared)
+    if family.identity_kind is not None and dims.layer_kinds is not None:
+        layers, refitted = copy_kind_for_identity(family.model_type, family.identity_kind, dims.layer_kinds, layers)
+    if dims.layer_kinds is not None:
+        if not refitted:
+            layers, refitted = fit_identity_blocks(family.layer_kinds, config, dims.layer_kinds, layers)
+        grown = replace(grown, layer_kinds=tuple(dims.layer_kinds[src] for src, _ in layers))
+        if family.last_layer_kind is not None and grown.layer_kinds[-1] != family.last_layer_kind:
+            raise HyperCloneError(f"{family.model_type}'s config class makes the last layer {family.last_layer_kind} "
+                                  f"whatever the config says, and this depth growth ends with a "
+                                  f"{grown.layer_kinds[-1]} layer; choose --layers or --insert-after so that the last "
+                                  f"layer stays {family.last_layer_kind}")
+    notes = []
+    if refitted:
+        notes.append(f"identity blocks {', '.join(map(str, refitted))} copy layer "
+                     f"{', '.join(str(layers[i][0]) for i in refitted)} (the layer kind the config needs there)")
+    if shared_moved:
+        notes.append(f"identity blocks {', '.join(map(str, shared_moved))} join the KV-shared layers and copy layer "
+                     f"{layers[shared_moved[0]][0]}, the first of them (they need no keys of their own)")
+    return layers, grown, notes
 
 
 def _is_power_of_two(values: torch.Tensor | float) -> bool:
@@ -1281,21 +1303,7 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     if maps.layernorm_scale != 1.0:
         updates[family.norm_eps_key] = config_value(config, family.norm_eps_key) * maps.layernorm_scale**2
     if grown.layers != dims.layers:
-        for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
-            if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
-                    and key not in family.kept_lists):
-                updates[key] = [value[src] for src, _ in layers]
-        for key in family.layer_strings:  # one character per layer (GLM-5's index_topk_pattern "FSSF...")
-            pattern = config_value(config, key)
-            if isinstance(pattern, str) and len(pattern) == dims.layers:
-                updates[key] = "".join(pattern[src] for src, _ in layers)
-        for key in family.schedule_keys:  # a period and offset the grown per-layer list need not follow: null
-            if config_value(config, key) is not None:
-                updates[key] = None
-        if family.layer_runs is not None:  # runs [[pattern, repeats], ...]: the grown layers' entries as one run
-            entries = [kind for pattern, repeats in config_value(config, family.layer_runs)
-                       for _ in range(repeats) for kind in pattern]
-            updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
+        updates.update(_depth_updates(family, config, dims, grown, layers))
     if "ffn" in keys and isinstance(config_value(config, keys["ffn"]), list):  # one width per layer (Gemma 3n)
         updates[keys["ffn"]] = [grown.ffn] * grown.layers
     if family.layer_kinds is not None:
@@ -1308,4 +1316,28 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         digits = len(str(max(own)))
         updates["per_layer_config"] = {str(i).zfill(digits): dict(zip(rule.overrides, (
             grown.global_head_dim, grown.global_kv_heads), strict=True)) for i in own}
+    return updates
+
+
+def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers: list[tuple[int, bool]]
+                   ) -> dict[str, Any]:
+    """The config values depth growth rewrites: per-layer lists, strings and runs, schedules, the KV-shared count."""
+    updates: dict[str, Any] = {}
+    for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
+        if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
+                and key not in family.kept_lists):
+            updates[key] = [value[src] for src, _ in layers]
+    for key in family.layer_strings:  # one character per layer (GLM-5's index_topk_pattern "FSSF...")
+        pattern = config_value(config, key)
+        if isinstance(pattern, str) and len(pattern) == dims.layers:
+            updates[key] = "".join(pattern[src] for src, _ in layers)
+    for key in family.schedule_keys:  # a period and offset the grown per-layer list need not follow: null
+        if config_value(config, key) is not None:
+            updates[key] = None
+    if family.layer_runs is not None:  # runs [[pattern, repeats], ...]: the grown layers' entries as one run
+        entries = [kind for pattern, repeats in config_value(config, family.layer_runs)
+                   for _ in range(repeats) for kind in pattern]
+        updates[family.layer_runs] = [[[entries[src] for src, _ in layers], 1]]
+    if dims.kv_shared:  # identity blocks after the last layer with keys of its own join the KV-shared layers
+        updates[family.kv_shared_layers] = grown.kv_shared
     return updates

@@ -73,7 +73,10 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    each grown as ffn
   per_layer_input, per_layer_packed, per_layer_vocab   per-layer embeddings (Gemma 4 E2B/E4B): each layer's width
                    (hidden_size_per_layer_input), the layers' slices packed in one axis (layers x that width:
-                   embed_tokens_per_layer's columns, per_layer_model_projection's rows) and their vocabulary: kept
+                   embed_tokens_per_layer's columns, per_layer_model_projection's rows) and their vocabulary: kept,
+                   except that under depth growth the packed axis follows the layers, every grown layer's slice a copy
+                   of its source layer's (an identity block's too: its per_layer_projection, a residual writer, is
+                   zeroed, so its slice is never read into the residual stream)
   altup_inputs, altup_coefs, laurel_rank   Gemma 3n's AltUp streams (altup_num_inputs: the modality router's rows,
                    correction_coefs), its prediction coefficients (streams x streams) and LAuReL's low-rank width
                    (laurel_rank): kept. AltUp mixes the streams channel by channel and rescales each to the active
@@ -195,7 +198,12 @@ weight, emitted or contracting: the model multiplies the tensor's effect by hidd
 as Gemma 4's router multiplies its input and its per_layer_model_projection its output by hidden_size ** -0.5; growth
 multiplies the grown tensor by (old / new hidden) ** p, so the product is the source's). Tensor key ``kv_shared``
 (true / false): the tensor exists only in the last layers that reuse earlier layers' keys and values, or only in the
-others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers).
+others; the family key ``kv_shared_layers`` names the config key of their count (Gemma 4's num_kv_shared_layers),
+each reading the keys and values of the last earlier layer of its kind before them. Under depth growth
+(hyperclone.grow.kv_sharing) an identity block after the last layer before them joins them (the count grows; one that
+follows that layer copies the first shared layer, for their tensors), one before it may not follow the last layer of
+its kind (it would compute the keys they read): such --insert-after positions are refused in one line naming the
+allowed ones, the default spread moves to the nearest allowed position, and --depth-mode stack is refused.
 A refusal with ``"depth": true`` applies only where the number of layers grows.
 An ffn config value that is a list of one width per layer (Gemma 3n's intermediate_size, which its config class makes
 a list) must give every layer the same width (refused in one line otherwise); the grown config writes the list grown.
