@@ -129,9 +129,13 @@ FULL = "full_attention"
 
 
 @pytest.mark.parametrize("options,after,shared", [
-    # the default spread's position 1 (after layer 1, the full layers' reference) moves to 0
-    (dict(layers=6), [0, 0, 1, 2, 3, 4], 2),
-    (dict(layers=8, width=2, mode="noisy", noise_db=0.0), [0, 0, 0, 1, 2, 3, 3, 4], 3),
+    # the default spread's position 1 (after layer 1, the full layers' reference): a copy of layer 2 (the last
+    # before the shared ones, a sliding layer's reference), not of layer 1
+    (dict(layers=6), [0, 1, 2, 2, 3, 4], 2),
+    (dict(layers=8, width=2, mode="noisy", noise_db=0.0), [0, 0, 1, 2, 2, 3, 3, 4], 3),
+    # per-layer embeddings without KV sharing, KV sharing without per-layer embeddings
+    (dict(layers=7, width=2, num_kv_shared_layers=0), [0, 1, 1, 2, 2, 3, 4], 0),
+    (dict(layers=6, hidden_size_per_layer_input=0), [0, 1, 2, 2, 3, 4], 2),
     # after layer 2, the last before the shared ones: the block joins them, a copy of layer 3 (a shared one)
     (dict(layers=7, insert_after=(-1, 2), width=2, wide=True), [0, 0, 1, 2, 3, 3, 4], 3),
     (dict(layers=7, insert_after=(3, 4), hidden_size=72, heads=12, kv_heads=6, ffn_size=100, mode="uneven",
@@ -143,7 +147,9 @@ def test_small_release_grows_exactly_in_depth(tmp_path, options, after, shared):
     never follow the last layer of their kind before them, whose keys those read, and new layers after it join them
     (num_kv_shared_layers grows; no keys of their own, double-wide MLPs)."""
     options = dict(options)
-    src = make_tiny("gemma4_text", tmp_path / "src", **SMALL, use_double_wide_mlp=options.pop("wide", False))
+    config = {**SMALL, **{k: options.pop(k) for k in ("num_kv_shared_layers", "hidden_size_per_layer_input")
+                          if k in options}}
+    src = make_tiny("gemma4_text", tmp_path / "src", **config, use_double_wide_mlp=options.pop("wide", False))
     out = grow(src, tmp_path / "out", seed=1, **options)
     check(src, out)
     config = json.loads((out / "config.json").read_text())
@@ -153,28 +159,41 @@ def test_small_release_grows_exactly_in_depth(tmp_path, options, after, shared):
     assert config["layer_types"] == [kinds[i] for i in after] and config["num_kv_shared_layers"] == shared
     assert sorted(map(int, config["per_layer_config"])) == [g for g, i in enumerate(after) if kinds[i] == FULL]
     source, grown = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
-    table, packed = source["model.embed_tokens_per_layer.weight"], grown["model.embed_tokens_per_layer.weight"]
-    assert packed.shape == (97, 8 * len(after))
+    per_layer = config["hidden_size_per_layer_input"] > 0
+    if per_layer:
+        table, packed = source["model.embed_tokens_per_layer.weight"], grown["model.embed_tokens_per_layer.weight"]
+        assert packed.shape == (97, 8 * len(after))
     for g, (i, identity) in enumerate(layers):
-        assert torch.equal(packed[:, 8 * g:8 * g + 8], table[:, 8 * i:8 * i + 8])
+        assert not per_layer or torch.equal(packed[:, 8 * g:8 * g + 8], table[:, 8 * i:8 * i + 8])
         assert (f"model.layers.{g}.self_attn.k_proj.weight" in grown) == (g < len(after) - shared)
         if identity:
-            assert not grown[f"model.layers.{g}.per_layer_projection.weight"].any()
+            assert not per_layer or not grown[f"model.layers.{g}.per_layer_projection.weight"].any()
             assert grown[f"model.layers.{g}.layer_scalar"].item() == 1.0
 
 
-def test_small_release_depth_growth_is_refused_where_it_would_move_shared_keys(tmp_path):
+def test_small_release_depth_growth_keeps_the_shared_keys_and_refuses_stacking(tmp_path):
     """A new layer right after layer 1, the last full layer before the KV-shared ones, would become the layer whose
-    keys layer 4 reads (computed from another input: 0.42 relative logit error); stacked copies of the shared layers
-    would have no keys of their own: both refused in one line, nothing written."""
+    keys layer 4 reads if it copied layer 1 (computed from another input: 0.42 relative logit error): it copies layer
+    2 instead, the last layer before the shared ones (a plan note says so), exact; the default spread is not moved.
+    A new layer after layer 3 joins the shared block (noted too). Stacked copies of the shared layers would have no
+    keys of their own: refused in one line, nothing written."""
+    from hyperclone.grow.plan import GrowthSpec
+    from hyperclone.grow.planning import plan_growth
+
     src = make_tiny("gemma4_text", tmp_path / "src", **SMALL)
-    with pytest.raises(HyperCloneError, match="--insert-after 1: .* new layers may follow source layers -1, 0, 2, "
-                                              "3, 4$") as refused:
-        grow(src, tmp_path / "out", width=2, layers=7, insert_after=(0, 1))
+    plan, _ = plan_growth(src, GrowthSpec(width=2, layers=7, insert_after=(1, 3)))
+    assert plan.layers == [(0, False), (1, False), (2, True), (2, False), (3, False), (3, True), (4, False)]
+    assert any("identity blocks 2 copy layer 2, the last before the KV-shared layers" in n for n in plan.notes)
+    assert any("KV-shared last layers: 2 -> 3" in n for n in plan.notes)
+    out = grow(src, tmp_path / "out", width=2, layers=7, insert_after=(1, 3))
+    assert json.loads((out / "config.json").read_text())["num_kv_shared_layers"] == 3
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.ok and result.generate_match, result
+    default, _ = plan_growth(src, GrowthSpec(layers=6))
+    assert default.spec.insert_after is None and [g for g, (_, new) in enumerate(default.layers) if new] == [2]
     with pytest.raises(HyperCloneError, match="--depth-mode stack with 2 KV-shared last layers") as stacked:
-        grow(src, tmp_path / "out", layers=10, depth_mode="stack")
-    assert "\n" not in str(refused.value) + str(stacked.value)
-    assert not (tmp_path / "out").exists()
+        grow(src, tmp_path / "stacked", layers=10, depth_mode="stack")
+    assert "\n" not in str(stacked.value) and not (tmp_path / "stacked").exists()
 
 
 def test_uneven_global_kv_heads_are_refused(tmp_path):

@@ -39,7 +39,7 @@ from hyperclone.grow.families import (
     emitted_axis,
     has_config_key,
 )
-from hyperclone.grow.kv_sharing import place_new_layers, refuse_stacking, share_new_layers
+from hyperclone.grow.kv_sharing import refuse_stacking, share_new_layers
 from hyperclone.grow.layer_kinds import (
     copy_for_identity,
     copy_kind_for_identity,
@@ -643,8 +643,6 @@ def layer_plan(dims: Dims, grown: Dims, spec: GrowthSpec) -> list[tuple[int, boo
         raise HyperCloneError(f"--insert-after names {len(after)} positions for {extra} new layers")
     if any(not -1 <= a < old for a in after):
         raise HyperCloneError(f"--insert-after positions must be source layers from -1 to {old - 1}")
-    if dims.kv_shared:  # KV-shared last layers: no new layer may become the one whose keys they read
-        after = place_new_layers(dims.layer_kinds, old, dims.kv_shared, after, spec.insert_after is not None)
     layers: list[tuple[int, bool]] = [(max(a, 0), True) for a in sorted(after) if a == -1]
     for i in range(old):
         layers.append((i, False))
@@ -1181,7 +1179,8 @@ def _plan_layers(family: Family, config: Any, dims: Dims, grown: Dims, spec: Gro
     """The layer plan (source layer, identity?) per grown layer with the layer kinds and KV-shared layers it gives
     the grown dims, and the notes on identity blocks copying another layer than the one they follow."""
     layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
-    layers, kv_shared, shared_moved = share_new_layers(layers, dims.layers, dims.kv_shared)
+    layers, kv_shared, shared_moved, before_refs = share_new_layers(layers, dims.layer_kinds, dims.layers,
+                                                                    dims.kv_shared)
     grown = replace(grown, kv_shared=kv_shared)
     if family.identity_kind is not None and dims.layer_kinds is not None:
         layers, refitted = copy_kind_for_identity(family.model_type, family.identity_kind, dims.layer_kinds, layers)
@@ -1198,9 +1197,15 @@ def _plan_layers(family: Family, config: Any, dims: Dims, grown: Dims, spec: Gro
     if refitted:
         notes.append(f"identity blocks {', '.join(map(str, refitted))} copy layer "
                      f"{', '.join(str(layers[i][0]) for i in refitted)} (the layer kind the config needs there)")
-    if shared_moved:
-        notes.append(f"identity blocks {', '.join(map(str, shared_moved))} join the KV-shared layers and copy layer "
-                     f"{layers[shared_moved[0]][0]}, the first of them (they need no keys of their own)")
+    if kv_shared != dims.kv_shared:
+        notes.append(f"KV-shared last layers: {dims.kv_shared} -> {kv_shared}"
+                     + (f"; identity blocks {', '.join(map(str, shared_moved))} join them and copy layer "
+                        f"{layers[shared_moved[0]][0]}, the first of them (they need no keys of their own)"
+                        if shared_moved else ""))
+    if before_refs:
+        notes.append(f"identity blocks {', '.join(map(str, before_refs))} copy layer {dims.layers - dims.kv_shared - 1}"
+                     ", the last before the KV-shared layers (a copy of the layer they follow would become the layer "
+                     "whose keys the shared layers read)")
     return layers, grown, notes
 
 

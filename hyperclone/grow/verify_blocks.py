@@ -314,7 +314,7 @@ def _hidden_image(plan) -> Any:
     from hyperclone.grow.axis_map import gather
     from hyperclone.grow.plan import AxisMaps
 
-    hidden_map = AxisMaps(plan.family, plan.source, plan.grown).hidden
+    hidden_map = AxisMaps(plan.family, plan.source, plan.grown, plan.layers).hidden
     return lambda h: gather(h, h.ndim - 1, hidden_map)
 
 
