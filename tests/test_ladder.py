@@ -340,11 +340,11 @@ def test_report_only_on_a_folder_without_model_configs_is_refused_in_one_line(tm
     assert len(err.strip().splitlines()) == 1 and list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["prose-docs", "prose-docs-kept"])
+@pytest.mark.parametrize("name", ["prose-docs", "prose-pypi"])
 def test_the_docs_prose_sweep_repeats_the_ladders_largest_budget(name):
-    """sweeps/prose-docs.yaml (and prose-docs-kept.yaml, its restart on one kept data file): the ladder's 16M-token
-    arms on English documentation, defined exactly as in the ladder, beside the code search's winner (cosine) for
-    both inits, and random's LR search and frontier around 16M."""
+    """sweeps/prose-docs.yaml (and prose-pypi.yaml, its restart on a corpus that rebuilds byte for byte): the ladder's
+    16M-token arms on English documentation, defined exactly as in the ladder, beside the code search's winner
+    (cosine) for both inits, and random's LR search and frontier around 16M."""
     from pathlib import Path
 
     from hyperclone.experiments.sweep_spec import load_sweep
@@ -356,20 +356,26 @@ def test_the_docs_prose_sweep_repeats_the_ladders_largest_budget(name):
     for arm in shared:  # the same recipe; the seeds may differ
         assert {**arm.as_dict(), "seeds": None} == {**ladder_arms[arm.name], "seeds": None}
     assert prose.compare == "ladder" and prose.report == name
-    cosine = {a.name for a in prose.arms if a.schedule == "cosine"}
+    cosine = {a.name.split("-lr")[0] for a in prose.arms if a.schedule == "cosine"}
     assert cosine == {"grown-16m-cosine", "random-16m-cosine"}
+    assert {a.tokens for a in prose.arms if a.init == "random"} >= {6_400_000, 16_000_000, 25_600_000}
+
+
+def _benchmark_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_docs_corpus_reads_html_as_text_and_skips_the_whole_book_page(tmp_path):
     """benchmarks/docs_corpus.py: HTML pages become their text (no scripts, styles or navigation; one blank line
     between blocks), a package's documents are the files of its suffix, its whole-book page and stubs left out."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "docs_corpus.py"
-    spec = importlib.util.spec_from_file_location("docs_corpus", path)
-    docs_corpus = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs_corpus)
+    docs_corpus = _benchmark_module("docs_corpus")
     page = ("<html><head><title>T</title><style>p {}</style></head><body><nav>Home | Next</nav>"
             "<h1>Tables</h1><p>A table holds &amp; keeps rows.</p><script>var x;</script><p>Second</p></body></html>")
     assert docs_corpus.html_text(page) == "Tables\nA table holds & keeps rows.\nSecond"
@@ -382,6 +388,43 @@ def test_docs_corpus_reads_html_as_text_and_skips_the_whole_book_page(tmp_path):
     found = docs_corpus.documents(tmp_path, ".html", "index.en.html")
     assert [name for name, _ in found] == ["a/ch01.en.html"]
     assert found[0][1] == ("word " * 200).strip()
+
+
+def _sdist(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_pypi_docs_corpus_reads_the_doc_folders_and_refuses_a_changed_sdist(tmp_path, monkeypatch):
+    """benchmarks/pypi_docs_corpus.py: the documents are the .rst/.txt/.md files under the sdist's top-level doc/ or
+    docs/ folder (not its code, its changelog beside them, stubs or non-UTF-8 files), sorted by path; a cached sdist
+    is used without the network, and one whose bytes differ from the pinned sha256 is refused, not read."""
+    import hashlib
+
+    corpus = _benchmark_module("pypi_docs_corpus")
+    long = b"word " * 200
+    sdist = _sdist({"pkg-1.0/docs/b.rst": long + b"b", "pkg-1.0/docs/sub/a.md": long + b"a",
+                    "pkg-1.0/docs/stub.rst": b"short", "pkg-1.0/docs/latin1.txt": b"\xe9" * 600,
+                    "pkg-1.0/docs/img.png": long, "pkg-1.0/CHANGES.rst": long, "pkg-1.0/pkg/doc/x.rst": long})
+    assert corpus.documents(sdist) == [(long + b"b").decode(), (long + b"a").decode()]
+
+    def offline(*args, **kwargs):
+        raise AssertionError("the cached sdist must be read without the network")
+
+    monkeypatch.setattr(corpus.urllib.request, "urlopen", offline)
+    (tmp_path / "pkg-1.0.tar.gz").write_bytes(sdist)
+    digest = hashlib.sha256(sdist).hexdigest()
+    assert corpus.fetch("pkg", "pkg-1.0.tar.gz", digest, tmp_path) == sdist
+    with pytest.raises(corpus.FetchError, match="is not the pinned"):
+        corpus.fetch("pkg", "pkg-1.0.tar.gz", "0" * 64, tmp_path)
 
 
 def test_random_frontier_leaves_out_a_budget_that_ends_no_lower():

@@ -67,11 +67,16 @@ def atomic_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write text to path through a temporary file beside it, fsynced, then renamed over path: a crash leaves
     either the old file or the new one, never a truncated one (a model card, a run's finished marker, a report)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """write_text_atomic for bytes (a downloaded archive kept in a cache)."""
     path = Path(path)
     tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
