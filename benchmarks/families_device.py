@@ -1,12 +1,13 @@
 """Every family's growth evaluated on another device and transformers version: exactness there, or why not.
 
 For each family of tests/tiny_models.py (tiny random checkpoints, every parameter random), and each of its named
-layout variants (TINY_VARIANTS: falcon-7b, Falcon's old multi-query architecture), the checkpoint is grown
-x2 (noisy mode, MLP x3) and x3 (uneven mode), both models are loaded by the transformers installed there in float32
-on --device and compared (max relative logit error <= 1e-4 of the logits' magnitude, 32 greedy tokens with the KV
-cache: hyperclone.grow.verify.compare_models). A family that transformers version cannot build or load is recorded
-with its one-line reason instead of a result. The test suite runs the same checks on the CPU with the pinned
-transformers; this is for the GPU machine and its own library versions (results/families_cuda.json: an H200).
+layout variants (TINY_VARIANTS: falcon-7b, Falcon's old multi-query architecture), the checkpoint is grown x2 (noisy
+mode, MLP x3) and x3 (uneven mode; a family whose hidden size is fixed, XGLM: its MLP alone), both models are loaded
+by the transformers installed there in float32 on --device and compared (max relative logit error <= 1e-4 of the
+logits' magnitude, 32 greedy tokens with the KV cache: hyperclone.grow.verify.compare_models). A family that
+transformers version cannot build or load is recorded with its one-line reason instead of a result. The test suite
+runs the same checks on the CPU with the pinned transformers; this is for the GPU machine and its own library
+versions (results/families_cuda.json: an H200).
 
 Usage: python benchmarks/families_device.py [--device cuda] [--families a,b] [--json results/families_cuda.json]
 """
@@ -31,7 +32,7 @@ CASES = ({"width": 2, "ffn": 3, "mode": "noisy", "noise_db": 0.0}, {"width": 3, 
 
 
 def one_family(family: str, root: Path, device: str) -> dict:
-    from tiny_models import TINY_VARIANTS, make_tiny
+    from tiny_models import HIDDEN_FIXED, TINY_VARIANTS, make_tiny
 
     from hyperclone.grow.engine import grow
     from hyperclone.grow.verify import compare_models, load_causal_lm
@@ -43,6 +44,8 @@ def one_family(family: str, root: Path, device: str) -> dict:
         return {"family": family, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
     cases = []
     for i, options in enumerate(CASES):
+        if family in HIDDEN_FIXED:  # its hidden size cannot grow (XGLM's sinusoidal positions): the MLP alone
+            options = {**options, "width": 1}
         out = grow(src, root / family / f"out{i}", seed=3, **options)
         try:
             source, grown = load_causal_lm(src).to(device), load_causal_lm(out).to(device)

@@ -12,6 +12,7 @@ from hyperclone.grow.axis_map import (
     gather,
     gqa_head_maps,
     grow_matrix,
+    halved_head_maps,
     layernorm_hidden_map,
     scale_norm_weight,
     tile_map,
@@ -123,6 +124,21 @@ def test_gqa_maps_keep_groups():
 def test_gqa_maps_refuse_groups_too_small():
     with pytest.raises(ValueError, match="cannot hold"):
         gqa_head_maps(6, 2, 6, 3)
+
+
+def test_halved_head_maps_copy_whole_pairs():
+    """DiffLlama: head p and p + heads / 2 form a pair; each half grows on its own, so new pair p' (heads p' and p' +
+    new / 2) copies one source pair, and both heads of it read copies of their own source KV heads (uneven: 4 -> 6
+    heads per half, 2 -> 3 KV heads)."""
+    q, kv, pairs = halved_head_maps(8, 4, 12, 6)
+    assert q.index.tolist() == [0, 1, 2, 3, 0, 1, 4, 5, 6, 7, 4, 5] and kv.index.tolist() == [0, 1, 0, 2, 3, 2]
+    assert pairs.index.tolist() == [0, 1, 2, 3, 0, 1]
+    for new_head, src_head in enumerate(q.index.tolist()):  # groups of 2, old and new
+        assert kv.index[new_head // 2] == src_head // 2
+    for p in range(6):
+        assert q.index[p + 6] == q.index[p] + 4 == pairs.index[p] + 4
+    with pytest.raises(ValueError, match="need even counts"):
+        halved_head_maps(8, 4, 10, 5)
 
 
 def test_block_and_concat_maps():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import FALCON_7B, FAMILIES, MOE_FAMILIES, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, HIDDEN_FIXED, MOE_FAMILIES, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.grow.engine import grow
@@ -182,7 +182,8 @@ def test_bf16_growth_is_exact_in_float32(tmp_path, family, mode, width):
     bf16 holds the growth exactly; where it cannot (Gemma's embedding multiplier, a tied final norm's 1/3,
     ...), the default --dtype auto writes float32 and says why in hyperclone.json."""
     src = make_tiny(family, tmp_path / "src", dtype=torch.bfloat16, seed=width)
-    out = grow(src, tmp_path / "out", width=width, mode=mode, seed=7)
+    factors = dict(width=1, ffn=width) if family in HIDDEN_FIXED else dict(width=width)  # (its MLP alone)
+    out = grow(src, tmp_path / "out", mode=mode, seed=7, **factors)
     assert_exact(src, out, LINEAR_ATTENTION_TOL if family in LINEAR_ATTENTION else REL_TOL)
     provenance = json.loads((out / "hyperclone.json").read_text())
     assert provenance["function_preserving"] is True and provenance["exact_in_storage_dtype"] is True

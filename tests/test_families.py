@@ -17,11 +17,13 @@ from safetensors import safe_open
 from tiny_models import (
     FALCON_7B,
     FAMILIES,
+    HIDDEN_FIXED,
     MOE_FAMILIES,
     OTHER_MOE_FAMILIES,
     UNTIED_ONLY,
     assert_out_of_core_catches,
     make_tiny,
+    stored_buffers,
 )
 
 from hyperclone.common.errors import HyperCloneError
@@ -67,7 +69,8 @@ def rotated(options: list, family_index: int, case_index: int, allowed=lambda op
 # (tests/test_hybrids.py::test_nemotron_h_refusals); a tied Zamba2 cannot be untied (test_zamba2_refusals).
 TIED_KEEP_REFUSED = ("olmo", "nanochat")
 TIED_UNTIE_REFUSED = ("zamba2",)
-MATRIX = [(family, mode, width, ffn, tied, tie) for f, family in enumerate(FAMILIES)
+# (a family whose hidden size is fixed grows its MLP alone, width 1)
+MATRIX = [(family, mode, 1 if family in HIDDEN_FIXED else width, ffn, tied, tie) for f, family in enumerate(FAMILIES)
           for c, (mode, width, ffn) in enumerate(CASES)
           for (tied, tie) in rotated(TIES, f, c, lambda o, fam=family: not (fam in TIED_KEEP_REFUSED
                                                                           and o == (True, "keep"))
@@ -163,10 +166,15 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=96)  # (grouped_mm wants 16-byte strides)
     if family == "gemma3n_text":  # activation sparsity: MLP neurons grow by whole copies only (80 -> 160)
         return dict(hidden_size=72, heads=6, kv_heads=3, ffn_size=160)
+    if family == "minimax":  # its heads are kept (lightning attention's decay rates): the hidden size and experts grow
+        return dict(hidden_size=72, ffn_size=36)
+    if family == "diffllama":  # differential attention: each half of the heads (4 over 2 KV heads) grows to 6 over 3
+        return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100)
     if family.startswith("gemma"):
         return dict(hidden_size=72, heads=6, kv_heads=1 if family == "gemma" else 3, ffn_size=100)
     # latent attention: a KV head each (Kimi Linear: its 4 delta-attention heads follow the hidden size to 6)
-    if family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear"):
+    if family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear",
+                  "mistral4"):
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=36)
     if family in ("youtu", "minicpm3"):  # latent attention (a KV head each) over a dense MLP
         return dict(hidden_size=72, heads=9, kv_heads=9, ffn_size=100)
@@ -190,8 +198,12 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=96, heads=12, kv_heads=3, ffn_size=60)
     if family == "zamba2":  # as Bamba, with head_dim 2 x hidden / heads and as many KV heads as heads (its adapters)
         return dict(hidden_size=96, heads=12, kv_heads=12, ffn_size=100)
+    if family in HIDDEN_FIXED:  # the hidden size and heads kept: an uneven MLP width alone
+        return dict(ffn_size=100)
     if family == "mamba2":  # no attention, no MLP: Mamba2 heads whole copies under the gated norm
         return dict(hidden_size=96)
+    if family == "bitnet":  # sub-norms over the attention output and the MLP's neurons: whole copies only (heads x
+        return dict(hidden_size=96, heads=12, kv_heads=4, ffn_size=240)  # head_dim = hidden: 6 -> 9 heads refused)
     if family in ("mamba", "falcon_mamba"):  # no attention, no MLP: every inner channel scans on its own
         return dict(hidden_size=72)
     if family == "codegen":  # no separate KV heads, head_dim 6 (RoPE): 8 heads -> 12 (uneven copies)
@@ -211,7 +223,7 @@ TARGET_CASES = {
     "combined-diagonal": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="diagonal"),
 }
 # families that refuse every depth growth (test_gemma3n_refusals): their combined cases grow the width only
-WIDTH_ONLY = ("gemma3n_text",)
+WIDTH_ONLY = ("gemma3n_text", "minimax")
 TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c, case in enumerate(TARGET_CASES)
                  for tied in rotated([False, True], f, c, lambda t, fam=family: not (fam in UNTIED_ONLY and t))
                  if not (family in TIED_KEEP_REFUSED and tied and not case.startswith("depth"))
@@ -222,6 +234,9 @@ TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c
 # (test_longcat_flash_depth), so its depth cases grow a source without them; its layers are num_layers
 DEPTH_SOURCES = {"longcat_flash": dict(zero_expert_num=0)}
 LAYERS_KEY = {"longcat_flash": "num_layers"}
+# families whose layers compute with their own index (DiffLlama's lambda_init): new layers only after the last one
+# (test_diffllama_depth_and_refusals), so their depth cases append every new layer there
+APPEND_ONLY = ("diffllama",)
 
 
 @pytest.mark.parametrize("family,case,tied", TARGET_MATRIX)
@@ -234,6 +249,8 @@ def test_target_shape_preserves_function(tmp_path, family, case, tied):
     options = TARGET_CASES[case](family, layers)
     if family in WIDTH_ONLY:
         options.pop("layers", None)
+    if family in APPEND_ONLY and "layers" in options:
+        options["insert_after"] = (layers - 1,) * (options["layers"] - layers)
     out = grow(src, tmp_path / "out", seed=5, **options)
     grown = load_causal_lm(out)
     result = compare_models(source, grown, tolerance=REL_TOL)
@@ -386,6 +403,36 @@ def test_zamba2_refusals(tmp_path, source, options, message):
         grow(src, tmp_path / "out", **options)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_diffllama_depth_and_refusals(tmp_path):
+    """DiffLlama's differential attention pairs query head p with head p + heads / 2 and splits the values into the
+    two halves of the KV heads: each half grows on its own (head_halves), so every new pair copies a source pair
+    (the plain GQA layout mixes the halves: 1.6 relative logit error at x2). Its lambda_init depends on the layer
+    index, so new layers may only follow the last one (exact, below; out-of-core verify too); any other position,
+    stacking and odd KV head counts are refused in one line."""
+    src = make_tiny("diffllama", tmp_path / "src")
+    source = load_causal_lm(src)
+    lambdas = [layer.self_attn.lambda_init for layer in source.model.layers]
+    assert len(set(lambdas)) == 3  # three layers, three lambda_init
+    out = grow(src, tmp_path / "deep", width=2, layers=5, insert_after=(2, 2), mode="symmetric")
+    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    with safe_open(out / "model.safetensors", "pt") as grown:  # pair p' = heads (p', p' + 8) copies pair p' mod 4
+        q = grown.get_tensor("model.layers.0.self_attn.q_proj.weight").reshape(16, 6, 96)[:, :, :48]
+        q_src = source.model.layers[0].self_attn.q_proj.weight.detach().reshape(8, 6, 48)
+        assert torch.allclose(2 * q[[0, 4, 8, 12]], q_src[[0, 0, 4, 4]])
+    assert_out_of_core_catches(src, out, "model.layers.1.self_attn.q_proj.weight", 5)  # block by block
+    for options, message in (
+            (dict(layers=4), "source layer 2 would become layer 3, and each layer's differential attention weights"),
+            (dict(layers=4, insert_after=(-1,)), "source layer 0 would become layer 1"),
+            (dict(layers=6, depth_mode="stack"), r"add identity blocks after the last layer only \(--insert-after 2"),
+            (dict(hidden_size=96, heads=20, kv_heads=5), "differential attention pairs the two halves of its heads: "
+                                                         "20 heads over 5 KV heads")):
+        with pytest.raises(HyperCloneError, match=message) as err:
+            grow(src, tmp_path / "out", **options)
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "out").exists()
 
 
 def test_gpt_bigcode_keeps_its_one_kv_head(tmp_path):
@@ -544,9 +591,7 @@ def test_moe_growth_keeps_the_experts_and_grows_each(tmp_path, family):
         assert experts_of["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 96, 2 * 120)
         assert experts_of["model.layers.0.mlp.experts.down_proj"].shape == (4, 120, 96)
     provenance = json.loads((out / "hyperclone.json").read_text())
-    stored_buffers = sum(b.numel() for name, b in grown.named_buffers()  # router biases (DeepSeek's, LFM2-MoE's),
-                         if name.endswith(("e_score_correction_bias", ".expert_bias", ".layer_scalar")))  # Gemma 4's
-    assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers
+    assert provenance["grown_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers(grown)
     assert provenance["source"]["experts"] == provenance["grown"]["experts"] == 4
 
 
@@ -882,3 +927,81 @@ def test_gemma3n_refusals(tmp_path):
     assert result.rel_err <= REL_TOL and result.generate_match, result
     with pytest.raises(HyperCloneError, match="a gemma3n_text model cannot be built with one decoder layer"):
         verify_out_of_core(dense, out)  # its config refuses one layer beside KV-shared ones: verify in memory
+
+
+def test_xglm_refuses_a_wider_hidden_size(tmp_path):
+    """XGLM adds sinusoidal positions computed from d_model (frequencies 10000^(-k/(d_model/2 - 1)), sines then
+    cosines): of a 96-wide table's columns only the 4 of frequencies 1 and 1e-4 are columns of the 48-wide one, so no
+    growth of the residual stream carries the source's positions (grown x2 and x3 as if they were copies: 0.19
+    relative logit error). A wider hidden size is refused in one line (heads too: head_dim is d_model / heads);
+    the MLP and the depth grow (the family matrix), as below, exactly, the positions untouched."""
+    from transformers.models.xglm.modeling_xglm import XGLMSinusoidalPositionalEmbedding
+
+    narrow, wide = (XGLMSinusoidalPositionalEmbedding.get_embedding(66, width) for width in (48, 96))
+    copies = sum(bool((narrow == column[:, None]).all(0).any()) for column in wide.T)
+    assert copies == 4
+    src = make_tiny("xglm", tmp_path / "src")
+    for options, message in ((dict(), r"xglm: the hidden size cannot grow exactly \(48 -> 96\): XGLM adds sinusoidal"),
+                             (dict(hidden_size=72, heads=9), r"\(48 -> 72\).*grow the MLP \(--width 1 --ffn N\)"),
+                             (dict(width=1, heads=12), "cannot shrink the head_dim from 8 to 4")):
+        with pytest.raises(HyperCloneError, match=message) as err:
+            grow(src, tmp_path / "out", **options)
+        assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "out", width=1, ffn=2, layers=4, insert_after=(-1, 1), mode="uneven", seed=1)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["d_model"], config["attention_heads"], config["ffn_dim"], config["num_layers"]) == (48, 6, 160, 4)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert_out_of_core_catches(src, out, "model.layers.2.fc1.weight", layers=4)
+
+
+def test_mistral4_fused_experts_routing_and_out_of_core(tmp_path):
+    """Mistral Small 4 (mistral4): DeepSeek-V3's latent attention with Llama 4's query scaling past the original
+    context, softmax routing without a correction bias. transformers 5 lists Mistral4ForCausalLM under
+    AutoModelForImageTextToText only; hyperclone loads it (and out-of-core verify builds its blocks) through that
+    class. Its experts are stored fused as save_pretrained writes them ([experts, 2 x ffn, hidden], no conversion
+    mapping splits them); each expert grows on its own, and every expert is routed to in the tiny model."""
+    src = make_tiny("mistral4", tmp_path / "src")
+    source, chosen = load_causal_lm(src), []
+    assert type(source).__name__ == "Mistral4ForCausalLM"
+    for layer in source.model.layers[1:]:
+        layer.mlp.gate.register_forward_hook(lambda module, args, out: chosen.append(out[2].flatten()))
+    source(torch.randint(0, 97, (2, 64), generator=torch.Generator().manual_seed(0)))
+    assert len(chosen) == 2 and all(torch.bincount(c, minlength=4).min() > 0 for c in chosen)
+    out = grow(src, tmp_path / "out", width=2, ffn=3)
+    with safe_open(out / "model.safetensors", "pt") as grown:
+        assert grown.get_slice("model.layers.1.mlp.experts.gate_up_proj").get_shape() == [4, 2 * 72, 96]
+        assert grown.get_slice("model.layers.1.mlp.experts.down_proj").get_shape() == [4, 96, 72]
+    assert_out_of_core_catches(src, out, "model.layers.2.self_attn.kv_b_proj.weight", 3, REL_TOL)
+
+
+def test_bitnet_sub_norms_need_whole_copies(tmp_path):
+    """BitNet without a quantization_config (its bf16 master weights) runs plain nn.Linear layers: transformers
+    quantizes nothing, and growth keeps that function. Its attn_sub_norm (over every query head's output) and
+    ffn_sub_norm (over the MLP's neurons) see the mean square over all of them, which only whole copies keep: uneven
+    heads (6 -> 9, which an uneven hidden size forces, heads x head_dim being the hidden size) and an uneven MLP
+    width are refused in one line (0.19 and 0.16 relative logit error without the refusal); a checkpoint with
+    BitNet's quantization_config (ternary weights, quantized in the forward) is refused as every quantized one is."""
+    src = make_tiny("bitnet", tmp_path / "src")
+    assert type(load_causal_lm(src).model.layers[0].mlp.up_proj) is torch.nn.Linear
+    for options, message in (
+            (dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=160),
+             "bitnet: model.layers.0.self_attn.attn_sub_norm.weight normalises over the attention output of every "
+             "query head, which only whole copies of each keep; 9 query heads over 3 KV heads do not copy each of "
+             "the 6 over 2 the same number of times"),
+            (dict(width=2, ffn_size=100), "bitnet: model.layers.0.mlp.ffn_sub_norm.weight normalises over the MLP's "
+                                          "neurons, which only whole copies of each keep; an MLP width of 100 is not "
+                                          "a multiple of 80")):
+        with pytest.raises(HyperCloneError) as err:
+            grow(src, tmp_path / "out", **options)
+        assert str(err.value) == message and not (tmp_path / "out").exists()
+    out = grow(src, tmp_path / "deep", width=3, ffn=2, layers=3)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    config = json.loads((src / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                     "quantization_mode": "online"}
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HyperCloneError, match=r"is quantized \(bitnet\); grow the unquantized checkpoint"):
+        grow(src, tmp_path / "out", width=2)
+    assert not (tmp_path / "out").exists()

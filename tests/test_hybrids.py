@@ -69,7 +69,7 @@ def test_mamba2_heads_stay_in_their_group(tmp_path):
     assert torch.equal(after, before[[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]])
 
 
-LAYERED = (*HYBRID_FAMILIES, "lfm2", "jamba")  # and LFM2's short convolutions, Jamba's Mamba1 mixers
+LAYERED = (*HYBRID_FAMILIES, "lfm2", "lfm3", "jamba")  # and LFM2's and LFM3's short convolutions, Jamba's Mamba1 mixers
 MAMBA2 = (*HYBRID_FAMILIES, "mamba2")  # and the pure Mamba2 language model
 
 
@@ -432,6 +432,29 @@ def test_lfm2_full_attn_idxs_follow_the_layers(tmp_path):
     assert config["layer_types"] == ["conv", "conv", "full_attention", "full_attention", "conv"]
     assert config["full_attn_idxs"] == [2, 3]
     assert_same_function(src, out)
+
+
+def test_lfm3_gates_sandwich_norms_and_layer_types(tmp_path):
+    """LFM3: LFM2's short convolutions among sliding and full attention layers, each attention head's output scaled
+    by a sigmoid gate read from the residual stream (stored gate_proj, g_proj in memory: its rows follow the query
+    heads, copied with them, 6 -> 9 unevenly), sandwich norms on both branches (an identity block's zeroed branch
+    stays zero through them). Both attention kinds keep their own entry in layer_types under depth growth, and the
+    sources without the gate or the sandwich norms grow too."""
+    src = make_tiny("lfm3", tmp_path / "src", tied=False)
+    out = grow(src, tmp_path / "out", hidden_size=72, heads=9, kv_heads=3, ffn_size=100, layers=6,
+               insert_after=(1, 2), seed=6)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == ["conv", "sliding_attention", "sliding_attention", "full_attention",
+                                     "full_attention", "conv"]
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", "pt") as grown, safe_open(src / "model.safetensors", "pt") as small:
+        name = "model.layers.1.self_attn.gate_proj.weight"
+        assert grown.get_slice(name).get_shape() == [9, 72] and small.get_slice(name).get_shape() == [6, 48]
+        assert not any(".g_proj." in key for key in grown.keys())  # the checkpoint's names, as save_pretrained
+    plain = make_tiny("lfm3", tmp_path / "plain", use_attention_gate=False, use_sandwich_norm=False)
+    assert_same_function(plain, grow(plain, tmp_path / "plain-out", width=2, layers=5))
 
 
 @pytest.mark.parametrize("raw", [

@@ -324,3 +324,38 @@ def test_kimi_out_of_core_verify(tmp_path, corrupt):
     src = make_tiny("kimi_linear", tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", width=2, ffn=3, layers=4, insert_after=(0,))
     assert_out_of_core_catches(src, out, corrupt, 4, REL_TOL)
+
+
+def test_minimax_grows_hidden_and_experts_with_its_heads_kept(tmp_path):
+    """MiniMax-Text-01's lightning attention decays head h by 2 ** (-8 (h + 1) / heads) x (1 - layer / (layers - 1)):
+    the heads (and head_dim, rope in its softmax layers) are kept while the hidden size and the experts grow, the
+    decay tables (stored buffers) are written unchanged, every expert of the tiny model is routed to, and out-of-core
+    verify finds a corrupted block. Other head counts, head_dim and depth are refused in one line."""
+    src = make_tiny("minimax", tmp_path / "src")
+    source, chosen = load_causal_lm(src), []
+    for layer in source.model.layers:
+        layer.mlp.gate.register_forward_hook(lambda module, args, out: chosen.append(out[2].flatten()))
+    source(torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0)))
+    assert len(chosen) == 3 and all(torch.bincount(c, minlength=4).min() > 0 for c in chosen)
+    out = grow(src, tmp_path / "out", hidden_size=72, ffn_size=36, mode="uneven")
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"],
+            config["head_dim"], config["intermediate_size"]) == (72, 6, 2, 8, 36)
+    grown = load_file(out / "model.safetensors")
+    for name in ("slope_rate", "query_decay", "key_decay", "diagonal_decay"):
+        assert torch.equal(grown[f"model.layers.2.self_attn.{name}"],
+                           getattr(source.model.layers[2].self_attn, name))
+    assert_out_of_core_catches(src, grow(src, tmp_path / "x2", width=2), "model.layers.2.self_attn.qkv_proj.weight", 3)
+    for options, message in (
+            (dict(width=2, heads=12), r"minimax keeps its 6 heads and 2 KV heads \(--heads 12 asked\): lightning "
+                                      r"attention decays head h by 2 \*\* \(-8 \(h \+ 1\) / num_attention_heads\)"),
+            (dict(width=2, kv_heads=3, heads=6), r"\(--kv-heads 3 asked\)"),
+            (dict(width=2, head_dim=16), r"head_dim cannot grow exactly with rotary embeddings \(minimax\); its heads "
+                                         "are kept too"),
+            (dict(layers=4), "minimax with num_hidden_layers=3 cannot grow in depth: lightning attention's decay "
+                             "rates scale with 1 - layer index")):
+        with pytest.raises(HyperCloneError, match=message) as err:
+            grow(src, tmp_path / "refused", **options)
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "refused").exists()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import MOE_FAMILIES, OTHER_MOE_FAMILIES, make_tiny
+from tiny_models import MOE_FAMILIES, OTHER_MOE_FAMILIES, make_tiny, stored_buffers
 
 from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
@@ -20,7 +20,7 @@ from hyperclone.grow.verify import compare_models, load_causal_lm
 
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
 # every other tiny MoE states num_experts
-EXPERT_KEY = {"mixtral": "num_local_experts", "granitemoe": "num_local_experts",
+EXPERT_KEY = {"mixtral": "num_local_experts", "minimax": "num_local_experts", "granitemoe": "num_local_experts",
               "granitemoeshared": "num_local_experts", "granitemoe_swa": "num_local_experts",
               "gpt_oss": "num_local_experts"}
 WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediate_size"}
@@ -28,8 +28,8 @@ WIDTH_KEY = {"qwen2_moe": "moe_intermediate_size", "qwen3_moe": "moe_intermediat
 # GPT-OSS: the same, its router's bias repeated per segment, experts stacked [experts, in, out] with gate and up
 # interleaved per neuron, and each segment's down_proj_bias its expert's whole bias (m segments of weight 1/m)
 # (FlexOlmo: OLMoE's router; Granite MoE SWA: GraniteMoeShared's, its experts under transformers' in-memory names)
-SPLIT_FAMILIES = ["flex_olmo", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoeshared", "mixtral", "olmoe",
-                  "qwen2_moe", "qwen3_moe"]
+SPLIT_FAMILIES = ["flex_olmo", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoeshared", "minimax", "mixtral",
+                  "olmoe", "qwen2_moe", "qwen3_moe"]
 SHARED_KEY = {"qwen2_moe": ("shared_expert_intermediate_size", 20),  # (config key, tiny width)
               "granitemoeshared": ("shared_intermediate_size", 80), "granitemoe_swa": ("shared_intermediate_size", 80)}
 # The other routers: config overrides that make group-limited sigmoid routing splittable (every group chosen), and
@@ -40,7 +40,7 @@ OTHER_SPLITS = {"deepseek_v2": ({}, 2), "deepseek_v3": (dict(topk_group=2), 2),
                 "glm4_moe_lite": (dict(topk_group=2), 2), "dots1": (dict(topk_group=2), 1), "ernie4_5_moe": ({}, 2),
                 "minimax_m2": ({}, 2), "exaone_moe": (dict(topk_group=2), 2), "glm_moe_dsa": (dict(topk_group=2), 2),
                 "hy_v3": ({}, 2), "mellum": ({}, 2), "solar_open": (dict(topk_group=2), 2),
-                "afmoe": ({}, 2), "mimo_v2_flash": (dict(topk_group=2), 2)}
+                "afmoe": ({}, 2), "mimo_v2_flash": (dict(topk_group=2), 2), "mistral4": ({}, 2)}
 # Shared MLPs that read the experts' width key (refused, with the shared MLP's name)
 SHARED_AS_WIDE = {"hunyuan_v1_moe": "shared_mlp", "llama4_text": "shared_expert"}
 # The hybrids' MoE blocks (kept out of MOE_FAMILIES): Granite's stacked [experts, out, in] tensors and softmax over
@@ -103,7 +103,7 @@ def test_split_experts_compute_the_source_function(tmp_path, family, width):
     assert record["function_preserving"] and record["output_dtypes"] == ["float32"]
     assert (split["experts_from"], split["experts"], split["segments_per_expert"]) == (4, 8, 2)
     assert (split["top_k_from"], split["top_k"], split["down_projection_factor"]) == (2, 4, 2)
-    assert split["total_parameters"] == sum(p.numel() for p in grown.parameters())
+    assert split["total_parameters"] == sum(p.numel() for p in grown.parameters()) + stored_buffers(grown)
     assert record["grown"]["experts"] == 8 and record["grown"]["ffn"] == config[width_key]
     # the router: every segment has its expert's logit, so top-4 takes both segments of the source's top-2
     for a, b in zip(router_logits(source, tokens()), router_logits(grown, tokens()), strict=False):
@@ -351,12 +351,13 @@ def test_stacked_experts_are_cut_in_place(tmp_path):
 
 
 def test_top_two_sum_groups_are_refused(tmp_path):
-    """DeepSeek-V3 scores a group by the sum of its two best experts; two segments of one expert change that sum."""
-    for family in ("deepseek_v3", "nemotron_h", "kimi_linear"):  # n_group 2 (Kimi: num_expert_group), topk_group 1
-        src = make_tiny(family, tmp_path / f"{family}-src")
-        with pytest.raises(HyperCloneError, match="sum of its two best experts"):
+    """DeepSeek-V3 scores a group by the sum of its two best experts; two segments of one expert change that sum.
+    Mistral 4's softmax router scores its groups so too (its releases and tiny model have one group: n_group 2 here)."""
+    for family in ("deepseek_v3", "nemotron_h", "kimi_linear", "mistral4"):  # n_group 2, topk_group 1
+        src = make_tiny(family, tmp_path / f"{family}-src", **(dict(n_group=2) if family == "mistral4" else {}))
+        with pytest.raises(HyperCloneError, match="sum of its two best experts") as error:
             grow(src, tmp_path / family, width=1, experts=8)
-        assert not (tmp_path / family).exists()
+        assert not (tmp_path / family).exists() and "\n" not in str(error.value)
 
 
 def test_command_line_and_inspect(tmp_path, capsys):

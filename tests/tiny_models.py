@@ -10,7 +10,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
+
+from hyperclone.grow.verify import causal_lm_auto
 
 VOCAB = 97
 
@@ -53,6 +55,10 @@ TINY_CONFIGS: dict[str, dict] = {
                          layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
                          hidden_size_per_layer_input=8, vocab_size_per_layer_input=64, laurel_rank=8,
                          activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.95], final_logit_softcapping=30.0),
+    # DiffLlama: differential attention (heads p and p + 4 paired, values split into halves of the KV heads, a
+    # lambda per layer from four random vectors), GQA, biases on all four projections; 3 layers: three lambda_init
+    "diffllama": dict(hidden_size=48, intermediate_size=80, num_attention_heads=8, num_key_value_heads=4, head_dim=6,
+                      num_hidden_layers=3, attention_bias=True),
     "phi3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                  num_hidden_layers=2, pad_token_id=0, partial_rotary_factor=0.5),
     "olmo": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
@@ -161,6 +167,19 @@ TINY_CONFIGS: dict[str, dict] = {
                         qk_nope_head_dim=8, v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1,
                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
                         norm_topk_prob=True, routed_scaling_factor=2.5),
+    # Mistral Small 4 (mistral4): DeepSeek-V3's latent attention (q LoRA, interleaved rope) with YaRN and Llama 4's
+    # position-dependent query scaling past original_max_position_embeddings (16: the 64-token checks cross it), a
+    # dense first layer then experts (stored fused, [experts, 2 x ffn, hidden]) with a shared expert, softmax scores
+    # without a correction bias, renormalised and scaled; one expert group, as the release (top-2-sum groups, n_group
+    # 2, in tests/test_segment.py)
+    "mistral4": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
+                     num_key_value_heads=6, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8,
+                     v_head_dim=6, num_hidden_layers=3, first_k_dense_replace=1, n_routed_experts=4,
+                     num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, attention_bias=True,
+                     rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                                          original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                          mscale_all_dim=1.0, mscale=1.0, llama_4_scaling_beta=0.1)),
     # DeepSeek-V3.2: DeepSeek-V3's latent attention and experts plus DeepSeek Sparse Attention's lightning indexer
     # (its own 8 heads of 8 reading the q latent, one key head reading the residual stream, per-head weights, a
     # LayerNorm on its key): each query attends to its top 8 keys, so the 64-token checks drop most keys
@@ -412,6 +431,9 @@ TINY_CONFIGS: dict[str, dict] = {
     "doge": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
                  num_hidden_layers=2),
     "gptj": dict(n_embd=48, n_inner=80, n_head=6, n_layer=2, n_positions=64, rotary_dim=4),
+    # XGLM: sqrt(d_model) embedding scale, sinusoidal positions computed from d_model (so the hidden size is kept:
+    # HIDDEN_FIXED), LayerNorms with biases and a fixed epsilon, biased attention and fc1/fc2 MLP
+    "xglm": dict(d_model=48, ffn_dim=80, attention_heads=6, num_layers=2),
     # GPT-Neo: learned positions, global and local (windowed) attention layers from attention_types, scores without
     # the 1/sqrt(head_dim) scale
     "gpt_neo": dict(hidden_size=48, intermediate_size=80, num_heads=6, num_layers=2,
@@ -482,11 +504,30 @@ TINY_CONFIGS: dict[str, dict] = {
                         mlp_layer_types=["dense", "sparse", "sparse"], num_experts=4, num_experts_per_tok=2,
                         num_shared_experts=1, attention_bias=True, logit_scale=0.5, sliding_window=8,
                         layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+    # MiniMax-Text-01: lightning (linear) attention layers (a decay per head from the head count and the layer index,
+    # blocks of 8 tokens, an RMSNorm over all heads, a sigmoid output gate) among softmax attention layers, a MoE in
+    # every layer, residual factors per sub-layer (the residual is the input norm's output)
+    "minimax": dict(hidden_size=48, intermediate_size=24, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                    num_hidden_layers=3, layer_types=["linear_attention", "full_attention", "linear_attention"],
+                    num_local_experts=4, num_experts_per_tok=2, block_size=8, full_attn_alpha_factor=0.9,
+                    full_attn_beta_factor=1.2, linear_attn_alpha_factor=1.1, linear_attn_beta_factor=0.8,
+                    mlp_alpha_factor=0.7, mlp_beta_factor=1.3),
     # LFM2: gated short convolutions (B, C, x from in_proj) and attention with q/k norms listed in layer_types, tied
     # embeddings, the MLP width derived from intermediate_size (int(2/3 x 120) = 80, rounded to a multiple of 16)
     "lfm2": dict(hidden_size=48, intermediate_size=120, block_multiple_of=16, num_attention_heads=6,
                  num_key_value_heads=2, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
                  conv_bias=True, conv_L_cache=3),
+    # BitNet b1.58 as its bf16 master weights (no quantization_config: plain nn.Linear): Llama with an RMSNorm over
+    # the attention output (attn_sub_norm, heads x head_dim = hidden) and one over the MLP's neurons (ffn_sub_norm),
+    # a ReLU² gated MLP, GQA
+    "bitnet": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
+                   num_hidden_layers=2, attention_bias=True),
+    # LFM3: LFM2's gated short convolutions among sliding and full attention layers (Qwen3's attention: q/k norms over
+    # head_dim, biases, partial "proportional" rope on the full layers), a sigmoid output gate per query head
+    # (gate_proj, g_proj in memory), sandwich norms on both branches' outputs, tied embeddings
+    "lfm3": dict(hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                 num_hidden_layers=4, layer_types=["conv", "sliding_attention", "full_attention", "conv"],
+                 sliding_window=8, conv_bias=True, conv_L_cache=3, attention_bias=True),
     # LFM2-MoE: LFM2's short convolutions and attention (layer_types) with a dense first layer (num_dense_layers), then
     # experts routed by sigmoid scores plus an expert bias choosing the top k, renormalised and scaled
     "lfm2_moe": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=40, num_attention_heads=6,
@@ -502,8 +543,9 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
 MOE_FAMILIES = ("afmoe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe",
                 "flex_olmo", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jetmoe", "llama4_text", "minimax_m2", "mixtral",
-                "olmoe", "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open", "mimo_v2_flash")
+                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jetmoe", "llama4_text", "minimax", "minimax_m2",
+                "mistral4", "mixtral", "olmoe", "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open",
+                "mimo_v2_flash")
 # mixtures of experts kept out of MOE_FAMILIES, their expert splits tested in test_segment.py (MORE_SPLITS):
 # Cohere2-MoE's router kind is a config value (expert_selection_fn), LFM2-MoE renormalises with a + 1e-6, Gemma 4
 # scales the chosen experts by a per_expert_scale after renormalising
@@ -512,6 +554,9 @@ HYBRID_FAMILIES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")  # Ma
 # whose model class never ties the output projection to the embedding
 UNTIED_ONLY = ("nemotron_h", "dbrx", "kimi_linear")
 UNTIED_CONFIG = ("dbrx",)  # ... and whose config class refuses tie_word_embeddings true (no tied model can be made)
+# whose hidden size cannot grow (the family key hidden_fixed: XGLM's sinusoidal positions follow d_model): the width
+# cases grow the MLP alone by the case's factor, the hidden size and heads kept (tests/test_families.py::test_xglm_*)
+HIDDEN_FIXED = ("xglm",)
 
 FAMILIES = sorted(TINY_CONFIGS)
 # Matrices drawn smaller than randomize_'s 0.2: Zamba2's shared blocks at that scale (attention over 2 x hidden, scores
@@ -522,6 +567,17 @@ MATRIX_SCALE = {"zamba2": 0.6}
 # LongCat-Flash's tiny model): at std 0.3 the bias alone chose, half its routed experts never taken; at 0.03 (x0.1)
 # every routed and zero expert is taken in both layers (tests/test_families.py::test_longcat_flash_...)
 BIAS_SCALE = {"longcat_flash": 0.1}
+
+
+# buffers that checkpoints store (growth counts them among the grown parameters): router biases (DeepSeek's,
+# LFM2-MoE's), Gemma 4's layer_scalar, MiniMax's lightning-attention decay tables
+STORED_BUFFERS = ("e_score_correction_bias", ".expert_bias", ".layer_scalar", ".slope_rate", ".query_decay",
+                  ".key_decay", ".diagonal_decay")
+
+
+def stored_buffers(model: torch.nn.Module) -> int:
+    """The values of a model's buffers that its checkpoint stores (STORED_BUFFERS)."""
+    return sum(b.numel() for name, b in model.named_buffers() if name.endswith(STORED_BUFFERS))
 
 
 def tiny_config(family: str, tied: bool | None = None, **overrides):
@@ -825,7 +881,7 @@ def make_tiny(family: str, folder: Path, tied: bool | None = None, dtype=torch.f
     """Write a tiny random checkpoint of `family` to `folder` and return the folder."""
     torch.manual_seed(seed)
     config = tiny_config(family, tied=tied, **overrides)
-    model = AutoModelForCausalLM.from_config(config)
+    model = causal_lm_auto(config).from_config(config)  # Mistral 4: an image-text auto class holds its causal LM
     randomize_(model, seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -190,6 +190,21 @@ def gqa_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int) 
             AxisMap(kv_index, ones(new_kv_heads, dtype=torch.float64), kv_heads))
 
 
+def halved_head_maps(heads: int, kv_heads: int, new_heads: int, new_kv_heads: int
+                     ) -> tuple[AxisMap, AxisMap, AxisMap]:
+    """Differential attention's heads (DiffLlama): query head p of the first half and head p + heads / 2 form pair p,
+    whose two attention outputs are subtracted, and the values are the first half of the KV heads beside the second.
+    Each half grows on its own by the same GQA maps (gqa_head_maps over half the heads and KV groups), so new pair p'
+    copies source pair q[p'] whole, both of its heads reading the copies of their own source KV heads. Returns the
+    query-head map, the KV-head map and the map of the pairs (one position per pair: the output projection reads one
+    block of both value halves per pair)."""
+    if heads % 2 or kv_heads % 2 or new_heads % 2 or new_kv_heads % 2:
+        raise ValueError(f"differential attention pairs the two halves of its heads: {new_heads} heads over "
+                         f"{new_kv_heads} KV heads (from {heads} over {kv_heads}) need even counts")
+    half_q, half_kv = gqa_head_maps(heads // 2, kv_heads // 2, new_heads // 2, new_kv_heads // 2)
+    return concat_maps([half_q, half_q]), concat_maps([half_kv, half_kv]), half_q
+
+
 def gather(tensor: torch.Tensor, dim: int, amap: AxisMap, apply_scale: bool = True,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """Emit along `dim`: position k = scale[k] * tensor[index[k]] (MEAN: the mean along dim).

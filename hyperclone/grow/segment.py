@@ -54,9 +54,10 @@ its group (experts are numbered group by group, and e*m .. e*m + m - 1 fall in e
 groups score a group by its best expert, which every expert's segments divide by the same m, so the chosen groups
 are the source's; DeepSeek-V3's score a group by the sum of its two best scores, which two segments of one expert
 change (2 s_e instead of the best two experts' sum), so a sigmoid router with n_group > 1 and topk_group < n_group
-is refused (Nemotron-H's router is DeepSeek-V3's, so the same). Nemotron-H's non-gated experts (down(relu2(up x)))
-and its latent MoE (the experts read and write moe_latent_size through fc1/fc2_latent_proj, outside the routing)
-split alike: the cut is along the experts' own width; its shared expert has its own width key.
+is refused (Nemotron-H's router is DeepSeek-V3's, so the same; Mistral 4's softmax router scores its groups as
+DeepSeek-V3's does, TOP_TWO_GROUPS, so the same refusal; its releases have one group). Nemotron-H's non-gated
+experts (down(relu2(up x))) and its latent MoE (the experts read and write moe_latent_size through fc1/fc2_latent_proj,
+outside the routing) split alike: the cut is along the experts' own width; its shared expert has its own width key.
 
 ERNIE 4.5 MoE's router adds its correction bias to the softmax probabilities to choose the top k (the weights are
 the probabilities alone, renormalised over the k with a floor of moe_norm_min). A segment's probability is p_e / m
@@ -104,6 +105,7 @@ from hyperclone.grow.plan import Plan, Recipe
 # the top k weights: True (always), a config key (when that key is true) or False (never). Only these are segmented.
 ROUTING: dict[str, tuple[str, bool | str]] = {
     "mixtral": ("softmax", True),  # MixtralTopKRouter: softmax, topk, always divided by the sum of the top k
+    "minimax": ("softmax", True),  # MiniMaxTopKRouter: Mixtral's
     "olmoe": ("softmax", "norm_topk_prob"),  # OlmoeTopKRouter
     "flex_olmo": ("softmax", "norm_topk_prob"),  # FlexOlmoTopKRouter: OLMoE's
     "qwen2_moe": ("softmax", "norm_topk_prob"),  # the shared expert and its gate sit outside the routing
@@ -113,6 +115,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     "hunyuan_v1_moe": ("softmax", True),  # HunYuanMoEV1Gate: softmax, topk, divided by the sum
     "deepseek_v2": ("softmax", False),  # DeepseekV2TopkRouter: greedy or group-limited (best expert per group)
     "deepseek_v3": ("sigmoid", "norm_topk_prob"),  # DeepseekV3TopkRouter: correction bias, top-2-sum groups
+    "mistral4": ("softmax", "norm_topk_prob"),  # Mistral4TopkRouter: DeepSeek-V2's softmax, top-2-sum groups, no bias
     "deepseek_v32": ("sigmoid", "norm_topk_prob"),  # DeepseekV32TopkRouter: DeepSeek-V3's
     "glm4_moe": ("sigmoid", "norm_topk_prob"),
     "glm4_moe_lite": ("sigmoid", "norm_topk_prob"),
@@ -156,6 +159,9 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
 # the sum m x S + eps where the source's is S + eps, so the grown routed output is the source's times
 # (S + eps) / (S + eps / m): off by under eps / S relative (S, the sum of the k chosen scores, is at least the best one)
 ROUTER_EPSILON = {"lfm2_moe": 1e-6}
+# Softmax routers that score a group by the sum of its two best experts, as the sigmoid ones with groups do (refused
+# with n_group > 1 and topk_group < n_group as those are)
+TOP_TWO_GROUPS = {"mistral4"}
 # Routers whose experts cannot be split exactly, with the reason (refused in one line)
 NOT_SPLIT = {
     # JetMoE: num_local_experts counts its attention experts (a query and an output projection each) as well as its
@@ -264,7 +270,7 @@ def check(plan: Plan, config: dict[str, Any], experts: int, top_k: int | None) -
                               "(softmax or sigmoid)")
     model_type = family.model_type
     groups, chosen = _setting(model_type, config, "n_group") or 1, _setting(model_type, config, "topk_group") or 1
-    if kind == "sigmoid" and groups > 1 and chosen < groups:
+    if (kind == "sigmoid" or model_type in TOP_TWO_GROUPS) and groups > 1 and chosen < groups:
         raise HyperCloneError(f"--experts on {family.model_type} with n_group {groups} and topk_group {chosen}: its "
                               "router scores a group by the sum of its two best experts, which two segments of one "
                               "expert change; splitting is exact with topk_group = n_group or n_group 1")

@@ -64,19 +64,37 @@ def verify_length(config: Any, minimum: int = MIN_LENGTH) -> int:
     return min(length, limit) if isinstance(limit, int) else length
 
 
+def causal_lm_auto(config: Any):
+    """The auto class that builds a text config's causal LM (a config object or config.json's dict):
+    AutoModelForCausalLM, or AutoModelForImageTextToText where transformers lists the model type's causal LM
+    class only there (Mistral4ForCausalLM, which AutoModelForCausalLM does not know in transformers 5)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    image_text = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type, "")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and image_text.endswith("ForCausalLM"):
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
 def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32):
     """The checkpoint as transformers' causal LM; a multimodal one (hyperclone.grow.wrapper) whole, vision tower
     included, as its image-text-to-text model."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
     config = Path(folder) / "config.json"
     if not config.exists():
         raise HyperCloneError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
     try:
-        multimodal = json.loads(config.read_text()).get("model_type") in WRAPPERS
+        raw = json.loads(config.read_text())
+        multimodal = raw.get("model_type") in WRAPPERS
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        multimodal = False  # transformers says what is wrong with it below
-    auto = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+        raw, multimodal = {}, False  # transformers says what is wrong with it below
+    auto = AutoModelForImageTextToText if multimodal else causal_lm_auto(raw if isinstance(raw, dict) else {})
     try:
         model = auto.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:

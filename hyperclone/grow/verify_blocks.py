@@ -131,11 +131,11 @@ def _layers_key(family: Any, config: Any) -> str:
 
 def _one_layer_probe(folder: Path, one: Any) -> torch.nn.Module:
     """The model with one decoder layer, on the meta device: only to learn the layer class and where layers live."""
-    from transformers import AutoModelForCausalLM
+    from hyperclone.grow.verify import causal_lm_auto
 
     with torch.device("meta"):
         try:
-            return AutoModelForCausalLM.from_config(one)
+            return causal_lm_auto(one).from_config(one)
         except ValueError as exc:  # a text config with no causal LM class of its own (Qwen3-VL-MoE's), or one
             if "Unrecognized configuration class" not in str(exc):  # that refuses a single layer (Gemma 3n)
                 raise HyperCloneError(f"{folder}: a {one.model_type} model cannot be built with one decoder layer, "
@@ -161,12 +161,13 @@ class LazyModel:
     """A causal LM whose decoder layers are built, loaded and freed one at a time when called."""
 
     def __init__(self, folder: Path, on_block):
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         from hyperclone.grow.checkpoint_io import SourceWeights
         from hyperclone.grow.families import FAMILIES, config_value
         from hyperclone.grow.mxfp4 import Mxfp4Weights, is_mxfp4
         from hyperclone.grow.source import open_source, read_raw_config
+        from hyperclone.grow.verify import causal_lm_auto
         from hyperclone.grow.wrapper import WRAPPERS, TextWeights
 
         self.weights: SourceWeights | Mxfp4Weights | TextWeights = SourceWeights(Path(folder), allow_pickle=False)
@@ -196,10 +197,10 @@ class LazyModel:
                                   "verify in memory")
         try:  # the model without decoder layers: embeddings, rotary tables, final norm, head
             small = _config_with_layers(self.config, layers_key, 0, kept)
-            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+            self.model = causal_lm_auto(small).from_config(small, dtype=torch.float32).eval()
         except (ValueError, IndexError, TypeError):  # a family that needs at least one layer
             small = one
-            self.model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+            self.model = causal_lm_auto(small).from_config(small, dtype=torch.float32).eval()
         parent, attr, _ = _find_layers(self.model)
         self.prefix = prefix
         # outside the decoder stack: load every tensor the 1-layer model has, from the checkpoint
@@ -242,14 +243,14 @@ class LazyModel:
     def _model_made_buffers(self, one: Any, probed: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Buffers the model registers on its layers, which a layer built alone lacks (Falcon-H1's mup_vector, made
         from the config): taken from a real one-layer model, once; empty (and nothing built) for other families."""
-        from transformers import AutoModelForCausalLM
+        from hyperclone.grow.verify import causal_lm_auto
 
         with torch.device("meta"):
             alone = {name for name, _ in self._new_layer(one, 0).named_buffers()}
         extra = {name for name, _ in probed.named_buffers()} - alone
         if not extra:
             return {}
-        real = AutoModelForCausalLM.from_config(one, dtype=torch.float32)
+        real = causal_lm_auto(one).from_config(one, dtype=torch.float32)
         first = _find_layers(real)[2][0]
         return {name: buffer.clone() for name, buffer in first.named_buffers() if name in extra}
 

@@ -85,6 +85,8 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   output_vocab     an output projection's rows where it is pruned to fewer than the vocabulary (Apertus 1.5's
                    output_vocab_size; the vocabulary where the config leaves it null): kept
   adapter_rank     the rank of per-layer LoRA adapters on a shared block's linear layers (Zamba2's adapter_rank): kept
+  decay_block      the tokens of one block of lightning attention (MiniMax's block_size): the axes of the decay tables
+                   its layers store as buffers (slope_rate, query_decay, key_decay, diagonal_decay), kept with the heads
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
                    its lm_head has vocab_size): kept
@@ -219,7 +221,22 @@ config class derives head_dim = k x hidden / heads whatever config.json says (Za
 concatenation of the residual stream and the embeddings: k = 2): a target whose heads x head_dim is not k x hidden
 is refused in one line. ``untie_refused``: a reason why a tied source cannot be grown with --tie untie (Zamba2's
 tie_word_embeddings also ties the shared blocks of its hybrid layers, which a checkpoint then holds once): refused in
-one line.
+one line. ``hidden_fixed``: a reason why the hidden size cannot grow at all (XGLM adds sinusoidal positions whose
+frequencies the config class derives from d_model: a wider model's are other functions of the position, not copies
+of the source's): a target with another hidden size is refused in one line with it; the MLP width and the depth grow.
+``head_halves``: true where the attention pairs the two halves of its heads (DiffLlama's differential attention: query
+head p and head p + heads / 2 give two softmax maps whose outputs are subtracted, weighted by a learned lambda, over
+the first half of the KV heads' values beside the second half, and a weightless RMSNorm over each pair's 2 x head_dim
+outputs): each half of the query heads and of the KV heads grows on its own by the GQA maps, so every new pair copies
+a source pair whole, and the ``attn`` axis (o_proj's input) is one block of 2 x head_dim per pair; head counts that
+are not even are refused in one line.
+``layer_index_dependent``: how the family's layers compute with their own index, which depth growth must then
+keep for every source layer (DiffLlama's lambda_init = 0.8 - 0.6 exp(-0.3 x layer index)): identity blocks may only
+follow the last source layer; any other position, and --depth-mode stack, is refused in one line with this reason.
+``heads_kept``: why the family's attention heads cannot grow (MiniMax's lightning attention computes each head's
+decay rate from its index among the head count): the heads and KV heads keep their counts at any width (head_dim is
+kept as the table's rope and head_dim slot say), and a target that asks for others is refused in one line with this
+reason; the config's head_dim is written, so a hidden size / heads default cannot change it.
 ``layer_strings``: config keys holding one character per layer (GLM-5's index_topk_pattern "FSSF..."): depth growth
 writes the grown layers' characters, as it does for per-layer lists. ``schedule_keys``: config keys from which the
 config class derives a per-layer list by a period and an offset (GLM-5's index_topk_freq, index_skip_topk_offset):
@@ -273,7 +290,7 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
               "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
-              "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank")
+              "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank", "decay_block")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -281,13 +298,13 @@ CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "voc
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
                 "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab",
-                "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank")
+                "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank", "decay_block")
 # latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary,
 # zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n),
-# LoRA adapters' rank (Zamba2): kept
+# LoRA adapters' rank (Zamba2), lightning attention's block of tokens (MiniMax): kept
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
                 "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs",
-                "laurel_rank", "adapter_rank")
+                "laurel_rank", "adapter_rank", "decay_block")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -306,7 +323,10 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "config_aliases", "multi_token_prediction", "vocab_offset", "unscaled_attention", "layer_runs",
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
                "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys",
-               "ffn_whole_copies", "identity_kind", "head_dim_from_hidden", "untie_refused"}
+               "ffn_whole_copies", "identity_kind", "head_dim_from_hidden", "untie_refused", "hidden_fixed",
+               "head_halves", "layer_index_dependent", "heads_kept"}
+# family keys whose value is a reason (text) a growth is refused with, see the module doc
+REASON_KEYS = ("untie_refused", "hidden_fixed", "layer_index_dependent", "heads_kept")
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
                      {"key", "unless", "when"}, {"key", "contains"})
 
@@ -492,6 +512,10 @@ class Family:
     identity_kind: str | None = None  # the layer kind every identity block copies (Zamba2: mamba), see the doc
     head_dim_from_hidden: int | None = None  # k: the config class derives head_dim = k x hidden / heads (Zamba2: 2)
     untie_refused: str | None = None  # why a tied source cannot be untied exactly (Zamba2), see the module doc
+    hidden_fixed: str | None = None  # why the hidden size cannot grow at all (XGLM's sinusoids), see the module doc
+    head_halves: bool = False  # differential attention: heads p and p + heads / 2 form a pair (DiffLlama), see doc
+    layer_index_dependent: str | None = None  # how a layer computes with its own index: no source layer may move
+    heads_kept: str | None = None  # why the heads and KV heads cannot grow (MiniMax's decay rates): kept at any width
 
     def for_config(self, config: Any) -> Family:
         """The family as a config's model computes it: RMSNorms where the table's rmsnorm_key is set, only the
@@ -659,17 +683,21 @@ def _parse_keys(name: str, field: str, raw: Any) -> tuple[str, ...]:
 
 
 def _parse_derived_layout(name: str, raw: dict) -> dict[str, Any]:
-    """identity_kind (one of the table's layer kinds), head_dim_from_hidden (a positive integer) and untie_refused (a
-    reason), see the module doc."""
-    kind, factor, untie = raw.get("identity_kind"), raw.get("head_dim_from_hidden"), raw.get("untie_refused")
-    if untie is not None and not (isinstance(untie, str) and untie):
-        raise ValueError(f"family {name}: untie_refused is a reason (text)")
+    """identity_kind (one of the table's layer kinds), head_dim_from_hidden (a positive integer), head_halves (true or
+    false) and the reasons untie_refused, hidden_fixed, layer_index_dependent and heads_kept, see the module doc."""
+    kind, factor, halves = raw.get("identity_kind"), raw.get("head_dim_from_hidden"), raw.get("head_halves", False)
+    reasons = {key: raw.get(key) for key in REASON_KEYS}
+    for key, reason in reasons.items():
+        if reason is not None and not (isinstance(reason, str) and reason):
+            raise ValueError(f"family {name}: {key} is a reason (text)")
     kinds = raw.get("layer_kinds", {}).get("values", {}).values()
     if kind is not None and kind not in kinds:
         raise ValueError(f"family {name}: identity_kind must be one of the kinds its layer_kinds values name")
     if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int) or factor < 1):
         raise ValueError(f"family {name}: head_dim_from_hidden is a positive integer")
-    return {"identity_kind": kind, "head_dim_from_hidden": factor, "untie_refused": untie}
+    if not isinstance(halves, bool) or (halves and "heads" not in raw.get("config", {})):
+        raise ValueError(f"family {name}: head_halves is true or false, true only in a table with attention")
+    return {"identity_kind": kind, "head_dim_from_hidden": factor, "head_halves": halves, **reasons}
 
 
 def _parse_identity_copies(name: str, raw: Any) -> tuple[str, Any] | None:
