@@ -975,6 +975,17 @@ def test_mistral4_fused_experts_routing_and_out_of_core(tmp_path):
     assert_out_of_core_catches(src, out, "model.layers.2.self_attn.kv_b_proj.weight", 3, REL_TOL)
 
 
+def test_mistral4_without_query_lora(tmp_path):
+    """Mistral 4's config allows q_lora_rank null (a plain q_proj, as DeepSeek-V2-Lite): it grows exactly x2 with the
+    MLP and experts x2, and with a new layer."""
+    src = make_tiny("mistral4", tmp_path / "src", q_lora_rank=None)
+    with safe_open(src / "model.safetensors", "pt") as stored:
+        assert "model.layers.0.self_attn.q_proj.weight" in stored.keys()
+    out = grow(src, tmp_path / "out", width=2, ffn=2, layers=4)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+
+
 def test_bitnet_sub_norms_need_whole_copies(tmp_path):
     """BitNet without a quantization_config (its bf16 master weights) runs plain nn.Linear layers: transformers
     quantizes nothing, and growth keeps that function. Its attn_sub_norm (over every query head's output) and

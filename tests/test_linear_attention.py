@@ -359,3 +359,25 @@ def test_minimax_grows_hidden_and_experts_with_its_heads_kept(tmp_path):
             grow(src, tmp_path / "refused", **options)
         assert "\n" not in str(err.value)
         assert not (tmp_path / "refused").exists()
+
+
+def test_minimax_explicit_head_dim_and_unstored_decay_tables(tmp_path):
+    """MiniMax-Text-01 states head_dim (128 beside 6144 / 64 = 96): a tiny model whose heads x head_dim (6 x 16) is
+    not its hidden size grows exactly with head_dim kept and written. Its decay tables are buffers the model class
+    computes again from the config (heads and layer count, both kept): a checkpoint without them grows exactly and
+    the grown one holds none either."""
+    from safetensors.torch import save_file
+
+    src = make_tiny("minimax", tmp_path / "src", head_dim=16)
+    out = grow(src, tmp_path / "out", width=2, ffn=2)
+    assert_same_function(src, out)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["head_dim"]) == (96, 6, 16)
+    stored = load_file(src / "model.safetensors")
+    tables = ("slope_rate", "query_decay", "key_decay", "diagonal_decay")
+    save_file({k: v for k, v in stored.items() if not k.endswith(tables)}, src / "model.safetensors",
+              metadata={"format": "pt"})
+    out = grow(src, tmp_path / "bare", width=2)
+    assert_same_function(src, out)
+    assert not [k for k in load_file(out / "model.safetensors") if k.endswith(tables)]
+

@@ -679,6 +679,20 @@ def test_paligemma2_gemma2_text(tmp_path):
     assert ((a - b).abs().max() / a.abs().max()).item() <= REL_TOL
 
 
+def test_mistral_small4_release_through_mistral3(tmp_path):
+    """Mistral Small 4's release is Mistral 3's image-text class around a mistral4 language model (latent attention,
+    fused experts): the wrapper grows the text model by its own table, exact on text and on images."""
+    text = dict(TINY_CONFIGS["mistral4"], model_type="mistral4", vocab_size=VOCAB, max_position_embeddings=64)
+    src = make_tiny_multimodal("mistral3", tmp_path / "src", text_config=text)
+    out = grow(src, tmp_path / "out", width=2, ffn=2)
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["model_type"] == "mistral4" and config["text_config"]["hidden_size"] == 96
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    result = compare_models(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(source, grown, "mistral3") <= REL_TOL
+
+
 def test_glm4v_vision_width_is_the_language_models(tmp_path):
     """GLM-4.1V's vision tower reads vision_config.out_hidden_size, the language model's hidden size, as the width of
     its blocks' MLPs, of its downsampling convolution and of its merger (proj, a LayerNorm, the SwiGLU's input): they

@@ -581,9 +581,10 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
         raise HyperCloneError(f"head_dim cannot grow exactly: {family.model_type} scores attention without the "
                               "1/sqrt(head_dim) scale; grow the number of heads instead")
     try:
-        if family.head_halves:
+        if family.head_halves:  # each half by the GQA maps: the same coverage rule, checked once per half
             halved_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
-        gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
+        else:
+            gqa_head_maps(dims.heads, dims.kv_heads, grown.heads, grown.kv_heads)
         if dims.global_kv_heads is not None:
             gqa_head_maps(dims.heads, dims.global_kv_heads, grown.heads, grown.global_kv_heads)
     except ValueError as exc:
@@ -1260,8 +1261,10 @@ def _plan_layers(family: Family, config: Any, dims: Dims, grown: Dims, spec: Gro
 def refuse_moved_layers(family: Family, layers: list[tuple[int, bool]]) -> None:
     """Where a layer computes with its own index (the family's layer_index_dependent), every source layer must keep
     its index: new layers may only follow the last one (identity blocks), never come before a source layer."""
+    if not family.layer_index_dependent:
+        return
     moved = [(g, src) for g, (src, identity) in enumerate(layers) if not identity and src != g]
-    if family.layer_index_dependent and moved:
+    if moved:
         last = max(src for src, _ in layers)
         raise HyperCloneError(f"{family.model_type}: source layer {moved[0][1]} would become layer {moved[0][0]}, and "
                               f"{family.layer_index_dependent}; add identity blocks after the last layer only "

@@ -94,7 +94,7 @@ def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32):
         multimodal = raw.get("model_type") in WRAPPERS
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raw, multimodal = {}, False  # transformers says what is wrong with it below
-    auto = AutoModelForImageTextToText if multimodal else causal_lm_auto(raw if isinstance(raw, dict) else {})
+    auto = AutoModelForImageTextToText if multimodal else causal_lm_auto(raw)
     try:
         model = auto.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
