@@ -11,10 +11,12 @@ Arms run `jobs` at a time in separate processes (each with the caller's OMP_NUM_
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,6 +26,7 @@ from hyperclone.baselines.msg.layout import RAMP_FRAC
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
+from hyperclone.common.ownership import exit_with_parent, folder_lock
 from hyperclone.experiments import setup, sweep_report
 from hyperclone.experiments.folder import ExperimentDir
 from hyperclone.experiments.presets import Preset
@@ -201,7 +204,8 @@ def _train_jobs(todo: list[tuple[TrainConfig, dict[str, Any] | None]], jobs: int
     """Train the runs, `jobs` processes at a time; a failed run is reported at once and the others go on."""
     if jobs > 1 and len(todo) > 1:
         failed = []
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:  # a killed sweep leaves no worker training
             futures = {pool.submit(_run, job): job[0].out.name for job in todo}  # run in this order
             for i, done in enumerate(as_completed(futures), 1):
                 try:
@@ -228,6 +232,14 @@ def run_sweep(preset: Preset, sweep: Sweep, out: str | Path, data: list[Path] | 
     sweep_report.collect (the budget ladder reports unfinished runs as pending); train_runs=False writes the
     report from the runs that exist, training nothing. progress: progress bars while training (one job at a time).
     Every study trains its arms here: the preset experiment (hyperclone.experiments.runner) is a sweep of its arms."""
+    with folder_lock(Path(out), "experiment") if train_runs else nullcontext():  # one sweep per folder
+        return _sweep(preset, sweep, Path(out), data, jobs, command, writer, kind, collect, train_runs, progress)
+
+
+def _sweep(preset: Preset, sweep: Sweep, out: Path, data: list[Path] | None, jobs: int, command: str | None,
+           writer: Callable[[dict[str, Any], Path], Path], kind: str, collect: Callable[..., dict[str, Any]] | None,
+           train_runs: bool, progress: bool) -> dict[str, Any]:
+    """run_sweep's work, in the folder's lock where it trains."""
     out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None

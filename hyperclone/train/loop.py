@@ -1,17 +1,13 @@
 """Pre-training loop for any causal-LM or image-text checkpoint folder on local text (train/model_class.py).
 
-One process, or several under ``torchrun`` / ``accelerate launch`` (both set RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR/PORT). We use torch.distributed + DistributedDataParallel directly
-rather than accelerate's Accelerator: the loop needs exact control over which process sees
-which sample, over gradient synchronisation during accumulation and over every RNG state, so
-that a resumed run is bit-identical to an uninterrupted one; DDP gives that with no extra
-layer, and since accelerate's launcher sets the same environment variables the command works
-under either launcher.
-
-Recipe: AdamW (no weight decay on 1-D params), global-norm gradient clipping, linear warmup
-then cosine or WSD (warmup-stable-decay) learning rate, bf16 autocast on GPUs that support it
-(fp32 master weights; CPUs train in fp32 by default because bf16 matmuls are rarely faster
-there). Intervals (warmup, eval, save, log) are counted in optimizer steps.
+One process, or several under ``torchrun`` / ``accelerate launch`` (both set RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR/PORT). We use torch.distributed + DistributedDataParallel directly rather than accelerate's Accelerator:
+the loop needs exact control over which process sees which sample, over gradient synchronisation during
+accumulation and over every RNG state, so that a resumed run is bit-identical to an uninterrupted one; DDP gives
+that with no extra layer, and accelerate's launcher sets the same environment variables. One writer per run folder.
+Recipe: AdamW (no weight decay on 1-D params), global-norm gradient clipping, linear warmup then cosine or WSD
+(warmup-stable-decay) learning rate, bf16 autocast on GPUs that support it (fp32 master weights; CPUs train in fp32
+by default because bf16 matmuls are rarely faster there). Intervals (warmup, eval, save, log) are in optimizer steps.
 """
 
 from __future__ import annotations
@@ -31,6 +27,7 @@ from hyperclone.common.copies import read_copies
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.common.files import MOMENTS_FILE
 from hyperclone.common.outputs import write_text_atomic
+from hyperclone.common.ownership import hold, release
 from hyperclone.train import asymmetric, grown, parallel
 from hyperclone.train import state as ts
 from hyperclone.train.config import TrainConfig, TrainResult, load_step_hook, validate
@@ -59,6 +56,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     except BaseException:
         procs.close()
         raise
+    finally:
+        release(Path(cfg.out))  # the folder's lock (Run takes it): a second process training it is refused
     procs.close(clean=True)
     return result
 
@@ -77,6 +76,7 @@ class Run:
                                   "new --out")
         if procs.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            hold(self.out, "training run")  # released by train() however the run ends
         data = procs.on_main(lambda: load_corpus(cfg.data, self.tokenizer, cfg.cache_dir, cfg.text_field))
         self.data: TokenData = data if procs.main else load_corpus(cfg.data, self.tokenizer, cfg.cache_dir,
                                                                     cfg.text_field, build=False)
