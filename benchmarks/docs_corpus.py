@@ -28,6 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from hyperclone.common.outputs import write_text_atomic
+from hyperclone.experiments.corpora import add_unseen
 
 # per package, the suffix of its documents (one form each: git-doc ships every page as .txt and as .html, the
 # Python docs as .rst.txt sources and rendered .html) and a file name that holds no document of its own (the Debian
@@ -145,14 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         seen: set[bytes] = set()
         docs, per_package = [], {}
         for package in packages:
-            kept = count = 0
-            for _, text in documents(workdir / package, *PACKAGES[package]):
-                digest = hashlib.sha1(text.encode()).digest()
-                if digest not in seen:
-                    seen.add(digest)
-                    docs.append(text)
-                    kept += len(text.encode())
-                    count += 1
+            texts = (text for _, text in documents(workdir / package, *PACKAGES[package]))
+            count, kept = add_unseen(texts, seen, docs)
             if count == 0:
                 print(f"docs_corpus: {package} holds no {PACKAGES[package][0]} document; its layout changed",
                       file=sys.stderr)

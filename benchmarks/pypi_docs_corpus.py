@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 from hyperclone.common.outputs import write_bytes_atomic, write_text_atomic
+from hyperclone.experiments.corpora import add_unseen
 
 INDEX = "https://pypi.org/simple/"
 # (project, sdist filename, sha256 of that file as PyPI lists it)
@@ -116,14 +117,7 @@ def build(cache: Path | None) -> tuple[list[str], dict]:
     seen: set[bytes] = set()
     docs, per_sdist = [], {}
     for project, filename, sha256 in SDISTS:
-        kept = count = 0
-        for text in documents(fetch(project, filename, sha256, cache)):
-            digest = hashlib.sha1(text.encode()).digest()
-            if digest not in seen:
-                seen.add(digest)
-                docs.append(text)
-                kept += len(text.encode())
-                count += 1
+        count, kept = add_unseen(documents(fetch(project, filename, sha256, cache)), seen, docs)
         if count == 0:
             raise FetchError(f"{filename} holds no document under {' or '.join(DOC_FOLDERS)}/")
         per_sdist[filename] = {"sha256": sha256, "documents": count, "bytes": kept}

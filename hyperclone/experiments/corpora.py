@@ -54,6 +54,20 @@ def _unique_texts(files: Iterable[Path]) -> Iterator[str]:
             continue
 
 
+def add_unseen(texts: Iterable[str], seen: set[bytes], docs: list[str]) -> tuple[int, int]:
+    """Append to `docs` each text whose sha1 is not in `seen` (recording it there): exact duplicates across packages
+    dropped; returns how many texts were added and their UTF-8 bytes (benchmarks/docs_corpus.py and
+    pypi_docs_corpus.py tally each package's share with it)."""
+    count = size = 0
+    for text in texts:
+        digest = hashlib.sha1(text.encode()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            docs.append(text)
+            count, size = count + 1, size + len(text.encode())
+    return count, size
+
+
 def write_corpus(dest: Path, docs: Iterable[str], description: str, max_bytes: int) -> dict[str, Any]:
     """Write up to max_bytes of the non-empty documents to dest (jsonl, renamed into place) and describe them (with
     the sha256 of the file written, so a corpus rebuilt later is known to be the same or not)."""
