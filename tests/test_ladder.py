@@ -326,6 +326,46 @@ def test_committed_ladder_reports_regenerate_from_the_committed_runs(tmp_path, r
     assert body(out / report) == body(root / "results" / "cpu-ladder" / report)
 
 
+def test_the_committed_prose_report_regenerates_without_its_corpus(tmp_path):
+    """results/prose-pypi (a sweep trained with --data PYPI_DOCS.jsonl) regenerates with --report-only from the
+    committed runs alone: the report reads the corpus description the runs recorded, so neither the corpus file nor
+    the path it had is needed (a training run still compares --data's path with the stored one)."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from hyperclone.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "prose-pypi"
+    shutil.copytree(root / "results" / "prose-pypi", out)
+    result = CliRunner().invoke(app, ["experiment", "--sweep", str(root / "sweeps" / "prose-pypi.yaml"), "--out",
+                                      str(out), "--report-only"])
+    assert result.exit_code == 0, result.output
+
+    def body(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines()
+                if not line.startswith(("date: ", "command: ", "machine: "))]
+
+    assert body(out / "prose-pypi.md") == body(root / "results" / "prose-pypi" / "prose-pypi.md")
+
+
+def test_settings_compare_data_when_training_and_the_preset_alone_for_a_report(tmp_path):
+    """experiments.setup.check_settings: a folder keeps the settings it was made with; training again with another
+    --data path is refused, a report (keys=("preset",)) compares the preset only, and another preset is refused."""
+    from hyperclone.common.errors import HyperCloneError
+    from hyperclone.experiments.setup import check_settings
+
+    check_settings(tmp_path, {"preset": {"name": "a"}, "data": ["/x/docs.jsonl"]})
+    check_settings(tmp_path, {"preset": {"name": "a"}, "data": ["/x/docs.jsonl"]})
+    check_settings(tmp_path, {"preset": {"name": "a"}, "data": None}, keys=("preset",))
+    for settings, keys in (({"preset": {"name": "a"}, "data": ["/y/docs.jsonl"]}, None),
+                           ({"preset": {"name": "b"}, "data": ["/x/docs.jsonl"]}, ("preset",))):
+        with pytest.raises(HyperCloneError, match="holds an experiment with other settings"):
+            check_settings(tmp_path, settings, keys=keys)
+
+
 def test_report_only_on_a_folder_without_model_configs_is_refused_in_one_line(tmp_path, capsys):
     """--report-only builds nothing: a folder that lacks what the report reads (the corpus's description, the
     models' configs) is refused in one line, and nothing is written into it."""

@@ -142,12 +142,15 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {dev}, torch {torch.__version__}"
 
 
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
+def check_settings(out: Path, settings: dict[str, Any], keys: tuple[str, ...] | None = None) -> None:
+    """Refuse an experiment folder whose stored settings differ from these (on `keys` only, where given), or store
+    them in a new one."""
     path = ExperimentDir(out).settings
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if path.exists():
         old = json.loads(path.read_text())
-        if old != settings:
+        compared = keys if keys is not None else set(old) | set(settings)
+        if any(old.get(k) != settings.get(k) for k in compared):
             raise HyperCloneError(f"{out} holds an experiment with other settings (preset or --data); "
                                   "use a new --out or delete it")
     else:

@@ -245,7 +245,9 @@ def _sweep(preset: Preset, sweep: Sweep, out: Path, data: list[Path] | None, job
     data = [Path(p).resolve() for p in data] if data else None
     if not train_runs:  # a report reads runs and model configs, builds nothing (a committed snapshot will do)
         _check_reportable(preset, sweep, out)
-    setup.check_settings(out, {"preset": preset.as_dict(), "data": [str(p) for p in data] if data else None})
+    # a report reads the corpus the runs recorded (corpus/corpus.json): only the preset must match, not --data's path
+    setup.check_settings(out, {"preset": preset.as_dict(), "data": [str(p) for p in data] if data else None},
+                         keys=None if train_runs else ("preset",))
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
