@@ -240,7 +240,6 @@ def _sweep(preset: Preset, sweep: Sweep, out: Path, data: list[Path] | None, job
            writer: Callable[[dict[str, Any], Path], Path], kind: str, collect: Callable[..., dict[str, Any]] | None,
            train_runs: bool, progress: bool) -> dict[str, Any]:
     """run_sweep's work, in the folder's lock where it trains."""
-    out = Path(out)
     t0 = time.perf_counter()
     data = [Path(p).resolve() for p in data] if data else None
     if not train_runs:  # a report reads runs and model configs, builds nothing (a committed snapshot will do)
