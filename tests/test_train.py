@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +112,22 @@ def test_resume_after_stop_matches_uninterrupted_run(setup, reference, tmp_path)
     assert result.steps == STEPS
     a, b = weights(ref.final), weights(result.final)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert comparable(read_metrics(cfg.out)) == comparable(read_metrics(ref_cfg.out))
+
+
+def test_resume_on_a_rebuilt_corpus_matches_uninterrupted_run(setup, reference, tmp_path):
+    """Another machine: the corpus rebuilt byte for byte at another path (so another mtime) and tokenized into
+    another cache folder; the checkpoint's data_sha256 recognises the same token stream, and resume is exact."""
+    ref_cfg, ref = reference
+    cfg = base_config(setup, tmp_path / "run")
+    train(replace(cfg, stop_after=27))
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(setup[1], rebuilt)  # copytree gives the files new mtimes
+    result = train(replace(cfg, resume=True, data=[rebuilt], cache_dir=tmp_path / "other-cache"))
+    assert Path(json.loads((ref.final / "trainer_state.json").read_text())["data_cache"]).name != \
+        Path(json.loads((result.final / "trainer_state.json").read_text())["data_cache"]).name
+    a, b = weights(ref.final), weights(result.final)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert comparable(read_metrics(cfg.out)) == comparable(read_metrics(ref_cfg.out))
 
 

@@ -136,6 +136,7 @@ class TokenData:
     cached: bool  # True when the stream came from the cache rather than being tokenized now
     val_start: int = 0
     max_id: int | None = None  # the largest token id in the stream (meta.json; None for caches written before it)
+    sha256: str | None = None  # of tokens.bin (meta.json; None for caches written before it): the stream's identity
 
     def largest_id(self) -> int:
         """The largest token id in the stream (read once from the stream where meta.json does not say)."""
@@ -239,7 +240,8 @@ def open_tokens(folder: Path, cached: bool, verify: bool = True) -> TokenData:
         raise HyperCloneError(f"{path} changed after it was written (its sha256 is not the one in meta.json); "
                               f"delete {folder} to tokenize again")
     mm = np.memmap(folder / "tokens.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
-    return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached, max_id=meta.get("max_id"))
+    return TokenData(folder=folder, tokens=mm, n_docs=meta["n_docs"], cached=cached, max_id=meta.get("max_id"),
+                     sha256=meta.get("sha256"))
 
 
 def file_sha256(path: Path, block: int = 1 << 24) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.train import state as ts
 from hyperclone.train.config import TrainConfig
 from hyperclone.train.model_class import auto_class
+
+if TYPE_CHECKING:
+    from hyperclone.train.data import TokenData
 
 
 def check_model_dir(path: Path):
@@ -98,8 +101,11 @@ def check_model(cfg: TrainConfig, model_dir: Path):
     return config, tokenizer
 
 
-def resume_state(cfg: TrainConfig, start_ckpt: Path | None, data_folder: Path, total: int) -> dict[str, Any]:
-    """Step, tokens and elapsed time to start from: zeros, or the checkpoint's (checked against the recipe)."""
+def resume_state(cfg: TrainConfig, start_ckpt: Path | None, data: TokenData, total: int) -> dict[str, Any]:
+    """Step, tokens and elapsed time to start from: zeros, or the checkpoint's (checked against the recipe and the
+    data). The data must be the same token stream: the same sha256 where the checkpoint and the cache both record
+    one, so a run resumes on another machine from a corpus rebuilt byte for byte (whose cache folder is named after
+    its path and mtime, so differs), else the same cache folder (checkpoints written before the digest)."""
     if start_ckpt is None:
         return {"step": 0, "tokens": 0, "elapsed_s": 0.0}
     state = ts.read_state(start_ckpt)
@@ -110,6 +116,7 @@ def resume_state(cfg: TrainConfig, start_ckpt: Path | None, data_folder: Path, t
     if state.get("strategy", "ddp") != cfg.strategy:
         raise HyperCloneError(f"cannot resume {cfg.out}: its checkpoints were written with --strategy "
                               f"{state.get('strategy', 'ddp')}, not {cfg.strategy}")
-    if Path(state["data_cache"]).name != data_folder.name:
+    if (state["data_sha256"] != data.sha256 if state.get("data_sha256") and data.sha256
+            else Path(state["data_cache"]).name != data.folder.name):
         raise HyperCloneError(f"cannot resume {cfg.out}: the data (or the tokenizer) changed since the checkpoint")
     return state

@@ -90,7 +90,7 @@ class Run:
                                   f"batch needs {self.layout.global_seqs}")
         self.n_val = val_windows(self.data.val, cfg.seq_len, cfg.eval_tokens)
         torch.manual_seed(cfg.seed)
-        state = resume_state(cfg, self.start_ckpt, self.data.folder, self.layout.total)
+        state = resume_state(cfg, self.start_ckpt, self.data, self.layout.total)
         self.step, self.tokens, self.elapsed0 = int(state["step"]), int(state["tokens"]), float(state["elapsed_s"])
         self.session_start = time.perf_counter()
         self.last_good = self.start_ckpt
@@ -189,7 +189,7 @@ class Run:
         if procs.main:
             st = {"step": self.step, "tokens": self.tokens, "elapsed_s": self.elapsed(), "total_steps": total,
                   "world_size": procs.world, "strategy": self.cfg.strategy, "data_cache": str(self.data.folder),
-                  "base_model": str(self.model_dir), "recipe": self.cfg.recipe()}
+                  "base_model": str(self.model_dir), "recipe": self.cfg.recipe(), "data_sha256": self.data.sha256}
             if not resumable and self.cfg.save_moments:  # before the state file, which marks the folder complete
                 torch.save(optimizer_moments(self.model, self.optimizer), tmp / MOMENTS_FILE)
             if full is not None:
