@@ -168,6 +168,8 @@ def reachable_target(family: str) -> dict:
         return dict(hidden_size=72, heads=6, kv_heads=3, ffn_size=160)
     if family == "minimax":  # its heads are kept (lightning attention's decay rates): the hidden size and experts grow
         return dict(hidden_size=72, ffn_size=36)
+    if family == "deepseek_v4":  # one KV head; 2 output groups of 3 heads -> 3 (one copied twice); experts 24 -> 36
+        return dict(hidden_size=72, heads=9, ffn_size=36)
     if family == "diffllama":  # differential attention: each half of the heads (4 over 2 KV heads) grows to 6 over 3
         return dict(hidden_size=72, heads=12, kv_heads=6, ffn_size=100)
     if family.startswith("gemma"):
@@ -222,8 +224,9 @@ TARGET_CASES = {
     "combined-noisy": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="noisy", noise_db=0.0),
     "combined-diagonal": lambda f, layers: dict(reachable_target(f), layers=layers + 1, mode="diagonal"),
 }
-# families that refuse every depth growth (test_gemma3n_refusals): their combined cases grow the width only
-WIDTH_ONLY = ("gemma3n_text", "minimax")
+# families that refuse every depth growth (test_gemma3n_refusals, test_deepseek_v4_*): their combined cases grow the
+# width only
+WIDTH_ONLY = ("gemma3n_text", "minimax", "deepseek_v4")
 TARGET_MATRIX = [(family, case, tied) for f, family in enumerate(FAMILIES) for c, case in enumerate(TARGET_CASES)
                  for tied in rotated([False, True], f, c, lambda t, fam=family: not (fam in UNTIED_ONLY and t))
                  if not (family in TIED_KEEP_REFUSED and tied and not case.startswith("depth"))
@@ -553,9 +556,11 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
         before = source(tokens, output_router_logits=True).router_logits
         after = grown(tokens, output_router_logits=True).router_logits
     top_k = getattr(source.config, "num_experts_per_tok", None) or source.config.top_k_experts  # Gemma 4's name
-    # (JetMoE routes twice a layer: its attention experts, self_attention.experts, and its MLP experts, mlp)
+    # (JetMoE routes twice a layer: its attention experts, self_attention.experts, and its MLP experts, mlp;
+    # DeepSeek-V4's hash layers record no router logits: a fixed table chooses their experts, test_deepseek_v4_*)
     routed = sum(name.endswith(".experts") or type(module).__name__ == "JetMoeMoE"
                  for name, module in source.named_modules())
+    routed -= sum(type(module).__name__ == "DeepseekV4HashRouter" for module in source.modules())
     assert len(before) == len(after) == routed and top_k == 2  # DeepSeek and GLM's dense layers have no router
     for a, b in zip(before, after, strict=True):
         assert a.shape == b.shape == (48, 4)
@@ -973,6 +978,128 @@ def test_mistral4_fused_experts_routing_and_out_of_core(tmp_path):
         assert grown.get_slice("model.layers.1.mlp.experts.gate_up_proj").get_shape() == [4, 2 * 72, 96]
         assert grown.get_slice("model.layers.1.mlp.experts.down_proj").get_shape() == [4, 96, 72]
     assert_out_of_core_catches(src, out, "model.layers.2.self_attn.kv_b_proj.weight", 3, REL_TOL)
+
+
+def test_deepseek_v4_streams_groups_and_hash_routing(tmp_path):
+    """DeepSeek-V4 grown x2 (symmetric, so every tensor can be written out by hand): the hyper-connections' mixing
+    projections read each of the 3 streams' grown block divided among its copies (their pre, post and comb weights are
+    the source's), the query heads are copied in tile order so the 4 grown output groups copy the 2 source groups
+    whole (o_a_proj's rows copied, o_b_proj halved), the one KV head, the compressors, the indexer and the hash table
+    (int64, also under --perturb) are kept; the hash layer's experts are the table's; out-of-core verify runs it block
+    by block and catches a 5% error in one grown tensor."""
+    from safetensors.torch import load_file
+
+    src = make_tiny("deepseek_v4", tmp_path / "src")
+    source = load_causal_lm(src)
+    chosen = []
+    source.model.layers[0].mlp.experts.register_forward_hook(lambda module, args, out: chosen.append(args[1]))
+    tokens = torch.randint(0, 97, (2, 64), generator=torch.Generator().manual_seed(0))
+    source(tokens)
+    assert torch.equal(chosen[0], source.model.layers[0].mlp.gate.tid2eid[tokens.reshape(-1)])
+    out = grow(src, tmp_path / "out", width=2, mode="symmetric")
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["o_groups"], config["o_lora_rank"],
+            config["hc_mult"], config["num_key_value_heads"], config["head_dim"]) == (96, 12, 4, 12, 3, 1, 8)
+    before, after = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    attn = "model.layers.1.attn."
+    assert torch.equal(after[attn + "wo_a.weight"], torch.cat([before[attn + "wo_a.weight"]] * 2))
+    assert torch.equal(after[attn + "wo_b.weight"], torch.cat([before[attn + "wo_b.weight"]] * 2, 1).repeat(2, 1) / 2)
+    assert torch.equal(after[attn + "wq_b.weight"], torch.cat([before[attn + "wq_b.weight"]] * 2))
+    assert torch.equal(after[attn + "attn_sink"], before[attn + "attn_sink"].repeat(2))
+    for name in ("model.layers.1.hc_ffn_fn", "model.hc_head.hc_fn"):  # [mixing weights, 3 streams x hidden]
+        streams = before[name].split(48, 1)
+        assert torch.equal(after[name], torch.cat([torch.cat([b, b], 1) / 2 for b in streams], 1))
+    for name in (attn + "compressor.ape", attn + "indexer.wq_b.weight", "model.layers.1.hc_ffn_base",
+                 "model.layers.0.ffn.gate.tid2eid"):
+        assert torch.equal(after[name], before[name])
+    assert after["model.layers.0.ffn.gate.tid2eid"].dtype == torch.int64
+    perturbed = grow(src, tmp_path / "perturbed", width=2, perturb="mix:0.5")
+    assert torch.equal(load_file(perturbed / "model.safetensors")["model.layers.0.ffn.gate.tid2eid"],
+                       before["model.layers.0.ffn.gate.tid2eid"])
+    assert_out_of_core_catches(src, out, attn + "wo_a.weight", 3, REL_TOL)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(layers=4), "deepseek_v4 with num_hidden_layers=3 cannot grow in depth: its residual stream is hc_mult "
+                     "streams that every layer mixes"),
+    (dict(layers=6, depth_mode="stack"), "cannot grow in depth: its residual stream is hc_mult streams"),
+    (dict(hidden_size=96, heads=8), r"deepseek_v4's grouped output projection reads its heads in 2 groups of 3 "
+                                    r"\(o_groups\), which growth copies whole: 8 heads are not whole groups; give "
+                                    "--heads a multiple of 3"),
+    (dict(width=2, kv_heads=2), "deepseek_v4 has one KV head, which its config cannot make more"),
+    (dict(width=2, head_dim=16), "head_dim cannot grow exactly with rotary embeddings"),
+    (dict(width=1, experts=8), "--experts on a deepseek_v4 mixture of experts: splitting experts is not exact, as its "
+                               r"shared expert is as wide as each routed expert \(both moe_intermediate_size\)"),
+    (dict(to={"hidden_size": 96, "num_attention_heads": 12, "hc_mult": 4}),
+     "--to: the target's hc_mult is 4, the source's 3; growth keeps it"),
+    (dict(to={"hidden_size": 96, "num_attention_heads": 12, "o_groups": 2}),
+     "--to: the target's o_groups is 2; 12 heads in groups of 3, as growth copies the source's, make 4"),
+    (dict(renamed=("model.layers.0.attn.wq_a.weight", "model.layers.0.self_attn.q_a_proj.weight")),
+     r"deepseek_v4: model.layers.0.self_attn.q_a_proj.weight cannot be grown: transformers' in-memory names"),
+    (dict(renamed=("model.embed_tokens.weight", "embed.weight")),
+     r"deepseek_v4: embed.weight cannot be grown: the reference implementation's names without the model. prefix"),
+])
+def test_deepseek_v4_refusals(tmp_path, options, message):
+    """What DeepSeek-V4 cannot grow exactly is refused in one line, nothing written: depth (each layer mixes the
+    streams by a doubly-stochastic comb, never the identity: an inserted copy with its writers zeroed gave 1.9e-2
+    relative logit error), heads that are not whole output groups, more KV heads or a wider head_dim, split experts
+    (the shared expert reads the experts' width), a target that changes a kept width, and tensors under transformers'
+    in-memory names (the family describes what save_pretrained writes)."""
+    from safetensors.torch import load_file, save_file
+
+    src = make_tiny("deepseek_v4", tmp_path / "src")
+    if "to" in options:
+        target = {**json.loads((src / "config.json").read_text()), **options.pop("to")}
+        (tmp_path / "target.json").write_text(json.dumps(target))
+        options["to"] = tmp_path / "target.json"
+    if "renamed" in options:
+        old, new = options.pop("renamed")
+        tensors = load_file(src / "model.safetensors")
+        tensors[new] = tensors.pop(old)
+        save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HyperCloneError, match=message) as err:
+        grow(src, tmp_path / "out", **options)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_deepseek_v4_to_a_wider_target_and_uneven_groups(tmp_path):
+    """A --to target as DeepSeek-V4's releases scale (heads and o_groups together, heads per group, o_lora_rank and
+    head_dim kept; hidden 48 -> 80 uneven, experts 24 -> 40): the grown config states the target's sizes and the
+    groups its heads make; and 6 -> 9 heads in 3 groups, one source group copied twice, in bf16 and noisy mode."""
+    src = make_tiny("deepseek_v4", tmp_path / "src")
+    target = {**json.loads((src / "config.json").read_text()), "hidden_size": 80, "num_attention_heads": 12,
+              "o_groups": 4, "moe_intermediate_size": 40}
+    (tmp_path / "target.json").write_text(json.dumps(target))
+    out = grow(src, tmp_path / "out", to=tmp_path / "target.json", mode="uneven")
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["o_groups"],
+            config["moe_intermediate_size"]) == (80, 12, 4, 40)
+    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    half = make_tiny("deepseek_v4", tmp_path / "bf16", dtype=torch.bfloat16)
+    out = grow(half, tmp_path / "out9", hidden_size=96, heads=9, mode="noisy")
+    assert json.loads((out / "config.json").read_text())["o_groups"] == 3
+    result = compare_models(load_causal_lm(half), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+
+
+def test_deepseek_v4_bf16_release_keeps_its_float32_modules(tmp_path):
+    """A bf16 DeepSeek-V4 as transformers saves it keeps its hyper-connection weights, norms, sinks and gate biases in
+    float32 (_keep_in_fp32_modules_strict); growth keeps each tensor's dtype and the config's bfloat16, so
+    dtype="auto" loads the grown model in bf16 like its source (not all in float32, twice the memory), exactly."""
+    from transformers import AutoModelForCausalLM
+
+    src = make_tiny("deepseek_v4", tmp_path / "fp32")
+    AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).save_pretrained(tmp_path / "src")
+    with safe_open(tmp_path / "src" / "model.safetensors", "pt") as stored:
+        dtypes = {stored.get_slice(k).get_dtype() for k in stored.keys()}
+    assert {"BF16", "F32"} <= dtypes
+    out = grow(tmp_path / "src", tmp_path / "out", width=2, ffn=2)
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(tmp_path / "src" / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
+        assert all(a.get_slice(k).get_dtype() == b.get_slice(k).get_dtype() for k in a.keys())
+    result = compare_models(load_causal_lm(tmp_path / "src"), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
 
 
 def test_mistral4_without_query_lora(tmp_path):

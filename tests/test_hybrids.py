@@ -364,6 +364,36 @@ def test_periods_layer_kinds_read_and_write():
             parse_layer_kinds("test", raw)
 
 
+def test_lists_layer_kinds_read_and_write():
+    """DeepSeek-V4's encoding: two per-layer lists (attention kind, MLP kind), each translated by its own values; a
+    block's kind joins its parts ("csa/hash") and a rule naming a part holds in every block that has it. Written back
+    list by list in each list's own spelling; a malformed table fails when it loads."""
+    from types import SimpleNamespace
+
+    from hyperclone.grow.layer_kinds import has_part, parse_layer_kinds, read_layer_kinds, write_layer_kinds
+
+    spec = parse_layer_kinds("test", {"lists": [
+        {"list": "layer_types", "values": {"sliding_attention": "sliding", "compressed_sparse_attention": "csa"}},
+        {"list": "mlp_layer_types", "values": {"hash_moe": "hash", "moe": "moe"}}]})
+    config = SimpleNamespace(layer_types=["sliding_attention", "compressed_sparse_attention"] * 2,
+                             mlp_layer_types=["hash_moe", "hash_moe", "moe", "moe"])
+    kinds = read_layer_kinds(spec, config, 4)
+    assert kinds == ("sliding/hash", "csa/hash", "sliding/moe", "csa/moe") and spec.kinds == ("sliding", "csa",
+                                                                                              "hash", "moe")
+    assert has_part(kinds[1], ("csa",)) and has_part(kinds[1], ("hash",)) and not has_part(kinds[2], ("csa", "hash"))
+    assert write_layer_kinds(spec, config, kinds + kinds[1:2]) == {
+        "layer_types": [*config.layer_types, "compressed_sparse_attention"],
+        "mlp_layer_types": [*config.mlp_layer_types, "hash_moe"]}
+    with pytest.raises(HyperCloneError, match=r"config.json: mlp_layer_types: layer kind 'dense' is not described"):
+        read_layer_kinds(spec, SimpleNamespace(layer_types=config.layer_types, mlp_layer_types=["dense"] * 4), 4)
+    for raw in ({"lists": [{"list": "layer_types", "values": {"a": "x"}}]},  # one list: use "list"
+                {"lists": [{"list": "a", "values": {"a": "x"}}, {"list": "b", "values": {"b": "x"}}]},  # not distinct
+                {"lists": [{"list": "a", "values": {"a": "x/y"}}, {"list": "b", "values": {"b": "z"}}]},
+                {"lists": [{"list": "a", "values": {}}, {"list": "b", "values": {"b": "z"}}]}):
+        with pytest.raises(ValueError, match="layer_kinds lists"):
+            parse_layer_kinds("test", raw)
+
+
 def test_jamba_identity_blocks_take_the_kind_the_periods_say(tmp_path):
     """One identity block shifts every later block, which a period and an offset can rarely say; an identity block
     computes the identity whatever its kind, so each takes the kind (and a source block's weights of that kind) that

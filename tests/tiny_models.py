@@ -189,6 +189,24 @@ TINY_CONFIGS: dict[str, dict] = {
                          n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
                          norm_topk_prob=True, routed_scaling_factor=2.5, index_topk=8, index_head_dim=8,
                          index_n_heads=8),
+    # DeepSeek-V4: 3 residual streams mixed by hyper-connections (Sinkhorn-normalised comb) around every sub-layer and
+    # collapsed by hc_head before the final norm; one shared key-value head (MQA) with a weighted RMSNorm, queries
+    # through a q LoRA with a weightless RMSNorm per head, partial interleaved rope (4 of 8), attention sinks, a grouped
+    # output projection (2 groups of 3 heads, each to its own 12-wide latent); a sliding layer, a compressed sparse
+    # layer (KV pooled 4 tokens at a time in two overlapping series, and a lightning indexer keeping the top 2 pooled
+    # entries) and a heavily compressed one (8 tokens per entry), so the 64-token checks use every branch; YaRN on the
+    # compressed layers' rope; a hash-routed MoE first (a fixed random token -> experts table) then sqrt-softplus
+    # routing with a correction bias, renormalised and scaled, a shared expert as wide as each routed one, and the
+    # SwiGLU clamp at 1 (a quarter of the shared expert's gate pre-activations pass it)
+    "deepseek_v4": dict(hidden_size=48, moe_intermediate_size=24, num_attention_heads=6, head_dim=8,
+                        partial_rotary_factor=0.5, q_lora_rank=24, o_groups=2, o_lora_rank=12, hc_mult=3,
+                        num_hidden_layers=3, sliding_window=8, n_routed_experts=4, num_experts_per_tok=2,
+                        layer_types=["sliding_attention", "compressed_sparse_attention",
+                                     "heavily_compressed_attention"], mlp_layer_types=["hash_moe", "moe", "moe"],
+                        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 8},
+                        index_n_heads=2, index_head_dim=8, index_topk=2, swiglu_limit=1.0,
+                        rope_parameters=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16,
+                                             beta_fast=32.0, beta_slow=1.0)),
     # DeepSeek-V2(-Lite): no q LoRA (q_proj reads the residual), biased MLPs, softmax scores not renormalised,
     # group-limited greedy top-k
     "deepseek_v2": dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=24, num_attention_heads=6,
@@ -541,11 +559,11 @@ FALCON_7B = dict(new_decoder_architecture=False, multi_query=True, num_ln_in_par
                  bias=False)
 # Layouts of a family that its tiny model's defaults do not show, by name: (family, make_tiny overrides)
 TINY_VARIANTS: dict[str, tuple[str, dict]] = {"falcon-7b": ("falcon", FALCON_7B)}
-MOE_FAMILIES = ("afmoe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "exaone_moe",
-                "flex_olmo", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-                "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jetmoe", "llama4_text", "minimax", "minimax_m2",
-                "mistral4", "mixtral", "olmoe", "phimoe", "qwen2_moe", "qwen3_moe", "mellum", "solar_open",
-                "mimo_v2_flash")
+MOE_FAMILIES = ("afmoe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "ernie4_5_moe",
+                "exaone_moe", "flex_olmo", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt_oss", "granitemoe",
+                "granitemoe_swa", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jetmoe", "llama4_text", "minimax",
+                "minimax_m2", "mistral4", "mixtral", "olmoe", "phimoe", "qwen2_moe", "qwen3_moe", "mellum",
+                "solar_open", "mimo_v2_flash")
 # mixtures of experts kept out of MOE_FAMILIES, their expert splits tested in test_segment.py (MORE_SPLITS):
 # Cohere2-MoE's router kind is a config value (expert_selection_fn), LFM2-MoE renormalises with a + 1e-6, Gemma 4
 # scales the chosen experts by a per_expert_scale after renormalising
@@ -570,9 +588,9 @@ BIAS_SCALE = {"longcat_flash": 0.1}
 
 
 # buffers that checkpoints store (growth counts them among the grown parameters): router biases (DeepSeek's,
-# LFM2-MoE's), Gemma 4's layer_scalar, MiniMax's lightning-attention decay tables
+# LFM2-MoE's), Gemma 4's layer_scalar, MiniMax's lightning-attention decay tables, DeepSeek-V4's hash-routing tables
 STORED_BUFFERS = ("e_score_correction_bias", ".expert_bias", ".layer_scalar", ".slope_rate", ".query_decay",
-                  ".key_decay", ".diagonal_decay")
+                  ".key_decay", ".diagonal_decay", ".tid2eid")
 
 
 def stored_buffers(model: torch.nn.Module) -> int:
@@ -614,6 +632,10 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
             if name.endswith(("vision_tower.std_bias", "vision_tower.std_scale")):  # Gemma 4 standardises soft tokens
                 base = 1.0 if name.endswith("scale") else 0.0
                 buffer.copy_(base + 0.3 * torch.randn(buffer.shape, generator=gen))
+            if name.endswith(".tid2eid"):  # DeepSeek-V4's hash routing (zeros until a checkpoint loads): each token's
+                experts = model.config.get_text_config().n_routed_experts  # own random top-k experts
+                buffer.copy_(torch.stack([torch.randperm(experts, generator=gen)[:buffer.shape[1]]
+                                          for _ in range(buffer.shape[0])]))
 
 
 # Multimodal checkpoints (hyperclone.grow.wrapper): a tiny vision tower and projector around a tiny language model;

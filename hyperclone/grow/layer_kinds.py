@@ -26,9 +26,13 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
                                                        i % period == offset, else its outside kind (Jamba: a mixer,
                                                        attention or mamba, and an MLP, moe or dense); the block's kind
                                                        is its parts joined by "/" ("mamba/moe")
+  {"lists": [{"list": "layer_types", "values": {...}},
+             {"list": "mlp_layer_types", "values": {...}}]}  one entry per layer in each list, translated: a block's
+                                                       kind is its parts joined by "/" ("csa/hash": DeepSeek-V4's
+                                                       attention and MLP kinds)
 
-and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds (for periods: in layers that have
-one of those parts). A list may name, with
+and a tensor rule with ``"layers": [kinds]`` exists only in layers of those kinds (for periods and lists: in layers that
+have one of those parts). A list may name, with
 ``"indices_too": {"key": "full_attn_idxs", "kind": "attention"}``, an older key that repeats the layers of one kind
 as indices (LFM2): where the config states it, it is rewritten with the list; a list of such objects names several,
 each with an optional ``"base"`` (1: the indices count from 1, as Kimi Linear's linear_attn_config.full_attn_layers
@@ -50,7 +54,7 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.config_lookup import config_value
 
-ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods")
+ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods", "lists")
 PERIOD_KEYS = {"period", "offset", "inside", "outside"}
 TWO_KINDS = ("indices", "prefix", "interval")  # encodings that name one inside and one outside kind
 
@@ -65,6 +69,7 @@ class LayerKinds:
     indices_too: tuple[tuple[str, str, int], ...] = ()  # list: (config key, kind, base) of keys listing a kind's layers
     bounds: tuple[str, str] | None = None  # interval: the config keys of the first and last index it may hold
     periods: tuple[tuple[str, str, str, str], ...] = ()  # periods: (period key, offset key, inside, outside) each
+    lists: tuple[LayerKinds, ...] = ()  # lists: one "list" encoding per part of a block's kind
 
     @property
     def kinds(self) -> tuple[str, ...] | None:
@@ -73,6 +78,8 @@ class LayerKinds:
             return (self.inside, self.outside)
         if self.encoding == "periods":  # the parts a rule may name
             return tuple(kind for _, _, inside, outside in self.periods for kind in (inside, outside))
+        if self.encoding == "lists":
+            return tuple(kind for part in self.lists for kind in part.kinds)
         return tuple(dict.fromkeys(kind for _, kind in self.values)) or None
 
 
@@ -81,6 +88,8 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
     encodings = [e for e in ENCODINGS if isinstance(raw, dict) and e in raw]
     if encodings == ["periods"]:
         return _parse_periods(family, raw)
+    if encodings == ["lists"]:
+        return _parse_lists(family, raw)
     if len(encodings) != 1 or not isinstance(raw[encodings[0]], str):
         raise ValueError(f"family {family}: layer_kinds must name exactly one of {', '.join(ENCODINGS)} with its "
                          "config key")
@@ -125,13 +134,31 @@ def _parse_periods(family: str, raw: dict) -> LayerKinds:
     return LayerKinds("periods", entries[0]["period"], periods=periods)
 
 
+def _parse_lists(family: str, raw: dict) -> LayerKinds:
+    """Several per-layer lists, each translated by its own values: a block's kind joins one part from each."""
+    entries = raw["lists"]
+    if set(raw) != {"lists"} or not isinstance(entries, list) or len(entries) < 2 or not all(
+            isinstance(e, dict) and set(e) == {"list", "values"} and isinstance(e["list"], str)
+            and isinstance(e["values"], dict) and e["values"] for e in entries):
+        raise ValueError(f"family {family}: layer_kinds lists must be a list of at least two {{list, values}}")
+    lists = tuple(parse_layer_kinds(family, e) for e in entries)
+    parts = [kind for part in lists for kind in dict.fromkeys(part.kinds)]
+    if len(set(parts)) != len(parts) or any("/" in kind for kind in parts):
+        raise ValueError(f"family {family}: layer_kinds lists need distinct kinds without '/'")
+    return LayerKinds("lists", lists[0].key, lists=lists)
+
+
 def has_part(kind: str, wanted: tuple[str, ...]) -> bool:
-    """Whether a block of `kind` holds a tensor rule for the kinds `wanted` (a periods kind: any of its parts)."""
+    """Whether a block of `kind` holds a tensor rule for the kinds `wanted` (a periods or lists kind: any of its
+    parts)."""
     return kind in wanted or any(part in wanted for part in kind.split("/"))
 
 
 def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
     """The kind of every block of a source checkpoint, or a one-line refusal when the config cannot say it."""
+    if spec.encoding == "lists":
+        parts = [read_layer_kinds(part, config, layers) for part in spec.lists]
+        return tuple("/".join(kinds) for kinds in zip(*parts, strict=True))
     value = getattr(config, spec.key, None)
     where = f"config.json: {spec.key}"
     if spec.encoding in ("list", "pattern"):
@@ -189,6 +216,9 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
         return _write_interval(spec, config, kinds, len(kinds) if source_layers is None else source_layers)
     if spec.encoding == "periods":
         return _write_periods(spec, config, kinds)
+    if spec.encoding == "lists":
+        return {key: value for n, part in enumerate(spec.lists) for key, value in write_layer_kinds(
+            part, config, tuple(kind.split("/")[n] for kind in kinds), source_layers).items()}
     count = sum(kind == spec.inside for kind in kinds)
     if any(kind == spec.inside for kind in kinds[count:]):
         raise HyperCloneError(f"{spec.key}: the grown layers would put {spec.inside} blocks after "

@@ -8,10 +8,10 @@ After a weight matrix is grown exactly, it is moved toward a fresh initialisatio
 W_init is drawn as the family's own initialisation draws a matrix (transformers' ``_init_weights``: normal with
 mean 0 and std ``initializer_range`` from the config, 0.02 when the config has none), from a generator seeded by
 the growth seed and the tensor's name, so a growth is reproducible tensor by tensor. Only matrices (rank >= 2:
-projections, embeddings) move; norm weights and biases are kept as grown, and so are a multimodal checkpoint's
-vision tower and projector (the std: the top-level config's initializer_range, as transformers' _init_weights
-reads it, else the text config's). The result no longer computes the
-source's function: hyperclone.json records function_preserving false and the perturbation.
+projections, embeddings) move; norm weights, biases and integer tables (DeepSeek-V4's hash routing) are kept as grown,
+and so are a multimodal checkpoint's vision tower and projector (the std: the top-level config's initializer_range, as
+transformers' _init_weights reads it, else the text config's). The result no longer computes the source's function:
+hyperclone.json records function_preserving false and the perturbation.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class Perturbation:
     sigma: float  # multiplies a fresh draw of the family's initialisation
 
     def apply(self, grown: torch.Tensor, name: str, init_std: float, seed: int) -> torch.Tensor:
-        """The perturbed tensor (a new one, in grown's dtype); tensors of rank < 2 are returned unchanged."""
-        if grown.ndim < 2:
+        """The perturbed tensor (a new one, in grown's dtype); tensors of rank < 2 and integer tables (DeepSeek-V4's
+        hash routing) are returned unchanged."""
+        if grown.ndim < 2 or not grown.is_floating_point():
             return grown
         generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(b"perturb:" + name.encode()))
         fresh = torch.randn(grown.shape, generator=generator, dtype=torch.float32).mul_(init_std)

@@ -177,6 +177,12 @@ class Dims:
     laurel_rank: int | None = None  # LAuReL's low-rank residual width (Gemma 3n; kept)
     adapter_rank: int | None = None  # per-layer LoRA adapters' rank on a shared block (Zamba2; kept)
     decay_block: int | None = None  # the tokens of a lightning attention block, its decay tables' axes (MiniMax; kept)
+    hc_streams: int | None = None  # hyper-connections' residual streams (DeepSeek-V4 hc_mult; kept)
+    o_groups: int | None = None  # a grouped output projection's groups of heads (DeepSeek-V4; grown with the heads)
+    o_lora: int | None = None  # ... each group's latent width (o_lora_rank; kept)
+    csa_window: int | None = None  # the tokens a compressed sparse attention layer pools per KV entry (kept)
+    hca_window: int | None = None  # ... a heavily compressed attention layer (DeepSeek-V4 compress_rates; kept)
+    hash_top_k: int | None = None  # the experts a hash-routing table gives every token (DeepSeek-V4 tid2eid; kept)
     kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
 
 
@@ -212,8 +218,8 @@ def source_dims(family: Family, config: Any) -> Dims:
         ffn = family.ffn_default_multiple * hidden
     values = dict(hidden=hidden, layers=get("layers"), vocab=get("vocab"),
                   **({"ffn": ffn} if "ffn" in keys else {}), **({"heads": heads} if "heads" in keys else {}))
-    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", *FFN_SLOTS,
-                                             *LATENT_SLOTS)
+    optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", "o_groups",
+                                             *FFN_SLOTS, *LATENT_SLOTS)
                 if get(slot) is not None}
     for slot, other in family.slot_defaults:  # a null width the class reads as another's (Cohere2-MoE's dense MLP)
         if slot not in optional:
@@ -233,11 +239,15 @@ def source_dims(family: Family, config: Any) -> Dims:
         head_dim = get("head_dim") or hidden // heads
         if heads % kv_heads:
             raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {kv_heads} KV heads")
+        if heads % optional.get("o_groups", 1):
+            raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {optional['o_groups']} "
+                                  f"output groups ({keys['o_groups']})")
     kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
     optional.update(_per_layer_attention_dims(family, config, kinds, heads, kv_heads, head_dim))
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
-                **{slot: optional.get(slot) for slot in ("experts", *FFN_SLOTS, *LATENT_SLOTS, *GLOBAL_SLOTS)},
+                **{slot: optional.get(slot) for slot in ("experts", "o_groups", *FFN_SLOTS, *LATENT_SLOTS,
+                                                         *GLOBAL_SLOTS)},
                 layer_kinds=kinds, kv_shared=_kv_shared_layers(family, config, get("layers")),
                 multi_query=multi_query, **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
 
@@ -454,6 +464,8 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
             raise HyperCloneError(f"the {', '.join(rule.kinds)} layers have {rule.kv_factor} x the KV heads, which "
                                   f"would be {grown.global_kv_heads} for {heads} heads, not {rule.kv_factor} x "
                                   f"{grown.kv_heads}; grow the query and KV heads by the same factor")
+    if dims.o_groups is not None:
+        grown = replace(grown, o_groups=_output_groups(family, dims, heads))
     if dims.lin_k_heads is not None:
         new_k, new_v = grown_linear_heads(family.config_keys, dims.lin_k_heads, dims.lin_v_heads, dims.hidden,
                                           hidden, spec.lin_heads)
@@ -481,9 +493,10 @@ def _attention_target(family: Family, dims: Dims, spec: GrowthSpec, hidden: int)
         heads = _ratio(hidden * dims.heads, dims.hidden, "attention heads for the new hidden size", "--heads")
     if dims.multi_query:  # the one KV head stays one
         if spec.kv_heads not in (None, 1):
+            flag = f" with {family.multi_query}" if family.multi_query else ""
             raise HyperCloneError(f"a target with {spec.kv_heads} KV heads (--kv-heads, or --to's "
-                                  f"{family.config_keys.get('kv_heads', 'KV heads')}): {family.model_type} with "
-                                  f"{family.multi_query} has one KV head, which its config cannot make more")
+                                  f"{family.config_keys.get('kv_heads', 'KV heads')}): {family.model_type}{flag} "
+                                  "has one KV head, which its config cannot make more")
         kv_heads = 1
     elif spec.kv_heads is not None:
         kv_heads = spec.kv_heads
@@ -498,6 +511,17 @@ def _attention_target(family: Family, dims: Dims, spec: GrowthSpec, hidden: int)
     else:
         head_dim = _ratio(hidden, heads, f"head_dim (hidden size / heads) of {family.model_type}", "--heads")
     return heads, kv_heads, head_dim
+
+
+def _output_groups(family: Family, dims: Dims, heads: int) -> int:
+    """The grown groups of a grouped output projection (DeepSeek-V4's o_groups): every grown group copies a source
+    group whole, so the groups keep their number of heads and grow with the heads; a one-line refusal otherwise."""
+    per = dims.heads // dims.o_groups
+    if heads % per:
+        raise HyperCloneError(f"{family.model_type}'s grouped output projection reads its heads in {dims.o_groups} "
+                              f"groups of {per} ({family.config_keys['o_groups']}), which growth copies whole: "
+                              f"{heads} heads are not whole groups; give --heads a multiple of {per}")
+    return heads // per
 
 
 def _refuse_missing_parts(family: Family, dims: Dims, spec: GrowthSpec) -> None:
@@ -596,7 +620,7 @@ def _check_reachable(family: Family, dims: Dims, grown: Dims) -> None:
 KEPT_SLOTS = ("positions", "q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "ssm_head_dim", "ssm_groups",
               "ssm_state", "lin_k_dim", "lin_v_dim", "conv_kernel", "dt_rank", "index_heads", "index_head_dim",
               "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs", "laurel_rank",
-              "adapter_rank", "decay_block")
+              "adapter_rank", "decay_block", "hc_streams", "o_lora", "csa_window", "hca_window", "hash_top_k")
 
 
 def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: dict[str, Any]) -> None:
@@ -608,6 +632,18 @@ def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: di
             raise HyperCloneError(f"--to: the target's {key} is {config_value(target, key)!r}, the source's "
                                   f"{config_value(source, key)!r}; "
                                   "growth keeps it (only widths, head counts and layers grow)")
+
+
+def refuse_other_target_groups(plan: Plan, target: dict[str, Any]) -> None:
+    """--to: the output groups growth derives from the heads (DeepSeek-V4's o_groups, each group copied whole) must
+    be the target's where it states them; a one-line refusal otherwise."""
+    key = plan.family.config_keys.get("o_groups")
+    if key is None or plan.grown.o_groups is None or not has_config_key(target, key):
+        return
+    if config_value(target, key) != plan.grown.o_groups:
+        raise HyperCloneError(f"--to: the target's {key} is {config_value(target, key)!r}; {plan.grown.heads} heads "
+                              f"in groups of {plan.source.heads // plan.source.o_groups}, as growth copies the "
+                              f"source's, make {plan.grown.o_groups}")
 
 
 def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, Any]) -> GrowthSpec:
@@ -723,7 +759,7 @@ class Plan:
 
     @property
     def output_dtypes(self) -> list[str]:
-        return sorted({str(r.dtype).removeprefix("torch.") for r in self.recipes})
+        return sorted({str(r.dtype).removeprefix("torch.") for r in self.recipes if r.dtype.is_floating_point})
 
     def summary(self) -> dict[str, Any]:
         return {"family": self.family.model_type, **({"wrapper": self.wrapper} if self.wrapper else {}),
@@ -827,9 +863,7 @@ class AxisMaps:
             slices = AxisMap(sources, torch.ones(len(sources), dtype=torch.float64), dims.layers)  # each its layer's
             self.by_kind.update(per_layer_input=width, per_layer_packed=block_map(slices, width),
                                 per_layer_vocab=tile_map(vocab, vocab))
-        for slot in ("altup_inputs", "laurel_rank"):  # AltUp's streams, LAuReL's rank (Gemma 3n): kept
-            if (size := getattr(dims, slot)) is not None:
-                self.by_kind[slot] = tile_map(size, size)
+        self.by_kind.update(_kept_slot_maps(dims, self.hidden))
         if dims.altup_inputs is not None:  # AltUp's prediction coefficients: one per pair of streams
             self.by_kind["altup_coefs"] = tile_map(dims.altup_inputs ** 2, dims.altup_inputs ** 2)
         if dims.heads is not None:
@@ -884,6 +918,10 @@ class AxisMaps:
                          "global_head_dim": global_dim})
         if dims.kv_lora is not None:  # latent attention: heads grow by copies, each head's parts with it
             maps.update(_latent_attention_maps(dims, q_heads))
+        else:  # a q LoRA and a sparse-attention indexer without latent keys and values (DeepSeek-V4)
+            maps.update(_query_latent_maps(dims))
+        if dims.o_groups is not None:  # a grouped output projection (DeepSeek-V4)
+            maps.update(_output_group_maps(dims, grown, q_heads))
         if any("qkv_grouped" in axis for rule in family.tensors for axis in rule.axes):  # Falcon's fused QKV
             maps["qkv_grouped"] = grouped_qkv_map(qk_heads, qk_kv_heads, kv_heads, qk_dim, v_dim)
         if any("qkv_sharded" in axis for rule in family.tensors for axis in rule.axes):  # CodeGen's qkv_proj
@@ -898,6 +936,19 @@ class AxisMaps:
         return tuple(m.src_size for m in self.for_rule(rule))
 
 
+def _kept_slot_maps(dims: Dims, hidden: AxisMap) -> dict[str, AxisMap]:
+    """AltUp's streams, LAuReL's rank (Gemma 3n), and DeepSeek-V4's hyper-connection streams, KV compressor windows
+    and hash-routing table's experts: kept. The hyper-connections' projections read the streams side by side, each
+    stream's block grown by the residual map `hidden`."""
+    maps = {slot: tile_map(size, size) for slot in ("altup_inputs", "laurel_rank", "hc_streams", "csa_window",
+                                                    "hca_window", "hash_top_k")
+            if (size := getattr(dims, slot)) is not None}
+    if dims.hc_streams is not None:  # every pair of streams' comb weight, and the streams side by side as read
+        maps.update(hc_pairs=tile_map(dims.hc_streams ** 2, dims.hc_streams ** 2),
+                    hc_hidden=block_map(maps["hc_streams"], hidden))
+    return maps
+
+
 def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
     """DeepSeek's multi-head latent attention. The compressed projections (q_a, kv_a) read the residual stream and
     their widths stay; the up-projections (q_b, kv_b) emit one block per head, and a copied head copies its whole
@@ -908,10 +959,16 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
     nope, rope, value = dims.head_dim, dims.qk_rope, dims.v_head_dim
     if rope is None or value is None:
         raise HyperCloneError("latent attention needs qk_rope_head_dim and v_head_dim in config.json")
-    maps = {"mla_q": block_map(q_heads, tile_map(nope + rope, nope + rope)),
+    return {"mla_q": block_map(q_heads, tile_map(nope + rope, nope + rope)),
             "mla_kv": block_map(q_heads, tile_map(nope + value, nope + value)),
             "mla_attn": block_map(q_heads, tile_map(value, value)),
-            "kv_lora": tile_map(dims.kv_lora, dims.kv_lora), "qk_rope": tile_map(rope, rope)}
+            "kv_lora": tile_map(dims.kv_lora, dims.kv_lora), "qk_rope": tile_map(rope, rope),
+            **_query_latent_maps(dims)}
+
+
+def _query_latent_maps(dims: Dims) -> dict[str, AxisMap]:
+    """The q LoRA's width and a sparse-attention indexer's heads and width, all kept (DeepSeek-V3.2, GLM-5, V4)."""
+    maps = {}
     if dims.q_lora is not None:
         maps["q_lora"] = tile_map(dims.q_lora, dims.q_lora)
     if dims.index_heads is not None:  # DeepSeek Sparse Attention's indexer: its own heads and width, kept
@@ -921,6 +978,25 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
         maps.update({"index_q": tile_map(width, width), "index_k": tile_map(dims.index_head_dim, dims.index_head_dim),
                      "index_heads": tile_map(dims.index_heads, dims.index_heads)})
     return maps
+
+
+def _output_group_maps(dims: Dims, grown: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
+    """DeepSeek-V4's grouped output projection: o_a_proj [o_groups x o_lora, heads / o_groups x head_dim] maps each
+    group of consecutive heads to its own latent (block-diagonal), o_b_proj reads every group's latent. The single KV
+    head makes the query heads grow in tile order, so grown group g holds copies of one source group's heads in their
+    order (checked): o_a_proj's rows are copied with their group, its columns (one group's heads) kept, and o_b_proj
+    reads the copied latents divided among the copies."""
+    if dims.o_lora is None:
+        raise HyperCloneError("the grouped output projection needs its latent width (o_lora_rank) in config.json")
+    per = dims.heads // dims.o_groups
+    slots = q_heads.index.reshape(grown.o_groups, per)
+    source = slots[:, 0] // per
+    if not torch.equal(slots, source[:, None] * per + torch.arange(per)):
+        raise HyperCloneError(f"{grown.heads} heads in {grown.o_groups} output groups do not copy the {dims.o_groups} "
+                              "source groups whole")
+    groups = AxisMap(source, torch.ones(grown.o_groups, dtype=torch.float64), dims.o_groups)
+    return {"o_latent": block_map(groups, tile_map(dims.o_lora, dims.o_lora)),
+            "o_group_in": tile_map(per * dims.head_dim, per * dims.head_dim)}
 
 
 def _mamba2_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
@@ -1212,10 +1288,10 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     recipes = _tensor_recipes(family, dims, layers, present, source_rules, maps, a, final_scale,
                               tied and spec.tie == "untie")
     extra_recipes = [] if extra is None else extra(maps.hidden, maps.by_kind.get("ffn"))
-    recipes, storage_inexact = _choose_dtype(recipes + extra_recipes, spec, notes)
+    stored, (recipes, storage_inexact) = recipes + extra_recipes, _choose_dtype(recipes + extra_recipes, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
-    if any(r.dtype == torch.float32 for r in recipes) and any(i.dtype != torch.float32 for i in present.values()):
-        config_updates["dtype"] = "float32"
+    if any(a.dtype != b.dtype for a, b in zip(recipes, stored, strict=True)):  # upcast (not F32 kept from the source,
+        config_updates["dtype"] = "float32"  # as DeepSeek-V4's bf16 checkpoints keep their norms and mixing weights)
     source_parameters = sum(math.prod(info.shape) for info in present.values())
     source_parameters += sum(math.prod(m.src_size for m in r.maps) for r in extra_recipes)
     return Plan(family, spec, dims, grown, tied, tied_output, recipes, config_updates, source_parameters, layers,
@@ -1325,7 +1401,8 @@ def _choose_dtype(recipes: list[Recipe], spec: GrowthSpec, notes: list[str]) -> 
     if spec.dtype == "float32" or (spec.dtype == "auto" and reasons):
         if reasons:
             notes.append("written in float32, where the growth is exact: " + "; ".join(reasons))
-        return [replace(r, dtype=torch.float32) for r in recipes], []
+        # (integer tables, DeepSeek-V4's hash routing, stay as stored)
+        return [replace(r, dtype=torch.float32) if r.dtype.is_floating_point else r for r in recipes], []
     if reasons:
         notes.append("NOT exact in the storage dtype (--dtype source): " + "; ".join(reasons))
     return recipes, reasons
@@ -1350,6 +1427,8 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
         updates[keys["head_dim"]] = grown.head_dim
     if "embed" in keys:
         updates[keys["embed"]] = grown.embed
+    if grown.o_groups is not None:
+        updates[keys["o_groups"]] = grown.o_groups
     for slot in FFN_SLOTS:
         if getattr(grown, slot) is not None and "*" not in keys[slot]:  # a product follows its factors
             updates[keys[slot]] = getattr(grown, slot)

@@ -22,6 +22,7 @@ from hyperclone.grow.plan import (
     Recipe,
     make_plan,
     refuse_changed_kept_sizes,
+    refuse_other_target_groups,
     spec_with_target_config,
 )
 from hyperclone.grow.source import Source, open_source
@@ -209,6 +210,9 @@ def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
             target = text_raw_config(source.wrapper, target)  # a multimodal target: its language model's sizes
         refuse_changed_kept_sizes(source.family, source.raw_config, target)
         spec = spec_with_target_config(spec, source.family, target)
+        plan = plan_source(source, spec)
+        refuse_other_target_groups(plan, target)
+        return plan, source
     return plan_source(source, spec), source
 
 

@@ -171,6 +171,11 @@ NOT_SPLIT = {
     # logits near it; the rest would hold the chosen expert's other segments, equal to it
     "phimoe": "its sparsemixer router takes the best expert and then the best other one, which would be a second "
               "segment of the same expert",
+    # DeepSeek-V4: DeepseekV4MLP, its shared expert, reads intermediate_size, which the config maps to
+    # moe_intermediate_size (the routed experts' width). Its hash layers alone could split (tid2eid listing each
+    # expert's segments, top-k x m)
+    "deepseek_v4": "its shared expert is as wide as each routed expert (both moe_intermediate_size), which splitting "
+                   "divides",
 }
 # Routers that add their correction bias (every non-router tensor with an experts axis) to the softmax probabilities
 # to choose the top k: a segment's probability is 1/m of its expert's, so its bias is divided by m too

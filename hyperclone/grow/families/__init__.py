@@ -90,6 +90,18 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   vocab_rows       an embedding's rows where it holds more than the vocabulary: vocab plus the family's
                    ``vocab_offset`` (Mllama's embed_tokens has vocab_size + 8 rows, its image token's among them, where
                    its lm_head has vocab_size): kept
+  hc_streams, hc_pairs, hc_hidden   manifold-constrained hyper-connections (DeepSeek-V4's hc_mult residual streams):
+                   one position per stream and per pair of streams (the rows of the mixing projections: pre, post and
+                   comb weights), kept; the streams side by side, each hidden wide (what the projections read): each
+                   stream's block grows by the hidden map, so they read the source's pre, post and comb weights
+  o_latent, o_group_in   a grouped output projection (DeepSeek-V4's o_a_proj [o_groups x o_lora_rank, heads / o_groups
+                   x head_dim], block-diagonal over the groups of heads, and o_b_proj reading every group's latent):
+                   the groups grow with the heads, each grown group a copy of a source group whole (its rows copied,
+                   o_b_proj dividing by the copies), and one group's heads x head_dim is kept
+  csa_window, hca_window   the tokens a KV compressor pools into one entry (DeepSeek-V4's compress_rates of its
+                   compressed sparse and heavily compressed attention layers: position_bias rows): kept
+  hash_top_k       the experts a hash-routed layer sends every token to (DeepSeek-V4's tid2eid [vocab,
+                   num_experts_per_tok], an integer table kept as stored)
 A name may also contain ``{expert}``: one tensor per routed expert (0 .. experts - 1, the config's
 ``experts`` slot), the per-expert layout transformers' save_pretrained writes and Hub checkpoints store. The
 optional ``top_k`` slot names the config key of the experts each token is routed to (num_experts_per_tok when
@@ -112,6 +124,10 @@ the inner width the config also states, rewritten with it), without the Mamba2 h
 Gated DeltaNet slots: ``lin_k_heads``, ``lin_v_heads``, ``lin_k_dim``, ``lin_v_dim`` (all four, with ``conv_kernel``):
 the key and value head counts grow by the hidden size's factor, the head widths are kept (Kimi Linear names one
 key for both counts and one for both widths).
+DeepSeek-V4 slots: ``hc_streams`` (hc_mult), ``o_lora`` (o_lora_rank), ``csa_window`` and ``hca_window`` (keys into
+the compress_rates dict, with dots), ``hash_top_k`` (num_experts_per_tok, tid2eid's width) are kept; ``o_groups`` grows
+with the heads, the heads per group kept (the grown config states it; heads that are not whole groups are refused in
+one line).
 ``in_memory``: [name, section, sections] where transformers holds the tensor under another name in memory
 (transformers 5 fuses experts: ``mlp.experts.gate_up_proj`` [experts, 2 x ffn, hidden] stacks every expert's
 gate (section 0 of 2) and up projection (section 1) rows); out-of-core verify loads blocks in that layout.
@@ -173,7 +189,9 @@ config that changes the key writes its value into the alias too, so the class re
 KV head, which every query head reads; growth copies query heads and keeps that one KV head (the config cannot say
 more), so the k and v sections of the fused projection keep their width and read the grown residual stream. Written
 ``{"flag": key, "when": {other key: value, ...}}``, the flag counts only where those keys have those values (Falcon's
-multi_query, which its config defaults to true, means one KV head only in the old decoder architecture).
+multi_query, which its config defaults to true, means one KV head only in the old decoder architecture). Written
+``true``, the model has one KV head whatever its config says (DeepSeek-V4's key-value head, shared by every query
+head).
 ``rmsnorm_key``: a config key that, where the config sets it (not null), makes every norm an RMSNorm with that
 epsilon in place of the table's ``norm`` and ``norm_eps_key`` (Cohere2-MoE: LayerNorms without bias by default,
 RMSNorms where rms_norm_eps is set); Family.for_config resolves it.
@@ -290,7 +308,9 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
               "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
-              "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank", "decay_block")
+              "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank", "decay_block",
+              "hc_streams", "hc_pairs", "hc_hidden", "o_latent", "o_group_in", "csa_window", "hca_window",
+              "hash_top_k")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -298,13 +318,17 @@ CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "voc
                 "ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel", "ssm_inner", "ssm_expand",
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
                 "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab",
-                "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank", "decay_block")
+                "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank", "decay_block",
+                "hc_streams", "o_groups", "o_lora", "csa_window", "hca_window", "hash_top_k")
 # latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary,
 # zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n),
-# LoRA adapters' rank (Zamba2), lightning attention's block of tokens (MiniMax): kept
+# LoRA adapters' rank (Zamba2), lightning attention's block of tokens (MiniMax), hyper-connection streams, the grouped
+# output projection's latent width, the KV compressors' windows and the hash-routing table's experts (DeepSeek-V4):
+# kept
 LATENT_SLOTS = ("q_lora", "kv_lora", "qk_rope", "v_head_dim", "moe_latent", "index_heads", "index_head_dim",
                 "per_layer_input", "per_layer_vocab", "output_vocab", "zero_experts", "altup_inputs",
-                "laurel_rank", "adapter_rank", "decay_block")
+                "laurel_rank", "adapter_rank", "decay_block", "hc_streams", "o_lora", "csa_window", "hca_window",
+                "hash_top_k")
 SSM_SLOTS = ("ssm_heads", "ssm_head_dim", "ssm_groups", "ssm_state", "conv_kernel")  # Mamba2: all or none
 MAMBA1_SLOTS = ("dt_rank", "ssm_state", "conv_kernel", "ssm_expand")  # Mamba (Mamba1): all, without ssm_heads
 LINEAR_SLOTS = ("lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim")  # gated DeltaNet: all or none
@@ -313,7 +337,7 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 # axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "heads", "kv_heads",
                    "head_dim", "q_gate", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q",
-                   "global_k", "global_v", "global_attn", "global_head_dim")
+                   "global_k", "global_v", "global_attn", "global_head_dim", "o_latent", "o_group_in")
 FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn", "ffn_double")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
                "may_be_transposed", "when", "hidden_power", "kv_shared"}
@@ -493,6 +517,7 @@ class Family:
     ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
     multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
     multi_query_when: tuple[tuple[str, Any], ...] = ()  # ... counted only where these config values hold (Falcon)
+    multi_query_always: bool = False  # one KV head whatever the config says (DeepSeek-V4), kept at one
     config_aliases: tuple[tuple[str, str], ...] = ()  # (alias, key): the class reads the alias in the key's place
     mtp_tensor: str | None = None  # multi-token prediction weights by name (left out of the grown checkpoint)
     mtp_layers_beyond: bool = False  # ... or as decoder layers past num_hidden_layers
@@ -538,6 +563,8 @@ class Family:
 
     def is_multi_query(self, config: Any) -> bool:
         """Whether a transformers config object describes multi-query attention (one KV head, kept at one)."""
+        if self.multi_query_always:
+            return True
         return (self.multi_query is not None and bool(getattr(config, self.multi_query, False))
                 and config_has(config, self.multi_query_when))
 
@@ -777,11 +804,13 @@ def _parse_config_aliases(family: str, raw: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _parse_multi_query(family: str, raw: Any) -> dict[str, Any]:
+    if raw is True:  # one KV head, which no config key states (DeepSeek-V4)
+        return {"multi_query": None, "multi_query_always": True}
     if raw is None or isinstance(raw, str):
         return {"multi_query": raw}
     if not (isinstance(raw, dict) and set(raw) == {"flag", "when"} and isinstance(raw["flag"], str)
             and _valid_when(raw["when"])):
-        raise ValueError(f"family {family}: multi_query must be a config key or {{flag, when}}")
+        raise ValueError(f"family {family}: multi_query must be a config key or {{flag, when}}, or true")
     return {"multi_query": raw["flag"], "multi_query_when": tuple(raw["when"].items())}
 
 
