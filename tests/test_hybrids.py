@@ -69,7 +69,8 @@ def test_mamba2_heads_stay_in_their_group(tmp_path):
     assert torch.equal(after, before[[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]])
 
 
-LAYERED = (*HYBRID_FAMILIES, "lfm2", "lfm3", "jamba")  # and LFM2's and LFM3's short convolutions, Jamba's Mamba1 mixers
+# and LFM2's and LFM3's short convolutions, Jamba's Mamba1 mixers, RecurrentGemma's RG-LRU blocks (block_types cycle)
+LAYERED = (*HYBRID_FAMILIES, "lfm2", "lfm3", "jamba", "recurrent_gemma")
 MAMBA2 = (*HYBRID_FAMILIES, "mamba2")  # and the pure Mamba2 language model
 
 
@@ -392,6 +393,26 @@ def test_lists_layer_kinds_read_and_write():
                 {"lists": [{"list": "a", "values": {}}, {"list": "b", "values": {"b": "z"}}]}):
         with pytest.raises(ValueError, match="layer_kinds lists"):
             parse_layer_kinds("test", raw)
+
+
+def test_cycle_layer_kinds_read_and_write():
+    """RecurrentGemma's encoding: block_types repeated over the layers (layer i: entry i mod its length); written
+    back as the source's list where its cycle still says the grown layers, else one entry per grown layer."""
+    from types import SimpleNamespace
+
+    from hyperclone.grow.layer_kinds import parse_layer_kinds, read_layer_kinds, write_layer_kinds
+
+    spec = parse_layer_kinds("test", {"cycle": "block_types", "values": {"recurrent": "r", "attention": "a"}})
+    config = SimpleNamespace(block_types=["recurrent", "recurrent", "attention"])
+    assert read_layer_kinds(spec, config, 4) == ("r", "r", "a", "r")
+    assert write_layer_kinds(spec, config, ("r", "r", "a", "r", "r", "a", "r")) == {"block_types": config.block_types}
+    assert write_layer_kinds(spec, config, ("r", "r", "r", "a", "r")) == {
+        "block_types": ["recurrent", "recurrent", "recurrent", "attention", "recurrent"]}
+    for value in ([], None, ["recurrent", "mlp"]):
+        with pytest.raises(HyperCloneError, match="config.json: block_types"):
+            read_layer_kinds(spec, SimpleNamespace(block_types=value), 4)
+    with pytest.raises(ValueError, match="layer_kinds cycle takes"):
+        parse_layer_kinds("test", {"cycle": "block_types", "inside": "a"})
 
 
 def test_jamba_identity_blocks_take_the_kind_the_periods_say(tmp_path):

@@ -55,6 +55,14 @@ TINY_CONFIGS: dict[str, dict] = {
                          layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
                          hidden_size_per_layer_input=8, vocab_size_per_layer_input=64, laurel_rank=8,
                          activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.95], final_logit_softcapping=30.0),
+    # RecurrentGemma (Griffin): the block_types cycle (recurrent, recurrent, attention) over 4 layers, RG-LRU blocks
+    # of 16 channels (lru_width 64, wider than the hidden size; 4 blocks: num_attention_heads) with block-diagonal
+    # input and recurrence gates, a depthwise conv over them, local attention (window 8, GQA, biases, half-rotary
+    # heads of hidden / heads), an MLP intermediate_size // 2 wide with biases, embeddings times sqrt(hidden) rounded
+    # to bfloat16, Gemma's 1 + w RMSNorms and a logit soft cap
+    "recurrent_gemma": dict(hidden_size=48, intermediate_size=160, num_attention_heads=4, num_key_value_heads=2,
+                            lru_width=64, num_hidden_layers=4, attention_window_size=8, attention_bias=True,
+                            logits_soft_cap=10.0),
     # DiffLlama: differential attention (heads p and p + 4 paired, values split into halves of the KV heads, a
     # lambda per layer from four random vectors), GQA, biases on all four projections; 3 layers: three lambda_init
     "diffllama": dict(hidden_size=48, intermediate_size=80, num_attention_heads=8, num_key_value_heads=4, head_dim=6,

@@ -150,6 +150,8 @@ def explain_plan(src: str | Path, width: int | None = None, ffn: int | None = No
         maps_note.append(_linear_note(plan.source, plan.grown))
     if any("q_gate" in axis for rule in plan.family.tensors for axis in rule.axes):
         maps_note.append("gated attention: each query head's output gate is copied with its head")
+    if plan.source.lru is not None:
+        maps_note.append(_rglru_note(plan.source, plan.grown))
     if any("conv_inner" in axis for rule in plan.family.tensors for axis in rule.axes):
         maps_note.append("short convolutions: their channels (as wide as the hidden size) are plain copies, so the "
                          "gates B·x and C·conv(·) stay exact per channel; out_proj divides by each channel's copies")
@@ -200,13 +202,20 @@ def _linear_note(source: Any, grown: Any) -> str:
             "head's group; the recurrence and the gated norm are per head; out_proj divides by each head's copies")
 
 
+def _rglru_note(source: Any, grown: Any) -> str:
+    """How RecurrentGemma's RG-LRU grows (hyperclone.grow.plan._rglru_maps)."""
+    return (f"RG-LRU: {source.lru} -> {grown.lru} channels, whole blocks of {source.lru // source.heads} copied with "
+            "the heads, each with its input and recurrence gate matrices, conv_1d channels and a (every channel recurs "
+            "on its own); linear_out divides by each channel's copies")
+
+
 def format_plan(info: dict[str, Any]) -> str:
     src, new = info["source"], info["grown"]
     family = f"{info['family']} (the language model of a {info['wrapper']} checkpoint)" if info.get("wrapper") else (
         info["family"])
     lines = [f"family      {family}", f"{'dimension':<12}{'source':>10}{'grown':>10}"]
     for key in ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", *MOE_SLOTS, "ssm_heads", "ssm_channels",
-                "lin_k_heads", "lin_v_heads"):
+                "lin_k_heads", "lin_v_heads", "lru"):
         if src.get(key) is not None:
             lines.append(f"{key:<12}{src[key]:>10}{new[key]:>10}")
     lines.append(f"parameters  {info['source_parameters']:,} -> {info['grown_parameters']:,} "

@@ -7,6 +7,10 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
 
   {"list": "layer_types"}                              one entry per layer, the entry is the kind
   {"list": "layer_types", "values": {"mamba": "ssm"}}  ... translated (an entry missing from values is refused)
+  {"cycle": "block_types", "values": {...}}           a list repeated over the layers, translated: layer i has
+                                                       entry i mod its length (RecurrentGemma's block_types); written
+                                                       back as the source's list where that still says the layers,
+                                                       else one entry per grown layer
   {"pattern": "hybrid_override_pattern",
    "values": {"M": "mamba", "*": "attention"}}         one character per layer
   {"indices": "attn_layer_indices",
@@ -54,7 +58,8 @@ from typing import Any
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.config_lookup import config_value
 
-ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods", "lists")
+ENCODINGS = ("list", "pattern", "indices", "prefix", "interval", "periods", "lists", "cycle")
+TRANSLATED = ("list", "pattern", "cycle")  # encodings whose entries values translate
 PERIOD_KEYS = {"period", "offset", "inside", "outside"}
 TWO_KINDS = ("indices", "prefix", "interval")  # encodings that name one inside and one outside kind
 
@@ -63,7 +68,7 @@ TWO_KINDS = ("indices", "prefix", "interval")  # encodings that name one inside 
 class LayerKinds:
     encoding: str  # one of ENCODINGS
     key: str  # the config key that holds it
-    values: tuple[tuple[Any, str], ...] = ()  # list / pattern: config value -> kind (empty: the value is the kind)
+    values: tuple[tuple[Any, str], ...] = ()  # list / pattern / cycle: config value -> kind (empty: value is kind)
     inside: str = ""  # indices / prefix / interval: the kind of the layers named
     outside: str = ""  # ... and of the others
     indices_too: tuple[tuple[str, str, int], ...] = ()  # list: (config key, kind, base) of keys listing a kind's layers
@@ -94,7 +99,7 @@ def parse_layer_kinds(family: str, raw: Any) -> LayerKinds:
         raise ValueError(f"family {family}: layer_kinds must name exactly one of {', '.join(ENCODINGS)} with its "
                          "config key")
     encoding = encodings[0]
-    allowed = {encoding, "values"} if encoding in ("list", "pattern") else {encoding, "inside", "outside"}
+    allowed = {encoding, "values"} if encoding in TRANSLATED else {encoding, "inside", "outside"}
     allowed |= {"indices_too"} if encoding == "list" else set()
     allowed |= {"start", "end"} if encoding == "interval" else set()
     if set(raw) - allowed:
@@ -161,9 +166,11 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
         return tuple("/".join(kinds) for kinds in zip(*parts, strict=True))
     value = getattr(config, spec.key, None)
     where = f"config.json: {spec.key}"
-    if spec.encoding in ("list", "pattern"):
+    if spec.encoding in TRANSLATED:
         shaped = isinstance(value, str) if spec.encoding == "pattern" else isinstance(value, (list, tuple))
         entries = list(value) if shaped else None
+        if spec.encoding == "cycle" and entries:  # repeated over the layers (RecurrentGemma's block_types)
+            entries = [entries[i % len(entries)] for i in range(layers)]
         if entries is None or len(entries) != layers:
             raise HyperCloneError(f"{where} must give one entry per layer ({layers}), got {value!r}")
         table = dict(spec.values)
@@ -197,13 +204,15 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
     """The config update that says `kinds` (the grown model's blocks) in the source config's own encoding
     (`source_layers`: the source's layer count, which an interval's end of -1 or past the end refers to; by
     default the grown count)."""
-    if spec.encoding in ("list", "pattern"):
+    if spec.encoding in TRANSLATED:
         source = getattr(config, spec.key)
         back: dict[str, Any] = {}
         for entry in source:  # the source's own spelling of each kind (first one wins)
             kind = dict(spec.values).get(entry, entry) if spec.values else str(entry)
             back.setdefault(kind, entry)
         entries = [back[kind] for kind in kinds]
+        if spec.encoding == "cycle" and entries == [source[i % len(source)] for i in range(len(entries))]:
+            entries = list(source)  # the source's cycle still says the layers
         updates = {spec.key: "".join(entries) if spec.encoding == "pattern" else entries}
         moved = len(kinds) != len(source)  # (the same layers: the key, if stated, still holds)
         for key, named, base in spec.indices_too if moved else ():

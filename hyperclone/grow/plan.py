@@ -184,6 +184,7 @@ class Dims:
     hca_window: int | None = None  # ... a heavily compressed attention layer (DeepSeek-V4 compress_rates; kept)
     hash_top_k: int | None = None  # the experts a hash-routing table gives every token (DeepSeek-V4 tid2eid; kept)
     kv_shared: int = 0  # the last layers that reuse earlier layers' keys and values (Gemma 4 E2B/E4B)
+    lru: int | None = None  # RecurrentGemma's RG-LRU width: heads blocks of a kept width, grown with the heads
 
 
 def check_supported(family: Family, config: Any, depth: bool = False) -> None:
@@ -219,7 +220,7 @@ def source_dims(family: Family, config: Any) -> Dims:
     values = dict(hidden=hidden, layers=get("layers"), vocab=get("vocab"),
                   **({"ffn": ffn} if "ffn" in keys else {}), **({"heads": heads} if "heads" in keys else {}))
     optional = {slot: get(slot) for slot in ("kv_heads", "head_dim", "positions", "embed", "experts", "o_groups",
-                                             *FFN_SLOTS, *LATENT_SLOTS)
+                                             "lru", *FFN_SLOTS, *LATENT_SLOTS)
                 if get(slot) is not None}
     for slot, other in family.slot_defaults:  # a null width the class reads as another's (Cohere2-MoE's dense MLP)
         if slot not in optional:
@@ -242,11 +243,14 @@ def source_dims(family: Family, config: Any) -> Dims:
         if heads % optional.get("o_groups", 1):
             raise HyperCloneError(f"config.json: {heads} attention heads are not divisible by {optional['o_groups']} "
                                   f"output groups ({keys['o_groups']})")
+        if optional.get("lru", heads) % heads:  # RecurrentGemma's RG-LRU: one block of channels per head
+            raise HyperCloneError(f"config.json: {keys['lru']} = {optional['lru']} RG-LRU channels do not divide into "
+                                  f"{heads} blocks ({keys['heads']})")
     kinds = read_layer_kinds(family.layer_kinds, config, get("layers")) if family.layer_kinds else None
     optional.update(_per_layer_attention_dims(family, config, kinds, heads, kv_heads, head_dim))
     return Dims(hidden=hidden, ffn=ffn, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=get("layers"),
                 vocab=get("vocab"), positions=get("positions"), embed=get("embed") or hidden,
-                **{slot: optional.get(slot) for slot in ("experts", "o_groups", *FFN_SLOTS, *LATENT_SLOTS,
+                **{slot: optional.get(slot) for slot in ("experts", "o_groups", "lru", *FFN_SLOTS, *LATENT_SLOTS,
                                                          *GLOBAL_SLOTS)},
                 layer_kinds=kinds, kv_shared=_kv_shared_layers(family, config, get("layers")),
                 multi_query=multi_query, **_ssm_source_dims(family, get, hidden), **source_linear_dims(keys, get))
@@ -294,13 +298,16 @@ def _per_layer_attention_dims(family: Family, config: Any, kinds: tuple[str, ...
 
 
 def adjusted_ffn(family: Family, value: Any, read: Any) -> Any:
-    """The MLP's width from ffn's config value: itself, or LFM2's SwiGLU sizing when its flag is set (read(key) gives
+    """The MLP's width from ffn's config value: itself, a fraction of it (the table's ffn_config_factor:
+    RecurrentGemma's MLP is intermediate_size // 2 wide), or LFM2's SwiGLU sizing when its flag is set (read(key) gives
     a config value); a list of one width per layer (Gemma 3n's intermediate_size) must state one width."""
     if isinstance(value, list) and value:
         if any(width != value[0] for width in value):
             raise HyperCloneError(f"config.json: {family.config_keys['ffn']} gives the layers different MLP widths "
                                   f"({', '.join(map(str, sorted(set(value))))}), which growth does not describe")
         value = value[0]
+    if family.ffn_config_factor > 1 and isinstance(value, int) and not isinstance(value, bool):
+        return value // family.ffn_config_factor
     rule = family.ffn_auto_adjust
     if rule is None or not isinstance(value, int) or not read(rule["flag"]):
         return value
@@ -448,7 +455,7 @@ def target_dims(family: Family, dims: Dims, spec: GrowthSpec) -> Dims:
                  multi_query=dims.multi_query,
                  **{slot: _with_ffn(family, slot, getattr(dims, slot), dims.ffn, ffn) for slot in FFN_SLOTS},
                  **{slot: getattr(dims, slot) for slot in LATENT_SLOTS},
-                 conv_kernel=dims.conv_kernel,
+                 conv_kernel=dims.conv_kernel, lru=None if dims.lru is None else dims.lru // dims.heads * heads,
                  **({} if dims.ssm_heads is None else dict(
                      ssm_heads=_ssm_heads(family, dims, hidden, spec.ssm_heads), ssm_head_dim=dims.ssm_head_dim,
                      ssm_groups=dims.ssm_groups, ssm_state=dims.ssm_state, ssm_expand=dims.ssm_expand)),
@@ -635,15 +642,19 @@ def refuse_changed_kept_sizes(family: Family, source: dict[str, Any], target: di
 
 
 def refuse_other_target_groups(plan: Plan, target: dict[str, Any]) -> None:
-    """--to: the output groups growth derives from the heads (DeepSeek-V4's o_groups, each group copied whole) must
-    be the target's where it states them; a one-line refusal otherwise."""
-    key = plan.family.config_keys.get("o_groups")
-    if key is None or plan.grown.o_groups is None or not has_config_key(target, key):
-        return
-    if config_value(target, key) != plan.grown.o_groups:
-        raise HyperCloneError(f"--to: the target's {key} is {config_value(target, key)!r}; {plan.grown.heads} heads "
-                              f"in groups of {plan.source.heads // plan.source.o_groups}, as growth copies the "
-                              f"source's, make {plan.grown.o_groups}")
+    """--to: the output groups growth derives from the heads (DeepSeek-V4's o_groups, each group copied whole) and
+    the RG-LRU width (RecurrentGemma's lru_width: a kept block width per head) must be the target's where it states
+    them; a one-line refusal otherwise."""
+    source, grown = plan.source, plan.grown
+    for slot, value, why in (
+            ("o_groups", grown.o_groups, lambda: f"in groups of {source.heads // source.o_groups}"),
+            ("lru", grown.lru, lambda: f"with RG-LRU blocks of {source.lru // source.heads} channels")):
+        key = plan.family.config_keys.get(slot)
+        if key is None or value is None or not has_config_key(target, key):
+            continue
+        if config_value(target, key) != value:
+            raise HyperCloneError(f"--to: the target's {key} is {config_value(target, key)!r}; {grown.heads} heads "
+                                  f"{why()}, as growth copies the source's, make {value}")
 
 
 def spec_with_target_config(spec: GrowthSpec, family: Family, target: dict[str, Any]) -> GrowthSpec:
@@ -874,6 +885,8 @@ class AxisMaps:
             self.by_kind.update(_mamba2_maps(dims, grown))
         if dims.ssm_channels is not None:  # Mamba1 mixers: channels grow by plain copies
             self.by_kind.update(_mamba1_maps(dims, grown))
+        if dims.lru is not None:  # RecurrentGemma's RG-LRU: whole blocks of channels grow by copies
+            self.by_kind.update(_rglru_maps(dims, grown))
         if dims.lin_k_heads is not None:  # gated DeltaNet mixers: key and value heads grow by copies
             self.by_kind.update(linear_attention_maps(dims.lin_k_heads, dims.lin_v_heads, dims.lin_k_dim,
                                                       dims.lin_v_dim, grown.lin_k_heads, grown.lin_v_heads))
@@ -1023,6 +1036,19 @@ def _mamba1_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
             "ssm_state": tile_map(dims.ssm_state, dims.ssm_state), "dt_rank": tile_map(dims.dt_rank, dims.dt_rank)}
 
 
+def _rglru_maps(dims: Dims, grown: Dims) -> dict[str, AxisMap]:
+    """RecurrentGemma's RG-LRU. linear_x and linear_y read the residual stream and emit its channels, heads blocks of
+    lru / heads each; the input and recurrence gates are block-diagonal ([heads, block, block] weights, [heads, block]
+    biases: each block's gates read that block's channels), and everything else (the depthwise conv_1d, the
+    recurrent_param a, the scan, the product with the y branch) is per channel. Whole blocks copied in tile order with
+    scale 1, their gate matrices with them, so every copied channel computes its source channel exactly; the blocks
+    grow with the heads (the config counts them by num_attention_heads), the block width is kept, and linear_out reads
+    the copies divided among them."""
+    width = dims.lru // dims.heads
+    blocks, inner = tile_map(dims.heads, grown.heads), tile_map(width, width)
+    return {"lru": block_map(blocks, inner), "lru_blocks": blocks, "lru_block": inner}
+
+
 def check_shared_epsilon(family: Family, dims: Dims, grown: Dims, maps: AxisMaps, present: dict[str, TensorInfo],
                          rules: dict[str, TensorRule]) -> None:
     """Refuse a hidden size that is not a whole multiple where LayerNorms over another axis (Persimmon's, Cohere's
@@ -1092,9 +1118,15 @@ def _keep_heads_hint(family: Family, dims: Dims) -> str:
 
 
 def embedding_multiplier_ratio(family: Family, dims: Dims, grown: Dims) -> float:
-    """Ratio old/new of a multiplier the model applies to its embeddings (Gemma: sqrt(hidden_size))."""
+    """Ratio old/new of a multiplier the model applies to its embeddings (Gemma: sqrt(hidden_size); RecurrentGemma:
+    sqrt(hidden_size) rounded to bfloat16, its normalizer buffer's dtype, whatever the model's)."""
     if family.embedding_scale == "sqrt_hidden":
         return math.sqrt(dims.hidden / grown.hidden)
+    if family.embedding_scale == "sqrt_hidden_bf16":
+        def bf16_sqrt(hidden: int) -> float:
+            return torch.tensor(math.sqrt(hidden), dtype=torch.bfloat16).item()
+
+        return bf16_sqrt(dims.hidden) / bf16_sqrt(grown.hidden)
     return 1.0
 
 
@@ -1418,7 +1450,9 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     keys = family.config_keys
     updates: dict[str, Any] = {keys["hidden"]: grown.hidden, keys["layers"]: grown.layers}
     if "ffn" in keys:
-        updates[keys["ffn"]] = grown.ffn
+        updates[keys["ffn"]] = grown.ffn * family.ffn_config_factor
+    if grown.lru is not None:
+        updates[keys["lru"]] = grown.lru
     if "heads" in keys:
         updates[keys["heads"]] = grown.heads
     if "kv_heads" in keys:
@@ -1451,7 +1485,7 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     if grown.layers != dims.layers:
         updates.update(_depth_updates(family, config, dims, grown, layers))
     if "ffn" in keys and isinstance(config_value(config, keys["ffn"]), list):  # one width per layer (Gemma 3n)
-        updates[keys["ffn"]] = [grown.ffn] * grown.layers
+        updates[keys["ffn"]] = [grown.ffn * family.ffn_config_factor] * grown.layers
     if family.layer_kinds is not None:
         updates.update(write_layer_kinds(family.layer_kinds, config, grown.layer_kinds, dims.layers))
     updates.update(_scaled_config(family, config, dims, grown))

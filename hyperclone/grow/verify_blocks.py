@@ -285,6 +285,15 @@ class LazyModel:
         return layer.eval()
 
 
+def _logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's logits on `tokens`, in float32. A model that sets up every layer's recurrent state by walking its
+    layers before it runs them (RecurrentGemma's _setup_cache, which use_cache reaches) cannot do so through
+    placeholder layers: it runs without a cache, which one forward pass does not need (each block starts from zero
+    state either way)."""
+    extra = {"use_cache": False} if hasattr(model, "_setup_cache") else {}
+    return model(input_ids=tokens, **extra).logits.float()
+
+
 class _LazyLayer(torch.nn.Module):
     def __init__(self, owner: LazyModel, index: int, on_block):
         super().__init__()
@@ -353,7 +362,7 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
         length = length or max(verify_length(source.config), 64)
         vocab = source.config.vocab_size
         tokens = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-        logits_src = source.model(input_ids=tokens).logits.float()
+        logits_src = _logits(source.model, tokens)
         del source
 
     walk = []  # per grown layer: (source state index of its input, of its expected output)
@@ -372,7 +381,7 @@ def verify_out_of_core(src: str | Path, grown: str | Path, tolerance: float = 1e
         return expected.to(hidden.dtype)  # the next block starts from the image again
 
     big = LazyModel(grown, feed)
-    logits_big = big.model(input_ids=tokens).logits.float()
+    logits_big = _logits(big.model, tokens)
     diff = float((logits_src - logits_big).abs().max())
     rel = diff / max(float(logits_src.abs().max()), 1e-30)
     agree = float((logits_src.argmax(-1) == logits_big.argmax(-1)).float().mean())

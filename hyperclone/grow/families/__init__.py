@@ -53,6 +53,12 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
   dt_rank          a Mamba mixer's low-rank time step (x_proj's dt rows, dt_proj's input): kept
   conv_kernel      the width of a depthwise causal convolution (conv1d weight [channels, 1, kernel]): kept
   embed            OPT word_embed_proj_dim: grows with hidden when equal to it, else kept
+  lru, lru_blocks, lru_block   RecurrentGemma's RG-LRU (the ``lru`` slot, lru_width): its channels are the heads
+                   slot's number of blocks x a block width (lru_width / heads), each block with its own input and
+                   recurrence gate matrices [block, block] (lru_blocks: one position per block; lru_block: within a
+                   block, kept). Every channel runs its own recurrence, so whole blocks copied in tile order (scale 1,
+                   the gates copied with their block) compute their source block exactly; the blocks grow with the
+                   heads, the block width is kept, and readers of the channels (linear_out) divide by the copies
   conv_inner       the channels of a gated short convolution as wide as the hidden size (LFM2's in_proj emits B, C and
                    x, each [hidden]; conv and out_proj read them): plain copies of the channels, scale 1, so B·x and
                    C·conv(·) stay exact per channel; out_proj divides by the copies
@@ -177,6 +183,10 @@ growth whose last layer would be of another kind is refused in one line.
 ``ffn_auto_adjust``: {"flag", "multiplier", "multiple_of"} config keys when ffn's config value is not the MLP's width
 (LFM2): with the flag true the width is multiple_of x ceil(multiplier x int(2/3 x value) / multiple_of) (no rounding
 without a multiplier); the grown config states the width itself, with the flag false.
+``ffn_config_factor``: k where ffn's config value is k x the MLP's width (RecurrentGemma's MLP is intermediate_size // 2
+wide: k = 2); the grown config states k x the grown width. ``embedding_scale``: "sqrt_hidden" where the model multiplies
+its embeddings by sqrt(hidden_size) (Gemma), "sqrt_hidden_bf16" where that factor is rounded to bfloat16 whatever the
+model's dtype (RecurrentGemma's normalizer buffer), "none" elsewhere.
 ``multi_token_prediction``: how the family's releases store multi-token prediction (MTP) weights, which
 transformers does not load (its ``_keys_to_ignore_on_load_unexpected``): ``{"tensor": regex}`` (Qwen3.5's and
 Qwen3-Next's ``mtp.*``, ERNIE 4.5's ``mtp_*``) or ``{"layers_beyond": true}`` (DeepSeek-V3's and GLM-4.5's extra
@@ -310,7 +320,8 @@ AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped",
               "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
               "altup_inputs", "altup_coefs", "laurel_rank", "adapter_rank", "decay_block",
               "hc_streams", "hc_pairs", "hc_hidden", "o_latent", "o_group_in", "csa_window", "hca_window",
-              "hash_top_k")
+              "hash_top_k", "lru", "lru_blocks", "lru_block")
+EMBEDDING_SCALES = ("none", "sqrt_hidden", "sqrt_hidden_bf16")
 ROLES = ("weight", "embedding", "lm_head", "norm", "final_norm", "router", "shared_gate", "layer_scalar")
 NORM_KINDS = ("rmsnorm", "layernorm")
 CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "vocab", "positions", "embed",
@@ -319,7 +330,7 @@ CONFIG_SLOTS = ("hidden", "ffn", "heads", "kv_heads", "head_dim", "layers", "voc
                 "moe_latent", "lin_k_heads", "lin_v_heads", "lin_k_dim", "lin_v_dim", "dt_rank", "expert_ffn",
                 "index_heads", "index_head_dim", "per_layer_input", "per_layer_vocab", "output_vocab",
                 "zero_experts", "altup_inputs", "laurel_rank", "adapter_rank", "decay_block",
-                "hc_streams", "o_groups", "o_lora", "csa_window", "hca_window", "hash_top_k")
+                "hc_streams", "o_groups", "o_lora", "csa_window", "hca_window", "hash_top_k", "lru")
 # latent widths, the sparse-attention indexer's heads and head width, per-layer embeddings' width and vocabulary,
 # zero-computation experts (LongCat-Flash), AltUp's streams and LAuReL's rank (Gemma 3n),
 # LoRA adapters' rank (Zamba2), lightning attention's block of tokens (MiniMax), hyper-connection streams, the grouped
@@ -338,6 +349,7 @@ REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "heads", "kv_heads",
                    "head_dim", "q_gate", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q",
                    "global_k", "global_v", "global_attn", "global_head_dim", "o_latent", "o_group_in")
+LRU_KINDS = ("lru", "lru_blocks", "lru_block")  # RecurrentGemma's RG-LRU (its table needs the lru slot)
 FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn", "ffn_double")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
                "may_be_transposed", "when", "hidden_power", "kv_shared"}
@@ -348,7 +360,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
                "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys",
                "ffn_whole_copies", "identity_kind", "head_dim_from_hidden", "untie_refused", "hidden_fixed",
-               "head_halves", "layer_index_dependent", "heads_kept"}
+               "head_halves", "layer_index_dependent", "heads_kept", "ffn_config_factor"}
 # family keys whose value is a reason (text) a growth is refused with, see the module doc
 REASON_KEYS = ("untie_refused", "hidden_fixed", "layer_index_dependent", "heads_kept")
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
@@ -503,7 +515,7 @@ class Family:
     norm_eps_key: str | None  # config key of the norms' eps; None when hard-coded
     rope: bool
     ignore: tuple[str, ...] = ()
-    embedding_scale: str = "none"  # "none" or "sqrt_hidden" (Gemma multiplies embeddings by sqrt(hidden_size))
+    embedding_scale: str = "none"  # "none", "sqrt_hidden" (Gemma: x sqrt(hidden_size)) or "sqrt_hidden_bf16"
     embedding_scale_when: tuple[tuple[str, Any], ...] = ()  # config values under which embedding_scale applies
     norm_offset: float = 0.0  # Gemma's RMSNorm applies (offset + weight)
     tied_default: bool = False  # transformers' default of tie_word_embeddings for this family
@@ -515,6 +527,7 @@ class Family:
     layer_kinds: LayerKinds | None = None  # blocks of more than one kind (hyperclone.grow.layer_kinds)
     kept_lists: tuple[str, ...] = ()  # config lists that are not per layer (see the module doc)
     ffn_auto_adjust: dict[str, str] | None = None  # LFM2's derived MLP width (see the module doc)
+    ffn_config_factor: int = 1  # ffn's config value is this many times the MLP's width (RecurrentGemma: 2)
     multi_query: str | None = None  # the config key of a multi-query flag (GPT-BigCode): one KV head, kept at one
     multi_query_when: tuple[tuple[str, Any], ...] = ()  # ... counted only where these config values hold (Falcon)
     multi_query_always: bool = False  # one KV head whatever the config says (DeepSeek-V4), kept at one
@@ -642,8 +655,8 @@ def _parse_family(raw: dict) -> Family:
         raise ValueError(f"family {name}: config slots unknown {sorted(bad_slots)} / missing {missing}")
     if raw.get("norm") not in NORM_KINDS or not isinstance(raw.get("rope"), bool) or "norm_eps_key" not in raw:
         raise ValueError(f"family {name}: needs norm ({' | '.join(NORM_KINDS)}), norm_eps_key and rope")
-    if raw.get("embedding_scale", "none") not in ("none", "sqrt_hidden"):
-        raise ValueError(f"family {name}: embedding_scale must be 'none' or 'sqrt_hidden'")
+    if raw.get("embedding_scale", "none") not in EMBEDDING_SCALES:
+        raise ValueError(f"family {name}: embedding_scale must be one of {', '.join(EMBEDDING_SCALES)}")
     if not _valid_when(raw.get("embedding_scale_when", {"-": 0})):
         raise ValueError(f"family {name}: embedding_scale_when must map config keys to values")
     tensors = tuple(_parse_rule(name, t) for t in raw["tensors"])
@@ -688,6 +701,7 @@ def _parse_family(raw: dict) -> Family:
         layer_kinds=layer_kinds,
         kept_lists=tuple(raw.get("kept_lists", ())),
         ffn_auto_adjust=_parse_ffn_auto_adjust(name, raw.get("ffn_auto_adjust")),
+        ffn_config_factor=_parse_ffn_config_factor(name, raw.get("ffn_config_factor", 1), "ffn_auto_adjust" in raw),
         **_parse_multi_query(name, raw.get("multi_query")),
         config_aliases=_parse_config_aliases(name, raw.get("config_aliases", {})),
         **_parse_multi_token_prediction(name, raw.get("multi_token_prediction")),
@@ -773,11 +787,12 @@ def _parse_attention_and_norm_keys(name: str, raw: dict) -> dict[str, Any]:
 
 
 def _check_optional_parts(family: str, config_keys: dict[str, str], tensors: tuple[TensorRule, ...]) -> None:
-    """A table without the heads slot describes no attention, one without the ffn slot no MLP: neither may use
-    their slots or axis kinds."""
+    """A table without the heads slot describes no attention, one without the ffn slot no MLP, one without the lru
+    slot no RG-LRU: none may use their slots or axis kinds (the RG-LRU's blocks are counted by the heads slot)."""
     kinds = {kind for t in tensors for axis in t.axes for kind in axis}
-    for slot, part, slots, axis_kinds in (("heads", "attention", ("kv_heads", "head_dim"), ATTENTION_KINDS),
-                                          ("ffn", "MLP", ("dense_ffn", "shared_ffn", "experts"), FFN_KINDS)):
+    for slot, part, slots, axis_kinds in (("heads", "attention", ("kv_heads", "head_dim", "lru"), ATTENTION_KINDS),
+                                          ("ffn", "MLP", ("dense_ffn", "shared_ffn", "experts"), FFN_KINDS),
+                                          ("lru", "RG-LRU", (), LRU_KINDS)):
         if slot in config_keys:
             continue
         used = sorted(set(slots) & set(config_keys)) + sorted(kinds & set(axis_kinds))
@@ -816,6 +831,14 @@ def _parse_multi_query(family: str, raw: Any) -> dict[str, Any]:
 
 def _valid_when(raw: Any) -> bool:
     return isinstance(raw, dict) and bool(raw) and all(isinstance(key, str) for key in raw)
+
+
+def _parse_ffn_config_factor(family: str, factor: Any, auto_adjust: bool) -> int:
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"family {family}: ffn_config_factor is a positive integer")
+    if factor != 1 and auto_adjust:  # adjusted_ffn would apply one of the two only
+        raise ValueError(f"family {family}: ffn_config_factor and ffn_auto_adjust cannot be combined")
+    return factor
 
 
 def _parse_ffn_auto_adjust(family: str, raw: Any) -> dict[str, str] | None:
