@@ -286,7 +286,7 @@ def _search(path: str) -> str:
     frontier = ladder_search.frontier_text(data)
     lines += ["", f"Random init's frontier (budget: final loss at its best learning rate or schedule): {frontier}. "
               f"{data.get('machine', '')}, {data.get('date', '')}: `{data.get('command', '')}` "
-              f"(`results/{Path(path).parent}/search.md`)."]
+              f"(`results/{Path(path).with_suffix('.md')}`)."]
     return "\n".join(lines)
 
 
@@ -427,7 +427,7 @@ def test_suite() -> str:
 def busy(data: dict) -> str:
     """The machine's load when the run started, where it was recorded and other work was running."""
     load = data.get("load_average_at_start")
-    return f" (load average {load:.1f} at the start: other runs shared the cores)" if load and load >= 1.0 else ""
+    return f" (load average {load:.1f} at the start)" if load and load >= 1.0 else ""
 
 
 BLOCKS = {f.__name__: f for f in (dry_run_1b_x2, bench_train_strategies, ladder, ladder_lrgroups, ladder_search,
