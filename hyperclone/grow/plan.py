@@ -874,7 +874,7 @@ class AxisMaps:
             slices = AxisMap(sources, torch.ones(len(sources), dtype=torch.float64), dims.layers)  # each its layer's
             self.by_kind.update(per_layer_input=width, per_layer_packed=block_map(slices, width),
                                 per_layer_vocab=tile_map(vocab, vocab))
-        self.by_kind.update(_kept_slot_maps(dims, self.hidden))
+        self.by_kind.update(_kept_and_stream_maps(dims, self.hidden))
         if dims.altup_inputs is not None:  # AltUp's prediction coefficients: one per pair of streams
             self.by_kind["altup_coefs"] = tile_map(dims.altup_inputs ** 2, dims.altup_inputs ** 2)
         if dims.heads is not None:
@@ -949,7 +949,7 @@ class AxisMaps:
         return tuple(m.src_size for m in self.for_rule(rule))
 
 
-def _kept_slot_maps(dims: Dims, hidden: AxisMap) -> dict[str, AxisMap]:
+def _kept_and_stream_maps(dims: Dims, hidden: AxisMap) -> dict[str, AxisMap]:
     """AltUp's streams, LAuReL's rank (Gemma 3n), and DeepSeek-V4's hyper-connection streams, KV compressor windows
     and hash-routing table's experts: kept. The hyper-connections' projections read the streams side by side, each
     stream's block grown by the residual map `hidden`."""
@@ -1320,7 +1320,8 @@ def make_plan(family: Family, config: Any, tensors: dict[str, TensorInfo], spec:
     recipes = _tensor_recipes(family, dims, layers, present, source_rules, maps, a, final_scale,
                               tied and spec.tie == "untie")
     extra_recipes = [] if extra is None else extra(maps.hidden, maps.by_kind.get("ffn"))
-    stored, (recipes, storage_inexact) = recipes + extra_recipes, _choose_dtype(recipes + extra_recipes, spec, notes)
+    stored = recipes + extra_recipes
+    recipes, storage_inexact = _choose_dtype(stored, spec, notes)
     config_updates = _config_updates(family, config, dims, grown, tied, spec, maps, layers)
     if any(a.dtype != b.dtype for a, b in zip(recipes, stored, strict=True)):  # upcast (not F32 kept from the source,
         config_updates["dtype"] = "float32"  # as DeepSeek-V4's bf16 checkpoints keep their norms and mixing weights)

@@ -204,16 +204,16 @@ def read_target_config(path: str | Path) -> dict[str, Any]:
 def plan_growth(src: Path, spec: GrowthSpec, allow_pickle: bool = False,
                 to: str | Path | None = None) -> tuple[Plan, Any]:
     source = open_source(src, allow_pickle=allow_pickle)
-    if to is not None:
-        target = read_target_config(to)
+    target = None if to is None else read_target_config(to)
+    if target is not None:
         if source.wrapper is not None and target.get("model_type") == source.wrapper.model_type:
             target = text_raw_config(source.wrapper, target)  # a multimodal target: its language model's sizes
         refuse_changed_kept_sizes(source.family, source.raw_config, target)
         spec = spec_with_target_config(spec, source.family, target)
-        plan = plan_source(source, spec)
+    plan = plan_source(source, spec)
+    if target is not None:
         refuse_other_target_groups(plan, target)
-        return plan, source
-    return plan_source(source, spec), source
+    return plan, source
 
 
 def default_width(width: int | None, to: str | Path | None, targets: dict[str, Any]) -> int:
