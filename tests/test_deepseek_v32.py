@@ -9,11 +9,11 @@ import json
 
 import pytest
 import torch
-from tiny_models import make_tiny
+from tiny_models import compare_tiny, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 REL_TOL = 1e-4
 TOPK = 8  # the tiny model's index_topk
@@ -57,7 +57,7 @@ def test_indexer_selects_the_same_keys(tmp_path, options):
     assert len(before) == 3 and before == after
     # the selection matters: past the first TOPK positions every query drops keys it could have attended to
     assert all(len(keys) == TOPK for layer in before for sequence in layer for keys in sequence[TOPK:])
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL, result
 
 
@@ -70,7 +70,7 @@ def test_identity_blocks_leave_later_indexers_alone(tmp_path):
     assert json.loads((out / "config.json").read_text())["layer_types"] == ["indexed_attention"] * 5
     before, after = selected_keys(source, tokens()), selected_keys(grown, tokens())
     assert [after[1], after[2], after[4]] == before  # grown layers 0 and 3 are the identity blocks
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL, result
 
 
@@ -97,7 +97,7 @@ def test_bf16_release_layout_with_float32_indexer_weights(tmp_path):
         assert handle.get_slice("model.layers.1.self_attn.indexer.wk.weight").get_dtype() == "BF16"
     source, grown = load_causal_lm(tmp_path / "src"), load_causal_lm(out)
     assert selected_keys(source, tokens()) == selected_keys(grown, tokens())
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL, result
 
 
@@ -149,7 +149,7 @@ def test_glm5_shared_indexer_layers_grow_exactly(tmp_path):
                           ("after-both", dict(width=2, layers=6, insert_after=(2, 3))),
                           ("front", dict(layers=6, insert_after=(-1, 0)))):
         out = grow(src, tmp_path / name, seed=3, **options)
-        result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+        result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
         assert result.rel_err <= REL_TOL and result.generate_match, (name, result.rel_err)
     config = json.loads((tmp_path / "after-both" / "config.json").read_text())
     assert config["indexer_types"] == ["full", "shared", "full", "shared", "shared", "shared"]
@@ -163,7 +163,7 @@ def test_glm5_shared_indexer_layers_grow_exactly(tmp_path):
                        indexer_types=["full", "shared", "full", "shared"], index_topk=4, index_topk_pattern="FSFS",
                        index_topk_freq=2, index_skip_topk_offset=1)
     out = grow(stated, tmp_path / "stated-out", seed=3, layers=6, insert_after=(2, 3))
-    assert compare_models(load_causal_lm(stated), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(stated), load_causal_lm(out), tolerance=REL_TOL).ok
     config = json.loads((out / "config.json").read_text())
     assert config["index_topk_pattern"] == "FSFSSS" and config["index_topk_freq"] is None
     assert config["index_skip_topk_offset"] is None

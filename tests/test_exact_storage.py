@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import FALCON_7B, FAMILIES, HIDDEN_FIXED, MOE_FAMILIES, make_tiny
+from tiny_models import FALCON_7B, FAMILIES, HIDDEN_FIXED, MOE_FAMILIES, compare_tiny, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.grow.engine import grow
 from hyperclone.grow.exact_split import kept_noise_power, split_columns, split_tiles
-from hyperclone.grow.verify import compare_models, load_causal_lm, verify, verify_length
+from hyperclone.grow.verify import load_causal_lm, verify, verify_length
 
 REL_TOL = 1e-4
 # Gated DeltaNet families: transformers' gated delta rule (torch_chunk_gated_delta_rule) computes in float32 whatever
@@ -41,7 +41,7 @@ def stored_dtypes(folder):
 
 
 def assert_exact(src, out, tolerance: float = REL_TOL):
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=tolerance)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=tolerance)
     assert result.ok, result
     assert result.rel_err <= tolerance and result.decisive_agreement == 1.0 and result.generate_match, result
     return result
@@ -227,7 +227,7 @@ def test_tied_odd_width_goes_float32_or_is_recorded_inexact(tmp_path, family):
     provenance = json.loads((kept / "hyperclone.json").read_text())
     assert provenance["function_preserving"] is False and provenance["exact_in_storage_dtype"] is False
     assert "final norm" in " ".join(provenance["inexact_reasons"]) or "norm weights" in provenance["inexact_reasons"][0]
-    result = compare_models(load_causal_lm(src), load_causal_lm(kept), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(kept), tolerance=REL_TOL)
     assert result.rel_err > REL_TOL and not result.ok
 
 

@@ -1,6 +1,6 @@
 """Every family in every mode and every tie setting: the grown checkpoint, written to disk and loaded
 back by transformers, gives the source's logits (fp32, max|dlogit| <= 1e-4 * max|logit|) and the
-same 32 greedy tokens with the KV cache.
+same 16 greedy tokens with the KV cache (tiny_models.TINY_NEW_TOKENS: past every tiny window twice).
 
 The tie settings (and, for target shapes, tied vs untied) rotate over each family's cases instead of multiplying
 them: every family meets every mode and every tie setting, every mode meets every tie setting across families, and
@@ -22,13 +22,14 @@ from tiny_models import (
     OTHER_MOE_FAMILIES,
     UNTIED_ONLY,
     assert_out_of_core_catches,
+    compare_tiny,
     make_tiny,
     stored_buffers,
 )
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 from hyperclone.grow.verify_blocks import verify_out_of_core
 
 REL_TOL = 1e-4
@@ -46,7 +47,7 @@ def grow_and_compare(tmp_path, family, tied, mode, width, ffn, tie):
     src = make_tiny(family, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", width=width, ffn=ffn, mode=mode, tie=tie,
                noise_db=0.0 if mode == "noisy" else None, seed=3)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     return out, result
 
 
@@ -256,7 +257,7 @@ def test_target_shape_preserves_function(tmp_path, family, case, tied):
         options["insert_after"] = (layers - 1,) * (options["layers"] - layers)
     out = grow(src, tmp_path / "out", seed=5, **options)
     grown = load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL, result
     assert result.generate_match and result.argmax_agreement == 1.0, result
     assert layers_of(grown.config) == options.get("layers", layers)
@@ -311,7 +312,7 @@ def test_cohere2_moe_norm_kind_follows_the_config(tmp_path):
         out = grow(src, tmp_path / f"{name}-out", hidden_size=72, heads=9, kv_heads=3, ffn_size=100, mode="uneven")
         config = json.loads((out / "config.json").read_text())
         assert (config["layer_norm_eps"] == 1e-5) == (name == "rmsnorm")  # rescaled only for LayerNorms
-        assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+        assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 def test_cohere2_moe_dense_width_left_null(tmp_path):
@@ -322,7 +323,7 @@ def test_cohere2_moe_dense_width_left_null(tmp_path):
     out = grow(src, tmp_path / "out", width=2, ffn=3)
     config = json.loads((out / "config.json").read_text())
     assert config["intermediate_size"] == config["prefix_dense_intermediate_size"] == 120
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 def test_apertus1p5_pruned_output_projection_grows(tmp_path):
@@ -334,7 +335,7 @@ def test_apertus1p5_pruned_output_projection_grows(tmp_path):
                                                                                  ffn_size=100, layers=3))):
         out = grow(src, tmp_path / name, **options)
         assert json.loads((out / "config.json").read_text())["output_vocab_size"] == 90
-        result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+        result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
         assert result.ok and result.generate_match, (name, result)
 
 
@@ -346,7 +347,7 @@ def test_gpt_neo_attention_types_follow_their_layers(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["attention_types"] == [[["global", "global", "local", "local"], 1]]
     assert config["attention_layers"] == ["global", "global", "local", "local"]
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 @pytest.mark.parametrize("family,options,message", [
@@ -383,7 +384,7 @@ def test_zamba2_grouped_kv_and_derived_config(tmp_path):
     assert config["layers_block_type"] == ["linear_attention", "linear_attention", "hybrid", "hybrid",
                                            "linear_attention", "hybrid"]
     assert config["hybrid_layer_ids"] == [2, 3, 5] and config["n_mamba_heads"] == 24
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result
     with pytest.raises(HyperCloneError, match=r"cannot load decoder block \d of a zamba2 model alone"):
         verify_out_of_core(src, out)  # a hybrid layer wraps shared blocks stored in other layers: in memory only
@@ -419,7 +420,7 @@ def test_diffllama_depth_and_refusals(tmp_path):
     lambdas = [layer.self_attn.lambda_init for layer in source.model.layers]
     assert len(set(lambdas)) == 3  # three layers, three lambda_init
     out = grow(src, tmp_path / "deep", width=2, layers=5, insert_after=(2, 2), mode="symmetric")
-    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     with safe_open(out / "model.safetensors", "pt") as grown:  # pair p' = heads (p', p' + 8) copies pair p' mod 4
         q = grown.get_tensor("model.layers.0.self_attn.q_proj.weight").reshape(16, 6, 96)[:, :, :48]
@@ -472,7 +473,7 @@ def test_falcon_7b_multi_query_grows_exactly(tmp_path, options, parallel, tied):
     with safe_open(out / "model.safetensors", "pt") as grown:
         qkv = grown.get_slice("transformer.h.0.self_attention.query_key_value.weight")
         assert qkv.get_shape()[0] == (heads + 2) * 8
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     with pytest.raises(HyperCloneError, match="one KV head"):
         grow(src, tmp_path / "kv", width=2, kv_heads=2)
@@ -485,11 +486,11 @@ def test_falcon_multi_query_flag_counts_only_in_the_old_architecture(tmp_path):
     src = make_tiny("falcon", tmp_path / "src", num_kv_heads=1, multi_query=True)
     out = grow(src, tmp_path / "out", width=2, kv_heads=2)
     assert json.loads((out / "config.json").read_text())["num_kv_heads"] == 2
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     null = make_tiny("falcon", tmp_path / "null", **{**FALCON_7B, "new_decoder_architecture": None})
     out = grow(null, tmp_path / "null-out", width=2)  # a null flag reads as false, as the model code reads it
     assert json.loads((out / "config.json").read_text())["num_kv_heads"] == 1
-    assert compare_models(load_causal_lm(null), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(load_causal_lm(null), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     rw = make_tiny("falcon", tmp_path / "rw", **{**FALCON_7B, "multi_query": False})
     with pytest.raises(HyperCloneError, match="multi_query=false, new_decoder_architecture=false cannot be grown"):
         grow(rw, tmp_path / "rw-out", width=2)
@@ -530,7 +531,7 @@ def test_to_target_config(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert [config[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
                                 "num_hidden_layers")] == [72, 9, 3, 120, 3]
-    assert compare_models(load_causal_lm(src), load_causal_lm(out)).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out)).ok
     target["vocab_size"] = 1000
     (tmp_path / "target.json").write_text(json.dumps(target))
     with pytest.raises(HyperCloneError, match="vocabulary"):
@@ -568,7 +569,7 @@ def test_moe_routing_is_unchanged(tmp_path, family, growth):
         chosen = a.topk(top_k, dim=-1).indices.sort(-1).values
         assert torch.equal(chosen, b.topk(top_k, dim=-1).indices.sort(-1).values)
         assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
-    assert compare_models(source, grown, tolerance=REL_TOL).ok
+    assert compare_tiny(source, grown, tolerance=REL_TOL).ok
 
 
 @pytest.mark.parametrize("family", [*MOE_FAMILIES, *OTHER_MOE_FAMILIES])
@@ -639,7 +640,7 @@ def test_dbrx_nested_config_and_routing(tmp_path):
         assert (a - b).abs().max() <= 1e-5 * a.abs().max()
         assert torch.equal(chosen, b.topk(2, dim=-1).indices.sort(-1).values)
         assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
-    assert compare_models(source, grown, tolerance=REL_TOL).ok
+    assert compare_tiny(source, grown, tolerance=REL_TOL).ok
     with pytest.raises(HyperCloneError, match="--experts on a dbrx mixture of experts"):
         grow(src, tmp_path / "split", width=2, experts=8)
     (src / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()),
@@ -653,7 +654,7 @@ def test_an_upcycled_model_grows_again(tmp_path):
     src = make_tiny("llama", tmp_path / "src", attention_bias=False, mlp_bias=False)
     moe = grow(src, tmp_path / "moe", width=1, experts=4, top_k=2, mode="noisy", seed=1)
     out = grow(moe, tmp_path / "out", width=2, ffn=2, mode="noisy", seed=2)
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 def test_interval_layer_kinds_read_and_write():
@@ -706,7 +707,7 @@ def test_ernie4_5_moe_layer_pattern_under_depth_growth(tmp_path):
     grown = load_causal_lm(out)
     assert [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in grown.model.layers] == [
         False, False, True, True, True]
-    assert compare_models(load_causal_lm(src), grown, tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), grown, tolerance=REL_TOL).ok
     with pytest.raises(HyperCloneError, match="would put moe blocks at 1, 2, 4, 5 of 6, which .* cannot say"):
         grow(src, tmp_path / "stacked", layers=6, depth_mode="stack")
     assert not (tmp_path / "stacked").exists()
@@ -745,7 +746,7 @@ def test_multi_token_prediction_weights_are_left_out(tmp_path, family, extra):
     assert not set(extra) & set(load_file(out / "model.safetensors"))
     notes = json.loads((out / "hyperclone.json").read_text())["notes"]
     assert any(f"{len(extra)} multi-token prediction tensors left out" in note for note in notes), notes
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=1e-4).rel_err <= 1e-4
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=1e-4).rel_err <= 1e-4
 
 
 @pytest.mark.parametrize("family,overrides,message", [
@@ -768,7 +769,7 @@ def test_granitemoeshared_without_a_shared_mlp(tmp_path):
     src = make_tiny("granitemoeshared", tmp_path / "src", shared_intermediate_size=0)
     out = grow(src, tmp_path / "out", width=2, ffn=3)
     assert json.loads((out / "config.json").read_text())["shared_intermediate_size"] == 0
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
     state = load_file(src / "model.safetensors")
     state["model.layers.0.shared_mlp.output_linear.weight"] = torch.zeros(48, 80)
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
@@ -801,7 +802,7 @@ def test_to_target_with_other_expert_count_is_refused(tmp_path):
     (tmp_path / "target.json").write_text(json.dumps(target))
     out = grow(src, tmp_path / "out", to=tmp_path / "target.json")
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == 80
-    assert compare_models(load_causal_lm(src), load_causal_lm(out)).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out)).ok
 
 
 @pytest.mark.parametrize("change", [
@@ -843,7 +844,7 @@ def test_afmoe_embedding_multiplier_follows_mup_enabled(tmp_path):
     model has it on (the matrices above); off, the embeddings grow unscaled. Both exact at 1.5x the width."""
     src = make_tiny("afmoe", tmp_path / "src", mup_enabled=False)
     out = grow(src, tmp_path / "out", hidden_size=72, heads=9, kv_heads=3, ffn_size=36, mode="uneven")
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 def test_hy_v3_optional_biases_and_a_default_shared_expert_count(tmp_path):
@@ -852,14 +853,14 @@ def test_hy_v3_optional_biases_and_a_default_shared_expert_count(tmp_path):
     the source's widths instead of failing on the missing key, and the split is exact."""
     src = make_tiny("hy_v3", tmp_path / "src", attention_bias=True, mlp_bias=True)
     out = grow(src, tmp_path / "out", width=2, mode="noisy")
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
     plain = make_tiny("hy_v3", tmp_path / "plain")
     config = json.loads((plain / "config.json").read_text())
     assert config.pop("num_shared_experts") == 1
     (plain / "config.json").write_text(json.dumps(config))
     split = grow(plain, tmp_path / "split", experts=2 * config["num_experts"])
     assert json.loads((split / "config.json").read_text())["num_shared_experts"] == 2
-    assert compare_models(load_causal_lm(plain), load_causal_lm(split), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(plain), load_causal_lm(split), tolerance=REL_TOL).ok
 
 
 def test_mimo_restated_head_counts_follow_the_growth(tmp_path):
@@ -875,7 +876,7 @@ def test_mimo_restated_head_counts_follow_the_growth(tmp_path):
     assert (grown["num_attention_heads"], grown["num_key_value_heads"]) == (16, 4)
     assert (grown["swa_num_attention_heads"], grown["swa_num_key_value_heads"]) == (16, 8)
     assert (grown["swa_head_dim"], grown["swa_v_head_dim"]) == (8, 6)
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
 
 
 def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
@@ -898,7 +899,7 @@ def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
     with safe_open(out / "model.safetensors", "pt") as grown, safe_open(src / "model.safetensors", "pt") as small:
         name = "model.layers.0.self_attn.1.q_b_proj.weight"  # rows: heads x 2 (copies), columns: the kept q LoRA
         assert torch.allclose(grown.get_tensor(name)[:12], small.get_tensor(name)[:12] / 2 ** 0.5, atol=0)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert_out_of_core_catches(src, out, "model.layers.1.self_attn.1.kv_b_proj.weight", 2, REL_TOL)
     # without zero experts new layers are identities; a config.json that states num_hidden_layers (which the
@@ -909,7 +910,7 @@ def test_longcat_flash_depth_width_and_out_of_core(tmp_path):
     deep = grow(plain, tmp_path / "deep3", layers=3)
     written = json.loads((deep / "config.json").read_text())
     assert (written["num_layers"], written["num_hidden_layers"]) == (3, 6)
-    result = compare_models(load_causal_lm(plain), load_causal_lm(deep), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(plain), load_causal_lm(deep), tolerance=REL_TOL)
     assert result.ok and load_causal_lm(deep).config.num_layers == 3, result
 
 
@@ -928,7 +929,7 @@ def test_gemma3n_refusals(tmp_path):
     dense = make_tiny("gemma3n_text", tmp_path / "dense", activation_sparsity_pattern=[0.0] * 4)
     out = grow(dense, tmp_path / "out", width=2, ffn_size=100)
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == [100] * 4
-    result = compare_models(load_causal_lm(dense), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(dense), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     with pytest.raises(HyperCloneError, match="a gemma3n_text model cannot be built with one decoder layer"):
         verify_out_of_core(dense, out)  # its config refuses one layer beside KV-shared ones: verify in memory
@@ -955,7 +956,7 @@ def test_xglm_refuses_a_wider_hidden_size(tmp_path):
     out = grow(src, tmp_path / "out", width=1, ffn=2, layers=4, insert_after=(-1, 1), mode="uneven", seed=1)
     config = json.loads((out / "config.json").read_text())
     assert (config["d_model"], config["attention_heads"], config["ffn_dim"], config["num_layers"]) == (48, 6, 160, 4)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert_out_of_core_catches(src, out, "model.layers.2.fc1.weight", layers=4)
 
@@ -1074,12 +1075,12 @@ def test_deepseek_v4_to_a_wider_target_and_uneven_groups(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert (config["hidden_size"], config["num_attention_heads"], config["o_groups"],
             config["moe_intermediate_size"]) == (80, 12, 4, 40)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     half = make_tiny("deepseek_v4", tmp_path / "bf16", dtype=torch.bfloat16)
     out = grow(half, tmp_path / "out9", hidden_size=96, heads=9, mode="noisy")
     assert json.loads((out / "config.json").read_text())["o_groups"] == 3
-    result = compare_models(load_causal_lm(half), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(half), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
 
 
@@ -1098,7 +1099,7 @@ def test_deepseek_v4_bf16_release_keeps_its_float32_modules(tmp_path):
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     with safe_open(tmp_path / "src" / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
         assert all(a.get_slice(k).get_dtype() == b.get_slice(k).get_dtype() for k in a.keys())
-    result = compare_models(load_causal_lm(tmp_path / "src"), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(tmp_path / "src"), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
 
 
@@ -1109,7 +1110,7 @@ def test_mistral4_without_query_lora(tmp_path):
     with safe_open(src / "model.safetensors", "pt") as stored:
         assert "model.layers.0.self_attn.q_proj.weight" in stored.keys()
     out = grow(src, tmp_path / "out", width=2, ffn=2, layers=4)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
 
 
@@ -1134,7 +1135,7 @@ def test_bitnet_sub_norms_need_whole_copies(tmp_path):
             grow(src, tmp_path / "out", **options)
         assert str(err.value) == message and not (tmp_path / "out").exists()
     out = grow(src, tmp_path / "deep", width=3, ffn=2, layers=3)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     config = json.loads((src / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
@@ -1157,7 +1158,7 @@ def test_recurrent_gemma_blocks_config_and_out_of_core(tmp_path):
     out = grow(src, tmp_path / "out", hidden_size=72, heads=6, kv_heads=3, ffn_size=100, layers=6,
                insert_after=(0, 3), mode="symmetric")
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     config = json.loads((out / "config.json").read_text())
     assert (config["intermediate_size"], config["lru_width"], config["head_dim"]) == (200, 96, 12)
@@ -1188,7 +1189,7 @@ def test_recurrent_gemma_to_a_stated_target(tmp_path):
                                    "intermediate_size", "num_hidden_layers")} == \
         dict(hidden_size=72, num_attention_heads=6, num_key_value_heads=3, lru_width=96, intermediate_size=200,
              num_hidden_layers=5)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
 
 

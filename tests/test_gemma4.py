@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import assert_out_of_core_catches, make_tiny
+from tiny_models import assert_out_of_core_catches, compare_tiny, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 REL_TOL = 1e-4
 # the dense releases' layout (31B): no experts, keys and values of their own in the full-attention layers
@@ -27,7 +27,7 @@ SMALL = dict(DENSE, hidden_size_per_layer_input=8, vocab_size_per_layer_input=97
 
 
 def check(src, out):
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match and result.argmax_agreement == 1.0, result
     return result
 
@@ -104,7 +104,7 @@ def test_small_release_grows_exactly_in_width(tmp_path, wide, options):
 def test_small_release_in_bf16_is_exact_in_float32(tmp_path):
     src = make_tiny("gemma4_text", tmp_path / "src", dtype=torch.bfloat16, **SMALL, use_double_wide_mlp=True)
     out = grow(src, tmp_path / "out", width=2, mode="noisy", seed=7)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     provenance = json.loads((out / "hyperclone.json").read_text())
     assert provenance["exact_in_storage_dtype"] is True and provenance["output_dtypes"] == ["float32"]
@@ -187,7 +187,7 @@ def test_small_release_depth_growth_keeps_the_shared_keys_and_refuses_stacking(t
     assert any("KV-shared last layers: 2 -> 3" in n for n in plan.notes)
     out = grow(src, tmp_path / "out", width=2, layers=7, insert_after=(1, 3))
     assert json.loads((out / "config.json").read_text())["num_kv_shared_layers"] == 3
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result
     default, _ = plan_growth(src, GrowthSpec(layers=6))
     assert default.spec.insert_after is None and [g for g, (_, new) in enumerate(default.layers) if new] == [2]
@@ -216,7 +216,7 @@ def test_splitting_experts_cuts_the_experts_own_width(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert [config[key] for key in ("num_experts", "top_k_experts", "moe_intermediate_size", "intermediate_size")] == [
         16, 8, 20, 160]
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 

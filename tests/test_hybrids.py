@@ -10,12 +10,12 @@ import json
 
 import pytest
 import torch
-from tiny_models import HYBRID_FAMILIES, make_tiny
+from tiny_models import HYBRID_FAMILIES, compare_tiny, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 from hyperclone.grow.verify_blocks import verify_out_of_core
 
 REL_TOL = 1e-4
@@ -23,7 +23,7 @@ UNEVEN = dict(hidden_size=72, heads=9, kv_heads=3, ffn_size=100)  # 1.5x: every 
 
 
 def assert_same_function(src, out):
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match and result.argmax_agreement == 1.0, result
     return result
 
@@ -194,7 +194,7 @@ def test_granite_routing_is_unchanged(tmp_path, growth):
         chosen = a.topk(2, dim=-1).indices.sort(-1).values
         assert torch.equal(chosen, b.topk(2, dim=-1).indices.sort(-1).values)
         assert len({tuple(row.tolist()) for row in chosen}) >= 3  # the tiny model really routes
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok, result
     ffn = json.loads((out / "config.json").read_text())["intermediate_size"]
     with safe_open(out / "model.safetensors", "pt") as handle:

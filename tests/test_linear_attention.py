@@ -13,11 +13,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import assert_out_of_core_catches, make_tiny
+from tiny_models import assert_out_of_core_catches, compare_tiny, make_tiny
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 REL_TOL = 1e-4
 FAMILIES = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
@@ -25,7 +25,7 @@ MIXER = "model.layers.0.linear_attn."
 
 
 def assert_same_function(src, out):
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match and result.argmax_agreement == 1.0, result
 
 
@@ -149,7 +149,7 @@ def test_multi_token_prediction_weights_are_left_out(tmp_path, family):
     leaves it out (as load and save_pretrained would), says so in its notes, and keeps the function."""
     from safetensors.torch import save_file
 
-    from hyperclone.grow.verify import compare_models, load_causal_lm
+    from hyperclone.grow.verify import load_causal_lm
 
     src = make_tiny(family, tmp_path / "src")
     state = load_file(src / "model.safetensors")
@@ -159,7 +159,7 @@ def test_multi_token_prediction_weights_are_left_out(tmp_path, family):
     assert not any(name.startswith("mtp.") for name in load_file(out / "model.safetensors"))
     notes = json.loads((out / "hyperclone.json").read_text())["notes"]
     assert any("1 multi-token prediction tensors left out (e.g. mtp.fc.weight)" in note for note in notes), notes
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=1e-4).rel_err <= 1e-4
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=1e-4).rel_err <= 1e-4
 
 
 def test_qwen3_next_without_experts_is_refused(tmp_path):

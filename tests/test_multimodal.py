@@ -25,13 +25,14 @@ from tiny_models import (
     VIDEO_FRAMES_OF,
     VIDEO_TOKEN,
     VOCAB,
+    compare_tiny,
     make_tiny_multimodal,
 )
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.perturb import parse_perturbation
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 from hyperclone.grow.wrapper import WRAPPERS, sort_tensors
 
 REL_TOL = 1e-4
@@ -146,7 +147,7 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, model_type) <= REL_TOL
     before, after = (json.loads((f / "config.json").read_text()) for f in (src, out))
@@ -185,7 +186,7 @@ def test_multimodal_from_bf16(tmp_path, model_type):
     src = make_tiny_multimodal(model_type, tmp_path / "src", dtype=torch.bfloat16)
     out = grow(src, tmp_path / "out", width=2)
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
 
 
@@ -252,7 +253,7 @@ def test_the_image_check_sees_the_projector(tmp_path, model_type):
             a, b = source(input_ids=text).logits, load_causal_lm(out)(input_ids=text).logits
         assert (a - b).abs().max() <= REL_TOL * a.abs().max()
         return
-    assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
 
 
 LLAVA_RENAMES = (("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
@@ -287,7 +288,7 @@ def test_in_memory_layout_is_kept(tmp_path, model_type, renames):
                      for k in tensors if k.startswith(f"{prefix}{src}.")}
         assert set(grown.keys()) == kept | per_layer  # the new layer: the language model's, not the tower's
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
 
 
@@ -314,7 +315,7 @@ def test_qwen3_vl_moe_release_layout(tmp_path, options):
     for name in fused:
         assert grown_tensors[name].shape[1 if "gate_up" in name else 2] == hidden, name  # still [E, in, out]
     grown = load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, "qwen3_vl_moe") <= REL_TOL
     # 48 -> 96 hidden, 40 -> 48 moe_intermediate: gate_up_proj [experts, 96, 2 x 48] would be square
     with pytest.raises(HyperCloneError, match=r"would be square .* choose another --hidden or --ffn"):
@@ -370,7 +371,7 @@ def test_tying_follows_the_multimodal_config(tmp_path, model_type):
         (src / "config.json").write_text(json.dumps(config))
     out = grow(src, tmp_path / "out", width=2)
     assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is tied
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
     assert not (out / "copies.json").exists()
     card = (out / "README.md").read_text()
     assert f"# {model_type} (language model: " in card and "AutoModelForImageTextToText" in card
@@ -391,7 +392,7 @@ def test_llama4_ties_by_its_text_config(tmp_path, top, text):
     source, grown = load_causal_lm(src), load_causal_lm(out)
     lm_head = grown.language_model.lm_head.weight
     assert lm_head is not grown.language_model.model.embed_tokens.weight
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, "llama4") <= REL_TOL
 
 
@@ -409,7 +410,7 @@ def test_lfm2_vl_ties_by_tie_embedding(tmp_path):
     assert json.loads((out / "hyperclone.json").read_text())["tied_source"] is True
     assert grown["tie_word_embeddings"] is False and "tie_embedding" not in grown
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, "lfm2_vl") <= REL_TOL
 
 
@@ -483,7 +484,7 @@ def test_experts_split_through_the_wrapper(tmp_path, model_type, width):
     src = make_tiny_multimodal(model_type, tmp_path / "src")
     out = grow(src, tmp_path / "out", width=width, experts=8)
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, model_type) <= REL_TOL
     before, after = (json.loads((f / "config.json").read_text()) for f in (src, out))
@@ -520,7 +521,7 @@ def test_qwen3_vl_moe_release_layout_splits(tmp_path):
     assert grown_tensors["model.language_model.layers.0.mlp.experts.gate_up_proj"].shape == (8, 96, 80)
     assert grown_tensors["model.language_model.layers.0.mlp.experts.down_proj"].shape == (8, 40, 96)
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, "qwen3_vl_moe") <= REL_TOL
 
 
@@ -567,14 +568,14 @@ def test_gemma4_per_layer_embeddings_grow_exactly(tmp_path):
     src = make_tiny_multimodal("gemma4", tmp_path / "src", text_config=text)
     out = grow(src, tmp_path / "out", width=2, mode="noisy", noise_db=0.0)
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "gemma4") <= REL_TOL
     deeper = grow(src, tmp_path / "deeper", width=2, layers=4)
     text_config = json.loads((deeper / "config.json").read_text())["text_config"]
     assert text_config["num_hidden_layers"] == 4 and text_config["num_kv_shared_layers"] == 2
     grown = load_causal_lm(deeper)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "gemma4") <= REL_TOL
 
@@ -651,7 +652,7 @@ def test_flat_release_config(tmp_path, model_type):
     link = WRAPPERS[model_type].hidden_links[0].removeprefix("vision_config.")
     assert grown["vision_config"] == {**flat["vision_config"], link: 96}
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     assert image_rel_err(source, grown, model_type) <= REL_TOL
 
 
@@ -670,7 +671,7 @@ def test_paligemma2_gemma2_text(tmp_path):
     assert config["hidden_size"] == 2048
     assert config["text_config"]["model_type"] == "gemma2" and config["text_config"]["hidden_size"] == 96
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    assert compare_models(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
     inputs = image_inputs("paligemma")
     inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
     inputs["token_type_ids"][0, -4:] = 1  # the prefix (images and prompt) attends both ways, the suffix causally
@@ -688,7 +689,7 @@ def test_mistral_small4_release_through_mistral3(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["text_config"]["model_type"] == "mistral4" and config["text_config"]["hidden_size"] == 96
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "mistral3") <= REL_TOL
 
@@ -740,7 +741,7 @@ def test_text_keys_stated_twice_follow_the_text_config(tmp_path):
     grown = json.loads((out / "config.json").read_text())
     assert {k: grown[k] for k in keys} == {k: grown["text_config"][k] for k in keys}
     assert grown["hidden_size"] == 96 and grown["num_hidden_layers"] == 3 and "torch_dtype" not in grown
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).rel_err <= REL_TOL
 
 
 def test_deepstack_longer_than_the_language_model_refuses_new_layers(tmp_path):
@@ -887,5 +888,5 @@ def test_apertus1p5_with_a_pruned_output_projection_grows(tmp_path):
     src = make_tiny_multimodal("apertus1p5", tmp_path / "src", text_config=text)
     out = grow(src, tmp_path / "out", width=2, mode="noisy")
     assert json.loads((out / "config.json").read_text())["text_config"]["output_vocab_size"] == 64
-    assert compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL).ok
     assert image_rel_err(src, out, "apertus1p5") <= REL_TOL

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import make_tiny
+from tiny_models import compare_tiny, make_tiny
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.mxfp4 import FP4_VALUES, dequantize
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 from hyperclone.grow.verify_blocks import verify_out_of_core
 
 REL_TOL = 1e-4
@@ -88,7 +88,7 @@ def test_an_mxfp4_release_grows_into_the_bf16_model_it_stands_for(tmp_path, opti
     assert not any(n.endswith(("_blocks", "_scales")) for n in grown)
     assert {t.dtype for t in grown.values()} == {torch.bfloat16}
     assert grown["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 128, 2 * 32 * options.get("ffn", 2))
-    result = compare_models(load_causal_lm(reference), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(reference), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     blocks = verify_out_of_core(quantized, out)  # its own reader, one decoder block at a time
     assert blocks.ok and max(blocks.block_rel_err) <= REL_TOL, blocks

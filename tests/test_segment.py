@@ -9,14 +9,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import MOE_FAMILIES, OTHER_MOE_FAMILIES, make_tiny, stored_buffers
+from tiny_models import MOE_FAMILIES, OTHER_MOE_FAMILIES, compare_tiny, make_tiny, stored_buffers
 
 from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
 from hyperclone.grow.inspect import explain_plan, format_plan
 from hyperclone.grow.segment import NOT_SPLIT, ROUTING
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 REL_TOL = 1e-4  # both models run in fp32 whatever they are stored in, so bf16 sources use it too
 # every other tiny MoE states num_experts
@@ -96,7 +96,7 @@ def test_split_experts_compute_the_source_function(tmp_path, family, width):
         key, shared = SHARED_KEY[family]
         assert before[key] == shared and config[key] == shared * width
     source, grown = load_causal_lm(src), load_causal_lm(out)
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     record = json.loads((out / "hyperclone.json").read_text())
     split = record["segmented"]
@@ -136,7 +136,7 @@ def test_three_segments_with_a_wider_mlp(tmp_path):
     out = grow(src, tmp_path / "out", width=2, ffn=3, experts=12, seed=1)  # ffn 40 -> 120 -> 12 experts of 40
     config = json.loads((out / "config.json").read_text())
     assert (config["num_experts"], config["num_experts_per_tok"], config["intermediate_size"]) == (12, 6, 40)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result
 
 
@@ -148,18 +148,18 @@ def test_bf16_source(tmp_path):
     out = grow(src, tmp_path / "x2", width=2, experts=8, seed=2)
     record = json.loads((out / "hyperclone.json").read_text())
     assert record["output_dtypes"] == ["bfloat16"] and record["function_preserving"]
-    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result
     out = grow(src, tmp_path / "x3", width=1, ffn=3, experts=12, seed=2)
     record = json.loads((out / "hyperclone.json").read_text())
     assert record["output_dtypes"] == ["float32"] and record["function_preserving"]
     assert any("multiplied by 3" in note and "float32" in note for note in record["notes"])
-    assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).ok
+    assert compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL).ok
     out = grow(src, tmp_path / "x3-source", width=1, ffn=3, experts=12, seed=2, dtype="source")
     record = json.loads((out / "hyperclone.json").read_text())
     assert record["output_dtypes"] == ["bfloat16"] and not record["function_preserving"]
     assert "multiplied by 3" in record["inexact_reasons"][0]
-    assert compare_models(source, load_causal_lm(out), tolerance=REL_TOL).rel_err > REL_TOL  # measured 1.6e-3
+    assert compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL).rel_err > REL_TOL  # measured 1.6e-3
 
 
 def test_dense_to_fine_grained_in_two_passes_and_out_of_core_verify(tmp_path):
@@ -171,7 +171,7 @@ def test_dense_to_fine_grained_in_two_passes_and_out_of_core_verify(tmp_path):
     moe = grow(src, tmp_path / "moe", width=1, experts=4, top_k=2, seed=1)
     out = grow(moe, tmp_path / "out", width=2, experts=16, seed=1)
     assert json.loads((out / "config.json").read_text())["num_experts_per_tok"] == 8
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result
     assert verify_out_of_core(moe, out).ok
 
@@ -239,7 +239,7 @@ def test_sigmoid_grouped_and_latent_routers_split_exactly(tmp_path, family):
     out = grow(src, tmp_path / "out", width=2, experts=8, seed=4)
     split = json.loads((out / "hyperclone.json").read_text())["segmented"]
     assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
 
 
@@ -265,13 +265,13 @@ def test_ernie_correction_bias_is_divided_with_the_probabilities(tmp_path, monke
     record = json.loads((out / "hyperclone.json").read_text())
     assert record["segmented"]["down_projection_factor"] == m and record["function_preserving"]
     source = load_causal_lm(src)
-    result = compare_models(source, load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(source, load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     if (width, experts) == (1, 8):
         monkeypatch.setattr(segment, "BIAS_ON_PROBABILITIES", set())
         repeated = grow(src, tmp_path / "repeated", width=1, experts=8, seed=4)
         assert torch.equal(load_file(repeated / "model.safetensors")[name], before[name].repeat_interleave(2, 1))
-        assert not compare_models(source, load_causal_lm(repeated), tolerance=REL_TOL).ok  # measured 0.27
+        assert not compare_tiny(source, load_causal_lm(repeated), tolerance=REL_TOL).ok  # measured 0.27
 
 
 def split_exactly(src, out, width: int, seed: int, factor: int) -> tuple[dict, dict, dict]:
@@ -283,7 +283,7 @@ def split_exactly(src, out, width: int, seed: int, factor: int) -> tuple[dict, d
     record = json.loads((out / "hyperclone.json").read_text())
     split = record["segmented"]
     assert (split["experts"], split["top_k"], split["down_projection_factor"]) == (8, 4, factor)
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     return before, json.loads((out / "config.json").read_text()), record
 
@@ -412,7 +412,7 @@ def test_exact_tie_between_two_experts(tmp_path):
     assert int(tied.sum()) >= 5
     assert bool(same[~tied].all())  # no tie: the source's experts, both segments of each
     assert not bool(same[tied].all())  # a tie: sometimes the other expert
-    assert not compare_models(source, grown, tolerance=REL_TOL).ok
+    assert not compare_tiny(source, grown, tolerance=REL_TOL).ok
     # and torch.topk may even take a partial set: one segment of each of two tied experts
     probabilities = torch.tensor([[0.2, 0.2, 0.4, 0.1]])
     split = (probabilities.repeat_interleave(2, -1) / 2).topk(4, dim=-1).indices[0] // 2
@@ -432,5 +432,5 @@ def test_router_settings_left_to_the_class_default(tmp_path, family):
     (src / "config.json").write_text(json.dumps(config))
     out = grow(src, tmp_path / "out", experts=8, seed=6)
     assert json.loads((out / "hyperclone.json").read_text())["segmented"]["down_projection_factor"] == 2
-    result = compare_models(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
     assert result.ok and result.generate_match, result

@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import make_tiny, tiny_config
+from tiny_models import compare_tiny, make_tiny, tiny_config
 
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 
 def test_sharded_source_and_output(tmp_path):
@@ -38,7 +38,7 @@ def test_sharded_source_and_output(tmp_path):
                 assert index["weight_map"][name] == shard
                 total += handle.get_tensor(name).numel() * 4
     assert total == index["metadata"]["total_size"]
-    result = compare_models(load_causal_lm(tmp_path / "src"), load_causal_lm(out))
+    result = compare_tiny(load_causal_lm(tmp_path / "src"), load_causal_lm(out))
     assert result.rel_err <= 1e-4 and result.generate_match
 
 
@@ -66,7 +66,7 @@ def test_kill_then_rerun(tmp_path):
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert not list(tmp_path.glob(".out.hyperclone-tmp-*")), "stale temporary folder not cleaned"
-    result = compare_models(load_causal_lm(src), load_causal_lm(out))
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out))
     assert result.rel_err <= 1e-4 and result.generate_match
 
 

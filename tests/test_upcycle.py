@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
-from tiny_models import make_tiny
+from tiny_models import compare_tiny, make_tiny
 
 from hyperclone.cli import main
 from hyperclone.common.errors import HyperCloneError
 from hyperclone.grow.engine import grow
-from hyperclone.grow.verify import compare_models, load_causal_lm
+from hyperclone.grow.verify import load_causal_lm
 
 REL_TOL = 1e-4
 NO_BIAS = dict(attention_bias=False, mlp_bias=False)  # Mixtral's attention has no biases
@@ -37,7 +37,7 @@ def test_upcycled_model_computes_the_dense_function(tmp_path, family, experts, t
     grown = load_causal_lm(out)
     assert grown.config.model_type == target and grown.config.num_hidden_layers == layers
     assert grown.config.num_experts_per_tok == top_k
-    result = compare_models(source, grown, tolerance=REL_TOL)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.ok and result.rel_err <= REL_TOL and result.generate_match, result
     record = json.loads((out / "hyperclone.json").read_text())
     moe = record["upcycled"]
