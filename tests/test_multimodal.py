@@ -1,12 +1,12 @@
 """Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Gemma 4, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision, PaliGemma,
-LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama 3.2 Vision
-or Apertus 1.5 checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and GLM-4.5V's
-MLPs, as wide as the language model, grow by copies; Apertus 1.5's image and audio tokenizers too, no projector), and
-the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a SwiGLU as wide as the language model's MLP and a
-perceiver resampler over the text width; Gemma 4's embed_vision) writes the grown residual stream (Llama 3.2 Vision's
-the features its cross-attention reads), so the grown model gives the source's logits on text and on images with text
-(fp32, max|dlogit| <= 1e-4 max|logit|)."""
+Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision,
+PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama
+3.2 Vision or Apertus 1.5 checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and
+GLM-4.5V's MLPs, as wide as the language model, grow by copies; Apertus 1.5's image and audio tokenizers too, no
+projector), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a SwiGLU as wide as the language
+model's MLP and a perceiver resampler over the text width; Gemma 4's embed_vision) writes the grown residual stream
+(Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives the source's logits on text and on
+images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -60,10 +60,11 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
     for i in range(images):
         start = 3 + i * (tokens + 3)
         text[0, start:start + tokens] = IMAGE_TOKEN
-    if model_type.startswith(("qwen", "glm4v")):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2:
-        # flattened, with their grid
-        return {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
-                "image_grid_thw": torch.tensor([[1, 4, 4]] * images), "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
+    if model_type.startswith(("qwen", "glm4v", "exaone4_5")):  # 4x4 patches of 2 frames x 8x8 pixels, merged 2x2:
+        # flattened, with their grid; mm_token_type_ids for M-RoPE (EXAONE 4.5's text positions are plain: none)
+        inputs = {"input_ids": text, "pixel_values": torch.randn(images * 16, 3 * 2 * 8 * 8, generator=gen),
+                  "image_grid_thw": torch.tensor([[1, 4, 4]] * images)}
+        return inputs if model_type == "exaone4_5" else {**inputs, "mm_token_type_ids": (text == IMAGE_TOKEN).long()}
     if model_type == "gemma4":  # the processor's flat patch lists (values in [0, 1]), padded to 20 patches: per image
         # 4x4 patches of 8x8 pixels at their (x, y) positions, then 4 of padding at (-1, -1), pooled 2x2 into 4 soft
         # tokens; mm_token_type_ids marks the image tokens, which attend to each other both ways
@@ -132,7 +133,7 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
     GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
     class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
-    by 13 of the 26 model types in all four pairings (their language models are families
+    by 13 or 14 of the 27 model types in all four pairings (their language models are families
     tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s each they would take ~50 s of this file's
     time, which is kept under ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of
     them."""
@@ -205,6 +206,7 @@ RESIDUAL_WRITERS = {
     "qwen3_5_moe": ("model.visual.merger.linear_fc2.weight",),
     "qwen2_vl": ("visual.merger.mlp.2.weight",),
     "qwen2_5_vl": ("visual.merger.mlp.2.weight",),
+    "exaone4_5": ("model.visual.merger.mlp.2.weight",),
     "qwen3_vl": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
                  "model.visual.deepstack_merger_list.1.linear_fc2.weight"),
     "qwen3_vl_moe": ("model.visual.merger.linear_fc2.weight", "model.visual.deepstack_merger_list.0.linear_fc2.weight",
@@ -629,6 +631,37 @@ def test_qwen3_5_refusals(tmp_path):
     assert "mtp.fc.weight" not in load_file(out / "model.safetensors")
     assert any("multi-token prediction tensors left out (e.g. mtp.fc.weight)" in note
                for note in json.loads((out / "hyperclone.json").read_text())["notes"])
+
+
+def test_exaone4_5_release_config_and_mtp(tmp_path):
+    """EXAONE 4.5's releases name the text config exaone4_5_text (which its config class renames exaone4: read as the
+    exaone4 family's, the name kept in the grown config) and store a multi-token prediction block beside the model
+    (mtp.*, which transformers does not load): it is left out, and the grown model, a new layer included, gives the
+    source's text and image logits, in memory and block by block."""
+    from safetensors.torch import load_file, save_file
+
+    from hyperclone.grow.verify_blocks import verify_out_of_core
+
+    src = make_tiny_multimodal("exaone4_5", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    config["text_config"] |= {"model_type": "exaone4_5_text", "num_nextn_predict_layers": 1}
+    (src / "config.json").write_text(json.dumps(config))
+    mtp = {"mtp.fc.weight": (48, 96), "mtp.pre_fc_norm_embedding.weight": (48,), "mtp.pre_fc_norm_hidden.weight": (48,),
+           "mtp.layers.0.self_attn.q_proj.weight": (48, 48), "mtp.norm.weight": (48,)}
+    tensors = load_file(src / "model.safetensors") | {name: torch.ones(shape) for name, shape in mtp.items()}
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    out = grow(src, tmp_path / "out", width=2, layers=3)
+    assert set(load_file(out / "model.safetensors")).isdisjoint(mtp)
+    notes = json.loads((out / "hyperclone.json").read_text())["notes"]
+    assert any(f"{len(mtp)} multi-token prediction tensors left out" in note for note in notes), notes
+    grown_config = json.loads((out / "config.json").read_text())
+    assert grown_config["text_config"]["model_type"] == "exaone4_5_text"
+    assert grown_config["text_config"]["hidden_size"] == grown_config["vision_config"]["out_hidden_size"] == 96
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    assert compare_tiny(source, grown, tolerance=REL_TOL).rel_err <= REL_TOL
+    assert image_rel_err(source, grown, "exaone4_5") <= REL_TOL
+    result = verify_out_of_core(src, out)
+    assert result.ok and result.kept_equal and result.rel_err <= REL_TOL, result
 
 
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl"])

@@ -711,6 +711,15 @@ TINY_MULTIMODAL: dict[str, dict] = {
                            patch_size=8, spatial_merge_size=2, temporal_patch_size=2, window_size=16,
                            fullatt_block_indexes=[1]),
         image_token_id=IMAGE_TOKEN, video_token_id=93, vision_start_token_id=91, vision_end_token_id=92),
+    # EXAONE 4.5 (text exaone4: sliding and global attention, post-norms, plain 1-D positions): Qwen2.5-VL's windowed
+    # vision tower with 2-D rope and grouped-query attention (2 query heads over 1 KV head); its merger's mlp.2 writes
+    # the residual stream
+    "exaone4_5": dict(
+        text_config=dict(TINY_CONFIGS["exaone4"], model_type="exaone4", **QWEN_VL_TEXT),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=2, num_key_value_heads=1,
+                           out_hidden_size=48, patch_size=8, spatial_merge_size=2, temporal_patch_size=2,
+                           window_size=16, fullatt_block_indexes=[1]),
+        image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN),
     # Qwen3-VL: two DeepStack mergers, whose features are added after the language model's layers 0 and 1
     "qwen3_vl": dict(
         text_config=dict(TINY_CONFIGS["qwen3"], **QWEN_VL_TEXT, attention_bias=True,

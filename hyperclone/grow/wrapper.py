@@ -1,16 +1,16 @@
 """Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Gemma 4, Mistral 3,
-Qwen3.5, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision,
-PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama
-3.2 Vision, Apertus 1.5): the language model grows as its family does, the vision tower is copied unchanged, and the
-projector that writes image features into the language model's residual stream grows with the residual stream's map, so
-that image tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2 Vision's
-projector writes the features its cross-attention layers' k_proj and v_proj read as they would the residual stream: the
-same map; Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the residual stream's
-width: its stream grows with the same map, its norms as the language model's; Gemma 4's embed_vision and embed_audio, a
-weightless RMSNorm over the tower's own width then embedding_projection, write the stream unscaled, as Gemma 3's
-projector does: only the text embeddings carry the language model's sqrt(hidden) multiplier, which the family's
-embedding growth accounts for; Apertus 1.5 has no projector: its image and audio tokenizers write codebook indices into
-the vocabulary, which the text embedding reads: both are kept, ``projector`` empty).
+Qwen3.5, Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A
+Vision, PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4,
+Llama 3.2 Vision, Apertus 1.5): the language model grows as its family does, the vision tower is copied unchanged, and
+the projector that writes image features into the language model's residual stream grows with the residual stream's map,
+so that image tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2
+Vision's projector writes the features its cross-attention layers' k_proj and v_proj read as they would the residual
+stream: the same map; Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the
+residual stream's width: its stream grows with the same map, its norms as the language model's; Gemma 4's embed_vision
+and embed_audio, a weightless RMSNorm over the tower's own width then embedding_projection, write the stream unscaled,
+as Gemma 3's projector does: only the text embeddings carry the language model's sqrt(hidden) multiplier, which the
+family's embedding growth accounts for; Apertus 1.5 has no projector: its image and audio tokenizers write codebook
+indices into the vocabulary, which the text embedding reads: both are kept, ``projector`` empty).
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -18,6 +18,9 @@ not name one, or names ``text_model_type``, the multimodal model's own text conf
 qwen2_5_vl_text), which is not a family: such a config is read by that class (which fills its defaults and turns its
 M-RoPE statement into plain rope parameters), then as the family's, less the rope keys its class does not validate
 (M-RoPE's sections: on text every section's position is the same, so the family's plain rope is the same);
+``text_model_aliases``: model types a text config may state that the multimodal config class itself reads as
+``text_family``'s (EXAONE 4.5's first releases' exaone4_5_text, which Exaone4_5_Config renames exaone4): such a config
+is read as the family's, and the grown one keeps the name it states;
 ``text_at_top``: a config without a text_config object states the language model's keys at its top level (the
 Qwen2-VL and Qwen2.5-VL releases' flat config.json), and the grown config keeps them there.
 ``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to the family
@@ -111,7 +114,7 @@ PROJECTOR_AXES = ("hidden", "inner", "ffn", "kept")  # "inner" also as "inner*M"
 TOP_LEVEL_KEYS = ("tie_word_embeddings", "dtype")  # grown config keys the multimodal config holds at its top too
 ENTRY_KEYS = {"text_config", "text_family", "text_model_type", "text_at_top", "tied_default", "text_ties", "layouts",
               "kept", "projector", "hidden_links", "leading_layers", "like", "tie_aliases", "hidden_defaults",
-              "hidden_restated", "ties_by_text", "resolved"}
+              "hidden_restated", "ties_by_text", "resolved", "text_model_aliases"}
 RULE_KEYS = {"name", "axes", "contract", "norm", "rms_norm"}
 
 
@@ -156,6 +159,7 @@ class Wrapper:
     hidden_restated: tuple[str, ...] = ()
     ties_by_text: bool = False
     resolved: tuple[str, ...] = ()
+    text_model_aliases: tuple[str, ...] = ()  # text model types the multimodal config class reads as text_family
 
     def is_kept(self, stored: str) -> bool:
         return any(re.search(pattern, stored) for pattern in self.kept)
@@ -321,6 +325,8 @@ def text_raw_config(wrapper: Wrapper, raw: dict[str, Any]) -> dict[str, Any]:
     text = copy.deepcopy(text_section(wrapper, raw))  # config classes change what they are given (rope dicts)
     text = {k: v for k, v in text.items() if k not in wrapper.tie_aliases}  # the text class would tie by them
     stated = text.get("model_type")
+    if stated in wrapper.text_model_aliases:  # the multimodal config class renames it the family's
+        stated = wrapper.text_family
     tied = next((raw[key] for key in (*wrapper.tie_aliases, "tie_word_embeddings") if raw.get(key) is not None), None)
     tied = wrapper.tied_default if tied is None else bool(tied)
     if wrapper.text_model_type is not None and stated in (None, wrapper.text_model_type):
@@ -573,7 +579,7 @@ def _parse(model_type: str, raw: dict[str, Any]) -> Wrapper:
                    bool(raw.get("text_at_top", False)), bool(raw.get("text_ties", False)), raw.get("leading_layers"),
                    tuple(raw.get("tie_aliases", ())), tuple(raw.get("hidden_defaults", ())),
                    tuple(raw.get("hidden_restated", ())), bool(raw.get("ties_by_text", False)),
-                   tuple(raw.get("resolved", ())))
+                   tuple(raw.get("resolved", ())), tuple(raw.get("text_model_aliases", ())))
 
 
 def _merged(raws: dict[str, dict[str, Any]], model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
