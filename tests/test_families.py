@@ -1193,6 +1193,34 @@ def test_recurrent_gemma_to_a_stated_target(tmp_path):
     assert result.rel_err <= REL_TOL and result.generate_match, result
 
 
+def test_recurrent_gemma_depth_keeps_the_cycle(tmp_path):
+    """Depth growth of a cycle (block_types r, r, a over 4 layers -> 9): a whole cycle goes after the source's first
+    cycle boundary (layer 2) and the two blocks that make no whole cycle after the last layer, each identity block
+    copying the nearest earlier source layer of the kind the cycle needs where it lands, so the grown config keeps
+    the source's 3-entry block_types (RecurrentGemma-2B's 26 layers -> 9B's 38: four whole cycles after layers 5,
+    8, 14 and 17). Exact; an --insert-after that moves source layers off the cycle still writes it out per layer
+    (test_recurrent_gemma_blocks_config_and_out_of_core)."""
+    from hyperclone.grow.layer_kinds import cycle_insert_after, parse_layer_kinds
+    from hyperclone.grow.plan import GrowthSpec, make_plan
+    from hyperclone.grow.source import open_source
+
+    src = make_tiny("recurrent_gemma", tmp_path / "src")
+    source = open_source(src)
+    plan = make_plan(source.family, source.config, source.weights.infos, GrowthSpec(width=2, layers=9))
+    assert plan.layers == [(0, False), (1, False), (2, False), (1, True), (1, True), (2, True), (3, False),
+                           (3, True), (2, True)]
+    assert plan.grown.layer_kinds == ("recurrent", "recurrent", "attention") * 3
+    assert any("identity blocks 3, 4, 8 copy layer 1, 1, 2" in note for note in plan.notes), plan.notes
+    out = grow(src, tmp_path / "out", width=2, layers=9)
+    assert json.loads((out / "config.json").read_text())["block_types"] == ["recurrent", "recurrent", "attention"]
+    result = compare_tiny(load_causal_lm(src), load_causal_lm(out), tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    cycle = parse_layer_kinds("recurrent_gemma", {"cycle": "block_types"})
+    config = type("Config", (), {"block_types": ["recurrent", "recurrent", "attention"]})()
+    assert cycle_insert_after(cycle, config, 26, 38) == (5,) * 3 + (8,) * 3 + (14,) * 3 + (17,) * 3
+    assert cycle_insert_after(cycle, config, 2, 4) == (1, 1)  # no whole cycle in the source: all at the end
+
+
 @pytest.mark.parametrize("source,options,message", [
     ({}, dict(width=2, heads=4, kv_heads=2), r"derives head_dim = 1 x hidden / heads, so 4 heads of 12 cannot serve"),
     ({}, dict(width=2, heads=4, kv_heads=2, head_dim=24), "head_dim cannot grow exactly with rotary embeddings"),

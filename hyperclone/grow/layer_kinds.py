@@ -8,9 +8,10 @@ Each config says it its own way; a family table's ``layer_kinds`` names the way 
   {"list": "layer_types"}                              one entry per layer, the entry is the kind
   {"list": "layer_types", "values": {"mamba": "ssm"}}  ... translated (an entry missing from values is refused)
   {"cycle": "block_types", "values": {...}}           a list repeated over the layers, translated: layer i has
-                                                       entry i mod its length (RecurrentGemma's block_types); written
-                                                       back as the source's list where that still says the layers,
-                                                       else one entry per grown layer
+                                                       entry i mod its length (RecurrentGemma's block_types); new
+                                                       layers go where the cycle still says the grown layers
+                                                       (cycle_insert_after) and written back as the source's list,
+                                                       else (--insert-after elsewhere) one entry per grown layer
   {"pattern": "hybrid_override_pattern",
    "values": {"M": "mamba", "*": "attention"}}         one character per layer
   {"indices": "attn_layer_indices",
@@ -43,9 +44,10 @@ each with an optional ``"base"`` (1: the indices count from 1, as Kimi Linear's 
 and kda_layers do; a key with dots reaches into a nested config). Under depth growth every new
 block has its source block's kind, and the config is rewritten in the same encoding; a layout the encoding cannot
 say (stacked copies that break a dense prefix, a copied layer that breaks an interval) is refused in one line.
-Periods are the strictest encoding (one inserted block shifts every later one): an identity block computes the
-identity whatever its kind, so there each identity block may take the kind, and copy the weights of a source block of
-the kind, that keeps every partition periodic (fit_identity_blocks); the plan's notes say which blocks did.
+Periods and cycles are the strictest encodings (one inserted block shifts every later one): an identity block computes
+the identity whatever its kind, so there each identity block may take the kind, and copy the weights of a source block
+of the kind, that keeps every partition periodic or the cycle going (fit_identity_blocks); the plan's notes say which
+blocks did.
 Pure functions: nothing here reads files.
 """
 
@@ -315,14 +317,32 @@ def _write_periods(spec: LayerKinds, config: Any, kinds: tuple[str, ...]) -> dic
     return updates
 
 
+def cycle_insert_after(spec: LayerKinds | None, config: Any, old: int, new: int) -> tuple[int, ...] | None:
+    """Cycle only: the source layers identity blocks follow so that the source's cycle still says the grown layers
+    (every source layer moves by whole cycles): whole cycles spread evenly over the source's cycle boundaries (after
+    layers period - 1, 2 * period - 1, ...), the blocks that make no whole cycle after the last layer; each takes
+    the kind the cycle needs where it lands (fit_identity_blocks). None for other encodings or no new layer."""
+    if spec is None or spec.encoding != "cycle" or new <= old:
+        return None
+    period = len(getattr(config, spec.key))
+    whole, rest = divmod(new - old, period)
+    boundaries = old // period
+    after = [(max(1, round((t + 1) * boundaries / (whole + 1))) * period - 1 if boundaries else old - 1)
+             for t in range(whole) for _ in range(period)]
+    return tuple(after + [old - 1] * rest)
+
+
 def fit_identity_blocks(spec: LayerKinds | None, config: Any, kinds: tuple[str, ...],
                         layers: list[tuple[int, bool]]) -> tuple[list[tuple[int, bool]], list[int]]:
-    """Periods only: the layer plan with every identity block's source chosen so that each partition stays periodic,
-    and the grown positions whose source changed. An identity block computes the identity whatever its kind; it
-    takes a source block of the kind the periods need there (the first such), its weights copied, its residual
-    writers zeroed. The plan as given where it already fits, or where nothing does (write_layer_kinds refuses)."""
-    if spec is None or spec.encoding != "periods" or not any(identity for _, identity in layers):
+    """Periods and cycles: the layer plan with every identity block's source chosen so that each partition stays
+    periodic (the cycle goes on), and the grown positions whose source changed. An identity block computes the
+    identity whatever its kind; it takes a source block of the kind needed there (periods: the first such; a cycle:
+    the nearest at or before the one it follows), its weights copied, its residual writers zeroed. The plan as given
+    where it already fits, or where nothing does (write_layer_kinds refuses, or writes a cycle out per layer)."""
+    if spec is None or spec.encoding not in ("periods", "cycle") or not any(identity for _, identity in layers):
         return layers, []
+    if spec.encoding == "cycle":
+        return _fit_cycle(spec, config, kinds, layers)
     as_planned = tuple(kinds[src] for src, _ in layers)
     if all(_periods_saying([kind.split("/")[n] == entry[2] for kind in as_planned], _read_period(config, entry))
            for n, entry in enumerate(spec.periods)):
@@ -345,6 +365,20 @@ def fit_identity_blocks(spec: LayerKinds | None, config: Any, kinds: tuple[str, 
                       for i, (src, identity) in enumerate(layers)]
             return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
     return layers, []
+
+
+def _fit_cycle(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
+               layers: list[tuple[int, bool]]) -> tuple[list[tuple[int, bool]], list[int]]:
+    needed = read_layer_kinds(spec, config, len(layers))  # the source's cycle over the grown layers
+    if any(not identity and kinds[src] != needed[i] for i, (src, identity) in enumerate(layers)):
+        return layers, []  # source layers moved off the cycle (--insert-after): the kinds are written out per layer
+    fitted = []
+    for i, (src, identity) in enumerate(layers):
+        if identity and kinds[src] != needed[i]:
+            same = [j for j, kind in enumerate(kinds) if kind == needed[i]]
+            src = max((j for j in same if j <= src), default=same[0])
+        fitted.append((src, identity))
+    return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
 
 
 def copy_for_identity(rule: tuple[str, Any] | None, config: Any,

@@ -44,6 +44,7 @@ from hyperclone.grow.kv_sharing import refuse_stacking, share_new_layers
 from hyperclone.grow.layer_kinds import (
     copy_for_identity,
     copy_kind_for_identity,
+    cycle_insert_after,
     fit_identity_blocks,
     has_part,
     read_layer_kinds,
@@ -1335,6 +1336,8 @@ def _plan_layers(family: Family, config: Any, dims: Dims, grown: Dims, spec: Gro
                  ) -> tuple[list[tuple[int, bool]], Dims, list[str]]:
     """The layer plan (source layer, identity?) per grown layer with the layer kinds and KV-shared layers it gives
     the grown dims, and the notes on identity blocks copying another layer than the one they follow."""
+    if spec.insert_after is None and spec.depth_mode == "identity" and dims.layer_kinds is not None:
+        spec = replace(spec, insert_after=cycle_insert_after(family.layer_kinds, config, dims.layers, grown.layers))
     layers, refitted = copy_for_identity(family.identity_copies, config, layer_plan(dims, grown, spec))
     refuse_moved_layers(family, layers)
     layers, kv_shared, shared_moved, before_refs = share_new_layers(layers, dims.layer_kinds, dims.layers,
