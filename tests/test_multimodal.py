@@ -1,12 +1,12 @@
-"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Gemma 4, Mistral 3, Qwen3.5,
-Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A Vision,
-PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4, Llama
-3.2 Vision or Apertus 1.5 checkpoint grows as its family does, the vision tower is copied byte for byte (GLM-4.1V's and
-GLM-4.5V's MLPs, as wide as the language model, grow by copies; Apertus 1.5's image and audio tokenizers too, no
-projector), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a SwiGLU as wide as the language
-model's MLP and a perceiver resampler over the text width; Gemma 4's embed_vision) writes the grown residual stream
-(Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives the source's logits on text and on
-images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
+"""Multimodal checkpoints (hyperclone.grow.wrapper): the language model of a Gemma 3, Gemma 4, Mistral 3, Mistral Large
+4, Qwen3.5, Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A
+Vision, PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4,
+Llama 3.2 Vision or Apertus 1.5 checkpoint grows as its family does, the vision tower is copied byte for byte
+(GLM-4.1V's and GLM-4.5V's MLPs, as wide as the language model, grow by copies; Apertus 1.5's image and audio tokenizers
+too, no projector), and the projector (with LLaVA-NeXT's image_newline; Idefics2's connector, a SwiGLU as wide as the
+language model's MLP and a perceiver resampler over the text width; Gemma 4's embed_vision) writes the grown residual
+stream (Llama 3.2 Vision's the features its cross-attention reads), so the grown model gives the source's logits on text
+and on images with text (fp32, max|dlogit| <= 1e-4 max|logit|)."""
 
 import json
 import os
@@ -101,7 +101,7 @@ def _image_inputs(model_type: str, images: int, seed: int) -> dict:
         return {"input_ids": text, "pixel_values": torch.randn(images, 3, 3, 32, 32, generator=gen),
                 "image_sizes": torch.tensor([[32, 64]] * images)}
     inputs = {"input_ids": text, "pixel_values": torch.randn(images, 3, 32, 32, generator=gen)}
-    if model_type == "mistral3":
+    if model_type in ("mistral3", "mistral_large4"):
         inputs["image_sizes"] = torch.tensor([[32, 32]] * images)
     return inputs
 
@@ -131,12 +131,12 @@ GROWTH_MATRIX = [pytest.param(model_type, options, tied, id=f"{model_type}-{name
 def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
     """Each model type grows with 2 of the 4 option sets, rotating over the sorted model types: one width growth in
     noisy mode (tied kept, or untied) and one target shape with a new layer (1.5x diagonal, or 3x uneven with tied kept;
-    GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only; Mllama untied throughout, its
-    class never tying), so every model type meets noisy width growth and a target shape with depth, and every set is met
-    by 13 or 14 of the 27 model types in all four pairings (their language models are families
-    tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s each they would take ~50 s of this file's
-    time, which is kept under ~60 s on one thread as the suite nears its limit; HYPERCLONE_FULL_MATRIX=1 runs all of
-    them."""
+    GLM-4.1V and GLM-4.5V 2x diagonal, their merger's LayerNorm taking whole factors only, as Mistral Large 4's indexer
+    LayerNorm does; Mllama untied throughout, its class never tying), so every model type meets noisy width growth and a
+    target shape with depth, and every set is met by 13 or 14 of the 28 model types in all four pairings (their language
+    models are families tests/test_families.py grows in every mode). Why not all 4: at ~0.5 s each they would take
+    ~50 s of this file's time, which is kept under ~60 s on one thread as the suite nears its limit;
+    HYPERCLONE_FULL_MATRIX=1 runs all of them."""
     if model_type == "gemma3" and "heads" in options:  # Gemma 3's tiny text model: head_dim 12, 4 heads
         options = dict(options, hidden_size=72, heads=6, kv_heads=3)
     if model_type == "gemma4" and "layers" in options:  # 3 layers: a new one makes 4; 8 heads over 4 KV heads and 2
@@ -144,6 +144,11 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
         options |= dict(heads=12, kv_heads=6, ffn_size=96) if "heads" in options else {}
     if model_type.startswith("glm4v") and options.get("hidden_size") == 72:  # the merger's LayerNorm: whole factors
         options = dict(options, hidden_size=96, heads=6, kv_heads=2)
+    if model_type == "mistral_large4" and "layers" in options:  # 4 layers: a new one makes 5
+        options = dict(options, layers=5)
+    if model_type == "mistral_large4" and options.get("hidden_size") == 72:  # its indexer's LayerNorm over the
+        options = dict(options, hidden_size=96, heads=9, kv_heads=9)  # residual stream: whole factors; latent
+        # attention: as many KV heads as query heads
     tied = tied and model_type not in UNTIED_MULTIMODAL  # Mllama's class never ties
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
@@ -177,7 +182,7 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
         vision = [k for k in a.keys() if wrapper.is_kept(k) and wrapper.projector_rule(k) is None]
         assert vision and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in vision)
         untied = sort_tensors(wrapper, list(a.keys())).stored_name("lm_head.weight")
-        new = {k for k in b.keys() if (m := re.search(r"\.layers\.(\d+)\.", k)) and int(m.group(1)) in moved}
+        new = {k for k in b.keys() if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", k)) and int(m.group(1)) in moved}
         assert set(b.keys()) - set(a.keys()) <= new | ({untied} if tied else set())  # named as the source names them
     assert provenance["wrapper"] == model_type and provenance["function_preserving"] is True
 
@@ -201,6 +206,7 @@ RESIDUAL_WRITERS = {
     "gemma3": ("multi_modal_projector.mm_input_projection_weight",),
     "gemma4": ("model.embed_vision.embedding_projection.weight",),
     "mistral3": ("multi_modal_projector.linear_2.weight",),
+    "mistral_large4": ("vision_language_adapter.w_out.weight",),
     "paligemma": ("multi_modal_projector.linear.weight",),
     "qwen3_5": ("model.visual.merger.linear_fc2.weight",),
     "qwen3_5_moe": ("model.visual.merger.linear_fc2.weight",),
@@ -437,8 +443,8 @@ def test_multimodal_cli(tmp_path, capsys):
 
 
 # transformers has no causal LM for their text configs (Mllama's MllamaForCausalLM is not registered for
-# mllama_text_model, and its cross-attention layers could not run on text alone)
-NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v", "glm4v_moe", "mllama")
+# mllama_text_model, and its cross-attention layers could not run on text alone; Mistral Large 4's text model has none)
+NO_TEXT_CAUSAL_LM = ("qwen3_vl_moe", "glm4v", "glm4v_moe", "mllama", "mistral_large4")
 
 
 @pytest.mark.parametrize("model_type", MULTIMODAL)
@@ -471,15 +477,17 @@ def test_out_of_core_verify_of_a_multimodal_checkpoint(tmp_path, model_type):
 EXPERT_KEYS = {"gemma4": ("num_experts", "moe_intermediate_size", "top_k_experts"),
                "qwen3_5_moe": ("num_experts", "moe_intermediate_size", "num_experts_per_tok"),
                "qwen3_vl_moe": ("num_local_experts", "moe_intermediate_size", "num_experts_per_tok"),
-               "glm4v_moe": ("n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")}
+               "glm4v_moe": ("n_routed_experts", "moe_intermediate_size", "num_experts_per_tok"),
+               "mistral_large4": ("n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")}
 
 
 @pytest.mark.parametrize("model_type,width", [("gemma4", 1), ("gemma4", 2), ("qwen3_5_moe", 2), ("qwen3_vl_moe", 1),
-                                              ("glm4v_moe", 2)])
+                                              ("glm4v_moe", 2), ("mistral_large4", 2)])
 def test_experts_split_through_the_wrapper(tmp_path, model_type, width):
     """--experts 8 on a language model of 4 experts (top-2, 40 wide): each split in 2 (top-4, 20 wide, or 40 with the
     MLP grown x2), alone or with width x2; the text and image logits are the source's, the text config states the new
-    expert count, width and top-k (GLM-4.5V's shared expert keeps its width: n_shared_experts 1 -> 2), the vision
+    expert count, width and top-k (GLM-4.5V's and Mistral Large 4's shared expert keeps its width: n_shared_experts
+    1 -> 2), the vision
     tower is copied, every tensor is named in the checkpoint's layout, and hyperclone.json records the split."""
     from hyperclone.grow.inspect import explain_plan
 
@@ -495,7 +503,7 @@ def test_experts_split_through_the_wrapper(tmp_path, model_type, width):
     assert (text[experts], text[expert_width], text[top_k]) == (8, 20 * width, 4)
     assert text["hidden_size"] == 48 * width and after["vision_config"] == before["vision_config"] | (
         {"out_hidden_size": 48 * width} if "out_hidden_size" in before["vision_config"] else {})
-    if model_type == "glm4v_moe":
+    if model_type in ("glm4v_moe", "mistral_large4"):
         assert text["n_shared_experts"] == 2
     wrapper = WRAPPERS[model_type]
     with safe_open(src / "model.safetensors", "pt") as a, safe_open(out / "model.safetensors", "pt") as b:
@@ -725,6 +733,27 @@ def test_mistral_small4_release_through_mistral3(tmp_path):
     result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "mistral3") <= REL_TOL
+
+
+def test_mistral_large4_kv_sharing_under_depth_and_its_layernorm(tmp_path):
+    """Mistral Large 4's kv_source_layers names layers by index (its tiny model: [0, 0, 2, 2], layers 1 and 3 with no
+    kv_a projection of their own): new layers after layers 0 and 3 renumber it, each identity block copying layer 1
+    (the "shared" indexer layer, so it chooses no keys) and attending to layer 0's latent keys, as layer 1 does;
+    exact on text and images. Its indexer's LayerNorm over the residual stream keeps its mean only under whole copies:
+    a hidden size of 72 is refused in one line (1.16 relative logit error without the refusal), nothing written."""
+    src = make_tiny_multimodal("mistral_large4", tmp_path / "src")
+    out = grow(src, tmp_path / "out", layers=6, insert_after=[0, 3])
+    text = json.loads((out / "config.json").read_text())["text_config"]
+    assert text["kv_source_layers"] == [0, 0, 0, 3, 3, 0] and text["no_rope_layers"] == [1, 1, 1, 0, 0, 1]
+    assert text["indexer_types"] == ["full", "shared", "shared", "full", "full", "shared"]
+    source, grown = load_causal_lm(src), load_causal_lm(out)
+    result = compare_tiny(source, grown, tolerance=REL_TOL)
+    assert result.rel_err <= REL_TOL and result.generate_match, result
+    assert image_rel_err(source, grown, "mistral_large4") <= REL_TOL
+    with pytest.raises(HyperCloneError, match=r"q_input_norm\.bias is a LayerNorm over the residual stream, whose mean "
+                                              r"only whole copies keep; a hidden size of 72 is not a multiple of 48"):
+        grow(src, tmp_path / "refused", hidden_size=72, heads=9, kv_heads=9, ffn_size=60)
+    assert not (tmp_path / "refused").exists()
 
 
 def test_glm4v_vision_width_is_the_language_models(tmp_path):

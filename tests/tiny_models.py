@@ -685,6 +685,29 @@ TINY_MULTIMODAL: dict[str, dict] = {
         vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=40, num_attention_heads=2,
                            num_hidden_layers=1, image_size=32, patch_size=8, head_dim=16),
         image_token_index=IMAGE_TOKEN, spatial_merge_size=2, multimodal_projector_bias=True),
+    # Mistral Large 4 (text mistral_large4_text, which transformers builds only inside this class: no causal LM of its
+    # own): Mistral 3's vision tower and projector around latent attention without a q LoRA, a learned per-head query
+    # scale s log(pos + 1) + b, YaRN rope with learned frequency factors (lerope.alpha: kept, as the tower), GLM-5's
+    # indexer reading the residual stream through a LayerNorm (top 8 keys: the checks drop keys; layer 1 "shared"
+    # reuses layer 0's), a NoPE layer pair (2, 3: their keys without rope parts), KV sharing (layers 1 and 3 attend to
+    # layer 0's and 2's latent keys and values, with no kv_a projection of their own), a dense first layer then softmax
+    # routing (top-2 of 4, always renormalised, scaled) with a shared expert; stored in Mistral's own names
+    # (tok_embeddings, layers.N.attention.wq, experts.E.w1, output), as save_pretrained writes them
+    "mistral_large4": dict(
+        text_config=dict(hidden_size=48, intermediate_size=80, moe_intermediate_size=40, num_attention_heads=6,
+                         num_key_value_heads=6, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8,
+                         v_head_dim=6, num_hidden_layers=4, mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                         n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                         routed_scaling_factor=2.5, index_topk=8, index_head_dim=8, index_n_heads=4,
+                         indexer_types=["full", "shared", "full", "full"], no_rope_layers=[1, 1, 0, 0],
+                         kv_source_layers=[0, 0, 2, 2], vocab_size=VOCAB, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                                              original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                              attention_factor=1.0)),
+        vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=40, num_attention_heads=2,
+                           num_hidden_layers=1, image_size=32, patch_size=8, head_dim=16),
+        image_token_index=IMAGE_TOKEN, spatial_merge_size=2, multimodal_projector_bias=True),
     "qwen3_5": dict(
         text_config=dict(TINY_CONFIGS["qwen3_5_text"], vocab_size=VOCAB, max_position_embeddings=64),
         vision_config=dict(hidden_size=32, intermediate_size=40, num_heads=2, depth=1, patch_size=8,

@@ -6,7 +6,9 @@ Granite-4 hybrids and Qwen3-Next list a type per layer, Nemotron-H spells the st
 Each config says it its own way; a family table's ``layer_kinds`` names the way and the key:
 
   {"list": "layer_types"}                              one entry per layer, the entry is the kind
-  {"list": "layer_types", "values": {"mamba": "ssm"}}  ... translated (an entry missing from values is refused)
+  {"list": "layer_types", "values": {"mamba": "ssm"}}  ... translated (an entry missing from values is refused;
+                                                       an integer entry by its JSON spelling: Mistral Large 4's
+                                                       no_rope_layers, {"1": "rope", "0": "nope"})
   {"cycle": "block_types", "values": {...}}           a list repeated over the layers, translated: layer i has
                                                        entry i mod its length (RecurrentGemma's block_types); new
                                                        layers go where the cycle still says the grown layers
@@ -161,6 +163,13 @@ def has_part(kind: str, wanted: tuple[str, ...]) -> bool:
     return kind in wanted or any(part in wanted for part in kind.split("/"))
 
 
+def _translated(table: dict[Any, str], entry: Any) -> str | None:
+    """The kind a list entry names: by the entry, or an integer by its spelling as a JSON key (None: not described)."""
+    if entry in table:
+        return table[entry]
+    return table.get(str(entry)) if isinstance(entry, int) and not isinstance(entry, bool) else None
+
+
 def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, ...]:
     """The kind of every block of a source checkpoint, or a one-line refusal when the config cannot say it."""
     if spec.encoding == "lists":
@@ -178,11 +187,11 @@ def read_layer_kinds(spec: LayerKinds, config: Any, layers: int) -> tuple[str, .
         table = dict(spec.values)
         if not table:
             return tuple(str(entry) for entry in entries)
-        unknown = next((entry for entry in entries if entry not in table), None)
+        unknown = next((entry for entry in entries if _translated(table, entry) is None), None)
         if unknown is not None:
             raise HyperCloneError(f"{where}: layer kind {unknown!r} is not described (known: "
                                   f"{', '.join(map(repr, table))})")
-        return tuple(table[entry] for entry in entries)
+        return tuple(_translated(table, entry) for entry in entries)
     if spec.encoding == "indices":
         named = [] if value is None else value
         if not isinstance(named, (list, tuple)) or any(
@@ -210,7 +219,7 @@ def write_layer_kinds(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
         source = getattr(config, spec.key)
         back: dict[str, Any] = {}
         for entry in source:  # the source's own spelling of each kind (first one wins)
-            kind = dict(spec.values).get(entry, entry) if spec.values else str(entry)
+            kind = (_translated(dict(spec.values), entry) or entry) if spec.values else str(entry)
             back.setdefault(kind, entry)
         entries = [back[kind] for kind in kinds]
         if spec.encoding == "cycle" and entries == [source[i % len(source)] for i in range(len(entries))]:

@@ -969,12 +969,14 @@ def _latent_attention_maps(dims: Dims, q_heads: AxisMap) -> dict[str, AxisMap]:
     block (no-rope part, rope part, value part), so the attention of every copy equals its source head's; o_proj
     reads the copies divided among them. The rope key is one shared head (MQA-like) and stays. DeepSeek-V3.2's
     sparse-attention indexer keeps its own heads and width (its scores scale by both): wq_b reads the kept q latent
-    unchanged, wk and weights_proj read the residual stream like any reader, so it selects the source's keys."""
+    unchanged, wk and weights_proj read the residual stream like any reader, so it selects the source's keys. A NoPE
+    layer's up-projection (Mistral Large 4) emits each head's key without a rope part, as wide as its query."""
     nope, rope, value = dims.head_dim, dims.qk_rope, dims.v_head_dim
     if rope is None or value is None:
         raise HyperCloneError("latent attention needs qk_rope_head_dim and v_head_dim in config.json")
     return {"mla_q": block_map(q_heads, tile_map(nope + rope, nope + rope)),
             "mla_kv": block_map(q_heads, tile_map(nope + value, nope + value)),
+            "mla_kv_nope": block_map(q_heads, tile_map(nope + rope + value, nope + rope + value)),
             "mla_attn": block_map(q_heads, tile_map(value, value)),
             "kv_lora": tile_map(dims.kv_lora, dims.kv_lora), "qk_rope": tile_map(rope, rope),
             **_query_latent_maps(dims)}
@@ -1096,7 +1098,16 @@ def check_norms_over_copies(family: Family, dims: Dims, grown: Dims, maps: AxisM
                             rules: dict[str, TensorRule]) -> None:
     """Refuse uneven copies under a norm over the attention output or the MLP's neurons (BitNet's sub-norms): one
     head or neuron copied more often than another would weigh more in the mean square (0.19 relative logit error
-    grown 6 -> 9 heads, 0.16 at an MLP 80 -> 100 wide, without the refusal)."""
+    grown 6 -> 9 heads, 0.16 at an MLP 80 -> 100 wide, without the refusal). Likewise a LayerNorm over the residual
+    stream in an RMSNorm family (a rule's ``layernorm``: Mistral Large 4's indexer q_input_norm): the weighted copies
+    of a hidden size that is not a multiple keep the mean square, not the mean it subtracts (1.16 relative logit error
+    grown 48 -> 72, its top-k keys changed, without the refusal)."""
+    uneven_hidden = maps.hidden.copies().unique().numel() > 1 or bool((maps.hidden.scale != 1.0).any())
+    centred = next((name for name in sorted(present) if rules[name].layernorm), None)
+    if family.norm == "rmsnorm" and uneven_hidden and centred is not None:
+        raise HyperCloneError(f"{family.model_type}: {centred} is a LayerNorm over the residual stream, whose mean "
+                              f"only whole copies keep; a hidden size of {grown.hidden} is not a multiple of "
+                              f"{dims.hidden}")
     for name in sorted(present):
         rule = rules[name]
         kind = rule.axes[0][0] if rule.role == "norm" and len(rule.axes[0]) == 1 else None
@@ -1503,6 +1514,17 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     return updates
 
 
+def _renumbered_layer_indices(value: list[int], layers: list[tuple[int, bool]]) -> list[int]:
+    """A per-layer list of layer indices (Mistral Large 4's kv_source_layers) for the grown layer plan: a layer naming
+    itself names its grown self, one naming another layer names that layer's grown position (its first copy that is
+    not an identity block), as the source layer it copies does."""
+    position: dict[int, int] = {}
+    for index, (src, identity) in enumerate(layers):
+        if not identity:
+            position.setdefault(src, index)
+    return [index if value[src] == src else position[value[src]] for index, (src, _) in enumerate(layers)]
+
+
 def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers: list[tuple[int, bool]]
                    ) -> dict[str, Any]:
     """The config values depth growth rewrites: per-layer lists, strings and runs, schedules, the KV-shared count."""
@@ -1515,6 +1537,10 @@ def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers:
         pattern = config_value(config, key)
         if isinstance(pattern, str) and len(pattern) == dims.layers:
             updates[key] = "".join(pattern[src] for src, _ in layers)
+    for key in family.layer_index_lists:  # entries naming layers (kv_source_layers): the grown layers' indices
+        value = config_value(config, key)
+        if isinstance(value, list) and len(value) == dims.layers:
+            updates[key] = _renumbered_layer_indices(value, layers)
     for key in family.schedule_keys:  # a period and offset the grown per-layer list need not follow: null
         if config_value(config, key) is not None:
             updates[key] = None

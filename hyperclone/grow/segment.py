@@ -154,6 +154,9 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
     # the language models of Qwen3-VL-MoE and GLM-4.5V, split through their multimodal wrappers:
     "qwen3_vl_moe_text": ("softmax", True),  # Qwen3VLMoeTextTopKRouter: softmax, topk, always divided by the sum
     "glm4v_moe_text": ("sigmoid", "norm_topk_prob"),  # Glm4vMoeTextTopkRouter: GLM-4.5's (DeepSeek-V3's)
+    # MistralLarge4TextTopkRouter (Mistral Large 4, split through its wrapper): Mistral 4's, always divided by the
+    # sum + 1e-20 (below float32's resolution of a sum of softmax scores, at least the best one's)
+    "mistral_large4_text": ("softmax", True),
 }
 # Routers that add a constant to the renormalising sum of sigmoid scores: the m segments of each chosen expert make
 # the sum m x S + eps where the source's is S + eps, so the grown routed output is the source's times
@@ -161,7 +164,7 @@ ROUTING: dict[str, tuple[str, bool | str]] = {
 ROUTER_EPSILON = {"lfm2_moe": 1e-6}
 # Softmax routers that score a group by the sum of its two best experts, as the sigmoid ones with groups do (refused
 # with n_group > 1 and topk_group < n_group as those are)
-TOP_TWO_GROUPS = {"mistral4"}
+TOP_TWO_GROUPS = {"mistral4", "mistral_large4_text"}
 # Routers whose experts cannot be split exactly, with the reason (refused in one line)
 NOT_SPLIT = {
     # JetMoE: num_local_experts counts its attention experts (a query and an output projection each) as well as its

@@ -1,16 +1,17 @@
-"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Gemma 4, Mistral 3,
-Qwen3.5, Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision, Command A
-Vision, PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3, SmolVLM, Llama 4,
-Llama 3.2 Vision, Apertus 1.5): the language model grows as its family does, the vision tower is copied unchanged, and
-the projector that writes image features into the language model's residual stream grows with the residual stream's map,
-so that image tokens, like text tokens, enter the grown model as the copies of what entered the source (Llama 3.2
-Vision's projector writes the features its cross-attention layers' k_proj and v_proj read as they would the residual
-stream: the same map; Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small transformer over the
-residual stream's width: its stream grows with the same map, its norms as the language model's; Gemma 4's embed_vision
-and embed_audio, a weightless RMSNorm over the tower's own width then embedding_projection, write the stream unscaled,
-as Gemma 3's projector does: only the text embeddings carry the language model's sqrt(hidden) multiplier, which the
-family's embedding growth accounts for; Apertus 1.5 has no projector: its image and audio tokenizers write codebook
-indices into the vocabulary, which the text embedding reads: both are kept, ``projector`` empty).
+"""Multimodal checkpoints whose language model is a supported family (Gemma 3 4B and larger, Gemma 4, Mistral 3, Mistral
+Large 4, Qwen3.5, Qwen2-VL, Qwen2.5-VL, EXAONE 4.5, Qwen3-VL, Qwen3-VL-MoE, GLM-4.1V, GLM-4.5V, LFM2-VL, Aya Vision,
+Command A Vision, PaliGemma, LLaVA, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL, Idefics2, Idefics3,
+SmolVLM, Llama 4, Llama 3.2 Vision, Apertus 1.5): the language model grows as its family does, the vision tower is
+copied unchanged, and the projector that writes image features into the language model's residual stream grows with the
+residual stream's map, so that image tokens, like text tokens, enter the grown model as the copies of what entered the
+source (Llama 3.2 Vision's projector writes the features its cross-attention layers' k_proj and v_proj read as they
+would the residual stream: the same map; Idefics2's connector, a SwiGLU then a perceiver resampler, runs a small
+transformer over the residual stream's width: its stream grows with the same map, its norms as the language model's;
+Gemma 4's embed_vision and embed_audio, a weightless RMSNorm over the tower's own width then embedding_projection, write
+the stream unscaled, as Gemma 3's projector does: only the text embeddings carry the language model's sqrt(hidden)
+multiplier, which the family's embedding growth accounts for; Apertus 1.5 has no projector: its image and audio
+tokenizers write codebook indices into the vocabulary, which the text embedding reads: both are kept, ``projector``
+empty).
 
 Architecture knowledge as data (wrappers.json), per multimodal model_type:
 ``text_config``: the config key of the language model's config; ``text_family``: its family when that config does
@@ -26,13 +27,16 @@ Qwen2-VL and Qwen2.5-VL releases' flat config.json), and the grown config keeps 
 ``layouts``: the ways checkpoints name the language model's tensors, each a map from stored prefix to the family
 table's (the releases' `language_model.model.` and `language_model.lm_head.`, transformers 5's in-memory
 `model.language_model.` and `lm_head.`; Idefics2's, Idefics3's and SmolVLM's `model.text_model.`, the same in both;
+Mistral Large 4's Mistral names, `tok_embeddings.`, `layers.`, `norm.`, `output.`, which its release and
+save_pretrained write and its table names `model.embed_tokens.`, `model.layers.`, `model.norm.`, `lm_head.`;
 Gemma 4's releases use transformers 5's names, its only layout): a checkpoint uses the first under which all its
 other tensors are named, and the grown one keeps it (so a layout whose prefix extends another's comes first:
 Qwen2.5-VL's in-memory `model.language_model.` before its releases' `model.`, beside which the vision tower is
 `visual.`).
 ``kept``: regexes of tensors copied unchanged (the vision tower, Gemma 4's audio tower, Llama 4's with its
-pixel-shuffle MLP vision_adapter, LLaVA-NeXT-Video's resampler, the projector's norms, LFM2-VL's, Aya Vision's and
-Command A Vision's projector linear_1, whose width is their own);
+pixel-shuffle MLP vision_adapter, Mistral Large 4's learned rope frequency factors `lerope.alpha`, which no width
+changes, LLaVA-NeXT-Video's resampler, the projector's norms, LFM2-VL's, Aya Vision's and Command A Vision's projector
+linear_1, whose width is their own);
 ``projector``: the tensors that depend on the language model's width, each with its axes, one of ``hidden`` (the
 residual stream: grown with its map, as the embedding table's hidden axis is in every mode: modes shape only the
 contracted axes of matrices, rows are emitted; LLaVA-NeXT's image_newline, a vector the model places among the

@@ -35,6 +35,9 @@ Axis kinds (each grows through its own map, see hyperclone.grow.axis_map and hyp
                    config's qk_nope_head_dim; each head's no-rope and rope parts move together with their head
   mla_kv           latent attention's key/value up-projection: heads x (head_dim + v_head_dim)
   mla_attn         latent attention's output read by o_proj: heads x v_head_dim
+  mla_kv_nope      latent attention's key/value up-projection in a NoPE layer (Mistral Large 4's no_rope_layers 0:
+                   its keys carry no rope part, so each head's no-rope key is head_dim + qk_rope wide):
+                   heads x (head_dim + qk_rope + v_head_dim), each head's block copied whole
   q_lora, kv_lora, qk_rope   latent attention's compressed widths and its shared rope key: kept
   index_q, index_k, index_heads   DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2): its query heads x
                    its head width (wq_b's rows, read from the kept q LoRA latent), its single key head's width (wk's
@@ -234,6 +237,9 @@ each reading the keys and values of the last earlier layer of its kind before th
 follows that layer copies the first shared layer, for their tensors), one before it may not follow the last layer of
 its kind (it would compute the keys they read): such --insert-after positions are refused in one line naming the
 allowed ones, the default spread moves to the nearest allowed position, and --depth-mode stack is refused.
+Tensor key ``layernorm`` (true, on a norm over the hidden axis of an RMSNorm family): the norm subtracts the mean
+(Mistral Large 4's indexer q_input_norm, a LayerNorm over the residual stream), which the family's weighted copies of a
+hidden size not a whole multiple do not keep: such a hidden size is refused in one line.
 A refusal with ``"depth": true`` applies only where the number of layers grows.
 An ffn config value that is a list of one width per layer (Gemma 3n's intermediate_size, which its config class makes
 a list) must give every layer the same width (refused in one line otherwise); the grown config writes the list grown.
@@ -270,6 +276,10 @@ writes the grown layers' characters, as it does for per-layer lists. ``schedule_
 config class derives a per-layer list by a period and an offset (GLM-5's index_topk_freq, index_skip_topk_offset):
 depth growth writes them null where the source states them (the grown per-layer list, written in full, is what
 transformers reads; a period would describe other layers).
+``layer_index_lists``: per-layer config lists whose entries are layer indices (Mistral Large 4's kv_source_layers: the
+layer whose latent keys and values each layer attends to, its own index where it computes them): depth growth writes
+each grown layer the grown index of the layer its source layer names (an identity block copying a layer that computes
+its own names itself; one copying a KV-shared layer reads that layer's source, as the copied layer does).
 ``identity_copies``: {"list": per-layer config key, "entry": value}: under depth growth every identity block after
 the first layer copies the nearest source layer at or before the one it follows whose entry in that list is the value
 (the first such layer where none precedes it; its weights, its entries in every
@@ -312,9 +322,9 @@ from hyperclone.grow.layer_kinds import LayerKinds, parse_layer_kinds
 AXIS_KINDS = ("hidden", "q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "ffn", "ffn_pairs",
               "dense_ffn", "shared_ffn",
               "experts", "embed", "vocab", "positions", "head_dim", "heads", "kv_heads", "one",
-              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads",
-              "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner", "q_gate",
-              "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
+              "q_lora", "kv_lora", "qk_rope", "mla_q", "mla_kv", "mla_kv_nope", "mla_attn", "index_q", "index_k",
+              "index_heads", "ssm_inner", "ssm_heads", "ssm_groups", "conv_kernel", "moe_latent", "conv_inner",
+              "q_gate", "lin_qk", "lin_v", "lin_v_heads", "lin_v_dim", "lin_qkvz", "lin_ba", "vocab_rows",
               "ssm_channels", "ssm_state", "dt_rank", "experts_ffn", "expert_ffn", "ffn_double",
               "global_q", "global_k", "global_v", "global_attn", "global_head_dim",
               "per_layer_input", "per_layer_packed", "per_layer_vocab", "output_vocab", "zero_experts",
@@ -347,12 +357,13 @@ FFN_SLOTS = ("dense_ffn", "shared_ffn", "expert_ffn")  # MLP widths besides ffn;
 REQUIRED_CONFIG_SLOTS = ("hidden", "layers", "vocab")
 # axis kinds only a model with attention has (its table needs the heads slot), and only one with an MLP (ffn)
 ATTENTION_KINDS = ("q", "k", "v", "attn", "qkv_interleaved", "qkv_grouped", "qkv_sharded", "heads", "kv_heads",
-                   "head_dim", "q_gate", "mla_q", "mla_kv", "mla_attn", "index_q", "index_k", "index_heads", "global_q",
-                   "global_k", "global_v", "global_attn", "global_head_dim", "o_latent", "o_group_in")
+                   "head_dim", "q_gate", "mla_q", "mla_kv", "mla_kv_nope", "mla_attn", "index_q", "index_k",
+                   "index_heads", "global_q", "global_k", "global_v", "global_attn", "global_head_dim", "o_latent",
+                   "o_group_in")
 LRU_KINDS = ("lru", "lru_blocks", "lru_block")  # RecurrentGemma's RG-LRU (its table needs the lru slot)
 FFN_KINDS = ("ffn", "ffn_pairs", "dense_ffn", "shared_ffn", "experts_ffn", "expert_ffn", "ffn_double")
 TENSOR_KEYS = {"name", "axes", "contract", "role", "optional", "in_memory", "layers", "norm_offset",
-               "may_be_transposed", "when", "hidden_power", "kv_shared"}
+               "may_be_transposed", "when", "hidden_power", "kv_shared", "layernorm"}
 FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_default", "ignore",
                "final_norm_parametric", "tensors", "ffn_default_multiple", "position_offset", "norm",
                "norm_eps_key", "rope", "refuse", "layer_kinds", "kept_lists", "ffn_auto_adjust", "multi_query",
@@ -360,7 +371,7 @@ FAMILY_KEYS = {"model_type", "config", "embedding_scale", "norm_offset", "tied_d
                "rmsnorm_key", "per_layer_attention", "slot_defaults", "last_layer_kind", "kv_shared_layers",
                "scaled_config", "embedding_scale_when", "identity_copies", "layer_strings", "schedule_keys",
                "ffn_whole_copies", "identity_kind", "head_dim_from_hidden", "untie_refused", "hidden_fixed",
-               "head_halves", "layer_index_dependent", "heads_kept", "ffn_config_factor"}
+               "head_halves", "layer_index_dependent", "heads_kept", "ffn_config_factor", "layer_index_lists"}
 # family keys whose value is a reason (text) a growth is refused with, see the module doc
 REASON_KEYS = ("untie_refused", "hidden_fixed", "layer_index_dependent", "heads_kept")
 REFUSE_CONDITIONS = ({"key", "equals"}, {"key", "unless"}, {"tensor"}, {"key", "equals", "when"},
@@ -384,6 +395,7 @@ class TensorRule:
     when: tuple[tuple[str, Any], ...] = ()  # config values under which the model has this tensor (Family.for_config)
     hidden_power: float | None = None  # the model multiplies this tensor's effect by hidden_size ** p (see doc)
     kv_shared: bool | None = None  # only in layers that reuse (True) / do not reuse (False) earlier layers' keys
+    layernorm: bool = False  # a LayerNorm over the residual stream in an RMSNorm family: whole copies only
 
     def swapped(self) -> TensorRule:
         """The rule of the same stack stored with its last two axes swapped ([experts, in, out] for
@@ -545,6 +557,7 @@ class Family:
     kv_shared_layers: str | None = None  # config key: how many last layers reuse earlier layers' keys (Gemma 4)
     identity_copies: tuple[str, Any] | None = None  # (per-layer list key, entry): the layer identity blocks copy
     layer_strings: tuple[str, ...] = ()  # config strings of one character per layer, rewritten under depth growth
+    layer_index_lists: tuple[str, ...] = ()  # per-layer config lists of layer indices, renumbered under depth growth
     schedule_keys: tuple[str, ...] = ()  # config keys deriving a per-layer list by period: null under depth growth
     ffn_whole_copies: str | None = None  # per-layer config list: where an entry is set, the MLP grows by whole copies
     identity_kind: str | None = None  # the layer kind every identity block copies (Zamba2: mamba), see the doc
@@ -635,11 +648,15 @@ def _parse_rule(family: str, raw: dict) -> TensorRule:
     kv_shared = raw.get("kv_shared")
     if kv_shared not in (None, True, False) or (kv_shared is not None and "{layer}" not in raw["name"]):
         raise ValueError(f"family {family}: tensor {raw['name']!r}: kv_shared is true or false, on per-layer tensors")
+    layernorm = raw.get("layernorm", False)
+    if layernorm not in (True, False) or (layernorm and (role != "norm" or axes != (("hidden",),))):
+        raise ValueError(f"family {family}: tensor {raw['name']!r}: layernorm is true or false, on a norm over the "
+                         "hidden axis")
     return TensorRule(raw["name"], axes, contract, role, bool(raw.get("optional", False)),
                       tuple(in_memory) if in_memory else None, tuple(layers) if layers else None,
                       None if norm_offset is None else float(norm_offset), may_be_transposed,
                       when=tuple(when.items()), hidden_power=None if hidden_power is None else float(hidden_power),
-                      kv_shared=kv_shared)
+                      kv_shared=kv_shared, layernorm=layernorm)
 
 
 def _parse_family(raw: dict) -> Family:
@@ -711,6 +728,7 @@ def _parse_family(raw: dict) -> Family:
         scaled_config=_parse_scaled_config(name, raw.get("scaled_config", {})),
         identity_copies=_parse_identity_copies(name, raw.get("identity_copies")),
         layer_strings=_parse_keys(name, "layer_strings", raw.get("layer_strings", [])),
+        layer_index_lists=_parse_keys(name, "layer_index_lists", raw.get("layer_index_lists", [])),
         schedule_keys=_parse_keys(name, "schedule_keys", raw.get("schedule_keys", [])),
         ffn_whole_copies=_parse_keys(name, "ffn_whole_copies", [raw.get("ffn_whole_copies", "")])[0] or None,
         **_parse_derived_layout(name, raw),
