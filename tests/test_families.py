@@ -1219,6 +1219,14 @@ def test_recurrent_gemma_depth_keeps_the_cycle(tmp_path):
     config = type("Config", (), {"block_types": ["recurrent", "recurrent", "attention"]})()
     assert cycle_insert_after(cycle, config, 26, 38) == (5,) * 3 + (8,) * 3 + (14,) * 3 + (17,) * 3
     assert cycle_insert_after(cycle, config, 2, 4) == (1, 1)  # no whole cycle in the source: all at the end
+    # a 2-layer source has no attention layer for the cycle's third block: its kinds are written out per layer
+    short = make_tiny("recurrent_gemma", tmp_path / "short", num_hidden_layers=2)
+    out = grow(short, tmp_path / "short-out", width=2, layers=4)
+    assert json.loads((out / "config.json").read_text())["block_types"] == ["recurrent"] * 4
+    tokens = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # (logits only: transformers' generate needs an attention layer in the cache)
+        before, after = (load_causal_lm(folder)(input_ids=tokens, use_cache=False).logits for folder in (short, out))
+    assert (before - after).abs().max() <= REL_TOL * before.abs().max()
 
 
 @pytest.mark.parametrize("source,options,message", [

@@ -740,7 +740,8 @@ def test_mistral_large4_kv_sharing_under_depth_and_its_layernorm(tmp_path):
     kv_a projection of their own): new layers after layers 0 and 3 renumber it, each identity block copying layer 1
     (the "shared" indexer layer, so it chooses no keys) and attending to layer 0's latent keys, as layer 1 does;
     exact on text and images. Its indexer's LayerNorm over the residual stream keeps its mean only under whole copies:
-    a hidden size of 72 is refused in one line (1.16 relative logit error without the refusal), nothing written."""
+    a hidden size of 72 is refused in one line (1.16 relative logit error without the refusal), nothing written;
+    so is an identity block that would read a later layer's keys and values."""
     src = make_tiny_multimodal("mistral_large4", tmp_path / "src")
     out = grow(src, tmp_path / "out", layers=6, insert_after=[0, 3])
     text = json.loads((out / "config.json").read_text())["text_config"]
@@ -750,6 +751,19 @@ def test_mistral_large4_kv_sharing_under_depth_and_its_layernorm(tmp_path):
     result = compare_tiny(source, grown, tolerance=REL_TOL)
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "mistral_large4") <= REL_TOL
+    stacked = grow(src, tmp_path / "stacked", layers=8, depth_mode="stack")  # each stack reads its own layers' keys
+    assert json.loads((stacked / "config.json").read_text())["text_config"]["kv_source_layers"] == [0, 0, 2, 2, 4, 4,
+                                                                                                     6, 6]
+    # an identity block before the first "shared" layer copies it (identity_copies); where that layer reads a later
+    # grown layer's keys (indexer full, full, shared, full; kv_source_layers [0, 1, 1, 3]) it is refused in one line
+    later = dict(TINY_MULTIMODAL["mistral_large4"]["text_config"], indexer_types=["full", "full", "shared", "full"],
+                 no_rope_layers=[1, 1, 1, 0], kv_source_layers=[0, 1, 1, 3])
+    src_later = make_tiny_multimodal("mistral_large4", tmp_path / "src-later", text_config=later)
+    with pytest.raises(HyperCloneError, match=r"^kv_source_layers: grown layer 1, a copy of layer 2, would read the "
+                                              r"keys and values of grown layer 2, a later one; insert new layers after "
+                                              r"layer 1 or later \(--insert-after\)$"):
+        grow(src_later, tmp_path / "refused-later", layers=5, insert_after=[0])
+    assert not (tmp_path / "refused-later").exists()
     with pytest.raises(HyperCloneError, match=r"q_input_norm\.bias is a LayerNorm over the residual stream, whose mean "
                                               r"only whole copies keep; a hidden size of 72 is not a multiple of 48"):
         grow(src, tmp_path / "refused", hidden_size=72, heads=9, kv_heads=9, ffn_size=60)

@@ -381,13 +381,16 @@ def _fit_cycle(spec: LayerKinds, config: Any, kinds: tuple[str, ...],
     needed = read_layer_kinds(spec, config, len(layers))  # the source's cycle over the grown layers
     if any(not identity and kinds[src] != needed[i] for i, (src, identity) in enumerate(layers)):
         return layers, []  # source layers moved off the cycle (--insert-after): the kinds are written out per layer
-    fitted = []
-    for i, (src, identity) in enumerate(layers):
-        if identity and kinds[src] != needed[i]:
-            same = [j for j, kind in enumerate(kinds) if kind == needed[i]]
-            src = max((j for j in same if j <= src), default=same[0])
-        fitted.append((src, identity))
+    if any(identity and needed[i] not in kinds for i, (_, identity) in enumerate(layers)):
+        return layers, []  # no source layer of a kind the cycle needs: the kinds are written out per layer
+    fitted = [(_nearest([j for j, kind in enumerate(kinds) if kind == needed[i]], src), True)
+              if identity and kinds[src] != needed[i] else (src, identity) for i, (src, identity) in enumerate(layers)]
     return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
+
+
+def _nearest(chosen: list[int], src: int) -> int:
+    """The last of `chosen` (ascending source layers, not empty) at or before `src`, else the first."""
+    return max((c for c in chosen if c <= src), default=chosen[0])
 
 
 def copy_for_identity(rule: tuple[str, Any] | None, config: Any,
@@ -401,8 +404,8 @@ def copy_for_identity(rule: tuple[str, Any] | None, config: Any,
     if not chosen:
         return layers, []
     leading = next((i for i, (_, identity) in enumerate(layers) if not identity), len(layers))
-    fitted = [(max((c for c in chosen if c <= src), default=chosen[0]), True) if identity and i > leading
-              else (src, identity) for i, (src, identity) in enumerate(layers)]
+    fitted = [(_nearest(chosen, src), True) if identity and i > leading else (src, identity)
+              for i, (src, identity) in enumerate(layers)]
     return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]
 
 
@@ -417,6 +420,5 @@ def copy_kind_for_identity(family: str, kind: str, kinds: tuple[str, ...], layer
     if not chosen:
         raise HyperCloneError(f"{family}: new layers are identity copies of a {kind} layer, and the source has none; "
                               "grow only the width")
-    fitted = [(max((c for c in chosen if c <= src), default=chosen[0]), True) if identity else (src, identity)
-              for src, identity in layers]
+    fitted = [(_nearest(chosen, src), True) if identity else (src, identity) for src, identity in layers]
     return fitted, [i for i, (a, b) in enumerate(zip(layers, fitted, strict=True)) if a != b]

@@ -1514,15 +1514,25 @@ def _config_updates(family: Family, config: Any, dims: Dims, grown: Dims, tied: 
     return updates
 
 
-def _renumbered_layer_indices(value: list[int], layers: list[tuple[int, bool]]) -> list[int]:
+def _renumbered_layer_indices(key: str, value: list[int], layers: list[tuple[int, bool]]) -> list[int]:
     """A per-layer list of layer indices (Mistral Large 4's kv_source_layers) for the grown layer plan: a layer naming
-    itself names its grown self, one naming another layer names that layer's grown position (its first copy that is
-    not an identity block), as the source layer it copies does."""
-    position: dict[int, int] = {}
+    itself names its grown self, one naming another layer names that layer's nearest earlier grown copy that is not an
+    identity block (a stacked copy reads its own stack's), as the source layer it copies does. Refused in one line
+    where that copy comes later (an identity block copying a layer whose source is further on)."""
+    copies: dict[int, list[int]] = {}
     for index, (src, identity) in enumerate(layers):
         if not identity:
-            position.setdefault(src, index)
-    return [index if value[src] == src else position[value[src]] for index, (src, _) in enumerate(layers)]
+            copies.setdefault(src, []).append(index)
+    renumbered = []
+    for index, (src, _) in enumerate(layers):
+        named = value[src]
+        earlier = [c for c in copies[named] if c <= index]
+        renumbered.append(index if named == src else earlier[-1] if earlier else copies[named][0])
+        if renumbered[-1] > index:
+            raise HyperCloneError(f"{key}: grown layer {index}, a copy of layer {src}, would read the keys and values "
+                                  f"of grown layer {renumbered[-1]}, a later one; insert new layers after layer "
+                                  f"{named} or later (--insert-after)")
+    return renumbered
 
 
 def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers: list[tuple[int, bool]]
@@ -1531,7 +1541,7 @@ def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers:
     updates: dict[str, Any] = {}
     for key, value in config.to_dict().items():  # per-layer lists (layer_types, no_rope_layers, ...)
         if (isinstance(value, list) and len(value) == dims.layers and key != "architectures"
-                and key not in family.kept_lists):
+                and key not in family.kept_lists and key not in family.layer_index_lists):
             updates[key] = [value[src] for src, _ in layers]
     for key in family.layer_strings:  # one character per layer (GLM-5's index_topk_pattern "FSSF...")
         pattern = config_value(config, key)
@@ -1540,7 +1550,7 @@ def _depth_updates(family: Family, config: Any, dims: Dims, grown: Dims, layers:
     for key in family.layer_index_lists:  # entries naming layers (kv_source_layers): the grown layers' indices
         value = config_value(config, key)
         if isinstance(value, list) and len(value) == dims.layers:
-            updates[key] = _renumbered_layer_indices(value, layers)
+            updates[key] = _renumbered_layer_indices(key, value, layers)
     for key in family.schedule_keys:  # a period and offset the grown per-layer list need not follow: null
         if config_value(config, key) is not None:
             updates[key] = None

@@ -279,7 +279,8 @@ transformers reads; a period would describe other layers).
 ``layer_index_lists``: per-layer config lists whose entries are layer indices (Mistral Large 4's kv_source_layers: the
 layer whose latent keys and values each layer attends to, its own index where it computes them): depth growth writes
 each grown layer the grown index of the layer its source layer names (an identity block copying a layer that computes
-its own names itself; one copying a KV-shared layer reads that layer's source, as the copied layer does).
+its own names itself; one copying a KV-shared layer reads the nearest earlier grown copy of that layer's source,
+as the copied layer does, and is refused in one line where that copy comes after it).
 ``identity_copies``: {"list": per-layer config key, "entry": value}: under depth growth every identity block after
 the first layer copies the nearest source layer at or before the one it follows whose entry in that list is the value
 (the first such layer where none precedes it; its weights, its entries in every
