@@ -146,9 +146,10 @@ def test_multimodal_grows_exactly(tmp_path, model_type, options, tied):
         options = dict(options, hidden_size=96, heads=6, kv_heads=2)
     if model_type == "mistral_large4" and "layers" in options:  # 4 layers: a new one makes 5
         options = dict(options, layers=5)
-    if model_type == "mistral_large4" and options.get("hidden_size") == 72:  # its indexer's LayerNorm over the
-        options = dict(options, hidden_size=96, heads=9, kv_heads=9)  # residual stream: whole factors; latent
-        # attention: as many KV heads as query heads
+    if model_type == "mistral_large4" and options.get("hidden_size") == 72:
+        # its indexer's LayerNorm over the residual stream takes whole factors; latent attention as many KV heads as
+        # query heads
+        options = dict(options, hidden_size=96, heads=9, kv_heads=9)
     tied = tied and model_type not in UNTIED_MULTIMODAL  # Mllama's class never ties
     src = make_tiny_multimodal(model_type, tmp_path / "src", tied=tied)
     out = grow(src, tmp_path / "out", seed=5, **options)
@@ -752,8 +753,8 @@ def test_mistral_large4_kv_sharing_under_depth_and_its_layernorm(tmp_path):
     assert result.rel_err <= REL_TOL and result.generate_match, result
     assert image_rel_err(source, grown, "mistral_large4") <= REL_TOL
     stacked = grow(src, tmp_path / "stacked", layers=8, depth_mode="stack")  # each stack reads its own layers' keys
-    assert json.loads((stacked / "config.json").read_text())["text_config"]["kv_source_layers"] == [0, 0, 2, 2, 4, 4,
-                                                                                                     6, 6]
+    stacked_text = json.loads((stacked / "config.json").read_text())["text_config"]
+    assert stacked_text["kv_source_layers"] == [0, 0, 2, 2, 4, 4, 6, 6]
     # an identity block before the first "shared" layer copies it (identity_copies); where that layer reads a later
     # grown layer's keys (indexer full, full, shared, full; kv_source_layers [0, 1, 1, 3]) it is refused in one line
     later = dict(TINY_MULTIMODAL["mistral_large4"]["text_config"], indexer_types=["full", "full", "shared", "full"],

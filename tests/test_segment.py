@@ -195,8 +195,8 @@ def test_refusals(tmp_path, options, message):
 def test_every_moe_source_can_be_split():
     assert sorted(MOE_FAMILIES) == sorted([*SPLIT_FAMILIES, *OTHER_SPLITS, *SHARED_AS_WIDE, *NOT_SPLIT])
     hybrids = ["granitemoehybrid", "nemotron_h", "qwen3_next", "qwen3_5_moe_text", "kimi_linear"]
-    wrapped = ["qwen3_vl_moe_text", "glm4v_moe_text", "mistral_large4_text"]  # split through their wrappers
-    # (tests/test_multimodal.py)
+    # split through their wrappers (tests/test_multimodal.py)
+    wrapped = ["qwen3_vl_moe_text", "glm4v_moe_text", "mistral_large4_text"]
     assert sorted([*ROUTING, *NOT_SPLIT]) == sorted([*MOE_FAMILIES, *OTHER_MOE_FAMILIES, *hybrids, *wrapped])
     assert sorted({variant.split("-")[0] for variant in MORE_SPLITS}) == sorted([*OTHER_MOE_FAMILIES, "kimi_linear"])
 

@@ -19,13 +19,13 @@ from hyperclone.grow.verify import VerifyResult, causal_lm_auto, compare_models
 # (for real checkpoints) made generation half of the family matrix's time (tests/test_families.py: 40.7 s -> 30.9 s
 # for 36 of its cases on this 2-core machine, 2026-12-08).
 TINY_NEW_TOKENS = 16
+VOCAB = 97
 
 
 def compare_tiny(source, grown, **options) -> VerifyResult:
     """compare_models (logits and greedy generation) with the tiny models' generation length."""
     return compare_models(source, grown, new_tokens=TINY_NEW_TOKENS, **options)
 
-VOCAB = 97
 
 # Per family: config overrides that make a tiny model with GQA where the family has it,
 # biases where the family allows them, and the family's special features switched on.
